@@ -1,0 +1,1 @@
+"""Example luisy pipelines; run them from the repository root (see README.md)."""

@@ -1,0 +1,1 @@
+"""Monthly sales exports per region → cleaned tables → one table → a final report."""

@@ -1,0 +1,45 @@
+"""luisy: typed outputs, data layers, directory tasks and change detection on top of luigi."""
+
+from __future__ import annotations
+
+from luisy.config import Config, get_working_dir, set_working_dir, working_dir
+from luisy.decorators import (
+    auto_filename,
+    csv_output,
+    directory_input,
+    feather_output,
+    final,
+    h5_output,
+    hdf_output,
+    inherits,
+    interim,
+    json_output,
+    make_directory_output,
+    npy_output,
+    parquet_output,
+    parquetdir_output,
+    pickle_output,
+    project_name,
+    raw,
+    requires,
+    text_output,
+    xlsx_output,
+)
+from luisy.errors import LuisyError
+from luisy.execution import build
+from luisy.parameters import *  # noqa: F403 - luigi's parameter classes
+from luisy.parameters import __all__ as _parameter_names
+from luisy.tasks import ConcatenationTask, ExternalTask, Task, WrapperTask
+
+__version__ = "2.0.0.dev0"
+
+__all__ = [
+    "Config", "get_working_dir", "set_working_dir", "working_dir",
+    "Task", "ExternalTask", "WrapperTask", "ConcatenationTask",
+    "raw", "interim", "final", "project_name", "auto_filename", "requires", "inherits",
+    "pickle_output", "csv_output", "parquet_output", "feather_output", "json_output",
+    "xlsx_output", "hdf_output", "h5_output", "npy_output", "text_output",
+    "parquetdir_output", "make_directory_output", "directory_input",
+    "build", "LuisyError",
+    *_parameter_names,
+]

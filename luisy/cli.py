@@ -1,0 +1,205 @@
+"""The ``luisy`` command: parse the command line, call the Python API, print, exit.
+
+Task parameters are parsed with luigi's own argparse rules, so ``--param value`` and
+``--Task-param value`` work as with the ``luigi`` command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+import luigi
+from luigi.cmdline_parser import CmdlineParser
+from luigi.task_register import Register
+
+from luisy import config
+from luisy.errors import LuisyError, ParameterError, TaskLookupError
+from luisy.execution import build, run as run_tasks
+
+__all__ = ["main", "build"]
+
+# Options of luisy 1.x's single command that take a value, to find the task name among them.
+_LEGACY_VALUE_OPTIONS = {"--module", "--working-dir", "--workers", "--processes", "--scheduler-url"}
+
+
+class _LuisyGroup(click.Group):
+    """Also accepts luisy 1.x's form ``luisy --module pkg.mod Task [options]``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and any(
+            a == "--module" or a.startswith("--module=") for a in args
+        ):
+            args = _translate_legacy(args)
+        return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except LuisyError as error:
+            _fail(error.format_message())
+
+
+def _translate_legacy(args: list[str]) -> list[str]:
+    """``--module m Task --no-ask ...`` → ``run m:Task ...``."""
+    module, task, rest = None, None, []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        name, has_value, value = arg.partition("=")
+        if name == "--module":
+            module = value if has_value else (args[i + 1] if i + 1 < len(args) else None)
+            i += 1 if has_value else 2
+            continue
+        if arg == "--no-ask":
+            i += 1
+            continue
+        if task is None and not arg.startswith("-"):
+            task = arg
+        else:
+            rest.append(arg)
+            if name in _LEGACY_VALUE_OPTIONS and not has_value and i + 1 < len(args):
+                rest.append(args[i + 1])
+                i += 1
+        i += 1
+    if not module or not task:
+        _fail("the 1.x form is: luisy --module package.module TaskName [--param value ...]")
+    return ["run", f"{module}:{task}", *rest]
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(f"luisy: error: {message}", err=True)
+    sys.exit(2)
+
+
+@click.group(cls=_LuisyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="luisy")
+def main() -> None:
+    """luisy: typed outputs, data layers and directory tasks on top of luigi.
+
+    \b
+    Example:
+        luisy run mypkg.tasks:Report --year 2024 --working-dir ./data
+    """
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("task")
+@click.option("--working-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Root of the data-layer tree (default: $LUISY_WORKING_DIR or ./data).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="luigi worker processes.")
+@click.option("--local-scheduler", is_flag=True, help="Use luigi's local scheduler (the default).")
+@click.option("--scheduler-url", metavar="URL", help="Use luigi's central scheduler (luigid) at URL.")
+@click.option("-v", "--verbose", is_flag=True, help="Show luigi's log.")
+@click.argument("task_args", nargs=-1, type=click.UNPROCESSED)
+def run(task: str, working_dir: Path | None, workers: int, local_scheduler: bool,
+        scheduler_url: str | None, verbose: bool, task_args: tuple[str, ...]) -> None:
+    """Run TASK (``module:Class`` or ``module.Class``) and everything it needs.
+
+    Task parameters follow TASK as ``--name value`` (or ``--Task-name value`` for any task).
+    The exit status is 0 only when TASK is complete at the end.
+
+    \b
+    Example:
+        luisy run examples.sales.tasks:Report --region north --workers 2
+    """
+    if working_dir is not None:
+        config.set_working_dir(working_dir)
+    root = config.get_working_dir()
+    if not root.is_dir():
+        raise LuisyError(
+            f"working directory {root} does not exist (set it with --working-dir, "
+            "LUISY_WORKING_DIR or [luisy] working_dir, or create it)"
+        )
+    task_cls = load_task_class(task)
+    with parsed_task(task_cls, list(task_args)) as task_obj:
+        summary = run_tasks(
+            [task_obj], workers=workers, scheduler_url=scheduler_url,
+            local_scheduler=not scheduler_url, log_level="INFO" if verbose else "WARNING",
+        )
+    for line in summary.lines():
+        click.echo(line)
+    sys.exit(0 if summary.complete else 1)
+
+
+def load_task_class(spec: str) -> type[luigi.Task]:
+    """Import ``module:Class`` or ``module.Class``; the current directory is importable."""
+    module_name, sep, class_name = spec.partition(":")
+    if not sep:
+        module_name, _, class_name = spec.rpartition(".")
+    if not module_name or not class_name:
+        raise TaskLookupError(f"task {spec!r} is not of the form module:Class or module.Class")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise TaskLookupError(f"cannot import module {module_name!r} for task {spec!r}: {error}") from error
+    task_cls = getattr(module, class_name, None)
+    if not (isinstance(task_cls, type) and issubclass(task_cls, luigi.Task)):
+        found = sorted(n for n, v in vars(module).items()
+                       if isinstance(v, type) and issubclass(v, luigi.Task) and v.__module__ == module.__name__)
+        raise TaskLookupError(
+            f"module {module_name!r} has no task {class_name!r}"
+            + (f"; tasks defined there: {', '.join(found)}" if found else "")
+        )
+    return task_cls
+
+
+class _TaskArguments(CmdlineParser):
+    """luigi's command-line parser for one known task class, raising ParameterError on bad input."""
+
+    def __init__(self, task_cls: type[luigi.Task], args: Sequence[str]):
+        self.task_cls = task_cls
+        family = task_cls.get_task_family()
+        parser = argparse.ArgumentParser(prog=f"luisy run {family}", add_help=False,
+                                         conflict_handler="resolve")
+
+        def error(message: str) -> NoReturn:
+            known = ", ".join("--" + n.replace("_", "-") for n, _ in task_cls.get_params())
+            raise ParameterError(f"{family}: {message} (parameters of {family}: {known or 'none'})")
+
+        parser.error = error  # type: ignore[method-assign]
+        for task_name, is_without_section, param_name, param in Register.get_all_params():
+            flag = param_name if is_without_section else f"{task_name}_{param_name}"
+            parser.add_argument("--" + flag.replace("_", "-"), **param._parser_kwargs(param_name, task_name))
+        for param_name, param in task_cls.get_params():
+            parser.add_argument("--" + param_name.replace("_", "-"), **param._parser_kwargs(param_name))
+        self.known_args = parser.parse_args(list(args))
+
+    def get_task_obj(self) -> luigi.Task:
+        family = self.task_cls.get_task_family()
+        kwargs = {}
+        for name, param in self.task_cls.get_params():
+            raw_value = getattr(self.known_args, name, None)
+            if raw_value:
+                try:
+                    kwargs[name] = param.parse(raw_value)
+                except Exception as error:
+                    raise ParameterError(f"{family}: bad value {raw_value!r} for --{name.replace('_', '-')}: "
+                                         f"{error}") from None
+        try:
+            return self.task_cls(**kwargs)
+        except luigi.parameter.MissingParameterException as error:
+            raise ParameterError(f"{family}: {str(error).split(': ', 1)[-1]}") from None
+        except ValueError as error:
+            raise ParameterError(f"{family}: {error}") from None
+
+
+@contextmanager
+def parsed_task(task_cls: type[luigi.Task], args: Sequence[str]) -> Iterator[luigi.Task]:
+    """The task built from ``args``; ``--Task-param`` values apply to every task while the block runs."""
+    parsed = _TaskArguments(task_cls, args)
+    previous, CmdlineParser._instance = CmdlineParser._instance, parsed
+    try:
+        yield parsed.get_task_obj()
+    finally:
+        CmdlineParser._instance = previous

@@ -1,0 +1,200 @@
+"""Class decorators. Each one only attaches configuration to the class it decorates.
+
+Every decorator without a required argument works with and without parentheses
+(``@luisy.raw`` and ``@luisy.raw()``; ``@luisy.csv_output`` and ``@luisy.csv_output(sep=";")``).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import luigi
+import luigi.util
+
+from luisy import targets
+from luisy.errors import DecorationError
+from luisy.spec import NamingRule, OutputSpec
+
+T = TypeVar("T", bound=type)
+
+__all__ = [
+    "raw", "interim", "final", "project_name", "auto_filename", "requires", "inherits",
+    "pickle_output", "csv_output", "parquet_output", "feather_output", "json_output",
+    "xlsx_output", "hdf_output", "h5_output", "npy_output", "text_output",
+    "parquetdir_output", "make_directory_output", "directory_input",
+]
+
+inherits = luigi.util.inherits
+
+
+def _class_decorator(apply: Callable[..., T]) -> Callable[..., Any]:
+    """Make ``apply(cls, **options)`` usable as ``@dec``, ``@dec()`` and ``@dec(**options)``."""
+
+    @functools.wraps(apply)
+    def decorator(cls: T | None = None, /, **options: Any) -> Any:
+        if cls is None:
+            return lambda c: apply(c, **options)
+        return apply(cls, **options)
+
+    return decorator
+
+
+def _require_luisy_task(cls: Any, decorator: str) -> None:
+    if not (isinstance(cls, type) and hasattr(cls, "_luisy_output")):
+        raise DecorationError(
+            f"@{decorator} decorates luisy tasks (luisy.Task, luisy.ExternalTask...), "
+            f"not {getattr(cls, '__qualname__', cls)!r}"
+        )
+
+
+def _layer(name: str) -> Callable[..., Any]:
+    def apply(cls: T) -> T:
+        _require_luisy_task(cls, name)
+        cls._luisy_layer = name
+        return cls
+
+    apply.__name__ = apply.__qualname__ = name
+    apply.__doc__ = f"Place the task's output in the ``{name}`` layer: ``<working_dir>/<project>/{name}/``."
+    return _class_decorator(apply)
+
+
+raw = _layer("raw")
+interim = _layer("interim")
+final = _layer("final")
+
+
+def project_name(name: str) -> Callable[[T], T]:
+    """Set the project folder of the task's output (default: the task's top-level package)."""
+
+    def apply(cls: T) -> T:
+        cls.project_name = name
+        return cls
+
+    return apply
+
+
+def _auto_get_file_name(self: Any) -> str:
+    return type(self)._luisy_naming.render(self)
+
+
+@_class_decorator
+def auto_filename(cls: T, excl_params: list[str] | tuple[str, ...] | None = None,
+                  excl_none: bool = False) -> T:
+    """Name the output after the task family and its parameters (on by default for ``luisy.Task``).
+
+    ``excl_params`` leaves parameters out of the name; ``excl_none=True`` leaves out those whose
+    value is ``None``.
+    """
+    _require_luisy_task(cls, "auto_filename")
+    cls._luisy_naming = NamingRule(tuple(excl_params or ()), excl_none)
+    cls.get_file_name = _auto_get_file_name
+    return cls
+
+
+def requires(*tasks: type, as_dict: bool = False) -> Callable[[T], T]:
+    """Inherit the parameters of ``tasks`` and require them.
+
+    One task: ``requires()`` returns it; several: a list in the given order;
+    ``as_dict=True``: a dict keyed by task family.
+    """
+    if not tasks:
+        raise TypeError("requires() needs at least one task class")
+
+    def apply(cls: T) -> T:
+        cls = luigi.util.inherits(*tasks)(cls)
+        if as_dict:
+            def _requires(self: Any) -> Any:
+                return {t.get_task_family(): self.clone(t) for t in tasks}
+        elif len(tasks) == 1:
+            def _requires(self: Any) -> Any:
+                return self.clone(tasks[0])
+        else:
+            def _requires(self: Any) -> Any:
+                return [self.clone(t) for t in tasks]
+        cls.requires = _requires
+        return cls
+
+    return apply
+
+
+def _output(target_cls: type, name: str, doc: str) -> Callable[..., Any]:
+    def apply(cls: T, **options: Any) -> T:
+        _require_luisy_task(cls, name)
+        cls._luisy_output = OutputSpec(target_cls, options)
+        return cls
+
+    apply.__name__ = apply.__qualname__ = name
+    apply.__doc__ = doc
+    return _class_decorator(apply)
+
+
+pickle_output = _output(targets.PickleTarget, "pickle_output", "Store the output as a pickle (the default).")
+csv_output = _output(targets.CSVTarget, "csv_output", "Store a DataFrame as csv (written with ``index=False``).")
+parquet_output = _output(targets.ParquetTarget, "parquet_output", "Store a DataFrame as parquet (pyarrow).")
+feather_output = _output(targets.FeatherTarget, "feather_output", "Store a DataFrame as feather (pyarrow).")
+json_output = _output(targets.JSONTarget, "json_output", "Store a dict or list as json.")
+xlsx_output = _output(targets.XLSXTarget, "xlsx_output", "Store a DataFrame as xlsx (extra ``excel``).")
+hdf_output = _output(targets.HDFTarget, "hdf_output", "Store a DataFrame in an HDFStore, key ``data`` (extra ``hdf``).")
+h5_output = _output(
+    targets.H5Target, "h5_output",
+    "Store an ndarray or a nested dict of arrays and scalars with h5py; parameters become attributes.",
+)
+npy_output = _output(targets.NpyTarget, "npy_output", "Store an ndarray as .npy (no pickles).")
+text_output = _output(targets.TextTarget, "text_output", "Store a str as utf-8 text.")
+
+
+def _require_folder_name(cls: Any, decorator: str) -> None:
+    if not callable(getattr(cls, "get_folder_name", None)):
+        raise DecorationError(f"@{decorator}: {cls.__qualname__} must define get_folder_name()")
+
+
+@_class_decorator
+def parquetdir_output(cls: T, outdir: str | None = None) -> T:
+    """The output is a folder of parquet files, read as one DataFrame.
+
+    The folder is ``get_folder_name()`` (or ``outdir``) inside the task's output directory.
+    """
+    _require_luisy_task(cls, "parquetdir_output")
+    if outdir is None:
+        _require_folder_name(cls, "parquetdir_output")
+    cls._luisy_output = OutputSpec(targets.ParquetDirTarget, folder=True, folder_name=outdir)
+    return cls
+
+
+def make_directory_output(read_file_func: Callable[[str], Any],
+                          regex_pattern: str | None = None) -> Callable[[T], T]:
+    """For an ``ExternalTask`` with ``get_folder_name()``: read each matching file of the folder.
+
+    ``read()`` yields ``read_file_func(path)`` for each file whose name matches ``regex_pattern``
+    (searched, not anchored), sorted by name, skipping ``None`` results.
+    """
+    from luisy.tasks.base import ExternalTask
+
+    def apply(cls: T) -> T:
+        if not (isinstance(cls, type) and issubclass(cls, ExternalTask)):
+            raise DecorationError(
+                f"make_directory_output decorates a luisy.ExternalTask, not {getattr(cls, '__qualname__', cls)!r}"
+            )
+        _require_folder_name(cls, "make_directory_output")
+        options = {"read_file_func": read_file_func, "regex_pattern": regex_pattern}
+        cls._luisy_output = OutputSpec(targets.DirectoryInputTarget, options, folder=True)
+        return cls
+
+    return apply
+
+
+@_class_decorator
+def directory_input(cls: T, pattern: str = "*", read: Callable[[str], Any] | None = None,
+                    recursive: bool = False) -> T:
+    """The output is an existing folder (``get_folder_name()``) read file by file.
+
+    Files match the glob ``pattern`` (searched in sub-folders with ``recursive=True``) and are
+    read by ``read(path)``, by default by extension.
+    """
+    _require_luisy_task(cls, "directory_input")
+    _require_folder_name(cls, "directory_input")
+    options = {"read_file_func": read, "pattern": pattern, "recursive": recursive}
+    cls._luisy_output = OutputSpec(targets.DirectoryInputTarget, options, folder=True)
+    return cls

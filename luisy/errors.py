@@ -1,0 +1,50 @@
+"""The luisy exception family.
+
+Every error luisy raises on bad input derives from :class:`LuisyError`; its
+:meth:`~LuisyError.format_message` is the one line the CLI prints. Where Python
+has an established exception type for the situation (``ValueError`` for a bad
+value, ``TypeError`` for a wrong object, ``ImportError`` for a missing package),
+the luisy error also derives from it, so ``except ValueError`` keeps working.
+"""
+
+from __future__ import annotations
+
+
+class LuisyError(Exception):
+    """Base class of all luisy errors."""
+
+    def format_message(self) -> str:
+        """The message shown to a user, on one line."""
+        return " ".join(str(self).split())
+
+
+class UnsafePathError(LuisyError, ValueError):
+    """A task's output path would leave the working directory."""
+
+
+class OutputMissingError(LuisyError, ValueError):
+    """A task's output was read before the task ran."""
+
+
+class FormatTypeError(LuisyError, TypeError):
+    """An object cannot be written in a task's output format."""
+
+
+class MissingExtraError(LuisyError, ImportError):
+    """An optional dependency of an output format is not installed."""
+
+
+class DecorationError(LuisyError, ValueError):
+    """A decorator was applied to a class it cannot configure."""
+
+
+class TaskLookupError(LuisyError):
+    """A task given on the command line cannot be found or imported."""
+
+
+class ParameterError(LuisyError):
+    """A task parameter given on the command line is unknown or has a bad value."""
+
+
+class FileReadError(LuisyError):
+    """A file inside an input folder could not be read."""

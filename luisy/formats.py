@@ -1,0 +1,422 @@
+"""One :class:`Format` per file type: its extension, what objects it takes, how to read and write.
+
+Formats import their library (pandas, pyarrow, h5py, scikit-image) only when they read or write,
+and never import tasks or targets. Keyword arguments given to an output decorator are routed to
+the reader and/or writer that names them, so read-only keywords (``usecols``) never reach the
+writer and write-only ones (``index``) never reach the reader.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+import json
+import os
+import pickle
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from luisy.errors import FormatTypeError, MissingExtraError
+
+_SCALARS = (bool, int, float, complex, str, bytes)
+
+
+def require(module: str, extra: str | None, purpose: str) -> Any:
+    """Import ``module`` or raise an ImportError that names the extra to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        hint = f"pip install 'luisy[{extra}]'" if extra else f"pip install {module}"
+        raise MissingExtraError(f"{purpose} needs the package {module!r}: {hint}") from error
+
+
+def _loaded_type(module: str, name: str) -> type | None:
+    """A class from an already imported module; if the module is not imported, no object is one."""
+    mod = sys.modules.get(module)
+    return getattr(mod, name, None) if mod is not None else None
+
+
+def is_dataframe(obj: Any) -> bool:
+    cls = _loaded_type("pandas", "DataFrame")
+    return cls is not None and isinstance(obj, cls)
+
+
+def is_ndarray(obj: Any) -> bool:
+    cls = _loaded_type("numpy", "ndarray")
+    return cls is not None and isinstance(obj, cls)
+
+
+class Format:
+    """A file type. Subclasses set ``name``, ``ext``, ``accepts`` and implement ``_read``/``_write``."""
+
+    name: str = ""
+    ext: str = ""
+    accepts: str = "any object"
+    extra: str | None = None
+
+    def check(self, obj: Any) -> bool:
+        """Whether ``obj`` can be written in this format."""
+        return True
+
+    def ensure_writable(self, obj: Any, owner: str) -> None:
+        """Raise a TypeError naming ``owner``, the format and the type, before anything is written."""
+        if not self.check(obj):
+            raise FormatTypeError(
+                f"{owner}: {self.name} output takes {self.accepts}, got {type(obj).__module__}."
+                f"{type(obj).__qualname__}"
+            )
+
+    def read(self, path: str | os.PathLike[str], **options: Any) -> Any:
+        """Read the object stored at ``path``."""
+        read_kw, _ = self.split_options(tuple(sorted(options)))
+        return self._read(os.fspath(path), **{k: options[k] for k in read_kw})
+
+    def write(self, obj: Any, path: str | os.PathLike[str], **options: Any) -> None:
+        """Write ``obj`` to ``path`` (not atomic by itself: targets make it so)."""
+        _, write_kw = self.split_options(tuple(sorted(options)))
+        self._write(obj, os.fspath(path), **{k: options[k] for k in write_kw})
+
+    # Which library functions the keywords are meant for; formats without keywords keep these.
+    def _reader_signature(self) -> Callable[..., Any] | None:
+        return None
+
+    def _writer_signature(self) -> Callable[..., Any] | None:
+        return None
+
+    @functools.lru_cache(maxsize=None)  # noqa: B019 - formats are module-level singletons
+    def split_options(self, keys: tuple[str, ...]) -> tuple[frozenset[str], frozenset[str]]:
+        """Split keyword names into (reader keywords, writer keywords)."""
+        if not keys:
+            return frozenset(), frozenset()
+        sides = [_accepted(self._reader_signature()), _accepted(self._writer_signature())]
+        routed: list[set[str]] = [set(), set()]
+        for key in keys:
+            named = [i for i, (names, _) in enumerate(sides) if key in names]
+            targets = named or [i for i, (_, var_kw) in enumerate(sides) if var_kw]
+            if not targets:
+                raise TypeError(f"{self.name} output does not take the keyword argument {key!r}")
+            for i in targets:
+                routed[i].add(key)
+        return frozenset(routed[0]), frozenset(routed[1])
+
+    def _read(self, path: str, **options: Any) -> Any:
+        raise NotImplementedError
+
+    def _write(self, obj: Any, path: str, **options: Any) -> None:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<luisy format {self.name}>"
+
+
+def _accepted(func: Callable[..., Any] | None) -> tuple[frozenset[str], bool]:
+    """Explicit keyword names of ``func`` (minus the object and path) and whether it takes ``**kwargs``."""
+    if func is None:
+        return frozenset(), False
+    params = inspect.signature(func).parameters.values()
+    skip = {"self", "obj", "path", "path_or_buf", "filepath_or_buffer", "fp", "file", "s", "excel_writer"}
+    names = frozenset(p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)) - skip
+    return names, any(p.kind is p.VAR_KEYWORD for p in params)
+
+
+class _DataFrameFormat(Format):
+    accepts = "a pandas DataFrame"
+
+    def check(self, obj: Any) -> bool:
+        return is_dataframe(obj)
+
+
+class Pickle(Format):
+    name, ext = "pickle", "pkl"
+
+    def _reader_signature(self) -> Callable[..., Any]:
+        return pickle.load
+
+    def _writer_signature(self) -> Callable[..., Any]:
+        return pickle.dump
+
+    def _read(self, path: str, **options: Any) -> Any:
+        with open(path, "rb") as f:
+            return pickle.load(f, **options)
+
+    def _write(self, obj: Any, path: str, **options: Any) -> None:
+        options.setdefault("protocol", pickle.HIGHEST_PROTOCOL)
+        with open(path, "wb") as f:
+            pickle.dump(obj, f, **options)
+
+
+class CSV(_DataFrameFormat):
+    name, ext = "csv", "csv"
+
+    def _reader_signature(self) -> Callable[..., Any]:
+        return require("pandas", None, "csv output").read_csv
+
+    def _writer_signature(self) -> Callable[..., Any]:
+        return require("pandas", None, "csv output").DataFrame.to_csv
+
+    def _read(self, path: str, **options: Any) -> Any:
+        return require("pandas", None, "csv output").read_csv(path, **options)
+
+    def _write(self, obj: Any, path: str, **options: Any) -> None:
+        options.setdefault("index", False)
+        obj.to_csv(path, **options)
+
+
+class Parquet(_DataFrameFormat):
+    name, ext = "parquet", "parquet"
+
+    def _reader_signature(self) -> Callable[..., Any]:
+        return require("pandas", None, "parquet output").read_parquet
+
+    def _writer_signature(self) -> Callable[..., Any]:
+        return require("pandas", None, "parquet output").DataFrame.to_parquet
+
+    def _read(self, path: str, **options: Any) -> Any:
+        require("pyarrow", None, "parquet output")
+        return require("pandas", None, "parquet output").read_parquet(path, engine="pyarrow", **options)
+
+    def _write(self, obj: Any, path: str, **options: Any) -> None:
+        require("pyarrow", None, "parquet output")
+        obj.to_parquet(path, engine="pyarrow", **options)
+
+
+class Feather(_DataFrameFormat):
+    name, ext = "feather", "feather"
+
+    def _reader_signature(self) -> Callable[..., Any]:
+        return require("pandas", None, "feather output").read_feather
+
+    def _writer_signature(self) -> Callable[..., Any]:
+        return require("pandas", None, "feather output").DataFrame.to_feather
+
+    def _read(self, path: str, **options: Any) -> Any:
+        require("pyarrow", None, "feather output")
+        return require("pandas", None, "feather output").read_feather(path, **options)
+
+    def _write(self, obj: Any, path: str, **options: Any) -> None:
+        require("pyarrow", None, "feather output")
+        obj.to_feather(path, **options)
+
+
+class JSON(Format):
+    name, ext = "json", "json"
+    accepts = "a dict or a list"
+
+    def check(self, obj: Any) -> bool:
+        return isinstance(obj, (dict, list))
+
+    def _reader_signature(self) -> Callable[..., Any]:
+        return json.load
+
+    def _writer_signature(self) -> Callable[..., Any]:
+        return json.dump
+
+    def _read(self, path: str, **options: Any) -> Any:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f, **options)
+
+    def _write(self, obj: Any, path: str, **options: Any) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(obj, f, **options)
+
+
+class XLSX(_DataFrameFormat):
+    name, ext, extra = "xlsx", "xlsx", "excel"
+
+    def _reader_signature(self) -> Callable[..., Any]:
+        return require("pandas", None, "xlsx output").read_excel
+
+    def _writer_signature(self) -> Callable[..., Any]:
+        return require("pandas", None, "xlsx output").DataFrame.to_excel
+
+    def _read(self, path: str, **options: Any) -> Any:
+        require("openpyxl", self.extra, "xlsx output")
+        return require("pandas", None, "xlsx output").read_excel(path, engine="openpyxl", **options)
+
+    def _write(self, obj: Any, path: str, **options: Any) -> None:
+        require("openpyxl", self.extra, "xlsx output")
+        options.setdefault("index", False)
+        obj.to_excel(path, engine="openpyxl", **options)
+
+
+class HDF(_DataFrameFormat):
+    name, ext, extra = "hdf", "hdf", "hdf"
+    key = "data"
+
+    def _reader_signature(self) -> Callable[..., Any]:
+        return require("pandas", None, "hdf output").read_hdf
+
+    def _writer_signature(self) -> Callable[..., Any]:
+        return require("pandas", None, "hdf output").DataFrame.to_hdf
+
+    def _read(self, path: str, **options: Any) -> Any:
+        require("tables", self.extra, "hdf output")
+        return require("pandas", None, "hdf output").read_hdf(path, key=self.key, **options)
+
+    def _write(self, obj: Any, path: str, **options: Any) -> None:
+        require("tables", self.extra, "hdf output")
+        obj.to_hdf(path, key=self.key, **options)
+
+
+class H5(Format):
+    """An ndarray, or a nested dict whose keys become groups and datasets.
+
+    ``attrs`` (the task's parameters, given by the target) are stored on the root group.
+    """
+
+    name, ext, extra = "h5", "h5", "h5"
+    accepts = "a numpy array or a nested dict of arrays and scalars"
+    _ROOT_ARRAY = "data"
+
+    def check(self, obj: Any) -> bool:
+        return is_ndarray(obj) or (isinstance(obj, Mapping) and _h5_tree_ok(obj))
+
+    def _writer_signature(self) -> Callable[..., Any]:
+        def write(obj: Any, path: str, attrs: Mapping[str, Any] | None = None) -> None: ...
+
+        return write
+
+    def _read(self, path: str, **options: Any) -> Any:
+        h5py = require("h5py", self.extra, "h5 output")
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("luisy_type") == "ndarray":
+                return f[self._ROOT_ARRAY][()]
+            return _h5_read_group(f)
+
+    def _write(self, obj: Any, path: str, attrs: Mapping[str, Any] | None = None) -> None:
+        h5py = require("h5py", self.extra, "h5 output")
+        with h5py.File(path, "w") as f:
+            for key, value in (attrs or {}).items():
+                f.attrs[key] = value if isinstance(value, _SCALARS) else str(value)
+            if is_ndarray(obj):
+                f.attrs["luisy_type"] = "ndarray"
+                f.create_dataset(self._ROOT_ARRAY, data=obj)
+            else:
+                f.attrs["luisy_type"] = "dict"
+                _h5_write_group(f, obj)
+
+    @staticmethod
+    def read_attrs(path: str | os.PathLike[str]) -> dict[str, Any]:
+        """The attributes of the file's root group (the writing task's parameters)."""
+        h5py = require("h5py", "h5", "h5 output")
+        with h5py.File(path, "r") as f:
+            return {k: _h5_plain(v) for k, v in f.attrs.items() if k != "luisy_type"}
+
+
+def _h5_tree_ok(tree: Mapping[Any, Any]) -> bool:
+    for key, value in tree.items():
+        if not isinstance(key, str) or "/" in key or not key:
+            return False
+        if isinstance(value, Mapping):
+            if not _h5_tree_ok(value):
+                return False
+        elif not (is_ndarray(value) or isinstance(value, (*_SCALARS, list, tuple)) or _is_np_scalar(value)):
+            return False
+    return True
+
+
+def _is_np_scalar(value: Any) -> bool:
+    generic = _loaded_type("numpy", "generic")
+    return generic is not None and isinstance(value, generic)
+
+
+def _h5_write_group(group: Any, tree: Mapping[str, Any]) -> None:
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            _h5_write_group(group.create_group(key), value)
+        else:
+            group.create_dataset(key, data=value)
+
+
+def _h5_read_group(group: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, item in group.items():
+        if hasattr(item, "keys"):
+            out[key] = _h5_read_group(item)
+        elif item.dtype.kind in "OSU" and item.shape == ():
+            out[key] = item.asstr()[()] if item.dtype.kind != "U" else item[()]
+        else:
+            out[key] = _h5_plain(item[()])
+    return out
+
+
+def _h5_plain(value: Any) -> Any:
+    """numpy scalars back to Python scalars; arrays stay arrays."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    return value.item() if _is_np_scalar(value) else value
+
+
+class Npy(Format):
+    name, ext = "npy", "npy"
+    accepts = "a numpy array"
+
+    def check(self, obj: Any) -> bool:
+        return is_ndarray(obj)
+
+    def _read(self, path: str, **options: Any) -> Any:
+        return require("numpy", None, "npy output").load(path, allow_pickle=False)
+
+    def _write(self, obj: Any, path: str, **options: Any) -> None:
+        np = require("numpy", None, "npy output")
+        with open(path, "wb") as f:  # a file object, so numpy does not append ".npy" to the name
+            np.save(f, obj, allow_pickle=False)
+
+
+class Text(Format):
+    name, ext = "text", "txt"
+    accepts = "a str"
+
+    def check(self, obj: Any) -> bool:
+        return isinstance(obj, str)
+
+    def _read(self, path: str, **options: Any) -> Any:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+
+    def _write(self, obj: Any, path: str, **options: Any) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(obj)
+
+
+class Image(Format):
+    """Images through scikit-image (read by extension; writable as png/tif)."""
+
+    name, extra = "image", "image"
+    accepts = "a numpy array"
+
+    def __init__(self, ext: str = "png") -> None:
+        self.ext = ext
+
+    def check(self, obj: Any) -> bool:
+        return is_ndarray(obj)
+
+    def _read(self, path: str, **options: Any) -> Any:
+        return require("skimage.io", self.extra, f"reading .{self.ext} images").imread(path)
+
+    def _write(self, obj: Any, path: str, **options: Any) -> None:
+        io = require("skimage.io", self.extra, f"writing .{self.ext} images")
+        io.imsave(path, obj, check_contrast=False)
+
+
+PICKLE, CSV_, PARQUET, FEATHER, JSON_, XLSX_, HDF_, H5_, NPY, TEXT = (
+    Pickle(), CSV(), Parquet(), Feather(), JSON(), XLSX(), HDF(), H5(), Npy(), Text()
+)
+
+#: Formats by file extension, for reading external folders (§5).
+BY_EXTENSION: dict[str, Format] = {
+    f.ext: f for f in (PICKLE, CSV_, PARQUET, FEATHER, JSON_, XLSX_, HDF_, H5_, NPY, TEXT)
+}
+BY_EXTENSION.update({ext: Image(ext) for ext in ("png", "jpg", "jpeg", "tif", "tiff", "bmp")})
+
+
+def for_path(path: str | os.PathLike[str]) -> Format:
+    """The format that reads ``path``, chosen by its extension."""
+    ext = os.fspath(path).rsplit(".", 1)[-1].lower() if "." in os.path.basename(path) else ""
+    try:
+        return BY_EXTENSION[ext]
+    except KeyError:
+        known = ", ".join(f".{e}" for e in sorted(BY_EXTENSION))
+        raise ValueError(f"no reader for {os.fspath(path)!r}: unknown extension (known: {known})") from None

@@ -1,0 +1,119 @@
+"""Where a task's output lives: project name, file-name rendering, and the escape guard.
+
+Computing a path never touches the disk; directories are made when something is written.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import sys
+from collections.abc import Iterable, Mapping
+from pathlib import Path, PurePath
+from typing import Any
+
+from luisy.config import get_working_dir
+from luisy.errors import UnsafePathError
+
+
+def get_string_repr(value: Any) -> str:
+    """Render a parameter value for a file name (the renderer of ``auto_filename``).
+
+    ``None`` renders as ``None``, lists and tuples (nested ones flattened) are joined
+    with ``_``, mappings as ``key=value`` pairs in key order, enums by member name,
+    everything else with ``str``. ``/`` and spaces become ``_``.
+    """
+    return _render(value).replace("/", "_").replace(" ", "_")
+
+
+def _render(value: Any) -> str:
+    if value is None:
+        return "None"
+    if isinstance(value, Mapping):
+        return "_".join(f"{k}={_render(v)}" for k, v in sorted(value.items(), key=lambda kv: str(kv[0])))
+    if isinstance(value, (list, tuple)):
+        return "_".join(_render(v) for v in value)
+    if isinstance(value, enum.Enum):
+        return value.name
+    return str(value)
+
+
+def auto_file_name(task: Any, excl_params: Iterable[str] = (), excl_none: bool = False) -> str:
+    """``<task family>_<name>=<value>...`` for the task's significant parameters, sorted by name."""
+    excluded = set(excl_params)
+    parts = [task.get_task_family()]
+    for name in sorted(significant_param_names(type(task))):
+        value = getattr(task, name)
+        if name in excluded or (excl_none and value is None):
+            continue
+        rendered = get_string_repr(value)
+        if "\0" in rendered:
+            raise UnsafePathError(f"{task!r}: parameter {name!r} contains a NUL byte")
+        parts.append(f"{name}={rendered}")
+    return "_".join(parts)
+
+
+def significant_param_names(task_cls: type) -> list[str]:
+    """Names of the parameters that identify a task (luigi's ``significant=True``)."""
+    return [name for name, param in task_cls.get_params() if param.significant]
+
+
+def project_name_of(task_cls: type) -> str:
+    """The ``project_name`` attribute, else the top-level package of the defining module.
+
+    A task defined in ``__main__`` takes the script's file stem (``__main__`` in a notebook).
+    """
+    explicit = getattr(task_cls, "project_name", None)
+    if explicit:
+        return str(explicit)
+    module = task_cls.__module__
+    if module == "__main__":
+        main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+        return Path(main_file).stem if main_file else "__main__"
+    return module.split(".")[0]
+
+
+def with_extension(name: str, ext: str) -> str:
+    """Append ``.ext`` unless ``name`` already ends with it."""
+    return name if not ext or name.endswith(f".{ext}") else f"{name}.{ext}"
+
+
+def output_path(task: Any, name: str, layer: str | None) -> Path:
+    """``<working_dir>/<project>/<layer>/<sub_dir>/<name>``; without a layer, ``<working_dir>/<sub_dir>/<name>``.
+
+    Raises :class:`~luisy.errors.UnsafePathError` when the sub directory or the name
+    would place the output outside the working directory.
+    """
+    sub_dir = os.fspath(task.get_sub_dir() or "")
+    for source, part in (("get_sub_dir()", sub_dir), ("the file name", name)):
+        _check_relative(task, source, part)
+    root = get_working_dir()
+    base = root / project_name_of(type(task)) / layer if layer else root
+    return base / sub_dir / name if sub_dir else base / name
+
+
+def _check_relative(task: Any, source: str, part: str) -> None:
+    problem = None
+    if "\0" in part:
+        problem = "contains a NUL byte"
+    elif PurePath(part).is_absolute() or os.path.isabs(part):
+        problem = "is an absolute path"
+    elif ".." in PurePath(part).parts:
+        problem = "contains '..'"
+    if problem is None:
+        return
+    culprit = _parameter_in(task, part)
+    what = f"parameter {culprit!r}" if culprit else source
+    raise UnsafePathError(
+        f"{task!r}: {what} would place the output outside the working directory: "
+        f"{part!r} {problem}"
+    )
+
+
+def _parameter_in(task: Any, text: str) -> str | None:
+    """The name of a parameter whose value appears in ``text``, to point the user at it."""
+    for name, _ in type(task).get_params():
+        value = getattr(task, name, None)
+        if value is not None and str(value) and str(value) in text:
+            return name
+    return None

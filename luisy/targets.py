@@ -1,0 +1,232 @@
+"""File and folder targets: luigi ``LocalTarget`` objects that read and write through a Format.
+
+One target class per format keeps luisy 1.x's import paths (``luisy.targets.PickleTarget``...).
+Writes are atomic. Inside :func:`memory_store` every target keeps its object in memory instead
+(used by :class:`luisy.testing.LuisyTestCase`).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, ClassVar
+
+import luigi
+
+from luisy import formats
+from luisy.atomic import TMP_MARKER, atomic_dir, atomic_file
+from luisy.errors import FileReadError
+
+_memory: ContextVar[dict[str, Any] | None] = ContextVar("luisy_memory_store", default=None)
+
+
+@contextmanager
+def memory_store(initial: Mapping[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+    """Keep every luisy target's object in a dict keyed by path while the block runs.
+
+    Reads and writes copy the object, so a task cannot change another task's output by mutation.
+    """
+    store = {os.fspath(k): copy.deepcopy(v) for k, v in (initial or {}).items()}
+    token = _memory.set(store)
+    try:
+        yield store
+    finally:
+        _memory.reset(token)
+
+
+class LuisyTarget(luigi.LocalTarget):
+    """A file written and read through :attr:`file_format`; extra keywords go to its reader/writer."""
+
+    file_format: ClassVar[formats.Format] = formats.PICKLE
+
+    def __init__(self, path: str | os.PathLike[str], *, owner: str | None = None, **options: Any):
+        super().__init__(os.fspath(path))
+        self.options = options
+        self.owner = owner or type(self).__name__
+
+    @classmethod
+    def for_task(cls, task: luigi.Task, path: Path, **options: Any) -> LuisyTarget:
+        """The target of ``task``'s output at ``path``."""
+        return cls(path, owner=repr(task), **options)
+
+    def exists(self) -> bool:
+        store = _memory.get()
+        return self.path in store if store is not None else os.path.exists(self.path)
+
+    def read(self) -> Any:
+        """The stored object."""
+        store = _memory.get()
+        if store is not None:
+            return copy.deepcopy(store[self.path])
+        return self.file_format.read(self.path, **self.options)
+
+    def write(self, obj: Any) -> None:
+        """Check ``obj``'s type, then write it atomically (a failed write leaves nothing behind)."""
+        self.file_format.ensure_writable(obj, self.owner)
+        store = _memory.get()
+        if store is not None:
+            store[self.path] = copy.deepcopy(obj)
+            return
+        with atomic_file(self.path) as tmp:
+            self.file_format.write(obj, tmp, **self.options)
+
+
+class PickleTarget(LuisyTarget):
+    file_format = formats.PICKLE
+
+
+class CSVTarget(LuisyTarget):
+    file_format = formats.CSV_
+
+
+class ParquetTarget(LuisyTarget):
+    file_format = formats.PARQUET
+
+
+class FeatherTarget(LuisyTarget):
+    file_format = formats.FEATHER
+
+
+class JSONTarget(LuisyTarget):
+    file_format = formats.JSON_
+
+
+class XLSXTarget(LuisyTarget):
+    file_format = formats.XLSX_
+
+
+class HDFTarget(LuisyTarget):
+    file_format = formats.HDF_
+
+
+class H5Target(LuisyTarget):
+    """HDF5 through h5py; the writing task's parameters are stored as root attributes."""
+
+    file_format = formats.H5_
+
+    @classmethod
+    def for_task(cls, task: luigi.Task, path: Path, **options: Any) -> LuisyTarget:
+        options.setdefault("attrs", dict(task.param_kwargs))
+        return cls(path, owner=repr(task), **options)
+
+    def attrs(self) -> dict[str, Any]:
+        """The root attributes (the parameters of the task that wrote the file)."""
+        return formats.H5.read_attrs(self.path)
+
+
+class NpyTarget(LuisyTarget):
+    file_format = formats.NPY
+
+
+class TextTarget(LuisyTarget):
+    file_format = formats.TEXT
+
+
+class ParquetDirTarget(LuisyTarget):
+    """A folder of parquet files read as one DataFrame (files sorted by path, index reset)."""
+
+    file_format = formats.PARQUET
+
+    def parts(self) -> list[Path]:
+        """The parquet files of the folder, sorted; hidden and ``_``-prefixed files are skipped."""
+        root = Path(self.path)
+        return sorted(
+            p for p in root.rglob("*.parquet")
+            if not any(part.startswith((".", "_")) for part in p.relative_to(root).parts)
+        )
+
+    def read(self) -> Any:
+        store = _memory.get()
+        if store is not None:
+            return super().read()
+        pd = formats.require("pandas", None, "parquetdir output")
+        frames = [self.file_format.read(p, **self.options) for p in self.parts()]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    def write(self, obj: Any) -> None:
+        """Replace the folder atomically by one holding ``obj`` as ``part-00000.parquet``."""
+        self.file_format.ensure_writable(obj, self.owner)
+        store = _memory.get()
+        if store is not None:
+            store[self.path] = copy.deepcopy(obj)
+            return
+        with atomic_dir(self.path) as tmp:
+            self.file_format.write(obj, tmp / "part-00000.parquet", **self.options)
+
+
+class DirectoryInputTarget(luigi.LocalTarget):
+    """An existing folder whose files are read one by one (``make_directory_output``, ``directory_input``).
+
+    Files are chosen by a glob ``pattern`` (optionally ``recursive``) and an optional regular
+    expression searched in the file name, and read in name order by ``read_file_func``
+    (default: by extension). ``None`` results are skipped.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        read_file_func: Callable[[str], Any] | None = None,
+        regex_pattern: str | None = None,
+        pattern: str = "*",
+        recursive: bool = False,
+        owner: str | None = None,
+    ):
+        super().__init__(os.fspath(path))
+        self.read_file_func = read_file_func
+        self.regex = re.compile(regex_pattern) if regex_pattern else None
+        self.pattern = pattern
+        self.recursive = recursive
+        self.owner = owner or type(self).__name__
+
+    @classmethod
+    def for_task(cls, task: luigi.Task, path: Path, **options: Any) -> DirectoryInputTarget:
+        return cls(path, owner=repr(task), **options)
+
+    def exists(self) -> bool:
+        store = _memory.get()
+        return self.path in store if store is not None else os.path.isdir(self.path)
+
+    def paths(self) -> list[Path]:
+        """The matching files, sorted by their path relative to the folder."""
+        root = Path(self.path)
+        found = root.rglob(self.pattern) if self.recursive else root.glob(self.pattern)
+        return sorted(
+            (p for p in found if p.is_file() and TMP_MARKER not in p.name
+             and (self.regex is None or self.regex.search(p.name))),
+            key=lambda p: p.relative_to(root).as_posix(),
+        )
+
+    def __len__(self) -> int:
+        return len(self.paths())
+
+    def items(self) -> Iterator[tuple[str, Any]]:
+        """``(name, object)`` per file, lazily; the name is the path relative to the folder."""
+        root = Path(self.path)
+        for path in self.paths():
+            obj = self._read_file(path)
+            if obj is not None:
+                yield path.relative_to(root).as_posix(), obj
+
+    def read(self) -> Any:
+        """The objects read from the files (a generator, as in luisy 1.x)."""
+        store = _memory.get()
+        if store is not None:
+            return copy.deepcopy(store[self.path])
+        return (obj for _, obj in self.items())
+
+    def write(self, obj: Any) -> None:
+        raise TypeError(f"{self.owner}: {self.path} is an input folder; luisy does not write to it")
+
+    def _read_file(self, path: Path) -> Any:
+        try:
+            if self.read_file_func is not None:
+                return self.read_file_func(str(path))
+            return formats.for_path(path).read(path)
+        except Exception as error:
+            raise FileReadError(f"{self.owner}: cannot read {path}: {error}") from error

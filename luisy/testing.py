@@ -1,0 +1,109 @@
+"""Helpers for testing luisy pipelines: in-memory runs, assertions, and luisy 1.x helpers.
+
+Nothing here changes state that outlives a call or a test: outputs live in a dict for the
+duration of :meth:`LuisyTestCase.run_pipeline`, and the working directory set by the
+``luisy_working_dir`` fixture is restored after the test.
+"""
+
+from __future__ import annotations
+
+import os
+import unittest
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import luigi
+from luigi.execution_summary import LuigiRunResult, LuigiStatusCode, _summary_dict
+from luigi.task import flatten
+
+from luisy.config import set_working_dir
+from luisy.targets import memory_store
+
+__all__ = ["LuisyTestCase", "create_testing_config", "get_all_dependencies", "debug_run"]
+
+Outputs = Sequence[tuple[luigi.Task, Any]] | None
+
+
+class LuisyTestCase(unittest.TestCase):
+    """A ``TestCase`` that runs pipelines with every output kept in memory."""
+
+    def run_pipeline(self, task: luigi.Task, existing_outputs: Outputs = None,
+                     return_store: bool = False) -> Any:
+        """Run ``task``; return its output (or ``{task: output}`` for every task with one).
+
+        ``existing_outputs`` are ``(task, object)`` pairs treated as already written, so the
+        tasks upstream of them do not run. An incomplete root task fails the test.
+        """
+        result, store = self._execute(task, existing_outputs)
+        by_path = {_output_path(t): t for t in get_all_dependencies(task)}
+        if return_store:
+            return {by_path[path]: value for path, value in store.items() if path in by_path}
+        with memory_store(store):
+            if not task.complete():
+                self.fail(f"{task} did not complete:\n{result.summary_text}")
+            return task.read() if hasattr(task, "read") else task.output().read()
+
+    def get_execution_summary(self, task: luigi.Task, existing_outputs: Outputs = None) -> dict[str, set]:
+        """luigi's summary dict (``completed``, ``failed``, ``still_pending_ext``...) of a run."""
+        result, _ = self._execute(task, existing_outputs)
+        return _summary_dict(result.worker)
+
+    def assertSuccess(self, task: luigi.Task, existing_outputs: Outputs = None) -> None:  # noqa: N802
+        """The run succeeds (tasks that failed and then succeeded on retry included)."""
+        result, _ = self._execute(task, existing_outputs)
+        ok = (LuigiStatusCode.SUCCESS, LuigiStatusCode.SUCCESS_WITH_RETRY)
+        self.assertIn(result.status, ok, f"{task} did not succeed:\n{result.summary_text}")
+
+    def assertFail(self, task: luigi.Task, existing_outputs: Outputs = None) -> None:  # noqa: N802
+        """At least one task of the run fails."""
+        summary = self.get_execution_summary(task, existing_outputs)
+        self.assertTrue(summary["failed"], f"no task of {task}'s run failed")
+
+    def assertMissing(self, task: luigi.Task, existing_outputs: Outputs = None) -> None:  # noqa: N802
+        """The run stops on a missing external input."""
+        summary = self.get_execution_summary(task, existing_outputs)
+        self.assertTrue(summary["still_pending_ext"], f"{task}'s run has no missing external input")
+
+    @staticmethod
+    def _execute(task: luigi.Task, existing_outputs: Outputs) -> tuple[LuigiRunResult, dict[str, Any]]:
+        initial = {_output_path(t): obj for t, obj in existing_outputs or ()}
+        with memory_store(initial) as store:
+            # workers=1 runs every task in this thread, where the memory store is active.
+            result = luigi.build([task], local_scheduler=True, workers=1, detailed_summary=True,
+                                 no_lock=True, log_level="WARNING")
+        return result, store
+
+
+def _output_path(task: luigi.Task) -> str | None:
+    output = task.output()
+    path = getattr(output, "path", None)
+    return os.fspath(path) if path is not None else None
+
+
+def create_testing_config(working_dir: str | os.PathLike[str]) -> None:
+    """luisy 1.x: set the working directory for the current process."""
+    set_working_dir(working_dir)
+
+
+def get_all_dependencies(task: luigi.Task) -> set[luigi.Task]:
+    """The task and every task upstream of it (static requirements)."""
+    seen: set[luigi.Task] = set()
+    stack = [task]
+    while stack:
+        current = stack.pop()
+        if current not in seen:
+            seen.add(current)
+            stack.extend(flatten(current.requires()))
+    return seen
+
+
+def debug_run(tasks: luigi.Task | Iterable[luigi.Task]) -> None:
+    """Run tasks and their incomplete requirements in this process, without a scheduler.
+
+    Exceptions propagate unchanged, so a debugger stops where the task failed.
+    """
+    for task in [tasks] if isinstance(tasks, luigi.Task) else tasks:
+        if task.complete():
+            continue
+        debug_run(flatten(task.requires()))
+        task.run()

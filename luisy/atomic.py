@@ -1,15 +1,27 @@
-"""Atomic replacement of files and folders: write beside the target, then ``os.replace``."""
+"""Atomic replacement of files and folders: write beside the target, then ``os.replace``.
+
+Inside :func:`staged` (luisy wraps every task's ``run()`` in it) finished writes are held back
+and published together when the block succeeds, so a run that fails after writing leaves the
+previous outputs in place and no new ones.
+"""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
+from typing import Any
 
 TMP_MARKER = ".luisy-tmp-"
+
+_Pending = tuple[Callable[[], None], Callable[[], None]]  # (publish, discard)
+_staging: ContextVar[list[_Pending] | None] = ContextVar("luisy_staging", default=None)
 
 
 def temp_sibling(path: str | os.PathLike[str]) -> Path:
@@ -21,43 +33,92 @@ def temp_sibling(path: str | os.PathLike[str]) -> Path:
     return path.with_name(f"{TMP_MARKER}{uuid.uuid4().hex[:12]}-{path.name}")
 
 
+def defer(publish: Callable[[], None], discard: Callable[[], None] = lambda: None) -> None:
+    """Run ``publish`` now, or at the end of the enclosing :func:`staged` block (``discard`` on failure)."""
+    pending = _staging.get()
+    if pending is None:
+        publish()
+    else:
+        pending.append((publish, discard))
+
+
 @contextmanager
 def atomic_file(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path; on success it replaces ``path``, on error it is removed."""
-    final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_sibling(final)
-    try:
-        yield tmp
-        os.replace(tmp, final)
-    except BaseException:
-        _remove(tmp)
-        raise
+    """Yield a temporary path that replaces ``path`` once written; on error it is removed."""
+    yield from _atomic(Path(path), make_dir=False)
 
 
 @contextmanager
 def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary folder that replaces the folder ``path`` when the block succeeds.
+    """Yield a temporary folder that replaces the folder ``path`` once written.
 
     Replacing a non-empty folder takes two renames (old out, new in); a reader in between
     sees no folder, never a half-written one.
     """
-    final = Path(path)
+    yield from _atomic(Path(path), make_dir=True)
+
+
+def _atomic(final: Path, make_dir: bool) -> Iterator[Path]:
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_sibling(final)
-    tmp.mkdir()
+    if make_dir:
+        tmp.mkdir()
     try:
         yield tmp
-        if final.exists():
-            old = temp_sibling(final)
-            os.replace(final, old)
-            os.replace(tmp, final)
-            _remove(old)
-        else:
-            os.replace(tmp, final)
     except BaseException:
         _remove(tmp)
         raise
+    defer(functools.partial(_replace, tmp, final), functools.partial(_remove, tmp))
+
+
+@contextmanager
+def staged() -> Iterator[None]:
+    """Hold back the writes made inside the block; publish them if it succeeds, drop them if not."""
+    if _staging.get() is not None:  # nested (a run() calling super().run()): the outer block publishes
+        yield
+        return
+    pending: list[_Pending] = []
+    token = _staging.set(pending)
+    try:
+        yield
+    except BaseException:
+        _staging.reset(token)
+        for _, discard in pending:
+            discard()
+        raise
+    _staging.reset(token)
+    for publish, _ in pending:
+        publish()
+
+
+def staged_run(run: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a task's ``run`` in :func:`staged`; generator runs (dynamic dependencies) included."""
+    if inspect.isgeneratorfunction(run):
+        @functools.wraps(run)
+        def run_generator(self: Any, *args: Any, **kwargs: Any) -> Any:
+            with staged():
+                return (yield from run(self, *args, **kwargs))
+
+        run_generator.__luisy_staged__ = True
+        return run_generator
+
+    @functools.wraps(run)
+    def run_staged(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with staged():
+            return run(self, *args, **kwargs)
+
+    run_staged.__luisy_staged__ = True
+    return run_staged
+
+
+def _replace(tmp: Path, final: Path) -> None:
+    if tmp.is_dir() and final.is_dir():
+        old = temp_sibling(final)
+        os.replace(final, old)
+        os.replace(tmp, final)
+        _remove(old)
+    else:
+        os.replace(tmp, final)
 
 
 def _remove(path: Path) -> None:

@@ -22,7 +22,8 @@ from luigi.task_register import Register
 
 from luisy import config
 from luisy.errors import LuisyError, ParameterError, TaskLookupError
-from luisy.execution import build, run as run_tasks
+from luisy.execution import build
+from luisy.execution import run as run_tasks
 
 __all__ = ["main", "build"]
 

@@ -85,7 +85,7 @@ class Format:
     def _writer_signature(self) -> Callable[..., Any] | None:
         return None
 
-    @functools.lru_cache(maxsize=None)  # noqa: B019 - formats are module-level singletons
+    @functools.cache  # noqa: B019 - formats are module-level singletons
     def split_options(self, keys: tuple[str, ...]) -> tuple[frozenset[str], frozenset[str]]:
         """Split keyword names into (reader keywords, writer keywords)."""
         if not keys:
@@ -207,11 +207,18 @@ class JSON(Format):
     def check(self, obj: Any) -> bool:
         return isinstance(obj, (dict, list))
 
+    # json.load/dump pass **kw on to the decoder/encoder; these are the keywords those accept.
     def _reader_signature(self) -> Callable[..., Any]:
-        return json.load
+        def load(*, cls=None, object_hook=None, parse_float=None, parse_int=None, parse_constant=None,
+                 object_pairs_hook=None) -> None: ...
+
+        return load
 
     def _writer_signature(self) -> Callable[..., Any]:
-        return json.dump
+        def dump(*, skipkeys=False, ensure_ascii=True, check_circular=True, allow_nan=True, cls=None,
+                 indent=None, separators=None, default=None, sort_keys=False) -> None: ...
+
+        return dump
 
     def _read(self, path: str, **options: Any) -> Any:
         with open(path, encoding="utf-8") as f:

@@ -8,6 +8,7 @@ Writes are atomic. Inside :func:`memory_store` every target keeps its object in 
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -19,7 +20,7 @@ from typing import Any, ClassVar
 import luigi
 
 from luisy import formats
-from luisy.atomic import TMP_MARKER, atomic_dir, atomic_file
+from luisy.atomic import TMP_MARKER, atomic_dir, atomic_file, defer
 from luisy.errors import FileReadError
 
 _memory: ContextVar[dict[str, Any] | None] = ContextVar("luisy_memory_store", default=None)
@@ -37,6 +38,15 @@ def memory_store(initial: Mapping[str, Any] | None = None) -> Iterator[dict[str,
         yield store
     finally:
         _memory.reset(token)
+
+
+def _write_to_memory(path: str, obj: Any) -> bool:
+    """Store ``obj`` if a memory store is active (publishing with the run, like files); else False."""
+    store = _memory.get()
+    if store is None:
+        return False
+    defer(functools.partial(store.__setitem__, path, copy.deepcopy(obj)))
+    return True
 
 
 class LuisyTarget(luigi.LocalTarget):
@@ -68,9 +78,7 @@ class LuisyTarget(luigi.LocalTarget):
     def write(self, obj: Any) -> None:
         """Check ``obj``'s type, then write it atomically (a failed write leaves nothing behind)."""
         self.file_format.ensure_writable(obj, self.owner)
-        store = _memory.get()
-        if store is not None:
-            store[self.path] = copy.deepcopy(obj)
+        if _write_to_memory(self.path, obj):
             return
         with atomic_file(self.path) as tmp:
             self.file_format.write(obj, tmp, **self.options)
@@ -151,9 +159,7 @@ class ParquetDirTarget(LuisyTarget):
     def write(self, obj: Any) -> None:
         """Replace the folder atomically by one holding ``obj`` as ``part-00000.parquet``."""
         self.file_format.ensure_writable(obj, self.owner)
-        store = _memory.get()
-        if store is not None:
-            store[self.path] = copy.deepcopy(obj)
+        if _write_to_memory(self.path, obj):
             return
         with atomic_dir(self.path) as tmp:
             self.file_format.write(obj, tmp / "part-00000.parquet", **self.options)

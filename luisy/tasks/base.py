@@ -10,7 +10,7 @@ import luigi
 from luigi.task import flatten
 
 from luisy import targets
-from luisy.atomic import TMP_MARKER
+from luisy.atomic import TMP_MARKER, staged_run
 from luisy.config import get_working_dir
 from luisy.errors import OutputMissingError
 from luisy.paths import output_path, project_name_of, significant_param_names, with_extension
@@ -27,6 +27,13 @@ class _OutputMixin:
     _luisy_layer: str | None = None
     _luisy_output: OutputSpec = OutputSpec(targets.PickleTarget)
     _luisy_naming: NamingRule = NamingRule()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # Writes made by run() become visible only when run() returns: a failed run leaves no output.
+        run = cls.__dict__.get("run")
+        if run is not None and not getattr(run, "__luisy_staged__", False):
+            cls.run = staged_run(run)
 
     def get_sub_dir(self) -> str:
         """Folder below the layer folder; ``""`` by default."""

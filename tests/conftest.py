@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _no_working_dir_from_environment(monkeypatch):
+    """Tests must not depend on the developer's LUISY_WORKING_DIR / WORKING_DIR."""
+    for name in ("LUISY_WORKING_DIR", "WORKING_DIR"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def write_project(root: Path, files: dict[str, str]) -> Path:
+    """Write a small importable project below ``root``; keys are relative paths."""
+    for rel, source in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(source))
+    return root
+
+
+def run_luisy(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run the installed ``luisy`` console script in a fresh process."""
+    script = Path(sys.executable).with_name("luisy")
+    full_env = {k: v for k, v in os.environ.items() if k not in ("LUISY_WORKING_DIR", "WORKING_DIR")}
+    full_env.update(env or {})
+    return subprocess.run([str(script), *args], cwd=cwd, env=full_env, capture_output=True, text=True,
+                          timeout=300)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable
 from contextlib import nullcontext
@@ -111,5 +112,9 @@ def _first_error_line(result: LuigiRunResult, task: luigi.Task) -> str:
         error = result.worker._scheduler.fetch_error(task.task_id).get("error") or ""
     except Exception:  # the scheduler may be gone; the summary still names the task
         return "(error text unavailable)"
-    lines = [line.strip() for line in error.strip().splitlines() if line.strip()]
+    try:
+        error = json.loads(error)  # luigi's worker sends the explanation JSON-encoded
+    except ValueError:
+        pass
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
     return lines[-1] if lines else "(no error text)"

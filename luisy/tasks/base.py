@@ -163,6 +163,7 @@ class ConcatenationTask(Task):
         return df
 
     def run(self) -> None:
+        """Concatenate, preprocess, write."""
         import pandas as pd
 
         frames = [target.read() for target in flatten(self.input())]

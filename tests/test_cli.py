@@ -1,0 +1,142 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from conftest import run_luisy, write_project
+
+PROJECT = {
+    "clipkg/__init__.py": "",
+    "clipkg/tasks.py": '''
+        import luisy
+
+
+        @luisy.raw
+        @luisy.text_output
+        class Given(luisy.ExternalTask):
+            pass
+
+
+        @luisy.final
+        @luisy.text_output
+        class Greet(luisy.Task):
+            name = luisy.Parameter(default="world")
+            times = luisy.IntParameter(default=1)
+
+            def run(self):
+                self.write(" ".join(["hello " + self.name] * self.times))
+
+
+        @luisy.requires(Greet)
+        @luisy.text_output
+        class Shout(luisy.Task):
+            def run(self):
+                self.write(self.read_input().upper())
+
+
+        class Needs(luisy.Task):
+            level = luisy.IntParameter()
+
+
+        @luisy.requires(Given)
+        class UsesGiven(luisy.Task):
+            def run(self):
+                self.write(self.read_input())
+
+
+        class Explodes(luisy.Task):
+            def run(self):
+                raise ValueError("the input has no header row")
+    ''',
+}
+
+
+@pytest.fixture
+def project(tmp_path):
+    write_project(tmp_path, PROJECT)
+    (tmp_path / "data").mkdir()
+    return tmp_path
+
+
+def _single_error_line(result):
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("luisy: error: ")
+    return lines[0]
+
+
+def test_run_with_parameters(project):
+    result = run_luisy(["run", "clipkg.tasks:Greet", "--name", "ada", "--times", "2"], cwd=project)
+    assert result.returncode == 0, result.stderr
+    out = project / "data" / "clipkg" / "final" / "Greet_name=ada_times=2.txt"
+    assert out.read_text() == "hello ada hello ada"
+    assert f"output: {out}" in result.stdout
+
+
+def test_dotted_task_form_and_task_prefixed_parameters(project):
+    result = run_luisy(["run", "clipkg.tasks.Shout", "--Greet-name", "x", "--name", "bob"], cwd=project)
+    assert result.returncode == 0, result.stderr
+    assert (project / "data" / "Shout_name=bob_times=1.txt").read_text() == "HELLO BOB"
+
+
+def test_python_dash_m(project):
+    result = subprocess.run([sys.executable, "-m", "luisy", "run", "clipkg.tasks:Greet"], cwd=project,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert (project / "data" / "clipkg" / "final" / "Greet_name=world_times=1.txt").exists()
+
+
+def test_help_shows_an_example(project):
+    for args in (["--help"], ["run", "--help"]):
+        result = run_luisy(args, cwd=project)
+        assert result.returncode == 0 and "Example:" in result.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["run", "clipkg.tasks:Nope"], "module 'clipkg.tasks' has no task 'Nope'; tasks defined there: "),
+    (["run", "nopkg.tasks:Greet"], "cannot import module 'nopkg.tasks'"),
+    (["run", "Greet"], "task 'Greet' is not of the form module:Class"),
+    (["run", "clipkg.tasks:Greet", "--nmae", "x"], "Greet: unrecognized arguments: --nmae x (parameters of Greet: "),
+    (["run", "clipkg.tasks:Greet", "--times", "many"], "Greet: bad value 'many' for --times"),
+    (["run", "clipkg.tasks:Needs"], "Needs: requires the 'level' parameter to be set"),
+    (["run", "clipkg.tasks:Greet", "--working-dir", "missing_dir"], "working directory"),
+    (["--module", "clipkg.tasks", "Nope", "--no-ask"], "has no task 'Nope'"),
+])
+def test_bad_input_is_one_clear_line(project, args, message):
+    line = _single_error_line(run_luisy(args, cwd=project))
+    assert message in line
+
+
+def test_missing_working_dir_names_it(project):
+    line = _single_error_line(run_luisy(["run", "clipkg.tasks:Greet", "--working-dir", "nowhere"], cwd=project))
+    assert str(project / "nowhere") in line and "does not exist" in line
+
+
+def test_failed_task_exit_status_and_first_error_line(project):
+    result = run_luisy(["run", "clipkg.tasks:Explodes"], cwd=project)
+    assert result.returncode == 1
+    assert "NOT complete: Explodes()" in result.stdout
+    assert "failed: Explodes(): ValueError: the input has no header row" in result.stdout
+
+
+def test_missing_input_exit_status(project):
+    result = run_luisy(["run", "clipkg.tasks:UsesGiven"], cwd=project)
+    assert result.returncode == 1
+    assert "missing input: Given()" in result.stdout
+
+
+def test_already_complete_is_success(project):
+    assert run_luisy(["run", "clipkg.tasks:Greet"], cwd=project).returncode == 0
+    again = run_luisy(["run", "clipkg.tasks:Greet"], cwd=project)
+    assert again.returncode == 0 and "already done: 1 task(s)" in again.stdout
+
+
+def test_working_dir_from_environment(project, tmp_path):
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    result = run_luisy(["run", "clipkg.tasks:Greet"], cwd=project, env={"LUISY_WORKING_DIR": str(other)})
+    assert result.returncode == 0, result.stderr
+    assert (other / "clipkg" / "final" / "Greet_name=world_times=1.txt").exists()

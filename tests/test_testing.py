@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pandas as pd
+
+import luisy
+from luisy import config
+from luisy.testing import LuisyTestCase, create_testing_config, debug_run, get_all_dependencies
+
+
+@luisy.project_name("tt")
+@luisy.raw
+@luisy.csv_output
+class Raw(luisy.ExternalTask):
+    pass
+
+
+@luisy.project_name("tt")
+@luisy.interim
+@luisy.requires(Raw)
+class Scale(luisy.Task):
+    factor = luisy.IntParameter(default=2)
+
+    def run(self):
+        df = self.read_input()
+        df["x"] *= self.factor
+        self.write(df)
+
+
+@luisy.project_name("tt")
+@luisy.final
+@luisy.requires(Scale)
+class Total(luisy.Task):
+    def run(self):
+        self.write(int(self.read_input()["x"].sum()))
+
+
+@luisy.project_name("tt")
+@luisy.requires(Scale)
+class Broken(luisy.Task):
+    def run(self):
+        raise RuntimeError("broken on purpose")
+
+
+class TestLuisyTestCase(LuisyTestCase):
+    def setUp(self):
+        self.raw = pd.DataFrame({"x": [1, 2, 3]})
+
+    def test_run_pipeline_returns_root_output(self):
+        assert self.run_pipeline(Total(factor=3), existing_outputs=[(Raw(), self.raw)]) == 18
+
+    def test_nothing_touches_the_disk(self):
+        self.run_pipeline(Total(), existing_outputs=[(Raw(), self.raw)])
+        assert not config.get_working_dir().joinpath("tt").exists()
+
+    def test_existing_outputs_short_circuit_upstream(self):
+        scaled = pd.DataFrame({"x": [100]})
+        summary = self.get_execution_summary(Total(), existing_outputs=[(Scale(), scaled)])
+        assert {str(t) for t in summary["completed"]} == {"Total(factor=2)"}
+        assert self.run_pipeline(Total(), existing_outputs=[(Scale(), scaled)]) == 100
+
+    def test_return_store(self):
+        store = self.run_pipeline(Total(), existing_outputs=[(Raw(), self.raw)], return_store=True)
+        assert set(store) == {Raw(), Scale(), Total()}
+        assert store[Total()] == 12 and store[Scale()]["x"].tolist() == [2, 4, 6]
+
+    def test_reads_return_copies(self):
+        raw = self.raw
+        self.run_pipeline(Total(factor=10), existing_outputs=[(Raw(), raw)])
+        assert raw["x"].tolist() == [1, 2, 3], "Scale's in-place *= must not reach the caller's frame"
+
+    def test_asserts(self):
+        self.assertSuccess(Total(), existing_outputs=[(Raw(), self.raw)])
+        self.assertFail(Broken(), existing_outputs=[(Raw(), self.raw)])
+        self.assertMissing(Total())
+        with self.assertRaises(AssertionError):
+            self.assertSuccess(Broken(), existing_outputs=[(Raw(), self.raw)])
+        with self.assertRaises(AssertionError):
+            self.assertMissing(Total(), existing_outputs=[(Raw(), self.raw)])
+
+    def test_incomplete_root_fails_the_test(self):
+        with self.assertRaises(AssertionError) as info:
+            self.run_pipeline(Broken(), existing_outputs=[(Raw(), self.raw)])
+        assert "Broken" in str(info.exception)
+
+
+def test_helpers_1x(tmp_path):
+    try:
+        create_testing_config(working_dir=str(tmp_path))
+        assert config.get_working_dir() == tmp_path
+        assert get_all_dependencies(Total()) == {Total(), Scale(), Raw()}
+        Raw().output().write(pd.DataFrame({"x": [1]}))
+        debug_run([Total()])
+        assert Total().read() == 2
+    finally:
+        luisy.set_working_dir(None)
+
+
+def test_debug_run_lets_exceptions_through(luisy_working_dir):
+    Raw().output().write(pd.DataFrame({"x": [1]}))
+    try:
+        debug_run(Broken())
+    except RuntimeError as error:
+        assert "broken on purpose" in str(error)
+    else:
+        raise AssertionError("debug_run swallowed the exception")
+
+
+def test_fixture_restores_working_dir_and_is_a_plugin(tmp_path):
+    # Runs in a separate pytest process, so the plugin must come from the entry point, not this conftest.
+    test_file = tmp_path / "test_inner.py"
+    test_file.write_text(textwrap.dedent("""
+        import luisy
+        BEFORE = luisy.get_working_dir()
+
+        def test_uses_tmp(luisy_working_dir, tmp_path):
+            assert luisy.get_working_dir() == tmp_path == luisy_working_dir
+
+        def test_restored_afterwards():
+            assert luisy.get_working_dir() == BEFORE
+    """))
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(test_file)],
+                            cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 passed" in result.stdout

@@ -121,13 +121,6 @@ def _accepted(func: Callable[..., Any] | None) -> tuple[frozenset[str], bool]:
     return names, any(p.kind is p.VAR_KEYWORD for p in params)
 
 
-class _DataFrameFormat(Format):
-    accepts = "a pandas DataFrame"
-
-    def check(self, obj: Any) -> bool:
-        return is_dataframe(obj)
-
-
 class Pickle(Format):
     name, ext = "pickle", "pkl"
 
@@ -147,57 +140,69 @@ class Pickle(Format):
             pickle.dump(obj, f, **options)
 
 
-class CSV(_DataFrameFormat):
-    name, ext = "csv", "csv"
+class _PandasFormat(Format):
+    """A DataFrame format read by ``pandas.<reader>`` and written by ``DataFrame.<writer>``."""
+
+    accepts = "a pandas DataFrame"
+
+    reader: str = ""
+    writer: str = ""
+    backend: str | None = None  # the package pandas needs for this format
+    read_defaults: dict[str, Any] = {}
+    write_defaults: dict[str, Any] = {}
+
+    def check(self, obj: Any) -> bool:
+        return is_dataframe(obj)
+
+    def _pandas(self) -> Any:
+        pd = require("pandas", None, f"{self.name} output")
+        if self.backend:
+            require(self.backend, self.extra, f"{self.name} output")
+        return pd
 
     def _reader_signature(self) -> Callable[..., Any]:
-        return require("pandas", None, "csv output").read_csv
+        return getattr(require("pandas", None, f"{self.name} output"), self.reader)
 
     def _writer_signature(self) -> Callable[..., Any]:
-        return require("pandas", None, "csv output").DataFrame.to_csv
+        return getattr(require("pandas", None, f"{self.name} output").DataFrame, self.writer)
 
     def _read(self, path: str, **options: Any) -> Any:
-        return require("pandas", None, "csv output").read_csv(path, **options)
+        return getattr(self._pandas(), self.reader)(path, **{**self.read_defaults, **options})
 
     def _write(self, obj: Any, path: str, **options: Any) -> None:
-        options.setdefault("index", False)
-        obj.to_csv(path, **options)
+        self._pandas()
+        getattr(obj, self.writer)(path, **{**self.write_defaults, **options})
 
 
-class Parquet(_DataFrameFormat):
-    name, ext = "parquet", "parquet"
-
-    def _reader_signature(self) -> Callable[..., Any]:
-        return require("pandas", None, "parquet output").read_parquet
-
-    def _writer_signature(self) -> Callable[..., Any]:
-        return require("pandas", None, "parquet output").DataFrame.to_parquet
-
-    def _read(self, path: str, **options: Any) -> Any:
-        require("pyarrow", None, "parquet output")
-        return require("pandas", None, "parquet output").read_parquet(path, engine="pyarrow", **options)
-
-    def _write(self, obj: Any, path: str, **options: Any) -> None:
-        require("pyarrow", None, "parquet output")
-        obj.to_parquet(path, engine="pyarrow", **options)
+class CSV(_PandasFormat):
+    name = ext = "csv"
+    reader, writer = "read_csv", "to_csv"
+    write_defaults = {"index": False}
 
 
-class Feather(_DataFrameFormat):
-    name, ext = "feather", "feather"
+class Parquet(_PandasFormat):
+    name = ext = "parquet"
+    reader, writer, backend = "read_parquet", "to_parquet", "pyarrow"
+    read_defaults = write_defaults = {"engine": "pyarrow"}
 
-    def _reader_signature(self) -> Callable[..., Any]:
-        return require("pandas", None, "feather output").read_feather
 
-    def _writer_signature(self) -> Callable[..., Any]:
-        return require("pandas", None, "feather output").DataFrame.to_feather
+class Feather(_PandasFormat):
+    name = ext = "feather"
+    reader, writer, backend = "read_feather", "to_feather", "pyarrow"
 
-    def _read(self, path: str, **options: Any) -> Any:
-        require("pyarrow", None, "feather output")
-        return require("pandas", None, "feather output").read_feather(path, **options)
 
-    def _write(self, obj: Any, path: str, **options: Any) -> None:
-        require("pyarrow", None, "feather output")
-        obj.to_feather(path, **options)
+class XLSX(_PandasFormat):
+    name = ext = "xlsx"
+    extra = "excel"
+    reader, writer, backend = "read_excel", "to_excel", "openpyxl"
+    read_defaults = {"engine": "openpyxl"}
+    write_defaults = {"engine": "openpyxl", "index": False}
+
+
+class HDF(_PandasFormat):
+    name = ext = extra = "hdf"
+    reader, writer, backend = "read_hdf", "to_hdf", "tables"
+    read_defaults = write_defaults = {"key": "data"}
 
 
 class JSON(Format):
@@ -227,44 +232,6 @@ class JSON(Format):
     def _write(self, obj: Any, path: str, **options: Any) -> None:
         with open(path, "w", encoding="utf-8") as f:
             json.dump(obj, f, **options)
-
-
-class XLSX(_DataFrameFormat):
-    name, ext, extra = "xlsx", "xlsx", "excel"
-
-    def _reader_signature(self) -> Callable[..., Any]:
-        return require("pandas", None, "xlsx output").read_excel
-
-    def _writer_signature(self) -> Callable[..., Any]:
-        return require("pandas", None, "xlsx output").DataFrame.to_excel
-
-    def _read(self, path: str, **options: Any) -> Any:
-        require("openpyxl", self.extra, "xlsx output")
-        return require("pandas", None, "xlsx output").read_excel(path, engine="openpyxl", **options)
-
-    def _write(self, obj: Any, path: str, **options: Any) -> None:
-        require("openpyxl", self.extra, "xlsx output")
-        options.setdefault("index", False)
-        obj.to_excel(path, engine="openpyxl", **options)
-
-
-class HDF(_DataFrameFormat):
-    name, ext, extra = "hdf", "hdf", "hdf"
-    key = "data"
-
-    def _reader_signature(self) -> Callable[..., Any]:
-        return require("pandas", None, "hdf output").read_hdf
-
-    def _writer_signature(self) -> Callable[..., Any]:
-        return require("pandas", None, "hdf output").DataFrame.to_hdf
-
-    def _read(self, path: str, **options: Any) -> Any:
-        require("tables", self.extra, "hdf output")
-        return require("pandas", None, "hdf output").read_hdf(path, key=self.key, **options)
-
-    def _write(self, obj: Any, path: str, **options: Any) -> None:
-        require("tables", self.extra, "hdf output")
-        obj.to_hdf(path, key=self.key, **options)
 
 
 class H5(Format):

@@ -7,6 +7,7 @@ from luisy.decorators import (
     auto_filename,
     csv_output,
     directory_input,
+    directory_output,
     feather_output,
     final,
     h5_output,
@@ -29,17 +30,17 @@ from luisy.errors import LuisyError
 from luisy.execution import build
 from luisy.parameters import *  # noqa: F403 - luigi's parameter classes
 from luisy.parameters import __all__ as _parameter_names
-from luisy.tasks import ConcatenationTask, ExternalTask, Task, WrapperTask
+from luisy.tasks import ConcatenationTask, DirectoryTask, ExternalTask, Task, WrapperTask
 
 __version__ = "2.0.0.dev0"
 
 __all__ = [
     "Config", "get_working_dir", "set_working_dir", "working_dir",
-    "Task", "ExternalTask", "WrapperTask", "ConcatenationTask",
+    "Task", "ExternalTask", "WrapperTask", "ConcatenationTask", "DirectoryTask",
     "raw", "interim", "final", "project_name", "auto_filename", "requires", "inherits",
     "pickle_output", "csv_output", "parquet_output", "feather_output", "json_output",
     "xlsx_output", "hdf_output", "h5_output", "npy_output", "text_output",
-    "parquetdir_output", "make_directory_output", "directory_input",
+    "parquetdir_output", "make_directory_output", "directory_input", "directory_output",
     "build", "LuisyError",
     *_parameter_names,
 ]

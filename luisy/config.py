@@ -52,6 +52,13 @@ def get_working_dir() -> Path:
     return Path(chosen).expanduser().absolute()
 
 
+def resolve_processes(task_value: int | None = None) -> int:
+    """Worker processes for a directory task: the task's own value, else ``[luisy] processes``, else 1."""
+    if task_value is not None:
+        return max(1, int(task_value))
+    return max(1, luigi.configuration.get_config().getint("luisy", "processes", 1))
+
+
 class Config:
     """luisy 1.x's configuration object, kept as a thin view over the resolution above.
 

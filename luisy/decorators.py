@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import luigi
 import luigi.util
 
-from luisy import targets
+from luisy import formats, targets
 from luisy.errors import DecorationError
 from luisy.spec import NamingRule, OutputSpec
 
@@ -23,7 +23,7 @@ __all__ = [
     "raw", "interim", "final", "project_name", "auto_filename", "requires", "inherits",
     "pickle_output", "csv_output", "parquet_output", "feather_output", "json_output",
     "xlsx_output", "hdf_output", "h5_output", "npy_output", "text_output",
-    "parquetdir_output", "make_directory_output", "directory_input",
+    "parquetdir_output", "make_directory_output", "directory_input", "directory_output",
 ]
 
 inherits = luigi.util.inherits
@@ -197,4 +197,27 @@ def directory_input(cls: T, pattern: str = "*", read: Callable[[str], Any] | Non
     _require_folder_name(cls, "directory_input")
     options = {"read_file_func": read, "pattern": pattern, "recursive": recursive}
     cls._luisy_output = OutputSpec(targets.DirectoryInputTarget, options, folder=True)
+    return cls
+
+
+_FORMAT_NAMES = {f.name: f for f in formats.BY_EXTENSION.values()} | formats.BY_EXTENSION
+
+
+@_class_decorator
+def directory_output(cls: T, format: str = "pkl", **options: Any) -> T:  # noqa: A002 - the 1.x-style keyword
+    """The output is a managed directory: one file per item plus a manifest (SPEC §5).
+
+    ``format`` is an extension or format name (``pkl``, ``npy``, ``parquet``, ``csv``, ``json``,
+    ``txt``, ``h5``, ``png``...); ``options`` go to its reader and writer. The folder is
+    ``get_folder_name()`` if the class defines it, else the task's file name.
+    """
+    from luisy.directory.target import DirectoryTarget
+
+    _require_luisy_task(cls, "directory_output")
+    try:
+        file_format = _FORMAT_NAMES[format.lower().lstrip(".")]
+    except KeyError:
+        raise DecorationError(f"@directory_output on {cls.__qualname__}: unknown format {format!r}; "
+                              f"known: {', '.join(sorted(formats.BY_EXTENSION))}") from None
+    cls._luisy_output = OutputSpec(DirectoryTarget, {"file_format": file_format, **options}, folder=True)
     return cls

@@ -219,6 +219,26 @@ class DirectoryInputTarget(luigi.LocalTarget):
             if obj is not None:
                 yield path.relative_to(root).as_posix(), obj
 
+    def source_items(self) -> list[Any]:
+        """The files as input items of a directory task, named by relative path without extension.
+
+        The fingerprint is size and modification time, so a rerun sees edited files.
+        """
+        from luisy.directory.target import SourceItem
+
+        root = Path(self.path)
+        items: dict[str, Any] = {}
+        for path in self.paths():
+            rel = path.relative_to(root).as_posix()
+            name = rel[: -len(path.suffix)] if path.suffix else rel
+            if name in items:
+                raise FileReadError(f"{self.owner}: {items[name].path.name} and {path.name} would both be "
+                                    f"item {name!r}; narrow the pattern")
+            stat = path.stat()
+            items[name] = SourceItem(name, f"{stat.st_size}-{stat.st_mtime_ns}", path,
+                                     functools.partial(self._read_file, path))
+        return list(items.values())
+
     def read(self) -> Any:
         """The objects read from the files (a generator, as in luisy 1.x)."""
         store = _memory.get()

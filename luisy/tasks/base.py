@@ -47,7 +47,8 @@ class _OutputMixin:
         """Where the output lives (computed only, nothing is created)."""
         spec = type(self)._luisy_output
         if spec.folder:
-            name = spec.folder_name or self.get_folder_name()
+            folder_name = getattr(self, "get_folder_name", self.get_file_name)
+            name = spec.folder_name or folder_name()
         else:
             name = with_extension(self.get_file_name(), spec.ext)
         return output_path(self, name, type(self)._luisy_layer)

@@ -1,0 +1,122 @@
+"""Map a directory task's ``process`` over input items: in this process or in a pool of N workers.
+
+Workers are forked, so the task object (and any lambda it holds) reaches them without pickling;
+each worker writes its item files into the staging folder itself and sends back only metadata.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from luisy.directory.target import DirectoryWriter, SourceItem, checksum
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one item: ``ok`` (file written), ``skip`` (``None`` result) or ``fail``."""
+
+    status: str
+    index: int
+    file: str = ""
+    size: int = 0
+    checksum: str = ""
+    error: str = ""
+
+
+def process_one(task: Any, items: list[SourceItem], index: int, writer: DirectoryWriter) -> Outcome:
+    """Process and write ``items[index]``; exceptions become a ``fail`` outcome."""
+    item = items[index]
+    try:
+        result = task.process(item.name, item.load())
+        if result is None:
+            return Outcome("skip", index)
+        file = writer.item_file(item.name)
+        fmt = writer.target.file_format
+        fmt.ensure_writable(result, f"{writer.target.owner} item {item.name!r}")
+        path = writer.staging / file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fmt.write(result, path, **writer.target.options)
+        return Outcome("ok", index, file, path.stat().st_size, checksum(path))
+    except Exception as error:
+        detail = "".join(traceback.format_exception_only(type(error), error)).strip()
+        return Outcome("fail", index, error=detail)
+
+
+# Set in each forked worker by _init_worker; a worker serves one run only.
+_WORKER: tuple[Any, list[SourceItem], DirectoryWriter] | None = None
+
+
+def _init_worker(task: Any, items: list[SourceItem], writer: DirectoryWriter) -> None:
+    global _WORKER
+    _WORKER = (task, items, writer)
+
+
+def _work(index: int) -> Outcome:
+    assert _WORKER is not None
+    task, items, writer = _WORKER
+    return process_one(task, items, index, writer)
+
+
+def outcomes(task: Any, items: list[SourceItem], writer: DirectoryWriter,
+             processes: int) -> Iterator[tuple[SourceItem, Outcome]]:
+    """Yield ``(item, outcome)`` per item, in completion order."""
+    if processes <= 1 or len(items) <= 1:
+        for index, item in enumerate(items):
+            yield item, process_one(task, items, index, writer)
+        return
+    context = multiprocessing.get_context("fork")
+    chunksize = max(1, min(64, len(items) // (processes * 8)))
+    with context.Pool(processes, initializer=_init_worker, initargs=(task, items, writer)) as pool:
+        try:
+            for outcome in pool.imap_unordered(_work, range(len(items)), chunksize=chunksize):
+                yield items[outcome.index], outcome
+        finally:
+            pool.terminate()
+
+
+class Progress:
+    """A progress bar on a terminal and the luigi task's progress and status message, about once a second."""
+
+    def __init__(self, task: Any, total: int, interval: float = 1.0):
+        from tqdm import tqdm
+
+        self.task, self.total, self.interval = task, total, interval
+        self.done = self.failed = 0
+        self.start = self.last = time.monotonic()
+        self.bar = tqdm(total=total, desc=str(task), unit="item", disable=None, leave=False)
+
+    def advance(self, failed: bool = False) -> None:
+        self.done += 1
+        self.failed += failed
+        self.bar.update(1)
+        now = time.monotonic()
+        if now - self.last >= self.interval or self.done == self.total:
+            self.last = now
+            self.report()
+
+    def message(self) -> str:
+        elapsed = time.monotonic() - self.start
+        remaining = (self.total - self.done) * elapsed / self.done if self.done else float("nan")
+        eta = f"{remaining:.0f}s" if self.done < self.total and self.done else "0s" if self.done else "?"
+        return f"{self.done}/{self.total} items, {self.failed} failed, ETA {eta}"
+
+    def report(self) -> None:
+        report_status(self.task, self.message(), round(100 * self.done / self.total) if self.total else 100)
+
+    def close(self) -> None:
+        self.bar.close()
+        self.report()
+
+
+def report_status(task: Any, message: str, percentage: int | None = None) -> None:
+    """Set the luigi task's status message (and progress); luigi's worker provides the callbacks."""
+    # Outside a luigi worker (task.run() called directly) the callbacks are None.
+    if percentage is not None and callable(getattr(task, "set_progress_percentage", None)):
+        task.set_progress_percentage(percentage)
+    if callable(getattr(task, "set_status_message", None)):
+        task.set_status_message(message)

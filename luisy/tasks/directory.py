@@ -1,0 +1,117 @@
+"""``DirectoryTask``: map ``process(name, obj)`` over the items of an input folder, in one luigi task."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from luigi.task import flatten
+
+from luisy import formats
+from luisy.config import resolve_processes
+from luisy.directory.runner import Outcome, Progress, outcomes, report_status
+from luisy.directory.target import DirectoryTarget, DirectoryWriter, SourceItem
+from luisy.errors import LuisyError
+from luisy.spec import OutputSpec
+from luisy.tasks.base import Task
+
+logger = logging.getLogger("luisy")
+
+ON_ERROR = ("raise", "skip")
+
+
+class ItemError(LuisyError):
+    """An item failed in a directory task with ``on_error="raise"``."""
+
+
+class DirectoryTask(Task):
+    """One luigi task over a whole folder: ``process`` runs per input item, results are published together.
+
+    The input is the task's single requirement: an external folder (``directory_input``,
+    ``make_directory_output``) or another directory task. A rerun processes only new and changed
+    input items, drops items whose input disappeared, and retries failed ones.
+    """
+
+    #: ``"raise"``: the first failing item aborts the run and nothing is published.
+    #: ``"skip"``: failing items are recorded in the manifest and retried by the next run.
+    on_error: str = "raise"
+    #: Worker processes for the items; ``None``: ``[luisy] processes`` in luigi's config, else 1.
+    processes: int | None = None
+    _luisy_output = OutputSpec(DirectoryTarget, {"file_format": formats.PICKLE}, folder=True)
+
+    def process(self, name: str, obj: Any) -> Any:
+        """The output object for input item ``name`` (``None`` skips it)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement process(self, name, obj)")
+
+    def input_items(self) -> list[SourceItem]:
+        """The input items, from the single requirement's folder."""
+        inputs = flatten(self.input())
+        if len(inputs) != 1 or not hasattr(inputs[0], "source_items"):
+            raise LuisyError(f"{self!r}: a DirectoryTask needs exactly one folder input "
+                             f"(directory_input, make_directory_output or a DirectoryTask), got {inputs!r}")
+        return inputs[0].source_items()
+
+    def pending(self) -> tuple[list[SourceItem], set[str]]:
+        """Input items to process, and names of published items to keep as they are."""
+        items = self.input_items()
+        manifest = self.output().manifest if self.output().exists() else None
+        if manifest is None or not self._same_configuration(manifest):
+            return items, set()
+        done = manifest.sources()
+        todo = [item for item in items if item.name not in done or done[item.name] != item.fingerprint]
+        todo_names = {item.name for item in todo}
+        keep = {item.name for item in items if item.name not in todo_names and item.name in manifest.items}
+        return todo, keep
+
+    def complete(self) -> bool:
+        target = self.output()
+        if not target.exists():
+            return False
+        manifest = target.manifest
+        if manifest.failed or not self._same_configuration(manifest):
+            return False
+        try:
+            items = self.input_items()
+        except Exception:  # the input is missing: luigi reports that through the requirement
+            return True
+        if {item.name: item.fingerprint for item in items} != manifest.sources():
+            return False
+        # luigi does not look upstream of a complete task, so a stale upstream must make this one stale.
+        return all(task.complete() for task in flatten(self.requires()))
+
+    def _same_configuration(self, manifest: Any) -> bool:
+        params = {k: str(v) for k, v in self.to_str_params().items()}
+        return manifest.params == params and manifest.code_fingerprint == self.code_fingerprint()
+
+    def _record(self, writer: DirectoryWriter, item: SourceItem, outcome: Outcome) -> None:
+        if outcome.status == "ok":
+            writer.add(item.name, outcome.file, item.fingerprint, size=outcome.size, checksum=outcome.checksum)
+        elif outcome.status == "skip":
+            writer.skip(item.name, item.fingerprint)
+        elif self.on_error == "raise":
+            raise ItemError(f"{self!r}: item {item.name!r} (input file {item.path}) failed: {outcome.error}")
+        else:
+            writer.fail(item.name, outcome.error)
+
+    def code_fingerprint(self) -> str | None:
+        """Fingerprint of the task's code; a change reprocesses every item (§6; ``None`` until then)."""
+        return None
+
+    def run(self) -> None:
+        """Process new and changed items and publish them with the kept ones."""
+        if self.on_error not in ON_ERROR:
+            raise LuisyError(f"{self!r}: on_error must be one of {ON_ERROR}, not {self.on_error!r}")
+        todo, keep = self.pending()
+        progress = Progress(self, len(todo))
+        with self.output().writer(self) as writer:
+            writer.keep(keep)
+            try:
+                for item, outcome in outcomes(self, todo, writer, resolve_processes(self.processes)):
+                    progress.advance(failed=outcome.status == "fail")
+                    self._record(writer, item, outcome)
+            finally:
+                progress.close()
+        if writer.failed:
+            message = f"{len(writer.failed)} items failed"
+            logger.warning("%s: %s (first: %s)", self, message, next(iter(writer.failed.items())))
+            report_status(self, f"{progress.message()}; {message}")

@@ -1,0 +1,312 @@
+from __future__ import annotations
+
+import json
+import os
+
+import luigi
+import numpy as np
+import pytest
+
+import luisy
+from luisy.directory import MANIFEST_NAME, DirectoryTarget
+from luisy.directory.target import checksum
+
+PROCESSED: list[str] = []
+
+
+@luisy.project_name("dirs")
+@luisy.raw
+@luisy.directory_input(pattern="*.npy")
+class Frames(luisy.ExternalTask):
+    def get_folder_name(self):
+        return "frames"
+
+
+@luisy.project_name("dirs")
+@luisy.interim
+@luisy.requires(Frames)
+@luisy.directory_output(format="npy")
+class Doubled(luisy.DirectoryTask):
+    def process(self, name, obj):
+        PROCESSED.append(name)
+        if obj.size == 0:
+            return None
+        if obj.dtype.kind == "U":
+            raise ValueError("text is not a frame")
+        return obj * 2
+
+
+@luisy.project_name("dirs")
+@luisy.final
+@luisy.requires(Doubled)
+@luisy.directory_output(format="json")
+class Summed(luisy.DirectoryTask):
+    def process(self, name, obj):
+        return {"name": name, "sum": int(obj.sum())}
+
+
+@pytest.fixture
+def frames(luisy_working_dir):
+    PROCESSED.clear()
+    folder = luisy_working_dir / "dirs" / "raw" / "frames"
+    folder.mkdir(parents=True)
+    for i in range(4):
+        np.save(folder / f"f{i}.npy", np.full((2, 2), i))
+    (folder / "notes.txt").write_text("ignored by the pattern")
+    return folder
+
+
+def _build(*tasks, ok=True):
+    assert luigi.build(list(tasks), local_scheduler=True, log_level="ERROR") is ok
+
+
+def test_process_publish_and_read(frames, luisy_working_dir):
+    _build(Summed())
+    out = Doubled().output()
+    folder = luisy_working_dir / "dirs" / "interim" / "Doubled"
+    assert out.path == str(folder)
+    assert len(out) == 4 and [p.name for p in out.paths()] == ["f0.npy", "f1.npy", "f2.npy", "f3.npy"]
+    names, arrays = zip(*out.items(), strict=True)
+    assert names == ("f0", "f1", "f2", "f3") and [int(a[0, 0]) for a in arrays] == [0, 2, 4, 6]
+    assert [int(a.sum()) for a in Doubled().read()] == [0, 8, 16, 24]
+    assert [d["sum"] for d in Summed().read()] == [0, 8, 16, 24]
+    assert sorted(os.listdir(folder)) == [MANIFEST_NAME, "f0.npy", "f1.npy", "f2.npy", "f3.npy"]
+
+
+def test_manifest_content(frames):
+    _build(Doubled())
+    manifest = Doubled().output().manifest
+    raw = json.loads((Doubled().output().folder / MANIFEST_NAME).read_text())
+    assert raw["schema"] == 1 and raw["task"] == "Doubled" and raw["failed"] == {}
+    for key in ("luisy_version", "python_version", "host", "started", "finished"):
+        assert raw[key], key
+    item = manifest.items["f1"]
+    path = Doubled().output().folder / item.file
+    assert item.size == path.stat().st_size and item.checksum == checksum(path)
+    stat = (frames / "f1.npy").stat()
+    assert item.source == f"{stat.st_size}-{stat.st_mtime_ns}"
+
+
+def test_incremental_add_change_remove(frames):
+    _build(Summed())
+    assert sorted(PROCESSED) == ["f0", "f1", "f2", "f3"]
+    assert Summed().complete()
+
+    PROCESSED.clear()
+    _build(Summed())
+    assert PROCESSED == [], "a no-op rerun processes nothing"
+
+    np.save(frames / "f4.npy", np.full((2, 2), 4))
+    np.save(frames / "f1.npy", np.full((2, 2), 10))
+    os.utime(frames / "f1.npy", ns=(1, 1))  # a different mtime even on coarse clocks
+    (frames / "f0.npy").unlink()
+    assert not Doubled().complete()
+    _build(Summed())
+    assert sorted(PROCESSED) == ["f1", "f4"]
+    assert [d["sum"] for d in Summed().read()] == [80, 16, 24, 32]
+    assert [n for n, _ in Doubled().output().items()] == ["f1", "f2", "f3", "f4"]
+    listed = [MANIFEST_NAME, *(i.file for i in Doubled().output().manifest.items.values())]
+    assert sorted(os.listdir(Doubled().output().folder)) == sorted(listed)
+
+
+def test_skipped_items_are_not_redone(frames):
+    np.save(frames / "empty.npy", np.zeros((0,)))
+    _build(Doubled())
+    assert "empty" in PROCESSED and len(Doubled().output()) == 4
+    PROCESSED.clear()
+    assert Doubled().complete()
+    _build(Doubled())
+    assert PROCESSED == []
+
+
+def test_on_error_raise_names_item_and_file_and_publishes_nothing(frames):
+    np.save(frames / "bad.npy", np.array(["x"]))
+    task = Doubled()
+    with pytest.raises(luisy.LuisyError, match=r"Doubled\(\): item 'bad' \(input file .*frames/bad\.npy\) failed: "
+                                                r"ValueError: text is not a frame"):
+        task.run()
+    assert not task.output().exists()
+    assert not any(p.name.startswith(".luisy-tmp") for p in task.output().folder.parent.iterdir())
+
+
+def test_on_error_raise_keeps_previous_state(frames):
+    _build(Doubled())
+    before = Doubled().output().manifest.items
+    np.save(frames / "bad.npy", np.array(["x"]))
+    _build(Doubled(), ok=False)
+    assert Doubled().output().manifest.items == before
+
+
+def test_on_error_skip_records_and_retries(frames):
+    np.save(frames / "bad.npy", np.array(["x"]))
+
+    @luisy.project_name("dirs")
+    @luisy.requires(Frames)
+    @luisy.directory_output(format="npy")
+    class Lenient(Doubled):
+        on_error = "skip"
+
+    _build(Lenient())
+    manifest = Lenient().output().manifest
+    assert manifest.failed == {"bad": "ValueError: text is not a frame"}
+    assert len(Lenient().output()) == 4 and not Lenient().complete()
+
+    PROCESSED.clear()
+    np.save(frames / "bad.npy", np.ones((2, 2)))
+    _build(Lenient())
+    assert PROCESSED == ["bad"]
+    assert Lenient().output().manifest.failed == {} and Lenient().complete()
+
+
+def test_custom_run_with_writer(luisy_working_dir):
+    @luisy.project_name("dirs")
+    @luisy.directory_output(format="txt")
+    class Written(luisy.DirectoryTask):
+        def run(self):
+            with self.output().writer(self) as writer:
+                for i in range(3):
+                    writer.write(f"part/{i}", f"text {i}")
+                assert not self.output().exists(), "nothing is visible before run() returns"
+
+    _build(Written())
+    assert dict(Written().output().items()) == {"part/0": "text 0", "part/1": "text 1", "part/2": "text 2"}
+    assert Written().output().paths()[0].relative_to(Written().output().folder).as_posix() == "part/0.txt"
+
+
+@pytest.mark.parametrize("name", ["../escape", "/abs", "a/../../b", "x\0y", "_luisy_manifest.json", "", "a//b"])
+def test_item_names_that_escape_are_rejected(tmp_path, name):
+    target = DirectoryTarget(tmp_path / "out", owner="T()")
+    with pytest.raises(ValueError, match=r"T\(\): item name"):
+        with target.writer() as writer:
+            writer.write(name, b"x")
+    assert not (tmp_path / "out").exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_crash_before_manifest_keeps_old_state_then_converges(frames, monkeypatch):
+    _build(Doubled())
+    old = Doubled().output().manifest
+    old_f1 = next(v for n, v in Doubled().output().items() if n == "f1")
+    np.save(frames / "f1.npy", np.full((2, 2), 50))
+    os.utime(frames / "f1.npy", ns=(2, 2))
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("simulated crash between moving items and replacing the manifest")
+
+    from luisy.directory import target as target_module
+    monkeypatch.setattr(target_module.Manifest, "to_json", crash)
+    with pytest.raises(KeyboardInterrupt):
+        Doubled().run()
+    monkeypatch.undo()
+
+    # the previous state is what readers see, with every listed file intact
+    out = Doubled().output()
+    assert out.manifest.items == old.items
+    np.testing.assert_array_equal(dict(out.items())["f1"], old_f1)
+    for name, item in out.manifest.items.items():
+        assert checksum(out.folder / item.file) == item.checksum, name
+
+    PROCESSED.clear()
+    _build(Doubled())
+    assert PROCESSED == ["f1"]
+    assert int(dict(Doubled().output().items())["f1"][0, 0]) == 100
+    assert sorted(os.listdir(out.folder)) == sorted([MANIFEST_NAME] + [i.file for i in out.manifest.items.values()])
+    assert not any(p.name.startswith(".luisy-tmp") for p in out.folder.parent.iterdir())
+
+
+def test_unknown_directory_format():
+    with pytest.raises(ValueError, match="unknown format 'xyz'"):
+        @luisy.directory_output(format="xyz")
+        class Bad(luisy.DirectoryTask):
+            pass
+
+
+def test_processes_2_gives_the_same_result_and_tolerates_lambdas(frames, luisy_working_dir):
+    @luisy.project_name("dirs")
+    @luisy.raw
+    @luisy.make_directory_output(lambda path: np.load(path), regex_pattern=r"\.npy$")
+    class ByLambda(luisy.ExternalTask):
+        def get_folder_name(self):
+            return "frames"
+
+    @luisy.project_name("dirs")
+    @luisy.requires(ByLambda)
+    @luisy.directory_output(format="npy")
+    class Parallel(luisy.DirectoryTask):
+        processes = 2
+
+        def process(self, name, obj):
+            return obj + os.getpid() * 0  # runs in a worker; the pid keeps it honest below
+
+    for i in range(4, 40):
+        np.save(frames / f"f{i:02d}.npy", np.full((2, 2), i))
+    _build(Parallel())
+    items = dict(Parallel().output().items())
+    assert len(items) == 40 and int(items["f17"][0, 0]) == 17
+    for name, item in Parallel().output().manifest.items.items():
+        assert checksum(Parallel().output().folder / item.file) == item.checksum, name
+
+
+def test_processes_from_luigi_config(frames):
+    from luisy.config import resolve_processes
+
+    parser = luigi.configuration.get_config()
+    if not parser.has_section("luisy"):
+        parser.add_section("luisy")
+    parser.set("luisy", "processes", "3")
+    try:
+        assert resolve_processes() == 3 and resolve_processes(1) == 1
+    finally:
+        parser.remove_option("luisy", "processes")
+    assert resolve_processes() == 1
+
+
+def test_parallel_on_error_raise_publishes_nothing(frames):
+    np.save(frames / "bad.npy", np.array(["x"]))
+
+    @luisy.project_name("dirs")
+    @luisy.requires(Frames)
+    @luisy.directory_output(format="npy")
+    class ParallelStrict(Doubled):
+        processes = 2
+
+    with pytest.raises(luisy.LuisyError, match=r"item 'bad' \(input file .*bad\.npy\) failed: ValueError"):
+        ParallelStrict().run()
+    assert not ParallelStrict().output().exists()
+
+
+def test_progress_percentage_and_status_message(frames):
+    task = Doubled()
+    percentages, messages = [], []
+    task.set_progress_percentage = percentages.append
+    task.set_status_message = messages.append
+    task.run()
+    assert percentages[-1] == 100
+    assert messages[-1].startswith("4/4 items, 0 failed, ETA 0s")
+
+
+def test_two_processes_publishing_at_once_never_mix(frames, luisy_working_dir):
+    import subprocess
+    import sys
+    import textwrap
+
+    for i in range(4, 150):
+        np.save(frames / f"f{i:03d}.npy", np.full((8, 8), i))
+    script = textwrap.dedent(f"""
+        import sys, luisy, numpy as np
+        sys.path.insert(0, {str(os.path.dirname(__file__))!r})
+        luisy.set_working_dir({str(luisy_working_dir)!r})
+        from test_directory import Doubled
+        Doubled().run()
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for proc in procs:
+        assert proc.wait(timeout=120) == 0, proc.stderr.read()
+    out = Doubled().output()
+    manifest = out.manifest
+    assert len(manifest.items) == 150
+    listed = {MANIFEST_NAME, *(i.file for i in manifest.items.values())}
+    assert set(os.listdir(out.folder)) == listed, "no unlisted or half-published files"
+    for name, item in manifest.items.items():
+        assert checksum(out.folder / item.file) == item.checksum, name
+    assert not any(p.name.startswith(".luisy-tmp") for p in out.folder.parent.iterdir())

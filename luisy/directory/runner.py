@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from luisy.directory.target import DirectoryWriter, SourceItem, checksum
+from luisy.directory.manifest import Item
+from luisy.directory.target import DirectoryWriter, SourceItem
 
 
 @dataclass(frozen=True)
@@ -22,9 +23,7 @@ class Outcome:
 
     status: str
     index: int
-    file: str = ""
-    size: int = 0
-    checksum: str = ""
+    staged: Item | None = None
     error: str = ""
 
 
@@ -35,13 +34,7 @@ def process_one(task: Any, items: list[SourceItem], index: int, writer: Director
         result = task.process(item.name, item.load())
         if result is None:
             return Outcome("skip", index)
-        file = writer.item_file(item.name)
-        fmt = writer.target.file_format
-        fmt.ensure_writable(result, f"{writer.target.owner} item {item.name!r}")
-        path = writer.staging / file
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fmt.write(result, path, **writer.target.options)
-        return Outcome("ok", index, file, path.stat().st_size, checksum(path))
+        return Outcome("ok", index, writer.stage(item.name, result))
     except Exception as error:
         detail = "".join(traceback.format_exception_only(type(error), error)).strip()
         return Outcome("fail", index, error=detail)

@@ -111,7 +111,7 @@ class DirectoryTarget(luigi.LocalTarget):
                 writer.write(name, item)
 
 
-def file_checksum(path: str | os.PathLike[str]) -> str:
+def checksum(path: str | os.PathLike[str]) -> str:
     """Content checksum of a file (BLAKE2b, 128 bit, hex)."""
     digest = hashlib.blake2b(digest_size=16)
     with open(path, "rb") as f:
@@ -158,20 +158,20 @@ class DirectoryWriter:
 
     def write(self, name: str, obj: Any, source: str | None = None) -> None:
         """Stage item ``name``; ``source`` is the fingerprint of the input it came from."""
+        self.add(name, self.stage(name, obj), source)
+
+    def stage(self, name: str, obj: Any) -> Item:
+        """Write item ``name`` into :attr:`staging` without recording it (safe in a worker process)."""
         file = self.item_file(name)
         self.target.file_format.ensure_writable(obj, f"{self.target.owner} item {name!r}")
         path = self.staging / file
         path.parent.mkdir(parents=True, exist_ok=True)
         self.target.file_format.write(obj, path, **self.target.options)
-        self.add(name, file, source)
+        return Item(file=file, size=path.stat().st_size, checksum=checksum(path))
 
-    def add(self, name: str, file: str, source: str | None = None, *, size: int | None = None,
-            checksum: str | None = None) -> None:
-        """Record an item file already written into :attr:`staging` (by a worker process)."""
-        path = self.staging / file
-        size = path.stat().st_size if size is None else size
-        digest = file_checksum(path) if checksum is None else checksum
-        self.new[name] = Item(file=file, size=size, checksum=digest, source=source)
+    def add(self, name: str, staged: Item, source: str | None = None) -> None:
+        """Record an item :meth:`stage` wrote (here or in a worker process)."""
+        self.new[name] = replace(staged, source=source)
         self.failed.pop(name, None)
 
     def keep(self, names: Iterable[str]) -> None:
@@ -293,5 +293,3 @@ def remove_unlisted(folder: Path, manifest: Manifest) -> None:
         if root != str(folder) and not os.listdir(root):
             os.rmdir(root)
 
-
-checksum = file_checksum  # the public name; ``add`` has a keyword of that name

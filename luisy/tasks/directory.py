@@ -85,7 +85,7 @@ class DirectoryTask(Task):
 
     def _record(self, writer: DirectoryWriter, item: SourceItem, outcome: Outcome) -> None:
         if outcome.status == "ok":
-            writer.add(item.name, outcome.file, item.fingerprint, size=outcome.size, checksum=outcome.checksum)
+            writer.add(item.name, outcome.staged, item.fingerprint)
         elif outcome.status == "skip":
             writer.skip(item.name, item.fingerprint)
         elif self.on_error == "raise":

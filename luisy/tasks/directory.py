@@ -9,6 +9,7 @@ from luigi.task import flatten
 
 from luisy import formats
 from luisy.config import resolve_processes
+from luisy.directory.manifest import Manifest
 from luisy.directory.runner import Outcome, Progress, outcomes, report_status
 from luisy.directory.target import DirectoryTarget, DirectoryWriter, SourceItem
 from luisy.errors import LuisyError
@@ -54,7 +55,7 @@ class DirectoryTask(Task):
     def pending(self) -> tuple[list[SourceItem], set[str]]:
         """Input items to process, and names of published items to keep as they are."""
         items = self.input_items()
-        manifest = self.output().manifest if self.output().exists() else None
+        manifest = Manifest.load(self.output().folder)
         if manifest is None or not self._same_configuration(manifest):
             return items, set()
         done = manifest.sources()
@@ -64,11 +65,8 @@ class DirectoryTask(Task):
         return todo, keep
 
     def complete(self) -> bool:
-        target = self.output()
-        if not target.exists():
-            return False
-        manifest = target.manifest
-        if manifest.failed or not self._same_configuration(manifest):
+        manifest = Manifest.load(self.output().folder)  # parsed once: it can list 100 000 items
+        if manifest is None or manifest.failed or not self._same_configuration(manifest):
             return False
         try:
             items = self.input_items()

@@ -97,11 +97,13 @@ def main() -> None:
               help="Root of the data-layer tree (default: $LUISY_WORKING_DIR or ./data).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="luigi worker processes.")
+@click.option("--processes", type=click.IntRange(min=1), default=None,
+              help="Item processes inside each directory task (default: [luisy] processes, else 1).")
 @click.option("--local-scheduler", is_flag=True, help="Use luigi's local scheduler (the default).")
 @click.option("--scheduler-url", metavar="URL", help="Use luigi's central scheduler (luigid) at URL.")
 @click.option("-v", "--verbose", is_flag=True, help="Show luigi's log.")
 @click.argument("task_args", nargs=-1, type=click.UNPROCESSED)
-def run(task: str, working_dir: Path | None, workers: int, local_scheduler: bool,
+def run(task: str, working_dir: Path | None, workers: int, processes: int | None, local_scheduler: bool,
         scheduler_url: str | None, verbose: bool, task_args: tuple[str, ...]) -> None:
     """Run TASK (``module:Class`` or ``module.Class``) and everything it needs.
 
@@ -123,7 +125,7 @@ def run(task: str, working_dir: Path | None, workers: int, local_scheduler: bool
     task_cls = load_task_class(task)
     with parsed_task(task_cls, list(task_args)) as task_obj:
         summary = run_tasks(
-            [task_obj], workers=workers, scheduler_url=scheduler_url,
+            [task_obj], workers=workers, processes=processes, scheduler_url=scheduler_url,
             local_scheduler=not scheduler_url, log_level="INFO" if verbose else "WARNING",
         )
     for line in summary.lines():

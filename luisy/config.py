@@ -53,10 +53,35 @@ def get_working_dir() -> Path:
 
 
 def resolve_processes(task_value: int | None = None) -> int:
-    """Worker processes for a directory task: the task's own value, else ``[luisy] processes``, else 1."""
+    """Worker processes for a directory task: the task's own value, else ``[luisy] processes``, else 1.
+
+    ``luisy run --processes N`` and ``luisy.build(processes=N)`` set ``[luisy] processes`` for
+    their run (see :func:`processes`), so a value the task author wrote down still wins.
+    """
     if task_value is not None:
         return max(1, int(task_value))
     return max(1, luigi.configuration.get_config().getint("luisy", "processes", 1))
+
+
+@contextmanager
+def processes(count: int | None) -> Iterator[None]:
+    """Set ``[luisy] processes`` in luigi's configuration inside a ``with`` block (``None``: unchanged).
+
+    luigi's configuration is the one place forked luigi workers inherit settings from.
+    """
+    if count is None:
+        yield
+        return
+    parser = luigi.configuration.get_config()
+    previous = parser.get("luisy", "processes", None)
+    parser.set("luisy", "processes", str(count))
+    try:
+        yield
+    finally:
+        if previous is None:
+            parser.remove_option("luisy", "processes")
+        else:
+            parser.set("luisy", "processes", previous)
 
 
 class Config:

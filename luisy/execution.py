@@ -22,13 +22,15 @@ def build(
     local_scheduler: bool = True,
     scheduler_url: str | None = None,
     working_dir: str | os.PathLike[str] | None = None,
+    processes: int | None = None,
     detailed_summary: bool = False,
     **options: Any,
 ) -> bool | LuigiRunResult:
     """Run ``tasks`` and everything they require (luisy 1.x's ``luisy.cli.build``).
 
     ``scheduler_url`` selects luigi's central scheduler and wins over ``local_scheduler``;
-    ``working_dir`` applies for this call only. Other keywords are luigi's ``[core]`` options
+    ``working_dir`` and ``processes`` (directory tasks' item processes, see
+    :func:`luisy.config.resolve_processes`) apply for this call only. Other keywords are luigi's ``[core]`` options
     (``log_level``, ``parallel_scheduling``...). Returns luigi's success flag, or its
     ``LuigiRunResult`` with ``detailed_summary=True``.
     """
@@ -37,7 +39,8 @@ def build(
         options.update(scheduler_url=scheduler_url, local_scheduler=False)
     else:
         options["local_scheduler"] = local_scheduler
-    with config.working_dir(working_dir) if working_dir is not None else nullcontext():
+    root = config.working_dir(working_dir) if working_dir is not None else nullcontext()
+    with root, config.processes(processes):
         result = luigi.build(task_list, workers=workers, detailed_summary=True, **options)
     return result if detailed_summary else result.scheduling_succeeded
 

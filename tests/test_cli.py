@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -48,6 +49,22 @@ PROJECT = {
         class Explodes(luisy.Task):
             def run(self):
                 raise ValueError("the input has no header row")
+
+
+        @luisy.raw
+        @luisy.directory_input(pattern="*.txt")
+        class Notes(luisy.ExternalTask):
+            def get_folder_name(self):
+                return "notes"
+
+
+        @luisy.requires(Notes)
+        @luisy.directory_output(format="json")
+        class WhoProcessed(luisy.DirectoryTask):
+            def process(self, name, obj):
+                import multiprocessing
+
+                return {"process": multiprocessing.current_process().name}
     ''',
 }
 
@@ -140,3 +157,16 @@ def test_working_dir_from_environment(project, tmp_path):
     result = run_luisy(["run", "clipkg.tasks:Greet"], cwd=project, env={"LUISY_WORKING_DIR": str(other)})
     assert result.returncode == 0, result.stderr
     assert (other / "clipkg" / "final" / "Greet_name=world_times=1.txt").exists()
+
+
+@pytest.mark.parametrize("extra,expected", [([], {"MainProcess"}), (["--processes", "2"], {"ForkPoolWorker"})])
+def test_processes_option_spreads_items_over_a_pool(project, extra, expected):
+    notes = project / "data" / "clipkg" / "raw" / "notes"
+    notes.mkdir(parents=True)
+    for i in range(6):
+        (notes / f"n{i}.txt").write_text(str(i))
+    result = run_luisy(["run", "clipkg.tasks:WhoProcessed", *extra], cwd=project)
+    assert result.returncode == 0, result.stderr
+    out = project / "data" / "WhoProcessed"
+    names = {json.loads(p.read_text())["process"].split("-")[0] for p in out.glob("n*.json")}
+    assert names == expected

@@ -1,22 +1,26 @@
 """Helpers for testing luisy pipelines: in-memory runs, assertions, and luisy 1.x helpers.
 
 Nothing here changes state that outlives a call or a test: outputs live in a dict for the
-duration of :meth:`LuisyTestCase.run_pipeline`, and the working directory set by the
-``luisy_working_dir`` fixture is restored after the test.
+duration of :meth:`LuisyTestCase.run_pipeline`, directory outputs in a temporary working
+directory deleted after it, and the working directory set by the ``luisy_working_dir`` fixture
+is restored after the test.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 import unittest
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import luigi
 from luigi.execution_summary import LuigiRunResult, LuigiStatusCode, _summary_dict
 from luigi.task import flatten
 
+from luisy import config
 from luisy.config import set_working_dir
+from luisy.directory.target import DirectoryTarget
 from luisy.targets import memory_store
 
 __all__ = ["LuisyTestCase", "create_testing_config", "get_all_dependencies", "debug_run"]
@@ -25,7 +29,13 @@ Outputs = Sequence[tuple[luigi.Task, Any]] | None
 
 
 class LuisyTestCase(unittest.TestCase):
-    """A ``TestCase`` that runs pipelines with every output kept in memory."""
+    """A ``TestCase`` that runs pipelines with every output kept in memory.
+
+    Directory outputs (``directory_output``, ``DirectoryTask``) are real folders in a temporary
+    working directory, so their publish protocol runs as in production; their value here is a
+    dict ``{item name: object}``, and ``existing_outputs`` give them as such a dict. Input
+    folders (``directory_input``, ``make_directory_output``) are given as a dict or a list.
+    """
 
     def run_pipeline(self, task: luigi.Task, existing_outputs: Outputs = None,
                      return_store: bool = False) -> Any:
@@ -34,23 +44,20 @@ class LuisyTestCase(unittest.TestCase):
         ``existing_outputs`` are ``(task, object)`` pairs treated as already written, so the
         tasks upstream of them do not run. An incomplete root task fails the test.
         """
-        result, store = self._execute(task, existing_outputs)
-        by_path = {_output_path(t): t for t in get_all_dependencies(task)}
+        run = self._execute(task, existing_outputs)
+        if not run.complete:
+            self.fail(f"{task} did not complete:\n{run.result.summary_text}")
         if return_store:
-            return {by_path[path]: value for path, value in store.items() if path in by_path}
-        with memory_store(store):
-            if not task.complete():
-                self.fail(f"{task} did not complete:\n{result.summary_text}")
-            return task.read() if hasattr(task, "read") else task.output().read()
+            return run.outputs
+        return run.outputs[task]
 
     def get_execution_summary(self, task: luigi.Task, existing_outputs: Outputs = None) -> dict[str, set]:
         """luigi's summary dict (``completed``, ``failed``, ``still_pending_ext``...) of a run."""
-        result, _ = self._execute(task, existing_outputs)
-        return _summary_dict(result.worker)
+        return _summary_dict(self._execute(task, existing_outputs).result.worker)
 
     def assertSuccess(self, task: luigi.Task, existing_outputs: Outputs = None) -> None:  # noqa: N802
         """The run succeeds (tasks that failed and then succeeded on retry included)."""
-        result, _ = self._execute(task, existing_outputs)
+        result = self._execute(task, existing_outputs).result
         ok = (LuigiStatusCode.SUCCESS, LuigiStatusCode.SUCCESS_WITH_RETRY)
         self.assertIn(result.status, ok, f"{task} did not succeed:\n{result.summary_text}")
 
@@ -65,13 +72,40 @@ class LuisyTestCase(unittest.TestCase):
         self.assertTrue(summary["still_pending_ext"], f"{task}'s run has no missing external input")
 
     @staticmethod
-    def _execute(task: luigi.Task, existing_outputs: Outputs) -> tuple[LuigiRunResult, dict[str, Any]]:
-        initial = {_output_path(t): obj for t, obj in existing_outputs or ()}
-        with memory_store(initial) as store:
+    def _execute(task: luigi.Task, existing_outputs: Outputs) -> _Run:
+        with tempfile.TemporaryDirectory(prefix="luisy-test-") as tmp, config.working_dir(tmp), \
+                memory_store() as store:
+            for given, obj in existing_outputs or ():
+                output = given.output()
+                if isinstance(output, DirectoryTarget):
+                    with output.writer(given) as writer:
+                        for name, item in dict(obj).items():
+                            writer.write(name, item)
+                else:
+                    store[_output_path(given)] = obj
             # workers=1 runs every task in this thread, where the memory store is active.
             result = luigi.build([task], local_scheduler=True, workers=1, detailed_summary=True,
                                  no_lock=True, log_level="WARNING")
-        return result, store
+            return _Run(result, task.complete(), _collect_outputs(task, store))
+
+
+class _Run(NamedTuple):
+    result: LuigiRunResult
+    complete: bool
+    outputs: dict[luigi.Task, Any]
+
+
+def _collect_outputs(root: luigi.Task, store: dict[str, Any]) -> dict[luigi.Task, Any]:
+    """Every written output of the graph, read while the temporary folders still exist."""
+    outputs: dict[luigi.Task, Any] = {}
+    for task in get_all_dependencies(root):
+        output = task.output()
+        if isinstance(output, DirectoryTarget):
+            if output.exists():
+                outputs[task] = dict(output.items())
+        elif _output_path(task) in store or (task is root and root.complete()):  # a WrapperTask reads its inputs
+            outputs[task] = task.read() if hasattr(task, "read") else output.read()
+    return outputs
 
 
 def _output_path(task: luigi.Task) -> str | None:

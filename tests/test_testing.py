@@ -4,6 +4,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pandas as pd
 
 import luisy
@@ -43,6 +44,59 @@ class Total(luisy.Task):
 class Broken(luisy.Task):
     def run(self):
         raise RuntimeError("broken on purpose")
+
+
+@luisy.project_name("tt")
+@luisy.raw
+@luisy.directory_input(pattern="*.npy")
+class Frames(luisy.ExternalTask):
+    def get_folder_name(self):
+        return "frames"
+
+
+@luisy.project_name("tt")
+@luisy.requires(Frames)
+@luisy.directory_output(format="npy")
+class Halved(luisy.DirectoryTask):
+    def process(self, name, obj):
+        return obj / 2
+
+
+@luisy.project_name("tt")
+@luisy.requires(Halved)
+@luisy.json_output
+class Sums(luisy.Task):
+    def run(self):
+        self.write({name: float(obj.sum()) for name, obj in self.input().items()})
+
+
+class TestDirectoryTasks(LuisyTestCase):
+    frames = {"a": np.ones(3), "b": np.arange(4.0)}
+
+    def test_directory_task_value_is_a_dict(self):
+        before = config.get_working_dir()
+        out = self.run_pipeline(Halved(), existing_outputs=[(Frames(), self.frames)])
+        assert sorted(out) == ["a", "b"] and out["b"].tolist() == [0, 0.5, 1, 1.5]
+        assert config.get_working_dir() == before
+
+    def test_downstream_of_a_directory_task_and_1x_list_input(self):
+        assert self.run_pipeline(Sums(), existing_outputs=[(Frames(), self.frames)]) == {"a": 1.5, "b": 3.0}
+        assert self.run_pipeline(Sums(), existing_outputs=[(Frames(), [np.ones(2)])]) == {"0": 1.0}
+
+    def test_existing_directory_output_short_circuits_upstream(self):
+        store = self.run_pipeline(Sums(), existing_outputs=[(Halved(), {"z": np.full(2, 7.0)})], return_store=True)
+        assert store[Sums()] == {"z": 14.0} and Frames() not in store
+
+    def test_temporary_folder_is_removed(self):
+        seen = []
+
+        class Spy(Halved):
+            def process(self, name, obj):
+                seen.append(self.output().folder)
+                return obj
+
+        self.run_pipeline(Spy(), existing_outputs=[(Frames(), self.frames)])
+        assert seen and not seen[0].exists()
 
 
 class TestLuisyTestCase(LuisyTestCase):

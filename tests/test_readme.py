@@ -50,3 +50,22 @@ def test_example_pipeline(tmp_path):
     again = run_luisy(["run", "examples.sales.tasks:Everything", "--working-dir", str(wd)], cwd=tmp_path,
                       env={"PYTHONPATH": str(ROOT)})
     assert again.returncode == 0 and "ran:" not in again.stdout
+
+
+def test_images_example(tmp_path):
+    env = {"PYTHONPATH": str(ROOT)}
+    wd = tmp_path / "data"
+    subprocess.run([sys.executable, "-m", "examples.images.make_data", "--working-dir", str(wd), "--count", "12"],
+                   cwd=tmp_path, env={**os.environ, **env}, check=True, capture_output=True)
+    command = ["run", "examples.images.tasks:Everything", "--working-dir", str(wd), "--sigma", "1.5"]
+    result = run_luisy(command, cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    import h5py
+    import pandas as pd
+
+    table = pd.read_parquet(next((wd / "images" / "final").glob("FeatureTable_*.parquet")))
+    assert len(table) == 12 and (table["blobs"] >= 1).all()
+    with h5py.File(next((wd / "images" / "final").glob("ImageStack_*.h5"))) as stack:
+        assert stack["masks"].shape == (12, 64, 64)
+        assert stack.attrs["sigma"] == 1.5 and stack.attrs["min_area"] == 4

@@ -1,0 +1,51 @@
+"""Write sample raw images: PNGs of bright blobs on a noisy background.
+
+Usage: ``python -m examples.images.make_data [--working-dir DIR] [--count N]`` (default: the luisy
+working directory, ``./data``; 40 images).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+import luisy
+from examples.images.tasks import RawImages
+
+
+def make_images(folder: Path, count: int = 40, size: int = 64, seed: int = 0) -> list[Path]:
+    """Write ``count`` RGB PNGs of ``size``×``size`` pixels into ``folder``; return their paths."""
+    from skimage import io
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    yy, xx = np.mgrid[:size, :size]
+    written = []
+    for i in range(count):
+        image = rng.normal(0.15, 0.05, (size, size))
+        for _ in range(rng.integers(1, 6)):
+            cy, cx, r = rng.integers(8, size - 8), rng.integers(8, size - 8), rng.integers(3, 8)
+            image[(yy - cy) ** 2 + (xx - cx) ** 2 < r**2] += 0.6
+        rgb = np.clip(np.stack([image, image * 0.9, image * 0.8], axis=-1), 0, 1)
+        path = folder / f"img_{i:04d}.png"
+        io.imsave(path, (rgb * 255).astype(np.uint8), check_contrast=False)
+        written.append(path)
+    return written
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--working-dir", help="luisy working directory (default ./data)")
+    parser.add_argument("--count", type=int, default=40, help="number of images")
+    args = parser.parse_args()
+    if args.working_dir:
+        luisy.set_working_dir(args.working_dir)
+    folder = Path(RawImages().output().path)
+    written = make_images(folder, args.count)
+    print(f"wrote {len(written)} images to {folder}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""Microscopy-style image pipeline: a folder of PNGs → per-image features → a table and an HDF5 stack.
+
+    raw/images/*.png        RawImages      (the input folder, read with scikit-image)
+    interim/Segmented_*/    Segmented      (DirectoryTask: one pickle per image)
+    final/FeatureTable_*.parquet           (one row per image)
+    final/ImageStack_*.h5                  (the masks stacked; the parameters as attributes)
+
+Run it with ``luisy run examples.images.tasks:Everything`` after
+``python -m examples.images.make_data``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+import luisy
+
+PROJECT = "images"
+
+
+@luisy.project_name(PROJECT)
+@luisy.raw
+@luisy.directory_input(pattern="*.png")
+class RawImages(luisy.ExternalTask):
+    """The PNG files of ``raw/images``."""
+
+    def get_folder_name(self) -> str:
+        return "images"
+
+
+@luisy.project_name(PROJECT)
+@luisy.interim
+@luisy.requires(RawImages)
+@luisy.directory_output(format="pkl")
+class Segmented(luisy.DirectoryTask):
+    """Per image: grayscale, smooth, threshold (Otsu's), label the blobs and measure them."""
+
+    sigma = luisy.FloatParameter(default=1.0)
+    min_area = luisy.IntParameter(default=4)
+
+    def process(self, name: str, obj: Any) -> dict[str, Any]:
+        from skimage import color, filters, measure
+
+        gray = color.rgb2gray(obj[..., :3]) if obj.ndim == 3 else obj / np.iinfo(obj.dtype).max
+        smooth = filters.gaussian(gray, sigma=self.sigma)
+        labels = measure.label(smooth > filters.threshold_otsu(smooth))
+        regions = [r for r in measure.regionprops(labels, intensity_image=gray) if r.area >= self.min_area]
+        mask = np.isin(labels, [r.label for r in regions])
+        return {
+            "mask": mask,
+            "features": {
+                "image": name,
+                "blobs": len(regions),
+                "area_fraction": float(mask.mean()),
+                "mean_intensity": float(gray.mean()),
+                "largest_blob": int(max((r.area for r in regions), default=0)),
+                "mean_eccentricity": float(np.mean([r.eccentricity for r in regions])) if regions else 0.0,
+            },
+        }
+
+
+@luisy.project_name(PROJECT)
+@luisy.final
+@luisy.requires(Segmented)
+@luisy.parquet_output
+class FeatureTable(luisy.Task):
+    """One row of features per image."""
+
+    def run(self) -> None:
+        import pandas as pd
+
+        self.write(pd.DataFrame([result["features"] for result in self.input().read()]))
+
+
+@luisy.project_name(PROJECT)
+@luisy.final
+@luisy.requires(Segmented)
+@luisy.h5_output
+class ImageStack(luisy.Task):
+    """The masks as one ``(n, height, width)`` array, with the image names; parameters become attributes."""
+
+    def run(self) -> None:
+        names, masks = zip(*((name, result["mask"]) for name, result in self.input().items()))
+        self.write({"names": np.array(names, dtype="S"), "masks": np.stack(masks)})
+
+
+class Everything(luisy.WrapperTask):
+    """The table and the stack."""
+
+    sigma = luisy.FloatParameter(default=1.0)
+    min_area = luisy.IntParameter(default=4)
+
+    def requires(self) -> list[luisy.Task]:
+        return [FeatureTable(sigma=self.sigma, min_area=self.min_area),
+                ImageStack(sigma=self.sigma, min_area=self.min_area)]

@@ -82,8 +82,8 @@ class ImageStack(luisy.Task):
     """The masks as one ``(n, height, width)`` array, with the image names; parameters become attributes."""
 
     def run(self) -> None:
-        names, masks = zip(*((name, result["mask"]) for name, result in self.input().items()))
-        self.write({"names": np.array(names, dtype="S"), "masks": np.stack(masks)})
+        items = dict(self.input().items())
+        self.write({"names": np.array(list(items), dtype="S"), "masks": np.stack([r["mask"] for r in items.values()])})
 
 
 class Everything(luisy.WrapperTask):

@@ -8,7 +8,6 @@ previous outputs in place and no new ones.
 from __future__ import annotations
 
 import functools
-import inspect
 import os
 import shutil
 import uuid
@@ -16,7 +15,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
 
 TMP_MARKER = ".luisy-tmp-"
 
@@ -71,6 +69,11 @@ def _atomic(final: Path, make_dir: bool) -> Iterator[Path]:
     defer(functools.partial(_replace, tmp, final), functools.partial(_remove, tmp))
 
 
+def is_staging() -> bool:
+    """Whether a :func:`staged` block is active (writes are held back until it ends)."""
+    return _staging.get() is not None
+
+
 @contextmanager
 def staged() -> Iterator[None]:
     """Hold back the writes made inside the block; publish them if it succeeds, drop them if not."""
@@ -89,26 +92,6 @@ def staged() -> Iterator[None]:
     _staging.reset(token)
     for publish, _ in pending:
         publish()
-
-
-def staged_run(run: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap a task's ``run`` in :func:`staged`; generator runs (dynamic dependencies) included."""
-    if inspect.isgeneratorfunction(run):
-        @functools.wraps(run)
-        def run_generator(self: Any, *args: Any, **kwargs: Any) -> Any:
-            with staged():
-                return (yield from run(self, *args, **kwargs))
-
-        run_generator.__luisy_staged__ = True
-        return run_generator
-
-    @functools.wraps(run)
-    def run_staged(self: Any, *args: Any, **kwargs: Any) -> Any:
-        with staged():
-            return run(self, *args, **kwargs)
-
-    run_staged.__luisy_staged__ = True
-    return run_staged
 
 
 def _replace(tmp: Path, final: Path) -> None:

@@ -42,6 +42,11 @@ def memory_store(initial: Mapping[str, Any] | None = None) -> Iterator[dict[str,
         _memory.reset(token)
 
 
+def active_memory_store() -> dict[str, Any] | None:
+    """The store of the enclosing :func:`memory_store` block, or ``None``."""
+    return _memory.get()
+
+
 def _object_fingerprint(obj: Any) -> str:
     """A fingerprint of an in-memory object (its pickle), standing in for a file's size and mtime."""
     return hashlib.blake2b(pickle.dumps(obj), digest_size=16).hexdigest()

@@ -21,6 +21,7 @@ from luigi.task import flatten
 from luisy import config
 from luisy.config import set_working_dir
 from luisy.directory.target import DirectoryTarget
+from luisy.fingerprint.task import accept, is_external
 from luisy.targets import memory_store
 
 __all__ = ["LuisyTestCase", "create_testing_config", "get_all_dependencies", "debug_run"]
@@ -83,6 +84,8 @@ class LuisyTestCase(unittest.TestCase):
                             writer.write(name, item)
                 else:
                     store[_output_path(given)] = obj
+                    if not is_external(given):
+                        accept(given)  # its fingerprint is recorded, so it counts as complete
             # workers=1 runs every task in this thread, where the memory store is active.
             result = luigi.build([task], local_scheduler=True, workers=1, detailed_summary=True,
                                  no_lock=True, log_level="WARNING")

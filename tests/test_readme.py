@@ -52,7 +52,7 @@ def test_example_pipeline(tmp_path):
     assert again.returncode == 0 and "ran:" not in again.stdout
 
 
-def test_images_example(tmp_path):
+def test_images_example_and_incremental_rerun(tmp_path):
     env = {"PYTHONPATH": str(ROOT)}
     wd = tmp_path / "data"
     subprocess.run([sys.executable, "-m", "examples.images.make_data", "--working-dir", str(wd), "--count", "12"],
@@ -69,3 +69,14 @@ def test_images_example(tmp_path):
     with h5py.File(next((wd / "images" / "final").glob("ImageStack_*.h5"))) as stack:
         assert stack["masks"].shape == (12, 64, 64)
         assert stack.attrs["sigma"] == 1.5 and stack.attrs["min_area"] == 4
+
+    segmented = next((wd / "images" / "interim").glob("Segmented_*"))
+    before = {p.name: p.stat().st_mtime_ns for p in segmented.glob("*.pkl")}
+    raw = wd / "images" / "raw" / "images"
+    (raw / "extra.png").write_bytes((raw / "img_0003.png").read_bytes())
+    again = run_luisy(command, cwd=tmp_path, env=env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    after = {p.name: p.stat().st_mtime_ns for p in segmented.glob("*.pkl")}
+    assert set(after) == set(before) | {"extra.pkl"}
+    assert all(after[name] == mtime for name, mtime in before.items()), "only the new image is processed"
+    assert len(pd.read_parquet(next((wd / "images" / "final").glob("FeatureTable_*.parquet")))) == 13

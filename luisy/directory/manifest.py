@@ -6,6 +6,8 @@ replacing the previous one in one ``os.replace``.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 import platform
@@ -59,17 +61,40 @@ class Manifest:
 
     @classmethod
     def load(cls, folder: str | os.PathLike[str]) -> Manifest | None:
-        """The folder's manifest, or ``None`` if there is none or it cannot be read."""
+        """The folder's manifest, or ``None`` if there is none or it cannot be read.
+
+        Parsed manifests are cached by the file's identity (inode, size, mtime): a manifest is
+        replaced, never edited, so a changed file is a new entry. Treat the result as read-only.
+        """
+        path = Path(folder) / MANIFEST_NAME
         try:
-            return cls.from_json((Path(folder) / MANIFEST_NAME).read_text(encoding="utf-8"))
+            stat = path.stat()
+            return _parse(os.fspath(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
         except (OSError, ValueError, TypeError):
             return None
+
+    def digest(self) -> str:
+        """A fingerprint of the content: item names and checksums, and the failed items."""
+        found = self.__dict__.get("_digest")
+        if found is None:
+            h = hashlib.blake2b(digest_size=16)
+            for name in sorted(self.items):
+                h.update(f"{name}\0{self.items[name].checksum}\0".encode())
+            for name in sorted(self.failed):
+                h.update(f"failed\0{name}\0".encode())
+            found = self.__dict__["_digest"] = h.hexdigest()
+        return found
 
     def sources(self) -> dict[str, Any]:
         """Input name → fingerprint of the published (or deliberately skipped) item made from it."""
         done: dict[str, Any] = {name: item.source for name, item in self.items.items()}
         done.update(self.skipped)
         return done
+
+
+@functools.lru_cache(maxsize=4)  # a manifest of 100 000 items takes tens of MB parsed
+def _parse(path: str, inode: int, size: int, mtime_ns: int) -> Manifest:
+    return Manifest.from_json(Path(path).read_text(encoding="utf-8"))
 
 
 def luisy_version() -> str:

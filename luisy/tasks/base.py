@@ -10,11 +10,13 @@ import luigi
 from luigi.task import flatten
 
 from luisy import targets
-from luisy.atomic import TMP_MARKER, staged_run
+from luisy.atomic import TMP_MARKER
 from luisy.config import get_working_dir
 from luisy.errors import OutputMissingError
+from luisy.fingerprint import task as fingerprint
 from luisy.paths import output_path, project_name_of, significant_param_names, with_extension
 from luisy.spec import NamingRule, OutputSpec
+from luisy.tasks.running import recording_run
 
 __all__ = ["Task", "ExternalTask", "WrapperTask", "ConcatenationTask", "read_output"]
 
@@ -30,10 +32,11 @@ class _OutputMixin:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        # Writes made by run() become visible only when run() returns: a failed run leaves no output.
+        # Writes made by run() become visible only when run() returns (a failed run leaves no
+        # output); then the task's fingerprint is recorded.
         run = cls.__dict__.get("run")
         if run is not None and not getattr(run, "__luisy_staged__", False):
-            cls.run = staged_run(run)
+            cls.run = recording_run(run)
 
     def get_sub_dir(self) -> str:
         """Folder below the layer folder; ``""`` by default."""
@@ -132,7 +135,15 @@ def _guess_scalar(text: str) -> Any:
 
 
 class Task(_OutputMixin, luigi.Task):
-    """A luigi task with a typed output (pickle by default) placed by its decorators."""
+    """A luigi task with a typed output (pickle by default) placed by its decorators.
+
+    Complete when its output exists and its recorded fingerprint (code, parameters, upstream;
+    §6) equals the current one.
+    """
+
+    def complete(self) -> bool:
+        outputs = flatten(self.output())
+        return all(o.exists() for o in outputs) and fingerprint.is_current(self)
 
 
 class ExternalTask(_OutputMixin, luigi.ExternalTask):

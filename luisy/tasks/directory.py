@@ -13,6 +13,8 @@ from luisy.directory.manifest import Manifest
 from luisy.directory.runner import Outcome, Progress, outcomes, report_status
 from luisy.directory.target import DirectoryTarget, DirectoryWriter, SourceItem
 from luisy.errors import LuisyError
+from luisy.fingerprint.code import code_fingerprint
+from luisy.fingerprint.task import is_external
 from luisy.spec import OutputSpec
 from luisy.tasks.base import Task
 
@@ -74,8 +76,9 @@ class DirectoryTask(Task):
             return True
         if {item.name: item.fingerprint for item in items} != manifest.sources():
             return False
-        # luigi does not look upstream of a complete task, so a stale upstream must make this one stale.
-        return all(task.complete() for task in flatten(self.requires()))
+        # luigi does not look upstream of a complete task, so an upstream that will rerun must make
+        # this one rerun too (an external folder's changes are seen item by item above).
+        return all(task.complete() for task in flatten(self.requires()) if not is_external(task))
 
     def _same_configuration(self, manifest: Any) -> bool:
         params = {k: str(v) for k, v in self.to_str_params().items()}
@@ -91,9 +94,9 @@ class DirectoryTask(Task):
         else:
             writer.fail(item.name, outcome.error)
 
-    def code_fingerprint(self) -> str | None:
-        """Fingerprint of the task's code; a change reprocesses every item (§6; ``None`` until then)."""
-        return None
+    def code_fingerprint(self) -> str:
+        """Fingerprint of the task's code (§6); a change reprocesses every item."""
+        return code_fingerprint(type(self)).digest
 
     def run(self) -> None:
         """Process new and changed items and publish them with the kept ones."""

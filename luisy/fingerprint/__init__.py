@@ -1,0 +1,1 @@
+"""Fingerprints of tasks: code, parameters, upstream and input data (SPEC §6)."""

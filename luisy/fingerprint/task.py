@@ -1,0 +1,180 @@
+"""The fingerprint of a task instance: its code, significant parameters and what it reads (§6).
+
+* A task that runs: its class's code fingerprint, its significant parameter values, and the
+  upstream fingerprints of everything it requires — statically, plus the dynamic requirements
+  its last successful run yielded (recorded with it).
+* An external task (luigi's or luisy's ``ExternalTask``): its files, by size and modification
+  time, or by content when the class sets ``fingerprint_content = True``.
+* A directory output, seen from downstream: its manifest's content — once it is up to date
+  itself; a directory task that will rerun makes everything downstream rerun too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import luigi
+from luigi.task import flatten
+from luigi.task_register import Register
+
+from luisy.atomic import TMP_MARKER
+from luisy.fingerprint import records
+from luisy.fingerprint.code import CodeFingerprint, code_fingerprint
+
+__all__ = ["TaskFingerprint", "current", "as_upstream", "record_success", "accept", "is_current",
+           "is_external"]
+
+MISSING = "missing"
+STALE = "stale"
+
+
+@dataclass(frozen=True)
+class TaskFingerprint:
+    """What a task's result depends on; ``digest`` is what gets compared."""
+
+    digest: str
+    code: CodeFingerprint
+    params: dict[str, str] = field(default_factory=dict)
+    upstream: dict[str, str] = field(default_factory=dict)
+
+    def record(self, dynamic: list[luigi.Task] = ()) -> dict[str, Any]:
+        """The ``.luisy.hash`` entry for this fingerprint."""
+        return {
+            "fingerprint": self.digest,
+            "code": self.code.definitions,
+            "versions": self.code.versions,
+            "params": self.params,
+            "upstream": self.upstream,
+            "dynamic": [[t.get_task_family(), t.to_str_params()] for t in dynamic],
+        }
+
+
+def _hash(*parts: str) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    for part in parts:
+        digest.update(part.encode("utf-8", "surrogatepass"))
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def is_external(task: luigi.Task) -> bool:
+    """luigi's convention: an external task has no ``run``."""
+    return getattr(type(task), "run", None) is None
+
+
+def current(task: luigi.Task, memo: dict[str, str] | None = None,
+            dynamic: list[luigi.Task] | None = None, with_upstream: bool = True) -> TaskFingerprint:
+    """The task's fingerprint now. ``dynamic``: its dynamic requirements (default: as last recorded)."""
+    memo = {} if memo is None else memo
+    code = code_fingerprint(type(task))
+    params = {k: str(v) for k, v in sorted(task.to_str_params(only_significant=True).items())}
+    upstream = {}
+    if with_upstream:
+        required = flatten(task.requires()) + (recorded_dynamic(task) if dynamic is None else dynamic)
+        upstream = {str(req): as_upstream(req, memo) for req in required}
+    digest = _hash(code.digest, *(f"{k}={v}" for k, v in params.items()),
+                   *(f"{k}>{v}" for k, v in sorted(upstream.items())))
+    return TaskFingerprint(digest, code, params, upstream)
+
+
+def recorded_dynamic(task: luigi.Task) -> list[luigi.Task]:
+    """The dynamic requirements the task's last successful run yielded."""
+    record = records.lookup(task)
+    found = []
+    for family, params in record.get("dynamic", []) if isinstance(record, dict) else []:
+        try:
+            found.append(Register.get_task_cls(family).from_str_params(params))
+        except Exception:  # the class is gone or changed: the task must run to find out
+            found.append(_Vanished(family=family))
+    return found
+
+
+class _Vanished(luigi.ExternalTask):
+    """Stands for a recorded dynamic requirement that no longer exists."""
+
+    family = luigi.Parameter()
+
+
+def as_upstream(task: luigi.Task, memo: dict[str, str] | None = None) -> str:
+    """The fingerprint ``task`` contributes to the tasks that require it."""
+    memo = {} if memo is None else memo
+    key = task.task_id
+    if key not in memo:
+        memo[key] = _as_upstream(task, memo)
+    return memo[key]
+
+
+def _as_upstream(task: luigi.Task, memo: dict[str, str]) -> str:
+    if isinstance(task, _Vanished):
+        return MISSING
+    outputs = flatten(task.output())
+    manifests = [o for o in outputs if hasattr(o, "manifest") and hasattr(o, "writer")]
+    if manifests:
+        if not is_external(task) and not task.complete():
+            return STALE
+        return _hash(*(_manifest_digest(o) for o in manifests))
+    if is_external(task):
+        content = bool(getattr(task, "fingerprint_content", False))
+        return _hash(*(data_fingerprint(o, content) for o in outputs))
+    return current(task, memo).digest
+
+
+def _manifest_digest(target: Any) -> str:
+    try:
+        return target.manifest.digest()
+    except FileNotFoundError:
+        return MISSING
+
+
+def data_fingerprint(target: luigi.Target, content: bool = False) -> str:
+    """A file's or folder's fingerprint: size and mtime of each file (or a content checksum)."""
+    path = getattr(target, "path", None)
+    if path is None:
+        return "exists" if target.exists() else MISSING
+    path = Path(path)
+    if path.is_file():
+        return _file_fingerprint(path, content)
+    if not path.is_dir():
+        return MISSING
+    parts = []
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in sorted(files):
+            if TMP_MARKER not in name:
+                file = Path(root, name)
+                parts.append(f"{file.relative_to(path).as_posix()}:{_file_fingerprint(file, content)}")
+    return _hash(*parts)
+
+
+def _file_fingerprint(path: Path, content: bool) -> str:
+    if content:
+        from luisy.directory.target import checksum
+
+        return checksum(path)
+    stat = path.stat()
+    return f"{stat.st_size}-{stat.st_mtime_ns}"
+
+
+def is_current(task: luigi.Task) -> bool:
+    """Whether the task's recorded fingerprint equals its fingerprint now."""
+    record = records.lookup(task)
+    return isinstance(record, dict) and record.get("fingerprint") == current(task).digest
+
+
+def accept(task: luigi.Task) -> None:
+    """Record the current fingerprint of an existing output, as if the task had just made it."""
+    record_success(task, recorded_dynamic(task))
+
+
+def record_success(task: luigi.Task, dynamic: list[luigi.Task]) -> None:
+    """Record the fingerprint of a task whose run just succeeded (its outputs are published).
+
+    A directory task's manifest already tracks its input items, so its record holds only code
+    and parameters (enough for ``plan`` to name what changed).
+    """
+    directory = any(hasattr(o, "manifest") for o in flatten(task.output()))
+    records.store(task, current(task, dynamic=dynamic, with_upstream=not directory).record(dynamic))

@@ -24,6 +24,9 @@ from luisy import config
 from luisy.errors import LuisyError, ParameterError, TaskLookupError
 from luisy.execution import build
 from luisy.execution import run as run_tasks
+from luisy.plan import notes as plan_notes
+from luisy.plan import plan as make_plan
+from luisy.plan import update_fingerprints
 
 __all__ = ["main", "build"]
 
@@ -91,29 +94,20 @@ def main() -> None:
     """
 
 
-@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-@click.argument("task")
-@click.option("--working-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Root of the data-layer tree (default: $LUISY_WORKING_DIR or ./data).")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="luigi worker processes.")
-@click.option("--processes", type=click.IntRange(min=1), default=None,
-              help="Item processes inside each directory task (default: [luisy] processes, else 1).")
-@click.option("--local-scheduler", is_flag=True, help="Use luigi's local scheduler (the default).")
-@click.option("--scheduler-url", metavar="URL", help="Use luigi's central scheduler (luigid) at URL.")
-@click.option("-v", "--verbose", is_flag=True, help="Show luigi's log.")
-@click.argument("task_args", nargs=-1, type=click.UNPROCESSED)
-def run(task: str, working_dir: Path | None, workers: int, processes: int | None, local_scheduler: bool,
-        scheduler_url: str | None, verbose: bool, task_args: tuple[str, ...]) -> None:
-    """Run TASK (``module:Class`` or ``module.Class``) and everything it needs.
+_TASK_COMMAND = {"ignore_unknown_options": True, "allow_extra_args": True}
 
-    Task parameters follow TASK as ``--name value`` (or ``--Task-name value`` for any task).
-    The exit status is 0 only when TASK is complete at the end.
 
-    \b
-    Example:
-        luisy run examples.sales.tasks:Report --region north --workers 2
-    """
+def _task_command(function: Any) -> Any:
+    """The arguments every task command takes: TASK, its parameters, and --working-dir."""
+    function = click.argument("task_args", nargs=-1, type=click.UNPROCESSED)(function)
+    function = click.option("--working-dir", type=click.Path(file_okay=False, path_type=Path),
+                            help="Root of the data-layer tree (default: $LUISY_WORKING_DIR or ./data).")(function)
+    return click.argument("task")(function)
+
+
+@contextmanager
+def _task(task: str, working_dir: Path | None, task_args: Sequence[str]) -> Iterator[luigi.Task]:
+    """The task instance, with the working directory resolved and checked."""
     if working_dir is not None:
         config.set_working_dir(working_dir)
     root = config.get_working_dir()
@@ -122,8 +116,44 @@ def run(task: str, working_dir: Path | None, workers: int, processes: int | None
             f"working directory {root} does not exist (set it with --working-dir, "
             "LUISY_WORKING_DIR or [luisy] working_dir, or create it)"
         )
-    task_cls = load_task_class(task)
-    with parsed_task(task_cls, list(task_args)) as task_obj:
+    with parsed_task(load_task_class(task), list(task_args)) as task_obj:
+        yield task_obj
+
+
+@main.command(context_settings=_TASK_COMMAND)
+@_task_command
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="luigi worker processes.")
+@click.option("--processes", type=click.IntRange(min=1), default=None,
+              help="Item processes inside each directory task (default: [luisy] processes, else 1).")
+@click.option("--local-scheduler", is_flag=True, help="Use luigi's local scheduler (the default).")
+@click.option("--scheduler-url", metavar="URL", help="Use luigi's central scheduler (luigid) at URL.")
+@click.option("--dry-run", is_flag=True, help="Only show what would run and why (as `luisy plan`).")
+@click.option("--hash-update-mode", is_flag=True,
+              help="Run nothing; accept the existing outputs by recording their current fingerprints.")
+@click.option("-v", "--verbose", is_flag=True, help="Show luigi's log.")
+def run(task: str, working_dir: Path | None, task_args: tuple[str, ...], workers: int, processes: int | None,
+        local_scheduler: bool, scheduler_url: str | None, dry_run: bool, hash_update_mode: bool,
+        verbose: bool) -> None:
+    """Run TASK (``module:Class`` or ``module.Class``) and everything it needs.
+
+    Task parameters follow TASK as ``--name value`` (or ``--Task-name value`` for any task).
+    The exit status is 0 only when TASK is complete at the end.
+
+    \b
+    Example:
+        luisy run examples.images.tasks:Everything --sigma 2 --processes 2
+    """
+    with _task(task, working_dir, task_args) as task_obj:
+        if dry_run:
+            _print_plan(task_obj)
+            return
+        if hash_update_mode:
+            updated = update_fingerprints(task_obj)
+            click.echo(f"recorded the current fingerprints of {len(updated)} task(s); nothing was run")
+            for accepted in updated:
+                click.echo(f"  {accepted}")
+            return
         summary = run_tasks(
             [task_obj], workers=workers, processes=processes, scheduler_url=scheduler_url,
             local_scheduler=not scheduler_url, log_level="INFO" if verbose else "WARNING",
@@ -131,6 +161,31 @@ def run(task: str, working_dir: Path | None, workers: int, processes: int | None
     for line in summary.lines():
         click.echo(line)
     sys.exit(0 if summary.complete else 1)
+
+
+@main.command(context_settings=_TASK_COMMAND)
+@_task_command
+def plan(task: str, working_dir: Path | None, task_args: tuple[str, ...]) -> None:
+    """Show which tasks a run of TASK would run, and why. Nothing is written.
+
+    \b
+    Example:
+        luisy plan examples.images.tasks:Everything --sigma 2
+    """
+    with _task(task, working_dir, task_args) as task_obj:
+        _print_plan(task_obj)
+
+
+def _print_plan(task: luigi.Task) -> None:
+    steps = make_plan(task)
+    if not steps:
+        click.echo(f"nothing to run: {task} is complete")
+        return
+    click.echo(f"{len(steps)} task(s) would run, upstream first:")
+    for step in steps:
+        click.echo(f"  {step.line()}")
+    for note in plan_notes(steps):
+        click.echo(f"note: {note}")
 
 
 def load_task_class(spec: str) -> type[luigi.Task]:

@@ -97,6 +97,16 @@ class DirectoryTarget(luigi.LocalTarget):
             for name, item in sorted(manifest.items.items())
         ]
 
+    def restamp(self, task: luigi.Task) -> None:
+        """Record ``task``'s current parameters and code fingerprint in the manifest, items unchanged."""
+        with _publish_lock(self.folder):
+            manifest = Manifest.load(self.folder)
+            if manifest is None:
+                return
+            fresh = replace(manifest, params={k: str(v) for k, v in task.to_str_params().items()},
+                            code_fingerprint=task.code_fingerprint())
+            _replace_manifest(self.folder, fresh)
+
     def writer(self, task: luigi.Task | None = None) -> DirectoryWriter:
         """A writer whose committed items replace the folder's content (see :meth:`DirectoryWriter.keep`)."""
         return DirectoryWriter(self, task)
@@ -205,9 +215,7 @@ class DirectoryWriter:
                 os.replace(self.staging / item.file, destination)
                 items[name] = replace(item, file=file)
             manifest = self._manifest(items, current)
-            tmp = temp_sibling(folder / MANIFEST_NAME)
-            tmp.write_text(manifest.to_json(), encoding="utf-8")
-            os.replace(tmp, folder / MANIFEST_NAME)
+            _replace_manifest(folder, manifest)
             remove_unlisted(folder, manifest)
         self.abort()
         return manifest
@@ -227,6 +235,13 @@ class DirectoryWriter:
             started=self.started,
             finished=_now(),
         )
+
+
+def _replace_manifest(folder: Path, manifest: Manifest) -> None:
+    """The one moment a new state becomes visible: an ``os.replace`` of the manifest."""
+    tmp = temp_sibling(folder / MANIFEST_NAME)
+    tmp.write_text(manifest.to_json(), encoding="utf-8")
+    os.replace(tmp, folder / MANIFEST_NAME)
 
 
 def _now() -> str:

@@ -284,6 +284,7 @@ class _Walker:
         self.versions: dict[str, str] = {}
         self.notes: list[str] = []
         self._todo: list[tuple[str, str]] = []
+        self._seen: set[tuple[str, str]] = set()
 
     def run(self, module: str, name: str) -> None:
         self._todo.append((module, name))
@@ -313,8 +314,9 @@ class _Walker:
 
     def _visit(self, module: str, name: str) -> None:
         key = f"{module}:{name}"
-        if key in self.definitions or f"{module}:*" in self.definitions:
+        if (module, name) in self._seen or f"{module}:*" in self.definitions:
             return
+        self._seen.add((module, name))
         if self._is_other_task(module, name):
             return
         index = _module_index(module)
@@ -337,19 +339,20 @@ class _Walker:
                 self.whole_module(nested.module, f"imported inside {index.name}")
             else:
                 self._import(nested, index.name)
-        used_as_attribute_base = {base for base, _ in attributes}
+        modules = {}
         for base, attr in attributes:
             target = index.imports.get(base)
-            if target is not None and target.attr is None and base not in index.bindings:
-                self._module_attribute(target.module, attr)
+            module = self._bound_module(target) if target is not None and base not in index.bindings else None
+            if module is not None:
+                modules[base] = module
+                self._module_attribute(module, attr)
         for name in names:
             if name in index.bindings:
                 self._todo.append((index.name, name))
             elif name in index.imports:
-                target = index.imports[name]
-                if target.attr is None and name in used_as_attribute_base:
-                    continue  # handled through its attributes above
-                self._import(target, f"{index.name}:{name}")
+                if name in modules:
+                    continue  # a module used through its attributes, handled above
+                self._import(index.imports[name], f"{index.name}:{name}")
             elif name in _BUILTINS or name in local:
                 continue
             elif not self._star(index, name):
@@ -373,6 +376,15 @@ class _Walker:
             self.whole_module(submodule, f"imported as a module from {module}")
         else:
             self._todo.append((module, attr))
+
+    def _bound_module(self, target: _Import) -> str | None:
+        """The module an import binds (``import m``, or ``from pkg import submodule``), else ``None``."""
+        if target.attr is None:
+            return target.module
+        submodule = f"{target.module}.{target.attr}"
+        if submodule in sys.modules and not self._defines(target.module, target.attr):
+            return submodule
+        return None
 
     def _is_other_task(self, module: str, name: str) -> bool:
         import luigi
@@ -410,7 +422,7 @@ def _code_repr(obj: Any) -> str:
     """Bytecode and constants of functions (also inside classes), for code with no source."""
     if isinstance(obj, type):
         return "".join(name + _code_repr(value) for name, value in sorted(vars(obj).items()))
-    code = getattr(obj, "__code__", None)
+    code = getattr(inspect.unwrap(obj), "__code__", None) if callable(obj) else None
     if code is None:
         return repr(obj) if isinstance(obj, (int, float, str, bytes, bool, tuple, type(None))) else ""
     consts = "".join(_code_repr(c) if hasattr(c, "co_code") else repr(c) for c in code.co_consts)
@@ -431,7 +443,10 @@ def code_fingerprint(cls: type) -> CodeFingerprint:
 def _compute(cls: type) -> CodeFingerprint:
     module = sys.modules.get(cls.__module__)
     walker = _Walker(_Project(module) if module else _Project(ModuleType(cls.__module__)), cls)
-    if module is None:
+    file = getattr(module, "__file__", None) or ""
+    if file and os.path.realpath(file).startswith(_excluded_roots()):
+        walker._external(cls.__module__)  # an installed library's task: its version is its code
+    elif module is None:
         walker.definitions[f"{cls.__module__}:{cls.__qualname__}"] = _hash(_code_repr(cls))
         walker.notes.append(f"{cls.__module__}: module not loaded; fingerprinting the compiled class")
     elif "<locals>" in cls.__qualname__:

@@ -1,0 +1,178 @@
+"""What a run would do, and why (``luisy plan``, ``luisy run --dry-run``), and hash update mode.
+
+The plan walks the graph the way luigi's scheduler does: a complete task ends the walk on its
+branch; an incomplete one is listed with its reasons and its requirements are visited. Nothing
+is written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import luigi
+from luigi.task import flatten
+
+from luisy.directory.manifest import Manifest
+from luisy.fingerprint import records
+from luisy.fingerprint.code import code_fingerprint
+from luisy.fingerprint.task import accept, current, is_external
+
+__all__ = ["Step", "plan", "reasons", "update_fingerprints"]
+
+NO_RECORD = "no fingerprint recorded (made by luisy 1.x or copied in? `luisy run --hash-update-mode` accepts it)"
+
+
+@dataclass
+class Step:
+    """A task that would run, and why."""
+
+    task: luigi.Task
+    reasons: list[str] = field(default_factory=list)
+    missing: bool = False  # an external input that does not exist: the run stops here
+
+    def line(self) -> str:
+        return f"{self.task}: {'; '.join(self.reasons)}"
+
+
+def plan(root: luigi.Task) -> list[Step]:
+    """The tasks a run of ``root`` would run (upstream first), each with its reasons."""
+    steps: dict[str, Step] = {}
+    seen: set[str] = set()
+
+    def visit(task: luigi.Task) -> None:
+        if task.task_id in seen:
+            return
+        seen.add(task.task_id)
+        if task.complete():
+            return
+        for required in flatten(task.requires()):
+            visit(required)
+        if is_external(task):
+            steps[task.task_id] = Step(task, ["missing input"], missing=True)
+        else:
+            steps[task.task_id] = Step(task, reasons(task) or ["not complete"])
+
+    visit(root)
+    return list(steps.values())
+
+
+def notes(steps: list[Step]) -> list[str]:
+    """What the code fingerprints of the planned tasks could not analyse, once each."""
+    found: dict[str, None] = {}
+    for step in steps:
+        found.update(dict.fromkeys(code_fingerprint(type(step.task)).notes))
+    return list(found)
+
+
+def reasons(task: luigi.Task) -> list[str]:
+    """Why ``task`` is not complete (empty if it is)."""
+    outputs = flatten(task.output())
+    if outputs and not all(o.exists() for o in outputs):
+        return ["no output"]
+    if any(hasattr(o, "manifest") and hasattr(o, "writer") for o in outputs):
+        return _directory_reasons(task)
+    if not outputs and not task.complete():
+        return ["runs once its requirements are complete"]
+    if not hasattr(task, "_luisy_output"):
+        return [] if task.complete() else ["not complete"]
+    record = records.lookup(task)
+    if record is None:
+        return [NO_RECORD]
+    if not isinstance(record, dict):
+        return ["fingerprint recorded by luisy 1.x (`luisy run --hash-update-mode` accepts the output)"]
+    now = current(task)
+    if record.get("fingerprint") == now.digest:
+        return []
+    found = _code_reasons(record, task)
+    found += _changed("parameters changed", record.get("params", {}), now.params)
+    old_upstream = record.get("upstream", {})
+    changed = sorted(k for k in set(old_upstream) | set(now.upstream) if old_upstream.get(k) != now.upstream.get(k))
+    inputs = {str(t) for t in flatten(task.requires()) if is_external(t)}
+    data = [k for k in changed if k in inputs]
+    other = [k for k in changed if k not in inputs]
+    if data:
+        found.append("input data changed: " + ", ".join(data))
+    if other:
+        found.append("upstream changed: " + ", ".join(other))
+    return found or ["fingerprint changed"]
+
+
+def _code_reasons(record: dict, task: luigi.Task) -> list[str]:
+    code = code_fingerprint(type(task))
+    old = record.get("code", {})
+    found = []
+    changed = sorted(k for k in set(old) | set(code.definitions) if old.get(k) != code.definitions.get(k))
+    if changed:
+        found.append("code changed: " + ", ".join(changed))
+    found += _changed("versions changed", record.get("versions", {}), code.versions)
+    return found
+
+
+def _changed(label: str, old: dict, new: dict) -> list[str]:
+    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if not keys:
+        return []
+    return [f"{label}: " + ", ".join(f"{k} {old.get(k, '(none)')} → {new.get(k, '(none)')}" for k in keys)]
+
+
+def _directory_reasons(task: luigi.Task) -> list[str]:
+    manifest = Manifest.load(task.output().folder)
+    if manifest is None:
+        return ["no output"]
+    found = []
+    if manifest.code_fingerprint != task.code_fingerprint():
+        record = records.lookup(task)
+        found += (_code_reasons(record, task) if isinstance(record, dict) else []) or ["code changed"]
+    params = {k: str(v) for k, v in task.to_str_params().items()}
+    found += _changed("parameters changed", manifest.params, params)
+    if found:
+        return [*found, "every item is processed again"]
+    try:
+        items = {item.name: item.fingerprint for item in task.input_items()}
+    except Exception:
+        items = None
+    if items is not None:
+        done = manifest.sources()
+        new = sum(1 for n in items if n not in done and n not in manifest.failed)
+        changed = sum(1 for n, fp in items.items() if n in done and done[n] != fp)
+        removed = sum(1 for n in done if n not in items)
+        retry = sum(1 for n in manifest.failed if n in items)
+        if new or changed or removed:
+            found.append(f"{new} new, {changed} changed, {removed} removed items")
+        if retry:
+            found.append(f"{retry} failed items to retry")
+    stale = [str(t) for t in flatten(task.requires()) if not is_external(t) and not t.complete()]
+    if stale:
+        found.append("upstream changed: " + ", ".join(stale))
+    return found
+
+
+def update_fingerprints(root: luigi.Task) -> list[luigi.Task]:
+    """Hash update mode: record current fingerprints for every existing output, running nothing.
+
+    For refactors that do not change results. Directory outputs take the current code and
+    parameters; their input items are still compared item by item (data changes are not a refactor).
+    Returns the tasks whose records were updated, upstream first.
+    """
+    updated: list[luigi.Task] = []
+    seen: set[str] = set()
+
+    def visit(task: luigi.Task) -> None:
+        if task.task_id in seen:
+            return
+        seen.add(task.task_id)
+        for required in flatten(task.requires()):
+            visit(required)
+        outputs = flatten(task.output())
+        if is_external(task) or not hasattr(task, "_luisy_output") or not outputs:
+            return
+        if not all(o.exists() for o in outputs):
+            return
+        for output in outputs:
+            if hasattr(output, "restamp"):
+                output.restamp(task)
+        accept(task)
+        updated.append(task)
+
+    visit(root)
+    return updated

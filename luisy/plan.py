@@ -15,7 +15,7 @@ from luigi.task import flatten
 from luisy.directory.manifest import Manifest
 from luisy.fingerprint import records
 from luisy.fingerprint.code import code_fingerprint
-from luisy.fingerprint.task import accept, current, is_external
+from luisy.fingerprint.task import accept, current, is_external, recorded_dynamic
 
 __all__ = ["Step", "plan", "reasons", "update_fingerprints"]
 
@@ -87,9 +87,10 @@ def reasons(task: luigi.Task) -> list[str]:
     found += _changed("parameters changed", record.get("params", {}), now.params)
     old_upstream = record.get("upstream", {})
     changed = sorted(k for k in set(old_upstream) | set(now.upstream) if old_upstream.get(k) != now.upstream.get(k))
-    inputs = {str(t) for t in flatten(task.requires()) if is_external(t)}
-    data = [k for k in changed if k in inputs]
-    other = [k for k in changed if k not in inputs]
+    required = {t.task_id: t for t in flatten(task.requires()) + recorded_dynamic(task)}
+    data = [str(required[k]) for k in changed if k in required and is_external(required[k])]
+    other = [str(required[k]) if k in required else k for k in changed
+             if not (k in required and is_external(required[k]))]
     if data:
         found.append("input data changed: " + ", ".join(data))
     if other:

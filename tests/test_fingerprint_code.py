@@ -169,7 +169,10 @@ def test_closure_falls_back_to_the_whole_module(project):
     fp = code_fingerprint(tasks.make_closure())
     assert any("defined inside a function" in note and "whole module" in note for note in fp.notes)
     project.edit("tasks", "self.write(1)", "self.write(11)")  # elsewhere in the module
-    assert code_fingerprint(project.load().make_closure()).digest != fp.digest
+    second = code_fingerprint(project.load().make_closure())
+    assert second.digest != fp.digest
+    project.edit("helpers", "SCALE = 2", "SCALE = 5")  # a helper the module imports
+    assert code_fingerprint(project.load().make_closure()).digest != second.digest
 
 
 def test_notebook_class_without_source_file():
@@ -211,7 +214,7 @@ def test_script_run_as_main_is_fingerprinted_whole(tmp_path):
             print(fp.notes[0])
     """))
     first = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True).stdout
-    assert "run as __main__; fingerprinting the whole script" in first
+    assert "a script run as __main__; fingerprinting the whole module" in first
     script.write_text(script.read_text().replace("self.write(1)", "self.write(2)"))
     second = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True).stdout
     assert first.split()[0] != second.split()[0]

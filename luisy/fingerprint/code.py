@@ -27,6 +27,7 @@ import inspect
 import os
 import sys
 import sysconfig
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -84,6 +85,7 @@ class _ModuleIndex:
         self.bindings: dict[str, list[ast.stmt]] = {}
         self.imports: dict[str, _Import] = {}
         self.star_imports: list[str] = []
+        self._analysed: dict[str, _Analysis] = {}
         self.package = name if _is_package(name) else name.rpartition(".")[0]
         for stmt in self.tree.body:
             self._index(stmt, self.package)
@@ -105,8 +107,23 @@ class _ModuleIndex:
         for name in _bound_names(stmt):
             self.bindings.setdefault(name, []).append(stmt)
 
-    def whole(self) -> str:
-        return _hash(_dump(self.tree.body))
+    def analysed(self, name: str) -> _Analysis:
+        """Hash and references of definition ``name`` (``"*"``: the whole module); computed once."""
+        found = self._analysed.get(name)
+        if found is None:
+            statements = self.tree.body if name == "*" else self.bindings[name]
+            names, attributes, local = _references(statements)
+            found = self._analysed[name] = _Analysis(
+                _hash(_dump(statements)), names - local, attributes, _nested_imports(statements, self.package))
+        return found
+
+
+@dataclass(frozen=True)
+class _Analysis:
+    digest: str
+    names: set[str]  # read and not bound locally
+    attributes: set[tuple[str, str]]
+    nested_imports: list[_Import]
 
 
 def _is_package(name: str) -> bool:
@@ -194,8 +211,8 @@ def _references(nodes: list[ast.stmt]) -> tuple[set[str], set[tuple[str, str]], 
                 local.add(node.arg)
             elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node is not stmt:
                 local.add(node.name)
-            elif isinstance(node, ast.alias) and node is not stmt:
-                local.add(node.asname or node.name.partition(".")[0])
+            elif isinstance(node, (ast.Import, ast.ImportFrom)) and node is not stmt:
+                local.update(alias.asname or alias.name.partition(".")[0] for alias in node.names)
             elif isinstance(node, ast.ExceptHandler) and node.name:
                 local.add(node.name)
             elif isinstance(node, (ast.MatchAs, ast.MatchStar)) and node.name:
@@ -288,6 +305,10 @@ class _Walker:
 
     def run(self, module: str, name: str) -> None:
         self._todo.append((module, name))
+        self.drain()
+
+    def drain(self) -> None:
+        """Visit every definition reached so far, and what they reach."""
         while self._todo:
             self._visit(*self._todo.pop())
 
@@ -300,9 +321,10 @@ class _Walker:
             self.definitions[key] = _hash(self._compiled_fallback(module))
             self.notes.append(f"{module}: {why}; no source, fingerprinting its compiled code")
             return
-        self.definitions[key] = index.whole()
+        analysis = index.analysed("*")
+        self.definitions[key] = analysis.digest
         self.notes.append(f"{module}: {why}; fingerprinting the whole module")
-        self._follow(index, index.tree.body)
+        self._follow(index, analysis)
 
     def _compiled_fallback(self, module: str) -> str:
         mod = sys.modules.get(module)
@@ -323,18 +345,18 @@ class _Walker:
         if index is None:
             self.whole_module(module, "source unavailable")
             return
-        statements = index.bindings.get(name)
-        if statements is not None:
-            self.definitions[key] = _hash(_dump(statements))
-            self._follow(index, statements)
+        if name in index.bindings:
+            analysis = index.analysed(name)
+            self.definitions[key] = analysis.digest
+            self._follow(index, analysis)
         elif name in index.imports:
             self._import(index.imports[name], key)
         elif not self._star(index, name):
             self.whole_module(module, f"{name!r} is not defined at its top level")
 
-    def _follow(self, index: _ModuleIndex, statements: list[ast.stmt]) -> None:
-        names, attributes, local = _references(statements)
-        for nested in _nested_imports(statements, index.package):
+    def _follow(self, index: _ModuleIndex, analysis: _Analysis) -> None:
+        names, attributes = analysis.names, analysis.attributes
+        for nested in analysis.nested_imports:
             if nested.attr is None and self.project.owns(nested.module):
                 self.whole_module(nested.module, f"imported inside {index.name}")
             else:
@@ -353,7 +375,7 @@ class _Walker:
                 if name in modules:
                     continue  # a module used through its attributes, handled above
                 self._import(index.imports[name], f"{index.name}:{name}")
-            elif name in _BUILTINS or name in local:
+            elif name in _BUILTINS:
                 continue
             elif not self._star(index, name):
                 self.whole_module(index.name, f"{name!r} is not defined at its top level")
@@ -451,6 +473,7 @@ def _compute(cls: type) -> CodeFingerprint:
         walker.notes.append(f"{cls.__module__}: module not loaded; fingerprinting the compiled class")
     elif "<locals>" in cls.__qualname__:
         walker.whole_module(cls.__module__, f"{cls.__qualname__} is defined inside a function")
+        walker.drain()
     elif cls.__module__ == "__main__" or _module_index(cls.__module__) is None:
         _main_or_notebook(walker, cls)
     else:
@@ -463,22 +486,15 @@ def _compute(cls: type) -> CodeFingerprint:
 
 def _main_or_notebook(walker: _Walker, cls: type) -> None:
     """A script run as ``__main__`` (its file is there) or a notebook cell (no file at all)."""
-    try:
-        source = inspect.getsource(cls)
-    except (OSError, TypeError):
-        source = None
+    if _module_index(cls.__module__) is not None:
+        walker.whole_module(cls.__module__, "a script run as __main__")
+        walker.drain()
+        return
     key = f"{cls.__module__}:{cls.__qualname__}"
-    if source is None:
+    try:
+        source = textwrap.dedent(inspect.getsource(cls))
+        walker.definitions[key] = _hash(_dump(_strip_docstrings(ast.parse(source)).body))
+        walker.notes.append(f"{cls.__module__}: no module file (a notebook?); fingerprinting the class source")
+    except (OSError, TypeError, SyntaxError):
         walker.definitions[key] = _hash(_code_repr(cls))
         walker.notes.append(f"{cls.__module__}: no source for {cls.__qualname__}; fingerprinting its compiled code")
-        return
-    file = getattr(sys.modules.get(cls.__module__), "__file__", None)
-    if file and file.endswith(".py"):
-        walker.definitions[f"{cls.__module__}:*"] = _hash(_dump(_strip_docstrings(
-            ast.parse(Path(file).read_text(encoding="utf-8"))).body))
-        walker.notes.append(f"{cls.__module__}: a script run as __main__; fingerprinting the whole script")
-    else:
-        import textwrap
-
-        walker.definitions[key] = _hash(_dump(_strip_docstrings(ast.parse(textwrap.dedent(source))).body))
-        walker.notes.append(f"{cls.__module__}: no module file (a notebook?); fingerprinting the class source only")

@@ -12,6 +12,7 @@ tasks finishing at the same time in several processes never lose each other's re
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 from pathlib import Path
@@ -44,9 +45,15 @@ def load_all(hash_file: Path) -> dict[str, Any]:
     if store is not None:
         return dict(store.get(os.fspath(hash_file), {}))
     try:
-        data = json.loads(hash_file.read_text(encoding="utf-8"))
+        stat = hash_file.stat()
+        return dict(_parse(os.fspath(hash_file), stat.st_ino, stat.st_size, stat.st_mtime_ns))
     except (OSError, ValueError):
         return {}
+
+
+@functools.lru_cache(maxsize=16)  # the file is replaced, never edited: its identity is its version
+def _parse(path: str, inode: int, size: int, mtime_ns: int) -> dict[str, Any]:
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
     return data if isinstance(data, dict) else {}
 
 

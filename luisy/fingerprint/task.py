@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +40,7 @@ class TaskFingerprint:
     digest: str
     code: CodeFingerprint
     params: dict[str, str] = field(default_factory=dict)
-    upstream: dict[str, str] = field(default_factory=dict)
+    upstream: dict[str, str] = field(default_factory=dict)  # task_id → fingerprint
 
     def record(self, dynamic: list[luigi.Task] = ()) -> dict[str, Any]:
         """The ``.luisy.hash`` entry for this fingerprint."""
@@ -75,7 +76,7 @@ def current(task: luigi.Task, memo: dict[str, str] | None = None,
     upstream = {}
     if with_upstream:
         required = flatten(task.requires()) + (recorded_dynamic(task) if dynamic is None else dynamic)
-        upstream = {str(req): as_upstream(req, memo) for req in required}
+        upstream = {req.task_id: as_upstream(req, memo) for req in required}
     digest = _hash(code.digest, *(f"{k}={v}" for k, v in params.items()),
                    *(f"{k}>{v}" for k, v in sorted(upstream.items())))
     return TaskFingerprint(digest, code, params, upstream)
@@ -83,6 +84,8 @@ def current(task: luigi.Task, memo: dict[str, str] | None = None,
 
 def recorded_dynamic(task: luigi.Task) -> list[luigi.Task]:
     """The dynamic requirements the task's last successful run yielded."""
+    if not inspect.isgeneratorfunction(inspect.unwrap(getattr(type(task), "run", None) or (lambda: None))):
+        return []  # only a generator run can yield requirements
     record = records.lookup(task)
     found = []
     for family, params in record.get("dynamic", []) if isinstance(record, dict) else []:

@@ -14,6 +14,7 @@ from luigi.execution_summary import LuigiRunResult, _summary_dict
 from luigi.task import flatten
 
 from luisy import config
+from luisy.targets import scan_once
 
 
 def build(
@@ -40,7 +41,7 @@ def build(
     else:
         options["local_scheduler"] = local_scheduler
     root = config.working_dir(working_dir) if working_dir is not None else nullcontext()
-    with root, config.processes(processes):
+    with root, config.processes(processes), scan_once():
         result = luigi.build(task_list, workers=workers, detailed_summary=True, **options)
     return result if detailed_summary else result.scheduling_succeeded
 

@@ -16,6 +16,7 @@ from luisy.directory.manifest import Manifest
 from luisy.fingerprint import records
 from luisy.fingerprint.code import code_fingerprint
 from luisy.fingerprint.task import accept, current, is_external, recorded_dynamic
+from luisy.targets import scan_once
 
 __all__ = ["Step", "plan", "reasons", "update_fingerprints"]
 
@@ -52,7 +53,8 @@ def plan(root: luigi.Task) -> list[Step]:
         else:
             steps[task.task_id] = Step(task, reasons(task) or ["not complete"])
 
-    visit(root)
+    with scan_once():
+        visit(root)
     return list(steps.values())
 
 

@@ -8,6 +8,7 @@ Writes are atomic. Inside :func:`memory_store` every target keeps its object in 
 from __future__ import annotations
 
 import copy
+import fnmatch
 import functools
 import hashlib
 import os
@@ -42,9 +43,33 @@ def memory_store(initial: Mapping[str, Any] | None = None) -> Iterator[dict[str,
         _memory.reset(token)
 
 
+_scans: ContextVar[dict[tuple, list] | None] = ContextVar("luisy_folder_scans", default=None)
+
+
+@contextmanager
+def scan_once() -> Iterator[None]:
+    """Within the block, each input folder is listed and stat'ed once.
+
+    A run checks a directory task's completeness several times (luigi asks before scheduling,
+    before running what depends on it, and the task itself plans its items); with 100 000 input
+    files each listing costs a noticeable fraction of a second. Input folders are external, so
+    luisy never changes them during a run; a change made by someone else while a run is under way
+    is seen by the next run.
+    """
+    token = _scans.set({} if _scans.get() is None else _scans.get())
+    try:
+        yield
+    finally:
+        _scans.reset(token)
+
+
 def active_memory_store() -> dict[str, Any] | None:
     """The store of the enclosing :func:`memory_store` block, or ``None``."""
     return _memory.get()
+
+
+def _copy_of(obj: Any, path: str | None = None) -> Any:
+    return copy.deepcopy(obj)
 
 
 def _object_fingerprint(obj: Any) -> str:
@@ -201,10 +226,14 @@ class DirectoryInputTarget(luigi.LocalTarget):
         self.pattern = pattern
         self.recursive = recursive
         self.owner = owner or type(self).__name__
+        #: Written by nobody during a run (an ExternalTask's folder), so ``scan_once`` may cache it.
+        self.external = True
 
     @classmethod
     def for_task(cls, task: luigi.Task, path: Path, **options: Any) -> DirectoryInputTarget:
-        return cls(path, owner=repr(task), **options)
+        target = cls(path, owner=repr(task), **options)
+        target.external = getattr(type(task), "run", None) is None
+        return target
 
     def exists(self) -> bool:
         store = _memory.get()
@@ -212,24 +241,39 @@ class DirectoryInputTarget(luigi.LocalTarget):
 
     def paths(self) -> list[Path]:
         """The matching files, sorted by their path relative to the folder."""
-        root = Path(self.path)
-        found = root.rglob(self.pattern) if self.recursive else root.glob(self.pattern)
-        return sorted(
-            (p for p in found if p.is_file() and TMP_MARKER not in p.name
-             and (self.regex is None or self.regex.search(p.name))),
-            key=lambda p: p.relative_to(root).as_posix(),
-        )
+        return [Path(entry.path) for _, entry in self._files()]
+
+    def _files(self) -> list[tuple[str, os.DirEntry]]:
+        """``(path relative to the folder, entry)`` per matching file, sorted by relative path.
+
+        ``os.scandir`` rather than ``Path.glob``: a folder can hold 100 000 files.
+        """
+        found = []
+        folders = [("", self.path)]
+        while folders:
+            prefix, folder = folders.pop()
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    rel = prefix + entry.name
+                    if entry.is_dir():
+                        if self.recursive:
+                            folders.append((rel + "/", entry.path))
+                    elif (TMP_MARKER not in entry.name and entry.is_file()
+                          and fnmatch.fnmatchcase(rel if "/" in self.pattern else entry.name, self.pattern)
+                          and (self.regex is None or self.regex.search(entry.name))):
+                        found.append((rel, entry))
+        found.sort(key=lambda pair: pair[0])
+        return found
 
     def __len__(self) -> int:
-        return len(self.paths())
+        return len(self._files())
 
     def items(self) -> Iterator[tuple[str, Any]]:
         """``(name, object)`` per file, lazily; the name is the path relative to the folder."""
-        root = Path(self.path)
-        for path in self.paths():
-            obj = self._read_file(path)
+        for rel, entry in self._files():
+            obj = self._read_file(entry.path)
             if obj is not None:
-                yield path.relative_to(root).as_posix(), obj
+                yield rel, obj
 
     def source_items(self) -> list[Any]:
         """The files as input items of a directory task, named by relative path without extension.
@@ -238,24 +282,28 @@ class DirectoryInputTarget(luigi.LocalTarget):
         """
         from luisy.directory.target import SourceItem
 
-        root = Path(self.path)
         store = _memory.get()
         if store is not None:  # LuisyTestCase: a mapping name → object, or 1.x's list of objects
             given = store[self.path]
             pairs = given.items() if hasattr(given, "items") else ((str(i), o) for i, o in enumerate(given))
-            return [SourceItem(str(name), _object_fingerprint(obj), root / str(name),
-                               functools.partial(copy.deepcopy, obj)) for name, obj in pairs]
+            return [SourceItem(str(name), _object_fingerprint(obj), os.path.join(self.path, str(name)),
+                               functools.partial(_copy_of, obj)) for name, obj in pairs]
+        scans = _scans.get() if self.external else None
+        key = (self.path, self.pattern, self.regex and self.regex.pattern, self.recursive, self.read_file_func)
+        if scans is not None and key in scans:
+            return scans[key]
         items: dict[str, Any] = {}
-        for path in self.paths():
-            rel = path.relative_to(root).as_posix()
-            name = rel[: -len(path.suffix)] if path.suffix else rel
+        for rel, entry in self._files():
+            name = os.path.splitext(rel)[0]
             if name in items:
-                raise FileReadError(f"{self.owner}: {items[name].path.name} and {path.name} would both be "
-                                    f"item {name!r}; narrow the pattern")
-            stat = path.stat()
-            items[name] = SourceItem(name, f"{stat.st_size}-{stat.st_mtime_ns}", path,
-                                     functools.partial(self._read_file, path))
-        return list(items.values())
+                raise FileReadError(f"{self.owner}: {os.path.basename(items[name].path)} and {entry.name} would "
+                                    f"both be item {name!r}; narrow the pattern")
+            stat = entry.stat()
+            items[name] = SourceItem(name, f"{stat.st_size}-{stat.st_mtime_ns}", entry.path, self._read_file)
+        found = list(items.values())
+        if scans is not None:
+            scans[key] = found
+        return found
 
     def read(self) -> Any:
         """The objects read from the files (a generator, as in luisy 1.x)."""
@@ -267,7 +315,7 @@ class DirectoryInputTarget(luigi.LocalTarget):
     def write(self, obj: Any) -> None:
         raise TypeError(f"{self.owner}: {self.path} is an input folder; luisy does not write to it")
 
-    def _read_file(self, path: Path) -> Any:
+    def _read_file(self, path: str | Path) -> Any:
         try:
             if self.read_file_func is not None:
                 return self.read_file_func(str(path))

@@ -43,7 +43,7 @@ PAUSES = {
         target.temp_sibling = temp_sibling
     """,
     "after replacing the manifest, before deleting replaced files": """
-        def remove_unlisted(folder, manifest):
+        def remove_unlisted(folder, manifest, candidates=None):
             pause()
         target.remove_unlisted = remove_unlisted
     """,

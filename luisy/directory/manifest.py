@@ -13,7 +13,7 @@ import os
 import platform
 import socket
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ MANIFEST_NAME = "_luisy_manifest.json"
 SCHEMA = 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Item:
     """One published item: its file (relative to the folder), size, checksum, and input fingerprint."""
 
@@ -48,9 +48,12 @@ class Manifest:
     finished: str = ""
 
     def to_json(self) -> str:
-        data = asdict(self)
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["items"] = {name: {"file": i.file, "size": i.size, "checksum": i.checksum, "source": i.source}
+                         for name, i in self.items.items()}
         data["schema"] = SCHEMA
-        return json.dumps(data, indent=1, sort_keys=True)
+        # No indent: only then does json use its C encoder (100 000 items in a fraction of a second).
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> Manifest:

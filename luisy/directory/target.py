@@ -9,8 +9,10 @@ A crash at any point leaves the old state or the new one visible; the next write
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import fcntl
+import functools
 import hashlib
 import os
 import shutil
@@ -19,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, TextIO
 
 import luigi
 
@@ -30,14 +32,17 @@ from luisy.errors import UnsafePathError
 from luisy.paths import with_extension
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SourceItem:
-    """An input item: its name, a fingerprint of its content, and how to load it."""
+    """An input item: its name, a fingerprint of its content, its file, and the reader of that file."""
 
     name: str
     fingerprint: str
-    path: Path
-    load: Callable[[], Any]
+    path: str
+    reader: Callable[[str], Any]
+
+    def load(self) -> Any:
+        return self.reader(self.path)
 
 
 class DirectoryTarget(luigi.LocalTarget):
@@ -90,12 +95,10 @@ class DirectoryTarget(luigi.LocalTarget):
     def source_items(self) -> list[SourceItem]:
         """The items as inputs of a downstream directory task; the checksum is the fingerprint."""
         manifest = self.manifest
-        read = self.file_format.read
-        return [
-            SourceItem(name, item.checksum, self.folder / item.file,
-                       lambda p=self.folder / item.file: read(p, **self.options))
-            for name, item in sorted(manifest.items.items())
-        ]
+        read = functools.partial(self.file_format.read, **self.options)
+        folder = self.path
+        return [SourceItem(name, item.checksum, os.path.join(folder, item.file), read)
+                for name, item in sorted(manifest.items.items())]
 
     def restamp(self, task: luigi.Task) -> None:
         """Record ``task``'s current parameters and code fingerprint in the manifest, items unchanged."""
@@ -204,7 +207,11 @@ class DirectoryWriter:
         """Publish: move items in, replace the manifest, delete what it no longer lists."""
         folder = self.target.folder
         folder.mkdir(parents=True, exist_ok=True)
-        with _publish_lock(folder):
+        with _publish_lock(folder) as lock:
+            # A non-empty lock file means a publish was interrupted: sweep the whole folder.
+            interrupted = os.fstat(lock.fileno()).st_size > 0
+            lock.write("publishing\n")
+            lock.flush()
             current = Manifest.load(folder) or Manifest()
             taken = {item.file for item in current.items.values()}
             items = {n: current.items[n] for n in self.kept if n in current.items}
@@ -216,7 +223,8 @@ class DirectoryWriter:
                 items[name] = replace(item, file=file)
             manifest = self._manifest(items, current)
             _replace_manifest(folder, manifest)
-            remove_unlisted(folder, manifest)
+            remove_unlisted(folder, manifest, None if interrupted else taken)
+            lock.truncate(0)
         self.abort()
         return manifest
 
@@ -271,11 +279,11 @@ def _check_item_name(owner: str, name: str) -> None:
 
 
 @contextmanager
-def _publish_lock(folder: Path) -> Iterator[None]:
+def _publish_lock(folder: Path) -> Iterator[TextIO]:
     lock_path = folder.with_name(f".{folder.name}.luisy-lock")
     with open(lock_path, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
+        yield lock
 
 
 def remove_stale_staging(folder: Path) -> None:
@@ -295,10 +303,16 @@ def remove_stale_staging(folder: Path) -> None:
         shutil.rmtree(entry, ignore_errors=True)
 
 
-def remove_unlisted(folder: Path, manifest: Manifest) -> None:
-    """Delete files in ``folder`` that ``manifest`` does not list (replaced items, crash leftovers)."""
+def remove_unlisted(folder: Path, manifest: Manifest, candidates: Iterable[str] | None = None) -> None:
+    """Delete files ``manifest`` does not list: among ``candidates`` (relative paths), or all of them."""
     listed = {item.file for item in manifest.items.values()}
     listed.add(MANIFEST_NAME)
+    if candidates is not None:
+        for rel in candidates:
+            if rel not in listed:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(folder / rel)
+        return
     for root, _dirs, files in os.walk(folder, topdown=False):
         rel_root = Path(root).relative_to(folder)
         for name in files:
@@ -307,4 +321,3 @@ def remove_unlisted(folder: Path, manifest: Manifest) -> None:
                 os.unlink(os.path.join(root, name))
         if root != str(folder) and not os.listdir(root):
             os.rmdir(root)
-

@@ -1,0 +1,229 @@
+"""Directory tasks against a plain Python loop and against luigi with one task per file (§5).
+
+The work per item: read a 32×32 RGB PNG (scikit-image), convert it to grayscale, save it as
+``.npy``. For each N the script prints one table row per case; each case runs in a fresh
+process, and its time and peak RSS (that process and its children) are measured there.
+
+Cases:
+
+* ``plain loop``: the same work in a ``for`` loop, each file written atomically (temp + rename);
+  the floor every other case is compared with,
+* ``luisy p=1`` / ``luisy p=2``: a ``DirectoryTask`` through ``luisy.build`` with 1 / 2 item
+  processes (scheduler, manifest and checksums included),
+* ``luigi 1 task/file``: one luigi task per file, as a user without luisy would write it
+  (only for N ≤ ``--luigi-max``; luigi slows down quadratically),
+* ``no-op rerun, 3 stages``: ``luisy.build`` of a 3-stage pipeline (gray → normalised → stats)
+  that is already complete,
+* ``+10 files, 3 stages``: the same after adding 10 images,
+* ``CPU-bound p=1`` / ``p=2``: items that each spend a few ms computing, to show what processes buy.
+
+Usage: ``python benchmarks/directory.py [--sizes 1000 3000 10000 100000] [--luigi-max 3000]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import luigi
+import numpy as np
+
+import luisy
+
+HERE = Path(__file__).resolve().parent
+
+
+# --- the pipeline ---------------------------------------------------------------------------------
+
+@luisy.project_name("bench")
+@luisy.raw
+@luisy.directory_input(pattern="*.png")
+class Pngs(luisy.ExternalTask):
+    def get_folder_name(self) -> str:
+        return "pngs"
+
+
+def to_gray(rgb: np.ndarray) -> np.ndarray:
+    from skimage.color import rgb2gray
+
+    return rgb2gray(rgb[..., :3]).astype(np.float32)
+
+
+@luisy.project_name("bench")
+@luisy.interim
+@luisy.requires(Pngs)
+@luisy.directory_output(format="npy")
+class Gray(luisy.DirectoryTask):
+    def process(self, name: str, obj: Any) -> np.ndarray:
+        return to_gray(obj)
+
+
+@luisy.project_name("bench")
+@luisy.interim
+@luisy.requires(Gray)
+@luisy.directory_output(format="npy")
+class Normalised(luisy.DirectoryTask):
+    def process(self, name: str, obj: Any) -> np.ndarray:
+        return (obj - obj.mean()) / (obj.std() + 1e-9)
+
+
+@luisy.project_name("bench")
+@luisy.final
+@luisy.requires(Normalised)
+@luisy.directory_output(format="json")
+class Stats(luisy.DirectoryTask):
+    def process(self, name: str, obj: Any) -> dict:
+        return {"min": float(obj.min()), "max": float(obj.max())}
+
+
+@luisy.project_name("bench")
+@luisy.interim
+@luisy.requires(Pngs)
+@luisy.directory_output(format="npy")
+class Busy(luisy.DirectoryTask):
+    """A CPU-bound item: a few ms of filtering."""
+
+    def process(self, name: str, obj: Any) -> np.ndarray:
+        from skimage.filters import gaussian
+
+        gray = to_gray(obj)
+        for _ in range(40):
+            gray = gaussian(gray, sigma=1.0)
+        return gray
+
+
+class OnePng(luigi.ExternalTask):
+    path = luigi.Parameter()
+
+    def output(self) -> luigi.LocalTarget:
+        return luigi.LocalTarget(self.path)
+
+
+class OneGray(luigi.Task):
+    path = luigi.Parameter()
+    out = luigi.Parameter()
+
+    def requires(self) -> OnePng:
+        return OnePng(self.path)
+
+    def output(self) -> luigi.LocalTarget:
+        return luigi.LocalTarget(os.path.join(self.out, Path(self.path).stem + ".npy"))
+
+    def run(self) -> None:
+        from skimage.io import imread
+
+        with self.output().temporary_path() as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, to_gray(imread(self.path)))
+
+
+class AllGray(luigi.WrapperTask):
+    folder = luigi.Parameter()
+    out = luigi.Parameter()
+
+    def requires(self) -> list[OneGray]:
+        return [OneGray(str(p), self.out) for p in sorted(Path(self.folder).glob("*.png"))]
+
+
+# --- the cases, each run in a fresh process ------------------------------------------------------
+
+def plain_loop(folder: Path, out: Path) -> None:
+    from skimage.io import imread
+
+    out.mkdir(parents=True)
+    for path in sorted(folder.glob("*.png")):
+        final = out / (path.stem + ".npy")
+        tmp = out / f".{path.stem}.tmp"
+        with open(tmp, "wb") as f:
+            np.save(f, to_gray(imread(path)))
+        os.replace(tmp, final)
+
+
+def run_case(case: str, working_dir: str) -> None:
+    import resource
+    import time
+
+    luisy.set_working_dir(working_dir)
+    folder = Path(working_dir, "bench", "raw", "pngs")
+    start = time.perf_counter()
+    if case == "plain":
+        plain_loop(folder, Path(working_dir, "plain"))
+    elif case in ("p1", "p2"):
+        assert luisy.build([Gray()], processes=int(case[1]), log_level="ERROR")
+    elif case in ("busy1", "busy2"):
+        assert luisy.build([Busy()], processes=int(case[-1]), log_level="ERROR")
+    elif case == "luigi":
+        assert luigi.build([AllGray(str(folder), str(Path(working_dir, "luigi")))], local_scheduler=True,
+                           log_level="ERROR")
+    elif case in ("pipeline", "noop", "plus10"):
+        assert luisy.build([Stats()], log_level="ERROR")
+    seconds = time.perf_counter() - start
+    rss = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+              resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
+    print(json.dumps({"seconds": seconds, "rss_mb": rss}))
+
+
+def in_fresh_process(case: str, working_dir: Path) -> dict[str, float]:
+    code = f"import sys; sys.path.insert(0, {str(HERE)!r}); import directory; directory.run_case({case!r}, " \
+           f"{str(working_dir)!r})"
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def make_pngs(folder: Path, count: int, start: int = 0, seed: int = 0) -> None:
+    from skimage.io import imsave
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed + start)
+    for i in range(start, start + count):
+        imsave(folder / f"img_{i:06d}.png", rng.integers(0, 255, (32, 32, 3), dtype=np.uint8), check_contrast=False)
+
+
+def bench_size(n: int, luigi_max: int, busy_max: int, root: Path) -> list[tuple[str, dict[str, float]]]:
+    wd = root / f"n{n}"
+    make_pngs(wd / "bench" / "raw" / "pngs", n)
+    rows = [("plain loop (floor)", in_fresh_process("plain", wd))]
+    for case, label in (("p1", "luisy p=1"), ("p2", "luisy p=2")):
+        shutil.rmtree(wd / "bench" / "interim", ignore_errors=True)
+        rows.append((label, in_fresh_process(case, wd)))
+    if n <= luigi_max:
+        rows.append(("luigi 1 task/file", in_fresh_process("luigi", wd)))
+    in_fresh_process("pipeline", wd)  # build the 3 stages once (not timed)
+    rows.append(("no-op rerun, 3 stages", in_fresh_process("noop", wd)))
+    make_pngs(wd / "bench" / "raw" / "pngs", 10, start=n, seed=1)
+    rows.append(("+10 files, 3 stages", in_fresh_process("plus10", wd)))
+    if n <= busy_max:
+        for case, label in (("busy1", "CPU-bound p=1"), ("busy2", "CPU-bound p=2")):
+            shutil.rmtree(wd / "bench" / "interim" / "Busy", ignore_errors=True)
+            rows.append((label, in_fresh_process(case, wd)))
+    shutil.rmtree(wd)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 3000, 10000, 100000])
+    parser.add_argument("--luigi-max", type=int, default=3000, help="largest N for the luigi baseline")
+    parser.add_argument("--busy-max", type=int, default=2000, help="largest N for the CPU-bound cases")
+    parser.add_argument("--tmp", help="folder for the data (default: a temporary folder)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
+        print(f"{'N':>7} {'case':<24} {'seconds':>9} {'× plain':>8} {'peak RSS MB':>12}")
+        for n in args.sizes:
+            rows = bench_size(n, args.luigi_max, args.busy_max, Path(tmp))
+            floor = rows[0][1]["seconds"]
+            for label, result in rows:
+                ratio = f"{result['seconds'] / floor:8.2f}" if "rerun" not in label and "+10" not in label \
+                    and "CPU" not in label else f"{'':>8}"
+                print(f"{n:>7} {label:<24} {result['seconds']:>9.3f} {ratio} {result['rss_mb']:>12.0f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -94,7 +94,7 @@ class Busy(luisy.DirectoryTask):
         from skimage.filters import gaussian
 
         gray = to_gray(obj)
-        for _ in range(40):
+        for _ in range(80):
             gray = gaussian(gray, sigma=1.0)
         return gray
 
@@ -211,7 +211,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 3000, 10000, 100000])
     parser.add_argument("--luigi-max", type=int, default=3000, help="largest N for the luigi baseline")
-    parser.add_argument("--busy-max", type=int, default=2000, help="largest N for the CPU-bound cases")
+    parser.add_argument("--busy-max", type=int, default=3000, help="largest N for the CPU-bound cases")
     parser.add_argument("--tmp", help="folder for the data (default: a temporary folder)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:

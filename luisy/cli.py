@@ -24,9 +24,14 @@ from luisy import config
 from luisy.errors import LuisyError, ParameterError, TaskLookupError
 from luisy.execution import build
 from luisy.execution import run as run_tasks
+from luisy.graph import FORMATS
+from luisy.graph import render as render_graph
 from luisy.plan import notes as plan_notes
 from luisy.plan import plan as make_plan
 from luisy.plan import update_fingerprints
+from luisy.status import status as task_status
+from luisy.status import table as status_table
+from luisy.status import verify as verify_outputs
 
 __all__ = ["main", "build"]
 
@@ -174,6 +179,95 @@ def plan(task: str, working_dir: Path | None, task_args: tuple[str, ...]) -> Non
     """
     with _task(task, working_dir, task_args) as task_obj:
         _print_plan(task_obj)
+
+
+@main.command(context_settings=_TASK_COMMAND)
+@_task_command
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True,
+              help="text tree, Graphviz DOT, or SVG/PNG drawn by Graphviz's `dot`.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write to FILE instead of standard output.")
+def graph(task: str, working_dir: Path | None, task_args: tuple[str, ...], fmt: str, output: Path | None) -> None:
+    """Show TASK's dependency graph, with each task's state and item counts.
+
+    \b
+    Example:
+        luisy graph examples.images.tasks:Everything
+        luisy graph examples.images.tasks:Everything --format svg -o pipeline.svg
+    """
+    with _task(task, working_dir, task_args) as task_obj:
+        data = render_graph(task_obj, fmt)
+    if output is not None:
+        output.write_bytes(data)
+        click.echo(f"wrote {output}")
+    elif fmt in ("svg", "png"):
+        raise LuisyError(f"--format {fmt} writes a file: add -o FILE")
+    else:
+        click.echo(data.decode(), nl=False)
+
+
+@main.command(context_settings=_TASK_COMMAND)
+@_task_command
+def status(task: str, working_dir: Path | None, task_args: tuple[str, ...]) -> None:
+    """Show a table of TASK and everything upstream: complete, items, failed items, last run, fingerprint.
+
+    The exit status is 0 when TASK is complete, 1 otherwise.
+
+    \b
+    Example:
+        luisy status examples.images.tasks:Everything
+    """
+    with _task(task, working_dir, task_args) as task_obj:
+        rows = task_status(task_obj)
+    click.echo(status_table(rows), nl=False)
+    sys.exit(0 if rows[-1].complete else 1)
+
+
+@main.command(context_settings=_TASK_COMMAND)
+@_task_command
+def verify(task: str, working_dir: Path | None, task_args: tuple[str, ...]) -> None:
+    """Re-check the directory outputs of TASK's graph against their manifests' checksums.
+
+    Prints each bad item and exits with status 1 if any is missing or changed.
+
+    \b
+    Example:
+        luisy verify examples.images.tasks:Everything
+    """
+    with _task(task, working_dir, task_args) as task_obj:
+        checked, problems = verify_outputs(task_obj)
+    for problem in problems:
+        click.echo(problem)
+    click.echo(f"{checked} items checked, {len(problems)} bad")
+    sys.exit(1 if problems else 0)
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--working-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Its state and logs go to WORKING_DIR/.luigid (default: the luisy working directory).")
+@click.option("--port", type=int, default=8082, show_default=True, help="Port of the scheduler and its web view.")
+@click.option("--address", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.argument("luigid_args", nargs=-1, type=click.UNPROCESSED)
+def scheduler(working_dir: Path | None, port: int, address: str, luigid_args: tuple[str, ...]) -> None:
+    """Start luigi's central scheduler (luigid), keeping its state under the working directory.
+
+    Other arguments go to luigid. Open http://ADDRESS:PORT to watch runs started with
+    ``luisy run --scheduler-url http://ADDRESS:PORT``.
+
+    \b
+    Example:
+        luisy scheduler --port 8082 &
+        luisy run examples.images.tasks:Everything --scheduler-url http://127.0.0.1:8082
+    """
+    from luigi.cmdline import luigid
+
+    if working_dir is not None:
+        config.set_working_dir(working_dir)
+    state = config.get_working_dir() / ".luigid"
+    state.mkdir(parents=True, exist_ok=True)
+    click.echo(f"luigid on http://{address}:{port} (state and logs in {state})", err=True)
+    luigid(["--port", str(port), "--address", address, "--state-path", str(state / "state.pickle"),
+            "--logdir", str(state), *luigid_args])
 
 
 def _print_plan(task: luigi.Task) -> None:

@@ -69,19 +69,37 @@ def processes(count: int | None) -> Iterator[None]:
 
     luigi's configuration is the one place forked luigi workers inherit settings from.
     """
-    if count is None:
+    with luigi_setting("luisy", "processes", None if count is None else str(count)):
+        yield
+
+
+@contextmanager
+def luigi_setting(section: str, option: str, value: str | None) -> Iterator[None]:
+    """Set one option of luigi's configuration inside a ``with`` block, unless the user set it already.
+
+    ``[luisy] processes`` is luisy's own and is always set (``None``: leave unchanged).
+    """
+    parser = luigi.configuration.get_config()
+    previous = parser.get(section, option, None)
+    if value is None or (previous is not None and section != "luisy"):
         yield
         return
-    parser = luigi.configuration.get_config()
-    previous = parser.get("luisy", "processes", None)
-    parser.set("luisy", "processes", str(count))
+    if not parser.has_section(section):
+        parser.add_section(section)
+    parser.set(section, option, value)
     try:
         yield
     finally:
         if previous is None:
-            parser.remove_option("luisy", "processes")
+            parser.remove_option(section, option)
         else:
-            parser.set("luisy", "processes", previous)
+            parser.set(section, option, previous)
+
+
+def central_scheduler_url() -> str | None:
+    """luigi's configured central scheduler (``[core] default-scheduler-url``), if any."""
+    parser = luigi.configuration.get_config()
+    return parser.get("core", "default-scheduler-url", None) or parser.get("core", "scheduler_url", None) or None
 
 
 class Config:

@@ -48,3 +48,7 @@ class ParameterError(LuisyError):
 
 class FileReadError(LuisyError):
     """A file inside an input folder could not be read."""
+
+
+class SchedulerUnreachableError(LuisyError, ConnectionError):
+    """The luigi central scheduler does not answer at the URL tried."""

@@ -14,6 +14,7 @@ from luigi.execution_summary import LuigiRunResult, _summary_dict
 from luigi.task import flatten
 
 from luisy import config
+from luisy.errors import SchedulerUnreachableError
 from luisy.targets import scan_once
 
 
@@ -29,21 +30,45 @@ def build(
 ) -> bool | LuigiRunResult:
     """Run ``tasks`` and everything they require (luisy 1.x's ``luisy.cli.build``).
 
-    ``scheduler_url`` selects luigi's central scheduler and wins over ``local_scheduler``;
+    ``scheduler_url`` selects luigi's central scheduler and wins over ``local_scheduler``; with
+    ``local_scheduler=False`` and no URL, luigi's ``[core] default-scheduler-url`` is used. An
+    unreachable central scheduler raises :class:`~luisy.errors.SchedulerUnreachableError`.
     ``working_dir`` and ``processes`` (directory tasks' item processes, see
     :func:`luisy.config.resolve_processes`) apply for this call only. Other keywords are luigi's ``[core]`` options
     (``log_level``, ``parallel_scheduling``...). Returns luigi's success flag, or its
     ``LuigiRunResult`` with ``detailed_summary=True``.
     """
     task_list = [tasks] if isinstance(tasks, luigi.Task) else list(tasks)
-    if scheduler_url:
-        options.update(scheduler_url=scheduler_url, local_scheduler=False)
+    central = scheduler_url or (None if local_scheduler else config.central_scheduler_url())
+    worker_settings = nullcontext()
+    if central:
+        check_scheduler(central)
+        # The central scheduler hands each task to one worker, so luigi's per-command process lock
+        # is not needed; workers stay until the tasks they wait for are done by others.
+        options.update(scheduler_url=central, local_scheduler=False, no_lock=options.get("no_lock", True))
+        worker_settings = config.luigi_setting("worker", "keep_alive", "true")
     else:
-        options["local_scheduler"] = local_scheduler
+        options["local_scheduler"] = True
     root = config.working_dir(working_dir) if working_dir is not None else nullcontext()
-    with root, config.processes(processes), scan_once():
+    with root, config.processes(processes), worker_settings, scan_once():
         result = luigi.build(task_list, workers=workers, detailed_summary=True, **options)
     return result if detailed_summary else result.scheduling_succeeded
+
+
+def check_scheduler(url: str, timeout: float = 5.0) -> None:
+    """Raise :class:`SchedulerUnreachableError` naming ``url`` unless a luigi scheduler answers there."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/api/task_list?data=%7B%7D", timeout=timeout) as response:
+            json.loads(response.read())
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        reason = getattr(error, "reason", error)
+        raise SchedulerUnreachableError(
+            f"cannot reach the luigi central scheduler at {url} ({reason}); start one with "
+            "`luisy scheduler` or `luigid`, or run with --local-scheduler"
+        ) from None
 
 
 @dataclass
@@ -56,6 +81,8 @@ class RunSummary:
     failed: list[tuple[str, str]] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     not_run: list[str] = field(default_factory=list)
+    #: Directory tasks that ran: (task, items processed by the run, items failed, items in the output).
+    items: list[tuple[str, int, int, int]] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
@@ -69,6 +96,8 @@ class RunSummary:
         for label, names in (("ran", self.ran), ("already done", self.already_done)):
             if names:
                 out.append(f"  {label}: {len(names)} task(s)")
+        for name, processed, failed, total in self.items[:5]:
+            out.append(f"  items: {name}: {processed} processed, {failed} failed ({total} in the output)")
         for name, error in self.failed[:5]:
             out.append(f"  failed: {name}: {error}")
         out.extend(f"  missing input: {name}" for name in self.missing[:5])
@@ -107,7 +136,18 @@ def summarize(tasks: list[luigi.Task], result: LuigiRunResult) -> RunSummary:
     summary.failed = [(str(t), _first_error_line(result, t)) for t in sorted(sets["failed"], key=str)]
     summary.missing = sorted(map(str, sets["still_pending_ext"]))
     summary.not_run = sorted(map(str, sets["upstream_failure"] | sets["upstream_missing_dependency"]))
+    summary.items = [_item_counts(t) for t in sorted(sets["completed"], key=str) if _manifest(t)]
     return summary
+
+
+def _manifest(task: luigi.Task) -> Any:
+    outputs = [o for o in flatten(task.output()) if hasattr(o, "writer") and hasattr(o, "manifest")]
+    return outputs[0].manifest if outputs and outputs[0].exists() else None
+
+
+def _item_counts(task: luigi.Task) -> tuple[str, int, int, int]:
+    manifest = _manifest(task)
+    return str(task), manifest.processed, len(manifest.failed), len(manifest.items)
 
 
 def _first_error_line(result: LuigiRunResult, task: luigi.Task) -> str:

@@ -46,6 +46,8 @@ class Manifest:
     host: str = field(default_factory=socket.gethostname)
     started: str = ""
     finished: str = ""
+    #: Items the run that wrote this manifest processed (published, failed or skipped ones).
+    processed: int = 0
 
     def to_json(self) -> str:
         data = {f.name: getattr(self, f.name) for f in fields(self)}

@@ -242,6 +242,7 @@ class DirectoryWriter:
             luisy_version=luisy_version(),
             started=self.started,
             finished=_now(),
+            processed=len(self.new) + len(self.failed) + len(self.skipped),
         )
 
 

@@ -1,0 +1,110 @@
+"""Where a pipeline stands (``luisy status``) and whether directory outputs are intact (``luisy verify``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass
+
+import luigi
+from luigi.task import flatten
+
+from luisy.directory.target import checksum
+from luisy.fingerprint.task import is_external
+from luisy.plan import reasons
+from luisy.testing import get_all_dependencies
+
+__all__ = ["TaskStatus", "status", "table", "verify"]
+
+
+@dataclass
+class TaskStatus:
+    """One row of ``luisy status``."""
+
+    task: luigi.Task
+    complete: bool
+    items: int | None
+    failed: int | None
+    last_run: str
+    fingerprint: str
+
+
+def _order(root: luigi.Task) -> list[luigi.Task]:
+    """The graph, upstream first."""
+    ordered: list[luigi.Task] = []
+    seen: set[str] = set()
+
+    def visit(task: luigi.Task) -> None:
+        if task.task_id in seen:
+            return
+        seen.add(task.task_id)
+        for required in flatten(task.requires()):
+            visit(required)
+        ordered.append(task)
+
+    visit(root)
+    return ordered
+
+
+def status(root: luigi.Task) -> list[TaskStatus]:
+    """A row per task of ``root``'s graph, upstream first."""
+    rows = []
+    for task in _order(root):
+        items = failed = None
+        last_run = ""
+        for output in flatten(task.output()):
+            manifest = getattr(output, "manifest", None) if hasattr(output, "writer") and output.exists() else None
+            if manifest is not None:
+                items, failed, last_run = len(manifest.items), len(manifest.failed), manifest.finished
+            elif getattr(output, "path", None) and os.path.exists(output.path):
+                mtime = os.stat(output.path).st_mtime
+                last_run = dt.datetime.fromtimestamp(mtime, dt.timezone.utc).isoformat(timespec="seconds")
+        if is_external(task):
+            state = "input"
+        else:
+            why = reasons(task)
+            state = "current" if not why else why[0]
+        rows.append(TaskStatus(task, task.complete(), items, failed, last_run[:19].replace("T", " "), state))
+    return rows
+
+
+def table(rows: list[TaskStatus], width: int = 60) -> str:
+    """The rows as a fixed-width text table."""
+    header = ("task", "complete", "items", "failed", "last run (UTC)", "fingerprint")
+    cells = [header] + [
+        (_cut(str(r.task), width), "yes" if r.complete else "no", "" if r.items is None else str(r.items),
+         "" if r.failed is None else str(r.failed), r.last_run, _cut(r.fingerprint, width))
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+                     for row in cells) + "\n"
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def verify(root: luigi.Task) -> tuple[int, list[str]]:
+    """Re-check every directory output of the graph against its manifest.
+
+    Returns the number of items checked and one line per problem (missing file, wrong size or
+    checksum).
+    """
+    checked, problems = 0, []
+    for task in get_all_dependencies(root):
+        for output in flatten(task.output()):
+            if not (hasattr(output, "writer") and hasattr(output, "manifest") and output.exists()):
+                continue
+            folder = output.folder
+            for name, item in sorted(output.manifest.items.items()):
+                checked += 1
+                path = folder / item.file
+                if not path.is_file():
+                    problems.append(f"{task}: item {name!r}: {path} is missing")
+                elif path.stat().st_size != item.size:
+                    problems.append(f"{task}: item {name!r}: {path} has {path.stat().st_size} bytes, "
+                                    f"the manifest says {item.size}")
+                elif checksum(path) != item.checksum:
+                    problems.append(f"{task}: item {name!r}: {path} does not match its checksum")
+    return checked, problems

@@ -14,6 +14,7 @@ from luigi.execution_summary import LuigiRunResult, _summary_dict
 from luigi.task import flatten
 
 from luisy import config
+from luisy.directory.target import DirectoryTarget
 from luisy.errors import SchedulerUnreachableError
 from luisy.targets import scan_once
 
@@ -141,7 +142,7 @@ def summarize(tasks: list[luigi.Task], result: LuigiRunResult) -> RunSummary:
 
 
 def _manifest(task: luigi.Task) -> Any:
-    outputs = [o for o in flatten(task.output()) if hasattr(o, "writer") and hasattr(o, "manifest")]
+    outputs = [o for o in flatten(task.output()) if isinstance(o, DirectoryTarget)]
     return outputs[0].manifest if outputs and outputs[0].exists() else None
 
 

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import luigi
 from luigi.task import flatten
 
+from luisy.directory.target import DirectoryTarget
 from luisy.errors import LuisyError
 from luisy.fingerprint.task import is_external
 
@@ -21,7 +22,7 @@ def describe(task: luigi.Task) -> str:
     """A task's state in a few words: complete or not, and a directory output's item counts."""
     parts = []
     outputs = flatten(task.output())
-    manifests = [o for o in outputs if hasattr(o, "manifest") and hasattr(o, "writer")]
+    manifests = [o for o in outputs if isinstance(o, DirectoryTarget)]
     for output in manifests:
         try:
             manifest = output.manifest

@@ -13,6 +13,7 @@ import luigi
 from luigi.task import flatten
 
 from luisy.directory.manifest import Manifest
+from luisy.directory.target import DirectoryTarget
 from luisy.fingerprint import records
 from luisy.fingerprint.code import code_fingerprint
 from luisy.fingerprint.task import accept, current, is_external, recorded_dynamic
@@ -71,7 +72,7 @@ def reasons(task: luigi.Task) -> list[str]:
     outputs = flatten(task.output())
     if outputs and not all(o.exists() for o in outputs):
         return ["no output"]
-    if any(hasattr(o, "manifest") and hasattr(o, "writer") for o in outputs):
+    if any(isinstance(o, DirectoryTarget) for o in outputs):
         return _directory_reasons(task)
     if not outputs and not task.complete():
         return ["runs once its requirements are complete"]
@@ -172,7 +173,7 @@ def update_fingerprints(root: luigi.Task) -> list[luigi.Task]:
         if not all(o.exists() for o in outputs):
             return
         for output in outputs:
-            if hasattr(output, "restamp"):
+            if isinstance(output, DirectoryTarget):
                 output.restamp(task)
         accept(task)
         updated.append(task)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import luigi
 from luigi.task import flatten
 
-from luisy.directory.target import checksum
+from luisy.directory.target import DirectoryTarget, checksum
 from luisy.fingerprint.task import is_external
 from luisy.plan import reasons
 from luisy.testing import get_all_dependencies
@@ -53,7 +53,7 @@ def status(root: luigi.Task) -> list[TaskStatus]:
         items = failed = None
         last_run = ""
         for output in flatten(task.output()):
-            manifest = getattr(output, "manifest", None) if hasattr(output, "writer") and output.exists() else None
+            manifest = output.manifest if isinstance(output, DirectoryTarget) and output.exists() else None
             if manifest is not None:
                 items, failed, last_run = len(manifest.items), len(manifest.failed), manifest.finished
             elif getattr(output, "path", None) and os.path.exists(output.path):
@@ -94,7 +94,7 @@ def verify(root: luigi.Task) -> tuple[int, list[str]]:
     checked, problems = 0, []
     for task in get_all_dependencies(root):
         for output in flatten(task.output()):
-            if not (hasattr(output, "writer") and hasattr(output, "manifest") and output.exists()):
+            if not (isinstance(output, DirectoryTarget) and output.exists()):
                 continue
             folder = output.folder
             for name, item in sorted(output.manifest.items.items()):

@@ -23,6 +23,7 @@ from luigi.task import flatten
 from luigi.task_register import Register
 
 from luisy.atomic import TMP_MARKER
+from luisy.directory.target import DirectoryTarget
 from luisy.fingerprint import records
 from luisy.fingerprint.code import CodeFingerprint, code_fingerprint
 
@@ -115,7 +116,7 @@ def _as_upstream(task: luigi.Task, memo: dict[str, str]) -> str:
     if isinstance(task, _Vanished):
         return MISSING
     outputs = flatten(task.output())
-    manifests = [o for o in outputs if hasattr(o, "manifest") and hasattr(o, "writer")]
+    manifests = [o for o in outputs if isinstance(o, DirectoryTarget)]
     if manifests:
         if not is_external(task) and not task.complete():
             return STALE
@@ -179,5 +180,5 @@ def record_success(task: luigi.Task, dynamic: list[luigi.Task]) -> None:
     A directory task's manifest already tracks its input items, so its record holds only code
     and parameters (enough for ``plan`` to name what changed).
     """
-    directory = any(hasattr(o, "manifest") for o in flatten(task.output()))
+    directory = any(isinstance(o, DirectoryTarget) for o in flatten(task.output()))
     records.store(task, current(task, dynamic=dynamic, with_upstream=not directory).record(dynamic))

@@ -133,13 +133,16 @@ def _task(task: str, working_dir: Path | None, task_args: Sequence[str]) -> Iter
               help="Item processes inside each directory task (default: [luisy] processes, else 1).")
 @click.option("--local-scheduler", is_flag=True, help="Use luigi's local scheduler (the default).")
 @click.option("--scheduler-url", metavar="URL", help="Use luigi's central scheduler (luigid) at URL.")
+@click.option("--retry-failed/--no-retry-failed", default=None,
+              help="Whether directory tasks retry items that failed before (default: retry; "
+                   "[luisy] retry_failed).")
 @click.option("--dry-run", is_flag=True, help="Only show what would run and why (as `luisy plan`).")
 @click.option("--hash-update-mode", is_flag=True,
               help="Run nothing; accept the existing outputs by recording their current fingerprints.")
 @click.option("-v", "--verbose", is_flag=True, help="Show luigi's log.")
 def run(task: str, working_dir: Path | None, task_args: tuple[str, ...], workers: int, processes: int | None,
-        local_scheduler: bool, scheduler_url: str | None, dry_run: bool, hash_update_mode: bool,
-        verbose: bool) -> None:
+        local_scheduler: bool, scheduler_url: str | None, retry_failed: bool | None, dry_run: bool,
+        hash_update_mode: bool, verbose: bool) -> None:
     """Run TASK (``module:Class`` or ``module.Class``) and everything it needs.
 
     Task parameters follow TASK as ``--name value`` (or ``--Task-name value`` for any task).
@@ -160,12 +163,13 @@ def run(task: str, working_dir: Path | None, task_args: tuple[str, ...], workers
                 click.echo(f"  {accepted}")
             return
         summary = run_tasks(
-            [task_obj], workers=workers, processes=processes, scheduler_url=scheduler_url,
-            local_scheduler=not scheduler_url, log_level="INFO" if verbose else "WARNING",
+            [task_obj], workers=workers, processes=processes, retry_failed=retry_failed,
+            scheduler_url=scheduler_url, local_scheduler=local_scheduler,
+            log_level="INFO" if verbose else "WARNING",
         )
     for line in summary.lines():
         click.echo(line)
-    sys.exit(0 if summary.complete else 1)
+    sys.exit(0 if summary.ok else 1)
 
 
 @main.command(context_settings=_TASK_COMMAND)

@@ -96,6 +96,16 @@ def luigi_setting(section: str, option: str, value: str | None) -> Iterator[None
             parser.set(section, option, previous)
 
 
+def retry_failed() -> bool:
+    """Whether directory tasks retry their failed items (``[luisy] retry_failed``, default yes)."""
+    return luigi.configuration.get_config().getboolean("luisy", "retry_failed", True)
+
+
+def current_run() -> str:
+    """Identity of the ``luisy.build`` call in progress (``[luisy] run``), ``""`` outside one."""
+    return luigi.configuration.get_config().get("luisy", "run", "") or ""
+
+
 def central_scheduler_url() -> str | None:
     """luigi's configured central scheduler (``[core] default-scheduler-url``), if any."""
     parser = luigi.configuration.get_config()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
-from contextlib import nullcontext
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,7 @@ def build(
     scheduler_url: str | None = None,
     working_dir: str | os.PathLike[str] | None = None,
     processes: int | None = None,
+    retry_failed: bool | None = None,
     detailed_summary: bool = False,
     **options: Any,
 ) -> bool | LuigiRunResult:
@@ -34,14 +36,25 @@ def build(
     ``scheduler_url`` selects luigi's central scheduler and wins over ``local_scheduler``; with
     ``local_scheduler=False`` and no URL, luigi's ``[core] default-scheduler-url`` is used. An
     unreachable central scheduler raises :class:`~luisy.errors.SchedulerUnreachableError`.
-    ``working_dir`` and ``processes`` (directory tasks' item processes, see
-    :func:`luisy.config.resolve_processes`) apply for this call only. Other keywords are luigi's ``[core]`` options
+    ``working_dir``, ``processes`` (directory tasks' item processes, see
+    :func:`luisy.config.resolve_processes`) and ``retry_failed`` (whether directory tasks retry
+    items that failed before; default yes) apply for this call only. Other keywords are luigi's ``[core]`` options
     (``log_level``, ``parallel_scheduling``...). Returns luigi's success flag, or its
     ``LuigiRunResult`` with ``detailed_summary=True``.
     """
     task_list = [tasks] if isinstance(tasks, luigi.Task) else list(tasks)
+    with _run_settings(options, local_scheduler, scheduler_url, working_dir, processes, retry_failed):
+        result = luigi.build(task_list, workers=workers, detailed_summary=True, **options)
+    return result if detailed_summary else result.scheduling_succeeded
+
+
+@contextmanager
+def _run_settings(options: dict[str, Any], local_scheduler: bool, scheduler_url: str | None,
+                  working_dir: str | os.PathLike[str] | None, processes: int | None,
+                  retry_failed: bool | None) -> Iterator[None]:
+    """Everything :func:`build`'s arguments set for the duration of one run; fills luigi's ``options``."""
     central = scheduler_url or (None if local_scheduler else config.central_scheduler_url())
-    worker_settings = nullcontext()
+    worker_settings: Any = nullcontext()
     if central:
         check_scheduler(central)
         # The central scheduler hands each task to one worker, so luigi's per-command process lock
@@ -50,10 +63,14 @@ def build(
         worker_settings = config.luigi_setting("worker", "keep_alive", "true")
     else:
         options["local_scheduler"] = True
-    root = config.working_dir(working_dir) if working_dir is not None else nullcontext()
-    with root, config.processes(processes), worker_settings, scan_once():
-        result = luigi.build(task_list, workers=workers, detailed_summary=True, **options)
-    return result if detailed_summary else result.scheduling_succeeded
+    retry = None if retry_failed is None else str(retry_failed).lower()
+    with ExitStack() as stack:
+        for setting in (config.working_dir(working_dir) if working_dir is not None else nullcontext(),
+                        config.processes(processes), worker_settings, scan_once(),
+                        config.luigi_setting("luisy", "retry_failed", retry),
+                        config.luigi_setting("luisy", "run", uuid.uuid4().hex)):
+            stack.enter_context(setting)
+        yield
 
 
 def check_scheduler(url: str, timeout: float = 5.0) -> None:
@@ -77,6 +94,9 @@ class RunSummary:
     """What a run did, in the terms a user cares about."""
 
     tasks: list[luigi.Task]
+    #: Whether every requested task was complete when the run ended (failed items retried by the
+    #: next run do not count against it).
+    complete: bool = False
     ran: list[str] = field(default_factory=list)
     already_done: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
@@ -86,14 +106,20 @@ class RunSummary:
     items: list[tuple[str, int, int, int]] = field(default_factory=list)
 
     @property
-    def complete(self) -> bool:
-        """Whether every requested task is complete now."""
-        return all(task.complete() for task in self.tasks)
+    def failed_items(self) -> int:
+        """Items that failed in the directory tasks of this run."""
+        return sum(failed for _, _, failed, _ in self.items)
+
+    @property
+    def ok(self) -> bool:
+        """Complete, with no failed items: what ``luisy run`` exits 0 for."""
+        return self.complete and not self.failed_items
 
     def lines(self) -> list[str]:
         """The summary, a few lines long; long lists are cut."""
-        out = [f"{'complete' if self.complete else 'NOT complete'}: "
-               + ", ".join(str(t) for t in self.tasks)]
+        state = "NOT complete" if not self.complete else "complete" if self.ok else \
+            f"complete except {self.failed_items} failed item(s), retried by the next run"
+        out = [f"{state}: " + ", ".join(str(t) for t in self.tasks)]
         for label, names in (("ran", self.ran), ("already done", self.already_done)):
             if names:
                 out.append(f"  {label}: {len(names)} task(s)")
@@ -121,17 +147,27 @@ def _output_paths(tasks: Iterable[luigi.Task]) -> list[str]:
     return paths
 
 
-def run(tasks: luigi.Task | Iterable[luigi.Task], **options: Any) -> RunSummary:
-    """:func:`build`, then a :class:`RunSummary` of the run."""
+def run(
+    tasks: luigi.Task | Iterable[luigi.Task],
+    workers: int = 1,
+    local_scheduler: bool = True,
+    scheduler_url: str | None = None,
+    working_dir: str | os.PathLike[str] | None = None,
+    processes: int | None = None,
+    retry_failed: bool | None = None,
+    **options: Any,
+) -> RunSummary:
+    """:func:`build`, then a :class:`RunSummary` of the run, judged with the run's own settings."""
     task_list = [tasks] if isinstance(tasks, luigi.Task) else list(tasks)
-    result = build(task_list, detailed_summary=True, **options)
-    return summarize(task_list, result)
+    with _run_settings(options, local_scheduler, scheduler_url, working_dir, processes, retry_failed):
+        result = luigi.build(task_list, workers=workers, detailed_summary=True, **options)
+        return summarize(task_list, result)
 
 
 def summarize(tasks: list[luigi.Task], result: LuigiRunResult) -> RunSummary:
     """Turn luigi's per-status task sets into a :class:`RunSummary`."""
     sets = _summary_dict(result.worker)
-    summary = RunSummary(tasks)
+    summary = RunSummary(tasks, complete=all(task.complete() for task in tasks))
     summary.ran = sorted(map(str, sets["completed"]))
     summary.already_done = sorted(map(str, sets["already_done"]))
     summary.failed = [(str(t), _first_error_line(result, t)) for t in sorted(sets["failed"], key=str)]

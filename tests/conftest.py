@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -32,3 +33,19 @@ def run_luisy(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> 
     full_env.update(env or {})
     return subprocess.run([str(script), *args], cwd=cwd, env=full_env, capture_output=True, text=True,
                           timeout=300)
+
+
+def require_program(name: str, package: str) -> str:
+    """The path of a system program a test needs.
+
+    Missing: the test is skipped on a developer's machine (the README's test command needs only
+    Python and pip), and fails in CI, where ``.ci/run`` installs it and sets
+    ``LUISY_REQUIRE_SYSTEM_TOOLS=1``.
+    """
+    path = shutil.which(name)
+    if path is None:
+        message = f"needs `{name}` (Debian package {package}; .ci/run installs it)"
+        if os.environ.get("LUISY_REQUIRE_SYSTEM_TOOLS"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path

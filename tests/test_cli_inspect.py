@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
+import json
 import socket
 
 import pytest
-from conftest import run_luisy, write_project
+from conftest import require_program, run_luisy, write_project
 
 PROJECT = {
     "insp/__init__.py": "",
@@ -70,33 +70,48 @@ def test_graph_text_and_dot(project):
     assert '[label="Parsed()\\ncomplete, 3 items"' in text and '"Parsed__99914b932b" -> "Words__99914b932b";' in text
 
 
-@pytest.mark.skipif(shutil.which("dot") is not None, reason="checks the message shown when Graphviz is absent")
 def test_graph_svg_without_graphviz_names_what_to_install(project):
-    result = run_luisy(["graph", "insp.tasks:Words", "--format", "svg", "-o", "g.svg"], cwd=project)
+    no_graphviz = {"PATH": str(project / "empty-path")}  # `dot` cannot be found
+    result = run_luisy(["graph", "insp.tasks:Words", "--format", "svg", "-o", "g.svg"], cwd=project, env=no_graphviz)
     assert result.returncode == 2 and "apt-get install graphviz" in result.stderr
     assert not (project / "g.svg").exists()
 
 
-@pytest.mark.skipif(shutil.which("dot") is None, reason="needs Graphviz's dot (installed by .ci/run)")
 def test_graph_svg_and_png_with_graphviz(project):
+    require_program("dot", "graphviz")
     assert run_luisy(["graph", "insp.tasks:Words", "--format", "svg", "-o", "g.svg"], cwd=project).returncode == 0
     assert "<svg" in (project / "g.svg").read_text() and "Parsed()" in (project / "g.svg").read_text()
     assert run_luisy(["graph", "insp.tasks:Words", "--format", "png", "-o", "g.png"], cwd=project).returncode == 0
     assert (project / "g.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_status_table_and_failed_items(project):
+def test_failed_items_status_table_and_retries(project):
     (project / "data" / "insp" / "raw" / "notes" / "n9.txt").write_text("bad")
     run = run_luisy(["run", "insp.tasks:Words"], cwd=project)
-    assert run.returncode == 1  # Parsed has a failed item, so it is not complete
+    assert run.returncode == 1, run.stdout + run.stderr  # an item failed
+    assert run.stdout.startswith("complete except 1 failed item(s), retried by the next run: Words()")
     assert "items: Parsed(): 4 processed, 1 failed (3 in the output)" in run.stdout
+    words = json.loads((project / "data" / "insp" / "final" / "Words.json").read_text())
+    assert words == {"total": 3 + 6 + 9}, "downstream ran on the items that worked"
+
     result = run_luisy(["status", "insp.tasks:Words"], cwd=project)
     assert result.returncode == 1
-    header, notes, parsed, words = result.stdout.splitlines()
+    header, notes, parsed, words_row = result.stdout.splitlines()
     assert header.split()[:4] == ["task", "complete", "items", "failed"]
     assert notes.split()[:2] == ["Notes()", "yes"] and notes.endswith("input")
-    assert parsed.split()[:4] == ["Parsed()", "no", "3", "1"] and "1 failed items to retry" in parsed
-    assert words.split()[:2] == ["Words()", "yes"] and words.endswith("current")
+    assert parsed.split()[:4] == ["Parsed()", "no", "3", "1"] and parsed.endswith("1 failed items to retry")
+    assert words_row.split()[:2] == ["Words()", "no"] and "upstream changed: Parsed()" in words_row
+
+    # The next run retries exactly the failed item; with --no-retry-failed nothing is retried.
+    again = run_luisy(["run", "insp.tasks:Words"], cwd=project)
+    assert "items: Parsed(): 1 processed, 1 failed (3 in the output)" in again.stdout
+    settled = run_luisy(["run", "insp.tasks:Words", "--no-retry-failed"], cwd=project)
+    assert settled.returncode == 0 and settled.stdout.startswith("complete: Words()")
+    assert "ran:" not in settled.stdout
+
+    (project / "data" / "insp" / "raw" / "notes" / "n9.txt").write_text("now fine")
+    fixed = run_luisy(["run", "insp.tasks:Words"], cwd=project)
+    assert fixed.returncode == 0 and "items: Parsed(): 1 processed, 0 failed (4 in the output)" in fixed.stdout
 
 
 def test_verify_finds_changed_and_missing_items(project):

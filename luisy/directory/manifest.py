@@ -37,6 +37,8 @@ class Manifest:
 
     items: dict[str, Item] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
+    #: Input fingerprint of each failed item, so an unchanged failure need not be retried.
+    failed_sources: dict[str, str | None] = field(default_factory=dict)
     skipped: dict[str, str | None] = field(default_factory=dict)
     task: str = ""
     params: dict[str, str] = field(default_factory=dict)
@@ -48,6 +50,8 @@ class Manifest:
     finished: str = ""
     #: Items the run that wrote this manifest processed (published, failed or skipped ones).
     processed: int = 0
+    #: Identity of the ``luisy.build`` call that wrote it (failed items do not block that run).
+    run: str = ""
 
     def to_json(self) -> str:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -90,10 +94,15 @@ class Manifest:
             found = self.__dict__["_digest"] = h.hexdigest()
         return found
 
-    def sources(self) -> dict[str, Any]:
-        """Input name → fingerprint of the published (or deliberately skipped) item made from it."""
+    def sources(self, with_failed: bool = False) -> dict[str, Any]:
+        """Input name → fingerprint of the published (or deliberately skipped) item made from it.
+
+        ``with_failed``: failed items count as settled too.
+        """
         done: dict[str, Any] = {name: item.source for name, item in self.items.items()}
         done.update(self.skipped)
+        if with_failed:
+            done.update((name, self.failed_sources.get(name)) for name in self.failed)
         return done
 
 

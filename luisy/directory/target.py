@@ -27,6 +27,7 @@ import luigi
 
 from luisy import formats
 from luisy.atomic import TMP_MARKER, defer, temp_sibling
+from luisy.config import current_run
 from luisy.directory.manifest import MANIFEST_NAME, Item, Manifest, luisy_version
 from luisy.errors import UnsafePathError
 from luisy.paths import with_extension
@@ -147,6 +148,7 @@ class DirectoryWriter:
         self.new: dict[str, Item] = {}
         self.kept: set[str] = set()
         self.failed: dict[str, str] = {}
+        self.failed_sources: dict[str, str | None] = {}
         self.skipped: dict[str, str | None] = {}
         remove_stale_staging(target.folder)
         self.staging = temp_sibling(target.folder)
@@ -191,9 +193,15 @@ class DirectoryWriter:
         """Carry these items of the current manifest over unchanged."""
         self.kept.update(names)
 
-    def fail(self, name: str, error: str) -> None:
+    def fail(self, name: str, error: str, source: str | None = None) -> None:
         """Record a failed item; it is not published, and the next run retries it."""
         self.failed[name] = error
+        self.failed_sources[name] = source
+
+    def keep_failed(self, manifest: Manifest, names: Iterable[str]) -> None:
+        """Carry these failed items of ``manifest`` over, not retried (``retry_failed`` off)."""
+        for name in names:
+            self.fail(name, manifest.failed[name], manifest.failed_sources.get(name))
 
     def skip(self, name: str, source: str | None) -> None:
         """Record an item whose ``process`` returned ``None``: nothing to publish, nothing to redo."""
@@ -235,6 +243,7 @@ class DirectoryWriter:
         return Manifest(
             items=dict(sorted(items.items())),
             failed=dict(sorted(self.failed.items())),
+            failed_sources=dict(sorted(self.failed_sources.items())),
             skipped=dict(sorted(skipped.items())),
             task=task.get_task_family() if task is not None else "",
             params={k: str(v) for k, v in task.to_str_params().items()} if task is not None else {},
@@ -243,6 +252,7 @@ class DirectoryWriter:
             started=self.started,
             finished=_now(),
             processed=len(self.new) + len(self.failed) + len(self.skipped),
+            run=current_run(),
         )
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from luigi.task import flatten
 
 from luisy import formats
-from luisy.config import resolve_processes
+from luisy.config import current_run, resolve_processes, retry_failed
 from luisy.directory.manifest import Manifest
 from luisy.directory.runner import Outcome, Progress, outcomes, report_status
 from luisy.directory.target import DirectoryTarget, DirectoryWriter, SourceItem
@@ -54,27 +54,32 @@ class DirectoryTask(Task):
                              f"(directory_input, make_directory_output or a DirectoryTask), got {inputs!r}")
         return inputs[0].source_items()
 
-    def pending(self) -> tuple[list[SourceItem], set[str]]:
-        """Input items to process, and names of published items to keep as they are."""
+    def pending(self) -> tuple[list[SourceItem], set[str], set[str]]:
+        """Input items to process, names of published items to keep, and failed items to keep failed."""
         items = self.input_items()
         manifest = Manifest.load(self.output().folder)
         if manifest is None or not self._same_configuration(manifest):
-            return items, set()
-        done = manifest.sources()
+            return items, set(), set()
+        done = manifest.sources(with_failed=not retry_failed())
         todo = [item for item in items if item.name not in done or done[item.name] != item.fingerprint]
         todo_names = {item.name for item in todo}
-        keep = {item.name for item in items if item.name not in todo_names and item.name in manifest.items}
-        return todo, keep
+        settled = {item.name for item in items if item.name not in todo_names}
+        return todo, settled & manifest.items.keys(), settled & manifest.failed.keys()
 
     def complete(self) -> bool:
         manifest = Manifest.load(self.output().folder)  # parsed once: it can list 100 000 items
-        if manifest is None or manifest.failed or not self._same_configuration(manifest):
+        if manifest is None or not self._same_configuration(manifest):
+            return False
+        # Failed items are retried by the next run; within the run that recorded them (or with
+        # retry_failed off) they do not hold back the tasks downstream.
+        failed_settled = not retry_failed() or (manifest.run != "" and manifest.run == current_run())
+        if manifest.failed and not failed_settled:
             return False
         try:
             items = self.input_items()
         except Exception:  # the input is missing: luigi reports that through the requirement
             return True
-        if {item.name: item.fingerprint for item in items} != manifest.sources():
+        if {item.name: item.fingerprint for item in items} != manifest.sources(with_failed=failed_settled):
             return False
         # luigi does not look upstream of a complete task, so an upstream that will rerun must make
         # this one rerun too (an external folder's changes are seen item by item above).
@@ -92,7 +97,7 @@ class DirectoryTask(Task):
         elif self.on_error == "raise":
             raise ItemError(f"{self!r}: item {item.name!r} (input file {item.path}) failed: {outcome.error}")
         else:
-            writer.fail(item.name, outcome.error)
+            writer.fail(item.name, outcome.error, item.fingerprint)
 
     def code_fingerprint(self) -> str:
         """Fingerprint of the task's code (§6); a change reprocesses every item."""
@@ -102,10 +107,12 @@ class DirectoryTask(Task):
         """Process new and changed items and publish them with the kept ones."""
         if self.on_error not in ON_ERROR:
             raise LuisyError(f"{self!r}: on_error must be one of {ON_ERROR}, not {self.on_error!r}")
-        todo, keep = self.pending()
+        todo, keep, keep_failed = self.pending()
         progress = Progress(self, len(todo))
         with self.output().writer(self) as writer:
             writer.keep(keep)
+            if keep_failed:
+                writer.keep_failed(Manifest.load(self.output().folder), keep_failed)
             try:
                 for item, outcome in outcomes(self, todo, writer, resolve_processes(self.processes)):
                     progress.advance(failed=outcome.status == "fail")

@@ -15,3 +15,4 @@ autodoc_default_options = {"members": True, "show-inheritance": False}
 nitpicky = False
 html_theme = "alabaster"
 exclude_patterns = ["_build"]
+html_static_path = ["_static"]

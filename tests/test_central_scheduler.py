@@ -1,0 +1,201 @@
+"""Runs on a REAL luigi central scheduler (luigid, started with ``luisy scheduler``) on loopback (§7).
+
+* a directory task's progress percentage and status message are visible through luigid's
+  ``/api/task_list`` while it runs and after it is done;
+* two ``luisy run`` processes against one luigid share a WrapperTask over several directory
+  tasks, and no task and no item is run twice;
+* the luigid web view (the visualiser) shows the directory task with its status message, in
+  headless Chromium; the screenshot is kept under ``test-artifacts/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from conftest import require_program, write_project
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+
+PROJECT = {
+    "slow/__init__.py": "",
+    "slow/tasks.py": '''
+        import os
+        import time
+
+        import luisy
+
+
+        @luisy.raw
+        @luisy.directory_input(pattern="*.txt")
+        class Inbox(luisy.ExternalTask):
+            def get_folder_name(self):
+                return "inbox"
+
+
+        @luisy.interim
+        @luisy.requires(Inbox)
+        @luisy.directory_output(format="json")
+        class Slow(luisy.DirectoryTask):
+            """Each item takes a while, so the run can be watched."""
+
+            part = luisy.IntParameter(default=0)
+            delay = luisy.FloatParameter(default=0.15, significant=False)
+
+            def process(self, name, obj):
+                with open(os.environ["SLOW_LOG"], "a") as log:  # who processed what
+                    log.write(f"{self.part} {name} {os.getpid()}\\n")
+                time.sleep(self.delay)
+                return {"name": name, "part": self.part}
+
+
+        class AllParts(luisy.WrapperTask):
+            def requires(self):
+                return [Slow(part=i, delay=0.05) for i in range(4)]
+    ''',
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _api(url: str, method: str, **data) -> dict:
+    query = urllib.parse.urlencode({"data": json.dumps(data)})
+    with urllib.request.urlopen(f"{url}/api/{method}?{query}", timeout=10) as response:
+        return json.loads(response.read())["response"]
+
+
+@pytest.fixture
+def project(tmp_path):
+    write_project(tmp_path, PROJECT)
+    inbox = tmp_path / "data" / "slow" / "raw" / "inbox"
+    inbox.mkdir(parents=True)
+    for i in range(20):
+        (inbox / f"m{i:02d}.txt").write_text(f"message {i}")
+    return tmp_path
+
+
+@pytest.fixture
+def luigid(project):
+    """``luisy scheduler`` on a free loopback port; yields its URL."""
+    port = _free_port()
+    luisy_cmd = Path(sys.executable).with_name("luisy")
+    server = subprocess.Popen([str(luisy_cmd), "scheduler", "--port", str(port), "--working-dir",
+                               str(project / "data")], cwd=project, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            _api(url, "task_list", status="DONE")
+            break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                pytest.fail(f"luigid did not start: {server.stderr.read()}")
+            time.sleep(0.1)
+    yield url
+    server.terminate()
+    server.wait(timeout=30)
+    assert (project / "data" / ".luigid").is_dir(), "luisy scheduler keeps luigid's state under the working dir"
+
+
+def _luisy_run(project: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "SLOW_LOG": str(project / "slow.log")}
+    env.pop("LUISY_WORKING_DIR", None)
+    luisy_cmd = Path(sys.executable).with_name("luisy")
+    return subprocess.Popen([str(luisy_cmd), "run", *args], cwd=project, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _slow_task(url: str, status: str) -> dict | None:
+    tasks = _api(url, "task_list", status=status, upstream_status="", search="Slow")
+    return next((t for t in tasks.values() if t["name"] == "Slow"), None)
+
+
+def test_progress_and_status_message_visible_in_luigid(project, luigid):
+    run = _luisy_run(project, "slow.tasks:Slow", "--scheduler-url", luigid)
+    seen = []
+    while run.poll() is None:
+        task = _slow_task(luigid, "RUNNING")
+        if task is not None and task["status_message"]:
+            seen.append((task["progress_percentage"], task["status_message"]))
+        time.sleep(0.2)
+    out, err = run.communicate()
+    assert run.returncode == 0, out + err
+    running = [(p, m) for p, m in seen if 0 < p < 100]
+    assert running, f"no progress seen while running: {seen}"
+    percentage, message = running[0]
+    done, total = message.split(" ", 1)[0].split("/")
+    assert total == "20" and 0 < int(done) < 20 and ", 0 failed, ETA " in message
+    assert percentage == round(100 * int(done) / 20)
+
+    finished = _slow_task(luigid, "DONE")
+    assert finished["progress_percentage"] == 100
+    assert finished["status_message"] == "20/20 items, 0 failed, ETA 0s"
+
+
+def test_two_runs_share_one_luigid_and_nothing_runs_twice(project, luigid):
+    first = _luisy_run(project, "slow.tasks:AllParts", "--scheduler-url", luigid, "--workers", "2")
+    time.sleep(0.5)  # let the first one take some tasks
+    second = _luisy_run(project, "slow.tasks:AllParts", "--scheduler-url", luigid, "--workers", "2")
+    for run in (first, second):
+        out, err = run.communicate(timeout=300)
+        assert run.returncode == 0, out + err
+        assert out.startswith("complete: AllParts()")
+
+    processed = Counter(tuple(line.split()[:2]) for line in (project / "slow.log").read_text().splitlines())
+    assert len(processed) == 4 * 20, "every item of every part"
+    assert max(processed.values()) == 1, [k for k, v in processed.items() if v > 1]
+    by_pid = {}
+    for line in (project / "slow.log").read_text().splitlines():
+        part, _, pid = line.split()
+        by_pid.setdefault(part, set()).add(pid)
+    assert all(len(pids) == 1 for pids in by_pid.values()), "each directory task ran in one process"
+    done = _api(luigid, "task_list", status="DONE", upstream_status="", search="")
+    assert sum(1 for t in done.values() if t["name"] == "Slow") == 4
+
+
+def test_visualiser_shows_the_directory_task_and_its_message(project, luigid):
+    chromium = require_program("chromium", "chromium")
+    from playwright.sync_api import expect, sync_playwright
+
+    run = _luisy_run(project, "slow.tasks:Slow", "--part", "7", "--delay", "0.01", "--scheduler-url", luigid)
+    out, err = run.communicate(timeout=120)
+    assert run.returncode == 0, out + err
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    screenshot = ARTIFACTS / "luigid-visualiser.png"
+    screenshot.unlink(missing_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(f"{luigid}/static/visualiser/index.html")
+            row = page.locator("#taskTable tbody tr", has_text="Slow").first
+            expect(row).to_contain_text("part=7", timeout=20_000)
+            expect(row).to_contain_text("DONE")
+            row.locator("button.statusMessage").click()  # shown only for a task with a status message
+            modal = page.locator("#statusMessageModal")
+            expect(modal.locator("pre")).to_have_text("20/20 items, 0 failed, ETA 0s", timeout=20_000)
+            expect(modal.locator(".progress-bar").first).to_have_attribute("aria-valuenow", "100")
+            page.wait_for_timeout(600)  # the modal's fade-in
+            page.screenshot(path=str(screenshot))
+        finally:
+            browser.close()
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -29,8 +29,9 @@ def build(
     processes: int | None = None,
     retry_failed: bool | None = None,
     detailed_summary: bool = False,
+    summary: bool = False,
     **options: Any,
-) -> bool | LuigiRunResult:
+) -> bool | LuigiRunResult | RunSummary:
     """Run ``tasks`` and everything they require (luisy 1.x's ``luisy.cli.build``).
 
     ``scheduler_url`` selects luigi's central scheduler and wins over ``local_scheduler``; with
@@ -38,13 +39,16 @@ def build(
     unreachable central scheduler raises :class:`~luisy.errors.SchedulerUnreachableError`.
     ``working_dir``, ``processes`` (directory tasks' item processes, see
     :func:`luisy.config.resolve_processes`) and ``retry_failed`` (whether directory tasks retry
-    items that failed before; default yes) apply for this call only. Other keywords are luigi's ``[core]`` options
-    (``log_level``, ``parallel_scheduling``...). Returns luigi's success flag, or its
-    ``LuigiRunResult`` with ``detailed_summary=True``.
+    items that failed before; default yes) apply for this call only. Other keywords are
+    luigi's ``[core]`` options (``log_level``, ``parallel_scheduling``...). Returns luigi's success flag, its
+    ``LuigiRunResult`` with ``detailed_summary=True``, or luisy's :class:`RunSummary` with
+    ``summary=True``.
     """
     task_list = [tasks] if isinstance(tasks, luigi.Task) else list(tasks)
     with _run_settings(options, local_scheduler, scheduler_url, working_dir, processes, retry_failed):
         result = luigi.build(task_list, workers=workers, detailed_summary=True, **options)
+        if summary:  # judged with the run's own settings (failed items settled for this run...)
+            return summarize(task_list, result)
     return result if detailed_summary else result.scheduling_succeeded
 
 
@@ -147,21 +151,9 @@ def _output_paths(tasks: Iterable[luigi.Task]) -> list[str]:
     return paths
 
 
-def run(
-    tasks: luigi.Task | Iterable[luigi.Task],
-    workers: int = 1,
-    local_scheduler: bool = True,
-    scheduler_url: str | None = None,
-    working_dir: str | os.PathLike[str] | None = None,
-    processes: int | None = None,
-    retry_failed: bool | None = None,
-    **options: Any,
-) -> RunSummary:
-    """:func:`build`, then a :class:`RunSummary` of the run, judged with the run's own settings."""
-    task_list = [tasks] if isinstance(tasks, luigi.Task) else list(tasks)
-    with _run_settings(options, local_scheduler, scheduler_url, working_dir, processes, retry_failed):
-        result = luigi.build(task_list, workers=workers, detailed_summary=True, **options)
-        return summarize(task_list, result)
+def run(tasks: luigi.Task | Iterable[luigi.Task], **options: Any) -> RunSummary:
+    """:func:`build` with ``summary=True``: a :class:`RunSummary` of the run."""
+    return build(tasks, summary=True, **options)
 
 
 def summarize(tasks: list[luigi.Task], result: LuigiRunResult) -> RunSummary:

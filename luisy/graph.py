@@ -13,7 +13,7 @@ from luisy.directory.target import DirectoryTarget
 from luisy.errors import LuisyError
 from luisy.fingerprint.task import is_external
 
-__all__ = ["FORMATS", "describe", "render", "text_tree", "dot"]
+__all__ = ["FORMATS", "upstream_first", "describe", "render", "text_tree", "dot"]
 
 FORMATS = ("text", "dot", "svg", "png")
 
@@ -34,6 +34,23 @@ def describe(task: luigi.Task) -> str:
     else:
         parts.insert(0, "complete" if task.complete() else "to run")
     return ", ".join(parts)
+
+
+def upstream_first(root: luigi.Task) -> list[luigi.Task]:
+    """``root`` and every task upstream of it (static requirements), each once, requirements first."""
+    ordered: list[luigi.Task] = []
+    seen: set[str] = set()
+
+    def visit(task: luigi.Task) -> None:
+        if task.task_id in seen:
+            return
+        seen.add(task.task_id)
+        for required in flatten(task.requires()):
+            visit(required)
+        ordered.append(task)
+
+    visit(root)
+    return ordered
 
 
 def _walk(root: luigi.Task) -> Iterator[tuple[luigi.Task, list[luigi.Task]]]:

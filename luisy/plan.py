@@ -18,6 +18,7 @@ from luisy.directory.target import DirectoryTarget
 from luisy.fingerprint import records
 from luisy.fingerprint.code import code_fingerprint
 from luisy.fingerprint.task import accept, current, is_external, recorded_dynamic
+from luisy.graph import upstream_first
 from luisy.targets import scan_once
 
 __all__ = ["Step", "plan", "reasons", "update_fingerprints"]
@@ -160,24 +161,15 @@ def update_fingerprints(root: luigi.Task) -> list[luigi.Task]:
     Returns the tasks whose records were updated, upstream first.
     """
     updated: list[luigi.Task] = []
-    seen: set[str] = set()
-
-    def visit(task: luigi.Task) -> None:
-        if task.task_id in seen:
-            return
-        seen.add(task.task_id)
-        for required in flatten(task.requires()):
-            visit(required)
+    for task in upstream_first(root):
         outputs = flatten(task.output())
         if is_external(task) or not hasattr(task, "_luisy_output") or not outputs:
-            return
+            continue
         if not all(o.exists() for o in outputs):
-            return
+            continue
         for output in outputs:
             if isinstance(output, DirectoryTarget):
                 output.restamp(task)
         accept(task)
         updated.append(task)
-
-    visit(root)
     return updated

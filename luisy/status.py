@@ -11,8 +11,8 @@ from luigi.task import flatten
 
 from luisy.directory.target import DirectoryTarget, checksum
 from luisy.fingerprint.task import is_external
+from luisy.graph import upstream_first
 from luisy.plan import reasons
-from luisy.testing import get_all_dependencies
 
 __all__ = ["TaskStatus", "status", "table", "verify"]
 
@@ -29,27 +29,10 @@ class TaskStatus:
     fingerprint: str
 
 
-def _order(root: luigi.Task) -> list[luigi.Task]:
-    """The graph, upstream first."""
-    ordered: list[luigi.Task] = []
-    seen: set[str] = set()
-
-    def visit(task: luigi.Task) -> None:
-        if task.task_id in seen:
-            return
-        seen.add(task.task_id)
-        for required in flatten(task.requires()):
-            visit(required)
-        ordered.append(task)
-
-    visit(root)
-    return ordered
-
-
 def status(root: luigi.Task) -> list[TaskStatus]:
     """A row per task of ``root``'s graph, upstream first."""
     rows = []
-    for task in _order(root):
+    for task in upstream_first(root):
         items = failed = None
         last_run = ""
         for output in flatten(task.output()):
@@ -92,7 +75,7 @@ def verify(root: luigi.Task) -> tuple[int, list[str]]:
     checksum).
     """
     checked, problems = 0, []
-    for task in get_all_dependencies(root):
+    for task in upstream_first(root):
         for output in flatten(task.output()):
             if not (isinstance(output, DirectoryTarget) and output.exists()):
                 continue

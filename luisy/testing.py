@@ -22,6 +22,7 @@ from luisy import config
 from luisy.config import set_working_dir
 from luisy.directory.target import DirectoryTarget
 from luisy.fingerprint.task import accept, is_external
+from luisy.graph import upstream_first
 from luisy.targets import memory_store
 
 __all__ = ["LuisyTestCase", "create_testing_config", "get_all_dependencies", "debug_run"]
@@ -124,14 +125,7 @@ def create_testing_config(working_dir: str | os.PathLike[str]) -> None:
 
 def get_all_dependencies(task: luigi.Task) -> set[luigi.Task]:
     """The task and every task upstream of it (static requirements)."""
-    seen: set[luigi.Task] = set()
-    stack = [task]
-    while stack:
-        current = stack.pop()
-        if current not in seen:
-            seen.add(current)
-            stack.extend(flatten(current.requires()))
-    return seen
+    return set(upstream_first(task))
 
 
 def debug_run(tasks: luigi.Task | Iterable[luigi.Task]) -> None:

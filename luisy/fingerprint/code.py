@@ -33,7 +33,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-__all__ = ["CodeFingerprint", "code_fingerprint"]
+__all__ = ["CodeFingerprint", "code_fingerprint", "digest"]
 
 _BUILTINS = frozenset(dir(builtins)) | {"__name__", "__file__", "__doc__", "__class__", "__module__", "__qualname__"}
 
@@ -48,12 +48,13 @@ class CodeFingerprint:
     notes: tuple[str, ...] = ()
 
 
-def _hash(*parts: str) -> str:
-    digest = hashlib.blake2b(digest_size=16)
+def digest(*parts: str) -> str:
+    """A 128-bit BLAKE2b hex digest of ``parts`` (NUL-separated)."""
+    h = hashlib.blake2b(digest_size=16)
     for part in parts:
-        digest.update(part.encode("utf-8", "surrogatepass"))
-        digest.update(b"\0")
-    return digest.hexdigest()
+        h.update(part.encode("utf-8", "surrogatepass"))
+        h.update(b"\0")
+    return h.hexdigest()
 
 
 def _strip_docstrings(tree: ast.AST) -> ast.AST:
@@ -114,7 +115,7 @@ class _ModuleIndex:
             statements = self.tree.body if name == "*" else self.bindings[name]
             names, attributes, local = _references(statements)
             found = self._analysed[name] = _Analysis(
-                _hash(_dump(statements)), names - local, attributes, _nested_imports(statements, self.package))
+                digest(_dump(statements)), names - local, attributes, _nested_imports(statements, self.package))
         return found
 
 
@@ -318,7 +319,7 @@ class _Walker:
             return
         index = _module_index(module)
         if index is None:
-            self.definitions[key] = _hash(self._compiled_fallback(module))
+            self.definitions[key] = digest(self._compiled_fallback(module))
             self.notes.append(f"{module}: {why}; no source, fingerprinting its compiled code")
             return
         analysis = index.analysed("*")
@@ -469,7 +470,7 @@ def _compute(cls: type) -> CodeFingerprint:
     if file and os.path.realpath(file).startswith(_excluded_roots()):
         walker._external(cls.__module__)  # an installed library's task: its version is its code
     elif module is None:
-        walker.definitions[f"{cls.__module__}:{cls.__qualname__}"] = _hash(_code_repr(cls))
+        walker.definitions[f"{cls.__module__}:{cls.__qualname__}"] = digest(_code_repr(cls))
         walker.notes.append(f"{cls.__module__}: module not loaded; fingerprinting the compiled class")
     elif "<locals>" in cls.__qualname__:
         walker.whole_module(cls.__module__, f"{cls.__qualname__} is defined inside a function")
@@ -480,8 +481,8 @@ def _compute(cls: type) -> CodeFingerprint:
         walker.run(cls.__module__, cls.__qualname__.partition(".")[0])
     definitions = dict(sorted(walker.definitions.items()))
     versions = dict(sorted(walker.versions.items()))
-    digest = _hash(*(f"{k}={v}" for k, v in definitions.items()), *(f"{k}=={v}" for k, v in versions.items()))
-    return CodeFingerprint(digest, definitions, versions, tuple(dict.fromkeys(walker.notes)))
+    total = digest(*(f"{k}={v}" for k, v in definitions.items()), *(f"{k}=={v}" for k, v in versions.items()))
+    return CodeFingerprint(total, definitions, versions, tuple(dict.fromkeys(walker.notes)))
 
 
 def _main_or_notebook(walker: _Walker, cls: type) -> None:
@@ -493,8 +494,8 @@ def _main_or_notebook(walker: _Walker, cls: type) -> None:
     key = f"{cls.__module__}:{cls.__qualname__}"
     try:
         source = textwrap.dedent(inspect.getsource(cls))
-        walker.definitions[key] = _hash(_dump(_strip_docstrings(ast.parse(source)).body))
+        walker.definitions[key] = digest(_dump(_strip_docstrings(ast.parse(source)).body))
         walker.notes.append(f"{cls.__module__}: no module file (a notebook?); fingerprinting the class source")
     except (OSError, TypeError, SyntaxError):
-        walker.definitions[key] = _hash(_code_repr(cls))
+        walker.definitions[key] = digest(_code_repr(cls))
         walker.notes.append(f"{cls.__module__}: no source for {cls.__qualname__}; fingerprinting its compiled code")

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import os
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from luigi.task_register import Register
 from luisy.atomic import TMP_MARKER
 from luisy.directory.target import DirectoryTarget
 from luisy.fingerprint import records
-from luisy.fingerprint.code import CodeFingerprint, code_fingerprint
+from luisy.fingerprint.code import CodeFingerprint, code_fingerprint, digest
 
 __all__ = ["TaskFingerprint", "current", "as_upstream", "record_success", "accept", "is_current",
            "is_external"]
@@ -55,14 +54,6 @@ class TaskFingerprint:
         }
 
 
-def _hash(*parts: str) -> str:
-    digest = hashlib.blake2b(digest_size=16)
-    for part in parts:
-        digest.update(part.encode("utf-8", "surrogatepass"))
-        digest.update(b"\0")
-    return digest.hexdigest()
-
-
 def is_external(task: luigi.Task) -> bool:
     """luigi's convention: an external task has no ``run``."""
     return getattr(type(task), "run", None) is None
@@ -78,9 +69,9 @@ def current(task: luigi.Task, memo: dict[str, str] | None = None,
     if with_upstream:
         required = flatten(task.requires()) + (recorded_dynamic(task) if dynamic is None else dynamic)
         upstream = {req.task_id: as_upstream(req, memo) for req in required}
-    digest = _hash(code.digest, *(f"{k}={v}" for k, v in params.items()),
+    total = digest(code.digest, *(f"{k}={v}" for k, v in params.items()),
                    *(f"{k}>{v}" for k, v in sorted(upstream.items())))
-    return TaskFingerprint(digest, code, params, upstream)
+    return TaskFingerprint(total, code, params, upstream)
 
 
 def recorded_dynamic(task: luigi.Task) -> list[luigi.Task]:
@@ -120,10 +111,10 @@ def _as_upstream(task: luigi.Task, memo: dict[str, str]) -> str:
     if manifests:
         if not is_external(task) and not task.complete():
             return STALE
-        return _hash(*(_manifest_digest(o) for o in manifests))
+        return digest(*(_manifest_digest(o) for o in manifests))
     if is_external(task):
         content = bool(getattr(task, "fingerprint_content", False))
-        return _hash(*(data_fingerprint(o, content) for o in outputs))
+        return digest(*(data_fingerprint(o, content) for o in outputs))
     return current(task, memo).digest
 
 
@@ -151,7 +142,7 @@ def data_fingerprint(target: luigi.Target, content: bool = False) -> str:
             if TMP_MARKER not in name:
                 file = Path(root, name)
                 parts.append(f"{file.relative_to(path).as_posix()}:{_file_fingerprint(file, content)}")
-    return _hash(*parts)
+    return digest(*parts)
 
 
 def _file_fingerprint(path: Path, content: bool) -> str:

@@ -171,12 +171,12 @@ def summarize(tasks: list[luigi.Task], result: LuigiRunResult) -> RunSummary:
 
 def _manifest(task: luigi.Task) -> Any:
     outputs = [o for o in flatten(task.output()) if isinstance(o, DirectoryTarget)]
-    return outputs[0].manifest if outputs and outputs[0].exists() else None
+    return outputs[0].header if outputs and outputs[0].exists() else None
 
 
 def _item_counts(task: luigi.Task) -> tuple[str, int, int, int]:
-    manifest = _manifest(task)
-    return str(task), manifest.processed, len(manifest.failed), len(manifest.items)
+    header = _manifest(task)
+    return str(task), header.processed, header.failed_count, header.item_count
 
 
 def _first_error_line(result: LuigiRunResult, task: luigi.Task) -> str:

@@ -25,10 +25,10 @@ def describe(task: luigi.Task) -> str:
     manifests = [o for o in outputs if isinstance(o, DirectoryTarget)]
     for output in manifests:
         try:
-            manifest = output.manifest
+            header = output.header
         except FileNotFoundError:
             continue
-        parts.append(f"{len(manifest.items)} items" + (f", {len(manifest.failed)} failed" if manifest.failed else ""))
+        parts.append(f"{header.item_count} items" + (f", {header.failed_count} failed" if header.failed_count else ""))
     if is_external(task):
         parts.insert(0, "input" if task.complete() else "MISSING input")
     else:

@@ -36,9 +36,9 @@ def status(root: luigi.Task) -> list[TaskStatus]:
         items = failed = None
         last_run = ""
         for output in flatten(task.output()):
-            manifest = output.manifest if isinstance(output, DirectoryTarget) and output.exists() else None
-            if manifest is not None:
-                items, failed, last_run = len(manifest.items), len(manifest.failed), manifest.finished
+            header = output.header if isinstance(output, DirectoryTarget) and output.exists() else None
+            if header is not None:
+                items, failed, last_run = header.item_count, header.failed_count, header.finished
             elif getattr(output, "path", None) and os.path.exists(output.path):
                 mtime = os.stat(output.path).st_mtime
                 last_run = dt.datetime.fromtimestamp(mtime, dt.timezone.utc).isoformat(timespec="seconds")

@@ -305,6 +305,12 @@ class DirectoryInputTarget(luigi.LocalTarget):
             scans[key] = found
         return found
 
+    def sources_digest(self) -> str:
+        """Digest of the input items' names and fingerprints (see :meth:`source_items`)."""
+        from luisy.directory.manifest import items_digest
+
+        return items_digest((item.name, item.fingerprint) for item in self.source_items())
+
     def read(self) -> Any:
         """The objects read from the files (a generator, as in luisy 1.x)."""
         store = _memory.get()

@@ -76,10 +76,13 @@ def test_process_publish_and_read(frames, luisy_working_dir):
 def test_manifest_content(frames):
     _build(Doubled())
     manifest = Doubled().output().manifest
-    raw = json.loads((Doubled().output().folder / MANIFEST_NAME).read_text())
-    assert raw["schema"] == 1 and raw["task"] == "Doubled" and raw["failed"] == {}
-    for key in ("luisy_version", "python_version", "host", "started", "finished"):
+    head, body = (Doubled().output().folder / MANIFEST_NAME).read_text().splitlines()
+    raw, listed = json.loads(head), json.loads(body)
+    assert raw["schema"] == 2 and raw["task"] == "Doubled" and raw["failed_count"] == 0 and listed["failed"] == {}
+    assert raw["item_count"] == len(listed["items"]) == 4 and raw["processed"] == 4
+    for key in ("luisy_version", "python_version", "host", "started", "finished", "items_digest", "inputs_digest"):
         assert raw[key], key
+    assert Doubled().output().header.items_digest == raw["items_digest"]
     item = manifest.items["f1"]
     path = Doubled().output().folder / item.file
     assert item.size == path.stat().st_size and item.checksum == checksum(path)

@@ -2,6 +2,11 @@
 
 Invariant: an item exists for readers iff the manifest lists it. The manifest is written last,
 replacing the previous one in one ``os.replace``.
+
+The file is two lines of JSON. The first, the *header*, holds everything but the per-item
+lists: the task, its parameters and code fingerprint, times, counts, and digests of the items
+and of the inputs they were made from. Checking whether a directory task is up to date reads
+only this line, however many items the second line lists.
 """
 
 from __future__ import annotations
@@ -13,12 +18,22 @@ import os
 import platform
 import socket
 import sys
-from dataclasses import dataclass, field, fields
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 MANIFEST_NAME = "_luisy_manifest.json"
-SCHEMA = 1
+SCHEMA = 2
+_BODY = ("items", "failed", "failed_sources", "skipped")
+
+
+def items_digest(pairs: Iterable[tuple[str, str | None]]) -> str:
+    """A digest of ``(name, fingerprint)`` pairs, independent of their order."""
+    h = hashlib.blake2b(digest_size=16)
+    for name, fingerprint in sorted(pairs, key=lambda pair: pair[0]):
+        h.update(f"{name}\0{fingerprint}\0".encode())
+    return h.hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,20 +68,36 @@ class Manifest:
     #: Identity of the ``luisy.build`` call that wrote it (failed items do not block that run).
     run: str = ""
 
+    #: Digest of the input items (name, fingerprint) the run saw; ``None`` for hand-written outputs.
+    inputs_digest: str | None = None
+
+    def header(self) -> ManifestHeader:
+        """The first line's content."""
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _BODY}
+        return ManifestHeader(
+            **values, item_count=len(self.items), failed_count=len(self.failed),
+            items_digest=items_digest((name, item.checksum) for name, item in self.items.items()),
+            content_digest=items_digest([*((name, item.checksum) for name, item in self.items.items()),
+                                         *((name, "failed") for name in self.failed)]),
+        )
+
     def to_json(self) -> str:
-        data = {f.name: getattr(self, f.name) for f in fields(self)}
-        data["items"] = {name: {"file": i.file, "size": i.size, "checksum": i.checksum, "source": i.source}
-                         for name, i in self.items.items()}
-        data["schema"] = SCHEMA
+        header = {"schema": SCHEMA, **asdict(self.header())}
+        body = {name: getattr(self, name) for name in _BODY}
+        body["items"] = {name: [i.file, i.size, i.checksum, i.source] for name, i in self.items.items()}
         # No indent: only then does json use its C encoder (100 000 items in a fraction of a second).
-        return json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return json.dumps(header, sort_keys=True) + "\n" + json.dumps(body, sort_keys=True, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> Manifest:
-        data = json.loads(text)
-        data.pop("schema", None)
-        data["items"] = {name: Item(**entry) for name, entry in data.get("items", {}).items()}
-        return cls(**data)
+        head, _, rest = text.partition("\n")
+        header = json.loads(head)
+        if header.get("schema") != SCHEMA:
+            raise ValueError(f"manifest schema {header.get('schema')!r}, this luisy reads {SCHEMA}")
+        body = json.loads(rest)
+        body["items"] = {name: Item(*entry) for name, entry in body["items"].items()}
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in header.items() if k in known}, **body)
 
     @classmethod
     def load(cls, folder: str | os.PathLike[str]) -> Manifest | None:
@@ -75,24 +106,24 @@ class Manifest:
         Parsed manifests are cached by the file's identity (inode, size, mtime): a manifest is
         replaced, never edited, so a changed file is a new entry. Treat the result as read-only.
         """
-        path = Path(folder) / MANIFEST_NAME
+        identity = _identity(folder)
         try:
-            stat = path.stat()
-            return _parse(os.fspath(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
-        except (OSError, ValueError, TypeError):
+            return _parse(*identity) if identity else None
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+
+    @staticmethod
+    def load_header(folder: str | os.PathLike[str]) -> ManifestHeader | None:
+        """Only the first line of the folder's manifest (cheap however many items it lists)."""
+        identity = _identity(folder)
+        try:
+            return _parse_header(*identity) if identity else None
+        except (OSError, ValueError, TypeError, KeyError):
             return None
 
     def digest(self) -> str:
         """A fingerprint of the content: item names and checksums, and the failed items."""
-        found = self.__dict__.get("_digest")
-        if found is None:
-            h = hashlib.blake2b(digest_size=16)
-            for name in sorted(self.items):
-                h.update(f"{name}\0{self.items[name].checksum}\0".encode())
-            for name in sorted(self.failed):
-                h.update(f"failed\0{name}\0".encode())
-            found = self.__dict__["_digest"] = h.hexdigest()
-        return found
+        return self.header().content_digest
 
     def sources(self, with_failed: bool = False) -> dict[str, Any]:
         """Input name → fingerprint of the published (or deliberately skipped) item made from it.
@@ -106,9 +137,49 @@ class Manifest:
         return done
 
 
-@functools.lru_cache(maxsize=4)  # a manifest of 100 000 items takes tens of MB parsed
+@dataclass(frozen=True)
+class ManifestHeader:
+    """The first line of a manifest: everything but the per-item lists."""
+
+    task: str
+    params: dict[str, str]
+    code_fingerprint: str | None
+    luisy_version: str
+    python_version: str
+    host: str
+    started: str
+    finished: str
+    processed: int
+    run: str
+    inputs_digest: str | None
+    item_count: int
+    failed_count: int
+    items_digest: str
+    content_digest: str
+
+
+def _identity(folder: str | os.PathLike[str]) -> tuple[str, int, int, int] | None:
+    path = os.path.join(folder, MANIFEST_NAME)
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return path, stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=2)  # a manifest of 100 000 items takes tens of MB parsed
 def _parse(path: str, inode: int, size: int, mtime_ns: int) -> Manifest:
     return Manifest.from_json(Path(path).read_text(encoding="utf-8"))
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_header(path: str, inode: int, size: int, mtime_ns: int) -> ManifestHeader:
+    with open(path, encoding="utf-8") as f:
+        header = json.loads(f.readline())
+    if header.pop("schema", None) != SCHEMA:
+        raise ValueError("unknown manifest schema")
+    known = {f.name for f in fields(ManifestHeader)}
+    return ManifestHeader(**{k: v for k, v in header.items() if k in known})
 
 
 def luisy_version() -> str:

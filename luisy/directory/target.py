@@ -28,7 +28,7 @@ import luigi
 from luisy import formats
 from luisy.atomic import TMP_MARKER, defer, temp_sibling
 from luisy.config import current_run
-from luisy.directory.manifest import MANIFEST_NAME, Item, Manifest, luisy_version
+from luisy.directory.manifest import MANIFEST_NAME, Item, Manifest, ManifestHeader, luisy_version
 from luisy.errors import UnsafePathError
 from luisy.paths import with_extension
 
@@ -55,17 +55,32 @@ class DirectoryTarget(luigi.LocalTarget):
         self.file_format = file_format
         self.options = options
         self.owner = owner or type(self).__name__
+        self.task: luigi.Task | None = None
 
     @classmethod
     def for_task(cls, task: luigi.Task, path: Path, **options: Any) -> DirectoryTarget:
-        return cls(path, owner=repr(task), **options)
+        target = cls(path, owner=repr(task), **options)
+        target.task = task
+        return target
 
     @property
     def folder(self) -> Path:
         return Path(self.path)
 
     def exists(self) -> bool:
-        return Manifest.load(self.folder) is not None
+        return Manifest.load_header(self.folder) is not None
+
+    @property
+    def header(self) -> ManifestHeader:
+        """The manifest's first line (counts, digests, parameters), read without the item lists."""
+        header = Manifest.load_header(self.folder)
+        if header is None:
+            raise FileNotFoundError(f"{self.owner}: {self.folder} has no readable {MANIFEST_NAME}")
+        return header
+
+    def sources_digest(self) -> str:
+        """Digest of the items as inputs of a downstream directory task (see :meth:`source_items`)."""
+        return self.header.items_digest
 
     @property
     def manifest(self) -> Manifest:
@@ -112,8 +127,11 @@ class DirectoryTarget(luigi.LocalTarget):
             _replace_manifest(self.folder, fresh)
 
     def writer(self, task: luigi.Task | None = None) -> DirectoryWriter:
-        """A writer whose committed items replace the folder's content (see :meth:`DirectoryWriter.keep`)."""
-        return DirectoryWriter(self, task)
+        """A writer whose committed items replace the folder's content (see :meth:`DirectoryWriter.keep`).
+
+        ``task`` (default: the task whose output this is) is recorded in the manifest.
+        """
+        return DirectoryWriter(self, task if task is not None else self.task)
 
     def write(self, obj: Any) -> None:
         """Publish a mapping ``{name: object}`` as the folder's items."""
@@ -145,6 +163,8 @@ class DirectoryWriter:
         self.target = target
         self.task = task
         self.started = _now()
+        #: Digest of the inputs this run covers; if left ``None``, asked of the task at commit.
+        self.inputs_digest: str | None = None
         self.new: dict[str, Item] = {}
         self.kept: set[str] = set()
         self.failed: dict[str, str] = {}
@@ -253,7 +273,16 @@ class DirectoryWriter:
             finished=_now(),
             processed=len(self.new) + len(self.failed) + len(self.skipped),
             run=current_run(),
+            inputs_digest=self.inputs_digest if self.inputs_digest is not None else _inputs_digest(task),
         )
+
+
+def _inputs_digest(task: luigi.Task | None) -> str | None:
+    """What the task says its output is made from now; ``None`` when that cannot be known."""
+    try:
+        return task.current_inputs_digest()  # type: ignore[union-attr]
+    except Exception:  # no task, or its inputs are missing: nothing to compare with later
+        return None
 
 
 def _replace_manifest(folder: Path, manifest: Manifest) -> None:

@@ -120,7 +120,7 @@ def _as_upstream(task: luigi.Task, memo: dict[str, str]) -> str:
 
 def _manifest_digest(target: Any) -> str:
     try:
-        return target.manifest.digest()
+        return target.header.content_digest
     except FileNotFoundError:
         return MISSING
 

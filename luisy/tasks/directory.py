@@ -9,12 +9,12 @@ from luigi.task import flatten
 
 from luisy import formats
 from luisy.config import current_run, resolve_processes, retry_failed
-from luisy.directory.manifest import Manifest
+from luisy.directory.manifest import Manifest, items_digest
 from luisy.directory.runner import Outcome, Progress, outcomes, report_status
 from luisy.directory.target import DirectoryTarget, DirectoryWriter, SourceItem
 from luisy.errors import LuisyError
 from luisy.fingerprint.code import code_fingerprint
-from luisy.fingerprint.task import is_external
+from luisy.fingerprint.task import as_upstream, is_external
 from luisy.spec import OutputSpec
 from luisy.tasks.base import Task
 
@@ -25,6 +25,10 @@ ON_ERROR = ("raise", "skip")
 
 class ItemError(LuisyError):
     """An item failed in a directory task with ``on_error="raise"``."""
+
+
+class NoFolderInput(LuisyError):
+    """A directory task whose requirements are not exactly one folder."""
 
 
 class DirectoryTask(Task):
@@ -48,15 +52,26 @@ class DirectoryTask(Task):
 
     def input_items(self) -> list[SourceItem]:
         """The input items, from the single requirement's folder."""
+        return self._folder_input().source_items()
+
+    def _folder_input(self) -> Any:
         inputs = flatten(self.input())
         if len(inputs) != 1 or not hasattr(inputs[0], "source_items"):
-            raise LuisyError(f"{self!r}: a DirectoryTask needs exactly one folder input "
-                             f"(directory_input, make_directory_output or a DirectoryTask), got {inputs!r}")
-        return inputs[0].source_items()
+            raise NoFolderInput(f"{self!r}: a DirectoryTask needs exactly one folder input "
+                                f"(directory_input, make_directory_output or a DirectoryTask), got {inputs!r}")
+        return inputs[0]
 
-    def pending(self) -> tuple[list[SourceItem], set[str], set[str]]:
+    def current_inputs_digest(self) -> str:
+        """Digest of what the output is made from: the input items, or (a custom ``run()`` over
+        other inputs) the fingerprints of the requirements."""
+        try:
+            return self._folder_input().sources_digest()
+        except NoFolderInput:
+            return items_digest((t.task_id, as_upstream(t)) for t in flatten(self.requires()))
+
+    def pending(self, items: list[SourceItem] | None = None) -> tuple[list[SourceItem], set[str], set[str]]:
         """Input items to process, names of published items to keep, and failed items to keep failed."""
-        items = self.input_items()
+        items = self.input_items() if items is None else items
         manifest = Manifest.load(self.output().folder)
         if manifest is None or not self._same_configuration(manifest):
             return items, set(), set()
@@ -67,22 +82,22 @@ class DirectoryTask(Task):
         return todo, settled & manifest.items.keys(), settled & manifest.failed.keys()
 
     def complete(self) -> bool:
-        manifest = Manifest.load(self.output().folder)  # parsed once: it can list 100 000 items
-        if manifest is None or not self._same_configuration(manifest):
+        # Only the manifest's first line is read: it can list 100 000 items.
+        header = Manifest.load_header(self.output().folder)
+        if header is None or not self._same_configuration(header):
             return False
         # Failed items are retried by the next run; within the run that recorded them (or with
         # retry_failed off) they do not hold back the tasks downstream.
-        failed_settled = not retry_failed() or (manifest.run != "" and manifest.run == current_run())
-        if manifest.failed and not failed_settled:
+        failed_settled = not retry_failed() or (header.run != "" and header.run == current_run())
+        if header.failed_count and not failed_settled:
             return False
         try:
-            items = self.input_items()
+            if header.inputs_digest != self.current_inputs_digest():
+                return False
         except Exception:  # the input is missing: luigi reports that through the requirement
             return True
-        if {item.name: item.fingerprint for item in items} != manifest.sources(with_failed=failed_settled):
-            return False
         # luigi does not look upstream of a complete task, so an upstream that will rerun must make
-        # this one rerun too (an external folder's changes are seen item by item above).
+        # this one rerun too (an external folder's changes are seen through the digest above).
         return all(task.complete() for task in flatten(self.requires()) if not is_external(task))
 
     def _same_configuration(self, manifest: Any) -> bool:
@@ -107,9 +122,11 @@ class DirectoryTask(Task):
         """Process new and changed items and publish them with the kept ones."""
         if self.on_error not in ON_ERROR:
             raise LuisyError(f"{self!r}: on_error must be one of {ON_ERROR}, not {self.on_error!r}")
-        todo, keep, keep_failed = self.pending()
+        items = self.input_items()
+        todo, keep, keep_failed = self.pending(items)
         progress = Progress(self, len(todo))
         with self.output().writer(self) as writer:
+            writer.inputs_digest = items_digest((item.name, item.fingerprint) for item in items)
             writer.keep(keep)
             if keep_failed:
                 writer.keep_failed(Manifest.load(self.output().folder), keep_failed)

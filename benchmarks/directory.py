@@ -15,7 +15,9 @@ Cases:
 * ``no-op rerun, 3 stages``: ``luisy.build`` of a 3-stage pipeline (gray → normalised → stats)
   that is already complete,
 * ``+10 files, 3 stages``: the same after adding 10 images,
-* ``CPU-bound p=1`` / ``p=2``: items that each spend a few ms computing, to show what processes buy.
+* ``CPU-bound``: items that each spend a few ms computing, done by a plain loop, a bare
+  ``multiprocessing.Pool(2)`` (what two processes can gain on this machine at best), and luisy
+  with 1 and 2 item processes.
 
 Usage: ``python benchmarks/directory.py [--sizes 1000 3000 10000 100000] [--luigi-max 3000]``.
 """
@@ -94,7 +96,7 @@ class Busy(luisy.DirectoryTask):
         from skimage.filters import gaussian
 
         gray = to_gray(obj)
-        for _ in range(80):
+        for _ in range(80):  # as busy_work()
             gray = gaussian(gray, sigma=1.0)
         return gray
 
@@ -134,6 +136,35 @@ class AllGray(luigi.WrapperTask):
 
 # --- the cases, each run in a fresh process ------------------------------------------------------
 
+def busy_work(path: Path) -> np.ndarray:
+    from skimage.filters import gaussian
+    from skimage.io import imread
+
+    gray = to_gray(imread(path))
+    for _ in range(80):
+        gray = gaussian(gray, sigma=1.0)
+    return gray
+
+
+def _busy_one(args: tuple[Path, Path]) -> None:
+    path, out = args
+    np.save(out / (path.stem + ".npy"), busy_work(path))
+
+
+def busy_plain(folder: Path, out: Path, processes: int) -> None:
+    """The CPU-bound work with a bare ``multiprocessing.Pool``: what 2 processes can gain here at best."""
+    import multiprocessing
+
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = [(p, out) for p in sorted(folder.glob("*.png"))]
+    if processes == 1:
+        for job in jobs:
+            _busy_one(job)
+        return
+    with multiprocessing.get_context("fork").Pool(processes) as pool:
+        pool.map(_busy_one, jobs, chunksize=64)
+
+
 def plain_loop(folder: Path, out: Path) -> None:
     from skimage.io import imread
 
@@ -159,6 +190,8 @@ def run_case(case: str, working_dir: str) -> None:
         assert luisy.build([Gray()], processes=int(case[1]), log_level="ERROR")
     elif case in ("busy1", "busy2"):
         assert luisy.build([Busy()], processes=int(case[-1]), log_level="ERROR")
+    elif case in ("pool1", "pool2"):
+        busy_plain(folder, Path(working_dir, f"busy-{case}"), int(case[-1]))
     elif case == "luigi":
         assert luigi.build([AllGray(str(folder), str(Path(working_dir, "luigi")))], local_scheduler=True,
                            log_level="ERROR")
@@ -200,7 +233,8 @@ def bench_size(n: int, luigi_max: int, busy_max: int, root: Path) -> list[tuple[
     make_pngs(wd / "bench" / "raw" / "pngs", 10, start=n, seed=1)
     rows.append(("+10 files, 3 stages", in_fresh_process("plus10", wd)))
     if n <= busy_max:
-        for case, label in (("busy1", "CPU-bound p=1"), ("busy2", "CPU-bound p=2")):
+        for case, label in (("pool1", "CPU-bound plain loop"), ("pool2", "CPU-bound plain Pool(2)"),
+                            ("busy1", "CPU-bound luisy p=1"), ("busy2", "CPU-bound luisy p=2")):
             shutil.rmtree(wd / "bench" / "interim" / "Busy", ignore_errors=True)
             rows.append((label, in_fresh_process(case, wd)))
     shutil.rmtree(wd)

@@ -289,7 +289,7 @@ class DirectoryInputTarget(luigi.LocalTarget):
             return [SourceItem(str(name), _object_fingerprint(obj), os.path.join(self.path, str(name)),
                                functools.partial(_copy_of, obj)) for name, obj in pairs]
         scans = _scans.get() if self.external else None
-        key = (self.path, self.pattern, self.regex and self.regex.pattern, self.recursive, self.read_file_func)
+        key = self._scan_key()
         if scans is not None and key in scans:
             return scans[key]
         items: dict[str, Any] = {}
@@ -309,7 +309,17 @@ class DirectoryInputTarget(luigi.LocalTarget):
         """Digest of the input items' names and fingerprints (see :meth:`source_items`)."""
         from luisy.directory.manifest import items_digest
 
-        return items_digest((item.name, item.fingerprint) for item in self.source_items())
+        scans = _scans.get() if self.external else None
+        key = ("digest", *self._scan_key())
+        if scans is not None and key in scans:
+            return scans[key]
+        found = items_digest((item.name, item.fingerprint) for item in self.source_items())
+        if scans is not None:
+            scans[key] = found
+        return found
+
+    def _scan_key(self) -> tuple:
+        return self.path, self.pattern, self.regex and self.regex.pattern, self.recursive, self.read_file_func
 
     def read(self) -> Any:
         """The objects read from the files (a generator, as in luisy 1.x)."""

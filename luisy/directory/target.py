@@ -19,9 +19,9 @@ import shutil
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 
 import luigi
 
@@ -33,8 +33,7 @@ from luisy.errors import UnsafePathError
 from luisy.paths import with_extension
 
 
-@dataclass(frozen=True, slots=True)
-class SourceItem:
+class SourceItem(NamedTuple):
     """An input item: its name, a fingerprint of its content, its file, and the reader of that file."""
 
     name: str
@@ -112,9 +111,8 @@ class DirectoryTarget(luigi.LocalTarget):
         """The items as inputs of a downstream directory task; the checksum is the fingerprint."""
         manifest = self.manifest
         read = functools.partial(self.file_format.read, **self.options)
-        folder = self.path
-        return [SourceItem(name, item.checksum, os.path.join(folder, item.file), read)
-                for name, item in sorted(manifest.items.items())]
+        prefix = os.path.join(self.path, "")
+        return [SourceItem(name, item.checksum, prefix + item.file, read) for name, item in manifest.items.items()]
 
     def restamp(self, task: luigi.Task) -> None:
         """Record ``task``'s current parameters and code fingerprint in the manifest, items unchanged."""
@@ -206,7 +204,7 @@ class DirectoryWriter:
 
     def add(self, name: str, staged: Item, source: str | None = None) -> None:
         """Record an item :meth:`stage` wrote (here or in a worker process)."""
-        self.new[name] = replace(staged, source=source)
+        self.new[name] = staged._replace(source=source)
         self.failed.pop(name, None)
 
     def keep(self, names: Iterable[str]) -> None:
@@ -248,7 +246,7 @@ class DirectoryWriter:
                 destination = folder / file
                 destination.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(self.staging / item.file, destination)
-                items[name] = replace(item, file=file)
+                items[name] = item._replace(file=file)
             manifest = self._manifest(items, current)
             _replace_manifest(folder, manifest)
             remove_unlisted(folder, manifest, None if interrupted else taken)

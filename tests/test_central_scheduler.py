@@ -199,3 +199,23 @@ def test_visualiser_shows_the_directory_task_and_its_message(project, luigid):
         finally:
             browser.close()
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_python_build_honours_its_arguments(project, luigid, monkeypatch):
+    import luisy
+
+    monkeypatch.syspath_prepend(str(project))
+    monkeypatch.setenv("SLOW_LOG", str(project / "slow.log"))
+    from slow.tasks import AllParts
+
+    result = luisy.build([AllParts()], workers=2, scheduler_url=luigid, working_dir=project / "data",
+                         processes=2, detailed_summary=True, log_level="WARNING")
+    assert result.scheduling_succeeded and result.worker.worker_processes == 2
+    done = _api(luigid, "task_list", status="DONE", upstream_status="", search="")
+    assert {t["name"] for t in done.values()} >= {"AllParts", "Slow", "Inbox"}, "ran on the central scheduler"
+    pids_by_part: dict[str, set[str]] = {}
+    for line in (project / "slow.log").read_text().splitlines():
+        part, _, pid = line.split()
+        pids_by_part.setdefault(part, set()).add(pid)
+    assert all(len(pids) == 2 for pids in pids_by_part.values()), "each task's items ran in 2 item processes"
+    assert luisy.build([AllParts()], working_dir=project / "data", local_scheduler=True) is True

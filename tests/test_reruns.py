@@ -7,6 +7,7 @@ exactly the affected tasks ran.
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import pytest
@@ -185,3 +186,97 @@ def test_two_workers_record_every_task(project):
                             "rr/final/Dynamic.json"}
     assert _plan(project).startswith("nothing to run")
     assert not [p for p in (project / "data").rglob("*") if ".luisy-tmp" in p.name]
+
+
+DIRECTORY_PROJECT = {
+    "dd/__init__.py": "",
+    "dd/tasks.py": '''
+        import luisy
+
+
+        @luisy.raw
+        @luisy.directory_input(pattern="*.txt")
+        class Pages(luisy.ExternalTask):
+            def get_folder_name(self):
+                return "pages"
+
+
+        @luisy.interim
+        @luisy.requires(Pages)
+        @luisy.directory_output(format="json")
+        class Counted(luisy.DirectoryTask):
+            def process(self, name, obj):
+                return {"chars": len(obj)}
+
+
+        @luisy.raw
+        @luisy.text_output
+        class Settings(luisy.ExternalTask):
+            fingerprint_content = True  # compared by checksum, not by size and mtime
+
+
+        @luisy.requires(Settings)
+        @luisy.text_output
+        class Configured(luisy.Task):
+            def run(self):
+                self.write(self.read_input().upper())
+
+
+        class Broken(luisy.Task):
+            def run(self):
+                self.write("half")
+                raise RuntimeError("fails after writing")
+    ''',
+}
+
+
+@pytest.fixture
+def dir_project(tmp_path):
+    write_project(tmp_path, DIRECTORY_PROJECT)
+    pages = tmp_path / "data" / "dd" / "raw" / "pages"
+    pages.mkdir(parents=True)
+    for i in range(4):
+        (pages / f"p{i}.txt").write_text("x" * i)
+    (tmp_path / "data" / "dd" / "raw" / "Settings.txt").write_text("abc")
+    return tmp_path
+
+
+def _items_written(project):
+    result = run_luisy(["run", "dd.tasks:Counted"], cwd=project)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return re.search(r"items: Counted\(\): (\d+) processed", result.stdout)
+
+
+def test_directory_task_reasons_and_code_change_reprocesses_everything(dir_project):
+    assert _items_written(dir_project)[1] == "4"
+    pages = dir_project / "data" / "dd" / "raw" / "pages"
+    (pages / "p9.txt").write_text("new")
+    (pages / "p8.txt").write_text("new too")
+    (pages / "p1.txt").write_text("changed")
+    (pages / "p0.txt").unlink()
+    plan = run_luisy(["plan", "dd.tasks:Counted"], cwd=dir_project).stdout
+    assert "Counted(): 2 new, 1 changed, 1 removed items" in plan
+    assert _items_written(dir_project)[1] == "3"
+
+    _edit(dir_project, "dd/tasks.py", '{"chars": len(obj)}', '{"chars": len(obj), "v": 2}')
+    plan = run_luisy(["plan", "dd.tasks:Counted"], cwd=dir_project).stdout
+    assert "Counted(): code changed: dd.tasks:Counted; every item is processed again" in plan
+    assert _items_written(dir_project)[1] == "5"
+
+
+def test_content_fingerprint_ignores_touch_but_sees_edits(dir_project):
+    assert run_luisy(["run", "dd.tasks:Configured"], cwd=dir_project).returncode == 0
+    settings = dir_project / "data" / "dd" / "raw" / "Settings.txt"
+    os.utime(settings, ns=(1, 1))  # same content, another mtime
+    assert run_luisy(["plan", "dd.tasks:Configured"], cwd=dir_project).stdout.startswith("nothing to run")
+    settings.write_text("abd")
+    assert "Configured(): input data changed: Settings()" in run_luisy(["plan", "dd.tasks:Configured"],
+                                                                         cwd=dir_project).stdout
+
+
+def test_a_failed_task_records_no_fingerprint(dir_project):
+    result = run_luisy(["run", "dd.tasks:Broken"], cwd=dir_project)
+    assert result.returncode == 1
+    hash_file = dir_project / "data" / "dd" / ".luisy.hash"
+    assert not hash_file.exists() or "Broken" not in hash_file.read_text()
+    assert not (dir_project / "data" / "Broken.pkl").exists()

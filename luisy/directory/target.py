@@ -72,10 +72,7 @@ class DirectoryTarget(luigi.LocalTarget):
     @property
     def header(self) -> ManifestHeader:
         """The manifest's first line (counts, digests, parameters), read without the item lists."""
-        header = Manifest.load_header(self.folder)
-        if header is None:
-            raise FileNotFoundError(f"{self.owner}: {self.folder} has no readable {MANIFEST_NAME}")
-        return header
+        return self._published(Manifest.load_header(self.folder))
 
     def sources_digest(self) -> str:
         """Digest of the items as inputs of a downstream directory task (see :meth:`source_items`)."""
@@ -84,10 +81,12 @@ class DirectoryTarget(luigi.LocalTarget):
     @property
     def manifest(self) -> Manifest:
         """The current manifest; ``FileNotFoundError`` if the output was never published."""
-        manifest = Manifest.load(self.folder)
-        if manifest is None:
+        return self._published(Manifest.load(self.folder))
+
+    def _published(self, found: Any) -> Any:
+        if found is None:
             raise FileNotFoundError(f"{self.owner}: {self.folder} has no readable {MANIFEST_NAME}")
-        return manifest
+        return found
 
     def paths(self) -> list[Path]:
         """The item files, in item-name order."""
@@ -198,7 +197,8 @@ class DirectoryWriter:
         file = self.item_file(name)
         self.target.file_format.ensure_writable(obj, f"{self.target.owner} item {name!r}")
         path = self.staging / file
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if "/" in file:  # the staging folder itself exists; sub-folders are made on demand
+            path.parent.mkdir(parents=True, exist_ok=True)
         self.target.file_format.write(obj, path, **self.target.options)
         return Item(file=file, size=path.stat().st_size, checksum=checksum(path))
 

@@ -30,7 +30,8 @@ _BODY = ("items", "failed", "failed_sources", "skipped")
 
 def items_digest(pairs: Iterable[tuple[str, str | None]]) -> str:
     """A digest of ``(name, fingerprint)`` pairs with unique names, independent of their order."""
-    text = "\0".join(f"{name}\0{fingerprint}" for name, fingerprint in sorted(pairs))
+    by_name = dict(pairs)
+    text = "\0".join(f"{name}\0{by_name[name]}" for name in sorted(by_name))  # sorting str is cheap
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
@@ -111,7 +112,7 @@ class Manifest:
         """
         identity = _identity(folder)
         try:
-            return _parse(*identity) if identity else None
+            return _parsed.get(identity) if identity else None
         except (OSError, ValueError, TypeError, KeyError):
             return None
 
@@ -170,9 +171,37 @@ def _identity(folder: str | os.PathLike[str]) -> tuple[str, int, int, int] | Non
     return path, stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
-@functools.lru_cache(maxsize=2)  # a manifest of 100 000 items takes tens of MB parsed
-def _parse(path: str, inode: int, size: int, mtime_ns: int) -> Manifest:
-    return Manifest.from_json(Path(path).read_text(encoding="utf-8"))
+class _ParsedManifests:
+    """The last few parsed manifests, by file identity (inode, size, mtime): a manifest file is
+    replaced, never edited, so a new identity is a new manifest. A writer hands in the manifest
+    it just published, so the task downstream in the same process does not parse it again."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.entries: dict[tuple[str, int, int, int], Manifest] = {}
+
+    def get(self, identity: tuple[str, int, int, int]) -> Manifest:
+        found = self.entries.pop(identity, None)
+        if found is None:
+            found = Manifest.from_json(Path(identity[0]).read_text(encoding="utf-8"))
+        self.put(identity, found)
+        return found
+
+    def put(self, identity: tuple[str, int, int, int], manifest: Manifest) -> None:
+        self.entries = {k: v for k, v in self.entries.items() if k[0] != identity[0]}  # one per path
+        self.entries[identity] = manifest
+        while len(self.entries) > self.size:  # a manifest of 100 000 items takes tens of MB parsed
+            del self.entries[next(iter(self.entries))]
+
+
+_parsed = _ParsedManifests(size=3)
+
+
+def remember(folder: str | os.PathLike[str], manifest: Manifest) -> None:
+    """Note that ``manifest`` is what the folder's manifest file now holds (just written)."""
+    identity = _identity(folder)
+    if identity is not None:
+        _parsed.put(identity, manifest)
 
 
 @functools.lru_cache(maxsize=64)

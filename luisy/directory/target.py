@@ -28,7 +28,7 @@ import luigi
 from luisy import formats
 from luisy.atomic import TMP_MARKER, defer, temp_sibling
 from luisy.config import current_run
-from luisy.directory.manifest import MANIFEST_NAME, Item, Manifest, ManifestHeader, luisy_version
+from luisy.directory.manifest import MANIFEST_NAME, Item, Manifest, ManifestHeader, luisy_version, remember
 from luisy.errors import UnsafePathError
 from luisy.paths import with_extension
 
@@ -259,7 +259,7 @@ class DirectoryWriter:
         skipped = {n: s for n, s in current.skipped.items() if n in self.kept}
         skipped.update(self.skipped)
         return Manifest(
-            items=dict(sorted(items.items())),
+            items={name: items[name] for name in sorted(items)},
             failed=dict(sorted(self.failed.items())),
             failed_sources=dict(sorted(self.failed_sources.items())),
             skipped=dict(sorted(skipped.items())),
@@ -288,6 +288,7 @@ def _replace_manifest(folder: Path, manifest: Manifest) -> None:
     tmp = temp_sibling(folder / MANIFEST_NAME)
     tmp.write_text(manifest.to_json(), encoding="utf-8")
     os.replace(tmp, folder / MANIFEST_NAME)
+    remember(folder, manifest)
 
 
 def _now() -> str:

@@ -91,7 +91,7 @@ def reasons(task: luigi.Task) -> list[str]:
     found = _code_reasons(record, task)
     found += _changed("parameters changed", record.get("params", {}), now.params)
     old_upstream = record.get("upstream", {})
-    changed = sorted(k for k in set(old_upstream) | set(now.upstream) if old_upstream.get(k) != now.upstream.get(k))
+    changed = _differing(old_upstream, now.upstream)
     required = {t.task_id: t for t in flatten(task.requires()) + recorded_dynamic(task)}
     data = [str(required[k]) for k in changed if k in required and is_external(required[k])]
     other = [str(required[k]) if k in required else k for k in changed
@@ -107,15 +107,20 @@ def _code_reasons(record: dict, task: luigi.Task) -> list[str]:
     code = code_fingerprint(type(task))
     old = record.get("code", {})
     found = []
-    changed = sorted(k for k in set(old) | set(code.definitions) if old.get(k) != code.definitions.get(k))
+    changed = _differing(old, code.definitions)
     if changed:
         found.append("code changed: " + ", ".join(changed))
     found += _changed("versions changed", record.get("versions", {}), code.versions)
     return found
 
 
+def _differing(old: dict, new: dict) -> list[str]:
+    """Keys whose values differ, or that only one side has."""
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+
+
 def _changed(label: str, old: dict, new: dict) -> list[str]:
-    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    keys = _differing(old, new)
     if not keys:
         return []
     return [f"{label}: " + ", ".join(f"{k} {old.get(k, '(none)')} → {new.get(k, '(none)')}" for k in keys)]

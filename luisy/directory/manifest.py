@@ -125,10 +125,6 @@ class Manifest:
         except (OSError, ValueError, TypeError, KeyError):
             return None
 
-    def digest(self) -> str:
-        """A fingerprint of the content: item names and checksums, and the failed items."""
-        return self.header().content_digest
-
     def sources(self, with_failed: bool = False) -> dict[str, Any]:
         """Input name → fingerprint of the published (or deliberately skipped) item made from it.
 

@@ -249,6 +249,8 @@ class DirectoryInputTarget(luigi.LocalTarget):
         ``os.scandir`` rather than ``Path.glob``: a folder can hold 100 000 files.
         """
         found = []
+        matches = re.compile(fnmatch.translate(self.pattern)).match
+        whole_path = "/" in self.pattern
         folders = [("", self.path)]
         while folders:
             prefix, folder = folders.pop()
@@ -258,9 +260,8 @@ class DirectoryInputTarget(luigi.LocalTarget):
                     if entry.is_dir():
                         if self.recursive:
                             folders.append((rel + "/", entry.path))
-                    elif (TMP_MARKER not in entry.name and entry.is_file()
-                          and fnmatch.fnmatchcase(rel if "/" in self.pattern else entry.name, self.pattern)
-                          and (self.regex is None or self.regex.search(entry.name))):
+                    elif (matches(rel if whole_path else entry.name) and TMP_MARKER not in entry.name
+                          and entry.is_file() and (self.regex is None or self.regex.search(entry.name))):
                         found.append((rel, entry))
         found.sort(key=lambda pair: pair[0])
         return found

@@ -190,7 +190,7 @@ class _ParsedManifests:
             del self.entries[next(iter(self.entries))]
 
 
-_parsed = _ParsedManifests(size=3)
+_parsed = _ParsedManifests(size=2)  # a stage and its upstream
 
 
 def remember(folder: str | os.PathLike[str], manifest: Manifest) -> None:

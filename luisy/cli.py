@@ -91,11 +91,14 @@ def _fail(message: str) -> NoReturn:
 @click.group(cls=_LuisyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="luisy")
 def main() -> None:
-    """luisy: typed outputs, data layers and directory tasks on top of luigi.
+    """luisy: typed outputs, data layers, directory tasks and reruns on top of luigi.
+
+    TASK is module:Class or module.Class; its parameters follow it. See luisy COMMAND --help.
 
     \b
     Example:
         luisy run mypkg.tasks:Report --year 2024 --working-dir ./data
+        luisy plan mypkg.tasks:Report --year 2024
     """
 
 
@@ -143,10 +146,10 @@ def _task(task: str, working_dir: Path | None, task_args: Sequence[str]) -> Iter
 def run(task: str, working_dir: Path | None, task_args: tuple[str, ...], workers: int, processes: int | None,
         local_scheduler: bool, scheduler_url: str | None, retry_failed: bool | None, dry_run: bool,
         hash_update_mode: bool, verbose: bool) -> None:
-    """Run TASK (``module:Class`` or ``module.Class``) and everything it needs.
+    """Run TASK (module:Class or module.Class) and everything it needs.
 
-    Task parameters follow TASK as ``--name value`` (or ``--Task-name value`` for any task).
-    The exit status is 0 only when TASK is complete at the end.
+    Task parameters follow TASK as --name value (or --Task-name value for any task). The exit
+    status is 0 when TASK is complete at the end and no item failed, 1 otherwise, 2 for bad input.
 
     \b
     Example:
@@ -256,7 +259,7 @@ def scheduler(working_dir: Path | None, port: int, address: str, luigid_args: tu
     """Start luigi's central scheduler (luigid), keeping its state under the working directory.
 
     Other arguments go to luigid. Open http://ADDRESS:PORT to watch runs started with
-    ``luisy run --scheduler-url http://ADDRESS:PORT``.
+    luisy run --scheduler-url http://ADDRESS:PORT.
 
     \b
     Example:

@@ -165,18 +165,15 @@ def summarize(tasks: list[luigi.Task], result: LuigiRunResult) -> RunSummary:
     summary.failed = [(str(t), _first_error_line(result, t)) for t in sorted(sets["failed"], key=str)]
     summary.missing = sorted(map(str, sets["still_pending_ext"]))
     summary.not_run = sorted(map(str, sets["upstream_failure"] | sets["upstream_missing_dependency"]))
-    summary.items = [_item_counts(t) for t in sorted(sets["completed"], key=str) if _manifest(t)]
+    headers = ((t, _manifest_header(t)) for t in sorted(sets["completed"], key=str))
+    summary.items = [(str(t), h.processed, h.failed_count, h.item_count) for t, h in headers if h is not None]
     return summary
 
 
-def _manifest(task: luigi.Task) -> Any:
+def _manifest_header(task: luigi.Task) -> Any:
+    """The manifest header of a directory task's output, if it has one."""
     outputs = [o for o in flatten(task.output()) if isinstance(o, DirectoryTarget)]
     return outputs[0].header if outputs and outputs[0].exists() else None
-
-
-def _item_counts(task: luigi.Task) -> tuple[str, int, int, int]:
-    header = _manifest(task)
-    return str(task), header.processed, header.failed_count, header.item_count
 
 
 def _first_error_line(result: LuigiRunResult, task: luigi.Task) -> str:

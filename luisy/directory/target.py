@@ -216,11 +216,6 @@ class DirectoryWriter:
         self.failed[name] = error
         self.failed_sources[name] = source
 
-    def keep_failed(self, manifest: Manifest, names: Iterable[str]) -> None:
-        """Carry these failed items of ``manifest`` over, not retried (``retry_failed`` off)."""
-        for name in names:
-            self.fail(name, manifest.failed[name], manifest.failed_sources.get(name))
-
     def skip(self, name: str, source: str | None) -> None:
         """Record an item whose ``process`` returned ``None``: nothing to publish, nothing to redo."""
         self.skipped[name] = source

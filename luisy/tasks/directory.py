@@ -69,17 +69,21 @@ class DirectoryTask(Task):
         except NoFolderInput:
             return items_digest((t.task_id, as_upstream(t)) for t in flatten(self.requires()))
 
-    def pending(self, items: list[SourceItem] | None = None) -> tuple[list[SourceItem], set[str], set[str]]:
-        """Input items to process, names of published items to keep, and failed items to keep failed."""
+    def pending(self, items: list[SourceItem] | None = None,
+                ) -> tuple[list[SourceItem], set[str], dict[str, tuple[str, str | None]]]:
+        """Input items to process, names of published items to keep, and failures to keep as they are
+        (name → error and input fingerprint; only with ``retry_failed`` off)."""
         items = self.input_items() if items is None else items
         manifest = Manifest.load(self.output().folder)
         if manifest is None or not self._same_configuration(manifest):
-            return items, set(), set()
+            return items, set(), {}
         done = manifest.sources(with_failed=not retry_failed())
         todo = [item for item in items if item.name not in done or done[item.name] != item.fingerprint]
         todo_names = {item.name for item in todo}
         settled = {item.name for item in items if item.name not in todo_names}
-        return todo, settled & manifest.items.keys(), settled & manifest.failed.keys()
+        kept_failures = {name: (manifest.failed[name], manifest.failed_sources.get(name))
+                         for name in settled & manifest.failed.keys()}
+        return todo, settled & manifest.items.keys(), kept_failures
 
     def complete(self) -> bool:
         # Only the manifest's first line is read: it can list 100 000 items.
@@ -128,8 +132,8 @@ class DirectoryTask(Task):
         with self.output().writer(self) as writer:
             writer.inputs_digest = items_digest((item.name, item.fingerprint) for item in items)
             writer.keep(keep)
-            if keep_failed:
-                writer.keep_failed(Manifest.load(self.output().folder), keep_failed)
+            for name, (error, source) in keep_failed.items():
+                writer.fail(name, error, source)
             try:
                 for item, outcome in outcomes(self, todo, writer, resolve_processes(self.processes)):
                     progress.advance(failed=outcome.status == "fail")

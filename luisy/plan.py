@@ -14,6 +14,7 @@ from luigi.task import flatten
 
 from luisy.config import retry_failed
 from luisy.directory.manifest import Manifest
+from luisy.directory.sources import pairs
 from luisy.directory.target import DirectoryTarget
 from luisy.fingerprint import records
 from luisy.fingerprint.code import code_fingerprint
@@ -139,7 +140,7 @@ def _directory_reasons(task: luigi.Task) -> list[str]:
     if found:
         return [*found, "every item is processed again"]
     try:
-        items = {item.name: item.fingerprint for item in task.input_items()}
+        items = dict(pairs(task.input_items()))
     except Exception:
         items = None
     if items is not None:

@@ -24,6 +24,7 @@ import luigi
 
 from luisy import formats
 from luisy.atomic import TMP_MARKER, atomic_dir, atomic_file, defer
+from luisy.directory.sources import SourceItem, SourceItems, digest
 from luisy.errors import FileReadError
 
 _memory: ContextVar[dict[str, Any] | None] = ContextVar("luisy_memory_store", default=None)
@@ -276,13 +277,11 @@ class DirectoryInputTarget(luigi.LocalTarget):
             if obj is not None:
                 yield rel, obj
 
-    def source_items(self) -> list[Any]:
+    def source_items(self) -> SourceItems | list[SourceItem]:
         """The files as input items of a directory task, named by relative path without extension.
 
         The fingerprint is size and modification time, so a rerun sees edited files.
         """
-        from luisy.directory.target import SourceItem
-
         store = _memory.get()
         if store is not None:  # LuisyTestCase: a mapping name → object, or 1.x's list of objects
             given = store[self.path]
@@ -293,28 +292,28 @@ class DirectoryInputTarget(luigi.LocalTarget):
         key = self._scan_key()
         if scans is not None and key in scans:
             return scans[key]
-        items: dict[str, Any] = {}
+        paths: dict[str, str] = {}
+        fingerprints = []
         for rel, entry in self._files():
             name = os.path.splitext(rel)[0]
-            if name in items:
-                raise FileReadError(f"{self.owner}: {os.path.basename(items[name].path)} and {entry.name} would "
+            if name in paths:
+                raise FileReadError(f"{self.owner}: {os.path.basename(paths[name])} and {entry.name} would "
                                     f"both be item {name!r}; narrow the pattern")
+            paths[name] = entry.path
             stat = entry.stat()
-            items[name] = SourceItem(name, f"{stat.st_size}-{stat.st_mtime_ns}", entry.path, self._read_file)
-        found = list(items.values())
+            fingerprints.append(f"{stat.st_size}-{stat.st_mtime_ns}")
+        found = SourceItems(list(paths), fingerprints, list(paths.values()), self._read_file)
         if scans is not None:
             scans[key] = found
         return found
 
     def sources_digest(self) -> str:
         """Digest of the input items' names and fingerprints (see :meth:`source_items`)."""
-        from luisy.directory.manifest import items_digest
-
         scans = _scans.get() if self.external else None
         key = ("digest", *self._scan_key())
         if scans is not None and key in scans:
             return scans[key]
-        found = items_digest((item.name, item.fingerprint) for item in self.source_items())
+        found = digest(self.source_items())
         if scans is not None:
             scans[key] = found
         return found

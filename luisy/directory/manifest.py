@@ -18,7 +18,7 @@ import os
 import platform
 import socket
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -36,10 +36,7 @@ def items_digest(pairs: Iterable[tuple[str, str | None]]) -> str:
 
 
 class Item(NamedTuple):
-    """One published item: its file (relative to the folder), size, checksum, and input fingerprint.
-
-    A named tuple: a manifest holds one per item, up to hundreds of thousands, built on every read.
-    """
+    """One published item: its file (relative to the folder), size, checksum, and input fingerprint."""
 
     file: str
     size: int
@@ -47,11 +44,97 @@ class Item(NamedTuple):
     source: str | None = None
 
 
+class ItemTable(Mapping[str, Item]):
+    """The published items as a read-only mapping name → :class:`Item`, stored as columns sorted by name.
+
+    A manifest can list hundreds of thousands of items and is read on every run: columns of
+    strings are what JSON reads and writes fastest and what takes least memory. An :class:`Item`
+    is built only when one is asked for.
+    """
+
+    __slots__ = ("names", "files", "sizes", "checksums", "sources", "_positions")
+
+    def __init__(self, names: list[str], files: list[str], sizes: list[int], checksums: list[str],
+                 sources: list[str | None]) -> None:
+        if not len(names) == len(files) == len(sizes) == len(checksums) == len(sources):
+            raise ValueError("item columns of different lengths")
+        self.names, self.files, self.sizes, self.checksums, self.sources = names, files, sizes, checksums, sources
+        self._positions: dict[str, int] | None = None
+
+    @classmethod
+    def of(cls, items: Mapping[str, Item]) -> ItemTable:
+        """The table of ``items``, sorted by name."""
+        if isinstance(items, ItemTable):
+            return items
+        names = sorted(items)
+        rows = [items[name] for name in names]
+        return cls(names, [r.file for r in rows], [r.size for r in rows], [r.checksum for r in rows],
+                   [r.source for r in rows])
+
+    def positions(self) -> dict[str, int]:
+        """Name → row (built on first use: a dict of 100 000 names costs as much as parsing them)."""
+        if self._positions is None:
+            self._positions = dict(zip(self.names, range(len(self.names)), strict=True))
+        return self._positions
+
+    def merged(self, keep: Iterable[str], new: Mapping[str, Item]) -> ItemTable:
+        """The rows named in ``keep`` (if present), replaced or extended by ``new``, sorted by name."""
+        positions = self.positions()
+        rows = sorted(positions[name] for name in keep if name in positions and name not in new)
+        names = sorted([*(self.names[i] for i in rows), *new])
+        columns = (self.files, self.sizes, self.checksums, self.sources)
+        if not new:  # the common incremental case: a subset of the current rows, in order
+            return ItemTable(names, *([column[i] for i in rows] for column in columns))
+        row_of = dict(zip((self.names[i] for i in rows), rows, strict=True))
+        out: tuple[list[Any], ...] = ([], [], [], [])
+        for name in names:
+            row = row_of.get(name)
+            values = new[name] if row is None else [column[row] for column in columns]
+            for column, value in zip(out, values, strict=True):
+                column.append(value)
+        return ItemTable(names, *out)
+
+    def digest(self) -> str:
+        """:func:`items_digest` of ``(name, checksum)``."""
+        return items_digest(zip(self.names, self.checksums, strict=True))
+
+    def __getitem__(self, name: str) -> Item:
+        row = self.positions()[name]
+        return Item(self.files[row], self.sizes[row], self.checksums[row], self.sources[row])
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.positions()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, ItemTable):
+            return (self.names, self.files, self.sizes, self.checksums, self.sources) == (
+                other.names, other.files, other.sizes, other.checksums, other.sources)
+        return super().__eq__(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"ItemTable({len(self)} items)"
+
+
+def _empty_table() -> ItemTable:
+    return ItemTable([], [], [], [], [])
+
+
 @dataclass
 class Manifest:
-    """What a directory output holds. ``items`` and ``failed`` are keyed by item name."""
+    """What a directory output holds. ``items`` and ``failed`` are keyed by item name.
 
-    items: dict[str, Item] = field(default_factory=dict)
+    ``items`` may be given as any mapping name → :class:`Item`; it is kept as an :class:`ItemTable`.
+    """
+
+    items: ItemTable = field(default_factory=_empty_table)
     failed: dict[str, str] = field(default_factory=dict)
     #: Input fingerprint of each failed item, so an unchanged failure need not be retried.
     failed_sources: dict[str, str | None] = field(default_factory=dict)
@@ -72,10 +155,13 @@ class Manifest:
     #: Digest of the input items (name, fingerprint) the run saw; ``None`` for hand-written outputs.
     inputs_digest: str | None = None
 
+    def __post_init__(self) -> None:
+        self.items = ItemTable.of(self.items)
+
     def header(self) -> ManifestHeader:
         """The first line's content."""
         values = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _BODY}
-        items = items_digest((name, item.checksum) for name, item in self.items.items())
+        items = self.items.digest()
         return ManifestHeader(
             **values, item_count=len(self.items), failed_count=len(self.failed), items_digest=items,
             content_digest=items_digest([("", items), *((name, "failed") for name in self.failed)]),
@@ -84,10 +170,9 @@ class Manifest:
     def to_json(self) -> str:
         header = {"schema": SCHEMA, **asdict(self.header())}
         body: dict[str, Any] = {name: getattr(self, name) for name in _BODY if name != "items"}
-        # Items as columns: lists of strings are the fastest JSON there is to read and write.
-        columns = list(zip(*self.items.values(), strict=True)) or [(), (), (), ()]
-        body.update(names=list(self.items), files=columns[0], sizes=columns[1], checksums=columns[2],
-                    sources=columns[3])
+        table = self.items
+        body.update(names=table.names, files=table.files, sizes=table.sizes, checksums=table.checksums,
+                    sources=table.sources)
         # No indent: only then does json use its C encoder.
         return json.dumps(header, sort_keys=True) + "\n" + json.dumps(body, separators=(",", ":"))
 
@@ -98,8 +183,7 @@ class Manifest:
         if header.get("schema") != SCHEMA:
             raise ValueError(f"manifest schema {header.get('schema')!r}, this luisy reads {SCHEMA}")
         body = json.loads(rest)
-        items = dict(zip(body.pop("names"), map(Item, body.pop("files"), body.pop("sizes"), body.pop("checksums"),
-                                                body.pop("sources")), strict=True))
+        items = ItemTable(*(body.pop(column) for column in ("names", "files", "sizes", "checksums", "sources")))
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in header.items() if k in known}, items=items, **body)
 
@@ -130,7 +214,7 @@ class Manifest:
 
         ``with_failed``: failed items count as settled too.
         """
-        done: dict[str, Any] = {name: item.source for name, item in self.items.items()}
+        done: dict[str, Any] = dict(zip(self.items.names, self.items.sources, strict=True))
         done.update(self.skipped)
         if with_failed:
             done.update((name, self.failed_sources.get(name)) for name in self.failed)

@@ -9,12 +9,13 @@ from __future__ import annotations
 import multiprocessing
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from luisy.directory.manifest import Item
-from luisy.directory.target import DirectoryWriter, SourceItem
+from luisy.directory.sources import SourceItem
+from luisy.directory.target import DirectoryWriter
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ class Outcome:
     error: str = ""
 
 
-def process_one(task: Any, items: list[SourceItem], index: int, writer: DirectoryWriter) -> Outcome:
+def process_one(task: Any, items: Sequence[SourceItem], index: int, writer: DirectoryWriter) -> Outcome:
     """Process and write ``items[index]``; exceptions become a ``fail`` outcome."""
     item = items[index]
     try:
@@ -41,10 +42,10 @@ def process_one(task: Any, items: list[SourceItem], index: int, writer: Director
 
 
 # Set in each forked worker by _init_worker; a worker serves one run only.
-_WORKER: tuple[Any, list[SourceItem], DirectoryWriter] | None = None
+_WORKER: tuple[Any, Sequence[SourceItem], DirectoryWriter] | None = None
 
 
-def _init_worker(task: Any, items: list[SourceItem], writer: DirectoryWriter) -> None:
+def _init_worker(task: Any, items: Sequence[SourceItem], writer: DirectoryWriter) -> None:
     global _WORKER
     _WORKER = (task, items, writer)
 
@@ -55,7 +56,7 @@ def _work(index: int) -> Outcome:
     return process_one(task, items, index, writer)
 
 
-def outcomes(task: Any, items: list[SourceItem], writer: DirectoryWriter,
+def outcomes(task: Any, items: Sequence[SourceItem], writer: DirectoryWriter,
              processes: int) -> Iterator[tuple[SourceItem, Outcome]]:
     """Yield ``(item, outcome)`` per item, in completion order."""
     if processes <= 1 or len(items) <= 1:

@@ -17,32 +17,21 @@ import hashlib
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
-from typing import Any, NamedTuple, TextIO
+from typing import Any, TextIO
 
 import luigi
 
 from luisy import formats
 from luisy.atomic import TMP_MARKER, defer, temp_sibling
 from luisy.config import current_run
-from luisy.directory.manifest import MANIFEST_NAME, Item, Manifest, ManifestHeader, luisy_version, remember
+from luisy.directory.manifest import MANIFEST_NAME, Item, ItemTable, Manifest, ManifestHeader, luisy_version, remember
+from luisy.directory.sources import SourceItems
 from luisy.errors import UnsafePathError
 from luisy.paths import with_extension
-
-
-class SourceItem(NamedTuple):
-    """An input item: its name, a fingerprint of its content, its file, and the reader of that file."""
-
-    name: str
-    fingerprint: str
-    path: str
-    reader: Callable[[str], Any]
-
-    def load(self) -> Any:
-        return self.reader(self.path)
 
 
 class DirectoryTarget(luigi.LocalTarget):
@@ -106,12 +95,12 @@ class DirectoryTarget(luigi.LocalTarget):
         """The item objects, lazily (luisy 1.x returned a generator too)."""
         return (obj for _, obj in self.items())
 
-    def source_items(self) -> list[SourceItem]:
+    def source_items(self) -> SourceItems:
         """The items as inputs of a downstream directory task; the checksum is the fingerprint."""
-        manifest = self.manifest
-        read = functools.partial(self.file_format.read, **self.options)
+        table = self.manifest.items
         prefix = os.path.join(self.path, "")
-        return [SourceItem(name, item.checksum, prefix + item.file, read) for name, item in manifest.items.items()]
+        return SourceItems(table.names, table.checksums, [prefix + file for file in table.files],
+                           functools.partial(self.file_format.read, **self.options))
 
     def restamp(self, task: luigi.Task) -> None:
         """Record ``task``'s current parameters and code fingerprint in the manifest, items unchanged."""
@@ -234,27 +223,28 @@ class DirectoryWriter:
             lock.write("publishing\n")
             lock.flush()
             current = Manifest.load(folder) or Manifest()
-            taken = {item.file for item in current.items.values()}
-            items = {n: current.items[n] for n in self.kept if n in current.items}
+            taken = set(current.items.files)
+            moved = {}
             for name, item in self.new.items():
                 file = item.file if item.file not in taken else _variant(item.file)
                 destination = folder / file
-                destination.parent.mkdir(parents=True, exist_ok=True)
+                if "/" in file:
+                    destination.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(self.staging / item.file, destination)
-                items[name] = item._replace(file=file)
-            manifest = self._manifest(items, current)
+                moved[name] = item._replace(file=file)
+            manifest = self._manifest(current.items.merged(self.kept, moved), current)
             _replace_manifest(folder, manifest)
             remove_unlisted(folder, manifest, None if interrupted else taken)
             lock.truncate(0)
         self.abort()
         return manifest
 
-    def _manifest(self, items: dict[str, Item], current: Manifest) -> Manifest:
+    def _manifest(self, items: ItemTable, current: Manifest) -> Manifest:
         task = self.task
         skipped = {n: s for n, s in current.skipped.items() if n in self.kept}
         skipped.update(self.skipped)
         return Manifest(
-            items={name: items[name] for name in sorted(items)},
+            items=items,
             failed=dict(sorted(self.failed.items())),
             failed_sources=dict(sorted(self.failed_sources.items())),
             skipped=dict(sorted(skipped.items())),
@@ -339,7 +329,7 @@ def remove_stale_staging(folder: Path) -> None:
 
 def remove_unlisted(folder: Path, manifest: Manifest, candidates: Iterable[str] | None = None) -> None:
     """Delete files ``manifest`` does not list: among ``candidates`` (relative paths), or all of them."""
-    listed = {item.file for item in manifest.items.values()}
+    listed = set(manifest.items.files)
     listed.add(MANIFEST_NAME)
     if candidates is not None:
         for rel in candidates:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from luigi.task import flatten
@@ -11,7 +12,8 @@ from luisy import formats
 from luisy.config import current_run, resolve_processes, retry_failed
 from luisy.directory.manifest import Manifest, items_digest
 from luisy.directory.runner import Outcome, Progress, outcomes, report_status
-from luisy.directory.target import DirectoryTarget, DirectoryWriter, SourceItem
+from luisy.directory.sources import SourceItem, SourceItems, digest, pairs
+from luisy.directory.target import DirectoryTarget, DirectoryWriter
 from luisy.errors import LuisyError
 from luisy.fingerprint.code import code_fingerprint
 from luisy.fingerprint.task import as_upstream, is_external
@@ -21,6 +23,7 @@ from luisy.tasks.base import Task
 logger = logging.getLogger("luisy")
 
 ON_ERROR = ("raise", "skip")
+_MISSING = object()
 
 
 class ItemError(LuisyError):
@@ -50,7 +53,7 @@ class DirectoryTask(Task):
         """The output object for input item ``name`` (``None`` skips it)."""
         raise NotImplementedError(f"{type(self).__name__} must implement process(self, name, obj)")
 
-    def input_items(self) -> list[SourceItem]:
+    def input_items(self) -> Sequence[SourceItem]:
         """The input items, from the single requirement's folder."""
         return self._folder_input().source_items()
 
@@ -69,8 +72,8 @@ class DirectoryTask(Task):
         except NoFolderInput:
             return items_digest((t.task_id, as_upstream(t)) for t in flatten(self.requires()))
 
-    def pending(self, items: list[SourceItem] | None = None,
-                ) -> tuple[list[SourceItem], set[str], dict[str, tuple[str, str | None]]]:
+    def pending(self, items: Sequence[SourceItem] | None = None,
+                ) -> tuple[Sequence[SourceItem], set[str], dict[str, tuple[str, str | None]]]:
         """Input items to process, names of published items to keep, and failures to keep as they are
         (name → error and input fingerprint; only with ``retry_failed`` off)."""
         items = self.input_items() if items is None else items
@@ -78,12 +81,14 @@ class DirectoryTask(Task):
         if manifest is None or not self._same_configuration(manifest):
             return items, set(), {}
         done = manifest.sources(with_failed=not retry_failed())
-        todo = [item for item in items if item.name not in done or done[item.name] != item.fingerprint]
-        todo_names = {item.name for item in todo}
-        settled = {item.name for item in items if item.name not in todo_names}
+        rows = [row for row, (name, fingerprint) in enumerate(pairs(items))
+                if done.get(name, _MISSING) != fingerprint]
+        todo = items.select(rows) if isinstance(items, SourceItems) else [items[row] for row in rows]
+        todo_names = {name for name, _ in pairs(todo)}
+        settled = [name for name, _ in pairs(items) if name not in todo_names]
         kept_failures = {name: (manifest.failed[name], manifest.failed_sources.get(name))
-                         for name in settled & manifest.failed.keys()}
-        return todo, settled & manifest.items.keys(), kept_failures
+                         for name in settled if name in manifest.failed}
+        return todo, {name for name in settled if name in manifest.items}, kept_failures
 
     def complete(self) -> bool:
         # Only the manifest's first line is read: it can list 100 000 items.
@@ -130,7 +135,7 @@ class DirectoryTask(Task):
         todo, keep, keep_failed = self.pending(items)
         progress = Progress(self, len(todo))
         with self.output().writer(self) as writer:
-            writer.inputs_digest = items_digest((item.name, item.fingerprint) for item in items)
+            writer.inputs_digest = digest(items)
             writer.keep(keep)
             for name, (error, source) in keep_failed.items():
                 writer.fail(name, error, source)

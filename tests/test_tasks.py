@@ -284,6 +284,42 @@ def test_directory_input_reads_by_extension(luisy_working_dir):
     assert [p.name for p in OnlyNpy().output().paths()] == ["a.npy"]
 
 
+def test_directory_input_source_items_are_named_by_path_without_extension(luisy_working_dir):
+    folder = luisy_working_dir / "tp" / "raw" / "named"
+    (folder / "sub.d").mkdir(parents=True)
+    for rel in ("a.npy", "b.tar.npy", ".hidden", "sub.d/c.npy", "sub.d/..x"):
+        (folder / rel).write_text("x")
+
+    @luisy.project_name("tp")
+    @luisy.raw
+    @luisy.directory_input(recursive=True)
+    class Named(luisy.ExternalTask):
+        def get_folder_name(self):
+            return "named"
+
+    items = Named().output().source_items()
+    assert [item.name for item in items] == [".hidden", "a", "b.tar", "sub.d/..x", "sub.d/c"]
+    assert all(item.fingerprint.startswith("1-") for item in items)  # size-mtime
+    assert items[1].path == str(folder / "a.npy")
+
+
+def test_directory_input_two_files_one_item_name_is_an_error(luisy_working_dir):
+    folder = luisy_working_dir / "tp" / "raw" / "twins"
+    folder.mkdir(parents=True)
+    np.save(folder / "a.npy", np.arange(3))
+    (folder / "a.json").write_text("[1]")
+
+    @luisy.project_name("tp")
+    @luisy.raw
+    @luisy.directory_input
+    class Twins(luisy.ExternalTask):
+        def get_folder_name(self):
+            return "twins"
+
+    with pytest.raises(Exception, match=r"Twins\(\): a\.json and a\.npy would both be item 'a'; narrow the pattern"):
+        Twins().output().source_items()
+
+
 def test_directory_input_unreadable_file_names_file(luisy_working_dir):
     folder = luisy_working_dir / "tp" / "raw" / "broken"
     folder.mkdir(parents=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import json
 import os
 import platform
@@ -30,8 +31,11 @@ _BODY = ("items", "failed", "failed_sources", "skipped")
 
 def items_digest(pairs: Iterable[tuple[str, str | None]]) -> str:
     """A digest of ``(name, fingerprint)`` pairs with unique names, independent of their order."""
-    by_name = dict(pairs)
-    text = "\0".join(f"{name}\0{by_name[name]}" for name in sorted(by_name))  # sorting str is cheap
+    rows = sorted(dict(pairs).items())  # names are unique: only they are compared
+    try:
+        text = "\0".join(itertools.chain.from_iterable(rows))
+    except TypeError:  # a fingerprint that is not a str (None): the same text, built slower
+        text = "\0".join(f"{name}\0{fingerprint}" for name, fingerprint in rows)
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
@@ -79,12 +83,13 @@ class ItemTable(Mapping[str, Item]):
 
     def merged(self, keep: Iterable[str], new: Mapping[str, Item]) -> ItemTable:
         """The rows named in ``keep`` (if present), replaced or extended by ``new``, sorted by name."""
-        positions = self.positions()
-        rows = sorted(positions[name] for name in keep if name in positions and name not in new)
-        names = sorted([*(self.names[i] for i in rows), *new])
+        keep = keep if isinstance(keep, (set, frozenset)) else set(keep)
+        mask = [name in keep and name not in new for name in self.names]
         columns = (self.files, self.sizes, self.checksums, self.sources)
         if not new:  # the common incremental case: a subset of the current rows, in order
-            return ItemTable(names, *([column[i] for i in rows] for column in columns))
+            return ItemTable(*(list(itertools.compress(column, mask)) for column in (self.names, *columns)))
+        rows = list(itertools.compress(range(len(mask)), mask))
+        names = sorted([*(self.names[i] for i in rows), *new])
         row_of = dict(zip((self.names[i] for i in rows), rows, strict=True))
         out: tuple[list[Any], ...] = ([], [], [], [])
         for name in names:

@@ -81,14 +81,17 @@ class DirectoryTask(Task):
         if manifest is None or not self._same_configuration(manifest):
             return items, set(), {}
         done = manifest.sources(with_failed=not retry_failed())
-        rows = [row for row, (name, fingerprint) in enumerate(pairs(items))
-                if done.get(name, _MISSING) != fingerprint]
+        published = manifest.items.positions()
+        rows, keep, kept_failures = [], set(), {}
+        for row, (name, fingerprint) in enumerate(pairs(items)):
+            if done.get(name, _MISSING) != fingerprint:
+                rows.append(row)
+            elif name in published:
+                keep.add(name)
+            elif name in manifest.failed:
+                kept_failures[name] = (manifest.failed[name], manifest.failed_sources.get(name))
         todo = items.select(rows) if isinstance(items, SourceItems) else [items[row] for row in rows]
-        todo_names = {name for name, _ in pairs(todo)}
-        settled = [name for name, _ in pairs(items) if name not in todo_names]
-        kept_failures = {name: (manifest.failed[name], manifest.failed_sources.get(name))
-                         for name in settled if name in manifest.failed}
-        return todo, {name for name in settled if name in manifest.items}, kept_failures
+        return todo, keep, kept_failures
 
     def complete(self) -> bool:
         # Only the manifest's first line is read: it can list 100 000 items.

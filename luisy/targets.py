@@ -316,14 +316,7 @@ class DirectoryInputTarget(luigi.LocalTarget):
 
     def sources_digest(self) -> str:
         """Digest of the input items' names and fingerprints (see :meth:`source_items`)."""
-        scans = _scans.get() if self.external else None
-        key = ("digest", *self._scan_key())
-        if scans is not None and key in scans:
-            return scans[key]
-        found = digest(self.source_items())
-        if scans is not None:
-            scans[key] = found
-        return found
+        return digest(self.source_items())  # kept with the items listed within scan_once()
 
     def _scan_key(self) -> tuple:
         return self.path, self.pattern, self.regex and self.regex.pattern, self.recursive, self.read_file_func

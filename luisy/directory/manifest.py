@@ -31,11 +31,12 @@ _BODY = ("items", "failed", "failed_sources", "skipped")
 
 def items_digest(pairs: Iterable[tuple[str, str | None]]) -> str:
     """A digest of ``(name, fingerprint)`` pairs with unique names, independent of their order."""
-    rows = sorted(dict(pairs).items())  # names are unique: only they are compared
+    by_name = dict(pairs)
+    names = sorted(by_name)  # sorting str, not tuples: twice as fast
     try:
-        text = "\0".join(itertools.chain.from_iterable(rows))
+        text = "\0".join(itertools.chain.from_iterable(zip(names, map(by_name.__getitem__, names), strict=True)))
     except TypeError:  # a fingerprint that is not a str (None): the same text, built slower
-        text = "\0".join(f"{name}\0{fingerprint}" for name, fingerprint in rows)
+        text = "\0".join(f"{name}\0{by_name[name]}" for name in names)
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
@@ -56,7 +57,7 @@ class ItemTable(Mapping[str, Item]):
     is built only when one is asked for.
     """
 
-    __slots__ = ("names", "files", "sizes", "checksums", "sources", "_positions")
+    __slots__ = ("names", "files", "sizes", "checksums", "sources", "_positions", "_digest")
 
     def __init__(self, names: list[str], files: list[str], sizes: list[int], checksums: list[str],
                  sources: list[str | None]) -> None:
@@ -64,6 +65,7 @@ class ItemTable(Mapping[str, Item]):
             raise ValueError("item columns of different lengths")
         self.names, self.files, self.sizes, self.checksums, self.sources = names, files, sizes, checksums, sources
         self._positions: dict[str, int] | None = None
+        self._digest: str | None = None
 
     @classmethod
     def of(cls, items: Mapping[str, Item]) -> ItemTable:
@@ -101,7 +103,9 @@ class ItemTable(Mapping[str, Item]):
 
     def digest(self) -> str:
         """:func:`items_digest` of ``(name, checksum)``."""
-        return items_digest(zip(self.names, self.checksums, strict=True))
+        if self._digest is None:  # the table is never changed: once is enough
+            self._digest = items_digest(zip(self.names, self.checksums, strict=True))
+        return self._digest
 
     def __getitem__(self, name: str) -> Item:
         row = self.positions()[name]
@@ -189,6 +193,7 @@ class Manifest:
             raise ValueError(f"manifest schema {header.get('schema')!r}, this luisy reads {SCHEMA}")
         body = json.loads(rest)
         items = ItemTable(*(body.pop(column) for column in ("names", "files", "sizes", "checksums", "sources")))
+        items._digest = header.get("items_digest")  # written with these columns
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in header.items() if k in known}, items=items, **body)
 

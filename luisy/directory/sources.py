@@ -28,13 +28,15 @@ class SourceItems(Sequence[SourceItem]):
     nothing to traverse.
     """
 
-    __slots__ = ("names", "fingerprints", "paths", "reader")
+    __slots__ = ("names", "fingerprints", "paths", "reader", "_digest")
 
     def __init__(self, names: list[str], fingerprints: list[str], paths: list[str],
-                 reader: Callable[[str], Any]) -> None:
+                 reader: Callable[[str], Any], digest: str | None = None) -> None:
+        """``digest``: the :func:`digest` of these items, if already known."""
         if not len(names) == len(fingerprints) == len(paths):
             raise ValueError("source item columns of different lengths")
         self.names, self.fingerprints, self.paths, self.reader = names, fingerprints, paths, reader
+        self._digest = digest
 
     @overload
     def __getitem__(self, index: int) -> SourceItem: ...
@@ -74,4 +76,8 @@ def pairs(items: Sequence[SourceItem]) -> Iterable[tuple[str, str]]:
 
 def digest(items: Sequence[SourceItem]) -> str:
     """:func:`~luisy.directory.manifest.items_digest` of the items' names and fingerprints."""
-    return items_digest(pairs(items))
+    if not isinstance(items, SourceItems):
+        return items_digest(pairs(items))
+    if items._digest is None:  # the columns are never changed: once is enough
+        items._digest = items_digest(pairs(items))
+    return items._digest

@@ -100,7 +100,7 @@ class DirectoryTarget(luigi.LocalTarget):
         table = self.manifest.items
         prefix = os.path.join(self.path, "")
         return SourceItems(table.names, table.checksums, [prefix + file for file in table.files],
-                           functools.partial(self.file_format.read, **self.options))
+                           functools.partial(self.file_format.read, **self.options), digest=table.digest())
 
     def restamp(self, task: luigi.Task) -> None:
         """Record ``task``'s current parameters and code fingerprint in the manifest, items unchanged."""

@@ -11,6 +11,7 @@ only this line, however many items the second line lists.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import hashlib
 import itertools
@@ -87,19 +88,22 @@ class ItemTable(Mapping[str, Item]):
         """The rows named in ``keep`` (if present), replaced or extended by ``new``, sorted by name."""
         keep = keep if isinstance(keep, (set, frozenset)) else set(keep)
         mask = [name in keep and name not in new for name in self.names]
-        columns = (self.files, self.sizes, self.checksums, self.sources)
-        if not new:  # the common incremental case: a subset of the current rows, in order
-            return ItemTable(*(list(itertools.compress(column, mask)) for column in (self.names, *columns)))
-        rows = list(itertools.compress(range(len(mask)), mask))
-        names = sorted([*(self.names[i] for i in rows), *new])
-        row_of = dict(zip((self.names[i] for i in rows), rows, strict=True))
-        out: tuple[list[Any], ...] = ([], [], [], [])
-        for name in names:
-            row = row_of.get(name)
-            values = new[name] if row is None else [column[row] for column in columns]
-            for column, value in zip(out, values, strict=True):
+        kept = [list(itertools.compress(column, mask))
+                for column in (self.names, self.files, self.sizes, self.checksums, self.sources)]
+        if not new or not kept[0]:
+            return ItemTable(*kept) if not new else ItemTable.of(new)
+        # Few new rows among many kept ones (a rerun): splice them in by bisection.
+        out: list[list[Any]] = [[], [], [], [], []]
+        start = 0
+        for name in sorted(new):
+            stop = bisect.bisect_left(kept[0], name, start)
+            for column, kept_column, value in zip(out, kept, (name, *new[name]), strict=True):
+                column.extend(kept_column[start:stop])
                 column.append(value)
-        return ItemTable(names, *out)
+            start = stop
+        for column, kept_column in zip(out, kept, strict=True):
+            column.extend(kept_column[start:])
+        return ItemTable(*out)
 
     def digest(self) -> str:
         """:func:`items_digest` of ``(name, checksum)``."""

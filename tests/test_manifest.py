@@ -1,0 +1,70 @@
+"""The manifest's item table, its JSON form and its digests (the bookkeeping of every rerun)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from luisy.directory.manifest import Item, ItemTable, Manifest, items_digest
+from luisy.directory.sources import SourceItems, digest
+
+
+def _random_items(rng: random.Random, count: int, prefix: str) -> dict[str, Item]:
+    return {f"n{rng.randrange(60):02d}": Item(f"{prefix}{i}.npy", i, f"{prefix}c{i}", f"s{i}") for i in range(count)}
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_merged_keeps_replaces_and_adds_like_a_dict(seed):
+    rng = random.Random(seed)
+    current = _random_items(rng, rng.randrange(30), "f")
+    keep = {name for name in current if rng.random() < 0.7} | {"not-there"}
+    new = _random_items(rng, rng.randrange(8), "g")
+    expected = {name: current[name] for name in keep if name in current} | new
+
+    merged = ItemTable.of(current).merged(keep, new)
+
+    assert merged.names == sorted(expected)
+    assert dict(merged.items()) == expected
+    assert merged.digest() == items_digest((name, item.checksum) for name, item in expected.items())
+
+
+def test_table_is_a_read_only_mapping_of_items():
+    table = ItemTable.of({"b": Item("b.npy", 2, "cb"), "a": Item("a.npy", 1, "ca", "src")})
+    assert list(table) == ["a", "b"] and len(table) == 2 and "a" in table and "z" not in table
+    assert table["a"] == Item("a.npy", 1, "ca", "src")
+    assert table == {"a": Item("a.npy", 1, "ca", "src"), "b": Item("b.npy", 2, "cb")}
+    with pytest.raises(KeyError):
+        table["z"]
+    with pytest.raises(ValueError, match="different lengths"):
+        ItemTable(["a"], [], [], [], [])
+
+
+def test_json_round_trip_keeps_items_failures_and_digests():
+    manifest = Manifest(items={"x": Item("x.npy", 3, "cx", "1-2"), "w": Item("w.npy", 4, "cw", None)},
+                        failed={"y": "ValueError: bad"}, failed_sources={"y": "5-6"}, skipped={"z": "7-8"},
+                        task="T", params={"p": "1"}, code_fingerprint="code")
+    again = Manifest.from_json(manifest.to_json())
+    assert again.items == manifest.items and again.items.names == ["w", "x"]
+    assert (again.failed, again.failed_sources, again.skipped) == ({"y": "ValueError: bad"}, {"y": "5-6"}, {"z": "7-8"})
+    assert again.header() == manifest.header()
+    assert again.sources() == {"w": None, "x": "1-2", "z": "7-8"}
+    assert again.sources(with_failed=True)["y"] == "5-6"
+
+
+def test_digest_ignores_order_and_sees_every_change():
+    pairs = [("a", "1"), ("b", "2"), ("c", None)]
+    assert items_digest(pairs) == items_digest(reversed(pairs))
+    assert items_digest(pairs) != items_digest([("a", "1"), ("b", "3"), ("c", None)])
+    assert items_digest(pairs) != items_digest(pairs[:2])
+    columns = SourceItems(["b", "a"], ["2", "1"], ["/b", "/a"], str)
+    assert digest(columns) == items_digest([("a", "1"), ("b", "2")]) == digest(list(columns))
+
+
+def test_source_items_build_items_on_demand():
+    items = SourceItems(["a", "b", "c"], ["1", "2", "3"], ["/a", "/b", "/c"], str.upper)
+    assert items[1].name == "b" and items[1].load() == "/B"
+    assert [item.name for item in items[1:]] == ["b", "c"]
+    assert [item.path for item in items.select([2, 0])] == ["/c", "/a"]
+    with pytest.raises(ValueError, match="different lengths"):
+        SourceItems(["a"], [], [], str)

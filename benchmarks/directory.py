@@ -1,7 +1,9 @@
 """Directory tasks against a plain Python loop and against luigi with one task per file (§5).
 
-The work per item: read a 32×32 RGB PNG (scikit-image), convert it to grayscale, save it as
-``.npy``. For each N the script prints one table row per case; each case runs in a fresh
+The work per item: read a 32×32 RGB PNG, convert it to grayscale (scikit-image), save it as
+``.npy``. Every case reads the PNGs with the same function, luisy's reader for ``.png`` (Pillow
+directly, for images scikit-image would return unconverted), so the cases differ only in how the
+work is organised. For each N the script prints one table row per case; each case runs in a fresh
 process, and its time and peak RSS (that process and its children) are measured there.
 
 Cases:
@@ -50,6 +52,10 @@ HERE = Path(__file__).resolve().parent
 class Pngs(luisy.ExternalTask):
     def get_folder_name(self) -> str:
         return "pngs"
+
+
+def read_png(path: str | os.PathLike[str]) -> np.ndarray:
+    return luisy.formats.for_path(path).read(path)
 
 
 def to_gray(rgb: np.ndarray) -> np.ndarray:
@@ -119,11 +125,9 @@ class OneGray(luigi.Task):
         return luigi.LocalTarget(os.path.join(self.out, Path(self.path).stem + ".npy"))
 
     def run(self) -> None:
-        from skimage.io import imread
-
         with self.output().temporary_path() as tmp:
             with open(tmp, "wb") as f:
-                np.save(f, to_gray(imread(self.path)))
+                np.save(f, to_gray(read_png(self.path)))
 
 
 class AllGray(luigi.WrapperTask):
@@ -138,9 +142,8 @@ class AllGray(luigi.WrapperTask):
 
 def busy_work(path: Path) -> np.ndarray:
     from skimage.filters import gaussian
-    from skimage.io import imread
 
-    gray = to_gray(imread(path))
+    gray = to_gray(read_png(path))
     for _ in range(80):
         gray = gaussian(gray, sigma=1.0)
     return gray
@@ -166,14 +169,12 @@ def busy_plain(folder: Path, out: Path, processes: int) -> None:
 
 
 def plain_loop(folder: Path, out: Path) -> None:
-    from skimage.io import imread
-
     out.mkdir(parents=True)
     for path in sorted(folder.glob("*.png")):
         final = out / (path.stem + ".npy")
         tmp = out / f".{path.stem}.tmp"
         with open(tmp, "wb") as f:
-            np.save(f, to_gray(imread(path)))
+            np.save(f, to_gray(read_png(path)))
         os.replace(tmp, final)
 
 

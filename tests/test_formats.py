@@ -159,3 +159,41 @@ def test_targets_1x_constructors(tmp_path):
     target = targets.ParquetTarget(path=tmp_path / "f.parquet")
     target.write(DF)
     pd.testing.assert_frame_equal(target.read(), DF)
+
+
+def _images(folder):
+    """One file per kind of image scikit-image reads differently; yields (path, fast path expected)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 255, (9, 7, 3), dtype=np.uint8)
+    alpha = rng.integers(0, 255, (9, 7, 1), dtype=np.uint8)
+    plain = {
+        "l.png": Image.fromarray(rgb[..., 0]), "la.png": Image.fromarray(np.dstack([rgb[..., 0], alpha]), "LA"),
+        "rgb.png": Image.fromarray(rgb), "rgba.png": Image.fromarray(np.dstack([rgb, alpha])),
+        "rgb.jpg": Image.fromarray(rgb), "l.jpeg": Image.fromarray(rgb[..., 0]), "rgb.bmp": Image.fromarray(rgb),
+    }
+    converted = {
+        "p.png": Image.fromarray(rgb).convert("P"), "bw.png": Image.fromarray(rgb[..., 0]).convert("1"),
+        "i16.png": Image.fromarray(rgb[..., 0].astype(np.uint16) * 250),
+    }
+    for name, image in {**plain, **converted}.items():
+        image.save(folder / name)
+        yield folder / name, name in plain
+    frames = [Image.fromarray(rgb), Image.fromarray(255 - rgb)]
+    frames[0].save(folder / "anim.png", save_all=True, append_images=frames[1:])
+    yield folder / "anim.png", False
+
+
+def test_images_read_as_scikit_image_reads_them(tmp_path):
+    import skimage.io
+
+    from luisy import formats
+
+    for path, fast in _images(tmp_path):
+        expected = skimage.io.imread(path)
+        got = formats.for_path(path).read(path)
+        assert got.dtype == expected.dtype and got.shape == expected.shape, path.name
+        np.testing.assert_array_equal(got, expected, err_msg=path.name)
+        assert got.flags.writeable, path.name
+        assert (formats._read_with_pillow(str(path)) is not None) == fast, path.name

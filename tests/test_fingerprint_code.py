@@ -233,3 +233,19 @@ def test_frozen_and_stdlib_modules_are_neither_analysed_nor_versioned(project):
 def test_cached_per_class(project):
     tasks = project.load()
     assert code_fingerprint(tasks.Scaled) is code_fingerprint(tasks.Scaled)
+
+
+def test_library_versions_by_distribution_whatever_its_name():
+    import importlib.metadata
+
+    import numpy as np
+    import PIL
+    import skimage
+
+    from luisy.fingerprint import code
+
+    # named like its module; named otherwise (scikit-image, pillow); not installed
+    assert code._version("numpy") == ("numpy", np.__version__)
+    assert code._version("skimage") == ("scikit-image", skimage.__version__)
+    assert code._version("PIL") == (importlib.metadata.distribution("pillow").metadata["Name"], PIL.__version__)
+    assert code._version("no_such_module_here") is None

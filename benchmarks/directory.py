@@ -21,6 +21,10 @@ Cases:
   ``multiprocessing.Pool(2)`` (what two processes can gain on this machine at best), and luisy
   with 1 and 2 item processes.
 
+File-system noise on shared machines only ever adds time, so the file-bound cases (plain loop,
+luisy, no-op, +10) run ``--repeat`` times for N ≤ 10 000 and the fastest run is reported, as
+``timeit`` does; each case starts after an ``os.sync()``.
+
 Usage: ``python benchmarks/directory.py [--sizes 1000 3000 10000 100000] [--luigi-max 3000]``.
 """
 
@@ -33,6 +37,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -205,10 +210,21 @@ def run_case(case: str, working_dir: str) -> None:
 
 
 def in_fresh_process(case: str, working_dir: Path) -> dict[str, float]:
+    os.sync()  # the previous case's dirty pages are written back now, not during this one
     code = f"import sys; sys.path.insert(0, {str(HERE)!r}); import directory; directory.run_case({case!r}, " \
            f"{str(working_dir)!r})"
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def best_of(repeat: int, run: Callable[[], dict[str, float]], before: Callable[[], None] = lambda: None,
+            ) -> dict[str, float]:
+    """The fastest of ``repeat`` runs (as ``timeit`` reports): file-system noise only ever adds time."""
+    results = []
+    for _ in range(repeat):
+        before()
+        results.append(run())
+    return min(results, key=lambda result: result["seconds"])
 
 
 def make_pngs(folder: Path, count: int, start: int = 0, seed: int = 0) -> None:
@@ -220,19 +236,24 @@ def make_pngs(folder: Path, count: int, start: int = 0, seed: int = 0) -> None:
         imsave(folder / f"img_{i:06d}.png", rng.integers(0, 255, (32, 32, 3), dtype=np.uint8), check_contrast=False)
 
 
-def bench_size(n: int, luigi_max: int, busy_max: int, root: Path) -> list[tuple[str, dict[str, float]]]:
+def bench_size(n: int, luigi_max: int, busy_max: int, repeat: int, root: Path) -> list[tuple[str, dict[str, float]]]:
     wd = root / f"n{n}"
-    make_pngs(wd / "bench" / "raw" / "pngs", n)
-    rows = [("plain loop (floor)", in_fresh_process("plain", wd))]
+    pngs = wd / "bench" / "raw" / "pngs"
+    make_pngs(pngs, n)
+
+    def clear(*parts: str) -> Callable[[], None]:
+        return lambda: shutil.rmtree(wd.joinpath(*parts), ignore_errors=True)
+
+    rows = [("plain loop (floor)", best_of(repeat, lambda: in_fresh_process("plain", wd), clear("plain")))]
     for case, label in (("p1", "luisy p=1"), ("p2", "luisy p=2")):
-        shutil.rmtree(wd / "bench" / "interim", ignore_errors=True)
-        rows.append((label, in_fresh_process(case, wd)))
+        rows.append((label, best_of(repeat, lambda case=case: in_fresh_process(case, wd), clear("bench", "interim"))))
     if n <= luigi_max:
         rows.append(("luigi 1 task/file", in_fresh_process("luigi", wd)))
     in_fresh_process("pipeline", wd)  # build the 3 stages once (not timed)
-    rows.append(("no-op rerun, 3 stages", in_fresh_process("noop", wd)))
-    make_pngs(wd / "bench" / "raw" / "pngs", 10, start=n, seed=1)
-    rows.append(("+10 files, 3 stages", in_fresh_process("plus10", wd)))
+    rows.append(("no-op rerun, 3 stages", best_of(repeat, lambda: in_fresh_process("noop", wd))))
+    added = iter(range(n, n + 10 * repeat, 10))
+    rows.append(("+10 files, 3 stages", best_of(repeat, lambda: in_fresh_process("plus10", wd),
+                                                lambda: make_pngs(pngs, 10, start=next(added), seed=1))))
     if n <= busy_max:
         for case, label in (("pool1", "CPU-bound plain loop"), ("pool2", "CPU-bound plain Pool(2)"),
                             ("busy1", "CPU-bound luisy p=1"), ("busy2", "CPU-bound luisy p=2")):
@@ -247,12 +268,14 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 3000, 10000, 100000])
     parser.add_argument("--luigi-max", type=int, default=3000, help="largest N for the luigi baseline")
     parser.add_argument("--busy-max", type=int, default=3000, help="largest N for the CPU-bound cases")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="runs per file-bound case, fastest reported (N ≤ 10 000; larger N run once)")
     parser.add_argument("--tmp", help="folder for the data (default: a temporary folder)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         print(f"{'N':>7} {'case':<24} {'seconds':>9} {'× plain':>8} {'peak RSS MB':>12}")
         for n in args.sizes:
-            rows = bench_size(n, args.luigi_max, args.busy_max, Path(tmp))
+            rows = bench_size(n, args.luigi_max, args.busy_max, args.repeat if n <= 10_000 else 1, Path(tmp))
             floor = rows[0][1]["seconds"]
             for label, result in rows:
                 ratio = f"{result['seconds'] / floor:8.2f}" if "rerun" not in label and "+10" not in label \

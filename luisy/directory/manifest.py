@@ -61,12 +61,13 @@ class ItemTable(Mapping[str, Item]):
     __slots__ = ("names", "files", "sizes", "checksums", "sources", "_positions", "_digest")
 
     def __init__(self, names: list[str], files: list[str], sizes: list[int], checksums: list[str],
-                 sources: list[str | None]) -> None:
+                 sources: list[str | None], digest: str | None = None) -> None:
+        """Columns sorted by name; ``digest``: the table's :meth:`digest`, if already known."""
         if not len(names) == len(files) == len(sizes) == len(checksums) == len(sources):
             raise ValueError("item columns of different lengths")
         self.names, self.files, self.sizes, self.checksums, self.sources = names, files, sizes, checksums, sources
         self._positions: dict[str, int] | None = None
-        self._digest: str | None = None
+        self._digest = digest
 
     @classmethod
     def of(cls, items: Mapping[str, Item]) -> ItemTable:
@@ -196,8 +197,8 @@ class Manifest:
         if header.get("schema") != SCHEMA:
             raise ValueError(f"manifest schema {header.get('schema')!r}, this luisy reads {SCHEMA}")
         body = json.loads(rest)
-        items = ItemTable(*(body.pop(column) for column in ("names", "files", "sizes", "checksums", "sources")))
-        items._digest = header.get("items_digest")  # written with these columns
+        columns = (body.pop(column) for column in ("names", "files", "sizes", "checksums", "sources"))
+        items = ItemTable(*columns, digest=header.get("items_digest"))  # written with these columns
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in header.items() if k in known}, items=items, **body)
 

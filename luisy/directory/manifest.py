@@ -91,8 +91,10 @@ class ItemTable(Mapping[str, Item]):
         mask = [name in keep and name not in new for name in self.names]
         kept = [list(itertools.compress(column, mask))
                 for column in (self.names, self.files, self.sizes, self.checksums, self.sources)]
-        if not new or not kept[0]:
-            return ItemTable(*kept) if not new else ItemTable.of(new)
+        if not new:  # the common incremental case: a subset of the current rows, in order
+            return ItemTable(*kept)
+        if not kept[0]:
+            return ItemTable.of(new)
         # Few new rows among many kept ones (a rerun): splice them in by bisection.
         out: list[list[Any]] = [[], [], [], [], []]
         start = 0

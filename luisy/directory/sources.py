@@ -60,6 +60,12 @@ class SourceItems(Sequence[SourceItem]):
     def __repr__(self) -> str:
         return f"SourceItems({len(self)} items)"
 
+    def digest(self) -> str:
+        """:func:`~luisy.directory.manifest.items_digest` of the names and fingerprints."""
+        if self._digest is None:  # the columns are never changed: once is enough
+            self._digest = items_digest(zip(self.names, self.fingerprints, strict=True))
+        return self._digest
+
     def select(self, rows: Iterable[int]) -> SourceItems:
         """The items at ``rows``, in that order."""
         rows = list(rows)
@@ -76,8 +82,4 @@ def pairs(items: Sequence[SourceItem]) -> Iterable[tuple[str, str]]:
 
 def digest(items: Sequence[SourceItem]) -> str:
     """:func:`~luisy.directory.manifest.items_digest` of the items' names and fingerprints."""
-    if not isinstance(items, SourceItems):
-        return items_digest(pairs(items))
-    if items._digest is None:  # the columns are never changed: once is enough
-        items._digest = items_digest(pairs(items))
-    return items._digest
+    return items.digest() if isinstance(items, SourceItems) else items_digest(pairs(items))

@@ -8,8 +8,12 @@ previous outputs in place and no new ones.
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
+import re
 import shutil
+import socket
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,6 +21,11 @@ from contextvars import ContextVar
 from pathlib import Path
 
 TMP_MARKER = ".luisy-tmp-"
+#: Longest file name most file systems allow, in bytes.
+NAME_MAX = 255
+#: A temporary file of a writer on another machine is left alone until it is this old (seconds):
+#: from here luisy cannot tell whether that writer is alive.
+FOREIGN_TEMP_MAX_AGE = 24 * 3600
 
 _Pending = tuple[Callable[[], None], Callable[[], None]]  # (publish, discard)
 _staging: ContextVar[list[_Pending] | None] = ContextVar("luisy_staging", default=None)
@@ -25,10 +34,82 @@ _staging: ContextVar[list[_Pending] | None] = ContextVar("luisy_staging", defaul
 def temp_sibling(path: str | os.PathLike[str]) -> Path:
     """A unique name in the same folder as ``path`` (same filesystem, so ``os.replace`` is atomic).
 
-    The name keeps the original ending, so writers that look at the extension still work.
+    The name says which process made it (host and pid), so a later run can tell a dead writer's
+    leftovers from a live writer's work. It keeps the end of the original name, extension
+    included, for writers that look at it, and never exceeds :data:`NAME_MAX` bytes.
     """
     path = Path(path)
-    return path.with_name(f"{TMP_MARKER}{uuid.uuid4().hex[:12]}-{path.name}")
+    prefix = f"{TMP_MARKER}{_host_tag()}.{os.getpid()}.{uuid.uuid4().hex[:8]}-"
+    return path.with_name(prefix + fit_name(path.name, NAME_MAX - len(prefix)))
+
+
+def fit_name(name: str, limit: int) -> str:
+    """The end of ``name`` that fits in ``limit`` bytes of UTF-8 (the whole name if it fits)."""
+    encoded = name.encode("utf-8", "surrogateescape")
+    if len(encoded) <= limit:
+        return name
+    return encoded[len(encoded) - limit:].decode("utf-8", "ignore")
+
+
+@functools.cache
+def _host_tag() -> str:
+    return hashlib.blake2b(socket.gethostname().encode(), digest_size=3).hexdigest()
+
+
+_TEMP_NAME = re.compile(re.escape(TMP_MARKER) + r"(?P<host>[0-9a-f]{6})\.(?P<pid>[0-9]+)\.[0-9a-f]{8}-")
+
+
+def is_stale_temp(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a temporary file or folder (see :func:`temp_sibling`) of a writer that is gone.
+
+    On this machine: its process no longer runs (or its pid now belongs to a younger process).
+    Elsewhere, or made by an older luisy: untouched for :data:`FOREIGN_TEMP_MAX_AGE` seconds.
+    """
+    try:
+        mtime = os.lstat(path).st_mtime
+    except FileNotFoundError:
+        return False
+    match = _TEMP_NAME.match(os.path.basename(path))
+    if match is None or match["host"] != _host_tag():
+        return time.time() - mtime > FOREIGN_TEMP_MAX_AGE
+    return not _process_alive(int(match["pid"]), mtime)
+
+
+def _process_alive(pid: int, since: float) -> bool:
+    """Whether process ``pid`` runs and was started no later than ``since`` (a reused pid is not it)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        pass
+    started = _process_start(pid)
+    return started is None or started <= since + 1
+
+
+def _process_start(pid: int) -> float | None:
+    """When process ``pid`` started (epoch seconds), where ``/proc`` tells; else ``None``."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            ticks = int(f.read().rsplit(b")", 1)[1].split()[19])
+        with open("/proc/stat", "rb") as f:
+            boot = next(int(line.split()[1]) for line in f if line.startswith(b"btime"))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def remove_stale_temps(path: str | os.PathLike[str]) -> None:
+    """Remove the temporary siblings of ``path`` that writers which are gone left behind."""
+    path = Path(path)
+    tail = fit_name(path.name, NAME_MAX - len(TMP_MARKER) - 24)
+    try:
+        entries = [e.path for e in os.scandir(path.parent) if e.name.startswith(TMP_MARKER) and e.name.endswith(tail)]
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    for entry in entries:
+        if is_stale_temp(entry):
+            _remove(Path(entry))
 
 
 def defer(publish: Callable[[], None], discard: Callable[[], None] = lambda: None) -> None:
@@ -58,6 +139,7 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 def _atomic(final: Path, make_dir: bool) -> Iterator[Path]:
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(final)
     tmp = temp_sibling(final)
     if make_dir:
         tmp.mkdir()

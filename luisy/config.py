@@ -101,6 +101,12 @@ def retry_failed() -> bool:
     return luigi.configuration.get_config().getboolean("luisy", "retry_failed", True)
 
 
+def keep_replaced_seconds() -> float:
+    """How long a directory output keeps the files of replaced items for readers of the previous
+    manifest (``[luisy] keep_replaced_seconds``, default one hour)."""
+    return luigi.configuration.get_config().getfloat("luisy", "keep_replaced_seconds", 3600.0)
+
+
 def current_run() -> str:
     """Identity of the ``luisy.build`` call in progress (``[luisy] run``), ``""`` outside one."""
     return luigi.configuration.get_config().get("luisy", "run", "") or ""

@@ -52,3 +52,15 @@ class FileReadError(LuisyError):
 
 class SchedulerUnreachableError(LuisyError, ConnectionError):
     """The luigi central scheduler does not answer at the URL tried."""
+
+
+class ManifestError(LuisyError, ValueError):
+    """A directory output's manifest does not parse, or lists files outside its folder (it is corrupt)."""
+
+
+class ItemFileError(LuisyError, FileNotFoundError):
+    """A published item's file is missing, damaged or outside its folder."""
+
+
+class ItemNameError(LuisyError, ValueError):
+    """Two items of a directory output would share one file."""

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -62,9 +63,9 @@ PROJECT = {
         @luisy.directory_output(format="json")
         class WhoProcessed(luisy.DirectoryTask):
             def process(self, name, obj):
-                import multiprocessing
+                import os
 
-                return {"process": multiprocessing.current_process().name}
+                return {"pid": os.getpid(), "ppid": os.getppid()}
     ''',
 }
 
@@ -159,14 +160,19 @@ def test_working_dir_from_environment(project, tmp_path):
     assert (other / "clipkg" / "final" / "Greet_name=world_times=1.txt").exists()
 
 
-@pytest.mark.parametrize("extra,expected", [([], {"MainProcess"}), (["--processes", "2"], {"ForkPoolWorker"})])
-def test_processes_option_spreads_items_over_a_pool(project, extra, expected):
+@pytest.mark.parametrize("processes", [None, 2])
+def test_processes_option_spreads_items_over_a_pool(project, processes):
     notes = project / "data" / "clipkg" / "raw" / "notes"
     notes.mkdir(parents=True)
     for i in range(6):
         (notes / f"n{i}.txt").write_text(str(i))
+    extra = ["--processes", str(processes)] if processes else []
     result = run_luisy(["run", "clipkg.tasks:WhoProcessed", *extra], cwd=project)
     assert result.returncode == 0, result.stderr
     out = project / "data" / "WhoProcessed"
-    names = {json.loads(p.read_text())["process"].split("-")[0] for p in out.glob("n*.json")}
-    assert names == expected
+    seen = [json.loads(p.read_text()) for p in out.glob("n*.json")]
+    pids, parents = {s["pid"] for s in seen}, {s["ppid"] for s in seen}
+    if processes is None:  # all in the luisy process, a child of this one
+        assert len(seen) == 6 and len(pids) == 1 and parents == {os.getpid()}
+    else:  # in two children of the luisy process
+        assert len(seen) == 6 and len(pids) == 2 and len(parents) == 1 and not parents & (pids | {os.getpid()})

@@ -60,6 +60,16 @@ def _build(*tasks, ok=True):
     assert luigi.build(list(tasks), local_scheduler=True, log_level="ERROR") is ok
 
 
+def files_on_disk(folder):
+    """Every file below ``folder``, as a relative POSIX path."""
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if not p.is_dir()}
+
+
+def files_of(manifest):
+    """The files a manifest accounts for: itself, its items, and replaced files kept for readers."""
+    return {MANIFEST_NAME, *manifest.items.files, *(f".luisy-retired/{f}" for f in manifest.retired)}
+
+
 def test_process_publish_and_read(frames, luisy_working_dir):
     _build(Summed())
     out = Doubled().output()
@@ -78,7 +88,7 @@ def test_manifest_content(frames):
     manifest = Doubled().output().manifest
     head, body = (Doubled().output().folder / MANIFEST_NAME).read_text().splitlines()
     raw, listed = json.loads(head), json.loads(body)
-    assert raw["schema"] == 2 and raw["task"] == "Doubled" and raw["failed_count"] == 0 and listed["failed"] == {}
+    assert raw["schema"] == 3 and raw["body_bytes"] == len(body) and raw["task"] == "Doubled" and raw["failed_count"] == 0 and listed["failed"] == {}
     assert raw["item_count"] == len(listed["names"]) == len(listed["checksums"]) == 4 and raw["processed"] == 4
     for key in ("luisy_version", "python_version", "host", "started", "finished", "items_digest", "inputs_digest"):
         assert raw[key], key
@@ -108,8 +118,9 @@ def test_incremental_add_change_remove(frames):
     assert sorted(PROCESSED) == ["f1", "f4"]
     assert [d["sum"] for d in Summed().read()] == [80, 16, 24, 32]
     assert [n for n, _ in Doubled().output().items()] == ["f1", "f2", "f3", "f4"]
-    listed = [MANIFEST_NAME, *(i.file for i in Doubled().output().manifest.items.values())]
-    assert sorted(os.listdir(Doubled().output().folder)) == sorted(listed)
+    manifest = Doubled().output().manifest
+    assert files_on_disk(Doubled().output().folder) == files_of(manifest)
+    assert sorted(manifest.retired) == ["f0.npy", "f1.npy"], "replaced files are kept for readers"
 
 
 def test_skipped_items_are_not_redone(frames):
@@ -213,7 +224,7 @@ def test_crash_before_manifest_keeps_old_state_then_converges(frames, monkeypatc
     _build(Doubled())
     assert PROCESSED == ["f1"]
     assert int(dict(Doubled().output().items())["f1"][0, 0]) == 100
-    assert sorted(os.listdir(out.folder)) == sorted([MANIFEST_NAME] + [i.file for i in out.manifest.items.values()])
+    assert files_on_disk(out.folder) == files_of(out.manifest)
     assert not any(p.name.startswith(".luisy-tmp") for p in out.folder.parent.iterdir())
 
 
@@ -308,8 +319,7 @@ def test_two_processes_publishing_at_once_never_mix(frames, luisy_working_dir):
     out = Doubled().output()
     manifest = out.manifest
     assert len(manifest.items) == 150
-    listed = {MANIFEST_NAME, *(i.file for i in manifest.items.values())}
-    assert set(os.listdir(out.folder)) == listed, "no unlisted or half-published files"
+    assert files_on_disk(out.folder) == files_of(manifest), "no unlisted or half-published files"
     for name, item in manifest.items.items():
         assert checksum(out.folder / item.file) == item.checksum, name
     assert not any(p.name.startswith(".luisy-tmp") for p in out.folder.parent.iterdir())

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_directory import PROCESSED, Doubled, _build, frames  # noqa: F401  (frames is a fixture)
+from test_directory import PROCESSED, Doubled, _build, files_of, files_on_disk, frames  # noqa: F401
 
 from luisy.directory import MANIFEST_NAME
 from luisy.directory.target import checksum
@@ -43,9 +43,9 @@ PAUSES = {
         target.temp_sibling = temp_sibling
     """,
     "after replacing the manifest, before deleting replaced files": """
-        def remove_unlisted(folder, manifest, candidates=None):
+        def retire(folder, files, inside=None):
             pause()
-        target.remove_unlisted = remove_unlisted
+        target.retire = retire
     """,
 }
 
@@ -115,6 +115,5 @@ def test_kill_9_then_rerun_converges_without_redoing_published_items(frames, lui
     PROCESSED.clear()
     _build(Doubled())
     assert PROCESSED == ["f10"]
-    listed = {MANIFEST_NAME, *(i.file for i in Doubled().output().manifest.items.values())}
-    assert set(os.listdir(folder)) == listed
+    assert files_on_disk(folder) == files_of(Doubled().output().manifest)
     assert not any(p.name.startswith(".luisy-tmp") for p in folder.parent.iterdir())

@@ -4,9 +4,15 @@ Invariant: an item exists for readers iff the manifest lists it. The manifest is
 replacing the previous one in one ``os.replace``.
 
 The file is two lines of JSON. The first, the *header*, holds everything but the per-item
-lists: the task, its parameters and code fingerprint, times, counts, and digests of the items
-and of the inputs they were made from. Checking whether a directory task is up to date reads
-only this line, however many items the second line lists.
+lists: the task, its parameters and code fingerprint, times, counts, digests of the items
+and of the inputs they were made from, and the byte length of the second line. Checking
+whether a directory task is up to date reads only this line (and the file's size), however
+many items the second line lists.
+
+A manifest is checked against its schema when it is read: a file that does not parse, has
+the wrong shape, a length other than its header says, or lists a file outside its folder
+(an absolute path, ``..``, a name luisy reserves) is *corrupt*. It is never followed: the
+task runs again and ``luisy verify`` reports it.
 """
 
 from __future__ import annotations
@@ -18,16 +24,24 @@ import itertools
 import json
 import os
 import platform
+import re
 import socket
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from typing import Any, NamedTuple
 
+from luisy.errors import ManifestError
+
 MANIFEST_NAME = "_luisy_manifest.json"
-SCHEMA = 2
-_BODY = ("items", "failed", "failed_sources", "skipped")
+SCHEMA = 3
+#: Schemas this luisy reads; an older one is rewritten in the current schema by the next publish.
+READABLE_SCHEMAS = (2, 3)
+_BODY = ("items", "failed", "failed_sources", "skipped", "retired")
+#: A header line longer than this is not a manifest's (the parameters are in it, nothing per item).
+HEADER_MAX_BYTES = 1 << 22
+#: Files that item files may not be named like: luisy's own, in the folder and beside it.
+RESERVED_PREFIXES = (".luisy", "_luisy")
 
 
 def items_digest(pairs: Iterable[tuple[str, str | None]]) -> str:
@@ -155,6 +169,9 @@ class Manifest:
     #: Input fingerprint of each failed item, so an unchanged failure need not be retried.
     failed_sources: dict[str, str | None] = field(default_factory=dict)
     skipped: dict[str, str | None] = field(default_factory=dict)
+    #: Files of replaced items kept (in ``.luisy-retired/``) for readers of an earlier manifest,
+    #: with the time (epoch seconds) they were replaced.
+    retired: dict[str, float] = field(default_factory=dict)
     task: str = ""
     params: dict[str, str] = field(default_factory=dict)
     code_fingerprint: str | None = None
@@ -174,57 +191,82 @@ class Manifest:
     def __post_init__(self) -> None:
         self.items = ItemTable.of(self.items)
 
-    def header(self) -> ManifestHeader:
+    def header(self, body_bytes: int | None = None) -> ManifestHeader:
         """The first line's content."""
         values = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _BODY}
         items = self.items.digest()
         return ManifestHeader(
             **values, item_count=len(self.items), failed_count=len(self.failed), items_digest=items,
             content_digest=items_digest([("", items), *((name, "failed") for name in self.failed)]),
+            body_bytes=body_bytes,
         )
 
     def to_json(self) -> str:
-        header = {"schema": SCHEMA, **asdict(self.header())}
         body: dict[str, Any] = {name: getattr(self, name) for name in _BODY if name != "items"}
         table = self.items
         body.update(names=table.names, files=table.files, sizes=table.sizes, checksums=table.checksums,
                     sources=table.sources)
-        # No indent: only then does json use its C encoder.
-        return json.dumps(header, sort_keys=True) + "\n" + json.dumps(body, separators=(",", ":"))
+        # No indent: only then does json use its C encoder. ASCII only, so characters are bytes.
+        body_line = json.dumps(body, separators=(",", ":"))
+        header = {"schema": SCHEMA, **asdict(self.header(len(body_line)))}
+        return json.dumps(header, sort_keys=True) + "\n" + body_line
 
     @classmethod
-    def from_json(cls, text: str) -> Manifest:
+    def from_json(cls, text: str, where: str = "manifest") -> Manifest:
+        """Parse and validate a manifest; :class:`~luisy.errors.ManifestError` if it is corrupt."""
         head, _, rest = text.partition("\n")
-        header = json.loads(head)
-        if header.get("schema") != SCHEMA:
-            raise ValueError(f"manifest schema {header.get('schema')!r}, this luisy reads {SCHEMA}")
-        body = json.loads(rest)
+        header = _header_fields(_json(head, where), where)
+        body = _json(rest, where)
+        if header["body_bytes"] is not None and header["body_bytes"] != len(rest.encode("utf-8", "surrogateescape")):
+            raise ManifestError(f"{where} is corrupt: its second line is not as long as its header says")
+        _check_body(body, header, where)
         columns = (body.pop(column) for column in ("names", "files", "sizes", "checksums", "sources"))
-        items = ItemTable(*columns, digest=header.get("items_digest"))  # written with these columns
+        items = ItemTable(*columns, digest=header["items_digest"])  # written with these columns
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in header.items() if k in known}, items=items, **body)
 
     @classmethod
     def load(cls, folder: str | os.PathLike[str]) -> Manifest | None:
-        """The folder's manifest, or ``None`` if there is none or it cannot be read.
+        """The folder's manifest, or ``None`` if there is none or it is corrupt (see :meth:`problem`).
 
         Parsed manifests are cached by the file's identity (inode, size, mtime): a manifest is
         replaced, never edited, so a changed file is a new entry. Treat the result as read-only.
         """
-        identity = _identity(folder)
         try:
-            return _parsed.get(identity) if identity else None
-        except (OSError, ValueError, TypeError, KeyError):
+            return cls.read(folder)
+        except ManifestError:
             return None
+
+    @classmethod
+    def read(cls, folder: str | os.PathLike[str]) -> Manifest | None:
+        """The folder's manifest; ``None`` if there is none, :class:`~luisy.errors.ManifestError` if corrupt."""
+        identity = _identity(folder)
+        return _parsed.get(identity) if identity else None
 
     @staticmethod
     def load_header(folder: str | os.PathLike[str]) -> ManifestHeader | None:
-        """Only the first line of the folder's manifest (cheap however many items it lists)."""
+        """Only the first line of the folder's manifest (cheap however many items it lists).
+
+        ``None`` if there is none or it is corrupt. The header is checked against the schema and
+        the file's length; a manifest of an older schema, which records no length, is read whole.
+        """
         identity = _identity(folder)
         try:
-            return _parse_header(*identity) if identity else None
-        except (OSError, ValueError, TypeError, KeyError):
+            header = _parse_header(*identity) if identity else None
+            if header is not None and header.body_bytes is None:
+                _parsed.get(identity)  # type: ignore[arg-type]
+            return header
+        except ManifestError:
             return None
+
+    @staticmethod
+    def problem(folder: str | os.PathLike[str]) -> str | None:
+        """Why the folder's manifest is corrupt; ``None`` if it is sound or absent."""
+        try:
+            Manifest.read(folder)
+        except ManifestError as error:
+            return error.format_message()
+        return None
 
     def sources(self, with_failed: bool = False) -> dict[str, Any]:
         """Input name → fingerprint of the published (or deliberately skipped) item made from it.
@@ -257,6 +299,8 @@ class ManifestHeader:
     failed_count: int
     items_digest: str
     content_digest: str
+    #: Length of the second line in bytes; ``None`` in manifests of schema 2.
+    body_bytes: int | None = None
 
 
 def _identity(folder: str | os.PathLike[str]) -> tuple[str, int, int, int] | None:
@@ -280,7 +324,10 @@ class _ParsedManifests:
     def get(self, identity: tuple[str, int, int, int]) -> Manifest:
         found = self.entries.pop(identity, None)
         if found is None:
-            found = Manifest.from_json(Path(identity[0]).read_text(encoding="utf-8"))
+            _parse_header(*identity)  # the header and the file's length are checked before the body is read
+            with open(identity[0], "rb") as f:
+                text = f.read().decode("utf-8", "surrogateescape")
+            found = Manifest.from_json(text, identity[0])
         self.put(identity, found)
         return found
 
@@ -303,12 +350,118 @@ def remember(folder: str | os.PathLike[str], manifest: Manifest) -> None:
 
 @functools.lru_cache(maxsize=64)
 def _parse_header(path: str, inode: int, size: int, mtime_ns: int) -> ManifestHeader:
-    with open(path, encoding="utf-8") as f:
-        header = json.loads(f.readline())
-    if header.pop("schema", None) != SCHEMA:
-        raise ValueError("unknown manifest schema")
-    known = {f.name for f in fields(ManifestHeader)}
-    return ManifestHeader(**{k: v for k, v in header.items() if k in known})
+    """The header of the manifest at ``path``, checked; reads at most :data:`HEADER_MAX_BYTES`."""
+    with open(path, "rb") as f:
+        line = f.readline(HEADER_MAX_BYTES + 1)
+    if not line.endswith(b"\n"):
+        raise ManifestError(f"{path} is corrupt: no header line")
+    header = _header_fields(_json(line.decode("utf-8", "surrogateescape"), path), path)
+    if header["body_bytes"] is not None and size != len(line) + header["body_bytes"]:
+        raise ManifestError(f"{path} is corrupt: {size} bytes long, its header says "
+                            f"{len(line) + header['body_bytes']}")
+    return ManifestHeader(**header)
+
+
+def _json(text: str, where: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as error:
+        raise ManifestError(f"{where} is corrupt: not JSON ({error})") from None
+
+
+def _is_str(value: Any) -> bool:
+    return type(value) is str
+
+
+def _is_int(value: Any) -> bool:
+    return type(value) is int and value >= 0
+
+
+def _is_optional_str(value: Any) -> bool:
+    return value is None or type(value) is str
+
+
+def _is_str_dict(value: Any, values: Any = _is_str) -> bool:
+    return type(value) is dict and all(type(k) is str and values(v) for k, v in value.items())
+
+
+_HEADER_FIELDS = {
+    "task": _is_str, "params": _is_str_dict, "code_fingerprint": _is_optional_str, "luisy_version": _is_str,
+    "python_version": _is_str, "host": _is_str, "started": _is_str, "finished": _is_str, "processed": _is_int,
+    "run": _is_str, "inputs_digest": _is_optional_str, "item_count": _is_int, "failed_count": _is_int,
+    "items_digest": _is_str, "content_digest": _is_str,
+}
+
+
+def _header_fields(header: Any, where: str) -> dict[str, Any]:
+    """The header's fields, checked against the schema."""
+    if type(header) is not dict:
+        raise ManifestError(f"{where} is corrupt: its header is not a JSON object")
+    schema = header.get("schema")
+    if schema not in READABLE_SCHEMAS:
+        raise ManifestError(f"{where} has manifest schema {schema!r}; this luisy reads {READABLE_SCHEMAS}")
+    checked = {}
+    for name, valid in _HEADER_FIELDS.items():
+        if name not in header or not valid(header[name]):
+            raise ManifestError(f"{where} is corrupt: header field {name!r} is missing or of the wrong type")
+        checked[name] = header[name]
+    body_bytes = header.get("body_bytes")
+    if schema >= 3 and not _is_int(body_bytes):
+        raise ManifestError(f"{where} is corrupt: header field 'body_bytes' is missing or of the wrong type")
+    checked["body_bytes"] = body_bytes if schema >= 3 else None
+    return checked
+
+
+# A component that is empty, '.' or '..', or starts like a file luisy reserves; or a backslash.
+# Matched against all file names joined by NUL, so 100 000 names are checked in one C call.
+_BAD_FILE = re.compile(
+    r"(?:\A|\x00|/)(?:\.{0,2}(?=\Z|\x00|/)|" + "|".join(map(re.escape, RESERVED_PREFIXES)) + r")|\\"
+)
+
+
+def bad_file_name(files: list[str]) -> str | None:
+    """The first of ``files`` that is not a plain relative path inside a folder, or a name luisy reserves."""
+    joined = "\x00".join(files)
+    if joined.count("\x00") == max(len(files) - 1, 0) and not (files and _BAD_FILE.search(joined)):
+        return None
+    return next(f for f in files if f == "" or "\x00" in f or _BAD_FILE.search(f))
+
+
+def _check_body(body: Any, header: dict[str, Any], where: str) -> None:
+    """Raise :class:`~luisy.errors.ManifestError` unless ``body`` has the schema's shape."""
+
+    def corrupt(what: str) -> ManifestError:
+        return ManifestError(f"{where} is corrupt: {what}")
+
+    if type(body) is not dict:
+        raise corrupt("its second line is not a JSON object")
+    body.setdefault("retired", {})  # schema 2 had none
+    columns = {"names": _is_str, "files": _is_str, "sizes": _is_int, "checksums": _is_str,
+               "sources": _is_optional_str}
+    expected = set(columns) | {"failed", "failed_sources", "skipped", "retired"}
+    if set(body) != expected:
+        raise corrupt(f"its item lists are {sorted(body)}, expected {sorted(expected)}")
+    for name, valid in columns.items():
+        column = body[name]
+        if type(column) is not list or len(column) != header["item_count"] or not all(map(valid, column)):
+            raise corrupt(f"item list {name!r} is not {header['item_count']} values of the right type")
+    names, files = body["names"], body["files"]
+    if any(a >= b for a, b in itertools.pairwise(names)):
+        raise corrupt("item names are not unique and sorted")
+    if not _is_str_dict(body["failed"]) or len(body["failed"]) != header["failed_count"]:
+        raise corrupt("the failed items do not match the header")
+    for name in ("failed_sources", "skipped"):
+        if not _is_str_dict(body[name], _is_optional_str):
+            raise corrupt(f"{name!r} is not a mapping of names")
+    retired = body["retired"]
+    if not _is_str_dict(retired, lambda t: type(t) in (int, float)):
+        raise corrupt("'retired' is not a mapping of files to times")
+    every = [*files, *retired]
+    bad = bad_file_name(every)
+    if bad is not None:
+        raise corrupt(f"it lists the file {bad!r}, outside its folder or reserved")
+    if len(set(every)) != len(every):
+        raise corrupt("it lists one file twice")
 
 
 def luisy_version() -> str:

@@ -1,76 +1,39 @@
-"""Map a directory task's ``process`` over input items: in this process or in a pool of N workers.
+"""Map a directory task's ``process`` over input items through an executor (this process or a pool).
 
-Workers are forked, so the task object (and any lambda it holds) reaches them without pickling;
-each worker writes its item files into the staging folder itself and sends back only metadata.
+Workers write their item files into the staging folder themselves and send back only metadata.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import time
 import traceback
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from luisy.directory.manifest import Item
 from luisy.directory.sources import SourceItem
 from luisy.directory.target import DirectoryWriter
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What became of one item: ``ok`` (file written), ``skip`` (``None`` result) or ``fail``."""
-
-    status: str
-    index: int
-    staged: Item | None = None
-    error: str = ""
+from luisy.executors import ItemStatus, Outcome, executor_for
 
 
 def process_one(task: Any, items: Sequence[SourceItem], index: int, writer: DirectoryWriter) -> Outcome:
-    """Process and write ``items[index]``; exceptions become a ``fail`` outcome."""
+    """Process and write ``items[index]``; exceptions become a ``FAIL`` outcome."""
     item = items[index]
     try:
         result = task.process(item.name, item.load())
         if result is None:
-            return Outcome("skip", index)
-        return Outcome("ok", index, writer.stage(item.name, result))
+            return Outcome(ItemStatus.SKIP, index)
+        return Outcome(ItemStatus.OK, index, writer.stage(item.name, result))
     except Exception as error:
         detail = "".join(traceback.format_exception_only(type(error), error)).strip()
-        return Outcome("fail", index, error=detail)
-
-
-# Set in each forked worker by _init_worker; a worker serves one run only.
-_WORKER: tuple[Any, Sequence[SourceItem], DirectoryWriter] | None = None
-
-
-def _init_worker(task: Any, items: Sequence[SourceItem], writer: DirectoryWriter) -> None:
-    global _WORKER
-    _WORKER = (task, items, writer)
-
-
-def _work(index: int) -> Outcome:
-    assert _WORKER is not None
-    task, items, writer = _WORKER
-    return process_one(task, items, index, writer)
+        return Outcome(ItemStatus.FAIL, index, error=detail)
 
 
 def outcomes(task: Any, items: Sequence[SourceItem], writer: DirectoryWriter,
              processes: int) -> Iterator[tuple[SourceItem, Outcome]]:
     """Yield ``(item, outcome)`` per item, in completion order."""
-    if processes <= 1 or len(items) <= 1:
-        for index, item in enumerate(items):
-            yield item, process_one(task, items, index, writer)
-        return
-    context = multiprocessing.get_context("fork")
-    chunksize = max(1, min(64, len(items) // (processes * 8)))
-    with context.Pool(processes, initializer=_init_worker, initargs=(task, items, writer)) as pool:
-        try:
-            for outcome in pool.imap_unordered(_work, range(len(items)), chunksize=chunksize):
-                yield items[outcome.index], outcome
-        finally:
-            pool.terminate()
+    executor = executor_for(processes, len(items))
+    for outcome in executor.map(lambda index: process_one(task, items, index, writer), len(items)):
+        yield items[outcome.index], outcome
 
 
 class Progress:

@@ -1,21 +1,26 @@
 """A managed directory output: lazy readers, and a writer that stages items and publishes them.
 
 Publishing, under a lock beside the folder:
-1. staged item files are moved in under names the current manifest does not use,
+1. staged item files are moved in under names neither the current manifest nor the kept
+   replaced files use,
 2. the new manifest replaces the old one (one ``os.replace``: the moment the new state appears),
-3. files no manifest lists any more (replaced items, crash leftovers) are deleted.
+3. the files of replaced items move to ``.luisy-retired/`` in the folder, where readers of the
+   previous manifest still find them for ``[luisy] keep_replaced_seconds``; older ones are deleted.
 A crash at any point leaves the old state or the new one visible; the next writer cleans up.
+
+Every path taken from a manifest must stay inside the folder: manifests listing anything else are
+corrupt, and a sub-folder replaced by a symbolic link to elsewhere is never followed.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import fcntl
 import functools
 import hashlib
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -26,16 +31,28 @@ from typing import Any, TextIO
 import luigi
 
 from luisy import formats
-from luisy.atomic import TMP_MARKER, defer, temp_sibling
-from luisy.config import current_run
-from luisy.directory.manifest import MANIFEST_NAME, Item, ItemTable, Manifest, ManifestHeader, luisy_version, remember
+from luisy.atomic import NAME_MAX, defer, fit_name, remove_stale_temps, temp_sibling
+from luisy.config import current_run, keep_replaced_seconds
+from luisy.directory.manifest import (
+    MANIFEST_NAME,
+    RESERVED_PREFIXES,
+    Item,
+    ItemTable,
+    Manifest,
+    ManifestHeader,
+    luisy_version,
+    remember,
+)
 from luisy.directory.sources import SourceItems
-from luisy.errors import UnsafePathError
+from luisy.errors import ItemFileError, ItemNameError, UnsafePathError
 from luisy.paths import with_extension
+
+#: Where the files of replaced items wait, inside the output folder, until no reader needs them.
+RETIRED = ".luisy-retired"
 
 
 class DirectoryTarget(luigi.LocalTarget):
-    """A folder of item files listed by a manifest; complete iff the manifest exists and is readable."""
+    """A folder of item files listed by a manifest; complete iff the manifest exists and is sound."""
 
     def __init__(self, path: str | os.PathLike[str], *, file_format: formats.Format = formats.PICKLE,
                  owner: str | None = None, **options: Any):
@@ -61,7 +78,10 @@ class DirectoryTarget(luigi.LocalTarget):
     @property
     def header(self) -> ManifestHeader:
         """The manifest's first line (counts, digests, parameters), read without the item lists."""
-        return self._published(Manifest.load_header(self.folder))
+        header = Manifest.load_header(self.folder)
+        if header is None:
+            self._published()
+        return header
 
     def sources_digest(self) -> str:
         """Digest of the items as inputs of a downstream directory task (see :meth:`source_items`)."""
@@ -69,27 +89,36 @@ class DirectoryTarget(luigi.LocalTarget):
 
     @property
     def manifest(self) -> Manifest:
-        """The current manifest; ``FileNotFoundError`` if the output was never published."""
-        return self._published(Manifest.load(self.folder))
+        """The current manifest; ``FileNotFoundError`` if never published, ``ManifestError`` if corrupt."""
+        manifest = Manifest.read(self.folder)
+        if manifest is None:
+            self._published()
+        return manifest
 
-    def _published(self, found: Any) -> Any:
-        if found is None:
-            raise FileNotFoundError(f"{self.owner}: {self.folder} has no readable {MANIFEST_NAME}")
-        return found
+    def _published(self) -> None:
+        """Raise the error that says why the folder has no usable manifest."""
+        Manifest.read(self.folder)  # a corrupt one raises ManifestError naming the file and the fault
+        raise FileNotFoundError(f"{self.owner}: {self.folder} has no readable {MANIFEST_NAME}")
 
     def paths(self) -> list[Path]:
         """The item files, in item-name order."""
         manifest = self.manifest
-        return [self.folder / manifest.items[name].file for name in sorted(manifest.items)]
+        inside = _Inside(self.folder, self.owner)
+        return [inside.path(manifest.items[name].file) for name in sorted(manifest.items)]
 
     def __len__(self) -> int:
         return len(self.manifest.items)
 
     def items(self) -> Iterator[tuple[str, Any]]:
-        """``(name, object)`` for each item, in name order, one at a time."""
+        """``(name, object)`` for each item, in name order, one at a time.
+
+        Another process may publish while this iterates: the items still come from the manifest
+        read at the start (replaced files are kept for ``[luisy] keep_replaced_seconds``).
+        """
         manifest = self.manifest
+        read = self._reader()
         for name in sorted(manifest.items):
-            yield name, self.file_format.read(self.folder / manifest.items[name].file, **self.options)
+            yield name, read(os.path.join(self.path, manifest.items[name].file))
 
     def read(self) -> Iterator[Any]:
         """The item objects, lazily (luisy 1.x returned a generator too)."""
@@ -100,7 +129,10 @@ class DirectoryTarget(luigi.LocalTarget):
         table = self.manifest.items
         prefix = os.path.join(self.path, "")
         return SourceItems(table.names, table.checksums, [prefix + file for file in table.files],
-                           functools.partial(self.file_format.read, **self.options), digest=table.digest())
+                           self._reader(), digest=table.digest())
+
+    def _reader(self) -> ItemReader:
+        return ItemReader(self.folder, self.owner, functools.partial(self.file_format.read, **self.options))
 
     def restamp(self, task: luigi.Task) -> None:
         """Record ``task``'s current parameters and code fingerprint in the manifest, items unchanged."""
@@ -111,6 +143,29 @@ class DirectoryTarget(luigi.LocalTarget):
             fresh = replace(manifest, params={k: str(v) for k, v in task.to_str_params().items()},
                             code_fingerprint=task.code_fingerprint())
             _replace_manifest(self.folder, fresh)
+
+    def tidy(self) -> bool:
+        """Finish an interrupted publish: delete files the manifest neither lists nor keeps.
+
+        Returns whether there was one to finish. Does nothing while another process publishes.
+        """
+        lock_path = _lock_path(self.folder)
+        try:
+            if os.stat(lock_path).st_size == 0:
+                return False
+        except FileNotFoundError:
+            return False
+        with open(lock_path, "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            manifest = Manifest.load(self.folder)
+            if manifest is None or os.fstat(lock.fileno()).st_size == 0:
+                return False
+            remove_unlisted(self.folder, manifest)
+            lock.truncate(0)
+        return True
 
     def writer(self, task: luigi.Task | None = None) -> DirectoryWriter:
         """A writer whose committed items replace the folder's content (see :meth:`DirectoryWriter.keep`).
@@ -127,6 +182,62 @@ class DirectoryTarget(luigi.LocalTarget):
         with self.writer() as writer:
             for name, item in obj.items():
                 writer.write(name, item)
+
+
+class ItemReader:
+    """Reads published item files by path: only inside the folder, and the kept file of an item
+    that a newer publication replaced while a reader of the older manifest was still at work."""
+
+    def __init__(self, folder: Path, owner: str, read: Any) -> None:
+        self.inside = _Inside(folder, owner)
+        self.read = read
+
+    def __call__(self, path: str) -> Any:
+        path = self.inside.resolved(path)
+        if not os.path.isfile(path):
+            kept = os.path.join(self.inside.folder, RETIRED, os.path.relpath(path, self.inside.folder))
+            if os.path.isfile(kept):
+                path = kept
+            else:
+                raise ItemFileError(
+                    f"{self.inside.owner}: item file {path} is missing; run `luisy verify --repair` on the "
+                    f"task, then run it again")
+        return self.read(path)
+
+    def __reduce__(self) -> Any:  # workers of a process pool get the reader without its cache
+        return type(self), (Path(self.inside.folder), self.inside.owner, self.read)
+
+
+class _Inside:
+    """Paths inside one output folder; a path that resolves outside it (through a symbolic link) is refused."""
+
+    def __init__(self, folder: Path, owner: str) -> None:
+        self.folder = os.fspath(folder)
+        self.owner = owner
+        self.real = os.path.realpath(folder)
+        self._dirs: set[str] = set()
+
+    def path(self, rel: str) -> Path:
+        """``folder / rel`` after checking the sub-folders on the way (at most once each)."""
+        parent = os.path.dirname(rel)
+        if parent and parent not in self._dirs:
+            self.check(os.path.join(self.folder, parent))
+            self._dirs.add(parent)
+        return Path(self.folder, rel)
+
+    def resolved(self, path: str) -> str:
+        """``path`` if it resolves inside the folder, file and links included; else an error."""
+        self.check(path)
+        return path
+
+    def check(self, path: str) -> None:
+        if not self.contains(path):
+            raise UnsafePathError(f"{self.owner}: {path} leads outside {self.folder} (a symbolic link?); "
+                                  "luisy does not follow it")
+
+    def contains(self, path: str) -> bool:
+        real = os.path.realpath(path)
+        return real == self.real or real.startswith(self.real + os.sep)
 
 
 def checksum(path: str | os.PathLike[str]) -> str:
@@ -156,12 +267,11 @@ class DirectoryWriter:
         self.failed: dict[str, str] = {}
         self.failed_sources: dict[str, str | None] = {}
         self.skipped: dict[str, str | None] = {}
-        remove_stale_staging(target.folder)
+        self._names_by_file: dict[str, str] = {}
+        remove_stale_temps(target.folder)
+        # The name carries this process's id: no other writer removes the folder while it runs.
         self.staging = temp_sibling(target.folder)
         self.staging.mkdir(parents=True)
-        # Held for the writer's lifetime: tells other writers this staging folder is alive.
-        self._alive = open(self.staging / ".alive", "w")  # noqa: SIM115
-        fcntl.flock(self._alive, fcntl.LOCK_EX)
 
     def __enter__(self) -> DirectoryWriter:
         return self
@@ -174,11 +284,12 @@ class DirectoryWriter:
 
     def item_file(self, name: str) -> str:
         """The file name (relative to the folder) of item ``name``; rejects names that escape."""
-        _check_item_name(self.target.owner, name)
+        check_item_name(self.target.owner, name)
         return with_extension(name, self.target.file_format.ext)
 
     def write(self, name: str, obj: Any, source: str | None = None) -> None:
         """Stage item ``name``; ``source`` is the fingerprint of the input it came from."""
+        self._claim(name, self.item_file(name))
         self.add(name, self.stage(name, obj), source)
 
     def stage(self, name: str, obj: Any) -> Item:
@@ -193,8 +304,15 @@ class DirectoryWriter:
 
     def add(self, name: str, staged: Item, source: str | None = None) -> None:
         """Record an item :meth:`stage` wrote (here or in a worker process)."""
+        self._claim(name, staged.file)
         self.new[name] = staged._replace(source=source)
         self.failed.pop(name, None)
+
+    def _claim(self, name: str, file: str) -> None:
+        other = self._names_by_file.setdefault(file, name)
+        if other != name:
+            raise ItemNameError(f"{self.target.owner}: items {other!r} and {name!r} would both be written to "
+                                f"{file!r}; give them names that differ by more than the extension")
 
     def keep(self, names: Iterable[str]) -> None:
         """Carry these items of the current manifest over unchanged."""
@@ -210,36 +328,61 @@ class DirectoryWriter:
         self.skipped[name] = source
 
     def abort(self) -> None:
-        self._alive.close()
         shutil.rmtree(self.staging, ignore_errors=True)
 
     def commit(self) -> Manifest:
-        """Publish: move items in, replace the manifest, delete what it no longer lists."""
+        """Publish: move items in, replace the manifest, retire the files it no longer lists."""
         folder = self.target.folder
         folder.mkdir(parents=True, exist_ok=True)
-        with _publish_lock(folder) as lock:
-            # A non-empty lock file means a publish was interrupted: sweep the whole folder.
-            interrupted = os.fstat(lock.fileno()).st_size > 0
-            lock.write("publishing\n")
-            lock.flush()
-            current = Manifest.load(folder) or Manifest()
-            taken = set(current.items.files)
-            moved = {}
-            for name, item in self.new.items():
-                file = item.file if item.file not in taken else _variant(item.file)
-                destination = folder / file
-                if "/" in file:
-                    destination.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(self.staging / item.file, destination)
-                moved[name] = item._replace(file=file)
-            manifest = self._manifest(current.items.merged(self.kept, moved), current)
-            _replace_manifest(folder, manifest)
-            remove_unlisted(folder, manifest, None if interrupted else taken)
-            lock.truncate(0)
-        self.abort()
+        try:
+            with _publish_lock(folder) as lock:
+                manifest = self._publish(folder, lock)
+        finally:
+            self.abort()
         return manifest
 
-    def _manifest(self, items: ItemTable, current: Manifest) -> Manifest:
+    def _publish(self, folder: Path, lock: TextIO) -> Manifest:
+        # A non-empty lock file means a publish was interrupted: sweep the whole folder.
+        sweep = os.fstat(lock.fileno()).st_size > 0
+        lock.write("publishing\n")
+        lock.flush()
+        current = Manifest.load(folder)
+        if current is None:  # none, or corrupt: nothing in the folder can be trusted
+            sweep, current = sweep or os.path.lexists(folder / MANIFEST_NAME), Manifest()
+        inside = _Inside(folder, self.target.owner)
+        taken = {*current.items.files, *current.retired}
+        moved = {}
+        for name, item in self.new.items():
+            file = item.file if item.file not in taken else _variant(item.file)
+            taken.add(file)
+            destination = inside.path(file)
+            if "/" in file:
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                inside.check(os.fspath(destination.parent))  # made just now: no link to elsewhere
+            os.replace(self.staging / item.file, destination)
+            moved[name] = item._replace(file=file)
+        items = current.items.merged(self.kept, moved)
+        listed = set(items.files)
+        now, keep_for = time.time(), keep_replaced_seconds()
+        replaced = [file for file in current.items.files if file not in listed]
+        retired = {f: t for f, t in current.retired.items() if now - t < keep_for and f not in listed}
+        expired = [f for f in current.retired if f not in retired and f not in listed]
+        retired.update(dict.fromkeys(replaced, now))
+        manifest = self._manifest(items, current, retired)
+        _replace_manifest(folder, manifest)
+        # After an interrupted publish, files it retired may still wait in their old place.
+        retire(folder, list(retired) if sweep else replaced, inside)
+        if sweep:
+            remove_unlisted(folder, manifest)
+        else:
+            for file in expired:
+                _unlink_inside(inside, os.path.join(folder, RETIRED, file))
+            if expired and not retired:
+                shutil.rmtree(folder / RETIRED, ignore_errors=True)  # only empty folders are left in it
+        lock.truncate(0)
+        return manifest
+
+    def _manifest(self, items: ItemTable, current: Manifest, retired: dict[str, float]) -> Manifest:
         task = self.task
         skipped = {n: s for n, s in current.skipped.items() if n in self.kept}
         skipped.update(self.skipped)
@@ -248,6 +391,7 @@ class DirectoryWriter:
             failed=dict(sorted(self.failed.items())),
             failed_sources=dict(sorted(self.failed_sources.items())),
             skipped=dict(sorted(skipped.items())),
+            retired=retired,
             task=task.get_task_family() if task is not None else "",
             params={k: str(v) for k, v in task.to_str_params().items()} if task is not None else {},
             code_fingerprint=getattr(task, "code_fingerprint", lambda: None)() if task is not None else None,
@@ -283,10 +427,13 @@ def _now() -> str:
 def _variant(file: str) -> str:
     """Another file name for an item whose current file must stay readable until the manifest flips."""
     path = PurePosixPath(file)
-    return str(path.with_name(f"{path.stem}.{uuid.uuid4().hex[:8]}{path.suffix}"))
+    tag = f".{uuid.uuid4().hex[:8]}"
+    stem = fit_name(path.stem[::-1], NAME_MAX - len(tag) - len(path.suffix.encode()))[::-1]  # keep its start
+    return str(path.with_name(f"{stem}{tag}{path.suffix}"))
 
 
-def _check_item_name(owner: str, name: str) -> None:
+def check_item_name(owner: str, name: str) -> None:
+    """Raise :class:`~luisy.errors.UnsafePathError` unless ``name`` can name an item file in the folder."""
     problem = None
     if not isinstance(name, str) or not name:
         problem = "must be a non-empty str"
@@ -296,52 +443,63 @@ def _check_item_name(owner: str, name: str) -> None:
         problem = "is an absolute path"
     elif any(part in ("..", ".") for part in name.split("/")):
         problem = "contains '..' or '.'"
-    elif any(part.startswith((TMP_MARKER, "_luisy", ".alive")) or part == "" for part in name.split("/")):
-        problem = "uses a name luisy reserves (or an empty path component)"
+    elif any(part.startswith(RESERVED_PREFIXES) or part == "" for part in name.split("/")):
+        problem = "uses a name luisy reserves (starting with .luisy or _luisy) or an empty path component"
     if problem:
         raise UnsafePathError(f"{owner}: item name {name!r} {problem}; it would escape or corrupt the folder")
 
 
+def _lock_path(folder: Path) -> Path:
+    name = f".{folder.name}.luisy-lock"
+    if len(name.encode()) > NAME_MAX:  # keep long folder names publishable
+        digest = hashlib.blake2b(folder.name.encode("utf-8", "surrogateescape"), digest_size=8).hexdigest()
+        name = f".{digest}.luisy-lock"
+    return folder.with_name(name)
+
+
 @contextmanager
 def _publish_lock(folder: Path) -> Iterator[TextIO]:
-    lock_path = folder.with_name(f".{folder.name}.luisy-lock")
-    with open(lock_path, "a") as lock:
+    with open(_lock_path(folder), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield lock
 
 
-def remove_stale_staging(folder: Path) -> None:
-    """Delete staging folders of writers that died (their ``.alive`` lock is free)."""
-    parent = folder.parent
-    if not parent.is_dir():
-        return
-    for entry in parent.glob(f"{TMP_MARKER}*-{folder.name}"):
-        alive = entry / ".alive"
+def retire(folder: Path, files: Iterable[str], inside: _Inside | None = None) -> None:
+    """Move replaced item files into ``.luisy-retired/``, where readers of the old manifest find them."""
+    inside = inside or _Inside(folder, str(folder))
+    for file in files:
+        source = os.path.join(folder, file)
+        if not inside.contains(os.path.dirname(source)):
+            continue  # never follow a link out of the folder
+        destination = Path(folder, RETIRED, file)
+        destination.parent.mkdir(parents=True, exist_ok=True)
         try:
-            with open(alive, "a") as handle:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            continue  # a live writer
-        except OSError:
+            os.replace(source, destination)
+        except FileNotFoundError:
             pass
-        shutil.rmtree(entry, ignore_errors=True)
 
 
-def remove_unlisted(folder: Path, manifest: Manifest, candidates: Iterable[str] | None = None) -> None:
-    """Delete files ``manifest`` does not list: among ``candidates`` (relative paths), or all of them."""
-    listed = set(manifest.items.files)
-    listed.add(MANIFEST_NAME)
-    if candidates is not None:
-        for rel in candidates:
-            if rel not in listed:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(folder / rel)
-        return
-    for root, _dirs, files in os.walk(folder, topdown=False):
-        rel_root = Path(root).relative_to(folder)
-        for name in files:
-            rel = (rel_root / name).as_posix() if rel_root != Path(".") else name
-            if rel not in listed:
+def _unlink_inside(inside: _Inside, path: str) -> None:
+    if inside.contains(os.path.dirname(path)):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+def remove_unlisted(folder: Path, manifest: Manifest) -> None:
+    """Delete every file in the folder that ``manifest`` neither lists nor keeps, and empty sub-folders.
+
+    Symbolic links are removed, never followed.
+    """
+    keep = set(manifest.items.files)
+    keep.add(MANIFEST_NAME)
+    keep.update(f"{RETIRED}/{file}" for file in manifest.retired)
+    for root, dirs, files in os.walk(folder, topdown=False):
+        rel_root = os.path.relpath(root, folder)
+        for name in files + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
+            rel = name if rel_root == "." else f"{rel_root}/{name}"
+            if rel not in keep:
                 os.unlink(os.path.join(root, name))
-        if root != str(folder) and not os.listdir(root):
+        if root != os.fspath(folder) and not os.listdir(root):
             os.rmdir(root)

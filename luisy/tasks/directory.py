@@ -10,11 +10,12 @@ from luigi.task import flatten
 
 from luisy import formats
 from luisy.config import current_run, resolve_processes, retry_failed
-from luisy.directory.manifest import Manifest, items_digest
-from luisy.directory.runner import Outcome, Progress, outcomes, report_status
+from luisy.directory.manifest import Manifest, bad_file_name, items_digest
+from luisy.directory.runner import Progress, outcomes, report_status
 from luisy.directory.sources import SourceItem, SourceItems, digest, pairs
 from luisy.directory.target import DirectoryTarget, DirectoryWriter
-from luisy.errors import LuisyError
+from luisy.errors import ItemNameError, LuisyError, UnsafePathError
+from luisy.executors import ItemStatus, Outcome
 from luisy.fingerprint.code import code_fingerprint
 from luisy.fingerprint.task import as_upstream, is_external
 from luisy.spec import OutputSpec
@@ -103,11 +104,10 @@ class DirectoryTask(Task):
         failed_settled = not retry_failed() or (header.run != "" and header.run == current_run())
         if header.failed_count and not failed_settled:
             return False
-        try:
-            if header.inputs_digest != self.current_inputs_digest():
-                return False
-        except Exception:  # the input is missing: luigi reports that through the requirement
-            return True
+        if not all(target.exists() for target in flatten(self.input())):
+            return True  # the input is missing: luigi reports that through the requirement
+        if header.inputs_digest != self.current_inputs_digest():
+            return False
         # luigi does not look upstream of a complete task, so an upstream that will rerun must make
         # this one rerun too (an external folder's changes are seen through the digest above).
         return all(task.complete() for task in flatten(self.requires()) if not is_external(task))
@@ -117,14 +117,34 @@ class DirectoryTask(Task):
         return manifest.params == params and manifest.code_fingerprint == self.code_fingerprint()
 
     def _record(self, writer: DirectoryWriter, item: SourceItem, outcome: Outcome) -> None:
-        if outcome.status == "ok":
+        if outcome.status is ItemStatus.OK:
             writer.add(item.name, outcome.staged, item.fingerprint)
-        elif outcome.status == "skip":
+        elif outcome.status is ItemStatus.SKIP:
             writer.skip(item.name, item.fingerprint)
         elif self.on_error == "raise":
             raise ItemError(f"{self!r}: item {item.name!r} (input file {item.path}) failed: {outcome.error}")
         else:
             writer.fail(item.name, outcome.error, item.fingerprint)
+
+    def _check_names(self, items: Sequence[SourceItem]) -> None:
+        """Before any work: every input name can name an item file, and no two name the same one."""
+        names = items.names if isinstance(items, SourceItems) else [item.name for item in items]
+        bad = bad_file_name(names)
+        if bad is not None:
+            item = items[names.index(bad)]
+            raise UnsafePathError(f"{self!r}: input file {item.path} gives the item name {bad!r}, which luisy "
+                                  "cannot use (a backslash, a name starting with .luisy or _luisy, an empty or "
+                                  "'..' component); rename the file or narrow the pattern")
+        ext = self.output().file_format.ext
+        suffix = f".{ext}" if ext else ""
+        files = [name if name.endswith(suffix) else name + suffix for name in names]
+        if len(set(files)) < len(files):
+            seen: dict[str, int] = {}
+            for row, file in enumerate(files):
+                first = seen.setdefault(file, row)
+                if first != row:
+                    raise ItemNameError(f"{self!r}: input files {items[first].path} and {items[row].path} would "
+                                        f"both be written to {file!r}; rename one or narrow the pattern")
 
     def code_fingerprint(self) -> str:
         """Fingerprint of the task's code (§6); a change reprocesses every item."""
@@ -135,6 +155,7 @@ class DirectoryTask(Task):
         if self.on_error not in ON_ERROR:
             raise LuisyError(f"{self!r}: on_error must be one of {ON_ERROR}, not {self.on_error!r}")
         items = self.input_items()
+        self._check_names(items)
         todo, keep, keep_failed = self.pending(items)
         progress = Progress(self, len(todo))
         with self.output().writer(self) as writer:
@@ -144,7 +165,7 @@ class DirectoryTask(Task):
                 writer.fail(name, error, source)
             try:
                 for item, outcome in outcomes(self, todo, writer, resolve_processes(self.processes)):
-                    progress.advance(failed=outcome.status == "fail")
+                    progress.advance(failed=outcome.status is ItemStatus.FAIL)
                     self._record(writer, item, outcome)
             finally:
                 progress.close()

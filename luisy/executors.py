@@ -1,0 +1,173 @@
+"""Executors: run ``work(index)`` for every item index and yield what became of each.
+
+:class:`SerialExecutor` works in this process. :class:`ProcessExecutor` forks worker processes,
+so the work function (a closure over the task, any lambda it holds, the items and the writer)
+reaches them without pickling; each worker sends back one small :class:`Outcome` per item. A
+worker that dies — killed, crashed, ``sys.exit()`` — costs only the item it was working on: that
+item's outcome says how the worker died, a new worker takes its place, and the run goes on.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import multiprocessing
+import signal
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Any, Protocol
+
+
+class ItemStatus(enum.Enum):
+    """What became of one item."""
+
+    OK = "ok"  #: an item file was written
+    SKIP = "skip"  #: ``process`` returned ``None``: nothing to publish
+    FAIL = "fail"  #: ``process`` raised, or its worker process died
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of the work on item ``index``; ``staged`` is what an ``OK`` item wrote."""
+
+    status: ItemStatus
+    index: int
+    staged: Any = None
+    error: str = ""
+
+
+Work = Callable[[int], Outcome]
+
+
+class Executor(Protocol):
+    """Runs ``work`` for the indices ``0 .. count-1``, yielding outcomes in completion order."""
+
+    def map(self, work: Work, count: int) -> Iterator[Outcome]: ...
+
+
+class SerialExecutor:
+    """Every item in this process, in order."""
+
+    def map(self, work: Work, count: int) -> Iterator[Outcome]:
+        for index in range(count):
+            yield work(index)
+
+
+class ProcessExecutor:
+    """Items spread over ``processes`` forked worker processes, handed out in chunks."""
+
+    def __init__(self, processes: int) -> None:
+        self.processes = processes
+
+    def map(self, work: Work, count: int) -> Iterator[Outcome]:
+        chunk = max(1, min(64, count // (self.processes * 8)))
+        todo = collections.deque(range(count))
+        workers: dict[Connection, _Worker] = {}
+
+        def hand_out(worker: _Worker) -> None:
+            # Keep one chunk queued behind the one in progress, so a worker never waits for work.
+            while todo and len(worker.assigned) < 2 * chunk:
+                indices = [todo.popleft() for _ in range(min(chunk, len(todo)))]
+                worker.assigned.extend(indices)
+                worker.conn.send(indices)
+
+        def start() -> None:
+            worker = _Worker.start(work)
+            workers[worker.conn] = worker
+            hand_out(worker)
+
+        try:
+            for _ in range(min(self.processes, max(1, count // chunk))):
+                start()
+            while workers:
+                sentinels = {w.process.sentinel: w for w in workers.values()}
+                ready = set(wait([*workers, *sentinels]))
+                for worker in [w for w in workers.values() if ready & {w.conn, w.process.sentinel}]:
+                    yield from worker.received()
+                    if worker.process.sentinel in ready or worker.eof:
+                        worker.process.join()
+                        worker.conn.close()
+                        del workers[worker.conn]
+                        if worker.assigned:
+                            lost = worker.assigned.popleft()
+                            todo.extendleft(reversed(worker.assigned))
+                            yield Outcome(ItemStatus.FAIL, lost, error=worker.death())
+                        if todo:
+                            start()
+                        continue
+                    hand_out(worker)
+                    if not worker.assigned:
+                        worker.stop()
+                        del workers[worker.conn]
+        finally:
+            for worker in workers.values():
+                worker.kill()
+
+
+@dataclass
+class _Worker:
+    process: Any
+    conn: Connection
+    assigned: collections.deque[int]
+    eof: bool = False
+
+    @classmethod
+    def start(cls, work: Work) -> _Worker:
+        context = multiprocessing.get_context("fork")
+        parent, child = context.Pipe()
+        process = context.Process(target=_serve, args=(work, child), daemon=True)
+        process.start()
+        child.close()
+        return cls(process, parent, collections.deque())
+
+    def received(self) -> Iterator[Outcome]:
+        """The outcomes the worker has sent so far."""
+        try:
+            while self.conn.poll():
+                outcome = self.conn.recv()
+                self.assigned.remove(outcome.index)
+                yield outcome
+        except (EOFError, OSError):  # the worker is gone; its exit code says how
+            self.eof = True
+
+    def death(self) -> str:
+        code = self.process.exitcode
+        if code is not None and code < 0:
+            return f"worker process died (signal {-code})"
+        return f"worker process died (exit code {code})"
+
+    def stop(self) -> None:
+        try:
+            self.conn.send(None)
+        except OSError:
+            pass
+        self.conn.close()
+        self.process.join(timeout=5)
+        if self.process.is_alive():
+            self.process.kill()
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join()
+        self.conn.close()
+
+
+def _serve(work: Work, conn: Connection) -> None:
+    """A worker's loop: chunks of indices in, one outcome per index out, until ``None``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent, which stops the workers
+    while True:
+        try:
+            indices = conn.recv()
+        except EOFError:
+            return
+        if indices is None:
+            return
+        for index in indices:
+            conn.send(work(index))
+
+
+def executor_for(processes: int, count: int) -> Executor:
+    """A process pool for ``processes`` > 1 and more than one item; else this process."""
+    return ProcessExecutor(processes) if processes > 1 and count > 1 else SerialExecutor()

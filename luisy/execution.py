@@ -16,7 +16,7 @@ from luigi.task import flatten
 
 from luisy import config
 from luisy.directory.target import DirectoryTarget
-from luisy.errors import SchedulerUnreachableError
+from luisy.errors import LuisyError, SchedulerUnreachableError
 from luisy.targets import scan_once
 
 
@@ -47,6 +47,7 @@ def build(
     task_list = [tasks] if isinstance(tasks, luigi.Task) else list(tasks)
     with _run_settings(options, local_scheduler, scheduler_url, working_dir, processes, retry_failed):
         result = luigi.build(task_list, workers=workers, detailed_summary=True, **options)
+        finish_interrupted_publishes(result)
         if summary:  # judged with the run's own settings (failed items settled for this run...)
             return summarize(task_list, result)
     return result if detailed_summary else result.scheduling_succeeded
@@ -75,6 +76,19 @@ def _run_settings(options: dict[str, Any], local_scheduler: bool, scheduler_url:
                         config.luigi_setting("luisy", "run", uuid.uuid4().hex)):
             stack.enter_context(setting)
         yield
+
+
+def finish_interrupted_publishes(result: LuigiRunResult) -> None:
+    """Tidy the directory outputs of the run's complete tasks whose last publish was cut short.
+
+    Such an output is sound (its manifest was replaced), but the task does not run again to
+    remove the files the interrupted publish left.
+    """
+    sets = _summary_dict(result.worker)
+    for task in sets["already_done"] | sets["completed"]:
+        for output in flatten(task.output()):
+            if isinstance(output, DirectoryTarget):
+                output.tidy()
 
 
 def check_scheduler(url: str, timeout: float = 5.0) -> None:
@@ -108,11 +122,13 @@ class RunSummary:
     not_run: list[str] = field(default_factory=list)
     #: Directory tasks that ran: (task, items processed by the run, items failed, items in the output).
     items: list[tuple[str, int, int, int]] = field(default_factory=list)
+    #: Directory tasks that did not run but hold failed items from an earlier run (retries off).
+    kept_failures: list[tuple[str, int]] = field(default_factory=list)
 
     @property
     def failed_items(self) -> int:
-        """Items that failed in the directory tasks of this run."""
-        return sum(failed for _, _, failed, _ in self.items)
+        """Items that failed in the directory tasks of this run, or were kept failed by it."""
+        return sum(failed for _, _, failed, _ in self.items) + sum(failed for _, failed in self.kept_failures)
 
     @property
     def ok(self) -> bool:
@@ -129,6 +145,8 @@ class RunSummary:
                 out.append(f"  {label}: {len(names)} task(s)")
         for name, processed, failed, total in self.items[:5]:
             out.append(f"  items: {name}: {processed} processed, {failed} failed ({total} in the output)")
+        for name, failed in self.kept_failures[:5]:
+            out.append(f"  items: {name}: {failed} failed in an earlier run, not retried (--retry-failed)")
         for name, error in self.failed[:5]:
             out.append(f"  failed: {name}: {error}")
         out.extend(f"  missing input: {name}" for name in self.missing[:5])
@@ -159,15 +177,36 @@ def run(tasks: luigi.Task | Iterable[luigi.Task], **options: Any) -> RunSummary:
 def summarize(tasks: list[luigi.Task], result: LuigiRunResult) -> RunSummary:
     """Turn luigi's per-status task sets into a :class:`RunSummary`."""
     sets = _summary_dict(result.worker)
-    summary = RunSummary(tasks, complete=all(task.complete() for task in tasks))
+    summary = RunSummary(tasks, complete=all(_is_complete(task) for task in tasks))
     summary.ran = sorted(map(str, sets["completed"]))
     summary.already_done = sorted(map(str, sets["already_done"]))
     summary.failed = [(str(t), _first_error_line(result, t)) for t in sorted(sets["failed"], key=str)]
+    summary.failed += [(str(t), _completeness_error(t)) for t in sorted(sets["scheduling_error"], key=str)]
     summary.missing = sorted(map(str, sets["still_pending_ext"]))
     summary.not_run = sorted(map(str, sets["upstream_failure"] | sets["upstream_missing_dependency"]))
     headers = ((t, _manifest_header(t)) for t in sorted(sets["completed"], key=str))
     summary.items = [(str(t), h.processed, h.failed_count, h.item_count) for t, h in headers if h is not None]
+    kept = ((t, _manifest_header(t)) for t in sorted(sets["already_done"], key=str))
+    summary.kept_failures = [(str(t), h.failed_count) for t, h in kept if h is not None and h.failed_count]
     return summary
+
+
+def _is_complete(task: luigi.Task) -> bool:
+    try:
+        return task.complete()
+    except Exception:  # reported among the failures (see _completeness_error)
+        return False
+
+
+def _completeness_error(task: luigi.Task) -> str:
+    """Why luigi could not tell whether ``task`` is complete: the one line of the error it raised."""
+    try:
+        task.complete()
+    except LuisyError as error:
+        return error.format_message()
+    except Exception as error:
+        return f"{type(error).__name__}: {error}"
+    return "(the completeness check failed during the run)"
 
 
 def _manifest_header(task: luigi.Task) -> Any:

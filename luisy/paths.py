@@ -6,7 +6,9 @@ Computing a path never touches the disk; directories are made when something is 
 from __future__ import annotations
 
 import enum
+import hashlib
 import os
+import re
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePath
@@ -39,9 +41,16 @@ def _render(value: Any) -> str:
 
 
 def auto_file_name(task: Any, excl_params: Iterable[str] = (), excl_none: bool = False) -> str:
-    """``<task family>_<name>=<value>...`` for the task's significant parameters, sorted by name."""
+    """``<task family>_<name>=<value>...`` for the task's significant parameters, sorted by name.
+
+    Values are rendered as luisy 1.x rendered them. Where that rendering could be shared by
+    another value of the same parameter — a text with ``/``, a space, ``=`` or ``~``, the text
+    ``"None"``, list items with ``_``, nested lists — a short hash of the value is appended
+    (``x=a_b~1f0c2e9d``), so different tasks never share a file.
+    """
     excluded = set(excl_params)
     parts = [task.get_task_family()]
+    serialized = None
     for name in sorted(significant_param_names(type(task))):
         value = getattr(task, name)
         if name in excluded or (excl_none and value is None):
@@ -49,8 +58,28 @@ def auto_file_name(task: Any, excl_params: Iterable[str] = (), excl_none: bool =
         rendered = get_string_repr(value)
         if "\0" in rendered:
             raise UnsafePathError(f"{task!r}: parameter {name!r} contains a NUL byte")
+        if not _renders_uniquely(value):
+            serialized = serialized or task.to_str_params()
+            digest = hashlib.blake2b(str(serialized[name]).encode("utf-8", "surrogatepass"), digest_size=4)
+            rendered = f"{rendered}~{digest.hexdigest()}"
         parts.append(f"{name}={rendered}")
     return "_".join(parts)
+
+
+_SHARED_RENDERING = re.compile(r"[/ =~]")
+
+
+def _renders_uniquely(value: Any, in_collection: bool = False) -> bool:
+    """Whether no other value of the same type renders as ``value`` does (see :func:`auto_file_name`)."""
+    if isinstance(value, str):
+        return not (_SHARED_RENDERING.search(value) or value == "None"
+                    or (in_collection and ("_" in value or not value)))
+    if isinstance(value, Mapping):
+        return not in_collection and all(
+            _renders_uniquely(k, True) and _renders_uniquely(v, True) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return not in_collection and all(_renders_uniquely(v, True) for v in value)
+    return True  # numbers, dates, enums, None: str() tells values of one type apart
 
 
 def significant_param_names(task_cls: type) -> list[str]:

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import luigi
 from luigi.task import flatten
 
-from luisy.directory.target import DirectoryTarget, checksum
+from luisy.directory.manifest import MANIFEST_NAME, Manifest
+from luisy.directory.target import RETIRED, DirectoryTarget, ItemReader, checksum
 from luisy.fingerprint.task import is_external
 from luisy.graph import upstream_first
 from luisy.plan import reasons
@@ -71,23 +72,45 @@ def _cut(text: str, width: int) -> str:
 def verify(root: luigi.Task) -> tuple[int, list[str]]:
     """Re-check every directory output of the graph against its manifest.
 
-    Returns the number of items checked and one line per problem (missing file, wrong size or
-    checksum).
+    Returns the number of items checked and one line per problem: a corrupt manifest, an item
+    file missing, of the wrong size or checksum, or outside the folder, and files in the folder
+    that the manifest does not account for (left by an interrupted publish).
     """
     checked, problems = 0, []
     for task in upstream_first(root):
         for output in flatten(task.output()):
-            if not (isinstance(output, DirectoryTarget) and output.exists()):
+            if not isinstance(output, DirectoryTarget):
                 continue
-            folder = output.folder
-            for name, item in sorted(output.manifest.items.items()):
-                checked += 1
-                path = folder / item.file
-                if not path.is_file():
-                    problems.append(f"{task}: item {name!r}: {path} is missing")
-                elif path.stat().st_size != item.size:
-                    problems.append(f"{task}: item {name!r}: {path} has {path.stat().st_size} bytes, "
-                                    f"the manifest says {item.size}")
-                elif checksum(path) != item.checksum:
-                    problems.append(f"{task}: item {name!r}: {path} does not match its checksum")
+            corrupt = Manifest.problem(output.folder)
+            if corrupt is not None:
+                problems.append(f"{task}: {corrupt}")
+                continue
+            if not output.exists():
+                continue
+            manifest = output.manifest
+            checked += len(manifest.items)
+            problems.extend(f"{task}: {line}" for line in _item_problems(output, manifest))
     return checked, problems
+
+
+def _item_problems(output: DirectoryTarget, manifest: Manifest) -> list[str]:
+    folder, found = output.folder, []
+    inside = ItemReader(folder, str(output.owner), None).inside
+    for name, item in sorted(manifest.items.items()):
+        path = folder / item.file
+        if not inside.contains(os.fspath(path)):
+            found.append(f"item {name!r}: {path} leads outside {folder}")
+        elif not path.is_file():
+            found.append(f"item {name!r}: {path} is missing")
+        elif path.stat().st_size != item.size:
+            found.append(f"item {name!r}: {path} has {path.stat().st_size} bytes, the manifest says {item.size}")
+        elif checksum(path) != item.checksum:
+            found.append(f"item {name!r}: {path} does not match its checksum")
+    accounted = {MANIFEST_NAME, *manifest.items.files, *(f"{RETIRED}/{f}" for f in manifest.retired)}
+    for root, dirs, files in os.walk(folder):
+        rel_root = os.path.relpath(root, folder)
+        for entry in sorted(files + [d for d in dirs if os.path.islink(os.path.join(root, d))]):
+            rel = entry if rel_root == "." else f"{rel_root}/{entry}"
+            if rel not in accounted:
+                found.append(f"{folder / rel} is not listed in the manifest")
+    return found

@@ -252,19 +252,29 @@ class DirectoryInputTarget(luigi.LocalTarget):
         found = []
         matches = re.compile(fnmatch.translate(self.pattern)).match
         whole_path = "/" in self.pattern
-        folders = [("", self.path)]
+        root = os.stat(self.path)
+        folders = [("", self.path, frozenset([(root.st_dev, root.st_ino)]))]
         while folders:
-            prefix, folder = folders.pop()
-            with os.scandir(folder) as entries:
-                for entry in entries:
-                    if entry.is_dir():
-                        if self.recursive:
-                            folders.append((prefix + entry.name + "/", entry.path))
-                        continue
-                    rel = prefix + entry.name
-                    if (matches(rel if whole_path else entry.name) and TMP_MARKER not in entry.name
-                            and entry.is_file() and (self.regex is None or self.regex.search(entry.name))):
-                        found.append((rel, entry))
+            prefix, folder, above = folders.pop()
+            try:
+                entries = list(os.scandir(folder))
+            except OSError as error:
+                if folder == self.path and isinstance(error, FileNotFoundError):
+                    raise  # the input is missing
+                raise FileReadError(f"{self.owner}: cannot list {folder}: {error.strerror}") from None
+            for entry in entries:
+                if entry.is_dir():
+                    if self.recursive:
+                        key = (entry.stat().st_dev, entry.stat().st_ino)
+                        if key in above:
+                            raise FileReadError(f"{self.owner}: {entry.path} leads back to a folder above it "
+                                                "(a symbolic link loop); remove the link or use recursive=False")
+                        folders.append((prefix + entry.name + "/", entry.path, above | {key}))
+                    continue
+                rel = prefix + entry.name
+                if (matches(rel if whole_path else entry.name) and TMP_MARKER not in entry.name
+                        and entry.is_file() and (self.regex is None or self.regex.search(entry.name))):
+                    found.append((rel, entry))
         found.sort()  # relative paths are unique: entries are never compared
         return found
 

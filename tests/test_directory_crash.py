@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 from test_directory import PROCESSED, Doubled, _build, files_of, files_on_disk, frames  # noqa: F401
 
-from luisy.directory import MANIFEST_NAME
 from luisy.directory.target import checksum
 
 # Python run in the child before it waits to be killed; {marker} is the file it creates.

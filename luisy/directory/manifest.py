@@ -191,14 +191,14 @@ class Manifest:
     def __post_init__(self) -> None:
         self.items = ItemTable.of(self.items)
 
-    def header(self, body_bytes: int | None = None) -> ManifestHeader:
+    def header(self, body_bytes: int | None = None, body_digest: str | None = None) -> ManifestHeader:
         """The first line's content."""
         values = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _BODY}
         items = self.items.digest()
         return ManifestHeader(
             **values, item_count=len(self.items), failed_count=len(self.failed), items_digest=items,
             content_digest=items_digest([("", items), *((name, "failed") for name in self.failed)]),
-            body_bytes=body_bytes,
+            body_bytes=body_bytes, body_digest=body_digest,
         )
 
     def to_json(self) -> str:
@@ -208,17 +208,20 @@ class Manifest:
                     sources=table.sources)
         # No indent: only then does json use its C encoder. ASCII only, so characters are bytes.
         body_line = json.dumps(body, separators=(",", ":"))
-        header = {"schema": SCHEMA, **asdict(self.header(len(body_line)))}
+        header = {"schema": SCHEMA, **asdict(self.header(len(body_line), _digest(body_line.encode())))}
         return json.dumps(header, sort_keys=True) + "\n" + body_line
 
     @classmethod
-    def from_json(cls, text: str, where: str = "manifest") -> Manifest:
-        """Parse and validate a manifest; :class:`~luisy.errors.ManifestError` if it is corrupt."""
+    def from_json(cls, text: str, where: str = "manifest", body_checked: bool = False) -> Manifest:
+        """Parse and validate a manifest; :class:`~luisy.errors.ManifestError` if it is corrupt.
+
+        ``body_checked``: the second line's length and digest are known to match the header.
+        """
         head, _, rest = text.partition("\n")
         header = _header_fields(_json(head, where), where)
+        if not body_checked:
+            _check_body_bytes(header, rest.encode("utf-8", "surrogateescape"), where)
         body = _json(rest, where)
-        if header["body_bytes"] is not None and header["body_bytes"] != len(rest.encode("utf-8", "surrogateescape")):
-            raise ManifestError(f"{where} is corrupt: its second line is not as long as its header says")
         _check_body(body, header, where)
         columns = (body.pop(column) for column in ("names", "files", "sizes", "checksums", "sources"))
         items = ItemTable(*columns, digest=header["items_digest"])  # written with these columns
@@ -299,8 +302,9 @@ class ManifestHeader:
     failed_count: int
     items_digest: str
     content_digest: str
-    #: Length of the second line in bytes; ``None`` in manifests of schema 2.
+    #: Length and digest of the second line; ``None`` in manifests of schema 2.
     body_bytes: int | None = None
+    body_digest: str | None = None
 
 
 def _identity(folder: str | os.PathLike[str]) -> tuple[str, int, int, int] | None:
@@ -327,7 +331,7 @@ class _ParsedManifests:
             _parse_header(*identity)  # the header and the file's length are checked before the body is read
             with open(identity[0], "rb") as f:
                 text = f.read().decode("utf-8", "surrogateescape")
-            found = Manifest.from_json(text, identity[0])
+            found = Manifest.from_json(text, identity[0], body_checked=True)
         self.put(identity, found)
         return found
 
@@ -353,13 +357,26 @@ def _parse_header(path: str, inode: int, size: int, mtime_ns: int) -> ManifestHe
     """The header of the manifest at ``path``, checked; reads at most :data:`HEADER_MAX_BYTES`."""
     with open(path, "rb") as f:
         line = f.readline(HEADER_MAX_BYTES + 1)
-    if not line.endswith(b"\n"):
-        raise ManifestError(f"{path} is corrupt: no header line")
-    header = _header_fields(_json(line.decode("utf-8", "surrogateescape"), path), path)
-    if header["body_bytes"] is not None and size != len(line) + header["body_bytes"]:
-        raise ManifestError(f"{path} is corrupt: {size} bytes long, its header says "
-                            f"{len(line) + header['body_bytes']}")
+        if not line.endswith(b"\n"):
+            raise ManifestError(f"{path} is corrupt: no header line")
+        header = _header_fields(_json(line.decode("utf-8", "surrogateescape"), path), path)
+        if header["body_bytes"] is not None:
+            if size != len(line) + header["body_bytes"]:
+                raise ManifestError(f"{path} is corrupt: {size} bytes long, its header says "
+                                    f"{len(line) + header['body_bytes']}")
+            _check_body_bytes(header, f.read(), path)
     return ManifestHeader(**header)
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def _check_body_bytes(header: dict[str, Any], body: bytes, where: str) -> None:
+    """The second line is as long as the header says, with the digest it says (manifests of schema 3)."""
+    if header["body_bytes"] is not None and (len(body) != header["body_bytes"]
+                                             or _digest(body) != header["body_digest"]):
+        raise ManifestError(f"{where} is corrupt: its second line is not the one its header describes")
 
 
 def _json(text: str, where: str) -> Any:
@@ -405,10 +422,10 @@ def _header_fields(header: Any, where: str) -> dict[str, Any]:
         if name not in header or not valid(header[name]):
             raise ManifestError(f"{where} is corrupt: header field {name!r} is missing or of the wrong type")
         checked[name] = header[name]
-    body_bytes = header.get("body_bytes")
-    if schema >= 3 and not _is_int(body_bytes):
-        raise ManifestError(f"{where} is corrupt: header field 'body_bytes' is missing or of the wrong type")
-    checked["body_bytes"] = body_bytes if schema >= 3 else None
+    for name, valid in (("body_bytes", _is_int), ("body_digest", _is_str)):
+        if schema >= 3 and not valid(header.get(name)):
+            raise ManifestError(f"{where} is corrupt: header field {name!r} is missing or of the wrong type")
+        checked[name] = header[name] if schema >= 3 else None
     return checked
 
 

@@ -163,6 +163,7 @@ class DirectoryTarget(luigi.LocalTarget):
             manifest = Manifest.load(self.folder)
             if manifest is None or os.fstat(lock.fileno()).st_size == 0:
                 return False
+            retire(self.folder, list(manifest.retired))
             remove_unlisted(self.folder, manifest)
             lock.truncate(0)
         return True
@@ -351,15 +352,13 @@ class DirectoryWriter:
             sweep, current = sweep or os.path.lexists(folder / MANIFEST_NAME), Manifest()
         inside = _Inside(folder, self.target.owner)
         taken = {*current.items.files, *current.retired}
-        moved = {}
+        moved, made = {}, set()
         for name, item in self.new.items():
             file = item.file if item.file not in taken else _variant(item.file)
             taken.add(file)
-            destination = inside.path(file)
             if "/" in file:
-                destination.parent.mkdir(parents=True, exist_ok=True)
-                inside.check(os.fspath(destination.parent))  # made just now: no link to elsewhere
-            os.replace(self.staging / item.file, destination)
+                _make_dirs(folder, os.path.dirname(file), made)
+            os.replace(self.staging / item.file, folder / file)
             moved[name] = item._replace(file=file)
         items = current.items.merged(self.kept, moved)
         listed = set(items.files)
@@ -462,6 +461,19 @@ def _publish_lock(folder: Path) -> Iterator[TextIO]:
     with open(_lock_path(folder), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield lock
+
+
+def _make_dirs(folder: Path, rel_dir: str, made: set[str]) -> None:
+    """Make ``folder/rel_dir`` of real folders: a symbolic link on the way is removed, never followed."""
+    if rel_dir in made:
+        return
+    path = folder
+    for part in rel_dir.split("/"):
+        path = path / part
+        if path.is_symlink():
+            path.unlink()
+        path.mkdir(exist_ok=True)
+    made.add(rel_dir)
 
 
 def retire(folder: Path, files: Iterable[str], inside: _Inside | None = None) -> None:

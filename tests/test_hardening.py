@@ -1,0 +1,531 @@
+"""What a tampered, damaged or unlucky directory output may and may not do: real files, real processes.
+
+Each test reproduces one way things went wrong before: a manifest pointing outside its folder, a
+sub-folder replaced by a link, an item process that dies, errors taken for "complete", a reader
+overtaken by a publish, long names, clashing names, corrupt manifests, leftovers of killed writers,
+colliding parameter values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import luigi
+import numpy as np
+import pytest
+from conftest import run_luisy, write_project
+
+import luisy
+from luisy import formats
+from luisy.directory import MANIFEST_NAME, DirectoryTarget
+from luisy.directory.manifest import Manifest
+from luisy.directory.target import checksum
+from luisy.errors import FileReadError, ItemNameError, UnsafePathError
+from luisy.execution import run as run_tasks
+from luisy.status import verify
+
+
+@luisy.project_name("hard")
+@luisy.raw
+@luisy.directory_input(pattern="*.npy")
+class Inputs(luisy.ExternalTask):
+    def get_folder_name(self):
+        return "inputs"
+
+
+@luisy.project_name("hard")
+@luisy.interim
+@luisy.requires(Inputs)
+@luisy.directory_output(format="npy")
+class Scaled(luisy.DirectoryTask):
+    def process(self, name, obj):
+        return obj * 2
+
+
+@luisy.project_name("hard")
+@luisy.interim
+@luisy.requires(Inputs)
+@luisy.directory_output(format="npy")
+class LenientScaled(luisy.DirectoryTask):
+    on_error = "skip"
+
+    def process(self, name, obj):
+        return obj * 2
+
+
+def _build(*tasks):
+    assert luigi.build(list(tasks), local_scheduler=True, log_level="ERROR")
+
+
+@pytest.fixture
+def inputs(luisy_working_dir):
+    folder = luisy_working_dir / "hard" / "raw" / "inputs"
+    folder.mkdir(parents=True)
+    for i in range(6):
+        np.save(folder / f"f{i}.npy", np.full(3, i))
+    return folder
+
+
+def _edit_manifest(folder: Path, edit) -> None:
+    """Change the manifest's item lists as an attacker would: the header's length kept consistent."""
+    path = folder / MANIFEST_NAME
+    head, body = path.read_text().split("\n")
+    header, lists = json.loads(head), json.loads(body)
+    edit(lists)
+    text = json.dumps(lists)
+    if "body_bytes" in header:
+        header["body_bytes"] = len(text.encode())
+        header["body_digest"] = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+    path.write_text(json.dumps(header) + "\n" + text)
+
+
+def _rewrite(folder: Path, name: str, value: int) -> None:
+    np.save(folder / f"{name}.npy", np.full(3, value))
+    os.utime(folder / f"{name}.npy", ns=(value + 7, value + 7))
+
+
+# 1. Nothing outside the output folder is read, written or deleted.
+
+@pytest.mark.parametrize("where", ["relative", "absolute"])
+def test_a_manifest_listing_files_outside_its_folder_is_never_followed(inputs, luisy_working_dir, where):
+    victim = luisy_working_dir / "victim.npy"
+    np.save(victim, np.arange(3))
+    before = victim.read_bytes()
+    _build(Scaled())
+    folder = Scaled().output().folder
+    entry = "../../../victim.npy" if where == "relative" else str(victim)
+    _edit_manifest(folder, lambda lists: lists["files"].__setitem__(0, entry))
+    assert (folder / entry).resolve() == victim.resolve()
+
+    with pytest.raises(luisy.LuisyError, match="corrupt.*victim"):
+        list(Scaled().output().items())
+    _rewrite(inputs, "f0", 50)  # the item whose entry was bent is replaced...
+    (inputs / "f1.npy").unlink()  # ...and one is removed: both would delete old files
+    _build(Scaled())
+    assert victim.read_bytes() == before
+    assert [int(a[0]) for _, a in Scaled().output().items()] == [100, 4, 6, 8, 10]
+
+
+def test_a_sub_folder_replaced_by_a_link_is_not_followed(luisy_working_dir):
+    elsewhere = luisy_working_dir / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "0.txt").write_text("precious")
+    version = ["one"]
+
+    @luisy.project_name("hard")
+    @luisy.directory_output(format="txt")
+    class Parts(luisy.DirectoryTask):
+        def run(self):
+            with self.output().writer(self) as writer:
+                for i in range(2):
+                    writer.write(f"part/{i}", f"{version[0]} {i}")
+
+    Parts().run()
+    folder = Parts().output().folder
+    for file in (folder / "part").iterdir():
+        file.unlink()
+    (folder / "part").rmdir()
+    (folder / "part").symlink_to(elsewhere)
+
+    with pytest.raises(UnsafePathError, match="leads outside"):
+        list(Parts().output().items())
+    version[0] = "two"
+    Parts().run()
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["0.txt"] and (elsewhere / "0.txt").read_text() == "precious"
+    assert not (folder / "part").is_symlink()
+    assert dict(Parts().output().items()) == {"part/0": "two 0", "part/1": "two 1"}
+
+
+# 2. An item process that dies is a failed item, not a hang.
+
+DYING = {
+    "dying/__init__.py": "",
+    "dying/tasks.py": '''
+        import os, sys
+        import luisy
+
+
+        @luisy.raw
+        @luisy.directory_input(pattern="*.txt")
+        class Notes(luisy.ExternalTask):
+            def get_folder_name(self):
+                return "notes"
+
+
+        @luisy.interim
+        @luisy.requires(Notes)
+        @luisy.directory_output(format="txt")
+        class Fragile(luisy.DirectoryTask):
+            how = luisy.Parameter(default="kill")
+            processes = 2
+            on_error = "skip"
+
+            def process(self, name, obj):
+                if name == "n3":
+                    if self.how == "kill":
+                        os.kill(os.getpid(), 9)
+                    if self.how == "exit":
+                        sys.exit(3)
+                    if self.how == "segfault":
+                        import ctypes
+                        ctypes.string_at(0)
+                return obj.upper()
+
+
+        @luisy.interim
+        @luisy.requires(Notes)
+        @luisy.directory_output(format="txt")
+        class Strict(Fragile):
+            on_error = "raise"
+    ''',
+}
+
+
+@pytest.fixture
+def dying(tmp_path):
+    write_project(tmp_path, DYING)
+    notes = tmp_path / "data" / "dying" / "raw" / "notes"
+    notes.mkdir(parents=True)
+    for i in range(10):
+        (notes / f"n{i}.txt").write_text(f"note {i}")
+    return tmp_path
+
+
+def _run_with_deadline(args, cwd):
+    script = Path(sys.executable).with_name("luisy")
+    try:
+        return subprocess.run([str(script), *args], cwd=cwd, capture_output=True, text=True, timeout=90)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"luisy {' '.join(args)} hung")
+
+
+@pytest.mark.parametrize("how,death", [("kill", "signal 9"), ("exit", "exit code 3"), ("segfault", "signal 11")])
+def test_a_dying_item_process_fails_its_item_and_the_run_goes_on(dying, how, death):
+    result = _run_with_deadline(["run", "dying.tasks:Fragile", "--how", how], dying)
+    assert result.returncode == 1, result.stdout + result.stderr
+    folder = dying / "data" / "dying" / "interim" / f"Fragile_how={how}"
+    manifest = Manifest.load(folder)
+    assert manifest.failed == {"n3": f"worker process died ({death})"}
+    assert sorted(manifest.items) == [f"n{i}" for i in range(10) if i != 3]
+    assert (folder / "n7.txt").read_text() == "NOTE 7"
+
+
+def test_a_dying_item_process_fails_the_task_under_raise(dying):
+    result = _run_with_deadline(["run", "dying.tasks:Strict"], dying)
+    assert result.returncode == 1
+    assert "item 'n3' (input file" in result.stdout and "failed: worker process died (signal 9)" in result.stdout
+    assert not any((dying / "data" / "dying" / "interim").glob("*/" + MANIFEST_NAME))
+
+
+# 3. complete() passes on only "the input is missing".
+
+@luisy.project_name("hard")
+@luisy.raw
+@luisy.directory_input(pattern="*", recursive=True)
+class Anything(luisy.ExternalTask):
+    def get_folder_name(self):
+        return "anything"
+
+
+@luisy.project_name("hard")
+@luisy.interim
+@luisy.requires(Anything)
+@luisy.directory_output(format="pkl")
+class FromAnything(luisy.DirectoryTask):
+    def process(self, name, obj):
+        return name
+
+
+@pytest.fixture
+def anything(luisy_working_dir):
+    folder = luisy_working_dir / "hard" / "raw" / "anything"
+    folder.mkdir(parents=True)
+    np.save(folder / "a.npy", np.zeros(2))
+    np.save(folder / "b.npy", np.ones(2))
+    return folder
+
+
+def test_an_input_listing_error_is_not_taken_for_complete(anything):
+    _build(FromAnything())
+    assert FromAnything().complete()
+    np.save(anything / "c.npy", np.ones(2))
+    (anything / "a.csv").write_text("x\n1\n")
+    with pytest.raises(FileReadError, match=r"a\.csv and a\.npy would both be item 'a'|a\.npy and a\.csv"):
+        FromAnything().complete()
+    summary = run_tasks([FromAnything()], log_level="ERROR")
+    assert not summary.ok
+    assert any("would both be item 'a'" in line for line in summary.lines()), summary.lines()
+
+
+def test_a_symlink_loop_in_a_recursive_input_is_an_error(anything):
+    _build(FromAnything())
+    (anything / "sub").mkdir()
+    (anything / "sub" / "loop").symlink_to(anything)
+    with pytest.raises(FileReadError, match="loop"):
+        FromAnything().complete()
+
+
+def test_a_missing_input_still_counts_as_complete_for_luigi_to_report(anything):
+    _build(FromAnything())
+    for file in anything.iterdir():
+        file.unlink()
+    anything.rmdir()
+    assert FromAnything().complete()
+
+
+# 4. Readers of the previous manifest are not disturbed by a publish.
+
+def test_a_reader_of_the_previous_manifest_reads_it_to_the_end(inputs):
+    for i in range(6, 40):
+        np.save(inputs / f"f{i}.npy", np.full(3, i))
+    _build(Scaled())
+    reader = Scaled().output().items()
+    first = [next(reader) for _ in range(5)]
+    for i in range(40):  # every item changes, and is republished by another run
+        _rewrite(inputs, f"f{i}", 1000 + i)
+    _build(Scaled())
+    seen = dict(first + list(reader))
+    assert {name: int(a[0]) for name, a in seen.items()} == {f"f{i}": 2 * i for i in range(40)}
+    assert {int(a[0]) for _, a in Scaled().output().items()} == {2000 + 2 * i for i in range(40)}
+
+
+# 5. Long names.
+
+def test_items_and_outputs_with_names_of_255_bytes(luisy_working_dir):
+    long_item = "i" * 251  # .npy makes 255 bytes
+    folder = luisy_working_dir / "hard" / "raw" / "inputs"
+    folder.mkdir(parents=True)
+    np.save(folder / f"{long_item}.npy", np.full(3, 1))
+    _build(Scaled())
+    _rewrite(folder, long_item, 2)
+    _build(Scaled())
+    assert [int(a[0]) for _, a in Scaled().output().items()] == [4]
+
+    @luisy.project_name("hard")
+    @luisy.interim
+    @luisy.text_output
+    class LongFile(luisy.Task):
+        def get_file_name(self):
+            return "t" * 251  # .txt makes 255 bytes
+
+        def run(self):
+            self.write("hello")
+
+    @luisy.project_name("hard")
+    @luisy.requires(Inputs)
+    @luisy.directory_output(format="npy")
+    class LongFolder(Scaled):
+        def get_folder_name(self):
+            return "d" * 255
+
+    _build(LongFile(), LongFolder())
+    assert LongFile().read() == "hello" and len(LongFolder().output()) == 1
+
+
+# 6. Two input names, one item file.
+
+def test_two_inputs_that_would_share_an_item_file_give_one_clear_error(inputs):
+    np.save(inputs / "f1.npy.npy", np.zeros(3))
+    task = Scaled()
+    with pytest.raises(ItemNameError, match=r"input files .*f1\.npy and .*f1\.npy\.npy would both be written "
+                                            r"to 'f1\.npy'"):
+        task.run()
+    assert not task.output().exists()
+
+
+def test_a_writer_given_two_names_for_one_file_says_so(tmp_path):
+    target = DirectoryTarget(tmp_path / "out", file_format=formats.TEXT, owner="W()")
+    with pytest.raises(ItemNameError, match=r"W\(\): items 'a' and 'a\.txt' would both be written to 'a\.txt'"):
+        with target.writer() as writer:
+            writer.write("a", "one")
+            writer.write("a.txt", "two")
+    assert not target.exists()
+
+
+# 7. Corrupt manifests.
+
+@pytest.mark.parametrize("damage", ["truncated body", "header 1", 'header "x"', "body of the wrong shape"])
+def test_a_corrupt_manifest_reruns_the_task_and_verify_reports_it(inputs, damage):
+    _build(Scaled())
+    folder = Scaled().output().folder
+    path = folder / MANIFEST_NAME
+    head, body = path.read_text().split("\n")
+    if damage == "truncated body":
+        path.write_text(head + "\n" + body[: len(body) // 2])
+    elif damage.startswith("header"):
+        path.write_text(damage.split(" ", 1)[1] + "\n" + body)
+    else:
+        path.write_text(head + "\n" + json.dumps({"items": 5}))
+    assert not Scaled().complete()
+    checked, problems = verify(Scaled())
+    assert len(problems) == 1 and "corrupt" in problems[0], problems
+    assert str(path) in problems[0]
+    _build(Scaled())
+    assert Scaled().complete() and [int(a[0]) for _, a in Scaled().output().items()] == [0, 2, 4, 6, 8, 10]
+
+
+def test_verify_on_the_command_line_reports_a_corrupt_manifest(tmp_path):
+    write_project(tmp_path, DYING)
+    notes = tmp_path / "data" / "dying" / "raw" / "notes"
+    notes.mkdir(parents=True)
+    (notes / "n0.txt").write_text("x")
+    assert run_luisy(["run", "dying.tasks:Fragile"], cwd=tmp_path).returncode == 0
+    manifest = next((tmp_path / "data").rglob(MANIFEST_NAME))
+    manifest.write_text(manifest.read_text()[:-20])
+    result = run_luisy(["verify", "dying.tasks:Fragile"], cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "corrupt" in result.stdout
+
+
+@pytest.mark.parametrize("where", ["header", "body"])
+def test_a_huge_junk_manifest_is_rejected_without_reading_it(inputs, where):
+    _build(Scaled())
+    path = Scaled().output().folder / MANIFEST_NAME
+    head, body = path.read_text().split("\n")
+    with open(path, "w") as f:
+        if where == "header":
+            f.write(head[:-1])
+        else:
+            f.write(head + "\n" + body)
+        for _ in range(200):
+            f.write("x" * (1 << 20))
+    code = textwrap.dedent(f"""
+        import resource
+        from luisy.directory.manifest import Manifest
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        assert Manifest.load_header({str(path.parent)!r}) is None
+        assert Manifest.load({str(path.parent)!r}) is None
+        assert "corrupt" in Manifest.problem({str(path.parent)!r})
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout) < 50 * 1024, f"peak RSS grew by {int(result.stdout) // 1024} MB"
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss > 0  # the measure exists on this system
+
+
+# 8. Leftovers of killed writers are removed by the next run; verify reports unlisted files.
+
+def test_a_killed_single_file_write_leaves_nothing_after_the_next_run(tmp_path):
+    write_project(tmp_path, {
+        "leaky/__init__.py": "",
+        "leaky/tasks.py": '''
+            import luisy
+
+
+            @luisy.text_output
+            class Report(luisy.Task):
+                def run(self):
+                    self.write("report " * 1000)
+        ''',
+    })
+    (tmp_path / "data").mkdir()
+    killed = textwrap.dedent("""
+        import os, luisy
+        from luisy import formats
+        from leaky.tasks import Report
+
+        def write(obj, path, **options):
+            with open(path, "w") as f:
+                f.write(obj[:100])
+                f.flush()
+                os.kill(os.getpid(), 9)  # killed half way through writing
+
+        formats.TEXT.write = write
+        luisy.build([Report()], log_level="ERROR")
+    """)
+    child = subprocess.run([sys.executable, "-c", killed], cwd=tmp_path, capture_output=True, timeout=120)
+    assert child.returncode == -signal.SIGKILL
+    leftovers = [p.name for p in (tmp_path / "data").iterdir() if p.name.startswith(".luisy-tmp-")]
+    assert leftovers, "the killed write left its temporary file"
+    assert run_luisy(["run", "leaky.tasks:Report"], cwd=tmp_path).returncode == 0
+    assert sorted(p.name for p in (tmp_path / "data").iterdir() if p.is_file()) == ["Report.txt"]
+
+
+def test_a_publish_killed_before_its_cleanup_is_finished_by_the_next_run(inputs, luisy_working_dir, tmp_path):
+    _build(Scaled())
+    _rewrite(inputs, "f1", 70)
+    marker = tmp_path / "reached"
+    script = textwrap.dedent(f"""
+        import os, sys, time
+        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        import luisy
+        from luisy.directory import target
+        from test_hardening import Scaled
+        luisy.set_working_dir({str(luisy_working_dir)!r})
+
+        def retire(*args, **kwargs):
+            open({str(marker)!r}, "w").close()
+            time.sleep(120)
+
+        target.retire = retire
+        Scaled().run()
+    """)
+    child = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        for _ in range(600):
+            if marker.exists() or child.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert marker.exists(), "the child never reached the cleanup"
+    finally:
+        child.kill()
+        child.wait()
+    _, problems = verify(Scaled())
+    assert problems == [f"{Scaled()}: {Scaled().output().folder / 'f1.npy'} is not listed in the manifest"]
+    assert luisy.build([Scaled()], log_level="ERROR")  # complete: nothing runs, the interrupted publish is finished
+    folder = Scaled().output().folder
+    on_disk = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    manifest = Scaled().output().manifest
+    assert on_disk == {MANIFEST_NAME, *manifest.items.files, *(f".luisy-retired/{f}" for f in manifest.retired)}
+    assert verify(Scaled())[1] == []
+    for name, item in manifest.items.items():
+        assert checksum(folder / item.file) == item.checksum, name
+
+
+# 9. Smaller: file names of parameter values, reserved item names, exit status without retries.
+
+def test_parameter_values_that_rendered_alike_get_files_of_their_own(luisy_working_dir):
+    @luisy.project_name("hard")
+    @luisy.pickle_output
+    class P(luisy.Task):
+        x = luisy.Parameter()
+
+        def run(self):
+            self.write(self.x)
+
+    values = ["a/b", "a b", "a_b", "a_b~1", "None"]
+    paths = {P(x=v).output().path for v in values}
+    assert len(paths) == len(values)
+    assert Path(P(x="a_b").output().path).name == "P_x=a_b.pkl", "values without special characters keep 1.x names"
+    _build(*(P(x=v) for v in values))
+    assert [P(x=v).read() for v in values] == values
+
+
+def test_an_input_whose_name_luisy_cannot_use_is_rejected_before_any_work(inputs):
+    np.save(inputs / "back\\slash.npy", np.zeros(3))
+    task = LenientScaled()
+    with pytest.raises(UnsafePathError, match=r"input file .*back\\slash\.npy gives the item name"):
+        task.run()
+    assert not task.output().exists()
+
+
+def test_no_retry_failed_still_exits_1_while_items_fail(tmp_path):
+    write_project(tmp_path, DYING)
+    notes = tmp_path / "data" / "dying" / "raw" / "notes"
+    notes.mkdir(parents=True)
+    for i in range(5):
+        (notes / f"n{i}.txt").write_text(f"note {i}")
+    assert run_luisy(["run", "dying.tasks:Fragile", "--how", "exit"], cwd=tmp_path).returncode == 1
+    again = run_luisy(["run", "dying.tasks:Fragile", "--how", "exit", "--no-retry-failed"], cwd=tmp_path)
+    assert again.returncode == 1, again.stdout
+    assert "1 failed" in again.stdout

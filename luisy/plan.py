@@ -139,10 +139,9 @@ def _directory_reasons(task: luigi.Task) -> list[str]:
     found += _changed("parameters changed", manifest.params, params)
     if found:
         return [*found, "every item is processed again"]
-    try:
-        items = dict(pairs(task.input_items()))
-    except Exception:
-        items = None
+    # A missing input is luigi's to report; any other error listing the input is the user's to see.
+    inputs_there = all(target.exists() for target in flatten(task.input()))
+    items = dict(pairs(task.input_items())) if inputs_there else None
     if items is not None:
         done = manifest.sources()
         new = sum(1 for n in items if n not in done and n not in manifest.failed)

@@ -324,3 +324,59 @@ def test_two_processes_publishing_at_once_never_mix(frames, luisy_working_dir):
     for name, item in manifest.items.items():
         assert checksum(out.folder / item.file) == item.checksum, name
     assert not any(p.name.startswith(".luisy-tmp") for p in out.folder.parent.iterdir())
+
+
+def test_a_live_writers_staging_folder_is_never_removed_and_a_dead_ones_is(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    out = tmp_path / "out"
+    marker, go = tmp_path / "staged", tmp_path / "go"
+    # Earlier, a writer made its staging folder, then took a lock in it to show it was alive; another
+    # writer could remove the folder in between. The patched flock widens that moment to a second.
+    script = textwrap.dedent(f"""
+        import fcntl, os, time
+        from luisy.directory import DirectoryTarget
+        lock = fcntl.flock
+        def slow_flock(file, operation):
+            if getattr(file, "name", "").endswith(".alive"):
+                open({str(marker)!r}, "w").close()
+                time.sleep(1)
+            return lock(file, operation)
+        fcntl.flock = slow_flock
+        writer = DirectoryTarget({str(out)!r}).writer()
+        open({str(marker)!r}, "w").close()  # the staging folder exists from here on
+        while not os.path.exists({str(go)!r}):
+            time.sleep(0.02)
+        writer.write("late", 1)
+        writer.commit()
+    """)
+
+    def staging_of_child():
+        child = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+        for _ in range(1000):
+            if marker.exists() or child.poll() is not None:
+                break
+            time.sleep(0.02)
+        assert marker.exists(), child.stderr.read()
+        marker.unlink()
+        return child, [p for p in tmp_path.iterdir() if p.name.startswith(".luisy-tmp-")]
+
+    live, (staging,) = staging_of_child()
+    with DirectoryTarget(out).writer() as writer:  # another writer of the same output meanwhile
+        writer.write("early", 0)
+    assert staging.is_dir(), "a live writer's staging folder was removed"
+    go.touch()
+    assert live.wait(timeout=60) == 0, live.stderr.read()
+    assert sorted(DirectoryTarget(out).manifest.items) == ["late"]
+
+    go.unlink()
+    dead, (staging,) = staging_of_child()
+    os.kill(dead.pid, signal.SIGKILL)
+    dead.wait()
+    with DirectoryTarget(out).writer() as writer:
+        writer.write("after", 2)
+    assert not staging.exists(), "a dead writer's staging folder stayed"

@@ -266,6 +266,38 @@ def test_an_input_listing_error_is_not_taken_for_complete(anything):
     assert any("would both be item 'a'" in line for line in summary.lines()), summary.lines()
 
 
+def test_plan_status_and_run_show_an_input_listing_error_in_one_line(tmp_path):
+    write_project(tmp_path, {"clash/__init__.py": "", "clash/tasks.py": '''
+        import luisy
+
+
+        @luisy.raw
+        @luisy.directory_input(pattern="*")
+        class Files(luisy.ExternalTask):
+            def get_folder_name(self):
+                return "files"
+
+
+        @luisy.requires(Files)
+        @luisy.directory_output(format="txt")
+        class Copied(luisy.DirectoryTask):
+            def process(self, name, obj):
+                return str(obj)
+    '''})
+    files = tmp_path / "data" / "clash" / "raw" / "files"
+    files.mkdir(parents=True)
+    (files / "a.txt").write_text("a")
+    assert run_luisy(["run", "clash.tasks:Copied"], cwd=tmp_path).returncode == 0
+    (files / "c.txt").write_text("c")
+    (files / "a.csv").write_text("x\n1\n")
+    expected = "a.csv and a.txt would both be item 'a'"
+    for command in ("plan", "status"):
+        result = run_luisy([command, "clash.tasks:Copied"], cwd=tmp_path)
+        assert result.returncode == 2 and expected in result.stderr and "Traceback" not in result.stderr, result
+    result = run_luisy(["run", "clash.tasks:Copied"], cwd=tmp_path)
+    assert result.returncode == 1 and f"failed: Copied(): Files(): {expected}" in result.stdout, result.stdout
+
+
 def test_a_symlink_loop_in_a_recursive_input_is_an_error(anything):
     _build(FromAnything())
     (anything / "sub").mkdir()
@@ -296,6 +328,54 @@ def test_a_reader_of_the_previous_manifest_reads_it_to_the_end(inputs):
     seen = dict(first + list(reader))
     assert {name: int(a[0]) for name, a in seen.items()} == {f"f{i}": 2 * i for i in range(40)}
     assert {int(a[0]) for _, a in Scaled().output().items()} == {2000 + 2 * i for i in range(40)}
+
+
+CONCURRENT = {
+    "crowd/__init__.py": "",
+    "crowd/tasks.py": '''
+        import luisy
+
+
+        @luisy.raw
+        @luisy.directory_input(pattern="*.txt")
+        class Notes(luisy.ExternalTask):
+            def get_folder_name(self):
+                return "notes"
+
+
+        @luisy.interim
+        @luisy.requires(Notes)
+        @luisy.directory_output(format="txt")
+        class Upper(luisy.DirectoryTask):
+            def process(self, name, obj):
+                return obj.upper()
+
+
+        @luisy.final
+        @luisy.requires(Upper)
+        @luisy.directory_output(format="json")
+        class Lengths(luisy.DirectoryTask):
+            def process(self, name, obj):
+                return {"length": len(obj)}
+    ''',
+}
+
+
+def test_concurrent_runs_of_one_pipeline_all_succeed(tmp_path):
+    write_project(tmp_path, CONCURRENT)
+    notes = tmp_path / "data" / "crowd" / "raw" / "notes"
+    notes.mkdir(parents=True)
+    for i in range(300):
+        (notes / f"n{i:03d}.txt").write_text("x" * i)
+    script = Path(sys.executable).with_name("luisy")
+    runs = [subprocess.Popen([str(script), "run", "crowd.tasks:Lengths", "--workers", "2"], cwd=tmp_path,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(6)]
+    outputs = [run.communicate(timeout=300)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0] * 6, "\n".join(outputs)
+    folder = tmp_path / "data" / "crowd" / "final" / "Lengths"
+    items = Manifest.load(folder).items
+    lengths = {name: json.loads((folder / items[name].file).read_text())["length"] for name in items}
+    assert lengths == {f"n{i:03d}": i for i in range(300)}
 
 
 # 5. Long names.

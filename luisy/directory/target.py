@@ -20,6 +20,7 @@ import functools
 import hashlib
 import os
 import shutil
+import stat
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -145,10 +146,12 @@ class DirectoryTarget(luigi.LocalTarget):
             _replace_manifest(self.folder, fresh)
 
     def tidy(self) -> bool:
-        """Finish an interrupted publish: delete files the manifest neither lists nor keeps.
+        """Remove what writers that are gone left: their staging folders, and the files an
+        interrupted publish left in the folder that the manifest neither lists nor keeps.
 
-        Returns whether there was one to finish. Does nothing while another process publishes.
+        Returns whether there was a publish to finish. Does nothing while another process publishes.
         """
+        remove_stale_temps(self.folder)
         lock_path = _lock_path(self.folder)
         try:
             if os.stat(lock_path).st_size == 0:
@@ -194,15 +197,12 @@ class ItemReader:
         self.read = read
 
     def __call__(self, path: str) -> Any:
-        path = self.inside.resolved(path)
-        if not os.path.isfile(path):
+        if not self.inside.is_file(path):
             kept = os.path.join(self.inside.folder, RETIRED, os.path.relpath(path, self.inside.folder))
-            if os.path.isfile(kept):
-                path = kept
-            else:
-                raise ItemFileError(
-                    f"{self.inside.owner}: item file {path} is missing; run `luisy verify --repair` on the "
-                    f"task, then run it again")
+            if not self.inside.is_file(kept):
+                raise ItemFileError(f"{self.inside.owner}: item file {path} is missing; `luisy verify` "
+                                    "checks the whole output")
+            path = kept
         return self.read(path)
 
     def __reduce__(self) -> Any:  # workers of a process pool get the reader without its cache
@@ -219,17 +219,25 @@ class _Inside:
         self._dirs: set[str] = set()
 
     def path(self, rel: str) -> Path:
-        """``folder / rel`` after checking the sub-folders on the way (at most once each)."""
-        parent = os.path.dirname(rel)
-        if parent and parent not in self._dirs:
-            self.check(os.path.join(self.folder, parent))
-            self._dirs.add(parent)
-        return Path(self.folder, rel)
+        """``folder / rel``, checked like :meth:`is_file` (it need not exist)."""
+        path = os.path.join(self.folder, rel)
+        self.is_file(path)
+        return Path(path)
 
-    def resolved(self, path: str) -> str:
-        """``path`` if it resolves inside the folder, file and links included; else an error."""
-        self.check(path)
-        return path
+    def is_file(self, path: str) -> bool:
+        """Whether ``path`` is a file; an error if it, or a folder on the way, leads outside the folder."""
+        parent = os.path.dirname(path)
+        if parent not in self._dirs:
+            self.check(parent)
+            self._dirs.add(parent)
+        try:
+            mode = os.lstat(path).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        if stat.S_ISLNK(mode):
+            self.check(path)
+            return os.path.isfile(path)
+        return stat.S_ISREG(mode)
 
     def check(self, path: str) -> None:
         if not self.contains(path):

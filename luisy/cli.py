@@ -11,7 +11,7 @@ import importlib
 import os
 import sys
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -116,16 +116,15 @@ def _task_command(function: Any) -> Any:
 @contextmanager
 def _task(task: str, working_dir: Path | None, task_args: Sequence[str]) -> Iterator[luigi.Task]:
     """The task instance, with the working directory resolved and checked."""
-    if working_dir is not None:
-        config.set_working_dir(working_dir)
-    root = config.get_working_dir()
-    if not root.is_dir():
-        raise LuisyError(
-            f"working directory {root} does not exist (set it with --working-dir, "
-            "LUISY_WORKING_DIR or [luisy] working_dir, or create it)"
-        )
-    with parsed_task(load_task_class(task), list(task_args)) as task_obj:
-        yield task_obj
+    with config.working_dir(working_dir) if working_dir is not None else nullcontext():
+        root = config.get_working_dir()
+        if not root.is_dir():
+            raise LuisyError(
+                f"working directory {root} does not exist (set it with --working-dir, "
+                "LUISY_WORKING_DIR or [luisy] working_dir, or create it)"
+            )
+        with parsed_task(load_task_class(task), list(task_args)) as task_obj:
+            yield task_obj
 
 
 @main.command(context_settings=_TASK_COMMAND)
@@ -170,8 +169,8 @@ def run(task: str, working_dir: Path | None, task_args: tuple[str, ...], workers
             scheduler_url=scheduler_url, local_scheduler=local_scheduler,
             log_level="INFO" if verbose else "WARNING",
         )
-    for line in summary.lines():
-        click.echo(line)
+        for line in summary.lines():  # output paths are resolved in the task's working directory
+            click.echo(line)
     sys.exit(0 if summary.ok else 1)
 
 
@@ -268,9 +267,7 @@ def scheduler(working_dir: Path | None, port: int, address: str, luigid_args: tu
     """
     from luigi.cmdline import luigid
 
-    if working_dir is not None:
-        config.set_working_dir(working_dir)
-    state = config.get_working_dir() / ".luigid"
+    state = (working_dir.absolute() if working_dir is not None else config.get_working_dir()) / ".luigid"
     state.mkdir(parents=True, exist_ok=True)
     click.echo(f"luigid on http://{address}:{port} (state and logs in {state})", err=True)
     luigid(["--port", str(port), "--address", address, "--state-path", str(state / "state.pickle"),

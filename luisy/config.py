@@ -1,19 +1,27 @@
-"""Resolve luisy's settings.
+"""luisy's settings: resolved from their sources, and held for one run by a :class:`Run`.
 
-Nothing here caches a resolved value: every call looks at the sources again, in
-this order (first found wins):
+Outside a run every call resolves again. The working directory, first found wins:
 
-1. the CLI's ``--working-dir`` / :func:`set_working_dir` (the same thing),
+1. the CLI's ``--working-dir`` / :func:`set_working_dir` / :func:`working_dir` (the same thing),
 2. the environment variable ``LUISY_WORKING_DIR``, then ``WORKING_DIR`` (luisy 1.x),
 3. ``[luisy] working_dir`` in the luigi configuration,
 4. ``./data``, relative to the current directory.
+
+``luisy.build`` resolves every setting once into a :class:`Run` and makes it current for the
+build (a ``ContextVar``; forked luigi workers and item processes inherit it), so the code deep
+inside ``complete()`` and ``run()`` reads the run's settings without luigi's global
+configuration being changed. Outside a build, :func:`current` resolves a run with the same
+defaults, so a task answers ``complete()`` the same inside and outside ``build()``.
 """
 
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,66 +30,50 @@ import luigi.configuration
 DEFAULT_WORKING_DIR = "data"
 ENV_VARS = ("LUISY_WORKING_DIR", "WORKING_DIR")
 
-# The one piece of state luisy owns: what the user set explicitly for this process.
-# It is an input to resolution, never a cached result.
-_explicit_working_dir: str | None = None
+# What the user set explicitly in this context: an input to resolution, never a cached result.
+_explicit_working_dir: ContextVar[str | None] = ContextVar("luisy_working_dir", default=None)
 
 
 def set_working_dir(path: str | os.PathLike[str] | None) -> None:
-    """Set the working directory for this process; ``None`` forgets the setting."""
-    global _explicit_working_dir
-    _explicit_working_dir = None if path is None else os.fspath(path)
+    """Set the working directory in the current context (for a script: from here on); ``None`` forgets it."""
+    _explicit_working_dir.set(None if path is None else os.fspath(path))
 
 
 @contextmanager
 def working_dir(path: str | os.PathLike[str] | None) -> Iterator[Path]:
     """Use ``path`` as the working directory inside a ``with`` block."""
-    previous = _explicit_working_dir
-    set_working_dir(path)
+    token = _explicit_working_dir.set(None if path is None else os.fspath(path))
     try:
         yield get_working_dir()
     finally:
-        set_working_dir(previous)
+        _explicit_working_dir.reset(token)
 
 
 def get_working_dir() -> Path:
-    """The resolved working directory as an absolute path (it need not exist)."""
-    candidates = [_explicit_working_dir, *(os.environ.get(name) for name in ENV_VARS)]
-    candidates.append(luigi.configuration.get_config().get("luisy", "working_dir", None))
+    """The working directory in force as an absolute path (it need not exist)."""
+    active = _active.get()
+    return active.working_dir if active is not None else resolve_working_dir()
+
+
+def resolve_working_dir() -> Path:
+    """The working directory from its sources, in the order above."""
+    candidates = [_explicit_working_dir.get(), *(os.environ.get(name) for name in ENV_VARS)]
+    candidates.append(_luigi_config().get("luisy", "working_dir", None))
     chosen = next((c for c in candidates if c), DEFAULT_WORKING_DIR)
     return Path(chosen).expanduser().absolute()
 
 
-def resolve_processes(task_value: int | None = None) -> int:
-    """Worker processes for a directory task: the task's own value, else ``[luisy] processes``, else 1.
-
-    ``luisy run --processes N`` and ``luisy.build(processes=N)`` set ``[luisy] processes`` for
-    their run (see :func:`processes`), so a value the task author wrote down still wins.
-    """
-    if task_value is not None:
-        return max(1, int(task_value))
-    return max(1, luigi.configuration.get_config().getint("luisy", "processes", 1))
+def central_scheduler_url() -> str | None:
+    """luigi's configured central scheduler (``[core] default-scheduler-url``), if any."""
+    parser = _luigi_config()
+    return parser.get("core", "default-scheduler-url", None) or parser.get("core", "scheduler_url", None) or None
 
 
 @contextmanager
-def processes(count: int | None) -> Iterator[None]:
-    """Set ``[luisy] processes`` in luigi's configuration inside a ``with`` block (``None``: unchanged).
-
-    luigi's configuration is the one place forked luigi workers inherit settings from.
-    """
-    with luigi_setting("luisy", "processes", None if count is None else str(count)):
-        yield
-
-
-@contextmanager
-def luigi_setting(section: str, option: str, value: str | None) -> Iterator[None]:
-    """Set one option of luigi's configuration inside a ``with`` block, unless the user set it already.
-
-    ``[luisy] processes`` is luisy's own and is always set (``None``: leave unchanged).
-    """
-    parser = luigi.configuration.get_config()
-    previous = parser.get(section, option, None)
-    if value is None or (previous is not None and section != "luisy"):
+def luigi_setting(section: str, option: str, value: str) -> Iterator[None]:
+    """Set one option of luigi's own configuration inside a ``with`` block, unless the user set it."""
+    parser = _luigi_config()
+    if parser.get(section, option, None) is not None:
         yield
         return
     if not parser.has_section(section):
@@ -90,32 +82,70 @@ def luigi_setting(section: str, option: str, value: str | None) -> Iterator[None
     try:
         yield
     finally:
-        if previous is None:
-            parser.remove_option(section, option)
+        parser.remove_option(section, option)
+
+
+def _luigi_config() -> Any:
+    return luigi.configuration.get_config()
+
+
+@dataclass(frozen=True)
+class Run:
+    """The settings of one ``luisy.build``, resolved once when it starts."""
+
+    #: Root of the data-layer tree.
+    working_dir: Path
+    #: Item processes for directory tasks that do not set their own (``--processes``,
+    #: ``[luisy] processes``, else 1).
+    processes: int = 1
+    #: Whether directory tasks retry items that failed before (``[luisy] retry_failed``, default yes).
+    retry_failed: bool = True
+    #: How long a directory output keeps the files of replaced items for readers of the previous
+    #: manifest (``[luisy] keep_replaced_seconds``, default one hour).
+    keep_replaced_seconds: float = 3600.0
+    #: Identity of the build; ``""`` outside one. A manifest records the run that wrote it.
+    id: str = field(default="")
+
+    @classmethod
+    def resolve(cls, *, working_dir: str | os.PathLike[str] | None = None, processes: int | None = None,
+                retry_failed: bool | None = None, new_id: bool = False) -> Run:
+        """The settings from their sources; arguments that are not ``None`` win over them."""
+        parser = _luigi_config()
+        if working_dir is not None:
+            root = Path(working_dir).expanduser().absolute()
         else:
-            parser.set(section, option, previous)
+            root = resolve_working_dir()
+        return cls(
+            working_dir=root,
+            processes=max(1, processes if processes is not None else parser.getint("luisy", "processes", 1)),
+            retry_failed=retry_failed if retry_failed is not None else parser.getboolean(
+                "luisy", "retry_failed", True),
+            keep_replaced_seconds=parser.getfloat("luisy", "keep_replaced_seconds", 3600.0),
+            id=uuid.uuid4().hex if new_id else "",
+        )
+
+    def processes_for(self, task_value: int | None) -> int:
+        """Item processes for a directory task: its own ``processes`` if set, else the run's."""
+        return max(1, int(task_value)) if task_value is not None else self.processes
 
 
-def retry_failed() -> bool:
-    """Whether directory tasks retry their failed items (``[luisy] retry_failed``, default yes)."""
-    return luigi.configuration.get_config().getboolean("luisy", "retry_failed", True)
+_active: ContextVar[Run | None] = ContextVar("luisy_run", default=None)
 
 
-def keep_replaced_seconds() -> float:
-    """How long a directory output keeps the files of replaced items for readers of the previous
-    manifest (``[luisy] keep_replaced_seconds``, default one hour)."""
-    return luigi.configuration.get_config().getfloat("luisy", "keep_replaced_seconds", 3600.0)
+def current() -> Run:
+    """The run in progress, or the settings as they resolve now outside a run."""
+    active = _active.get()
+    return active if active is not None else Run.resolve()
 
 
-def current_run() -> str:
-    """Identity of the ``luisy.build`` call in progress (``[luisy] run``), ``""`` outside one."""
-    return luigi.configuration.get_config().get("luisy", "run", "") or ""
-
-
-def central_scheduler_url() -> str | None:
-    """luigi's configured central scheduler (``[core] default-scheduler-url``), if any."""
-    parser = luigi.configuration.get_config()
-    return parser.get("core", "default-scheduler-url", None) or parser.get("core", "scheduler_url", None) or None
+@contextmanager
+def running(run: Run) -> Iterator[Run]:
+    """Make ``run`` current inside the block."""
+    token = _active.set(run)
+    try:
+        yield run
+    finally:
+        _active.reset(token)
 
 
 class Config:
@@ -136,7 +166,7 @@ class Config:
             raise KeyError(f"unknown luisy setting {name!r}; known: {sorted(self._getters)}") from None
 
     def set_param(self, name: str, value: Any) -> None:
-        """Set ``name`` for this process."""
+        """Set ``name`` in the current context."""
         try:
             self._setters[name](value)
         except KeyError:

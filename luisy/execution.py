@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from collections.abc import Iterable, Iterator
-from contextlib import ExitStack, contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,9 +36,9 @@ def build(
     ``scheduler_url`` selects luigi's central scheduler and wins over ``local_scheduler``; with
     ``local_scheduler=False`` and no URL, luigi's ``[core] default-scheduler-url`` is used. An
     unreachable central scheduler raises :class:`~luisy.errors.SchedulerUnreachableError`.
-    ``working_dir``, ``processes`` (directory tasks' item processes, see
-    :func:`luisy.config.resolve_processes`) and ``retry_failed`` (whether directory tasks retry
-    items that failed before; default yes) apply for this call only. Other keywords are
+    ``working_dir``, ``processes`` (item processes of directory tasks that do not set their own)
+    and ``retry_failed`` (whether directory tasks retry items that failed before; default yes)
+    apply for this call only (see :class:`luisy.config.Run`). Other keywords are
     luigi's ``[core]`` options (``log_level``, ``parallel_scheduling``...). Returns luigi's success flag, its
     ``LuigiRunResult`` with ``detailed_summary=True``, or luisy's :class:`RunSummary` with
     ``summary=True``.
@@ -56,8 +55,8 @@ def build(
 @contextmanager
 def _run_settings(options: dict[str, Any], local_scheduler: bool, scheduler_url: str | None,
                   working_dir: str | os.PathLike[str] | None, processes: int | None,
-                  retry_failed: bool | None) -> Iterator[None]:
-    """Everything :func:`build`'s arguments set for the duration of one run; fills luigi's ``options``."""
+                  retry_failed: bool | None) -> Iterator[config.Run]:
+    """The :class:`~luisy.config.Run` of one build, current while it lasts; fills luigi's ``options``."""
     central = scheduler_url or (None if local_scheduler else config.central_scheduler_url())
     worker_settings: Any = nullcontext()
     if central:
@@ -68,14 +67,9 @@ def _run_settings(options: dict[str, Any], local_scheduler: bool, scheduler_url:
         worker_settings = config.luigi_setting("worker", "keep_alive", "true")
     else:
         options["local_scheduler"] = True
-    retry = None if retry_failed is None else str(retry_failed).lower()
-    with ExitStack() as stack:
-        for setting in (config.working_dir(working_dir) if working_dir is not None else nullcontext(),
-                        config.processes(processes), worker_settings, scan_once(),
-                        config.luigi_setting("luisy", "retry_failed", retry),
-                        config.luigi_setting("luisy", "run", uuid.uuid4().hex)):
-            stack.enter_context(setting)
-        yield
+    run = config.Run.resolve(working_dir=working_dir, processes=processes, retry_failed=retry_failed, new_id=True)
+    with worker_settings, config.running(run), scan_once():
+        yield run
 
 
 def finish_interrupted_publishes(result: LuigiRunResult) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import luigi
 from luigi.task import flatten
 
-from luisy.config import retry_failed
+from luisy import config
 from luisy.directory.manifest import Manifest
 from luisy.directory.sources import pairs
 from luisy.directory.target import DirectoryTarget
@@ -147,7 +147,7 @@ def _directory_reasons(task: luigi.Task) -> list[str]:
         new = sum(1 for n in items if n not in done and n not in manifest.failed)
         changed = sum(1 for n, fp in items.items() if n in done and done[n] != fp)
         removed = sum(1 for n in done if n not in items)
-        retry = sum(1 for n in manifest.failed if n in items) if retry_failed() else 0
+        retry = sum(1 for n in manifest.failed if n in items) if config.current().retry_failed else 0
         if new or changed or removed:
             found.append(f"{new} new, {changed} changed, {removed} removed items")
         if retry:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import luigi
 import luigi.configuration
 import pytest
 
@@ -66,3 +67,28 @@ def test_unknown_setting_is_named():
 def test_fixture_points_at_tmp_path(luisy_working_dir, tmp_path):
     assert luisy_working_dir == tmp_path
     assert config.get_working_dir() == Path(tmp_path)
+
+
+def test_a_build_holds_its_settings_in_a_run_and_leaves_luigis_config_alone(tmp_path):
+    seen = []
+
+    class Probe(luisy.Task):
+        def run(self):
+            seen.append(config.current())
+            self.write(1)
+
+    parser = luigi.configuration.get_config()
+    before = {s: dict(parser.items(s)) for s in parser.sections()}
+    assert luisy.build([Probe()], working_dir=tmp_path, processes=3, retry_failed=False, log_level="ERROR")
+    (run,) = seen
+    assert run.working_dir == tmp_path and run.processes == 3 and not run.retry_failed and run.id
+    assert {s: dict(parser.items(s)) for s in parser.sections()} == before
+    assert config.current().id == "" and config.current().processes == 1 and config.current().retry_failed
+    assert config.get_working_dir() != tmp_path, "the build's working directory ends with it"
+
+
+def test_set_working_dir_in_one_context_does_not_reach_another(tmp_path):
+    import contextvars
+
+    contextvars.copy_context().run(luisy.set_working_dir, tmp_path / "elsewhere")
+    assert config.get_working_dir() != tmp_path / "elsewhere"

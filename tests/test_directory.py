@@ -263,17 +263,18 @@ def test_processes_2_gives_the_same_result_and_tolerates_lambdas(frames, luisy_w
 
 
 def test_processes_from_luigi_config(frames):
-    from luisy.config import resolve_processes
+    from luisy.config import Run, current
 
     parser = luigi.configuration.get_config()
     if not parser.has_section("luisy"):
         parser.add_section("luisy")
     parser.set("luisy", "processes", "3")
     try:
-        assert resolve_processes() == 3 and resolve_processes(1) == 1
+        assert current().processes == 3 and current().processes_for(1) == 1
+        assert Run.resolve(processes=2).processes_for(None) == 2, "luisy.build(processes=...) wins over the config"
     finally:
         parser.remove_option("luisy", "processes")
-    assert resolve_processes() == 1
+    assert current().processes == 1
 
 
 def test_parallel_on_error_raise_publishes_nothing(frames):

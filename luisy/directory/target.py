@@ -31,9 +31,8 @@ from typing import Any, TextIO
 
 import luigi
 
-from luisy import formats
+from luisy import config, formats
 from luisy.atomic import NAME_MAX, defer, fit_name, remove_stale_temps, temp_sibling
-from luisy.config import current_run, keep_replaced_seconds
 from luisy.directory.manifest import (
     MANIFEST_NAME,
     RESERVED_PREFIXES,
@@ -370,7 +369,7 @@ class DirectoryWriter:
             moved[name] = item._replace(file=file)
         items = current.items.merged(self.kept, moved)
         listed = set(items.files)
-        now, keep_for = time.time(), keep_replaced_seconds()
+        now, keep_for = time.time(), config.current().keep_replaced_seconds
         replaced = [file for file in current.items.files if file not in listed]
         retired = {f: t for f, t in current.retired.items() if now - t < keep_for and f not in listed}
         expired = [f for f in current.retired if f not in retired and f not in listed]
@@ -406,7 +405,7 @@ class DirectoryWriter:
             started=self.started,
             finished=_now(),
             processed=len(self.new) + len(self.failed) + len(self.skipped),
-            run=current_run(),
+            run=config.current().id,
             inputs_digest=self.inputs_digest if self.inputs_digest is not None else _inputs_digest(task),
         )
 

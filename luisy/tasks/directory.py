@@ -8,8 +8,7 @@ from typing import Any
 
 from luigi.task import flatten
 
-from luisy import formats
-from luisy.config import current_run, resolve_processes, retry_failed
+from luisy import config, formats
 from luisy.directory.manifest import Manifest, bad_file_name, items_digest
 from luisy.directory.runner import Progress, outcomes, report_status
 from luisy.directory.sources import SourceItem, SourceItems, digest, pairs
@@ -81,7 +80,7 @@ class DirectoryTask(Task):
         manifest = Manifest.load(self.output().folder)
         if manifest is None or not self._same_configuration(manifest):
             return items, set(), {}
-        done = manifest.sources(with_failed=not retry_failed())
+        done = manifest.sources(with_failed=not config.current().retry_failed)
         published = manifest.items.positions()
         rows, keep, kept_failures = [], set(), {}
         for row, (name, fingerprint) in enumerate(pairs(items)):
@@ -101,7 +100,8 @@ class DirectoryTask(Task):
             return False
         # Failed items are retried by the next run; within the run that recorded them (or with
         # retry_failed off) they do not hold back the tasks downstream.
-        failed_settled = not retry_failed() or (header.run != "" and header.run == current_run())
+        run = config.current()
+        failed_settled = not run.retry_failed or (header.run != "" and header.run == run.id)
         if header.failed_count and not failed_settled:
             return False
         if not all(target.exists() for target in flatten(self.input())):
@@ -164,7 +164,7 @@ class DirectoryTask(Task):
             for name, (error, source) in keep_failed.items():
                 writer.fail(name, error, source)
             try:
-                for item, outcome in outcomes(self, todo, writer, resolve_processes(self.processes)):
+                for item, outcome in outcomes(self, todo, writer, config.current().processes_for(self.processes)):
                     progress.advance(failed=outcome.status is ItemStatus.FAIL)
                     self._record(writer, item, outcome)
             finally:

@@ -65,9 +65,9 @@ class ProcessExecutor:
         todo = collections.deque(range(count))
         workers: dict[Connection, _Worker] = {}
 
-        def hand_out(worker: _Worker) -> None:
+        def hand_out(worker: _Worker, chunks: int = 2) -> None:
             # Keep one chunk queued behind the one in progress, so a worker never waits for work.
-            while todo and len(worker.assigned) < 2 * chunk:
+            while todo and len(worker.assigned) < chunks * chunk:
                 indices = [todo.popleft() for _ in range(min(chunk, len(todo)))]
                 worker.assigned.extend(indices)
                 worker.conn.send(indices)
@@ -75,10 +75,10 @@ class ProcessExecutor:
         def start() -> None:
             worker = _Worker.start(work)
             workers[worker.conn] = worker
-            hand_out(worker)
+            hand_out(worker, chunks=1)  # a first chunk each, so every worker has work from the start
 
         try:
-            for _ in range(min(self.processes, max(1, count // chunk))):
+            while todo and len(workers) < self.processes:
                 start()
             while workers:
                 sentinels = {w.process.sentinel: w for w in workers.values()}

@@ -8,7 +8,6 @@ previous outputs in place and no new ones.
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import re
 import shutil
@@ -19,6 +18,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
+
+from luisy.digests import digest
 
 TMP_MARKER = ".luisy-tmp-"
 #: Longest file name most file systems allow, in bytes.
@@ -53,7 +54,7 @@ def fit_name(name: str, limit: int) -> str:
 
 @functools.cache
 def _host_tag() -> str:
-    return hashlib.blake2b(socket.gethostname().encode(), digest_size=3).hexdigest()
+    return digest(socket.gethostname(), size=3)
 
 
 _TEMP_NAME = re.compile(re.escape(TMP_MARKER) + r"(?P<host>[0-9a-f]{6})\.(?P<pid>[0-9]+)\.[0-9a-f]{8}-")

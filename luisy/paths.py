@@ -6,7 +6,6 @@ Computing a path never touches the disk; directories are made when something is 
 from __future__ import annotations
 
 import enum
-import hashlib
 import os
 import re
 import sys
@@ -15,6 +14,7 @@ from pathlib import Path, PurePath
 from typing import Any
 
 from luisy.config import get_working_dir
+from luisy.digests import digest
 from luisy.errors import UnsafePathError
 
 
@@ -60,8 +60,7 @@ def auto_file_name(task: Any, excl_params: Iterable[str] = (), excl_none: bool =
             raise UnsafePathError(f"{task!r}: parameter {name!r} contains a NUL byte")
         if not _renders_uniquely(value):
             serialized = serialized or task.to_str_params()
-            digest = hashlib.blake2b(str(serialized[name]).encode("utf-8", "surrogatepass"), digest_size=4)
-            rendered = f"{rendered}~{digest.hexdigest()}"
+            rendered = f"{rendered}~{digest(str(serialized[name]), size=4)}"
         parts.append(f"{name}={rendered}")
     return "_".join(parts)
 

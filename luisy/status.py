@@ -9,8 +9,9 @@ from dataclasses import dataclass
 import luigi
 from luigi.task import flatten
 
+from luisy.digests import file_digest as checksum
 from luisy.directory.manifest import MANIFEST_NAME, Manifest
-from luisy.directory.target import RETIRED, DirectoryTarget, ItemReader, checksum
+from luisy.directory.target import RETIRED, DirectoryTarget, ItemReader
 from luisy.fingerprint.task import is_external
 from luisy.graph import upstream_first
 from luisy.plan import reasons

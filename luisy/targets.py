@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import fnmatch
 import functools
-import hashlib
 import os
 import pickle
 import re
@@ -24,6 +23,7 @@ import luigi
 
 from luisy import formats
 from luisy.atomic import TMP_MARKER, atomic_dir, atomic_file, defer
+from luisy.digests import bytes_digest
 from luisy.directory.sources import SourceItem, SourceItems, digest
 from luisy.errors import FileReadError
 
@@ -75,7 +75,7 @@ def _copy_of(obj: Any, path: str | None = None) -> Any:
 
 def _object_fingerprint(obj: Any) -> str:
     """A fingerprint of an in-memory object (its pickle), standing in for a file's size and mtime."""
-    return hashlib.blake2b(pickle.dumps(obj), digest_size=16).hexdigest()
+    return bytes_digest(pickle.dumps(obj))
 
 
 def _write_to_memory(path: str, obj: Any) -> bool:

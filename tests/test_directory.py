@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import luisy
+from luisy.digests import file_digest as checksum
 from luisy.directory import MANIFEST_NAME, DirectoryTarget
-from luisy.directory.target import checksum
 
 PROCESSED: list[str] = []
 

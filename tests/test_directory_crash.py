@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from test_directory import PROCESSED, Doubled, _build, files_of, files_on_disk, frames  # noqa: F401
 
-from luisy.directory.target import checksum
+from luisy.digests import file_digest as checksum
 
 # Python run in the child before it waits to be killed; {marker} is the file it creates.
 PAUSES = {

@@ -26,9 +26,9 @@ from conftest import run_luisy, write_project
 
 import luisy
 from luisy import formats
+from luisy.digests import file_digest as checksum
 from luisy.directory import MANIFEST_NAME, DirectoryTarget
 from luisy.directory.manifest import Manifest
-from luisy.directory.target import checksum
 from luisy.errors import FileReadError, ItemNameError, UnsafePathError
 from luisy.execution import run as run_tasks
 from luisy.status import verify

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import bisect
 import functools
-import hashlib
 import itertools
 import json
 import os
@@ -31,6 +30,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, NamedTuple
 
+from luisy.digests import bytes_digest
 from luisy.errors import ManifestError
 
 MANIFEST_NAME = "_luisy_manifest.json"
@@ -52,7 +52,7 @@ def items_digest(pairs: Iterable[tuple[str, str | None]]) -> str:
         text = "\0".join(itertools.chain.from_iterable(zip(names, map(by_name.__getitem__, names), strict=True)))
     except TypeError:  # a fingerprint that is not a str (None): the same text, built slower
         text = "\0".join(f"{name}\0{by_name[name]}" for name in names)
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+    return bytes_digest(text.encode("utf-8", "surrogatepass"))
 
 
 class Item(NamedTuple):
@@ -208,7 +208,7 @@ class Manifest:
                     sources=table.sources)
         # No indent: only then does json use its C encoder. ASCII only, so characters are bytes.
         body_line = json.dumps(body, separators=(",", ":"))
-        header = {"schema": SCHEMA, **asdict(self.header(len(body_line), _digest(body_line.encode())))}
+        header = {"schema": SCHEMA, **asdict(self.header(len(body_line), bytes_digest(body_line.encode())))}
         return json.dumps(header, sort_keys=True) + "\n" + body_line
 
     @classmethod
@@ -368,14 +368,10 @@ def _parse_header(path: str, inode: int, size: int, mtime_ns: int) -> ManifestHe
     return ManifestHeader(**header)
 
 
-def _digest(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
-
-
 def _check_body_bytes(header: dict[str, Any], body: bytes, where: str) -> None:
     """The second line is as long as the header says, with the digest it says (manifests of schema 3)."""
     if header["body_bytes"] is not None and (len(body) != header["body_bytes"]
-                                             or _digest(body) != header["body_digest"]):
+                                             or bytes_digest(body) != header["body_digest"]):
         raise ManifestError(f"{where} is corrupt: its second line is not the one its header describes")
 
 

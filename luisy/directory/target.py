@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import functools
-import hashlib
 import os
 import shutil
 import stat
@@ -33,6 +32,7 @@ import luigi
 
 from luisy import config, formats
 from luisy.atomic import NAME_MAX, defer, fit_name, remove_stale_temps, temp_sibling
+from luisy.digests import digest, file_digest
 from luisy.directory.manifest import (
     MANIFEST_NAME,
     RESERVED_PREFIXES,
@@ -248,15 +248,6 @@ class _Inside:
         return real == self.real or real.startswith(self.real + os.sep)
 
 
-def checksum(path: str | os.PathLike[str]) -> str:
-    """Content checksum of a file (BLAKE2b, 128 bit, hex)."""
-    digest = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 class DirectoryWriter:
     """Stages items in a temporary folder beside the output and publishes them on commit.
 
@@ -308,7 +299,7 @@ class DirectoryWriter:
         if "/" in file:  # the staging folder itself exists; sub-folders are made on demand
             path.parent.mkdir(parents=True, exist_ok=True)
         self.target.file_format.write(obj, path, **self.target.options)
-        return Item(file=file, size=path.stat().st_size, checksum=checksum(path))
+        return Item(file=file, size=path.stat().st_size, checksum=file_digest(path))
 
     def add(self, name: str, staged: Item, source: str | None = None) -> None:
         """Record an item :meth:`stage` wrote (here or in a worker process)."""
@@ -458,8 +449,7 @@ def check_item_name(owner: str, name: str) -> None:
 def _lock_path(folder: Path) -> Path:
     name = f".{folder.name}.luisy-lock"
     if len(name.encode()) > NAME_MAX:  # keep long folder names publishable
-        digest = hashlib.blake2b(folder.name.encode("utf-8", "surrogateescape"), digest_size=8).hexdigest()
-        name = f".{digest}.luisy-lock"
+        name = f".{digest(folder.name, size=8)}.luisy-lock"
     return folder.with_name(name)
 
 

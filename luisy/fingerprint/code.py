@@ -20,7 +20,6 @@ from __future__ import annotations
 import ast
 import builtins
 import functools
-import hashlib
 import importlib.metadata
 import importlib.util
 import inspect
@@ -34,7 +33,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-__all__ = ["CodeFingerprint", "code_fingerprint", "digest"]
+from luisy.digests import digest
+
+__all__ = ["CodeFingerprint", "code_fingerprint"]
 
 _BUILTINS = frozenset(dir(builtins)) | {"__name__", "__file__", "__doc__", "__class__", "__module__", "__qualname__"}
 
@@ -47,15 +48,6 @@ class CodeFingerprint:
     definitions: dict[str, str] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
-
-
-def digest(*parts: str) -> str:
-    """A 128-bit BLAKE2b hex digest of ``parts`` (NUL-separated)."""
-    h = hashlib.blake2b(digest_size=16)
-    for part in parts:
-        h.update(part.encode("utf-8", "surrogatepass"))
-        h.update(b"\0")
-    return h.hexdigest()
 
 
 def _strip_docstrings(tree: ast.AST) -> ast.AST:

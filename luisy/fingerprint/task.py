@@ -22,9 +22,10 @@ from luigi.task import flatten
 from luigi.task_register import Register
 
 from luisy.atomic import TMP_MARKER
+from luisy.digests import digest, file_digest
 from luisy.directory.target import DirectoryTarget
 from luisy.fingerprint import records
-from luisy.fingerprint.code import CodeFingerprint, code_fingerprint, digest
+from luisy.fingerprint.code import CodeFingerprint, code_fingerprint
 
 __all__ = ["TaskFingerprint", "current", "as_upstream", "record_success", "accept", "is_current",
            "is_external"]
@@ -147,9 +148,8 @@ def data_fingerprint(target: luigi.Target, content: bool = False) -> str:
 
 def _file_fingerprint(path: Path, content: bool) -> str:
     if content:
-        from luisy.directory.target import checksum
 
-        return checksum(path)
+        return file_digest(path)
     stat = path.stat()
     return f"{stat.st_size}-{stat.st_mtime_ns}"
 

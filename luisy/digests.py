@@ -1,0 +1,29 @@
+"""Digests: the one hash (BLAKE2b) behind every fingerprint, checksum and short name luisy makes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+
+def digest(*parts: str, size: int = 16) -> str:
+    """A hex digest of ``size`` bytes of the text ``parts`` (each followed by a NUL byte)."""
+    h = hashlib.blake2b(digest_size=size)
+    for part in parts:
+        h.update(part.encode("utf-8", "surrogatepass"))
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def bytes_digest(data: bytes, size: int = 16) -> str:
+    """A hex digest of ``size`` bytes of ``data``."""
+    return hashlib.blake2b(data, digest_size=size).hexdigest()
+
+
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """The content checksum of a file: :func:`bytes_digest` of its bytes, read in 1 MiB blocks."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -1,4 +1,4 @@
-"""Directory tasks against a plain Python loop and against luigi with one task per file (§5).
+"""Directory tasks against a plain Python loop and against luigi with one task per file.
 
 The work per item: read a 32×32 RGB PNG, convert it to grayscale (scikit-image), save it as
 ``.npy``. Every case reads the PNGs with the same function, luisy's reader for ``.png`` (Pillow

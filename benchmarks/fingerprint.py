@@ -1,4 +1,4 @@
-"""How long fingerprinting takes (§6): a generated project of 30 modules and 200 tasks.
+"""How long fingerprinting takes: a generated project of 30 modules and 200 tasks.
 
 Each measurement runs in a fresh interpreter after the project is imported (imports are not
 counted). Rows:

@@ -1,4 +1,4 @@
-"""How much ``import luisy`` and ``luisy --help`` cost on top of ``import luigi`` (SPEC §8).
+"""How much ``import luisy`` and ``luisy --help`` cost on top of ``import luigi`` (heavy libraries load lazily).
 
 Each statement runs in a fresh interpreter, several times; the table shows the median wall time
 and the ratio to the luigi baseline measured in the same run. Usage:

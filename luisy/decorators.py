@@ -205,7 +205,7 @@ _FORMAT_NAMES = {f.name: f for f in formats.BY_EXTENSION.values()} | formats.BY_
 
 @_class_decorator
 def directory_output(cls: T, format: str = "pkl", **options: Any) -> T:  # noqa: A002 - the 1.x-style keyword
-    """The output is a managed directory: one file per item plus a manifest (SPEC §5).
+    """The output is a managed directory: one file per item plus a manifest (see docs/directory.rst).
 
     ``format`` is an extension or format name (``pkl``, ``npy``, ``parquet``, ``csv``, ``json``,
     ``txt``, ``h5``, ``png``...); ``options`` go to its reader and writer. The folder is

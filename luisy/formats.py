@@ -406,7 +406,7 @@ PICKLE, CSV_, PARQUET, FEATHER, JSON_, XLSX_, HDF_, H5_, NPY, TEXT = (
     Pickle(), CSV(), Parquet(), Feather(), JSON(), XLSX(), HDF(), H5(), Npy(), Text()
 )
 
-#: Formats by file extension, for reading external folders (§5).
+#: Formats by file extension, for reading external folders.
 BY_EXTENSION: dict[str, Format] = {
     f.ext: f for f in (PICKLE, CSV_, PARQUET, FEATHER, JSON_, XLSX_, HDF_, H5_, NPY, TEXT)
 }

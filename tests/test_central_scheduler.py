@@ -1,4 +1,4 @@
-"""Runs on a REAL luigi central scheduler (luigid, started with ``luisy scheduler``) on loopback (§7).
+"""Runs on a REAL luigi central scheduler (luigid, started with ``luisy scheduler``) on loopback
 
 * a directory task's progress percentage and status message are visible through luigid's
   ``/api/task_list`` while it runs and after it is done;

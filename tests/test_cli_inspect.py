@@ -1,4 +1,4 @@
-"""``luisy graph``, ``status``, ``verify`` and scheduler errors, through the real command (§7)."""
+"""``luisy graph``, ``status``, ``verify`` and scheduler errors, through the real command"""
 
 from __future__ import annotations
 

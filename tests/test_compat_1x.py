@@ -98,7 +98,7 @@ EXPECTED = {
     "oldproj/interim/Cleaned_site=a_thresholds=1_5.pkl", "oldproj/interim/Cleaned_site=b_thresholds=1_5.pkl",
     "oldproj/interim/AllSites_sites=a_b.parquet", "oldproj/interim/Counts_sites=a_b.json",
     "oldproj/final/Final_sites=a_b.pkl",
-    "oldproj/.luisy.hash",  # fingerprints of the tasks that ran, in 1.x's place (§6)
+    "oldproj/.luisy.hash",  # fingerprints of the tasks that ran, in 1.x's place
 }
 
 

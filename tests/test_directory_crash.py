@@ -1,4 +1,4 @@
-"""``kill -9`` of a real process publishing a directory task, at the points that matter (§5).
+"""``kill -9`` of a real process publishing a directory task, at the points that matter.
 
 Each test runs ``Doubled`` (from ``test_directory``) in a child process that announces, through a
 marker file, that it reached a chosen point and then waits there; the test kills it with SIGKILL,

@@ -1,4 +1,4 @@
-"""Code fingerprints (§6): what counts as a change, and code that cannot be analysed (issue 4, item 6)."""
+"""Code fingerprints: what counts as a change, and code that cannot be analysed (issue 4, item 6)."""
 
 from __future__ import annotations
 

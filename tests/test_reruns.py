@@ -1,4 +1,4 @@
-"""Reruns driven by fingerprints, end to end through the ``luisy`` command (§6, issue 4).
+"""Reruns driven by fingerprints, end to end through the ``luisy`` command.
 
 Each step edits the project or its data, asks ``luisy plan`` why, then runs and checks that
 exactly the affected tasks ran.

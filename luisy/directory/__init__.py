@@ -1,4 +1,4 @@
-"""Directory outputs: a folder of item files plus a manifest, published atomically (SPEC §5)."""
+"""Directory outputs: a folder of item files plus a manifest, published atomically (see docs/directory.rst)."""
 
 from __future__ import annotations
 

@@ -1,1 +1,1 @@
-"""Fingerprints of tasks: code, parameters, upstream and input data (SPEC §6)."""
+"""Fingerprints of tasks: code, parameters, upstream and input data (see docs/reruns.rst)."""

@@ -1,4 +1,4 @@
-"""Fingerprint of a task class's code: the definitions it uses, followed across the project (§6).
+"""Fingerprint of a task class's code: the definitions it uses, followed across the project (see docs/reruns.rst).
 
 A *definition* is a top-level name of a project module together with the statements that bind
 or mutate it (``def``, ``class``, assignments — tuple and subscript ones included — and imports).

@@ -1,4 +1,4 @@
-"""The fingerprint of a task instance: its code, significant parameters and what it reads (§6).
+"""The fingerprint of a task instance: its code, significant parameters and what it reads (see docs/reruns.rst).
 
 * A task that runs: its class's code fingerprint, its significant parameter values, and the
   upstream fingerprints of everything it requires — statically, plus the dynamic requirements

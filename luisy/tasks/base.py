@@ -138,7 +138,7 @@ class Task(_OutputMixin, luigi.Task):
     """A luigi task with a typed output (pickle by default) placed by its decorators.
 
     Complete when its output exists and its recorded fingerprint (code, parameters, upstream;
-    §6) equals the current one.
+    see docs/reruns.rst) equals the current one.
     """
 
     def complete(self) -> bool:

@@ -147,7 +147,7 @@ class DirectoryTask(Task):
                                         f"both be written to {file!r}; rename one or narrow the pattern")
 
     def code_fingerprint(self) -> str:
-        """Fingerprint of the task's code (§6); a change reprocesses every item."""
+        """Fingerprint of the task's code; a change reprocesses every item."""
         return code_fingerprint(type(self)).digest
 
     def run(self) -> None:

@@ -11,14 +11,14 @@ import importlib
 import os
 import sys
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 import luigi
 from luigi.cmdline_parser import CmdlineParser
-from luigi.task_register import Register
+from luigi.task_register import Register, TaskClassException
 
 from luisy import config
 from luisy.errors import LuisyError, ParameterError, TaskLookupError
@@ -310,52 +310,57 @@ def load_task_class(spec: str) -> type[luigi.Task]:
     return task_cls
 
 
-class _TaskArguments(CmdlineParser):
-    """luigi's command-line parser for one known task class, raising ParameterError on bad input."""
+def _task_arguments(task_cls: type[luigi.Task], args: Sequence[str]) -> argparse.Namespace:
+    """Check ``args`` against TASK's parameters and every task's ``--Family-param``; whole names only."""
+    family = task_cls.get_task_family()
+    parser = argparse.ArgumentParser(prog=f"luisy run {family}", add_help=False, allow_abbrev=False,
+                                     conflict_handler="resolve")
 
-    def __init__(self, task_cls: type[luigi.Task], args: Sequence[str]):
-        self.task_cls = task_cls
-        family = task_cls.get_task_family()
-        parser = argparse.ArgumentParser(prog=f"luisy run {family}", add_help=False,
-                                         conflict_handler="resolve")
+    def error(message: str) -> NoReturn:
+        known = ", ".join("--" + n.replace("_", "-") for n, _ in task_cls.get_params())
+        raise ParameterError(f"{family}: {message} (parameters of {family}: {known or 'none'})")
 
-        def error(message: str) -> NoReturn:
-            known = ", ".join("--" + n.replace("_", "-") for n, _ in task_cls.get_params())
-            raise ParameterError(f"{family}: {message} (parameters of {family}: {known or 'none'})")
+    parser.error = error  # type: ignore[method-assign]
+    for task_name, is_without_section, param_name, param in Register.get_all_params():
+        flag = param_name if is_without_section else f"{task_name}_{param_name}"
+        parser.add_argument("--" + flag.replace("_", "-"), dest=f"{task_name}_{param_name}", **_takes(param))
+    for param_name, param in task_cls.get_params():
+        parser.add_argument("--" + param_name.replace("_", "-"), dest=param_name, **_takes(param))
+    return parser.parse_args(list(args))
 
-        parser.error = error  # type: ignore[method-assign]
-        for task_name, is_without_section, param_name, param in Register.get_all_params():
-            flag = param_name if is_without_section else f"{task_name}_{param_name}"
-            parser.add_argument("--" + flag.replace("_", "-"), **param._parser_kwargs(param_name, task_name))
-        for param_name, param in task_cls.get_params():
-            parser.add_argument("--" + param_name.replace("_", "-"), **param._parser_kwargs(param_name))
-        self.known_args = parser.parse_args(list(args))
 
-    def get_task_obj(self) -> luigi.Task:
-        family = self.task_cls.get_task_family()
-        kwargs = {}
-        for name, param in self.task_cls.get_params():
-            raw_value = getattr(self.known_args, name, None)
-            if raw_value:
-                try:
-                    kwargs[name] = param.parse(raw_value)
-                except Exception as error:
-                    raise ParameterError(f"{family}: bad value {raw_value!r} for --{name.replace('_', '-')}: "
-                                         f"{error}") from None
-        try:
-            return self.task_cls(**kwargs)
-        except luigi.parameter.MissingParameterException as error:
-            raise ParameterError(f"{family}: {str(error).split(': ', 1)[-1]}") from None
-        except ValueError as error:
-            raise ParameterError(f"{family}: {error}") from None
+def _takes(param: luigi.Parameter) -> dict[str, Any]:
+    """How a parameter reads its value on the command line: a flag for luigi's implicit booleans."""
+    if isinstance(param, luigi.BoolParameter):
+        if param.parsing == luigi.BoolParameter.IMPLICIT_PARSING:
+            return {"action": "store_const", "const": "true"}
+        return {"nargs": "?", "const": "true"}
+    return {}
 
 
 @contextmanager
 def parsed_task(task_cls: type[luigi.Task], args: Sequence[str]) -> Iterator[luigi.Task]:
     """The task built from ``args``; ``--Task-param`` values apply to every task while the block runs."""
-    parsed = _TaskArguments(task_cls, args)
-    previous, CmdlineParser._instance = CmdlineParser._instance, parsed
-    try:
-        yield parsed.get_task_obj()
-    finally:
-        CmdlineParser._instance = previous
+    family = task_cls.get_task_family()
+    known = _task_arguments(task_cls, args)
+    kwargs = {}
+    for name, param in task_cls.get_params():
+        raw_value = getattr(known, name, None)
+        if raw_value:
+            try:
+                kwargs[name] = param.parse(raw_value)
+            except Exception as error:
+                raise ParameterError(f"{family}: bad value {raw_value!r} for --{name.replace('_', '-')}: "
+                                     f"{error}") from None
+    with ExitStack() as stack:
+        try:  # luigi's own parser, so that --Family-param values reach the tasks that read them
+            stack.enter_context(CmdlineParser.global_instance([family, *args], allow_override=True))
+        except TaskClassException as error:
+            raise TaskLookupError(f"{family}: {' '.join(str(error).split())}") from None
+        try:
+            task_obj = task_cls(**kwargs)
+        except luigi.parameter.MissingParameterException as error:
+            raise ParameterError(f"{family}: {str(error).split(': ', 1)[-1]}") from None
+        except ValueError as error:
+            raise ParameterError(f"{family}: {error}") from None
+        yield task_obj

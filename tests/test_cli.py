@@ -118,6 +118,7 @@ def test_help_shows_an_example(project):
     (["run", "nopkg.tasks:Greet"], "cannot import module 'nopkg.tasks'"),
     (["run", "Greet"], "task 'Greet' is not of the form module:Class"),
     (["run", "clipkg.tasks:Greet", "--nmae", "x"], "Greet: unrecognized arguments: --nmae x (parameters of Greet: "),
+    (["run", "clipkg.tasks:Greet", "--tim", "3"], "Greet: unrecognized arguments: --tim 3"),  # whole names only
     (["run", "clipkg.tasks:Greet", "--times", "many"], "Greet: bad value 'many' for --times"),
     (["run", "clipkg.tasks:Needs"], "Needs: requires the 'level' parameter to be set"),
     (["run", "clipkg.tasks:Greet", "--working-dir", "missing_dir"], "working directory"),

@@ -21,6 +21,7 @@ from luigi.cmdline_parser import CmdlineParser
 from luigi.task_register import Register, TaskClassException
 
 from luisy import config
+from luisy.accept import update_fingerprints
 from luisy.errors import LuisyError, ParameterError, TaskLookupError
 from luisy.execution import build
 from luisy.execution import run as run_tasks
@@ -28,7 +29,6 @@ from luisy.graph import FORMATS
 from luisy.graph import render as render_graph
 from luisy.plan import notes as plan_notes
 from luisy.plan import plan as make_plan
-from luisy.plan import update_fingerprints
 from luisy.status import status as task_status
 from luisy.status import table as status_table
 from luisy.status import verify as verify_outputs

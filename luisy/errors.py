@@ -62,5 +62,13 @@ class ItemFileError(LuisyError, FileNotFoundError):
     """A published item's file is missing, damaged or outside its folder."""
 
 
+class ItemError(LuisyError):
+    """An item failed in a directory task with ``on_error="raise"``."""
+
+
+class NoFolderInput(LuisyError):
+    """A directory task whose requirements are not exactly one folder."""
+
+
 class ItemNameError(LuisyError, ValueError):
     """Two items of a directory output would share one file."""

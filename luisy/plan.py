@@ -12,17 +12,14 @@ from dataclasses import dataclass, field
 import luigi
 from luigi.task import flatten
 
-from luisy import config
 from luisy.directory.manifest import Manifest
-from luisy.directory.sources import pairs
 from luisy.directory.target import DirectoryTarget
 from luisy.fingerprint import records
 from luisy.fingerprint.code import code_fingerprint
-from luisy.fingerprint.task import accept, current, is_external, recorded_dynamic
-from luisy.graph import upstream_first
+from luisy.fingerprint.task import current, is_external, recorded_dynamic
 from luisy.targets import scan_once
 
-__all__ = ["Step", "plan", "reasons", "update_fingerprints"]
+__all__ = ["Step", "plan", "reasons"]
 
 NO_RECORD = "no fingerprint recorded (made by luisy 1.x or copied in? `luisy run --hash-update-mode` accepts it)"
 
@@ -140,41 +137,13 @@ def _directory_reasons(task: luigi.Task) -> list[str]:
     if found:
         return [*found, "every item is processed again"]
     # A missing input is luigi's to report; any other error listing the input is the user's to see.
-    inputs_there = all(target.exists() for target in flatten(task.input()))
-    items = dict(pairs(task.input_items())) if inputs_there else None
-    if items is not None:
-        done = manifest.sources()
-        new = sum(1 for n in items if n not in done and n not in manifest.failed)
-        changed = sum(1 for n, fp in items.items() if n in done and done[n] != fp)
-        removed = sum(1 for n in done if n not in items)
-        retry = sum(1 for n in manifest.failed if n in items) if config.current().retry_failed else 0
-        if new or changed or removed:
-            found.append(f"{new} new, {changed} changed, {removed} removed items")
-        if retry:
-            found.append(f"{retry} failed items to retry")
+    if all(target.exists() for target in flatten(task.input())):
+        pending = task.pending()
+        if pending.new or pending.changed or pending.removed:
+            found.append(f"{pending.new} new, {pending.changed} changed, {pending.removed} removed items")
+        if pending.retried:
+            found.append(f"{pending.retried} failed items to retry")
     stale = [str(t) for t in flatten(task.requires()) if not is_external(t) and not t.complete()]
     if stale:
         found.append("upstream changed: " + ", ".join(stale))
     return found
-
-
-def update_fingerprints(root: luigi.Task) -> list[luigi.Task]:
-    """Hash update mode: record current fingerprints for every existing output, running nothing.
-
-    For refactors that do not change results. Directory outputs take the current code and
-    parameters; their input items are still compared item by item (data changes are not a refactor).
-    Returns the tasks whose records were updated, upstream first.
-    """
-    updated: list[luigi.Task] = []
-    for task in upstream_first(root):
-        outputs = flatten(task.output())
-        if is_external(task) or not hasattr(task, "_luisy_output") or not outputs:
-            continue
-        if not all(o.exists() for o in outputs):
-            continue
-        for output in outputs:
-            if isinstance(output, DirectoryTarget):
-                output.restamp(task)
-        accept(task)
-        updated.append(task)
-    return updated

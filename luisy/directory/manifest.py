@@ -243,8 +243,7 @@ class Manifest:
     @classmethod
     def read(cls, folder: str | os.PathLike[str]) -> Manifest | None:
         """The folder's manifest; ``None`` if there is none, :class:`~luisy.errors.ManifestError` if corrupt."""
-        identity = _identity(folder)
-        return _parsed.get(identity) if identity else None
+        return _read_current(folder, _parsed.get)
 
     @staticmethod
     def load_header(folder: str | os.PathLike[str]) -> ManifestHeader | None:
@@ -253,12 +252,14 @@ class Manifest:
         ``None`` if there is none or it is corrupt. The header is checked against the schema and
         the file's length; a manifest of an older schema, which records no length, is read whole.
         """
-        identity = _identity(folder)
-        try:
-            header = _parse_header(*identity) if identity else None
-            if header is not None and header.body_bytes is None:
-                _parsed.get(identity)  # type: ignore[arg-type]
+        def header_of(identity: tuple[str, int, int, int]) -> ManifestHeader:
+            header = _parse_header(*identity)
+            if header.body_bytes is None:
+                _parsed.get(identity)
             return header
+
+        try:
+            return _read_current(folder, header_of)
         except ManifestError:
             return None
 
@@ -307,6 +308,32 @@ class ManifestHeader:
     body_digest: str | None = None
 
 
+class _Replaced(Exception):
+    """The manifest file was replaced between looking at it and opening it."""
+
+
+def _read_current(folder: str | os.PathLike[str], read: Any) -> Any:
+    """``read(identity)`` of the folder's manifest as it is now; ``None`` if there is none."""
+    while True:
+        identity = _identity(folder)
+        if identity is None:
+            return None
+        try:
+            return read(identity)
+        except _Replaced:  # another publish replaced it meanwhile: read the new one
+            continue
+
+
+def _open_as(identity: tuple[str, int, int, int]) -> Any:
+    """The manifest file, opened; :class:`_Replaced` if it is no longer the one ``identity`` describes."""
+    f = open(identity[0], "rb")  # noqa: SIM115 - returned to the caller's with-block
+    stat = os.fstat(f.fileno())
+    if (stat.st_ino, stat.st_size, stat.st_mtime_ns) != identity[1:]:
+        f.close()
+        raise _Replaced
+    return f
+
+
 def _identity(folder: str | os.PathLike[str]) -> tuple[str, int, int, int] | None:
     path = os.path.join(folder, MANIFEST_NAME)
     try:
@@ -329,7 +356,7 @@ class _ParsedManifests:
         found = self.entries.pop(identity, None)
         if found is None:
             _parse_header(*identity)  # the header and the file's length are checked before the body is read
-            with open(identity[0], "rb") as f:
+            with _open_as(identity) as f:
                 text = f.read().decode("utf-8", "surrogateescape")
             found = Manifest.from_json(text, identity[0], body_checked=True)
         self.put(identity, found)
@@ -355,7 +382,7 @@ def remember(folder: str | os.PathLike[str], manifest: Manifest) -> None:
 @functools.lru_cache(maxsize=64)
 def _parse_header(path: str, inode: int, size: int, mtime_ns: int) -> ManifestHeader:
     """The header of the manifest at ``path``, checked; reads at most :data:`HEADER_MAX_BYTES`."""
-    with open(path, "rb") as f:
+    with _open_as((path, inode, size, mtime_ns)) as f:
         line = f.readline(HEADER_MAX_BYTES + 1)
         if not line.endswith(b"\n"):
             raise ManifestError(f"{path} is corrupt: no header line")

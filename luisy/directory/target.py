@@ -196,13 +196,15 @@ class ItemReader:
         self.read = read
 
     def __call__(self, path: str) -> Any:
-        if not self.inside.is_file(path):
-            kept = os.path.join(self.inside.folder, RETIRED, os.path.relpath(path, self.inside.folder))
-            if not self.inside.is_file(kept):
-                raise ItemFileError(f"{self.inside.owner}: item file {path} is missing; `luisy verify` "
-                                    "checks the whole output")
-            path = kept
-        return self.read(path)
+        kept = os.path.join(self.inside.folder, RETIRED, os.path.relpath(path, self.inside.folder))
+        for candidate in (path, kept):
+            if self.inside.is_file(candidate):
+                try:
+                    return self.read(candidate)
+                except FileNotFoundError:  # moved aside by a publish between the check and the read
+                    continue
+        raise ItemFileError(f"{self.inside.owner}: item file {path} is missing; `luisy verify` checks the "
+                            "whole output")
 
     def __reduce__(self) -> Any:  # workers of a process pool get the reader without its cache
         return type(self), (Path(self.inside.folder), self.inside.owner, self.read)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from luigi.task import flatten
@@ -13,7 +14,7 @@ from luisy.directory.manifest import Manifest, bad_file_name, items_digest
 from luisy.directory.runner import Progress, outcomes, report_status
 from luisy.directory.sources import SourceItem, SourceItems, digest, pairs
 from luisy.directory.target import DirectoryTarget, DirectoryWriter
-from luisy.errors import ItemNameError, LuisyError, UnsafePathError
+from luisy.errors import ItemError, ItemNameError, LuisyError, NoFolderInput, UnsafePathError
 from luisy.executors import ItemStatus, Outcome
 from luisy.fingerprint.code import code_fingerprint
 from luisy.fingerprint.task import as_upstream, is_external
@@ -26,12 +27,22 @@ ON_ERROR = ("raise", "skip")
 _MISSING = object()
 
 
-class ItemError(LuisyError):
-    """An item failed in a directory task with ``on_error="raise"``."""
+@dataclass(frozen=True)
+class Pending:
+    """What a run of a directory task would do with its input items, and why."""
 
-
-class NoFolderInput(LuisyError):
-    """A directory task whose requirements are not exactly one folder."""
+    #: Input items to process: new, changed, and failed ones to retry.
+    todo: Sequence[SourceItem]
+    #: Names of published items to carry over unchanged.
+    keep: set[str]
+    #: Failures to keep as they are (name → error and input fingerprint; only with retries off).
+    kept_failures: dict[str, tuple[str, str | None]]
+    new: int = 0
+    changed: int = 0
+    removed: int = 0
+    retried: int = 0
+    #: Every item is processed: nothing usable is published, or parameters or code changed.
+    everything: bool = False
 
 
 class DirectoryTask(Task):
@@ -72,26 +83,36 @@ class DirectoryTask(Task):
         except NoFolderInput:
             return items_digest((t.task_id, as_upstream(t)) for t in flatten(self.requires()))
 
-    def pending(self, items: Sequence[SourceItem] | None = None,
-                ) -> tuple[Sequence[SourceItem], set[str], dict[str, tuple[str, str | None]]]:
-        """Input items to process, names of published items to keep, and failures to keep as they are
-        (name → error and input fingerprint; only with ``retry_failed`` off)."""
+    def pending(self, items: Sequence[SourceItem] | None = None) -> Pending:
+        """What a run would process, keep and count as new, changed, removed or retried."""
         items = self.input_items() if items is None else items
         manifest = Manifest.load(self.output().folder)
         if manifest is None or not self._same_configuration(manifest):
-            return items, set(), {}
-        done = manifest.sources(with_failed=not config.current().retry_failed)
-        published = manifest.items.positions()
+            return Pending(items, set(), {}, new=len(items), everything=True)
+        retry = config.current().retry_failed
+        done = manifest.sources(with_failed=not retry)
+        published, failed = manifest.items.positions(), manifest.failed
         rows, keep, kept_failures = [], set(), {}
+        seen = new = retried = 0
         for row, (name, fingerprint) in enumerate(pairs(items)):
-            if done.get(name, _MISSING) != fingerprint:
+            before = done.get(name, _MISSING)
+            if before is _MISSING:
+                rows.append(row)
+                if retry and name in failed:
+                    retried += 1
+                else:
+                    new += 1
+                continue
+            seen += 1
+            if before != fingerprint:
                 rows.append(row)
             elif name in published:
                 keep.add(name)
-            elif name in manifest.failed:
-                kept_failures[name] = (manifest.failed[name], manifest.failed_sources.get(name))
+            elif name in failed:
+                kept_failures[name] = (failed[name], manifest.failed_sources.get(name))
         todo = items.select(rows) if isinstance(items, SourceItems) else [items[row] for row in rows]
-        return todo, keep, kept_failures
+        return Pending(todo, keep, kept_failures, new=new, changed=len(rows) - new - retried,
+                       removed=len(done) - seen, retried=retried)
 
     def complete(self) -> bool:
         # Only the manifest's first line is read: it can list 100 000 items.
@@ -156,12 +177,13 @@ class DirectoryTask(Task):
             raise LuisyError(f"{self!r}: on_error must be one of {ON_ERROR}, not {self.on_error!r}")
         items = self.input_items()
         self._check_names(items)
-        todo, keep, keep_failed = self.pending(items)
+        pending = self.pending(items)
+        todo = pending.todo
         progress = Progress(self, len(todo))
         with self.output().writer(self) as writer:
             writer.inputs_digest = digest(items)
-            writer.keep(keep)
-            for name, (error, source) in keep_failed.items():
+            writer.keep(pending.keep)
+            for name, (error, source) in pending.kept_failures.items():
                 writer.fail(name, error, source)
             try:
                 for item, outcome in outcomes(self, todo, writer, config.current().processes_for(self.processes)):

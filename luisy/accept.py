@@ -1,0 +1,34 @@
+"""Hash update mode: accept the outputs that exist as current, running nothing."""
+
+from __future__ import annotations
+
+import luigi
+from luigi.task import flatten
+
+from luisy.directory.target import DirectoryTarget
+from luisy.fingerprint.task import accept, is_external
+from luisy.graph import upstream_first
+
+__all__ = ["update_fingerprints"]
+
+
+def update_fingerprints(root: luigi.Task) -> list[luigi.Task]:
+    """Hash update mode: record current fingerprints for every existing output, running nothing.
+
+    For refactors that do not change results. Directory outputs take the current code and
+    parameters; their input items are still compared item by item (data changes are not a refactor).
+    Returns the tasks whose records were updated, upstream first.
+    """
+    updated: list[luigi.Task] = []
+    for task in upstream_first(root):
+        outputs = flatten(task.output())
+        if is_external(task) or not hasattr(task, "_luisy_output") or not outputs:
+            continue
+        if not all(o.exists() for o in outputs):
+            continue
+        for output in outputs:
+            if isinstance(output, DirectoryTarget):
+                output.restamp(task)
+        accept(task)
+        updated.append(task)
+    return updated

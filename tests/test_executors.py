@@ -38,12 +38,13 @@ def dies_on_3_and_7(index: int) -> Outcome:
 
 
 def test_a_dead_worker_fails_its_item_only_and_is_replaced():
-    outcomes = {o.index: o for o in ProcessExecutor(2).map(dies_on_3_and_7, 40)}
-    assert sorted(outcomes) == list(range(40))
-    assert outcomes[3] == Outcome(ItemStatus.FAIL, 3, error="worker process died (signal 9)")
-    assert outcomes[7] == Outcome(ItemStatus.FAIL, 7, error="worker process died (exit code 5)")
-    assert all(o.status is ItemStatus.OK for i, o in outcomes.items() if i not in (3, 7))
-    assert len({o.staged[1] for o in outcomes.values() if o.staged}) >= 3, "dead workers were replaced"
+    seen = list(ProcessExecutor(2).map(dies_on_3_and_7, 40))
+    outcomes = {o.index: o for o in seen}
+    assert sorted(o.index for o in seen) == list(range(40)), seen
+    assert outcomes[3] == Outcome(ItemStatus.FAIL, 3, error="worker process died (signal 9)"), seen
+    assert outcomes[7] == Outcome(ItemStatus.FAIL, 7, error="worker process died (exit code 5)"), seen
+    assert all(o.status is ItemStatus.OK for i, o in outcomes.items() if i not in (3, 7)), seen
+    assert len({o.staged[1] for o in seen if o.staged}) >= 3, f"dead workers were not replaced: {seen}"
 
 
 def always_dies(index: int) -> Outcome:

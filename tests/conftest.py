@@ -49,3 +49,18 @@ def require_program(name: str, package: str) -> str:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+@pytest.fixture
+def frames(luisy_working_dir):
+    """Four .npy frames and a note in the input folder of ``directory_tasks.Frames``."""
+    import directory_tasks
+    import numpy as np
+
+    directory_tasks.PROCESSED.clear()
+    folder = luisy_working_dir / "dirs" / "raw" / "frames"
+    folder.mkdir(parents=True)
+    for i in range(4):
+        np.save(folder / f"f{i}.npy", np.full((2, 2), i))
+    (folder / "notes.txt").write_text("ignored by the pattern")
+    return folder

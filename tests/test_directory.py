@@ -2,72 +2,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import luigi
 import numpy as np
 import pytest
+from directory_tasks import PROCESSED, Doubled, Frames, Summed, _build, files_of, files_on_disk
 
 import luisy
 from luisy.digests import file_digest as checksum
 from luisy.directory import MANIFEST_NAME, DirectoryTarget
-
-PROCESSED: list[str] = []
-
-
-@luisy.project_name("dirs")
-@luisy.raw
-@luisy.directory_input(pattern="*.npy")
-class Frames(luisy.ExternalTask):
-    def get_folder_name(self):
-        return "frames"
-
-
-@luisy.project_name("dirs")
-@luisy.interim
-@luisy.requires(Frames)
-@luisy.directory_output(format="npy")
-class Doubled(luisy.DirectoryTask):
-    def process(self, name, obj):
-        PROCESSED.append(name)
-        if obj.size == 0:
-            return None
-        if obj.dtype.kind == "U":
-            raise ValueError("text is not a frame")
-        return obj * 2
-
-
-@luisy.project_name("dirs")
-@luisy.final
-@luisy.requires(Doubled)
-@luisy.directory_output(format="json")
-class Summed(luisy.DirectoryTask):
-    def process(self, name, obj):
-        return {"name": name, "sum": int(obj.sum())}
-
-
-@pytest.fixture
-def frames(luisy_working_dir):
-    PROCESSED.clear()
-    folder = luisy_working_dir / "dirs" / "raw" / "frames"
-    folder.mkdir(parents=True)
-    for i in range(4):
-        np.save(folder / f"f{i}.npy", np.full((2, 2), i))
-    (folder / "notes.txt").write_text("ignored by the pattern")
-    return folder
-
-
-def _build(*tasks, ok=True):
-    assert luigi.build(list(tasks), local_scheduler=True, log_level="ERROR") is ok
-
-
-def files_on_disk(folder):
-    """Every file below ``folder``, as a relative POSIX path."""
-    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if not p.is_dir()}
-
-
-def files_of(manifest):
-    """The files a manifest accounts for: itself, its items, and replaced files kept for readers."""
-    return {MANIFEST_NAME, *manifest.items.files, *(f".luisy-retired/{f}" for f in manifest.retired)}
 
 
 def test_process_publish_and_read(frames, luisy_working_dir):
@@ -198,35 +142,21 @@ def test_item_names_that_escape_are_rejected(tmp_path, name):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_crash_before_manifest_keeps_old_state_then_converges(frames, monkeypatch):
-    _build(Doubled())
-    old = Doubled().output().manifest
-    old_f1 = next(v for n, v in Doubled().output().items() if n == "f1")
-    np.save(frames / "f1.npy", np.full((2, 2), 50))
-    os.utime(frames / "f1.npy", ns=(2, 2))
+def test_a_publish_that_fails_keeps_the_old_state_and_no_staging(frames):
+    task = Doubled()
+    (task.output().folder / "f1.npy").mkdir(parents=True)  # a folder where an item file must go
+    with pytest.raises(IsADirectoryError):
+        task.run()
+    assert not task.output().exists()
+    assert not any(p.name.startswith(".luisy-tmp") for p in task.output().folder.parent.iterdir())
 
-    def crash(*args, **kwargs):
-        raise KeyboardInterrupt("simulated crash between moving items and replacing the manifest")
-
-    from luisy.directory import target as target_module
-    monkeypatch.setattr(target_module.Manifest, "to_json", crash)
-    with pytest.raises(KeyboardInterrupt):
-        Doubled().run()
-    monkeypatch.undo()
-
-    # the previous state is what readers see, with every listed file intact
-    out = Doubled().output()
-    assert out.manifest.items == old.items
-    np.testing.assert_array_equal(dict(out.items())["f1"], old_f1)
-    for name, item in out.manifest.items.items():
-        assert checksum(out.folder / item.file) == item.checksum, name
-
+    (task.output().folder / "f1.npy").rmdir()
     PROCESSED.clear()
     _build(Doubled())
-    assert PROCESSED == ["f1"]
-    assert int(dict(Doubled().output().items())["f1"][0, 0]) == 100
+    assert sorted(PROCESSED) == ["f0", "f1", "f2", "f3"]
+    out = Doubled().output()
+    assert int(dict(out.items())["f1"][0, 0]) == 2
     assert files_on_disk(out.folder) == files_of(out.manifest)
-    assert not any(p.name.startswith(".luisy-tmp") for p in out.folder.parent.iterdir())
 
 
 def test_unknown_directory_format():
@@ -251,13 +181,15 @@ def test_processes_2_gives_the_same_result_and_tolerates_lambdas(frames, luisy_w
         processes = 2
 
         def process(self, name, obj):
-            return obj + os.getpid() * 0  # runs in a worker; the pid keeps it honest below
+            return np.array([obj[0, 0], os.getpid()])
 
     for i in range(4, 40):
         np.save(frames / f"f{i:02d}.npy", np.full((2, 2), i))
     _build(Parallel())
     items = dict(Parallel().output().items())
-    assert len(items) == 40 and int(items["f17"][0, 0]) == 17
+    assert len(items) == 40 and int(items["f17"][0]) == 17
+    pids = {int(item[1]) for item in items.values()}
+    assert len(pids) == 2 and os.getpid() not in pids, "items ran in two other processes"
     for name, item in Parallel().output().manifest.items.items():
         assert checksum(Parallel().output().folder / item.file) == item.checksum, name
 
@@ -286,8 +218,15 @@ def test_parallel_on_error_raise_publishes_nothing(frames):
     class ParallelStrict(Doubled):
         processes = 2
 
-    with pytest.raises(luisy.LuisyError, match=r"item 'bad' \(input file .*bad\.npy\) failed: ValueError"):
+        def process(self, name, obj):
+            if name == "bad":
+                raise ValueError(f"in process {os.getpid()}")
+            return obj
+
+    with pytest.raises(luisy.LuisyError, match=r"item 'bad' \(input file .*bad\.npy\) failed: ValueError") as error:
         ParallelStrict().run()
+    worker = int(re.search(r"in process (\d+)", str(error.value))[1])
+    assert worker != os.getpid(), "the item ran in a worker process"
     assert not ParallelStrict().output().exists()
 
 
@@ -312,7 +251,7 @@ def test_two_processes_publishing_at_once_never_mix(frames, luisy_working_dir):
         import sys, luisy, numpy as np
         sys.path.insert(0, {str(os.path.dirname(__file__))!r})
         luisy.set_working_dir({str(luisy_working_dir)!r})
-        from test_directory import Doubled
+        from directory_tasks import Doubled
         Doubled().run()
     """)
     procs = [subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True) for _ in range(2)]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_directory import PROCESSED, Doubled, _build, files_of, files_on_disk, frames  # noqa: F401
+from directory_tasks import PROCESSED, Doubled, _build, files_of, files_on_disk
 
 from luisy.digests import file_digest as checksum
 
@@ -56,7 +56,7 @@ def _run_and_kill(working_dir: Path, tmp_path: Path, point: str) -> None:
         sys.path.insert(0, {tests!r})
         import luisy
         from luisy.directory import target
-        from test_directory import Doubled
+        from directory_tasks import Doubled
         luisy.set_working_dir({working_dir!r})
 
         def pause():

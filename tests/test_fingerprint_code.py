@@ -230,22 +230,27 @@ def test_frozen_and_stdlib_modules_are_neither_analysed_nor_versioned(project):
     assert library.versions == {"luigi": luigi.__version__} and not library.definitions
 
 
-def test_cached_per_class(project):
-    tasks = project.load()
-    assert code_fingerprint(tasks.Scaled) is code_fingerprint(tasks.Scaled)
-
-
-def test_library_versions_by_distribution_whatever_its_name():
+def test_library_versions_by_distribution_whatever_its_name(tmp_path, monkeypatch):
     import importlib.metadata
 
     import numpy as np
     import PIL
     import skimage
 
-    from luisy.fingerprint import code
+    # named like its module (numpy); named otherwise (scikit-image, pillow)
+    (tmp_path / "imaging.py").write_text(textwrap.dedent("""
+        import numpy, PIL.Image, skimage
+        import luisy
 
-    # named like its module; named otherwise (scikit-image, pillow); not installed
-    assert code._version("numpy") == ("numpy", np.__version__)
-    assert code._version("skimage") == ("scikit-image", skimage.__version__)
-    assert code._version("PIL") == (importlib.metadata.distribution("pillow").metadata["Name"], PIL.__version__)
-    assert code._version("no_such_module_here") is None
+
+        class Segment(luisy.Task):
+            def run(self):
+                self.write((numpy.zeros(1), PIL.Image.new, skimage.filters))
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import imaging
+
+    versions = code_fingerprint(imaging.Segment).versions
+    pillow = importlib.metadata.distribution("pillow").metadata["Name"]
+    assert {k: versions.get(k) for k in ("numpy", "scikit-image", pillow)} == {
+        "numpy": np.__version__, "scikit-image": skimage.__version__, pillow: PIL.__version__}

@@ -3,6 +3,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -107,8 +108,16 @@ class TestLuisyTestCase(LuisyTestCase):
         assert self.run_pipeline(Total(factor=3), existing_outputs=[(Raw(), self.raw)]) == 18
 
     def test_nothing_touches_the_disk(self):
-        self.run_pipeline(Total(), existing_outputs=[(Raw(), self.raw)])
-        assert not config.get_working_dir().joinpath("tt").exists()
+        import contextlib
+        import tempfile
+        from unittest import mock
+
+        # Keep the working directory the run uses, to look at what would have landed there.
+        with tempfile.TemporaryDirectory() as kept, mock.patch(
+                "luisy.testing.tempfile.TemporaryDirectory", lambda **_: contextlib.nullcontext(kept)):
+            assert self.run_pipeline(Total(), existing_outputs=[(Raw(), self.raw)]) == 12
+            written = [p for p in Path(kept).rglob("*") if p.is_file()]
+        assert written == []
 
     def test_existing_outputs_short_circuit_upstream(self):
         scaled = pd.DataFrame({"x": [100]})

@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePath
 from typing import Any
 
+import luigi
+
 from luisy.config import get_working_dir
 from luisy.digests import digest
 from luisy.errors import UnsafePathError
@@ -79,6 +81,42 @@ def _renders_uniquely(value: Any, in_collection: bool = False) -> bool:
     if isinstance(value, (list, tuple)):
         return not in_collection and all(_renders_uniquely(v, True) for v in value)
     return True  # numbers, dates, enums, None: str() tells values of one type apart
+
+
+def parse_file_name(task_cls: type, name: str, excl_params: Iterable[str] = ()) -> dict[str, Any] | None:
+    """The parameters an :func:`auto_file_name` rendering ``name`` (without extension) stands for.
+
+    ``None`` if ``name`` is not such a rendering. Lists come back as tuples of numbers or texts;
+    parameters left out of the name are left out here.
+    """
+    excluded = set(excl_params)
+    names = [n for n in sorted(significant_param_names(task_cls)) if n not in excluded]
+    groups = "".join(f"(?:_{re.escape(n)}=(?P<p{i}>.*?))?" for i, n in enumerate(names))
+    match = re.fullmatch(re.escape(task_cls.get_task_family()) + groups, name)
+    if match is None:
+        return None
+    params = dict(task_cls.get_params())
+    try:
+        return {n: _parse_value(params[n], match[f"p{i}"]) for i, n in enumerate(names) if match[f"p{i}"] is not None}
+    except ValueError:
+        return None
+
+
+def _parse_value(param: Any, text: str) -> Any:
+    if text == "None":
+        return None
+    if isinstance(param, (luigi.ListParameter, luigi.TupleParameter)):
+        return tuple(_guess_scalar(part) for part in text.split("_")) if text else ()
+    return param.parse(text)
+
+
+def _guess_scalar(text: str) -> Any:
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return text
 
 
 def significant_param_names(task_cls: type) -> list[str]:

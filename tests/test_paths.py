@@ -139,3 +139,13 @@ def test_luigi_parameter_classes_are_reexported():
                  "DateIntervalParameter", "MonthParameter", "ListParameter", "TupleParameter",
                  "DictParameter", "ChoiceParameter", "EnumParameter", "PathParameter"):
         assert getattr(luisy, name) is getattr(luigi, name)
+
+
+def test_parse_file_name_reverses_auto_file_name():
+    from luisy.paths import parse_file_name
+
+    for task in (Plain(a=3, b="y"), Plain(), Listy(items=[1, 2], name="n")):
+        kwargs = parse_file_name(type(task), task.get_file_name())
+        assert type(task)(**kwargs).get_file_name() == task.get_file_name(), kwargs
+    assert parse_file_name(Plain, "Other_a=1") is None
+    assert parse_file_name(Plain, "Plain_a=notanint_b=x") is None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ from luisy.atomic import TMP_MARKER
 from luisy.config import get_working_dir
 from luisy.errors import OutputMissingError
 from luisy.fingerprint import task as fingerprint
-from luisy.paths import output_path, project_name_of, significant_param_names, with_extension
+from luisy.paths import output_path, parse_file_name, project_name_of, with_extension
 from luisy.spec import NamingRule, OutputSpec
 from luisy.tasks.running import recording_run
 
@@ -95,43 +94,18 @@ class _OutputMixin:
         if cls._luisy_layer:
             layer_dir = layer_dir / project_name_of(cls) / cls._luisy_layer
         family = cls.get_task_family()
-        names = [n for n in sorted(significant_param_names(cls)) if n not in cls._luisy_naming.excl_params]
-        groups = "".join(f"(?:_{re.escape(n)}=(?P<p{i}>.*?))?" for i, n in enumerate(names))
-        pattern = re.compile(re.escape(family) + groups + re.escape(f".{spec.ext}"))
-        params = dict(cls.get_params())
         found = []
         for path in sorted(layer_dir.rglob(f"{family}*.{spec.ext}")) if layer_dir.is_dir() else []:
-            match = pattern.fullmatch(path.name)
-            if TMP_MARKER in path.name or match is None:
+            if TMP_MARKER in path.name:
                 continue
+            kwargs = parse_file_name(cls, path.name[: -len(spec.ext) - 1], cls._luisy_naming.excl_params)
             try:
-                kwargs = {
-                    n: _parse_value(params[n], match[f"p{i}"])
-                    for i, n in enumerate(names) if match[f"p{i}"] is not None
-                }
-                instance = cls(**kwargs)
-                if Path(instance.output().path) == path:
-                    found.append(instance)
+                instance = cls(**kwargs) if kwargs is not None else None
             except Exception:  # a file that merely looks like ours: not an instance
                 continue
+            if instance is not None and Path(instance.output().path) == path:
+                found.append(instance)
         return found
-
-
-def _parse_value(param: luigi.Parameter, text: str) -> Any:
-    if text == "None":
-        return None
-    if isinstance(param, (luigi.ListParameter, luigi.TupleParameter)):
-        return tuple(_guess_scalar(part) for part in text.split("_")) if text else ()
-    return param.parse(text)
-
-
-def _guess_scalar(text: str) -> Any:
-    for convert in (int, float):
-        try:
-            return convert(text)
-        except ValueError:
-            pass
-    return text
 
 
 class Task(_OutputMixin, luigi.Task):

@@ -7,6 +7,7 @@ Task parameters are parsed with luigi's own argparse rules, so ``--param value``
 from __future__ import annotations
 
 import argparse
+import enum
 import importlib
 import os
 import sys
@@ -83,9 +84,17 @@ def _translate_legacy(args: list[str]) -> list[str]:
     return ["run", f"{module}:{task}", *rest]
 
 
+class ExitCode(enum.IntEnum):
+    """The exit status of every luisy command."""
+
+    OK = 0  #: done: the task is complete, no item failed, nothing is wrong
+    NOT_DONE = 1  #: the task is not complete, items failed, or ``verify`` found problems
+    BAD_INPUT = 2  #: the command line or the working directory is wrong; nothing ran
+
+
 def _fail(message: str) -> NoReturn:
     click.echo(f"luisy: error: {message}", err=True)
-    sys.exit(2)
+    sys.exit(ExitCode.BAD_INPUT)
 
 
 @click.group(cls=_LuisyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -171,7 +180,7 @@ def run(task: str, working_dir: Path | None, task_args: tuple[str, ...], workers
         )
         for line in summary.lines():  # output paths are resolved in the task's working directory
             click.echo(line)
-    sys.exit(0 if summary.ok else 1)
+    sys.exit(ExitCode.OK if summary.ok else ExitCode.NOT_DONE)
 
 
 @main.command(context_settings=_TASK_COMMAND)
@@ -226,7 +235,7 @@ def status(task: str, working_dir: Path | None, task_args: tuple[str, ...]) -> N
     with _task(task, working_dir, task_args) as task_obj:
         rows = task_status(task_obj)
     click.echo(status_table(rows), nl=False)
-    sys.exit(0 if rows[-1].complete else 1)
+    sys.exit(ExitCode.OK if rows[-1].complete else ExitCode.NOT_DONE)
 
 
 @main.command(context_settings=_TASK_COMMAND)
@@ -245,7 +254,7 @@ def verify(task: str, working_dir: Path | None, task_args: tuple[str, ...]) -> N
     for problem in problems:
         click.echo(problem)
     click.echo(f"{checked} items checked, {len(problems)} bad")
-    sys.exit(1 if problems else 0)
+    sys.exit(ExitCode.NOT_DONE if problems else ExitCode.OK)
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})

@@ -1,11 +1,13 @@
 """A managed directory output: lazy readers, and a writer that stages items and publishes them.
 
 Publishing, under a lock beside the folder:
+
 1. staged item files are moved in under names neither the current manifest nor the kept
    replaced files use,
 2. the new manifest replaces the old one (one ``os.replace``: the moment the new state appears),
 3. the files of replaced items move to ``.luisy-retired/`` in the folder, where readers of the
    previous manifest still find them for ``[luisy] keep_replaced_seconds``; older ones are deleted.
+
 A crash at any point leaves the old state or the new one visible; the next writer cleans up.
 
 Every path taken from a manifest must stay inside the folder: manifests listing anything else are

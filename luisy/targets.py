@@ -1,18 +1,16 @@
 """File and folder targets: luigi ``LocalTarget`` objects that read and write through a Format.
 
 One target class per format keeps luisy 1.x's import paths (``luisy.targets.PickleTarget``...).
-Writes are atomic. Inside :func:`memory_store` every target keeps its object in memory instead
-(used by :class:`luisy.testing.LuisyTestCase`).
+Every read and write goes through the storage in force (:mod:`luisy.storage`): files written
+atomically, or objects in memory inside :func:`luisy.storage.in_memory` (``LuisyTestCase``).
 """
 
 from __future__ import annotations
 
-import copy
 import functools
 import os
-import pickle
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -20,29 +18,10 @@ from typing import Any, ClassVar
 
 import luigi
 
-from luisy import formats
-from luisy.atomic import atomic_dir, atomic_file, defer
-from luisy.digests import bytes_digest
+from luisy import formats, storage
 from luisy.directory.inputs import list_files, source_items
 from luisy.directory.sources import SourceItem, SourceItems, digest
 from luisy.errors import FileReadError
-
-_memory: ContextVar[dict[str, Any] | None] = ContextVar("luisy_memory_store", default=None)
-
-
-@contextmanager
-def memory_store(initial: Mapping[str, Any] | None = None) -> Iterator[dict[str, Any]]:
-    """Keep every luisy target's object in a dict keyed by path while the block runs.
-
-    Reads and writes copy the object, so a task cannot change another task's output by mutation.
-    """
-    store = {os.fspath(k): copy.deepcopy(v) for k, v in (initial or {}).items()}
-    token = _memory.set(store)
-    try:
-        yield store
-    finally:
-        _memory.reset(token)
-
 
 _scans: ContextVar[dict[tuple, list] | None] = ContextVar("luisy_folder_scans", default=None)
 
@@ -64,29 +43,6 @@ def scan_once() -> Iterator[None]:
         _scans.reset(token)
 
 
-def active_memory_store() -> dict[str, Any] | None:
-    """The store of the enclosing :func:`memory_store` block, or ``None``."""
-    return _memory.get()
-
-
-def _copy_of(obj: Any, path: str | None = None) -> Any:
-    return copy.deepcopy(obj)
-
-
-def _object_fingerprint(obj: Any) -> str:
-    """A fingerprint of an in-memory object (its pickle), standing in for a file's size and mtime."""
-    return bytes_digest(pickle.dumps(obj))
-
-
-def _write_to_memory(path: str, obj: Any) -> bool:
-    """Store ``obj`` if a memory store is active (publishing with the run, like files); else False."""
-    store = _memory.get()
-    if store is None:
-        return False
-    defer(functools.partial(store.__setitem__, path, copy.deepcopy(obj)))
-    return True
-
-
 class LuisyTarget(luigi.LocalTarget):
     """A file written and read through :attr:`file_format`; extra keywords go to its reader/writer."""
 
@@ -103,23 +59,16 @@ class LuisyTarget(luigi.LocalTarget):
         return cls(path, owner=repr(task), **options)
 
     def exists(self) -> bool:
-        store = _memory.get()
-        return self.path in store if store is not None else os.path.exists(self.path)
+        return storage.active().exists(self.path)
 
     def read(self) -> Any:
         """The stored object."""
-        store = _memory.get()
-        if store is not None:
-            return copy.deepcopy(store[self.path])
-        return self.file_format.read(self.path, **self.options)
+        return storage.active().load(self.path, functools.partial(self.file_format.read, **self.options))
 
     def write(self, obj: Any) -> None:
         """Check ``obj``'s type, then write it atomically (a failed write leaves nothing behind)."""
         self.file_format.ensure_writable(obj, self.owner)
-        if _write_to_memory(self.path, obj):
-            return
-        with atomic_file(self.path) as tmp:
-            self.file_format.write(obj, tmp, **self.options)
+        storage.active().save(self.path, obj, functools.partial(self.file_format.write, **self.options))
 
 
 class PickleTarget(LuisyTarget):
@@ -187,9 +136,9 @@ class ParquetDirTarget(LuisyTarget):
         )
 
     def read(self) -> Any:
-        store = _memory.get()
-        if store is not None:
-            return super().read()
+        return storage.active().load(self.path, self._read_parts)
+
+    def _read_parts(self, path: str) -> Any:
         pd = formats.require("pandas", None, "parquetdir output")
         frames = [self.file_format.read(p, **self.options) for p in self.parts()]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -197,10 +146,10 @@ class ParquetDirTarget(LuisyTarget):
     def write(self, obj: Any) -> None:
         """Replace the folder atomically by one holding ``obj`` as ``part-00000.parquet``."""
         self.file_format.ensure_writable(obj, self.owner)
-        if _write_to_memory(self.path, obj):
-            return
-        with atomic_dir(self.path) as tmp:
-            self.file_format.write(obj, tmp / "part-00000.parquet", **self.options)
+        storage.active().save(self.path, obj, self._write_part, folder=True)
+
+    def _write_part(self, obj: Any, folder: Path) -> None:
+        self.file_format.write(obj, folder / "part-00000.parquet", **self.options)
 
 
 class DirectoryInputTarget(luigi.LocalTarget):
@@ -237,8 +186,7 @@ class DirectoryInputTarget(luigi.LocalTarget):
         return target
 
     def exists(self) -> bool:
-        store = _memory.get()
-        return self.path in store if store is not None else os.path.isdir(self.path)
+        return storage.active().exists(self.path, folder=True)
 
     def paths(self) -> list[Path]:
         """The matching files, sorted by their path relative to the folder."""
@@ -257,17 +205,14 @@ class DirectoryInputTarget(luigi.LocalTarget):
             if obj is not None:
                 yield rel, obj
 
-    def source_items(self) -> SourceItems | list[SourceItem]:
+    def source_items(self) -> Sequence[SourceItem]:
         """The files as input items of a directory task, named by relative path without extension.
 
         The fingerprint is size and modification time, so a rerun sees edited files.
         """
-        store = _memory.get()
-        if store is not None:  # LuisyTestCase: a mapping name → object, or 1.x's list of objects
-            given = store[self.path]
-            pairs = given.items() if hasattr(given, "items") else ((str(i), o) for i, o in enumerate(given))
-            return [SourceItem(str(name), _object_fingerprint(obj), os.path.join(self.path, str(name)),
-                               functools.partial(_copy_of, obj)) for name, obj in pairs]
+        return storage.active().input_items(self.path, self._listed_items)
+
+    def _listed_items(self) -> SourceItems:
         scans = _scans.get() if self.external else None
         key = self._scan_key()
         if scans is not None and key in scans:
@@ -286,10 +231,7 @@ class DirectoryInputTarget(luigi.LocalTarget):
 
     def read(self) -> Any:
         """The objects read from the files (a generator, as in luisy 1.x)."""
-        store = _memory.get()
-        if store is not None:
-            return copy.deepcopy(store[self.path])
-        return (obj for _, obj in self.items())
+        return storage.active().load(self.path, lambda path: (obj for _, obj in self.items()))
 
     def write(self, obj: Any) -> None:
         raise TypeError(f"{self.owner}: {self.path} is an input folder; luisy does not write to it")

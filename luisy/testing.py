@@ -8,6 +8,7 @@ is restored after the test.
 
 from __future__ import annotations
 
+import copy
 import os
 import tempfile
 import unittest
@@ -18,12 +19,11 @@ import luigi
 from luigi.execution_summary import LuigiRunResult, LuigiStatusCode, _summary_dict
 from luigi.task import flatten
 
-from luisy import config
+from luisy import config, storage
 from luisy.config import set_working_dir
 from luisy.directory.target import DirectoryTarget
 from luisy.fingerprint.task import accept, is_external
 from luisy.graph import upstream_first
-from luisy.targets import memory_store
 
 __all__ = ["LuisyTestCase", "create_testing_config", "get_all_dependencies", "debug_run"]
 
@@ -76,7 +76,7 @@ class LuisyTestCase(unittest.TestCase):
     @staticmethod
     def _execute(task: luigi.Task, existing_outputs: Outputs) -> _Run:
         with tempfile.TemporaryDirectory(prefix="luisy-test-") as tmp, config.working_dir(tmp), \
-                memory_store() as store:
+                storage.in_memory() as memory:
             for given, obj in existing_outputs or ():
                 output = given.output()
                 if isinstance(output, DirectoryTarget):
@@ -84,13 +84,13 @@ class LuisyTestCase(unittest.TestCase):
                         for name, item in dict(obj).items():
                             writer.write(name, item)
                 else:
-                    store[_output_path(given)] = obj
+                    memory.objects[_output_path(given)] = copy.deepcopy(obj)
                     if not is_external(given):
                         accept(given)  # its fingerprint is recorded, so it counts as complete
             # workers=1 runs every task in this thread, where the memory store is active.
             result = luigi.build([task], local_scheduler=True, workers=1, detailed_summary=True,
                                  no_lock=True, log_level="WARNING")
-            return _Run(result, task.complete(), _collect_outputs(task, store))
+            return _Run(result, task.complete(), _collect_outputs(task, memory.objects))
 
 
 class _Run(NamedTuple):

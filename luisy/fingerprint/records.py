@@ -4,14 +4,13 @@ A JSON object keyed by output path relative to the working directory. luisy 1.x 
 string per key; luisy 2 stores an object (the fingerprint and what it was made of, so ``plan``
 can say what changed) and reads 1.x strings as "recorded by another algorithm".
 
-Writers take an exclusive ``flock`` on the project folder and replace the file atomically, so
-tasks finishing at the same time in several processes never lose each other's records. Inside
-:func:`luisy.targets.memory_store` (``LuisyTestCase``) records live in the store instead.
+Writers hold the storage's lock on the file and replace it atomically, so tasks finishing at
+the same time in several processes never lose each other's records. The file lives where the
+outputs do (:mod:`luisy.storage`): on disk, or in memory in ``LuisyTestCase``.
 """
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import json
 import os
@@ -21,10 +20,9 @@ from typing import Any
 import luigi
 from luigi.task import flatten
 
-from luisy.atomic import temp_sibling
+from luisy import storage
 from luisy.config import get_working_dir
 from luisy.paths import project_name_of
-from luisy.targets import active_memory_store
 
 HASH_FILE = ".luisy.hash"
 
@@ -41,19 +39,20 @@ def location(task: luigi.Task) -> tuple[Path, str] | None:
 
 def load_all(hash_file: Path) -> dict[str, Any]:
     """Every record of one hash file (``{}`` if there is none or it is unreadable)."""
-    store = active_memory_store()
-    if store is not None:
-        return dict(store.get(os.fspath(hash_file), {}))
+    where = storage.active()
+    path = os.fspath(hash_file)
+    version = where.token(path)
+    if version is None:
+        return {}
     try:
-        stat = hash_file.stat()
-        return dict(_parse(os.fspath(hash_file), stat.st_ino, stat.st_size, stat.st_mtime_ns))
+        return dict(_parse(where, path, version))
     except (OSError, ValueError):
         return {}
 
 
-@functools.lru_cache(maxsize=16)  # the file is replaced, never edited: its identity is its version
-def _parse(path: str, inode: int, size: int, mtime_ns: int) -> dict[str, Any]:
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
+@functools.lru_cache(maxsize=16)  # the file is replaced, never edited: its token is its version
+def _parse(where: Any, path: str, version: Any) -> dict[str, Any]:
+    data = json.loads(where.read_bytes(path))
     return data if isinstance(data, dict) else {}
 
 
@@ -69,19 +68,8 @@ def store(task: luigi.Task, record: dict[str, Any]) -> None:
     if where is None:
         return
     hash_file, key = where
-    memory = active_memory_store()
-    if memory is not None:
-        memory.setdefault(os.fspath(hash_file), {})[key] = record
-        return
-    hash_file.parent.mkdir(parents=True, exist_ok=True)
-    # The file itself is replaced, so the lock is on its folder (no lock file left behind).
-    folder = os.open(hash_file.parent, os.O_RDONLY)
-    try:
-        fcntl.flock(folder, fcntl.LOCK_EX)
+    path = os.fspath(hash_file)
+    with storage.active().lock(path):
         records = load_all(hash_file)
         records[key] = record
-        tmp = temp_sibling(hash_file)
-        tmp.write_text(json.dumps(records, indent=1, sort_keys=True), encoding="utf-8")
-        os.replace(tmp, hash_file)
-    finally:
-        os.close(folder)
+        storage.active().put_bytes(path, json.dumps(records, indent=1, sort_keys=True).encode("utf-8"))

@@ -37,11 +37,11 @@ from luisy.atomic import NAME_MAX, defer, fit_name, remove_stale_temps, temp_sib
 from luisy.digests import digest, file_digest
 from luisy.directory.manifest import (
     MANIFEST_NAME,
-    RESERVED_PREFIXES,
     Item,
     ItemTable,
     Manifest,
     ManifestHeader,
+    bad_file_name,
     luisy_version,
     remember,
 )
@@ -207,9 +207,6 @@ class ItemReader:
                     continue
         raise ItemFileError(f"{self.inside.owner}: item file {path} is missing; `luisy verify` checks the "
                             "whole output")
-
-    def __reduce__(self) -> Any:  # workers of a process pool get the reader without its cache
-        return type(self), (Path(self.inside.folder), self.inside.owner, self.read)
 
 
 class _Inside:
@@ -435,19 +432,11 @@ def _variant(file: str) -> str:
 
 def check_item_name(owner: str, name: str) -> None:
     """Raise :class:`~luisy.errors.UnsafePathError` unless ``name`` can name an item file in the folder."""
-    problem = None
-    if not isinstance(name, str) or not name:
-        problem = "must be a non-empty str"
-    elif "\0" in name or "\\" in name:
-        problem = "contains a NUL byte or a backslash"
-    elif PurePosixPath(name).is_absolute():
-        problem = "is an absolute path"
-    elif any(part in ("..", ".") for part in name.split("/")):
-        problem = "contains '..' or '.'"
-    elif any(part.startswith(RESERVED_PREFIXES) or part == "" for part in name.split("/")):
-        problem = "uses a name luisy reserves (starting with .luisy or _luisy) or an empty path component"
-    if problem:
-        raise UnsafePathError(f"{owner}: item name {name!r} {problem}; it would escape or corrupt the folder")
+    if not isinstance(name, str) or bad_file_name([name]) is not None:
+        raise UnsafePathError(
+            f"{owner}: item name {name!r} cannot name a file inside the folder: it must be a non-empty "
+            "relative path without '..', '.', empty components, backslashes or NUL bytes, and no part may "
+            "start with .luisy or _luisy")
 
 
 def _lock_path(folder: Path) -> Path:

@@ -54,7 +54,15 @@ def fit_name(name: str, limit: int) -> str:
 
 @functools.cache
 def _host_tag() -> str:
-    return digest(socket.gethostname(), size=3)
+    """Which machine and process-id space a pid in a temporary name belongs to: the host name, and
+    on Linux the boot and the pid namespace (containers on one host share its name)."""
+    parts = [socket.gethostname()]
+    for source in ("/proc/sys/kernel/random/boot_id", "/proc/self/ns/pid"):
+        try:
+            parts.append(os.readlink(source) if source.endswith("pid") else Path(source).read_text().strip())
+        except OSError:
+            pass
+    return digest(*parts, size=3)
 
 
 _TEMP_NAME = re.compile(re.escape(TMP_MARKER) + r"(?P<host>[0-9a-f]{6})\.(?P<pid>[0-9]+)\.[0-9a-f]{8}-")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from typing import BinaryIO
 
 
 def digest(*parts: str, size: int = 16) -> str:
@@ -21,9 +22,14 @@ def bytes_digest(data: bytes, size: int = 16) -> str:
 
 
 def file_digest(path: str | os.PathLike[str]) -> str:
-    """The content checksum of a file: :func:`bytes_digest` of its bytes, read in 1 MiB blocks."""
-    h = hashlib.blake2b(digest_size=16)
+    """The content checksum of a file: :func:`bytes_digest` of its bytes."""
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+        return stream_digest(f)
+
+
+def stream_digest(f: BinaryIO) -> str:
+    """:func:`bytes_digest` of the rest of an open file, read in 1 MiB blocks (memory stays small)."""
+    h = hashlib.blake2b(digest_size=16)
+    for block in iter(lambda: f.read(1 << 20), b""):
+        h.update(block)
     return h.hexdigest()

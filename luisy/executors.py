@@ -67,13 +67,18 @@ class ProcessExecutor:
 
         def hand_out(worker: _Worker, chunks: int = 2) -> None:
             # Keep one chunk queued behind the one in progress, so a worker never waits for work.
-            while todo and len(worker.assigned) < chunks * chunk:
+            while todo and len(worker.assigned) < chunks * chunk and not worker.eof:
                 indices = [todo.popleft() for _ in range(min(chunk, len(todo)))]
-                worker.assigned.extend(indices)
-                worker.conn.send(indices)
+                try:
+                    worker.conn.send(indices)
+                except OSError:  # it died since we last heard from it: the chunk was never given
+                    todo.extendleft(reversed(indices))
+                    worker.eof = True
+                else:
+                    worker.assigned.extend(indices)
 
         def start() -> None:
-            worker = _Worker.start(work)
+            worker = _Worker.start(work, [w.conn for w in workers.values()])
             workers[worker.conn] = worker
             hand_out(worker, chunks=1)  # a first chunk each, so every worker has work from the start
 
@@ -97,7 +102,7 @@ class ProcessExecutor:
                             start()
                         continue
                     hand_out(worker)
-                    if not worker.assigned:
+                    if not worker.assigned and not worker.eof:  # a dead one is mourned above next round
                         worker.stop()
                         del workers[worker.conn]
         finally:
@@ -113,10 +118,11 @@ class _Worker:
     eof: bool = False
 
     @classmethod
-    def start(cls, work: Work) -> _Worker:
+    def start(cls, work: Work, others: list[Connection]) -> _Worker:
         context = multiprocessing.get_context("fork")
         parent, child = context.Pipe()
-        process = context.Process(target=_serve, args=(work, child), daemon=True)
+        # Not a daemon, so that process() may start processes of its own; the pool stops it.
+        process = context.Process(target=_serve, args=(work, child, [parent, *others]), daemon=False)
         process.start()
         child.close()
         return cls(process, parent, collections.deque())
@@ -154,9 +160,14 @@ class _Worker:
         self.conn.close()
 
 
-def _serve(work: Work, conn: Connection) -> None:
-    """A worker's loop: chunks of indices in, one outcome per index out, until ``None``."""
+def _serve(work: Work, conn: Connection, parents_ends: list[Connection]) -> None:
+    """A worker's loop: chunks of indices in, one outcome per index out, until ``None`` or the
+    parent is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent, which stops the workers
+    # Close the parent's ends of the pipes this fork inherited: when the parent dies, nothing holds
+    # them open any more, and recv() below ends with EOF instead of waiting for ever.
+    for end in parents_ends:
+        end.close()
     while True:
         try:
             indices = conn.recv()

@@ -15,6 +15,7 @@ from typing import Any
 
 import luigi
 
+from luisy.atomic import NAME_MAX
 from luisy.config import get_working_dir
 from luisy.digests import digest
 from luisy.errors import UnsafePathError
@@ -74,7 +75,7 @@ def _renders_uniquely(value: Any, in_collection: bool = False) -> bool:
     """Whether no other value of the same type renders as ``value`` does (see :func:`auto_file_name`)."""
     if isinstance(value, str):
         return not (_SHARED_RENDERING.search(value) or value == "None"
-                    or (in_collection and ("_" in value or not value)))
+                    or (in_collection and ("_" in value or not value or _reads_as_scalar(value))))
     if isinstance(value, Mapping):
         return not in_collection and all(
             _renders_uniquely(k, True) and _renders_uniquely(v, True) for k, v in value.items())
@@ -119,6 +120,17 @@ def _guess_scalar(text: str) -> Any:
     return text
 
 
+def _reads_as_scalar(text: str) -> bool:
+    """Whether a list item ``text`` renders like a number or a constant would (``"1"`` and ``1``)."""
+    if text in ("True", "False"):
+        return True
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def significant_param_names(task_cls: type) -> list[str]:
     """Names of the parameters that identify a task (luigi's ``significant=True``)."""
     return [name for name, param in task_cls.get_params() if param.significant]
@@ -153,6 +165,11 @@ def output_path(task: Any, name: str, layer: str | None) -> Path:
     sub_dir = os.fspath(task.get_sub_dir() or "")
     for source, part in (("get_sub_dir()", sub_dir), ("the file name", name)):
         _check_relative(task, source, part)
+    for part in (*PurePath(sub_dir).parts, name):
+        size = len(os.fsencode(part))
+        if size > NAME_MAX:
+            raise UnsafePathError(f"{task!r}: the output name {part[:40]!r}... is {size} bytes long, file "
+                                  f"systems allow {NAME_MAX}; shorten it (get_file_name(), auto_filename(excl_params))")
     root = get_working_dir()
     base = root / project_name_of(type(task)) / layer if layer else root
     return base / sub_dir / name if sub_dir else base / name

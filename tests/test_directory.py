@@ -282,7 +282,7 @@ def test_a_live_writers_staging_folder_is_never_removed_and_a_dead_ones_is(tmp_p
         from luisy.directory import DirectoryTarget
         lock = fcntl.flock
         def slow_flock(file, operation):
-            if getattr(file, "name", "").endswith(".alive"):
+            if str(getattr(file, "name", "")).endswith(".alive"):
                 open({str(marker)!r}, "w").close()
                 time.sleep(1)
             return lock(file, operation)

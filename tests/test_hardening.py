@@ -609,3 +609,211 @@ def test_no_retry_failed_still_exits_1_while_items_fail(tmp_path):
     again = run_luisy(["run", "dying.tasks:Fragile", "--how", "exit", "--no-retry-failed"], cwd=tmp_path)
     assert again.returncode == 1, again.stdout
     assert "1 failed" in again.stdout
+
+
+# Found by an attack run on the above: links at luisy's own files, dying workers, odd manifests.
+
+def test_a_link_at_the_retired_folder_is_not_followed(inputs, luisy_working_dir):
+    _build(Scaled())
+    victim = luisy_working_dir / "victim"
+    victim.mkdir()
+    (victim / "f1.npy").write_text("precious")
+    (Scaled().output().folder / ".luisy-retired").symlink_to(victim)
+    _rewrite(inputs, "f1", 40)
+    _build(Scaled())
+    assert [p.name for p in victim.iterdir()] == ["f1.npy"] and (victim / "f1.npy").read_text() == "precious"
+    assert not (Scaled().output().folder / ".luisy-retired").is_symlink()
+    assert int(dict(Scaled().output().items())["f1"][0]) == 80
+
+
+@pytest.mark.parametrize("link", ["symbolic", "hard"])
+def test_a_link_at_the_lock_file_does_not_touch_its_target(inputs, luisy_working_dir, link):
+    _build(Scaled())
+    victim = luisy_working_dir / "victim.txt"
+    victim.write_text("precious")
+    lock = Scaled().output().folder.with_name(".Scaled.luisy-lock")
+    lock.unlink()
+    if link == "symbolic":
+        lock.symlink_to(victim)
+    else:
+        os.link(victim, lock)
+    _rewrite(inputs, "f1", 40)
+    _build(Scaled())
+    assert victim.read_text() == "precious"
+    assert int(dict(Scaled().output().items())["f1"][0]) == 80
+
+
+def test_item_processes_end_when_the_run_is_killed(dying, tmp_path):
+    (dying / "dying" / "slow.py").write_text(textwrap.dedent('''
+        import os, time
+        import luisy
+        from dying.tasks import Notes
+
+
+        @luisy.interim
+        @luisy.requires(Notes)
+        @luisy.directory_output(format="txt")
+        class Slow(luisy.DirectoryTask):
+            processes = 2
+
+            def process(self, name, obj):
+                with open(os.path.join(os.environ["PIDS"], str(os.getpid())), "w"):
+                    pass
+                time.sleep(0.3)
+                return obj
+    '''))
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    script = Path(sys.executable).with_name("luisy")
+    run = subprocess.Popen([str(script), "run", "dying.slow:Slow"], cwd=dying, env={**os.environ, "PIDS": str(pids)},
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(600):
+        if len(list(pids.iterdir())) >= 2:
+            break
+        time.sleep(0.05)
+    workers = [int(p.name) for p in pids.iterdir()]
+    assert len(workers) >= 2, "the item processes never started"
+    run.kill()
+    run.wait()
+    for _ in range(100):
+        alive = [pid for pid in workers if _alive(pid)]
+        if not alive:
+            break
+        time.sleep(0.05)
+    assert alive == [], "item processes outlived the run"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _exits_on_odd(index):
+    from luisy.executors import ItemStatus, Outcome
+
+    if index % 2:
+        sys.exit(5)
+    return Outcome(ItemStatus.OK, index)
+
+
+def test_workers_dying_between_chunks_never_break_the_pool():
+    from luisy.executors import ItemStatus, ProcessExecutor
+
+    for _ in range(3):
+        outcomes = list(ProcessExecutor(2).map(_exits_on_odd, 400))
+        assert sorted(o.index for o in outcomes) == list(range(400))
+        assert sum(o.status is ItemStatus.FAIL for o in outcomes) == 200
+
+
+def test_item_processes_may_start_processes_of_their_own(dying):
+    (dying / "dying" / "nested.py").write_text(textwrap.dedent('''
+        import multiprocessing
+        import luisy
+        from dying.tasks import Notes
+
+
+        @luisy.interim
+        @luisy.requires(Notes)
+        @luisy.directory_output(format="txt")
+        class Nested(luisy.DirectoryTask):
+            processes = 2
+
+            def process(self, name, obj):
+                with multiprocessing.get_context("fork").Pool(1) as pool:
+                    return pool.apply(str.upper, (obj,))
+    '''))
+    result = _run_with_deadline(["run", "dying.nested:Nested"], dying)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("odd", ["nested JSON", "a folder", "a pipe"])
+def test_an_odd_manifest_is_corrupt_and_replaced(inputs, odd):
+    _build(Scaled())
+    path = Scaled().output().folder / MANIFEST_NAME
+    path.unlink()
+    if odd == "nested JSON":
+        path.write_text("[" * 100_000 + "]" * 100_000 + "\n{}")
+    elif odd == "a folder":
+        path.mkdir()
+    else:
+        os.mkfifo(path)
+    assert not Scaled().complete()
+    _, problems = verify(Scaled())
+    assert len(problems) == 1 and "corrupt" in problems[0], problems
+    _build(Scaled())
+    assert Scaled().complete() and path.is_file() and len(Scaled().output()) == 6
+
+
+def test_a_sparse_body_of_a_huge_declared_length_is_checked_in_small_memory(inputs):
+    _build(Scaled())
+    path = Scaled().output().folder / MANIFEST_NAME
+    head, body = path.read_text().split("\n")
+    header = json.loads(head)
+    header["body_bytes"] = 1 << 30
+    line = json.dumps(header) + "\n"
+    path.write_text(line)
+    os.truncate(path, len(line) + (1 << 30))
+    code = textwrap.dedent(f"""
+        import resource
+        from luisy.directory.manifest import Manifest
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        assert Manifest.load_header({str(path.parent)!r}) is None
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout) < 50 * 1024, f"peak RSS grew by {int(result.stdout) // 1024} MB"
+
+
+def test_list_values_that_render_alike_get_files_of_their_own(luisy_working_dir):
+    @luisy.project_name("hard")
+    class L(luisy.Task):
+        x = luisy.ListParameter()
+
+    names = {L(x=x).get_file_name() for x in ([1, 2], ["1", "2"], [1.5], ["1.5"], ["True"], [True])}
+    assert len(names) == 6
+    assert L(x=[1, 2]).get_file_name() == "L_x=1_2" and L(x=["a", "b"]).get_file_name() == "L_x=a_b"
+
+
+def test_an_item_that_would_be_a_file_and_a_folder_is_one_clear_error(anything):
+    np.save(anything / "x.npy", np.zeros(2))  # item 'x' → x.pkl
+    (anything / "x.pkl").mkdir()
+    np.save(anything / "x.pkl" / "q.npy", np.zeros(2))  # item 'x.pkl/q' → x.pkl/q.pkl
+    with pytest.raises(ItemNameError, match=r"would need 'x\.pkl' to be both a file and a folder"):
+        FromAnything().run()
+
+
+def test_names_too_long_for_a_file_system_are_rejected_before_any_work(inputs, luisy_working_dir):
+    @luisy.project_name("hard")
+    @luisy.interim
+    @luisy.requires(Inputs)
+    @luisy.directory_output(format="json")
+    class AsJson(luisy.DirectoryTask):
+        def process(self, name, obj):
+            return obj.tolist()
+
+    np.save(inputs / ("a" * 251 + ".npy"), np.zeros(1))  # 255 bytes in; 256 bytes out as .json
+    with pytest.raises(UnsafePathError, match=r"longer than the 255 bytes"):
+        AsJson().run()
+
+    @luisy.project_name("hard")
+    class Wordy(luisy.Task):
+        text = luisy.Parameter()
+
+    with pytest.raises(UnsafePathError, match=r"is 3\d\d bytes long, file systems allow 255"):
+        Wordy(text="w" * 300).output()
+
+
+def test_writers_in_another_pid_namespace_do_not_share_this_ones_temp_names(tmp_path):
+    from luisy.atomic import temp_sibling
+
+    here = temp_sibling(tmp_path / "out").name
+    code = f"from luisy.atomic import temp_sibling; print(temp_sibling({str(tmp_path / 'out')!r}).name)"
+    result = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", code],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    there = result.stdout.strip()
+    assert here.split(".")[1] != there.split(".")[1], "the writer's tag must tell the namespaces apart"

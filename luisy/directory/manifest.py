@@ -25,12 +25,13 @@ import os
 import platform
 import re
 import socket
+import stat
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, NamedTuple
 
-from luisy.digests import bytes_digest
+from luisy.digests import bytes_digest, stream_digest
 from luisy.errors import ManifestError
 
 MANIFEST_NAME = "_luisy_manifest.json"
@@ -337,10 +338,12 @@ def _open_as(identity: tuple[str, int, int, int]) -> Any:
 def _identity(folder: str | os.PathLike[str]) -> tuple[str, int, int, int] | None:
     path = os.path.join(folder, MANIFEST_NAME)
     try:
-        stat = os.stat(path)
+        info = os.stat(path)
     except OSError:
         return None
-    return path, stat.st_ino, stat.st_size, stat.st_mtime_ns
+    if not stat.S_ISREG(info.st_mode):  # a folder, a pipe (which would block a reader), a device
+        raise ManifestError(f"{path} is corrupt: not a regular file")
+    return path, info.st_ino, info.st_size, info.st_mtime_ns
 
 
 class _ParsedManifests:
@@ -391,7 +394,8 @@ def _parse_header(path: str, inode: int, size: int, mtime_ns: int) -> ManifestHe
             if size != len(line) + header["body_bytes"]:
                 raise ManifestError(f"{path} is corrupt: {size} bytes long, its header says "
                                     f"{len(line) + header['body_bytes']}")
-            _check_body_bytes(header, f.read(), path)
+            if stream_digest(f) != header["body_digest"]:
+                raise ManifestError(f"{path} is corrupt: its second line is not the one its header describes")
     return ManifestHeader(**header)
 
 
@@ -405,8 +409,8 @@ def _check_body_bytes(header: dict[str, Any], body: bytes, where: str) -> None:
 def _json(text: str, where: str) -> Any:
     try:
         return json.loads(text)
-    except ValueError as error:
-        raise ManifestError(f"{where} is corrupt: not JSON ({error})") from None
+    except (ValueError, RecursionError) as error:  # a deeply nested document exhausts the parser
+        raise ManifestError(f"{where} is corrupt: not JSON ({type(error).__name__})") from None
 
 
 def _is_str(value: Any) -> bool:

@@ -155,11 +155,11 @@ class DirectoryTarget(luigi.LocalTarget):
         remove_stale_temps(self.folder)
         lock_path = _lock_path(self.folder)
         try:
-            if os.stat(lock_path).st_size == 0:
+            if os.lstat(lock_path).st_size == 0:
                 return False
         except FileNotFoundError:
             return False
-        with open(lock_path, "a") as lock:
+        with _open_lock(lock_path) as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -412,7 +412,10 @@ def _inputs_digest(task: luigi.Task | None) -> str | None:
 
 def _replace_manifest(folder: Path, manifest: Manifest) -> None:
     """The one moment a new state becomes visible: an ``os.replace`` of the manifest."""
-    tmp = temp_sibling(folder / MANIFEST_NAME)
+    path = folder / MANIFEST_NAME
+    if path.is_dir() and not path.is_symlink():  # not luisy's: os.replace cannot put a file there
+        shutil.rmtree(path)
+    tmp = temp_sibling(path)
     tmp.write_text(manifest.to_json(), encoding="utf-8")
     os.replace(tmp, folder / MANIFEST_NAME)
     remember(folder, manifest)
@@ -448,9 +451,27 @@ def _lock_path(folder: Path) -> Path:
 
 @contextmanager
 def _publish_lock(folder: Path) -> Iterator[TextIO]:
-    with open(_lock_path(folder), "a") as lock:
+    with _open_lock(_lock_path(folder)) as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield lock
+
+
+def _open_lock(path: Path) -> TextIO:
+    """The lock file, opened for appending; never through a link: a link (symbolic or hard) put in
+    its place is removed and a file of luisy's own made instead."""
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
+        except OSError:
+            if not os.path.islink(path):
+                raise
+            os.unlink(path)
+            continue
+        info = os.fstat(fd)
+        if stat.S_ISREG(info.st_mode) and info.st_nlink == 1:
+            return os.fdopen(fd, "a")
+        os.close(fd)
+        os.unlink(path)
 
 
 def _make_dirs(folder: Path, rel_dir: str, made: set[str]) -> None:
@@ -469,14 +490,14 @@ def _make_dirs(folder: Path, rel_dir: str, made: set[str]) -> None:
 def retire(folder: Path, files: Iterable[str], inside: _Inside | None = None) -> None:
     """Move replaced item files into ``.luisy-retired/``, where readers of the old manifest find them."""
     inside = inside or _Inside(folder, str(folder))
+    made: set[str] = set()
     for file in files:
         source = os.path.join(folder, file)
         if not inside.contains(os.path.dirname(source)):
             continue  # never follow a link out of the folder
-        destination = Path(folder, RETIRED, file)
-        destination.parent.mkdir(parents=True, exist_ok=True)
+        _make_dirs(folder, os.path.dirname(f"{RETIRED}/{file}"), made)
         try:
-            os.replace(source, destination)
+            os.replace(source, folder / RETIRED / file)
         except FileNotFoundError:
             pass
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 from luigi.task import flatten
 
 from luisy import config, formats
+from luisy.atomic import NAME_MAX
 from luisy.directory.manifest import Manifest, bad_file_name, items_digest
 from luisy.directory.runner import Progress, outcomes, report_status
 from luisy.directory.sources import SourceItem, SourceItems, digest, pairs
@@ -25,6 +27,11 @@ logger = logging.getLogger("luisy")
 
 ON_ERROR = ("raise", "skip")
 _MISSING = object()
+
+
+def _slashes(path: str) -> list[int]:
+    """The positions of the ``/`` in ``path`` (each ends a folder the path is in)."""
+    return [i for i, char in enumerate(path) if char == "/"]
 
 
 @dataclass(frozen=True)
@@ -159,6 +166,18 @@ class DirectoryTask(Task):
         ext = self.output().file_format.ext
         suffix = f".{ext}" if ext else ""
         files = [name if name.endswith(suffix) else name + suffix for name in names]
+        for row, file in enumerate(files):
+            if len(file) * 4 > NAME_MAX and any(len(os.fsencode(part)) > NAME_MAX for part in file.split("/")):
+                raise UnsafePathError(f"{self!r}: input file {items[row].path} gives the item file {file!r}, longer "
+                                      f"than the {NAME_MAX} bytes file systems allow; rename the input file")
+        folders = {file[:end] for file in files if "/" in file for end in _slashes(file)}
+        both = folders.intersection(files)
+        if both:
+            file = min(both)
+            first = items[files.index(file)]
+            other = next(items[row] for row, f in enumerate(files) if f.startswith(file + "/"))
+            raise ItemNameError(f"{self!r}: input files {first.path} and {other.path} would need {file!r} to be "
+                                "both a file and a folder; rename one or narrow the pattern")
         if len(set(files)) < len(files):
             seen: dict[str, int] = {}
             for row, file in enumerate(files):

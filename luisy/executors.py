@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import collections
 import enum
-import multiprocessing
 import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from multiprocessing.connection import Connection, wait
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:  # multiprocessing is imported when a pool is used, not with luisy
+    from multiprocessing.connection import Connection
 
 
 class ItemStatus(enum.Enum):
@@ -61,6 +62,8 @@ class ProcessExecutor:
         self.processes = processes
 
     def map(self, work: Work, count: int) -> Iterator[Outcome]:
+        from multiprocessing.connection import wait
+
         chunk = max(1, min(64, count // (self.processes * 8)))
         todo = collections.deque(range(count))
         workers: dict[Connection, _Worker] = {}
@@ -119,6 +122,8 @@ class _Worker:
 
     @classmethod
     def start(cls, work: Work, others: list[Connection]) -> _Worker:
+        import multiprocessing
+
         context = multiprocessing.get_context("fork")
         parent, child = context.Pipe()
         # Not a daemon, so that process() may start processes of its own; the pool stops it.

@@ -18,9 +18,9 @@ task runs again and ``luisy verify`` reports it.
 from __future__ import annotations
 
 import bisect
-import functools
 import itertools
 import json
+import operator
 import os
 import platform
 import re
@@ -203,14 +203,18 @@ class Manifest:
         )
 
     def to_json(self) -> str:
+        return self.encoded()[0]
+
+    def encoded(self) -> tuple[str, ManifestHeader]:
+        """The file's text, and its header."""
         body: dict[str, Any] = {name: getattr(self, name) for name in _BODY if name != "items"}
         table = self.items
         body.update(names=table.names, files=table.files, sizes=table.sizes, checksums=table.checksums,
                     sources=table.sources)
         # No indent: only then does json use its C encoder. ASCII only, so characters are bytes.
         body_line = json.dumps(body, separators=(",", ":"))
-        header = {"schema": SCHEMA, **asdict(self.header(len(body_line), bytes_digest(body_line.encode())))}
-        return json.dumps(header, sort_keys=True) + "\n" + body_line
+        header = self.header(len(body_line), bytes_digest(body_line.encode()))
+        return json.dumps({"schema": SCHEMA, **asdict(header)}, sort_keys=True) + "\n" + body_line, header
 
     @classmethod
     def from_json(cls, text: str, where: str = "manifest", body_checked: bool = False) -> Manifest:
@@ -375,16 +379,32 @@ class _ParsedManifests:
 _parsed = _ParsedManifests(size=2)  # a stage and its upstream
 
 
-def remember(folder: str | os.PathLike[str], manifest: Manifest) -> None:
-    """Note that ``manifest`` is what the folder's manifest file now holds (just written)."""
+def remember(folder: str | os.PathLike[str], manifest: Manifest, header: ManifestHeader) -> None:
+    """Note that ``manifest`` (with ``header``) is what the folder's manifest file now holds (just
+    written), so neither is read back in this process."""
     identity = _identity(folder)
     if identity is not None:
         _parsed.put(identity, manifest)
+        _headers[identity] = header
 
 
-@functools.lru_cache(maxsize=64)
+_headers: dict[tuple[str, int, int, int], ManifestHeader] = {}
+
+
 def _parse_header(path: str, inode: int, size: int, mtime_ns: int) -> ManifestHeader:
-    """The header of the manifest at ``path``, checked; reads at most :data:`HEADER_MAX_BYTES`."""
+    """The header of the manifest at ``path``, checked, by the file's identity (a manifest is
+    replaced, never edited)."""
+    identity = (path, inode, size, mtime_ns)
+    found = _headers.get(identity)
+    if found is None:
+        found = _headers[identity] = _read_header(*identity)
+        while len(_headers) > 64:
+            del _headers[next(iter(_headers))]
+    return found
+
+
+def _read_header(path: str, inode: int, size: int, mtime_ns: int) -> ManifestHeader:
+    """Read and check a header; reads at most :data:`HEADER_MAX_BYTES` of it."""
     with _open_as((path, inode, size, mtime_ns)) as f:
         line = f.readline(HEADER_MAX_BYTES + 1)
         if not line.endswith(b"\n"):
@@ -480,17 +500,19 @@ def _check_body(body: Any, header: dict[str, Any], where: str) -> None:
     if type(body) is not dict:
         raise corrupt("its second line is not a JSON object")
     body.setdefault("retired", {})  # schema 2 had none
-    columns = {"names": _is_str, "files": _is_str, "sizes": _is_int, "checksums": _is_str,
-               "sources": _is_optional_str}
+    # The types each column may hold, checked by C loops: this runs for 100 000 items per read.
+    columns = {"names": {str}, "files": {str}, "sizes": {int}, "checksums": {str}, "sources": {str, type(None)}}
     expected = set(columns) | {"failed", "failed_sources", "skipped", "retired"}
     if set(body) != expected:
         raise corrupt(f"its item lists are {sorted(body)}, expected {sorted(expected)}")
-    for name, valid in columns.items():
+    for name, types in columns.items():
         column = body[name]
-        if type(column) is not list or len(column) != header["item_count"] or not all(map(valid, column)):
+        if type(column) is not list or len(column) != header["item_count"] or not set(map(type, column)) <= types:
             raise corrupt(f"item list {name!r} is not {header['item_count']} values of the right type")
     names, files = body["names"], body["files"]
-    if any(a >= b for a, b in itertools.pairwise(names)):
+    if body["sizes"] and min(body["sizes"]) < 0:
+        raise corrupt("an item has a negative size")
+    if not all(map(operator.lt, names, itertools.islice(names, 1, None))):
         raise corrupt("item names are not unique and sorted")
     if not _is_str_dict(body["failed"]) or len(body["failed"]) != header["failed_count"]:
         raise corrupt("the failed items do not match the header")

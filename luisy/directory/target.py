@@ -416,9 +416,10 @@ def _replace_manifest(folder: Path, manifest: Manifest) -> None:
     if path.is_dir() and not path.is_symlink():  # not luisy's: os.replace cannot put a file there
         shutil.rmtree(path)
     tmp = temp_sibling(path)
-    tmp.write_text(manifest.to_json(), encoding="utf-8")
+    text, header = manifest.encoded()
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, folder / MANIFEST_NAME)
-    remember(folder, manifest)
+    remember(folder, manifest, header)
 
 
 def _now() -> str:

@@ -2,7 +2,8 @@
 
 :class:`SerialExecutor` works in this process. :class:`ProcessExecutor` forks worker processes,
 so the work function (a closure over the task, any lambda it holds, the items and the writer)
-reaches them without pickling; each worker sends back one small :class:`Outcome` per item. A
+reaches them without pickling. Each worker sends back the small :class:`Outcome` objects of a
+chunk of items in one message, and notes in shared memory which item it is working on. A
 worker that dies — killed, crashed, ``sys.exit()`` — costs only the item it was working on: that
 item's outcome says how the worker died, a new worker takes its place, and the run goes on.
 """
@@ -98,7 +99,11 @@ class ProcessExecutor:
                         worker.conn.close()
                         del workers[worker.conn]
                         if worker.assigned:
-                            lost = worker.assigned.popleft()
+                            # The item it was on fails; the others it had (done or not) are done again.
+                            lost = worker.current.value
+                            if lost not in worker.assigned:  # it died between items: fail the next one
+                                lost = worker.assigned[0]
+                            worker.assigned.remove(lost)
                             todo.extendleft(reversed(worker.assigned))
                             yield Outcome(ItemStatus.FAIL, lost, error=worker.death())
                         if todo:
@@ -118,6 +123,8 @@ class _Worker:
     process: Any
     conn: Connection
     assigned: collections.deque[int]
+    #: The index the worker is working on (-1 between chunks), in memory shared with it.
+    current: Any
     eof: bool = False
 
     @classmethod
@@ -126,19 +133,20 @@ class _Worker:
 
         context = multiprocessing.get_context("fork")
         parent, child = context.Pipe()
+        current = context.RawValue("q", -1)
         # Not a daemon, so that process() may start processes of its own; the pool stops it.
-        process = context.Process(target=_serve, args=(work, child, [parent, *others]), daemon=False)
+        process = context.Process(target=_serve, args=(work, child, [parent, *others], current), daemon=False)
         process.start()
         child.close()
-        return cls(process, parent, collections.deque())
+        return cls(process, parent, collections.deque(), current)
 
     def received(self) -> Iterator[Outcome]:
         """The outcomes the worker has sent so far."""
         try:
             while self.conn.poll():
-                outcome = self.conn.recv()
-                self.assigned.remove(outcome.index)
-                yield outcome
+                for outcome in self.conn.recv():  # in the order the indices were handed out
+                    self.assigned.popleft()
+                    yield outcome
         except (EOFError, OSError):  # the worker is gone; its exit code says how
             self.eof = True
 
@@ -165,7 +173,7 @@ class _Worker:
         self.conn.close()
 
 
-def _serve(work: Work, conn: Connection, parents_ends: list[Connection]) -> None:
+def _serve(work: Work, conn: Connection, parents_ends: list[Connection], current: Any) -> None:
     """A worker's loop: chunks of indices in, one outcome per index out, until ``None`` or the
     parent is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent, which stops the workers
@@ -180,8 +188,12 @@ def _serve(work: Work, conn: Connection, parents_ends: list[Connection]) -> None
             return
         if indices is None:
             return
+        outcomes = []
         for index in indices:
-            conn.send(work(index))
+            current.value = index
+            outcomes.append(work(index))
+        current.value = -1
+        conn.send(outcomes)
 
 
 def executor_for(processes: int, count: int) -> Executor:

@@ -148,7 +148,6 @@ def data_fingerprint(target: luigi.Target, content: bool = False) -> str:
 
 def _file_fingerprint(path: Path, content: bool) -> str:
     if content:
-
         return file_digest(path)
     stat = path.stat()
     return f"{stat.st_size}-{stat.st_mtime_ns}"

@@ -68,3 +68,18 @@ def test_source_items_build_items_on_demand():
     assert [item.path for item in items.select([2, 0])] == ["/c", "/a"]
     with pytest.raises(ValueError, match="different lengths"):
         SourceItems(["a"], [], [], str)
+
+
+@pytest.mark.parametrize("name,bad", [
+    ("a", False), ("a/b", False), (".hidden", False), ("x/.hidden", False), ("_ok", False), ("ok.luisy", False),
+    ("..", True), ("a/..", True), (".", True), ("x/.", True), ("/abs", True), ("", True), ("a//b", True),
+    ("a/", True), ("a\\b", True), ("a\0b", True), ("_luisy_manifest.json", True), ("x/_luisyz", True),
+    (".luisy-tmp-x", True), (".luisy-retired/f", True),
+])
+@pytest.mark.parametrize("position", [0, 1, 2])
+def test_bad_file_name_finds_the_name_wherever_it_is(name, bad, position):
+    from luisy.directory.manifest import bad_file_name
+
+    names = ["fine", "also/fine"]
+    names.insert(position, name)
+    assert bad_file_name(names) == (name if bad else None)

@@ -166,11 +166,13 @@ class DirectoryTask(Task):
         ext = self.output().file_format.ext
         suffix = f".{ext}" if ext else ""
         files = [name if name.endswith(suffix) else name + suffix for name in names]
-        for row, file in enumerate(files):
-            if len(file) * 4 > NAME_MAX and any(len(os.fsencode(part)) > NAME_MAX for part in file.split("/")):
-                raise UnsafePathError(f"{self!r}: input file {items[row].path} gives the item file {file!r}, longer "
-                                      f"than the {NAME_MAX} bytes file systems allow; rename the input file")
-        folders = {file[:end] for file in files if "/" in file for end in _slashes(file)}
+        if files and max(map(len, files)) * 4 > NAME_MAX:  # only then can a part exceed NAME_MAX bytes
+            for row, file in enumerate(files):
+                if any(len(os.fsencode(part)) > NAME_MAX for part in file.split("/")):
+                    raise UnsafePathError(f"{self!r}: input file {items[row].path} gives the item file {file!r}, "
+                                          f"longer than the {NAME_MAX} bytes file systems allow; rename the input file")
+        nested = [file for file in files if "/" in file] if "/" in "".join(names) else []
+        folders = {file[:end] for file in nested for end in _slashes(file)}
         both = folders.intersection(files)
         if both:
             file = min(both)

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 import luigi
 from luigi.task import flatten
 
-from luisy.directory.manifest import Manifest
 from luisy.directory.target import DirectoryTarget
 from luisy.fingerprint import records
 from luisy.fingerprint.code import code_fingerprint
@@ -125,7 +124,7 @@ def _changed(label: str, old: dict, new: dict) -> list[str]:
 
 
 def _directory_reasons(task: luigi.Task) -> list[str]:
-    manifest = Manifest.load(task.output().folder)
+    manifest = task.output().current_manifest()
     if manifest is None:
         return ["no output"]
     found = []

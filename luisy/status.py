@@ -82,7 +82,7 @@ def verify(root: luigi.Task) -> tuple[int, list[str]]:
         for output in flatten(task.output()):
             if not isinstance(output, DirectoryTarget):
                 continue
-            corrupt = Manifest.problem(output.folder)
+            corrupt = output.problem()
             if corrupt is not None:
                 problems.append(f"{task}: {corrupt}")
                 continue

@@ -33,6 +33,9 @@ Writer = Callable[[Any, Path], None]
 class Storage(Protocol):
     """The operations luisy's targets and records need."""
 
+    #: Whether outputs are files (which item processes can write, and publishing can move).
+    holds_files: bool
+
     def exists(self, path: str, folder: bool = False) -> bool:
         """Whether an object is stored at ``path`` (a file, or with ``folder`` a folder, where files are)."""
 
@@ -60,6 +63,8 @@ class Storage(Protocol):
 
 class LocalStorage:
     """Files on the local file system, written beside their place and moved in with ``os.replace``."""
+
+    holds_files = True
 
     def exists(self, path: str, folder: bool = False) -> bool:
         return os.path.isdir(path) if folder else os.path.exists(path)
@@ -106,6 +111,8 @@ class LocalStorage:
 class MemoryStorage:
     """Objects in a dict keyed by path. Loads and saves copy the object, so a task cannot change
     another task's output by mutating it."""
+
+    holds_files = False
 
     def __init__(self, initial: Mapping[str, Any] | None = None) -> None:
         #: Path → stored object (bytes for records).

@@ -1,16 +1,15 @@
 """Helpers for testing luisy pipelines: in-memory runs, assertions, and luisy 1.x helpers.
 
-Nothing here changes state that outlives a call or a test: outputs live in a dict for the
-duration of :meth:`LuisyTestCase.run_pipeline`, directory outputs in a temporary working
-directory deleted after it, and the working directory set by the ``luisy_working_dir`` fixture
-is restored after the test.
+Nothing here changes state that outlives a call or a test: outputs, directory outputs and
+fingerprint records live in a :class:`~luisy.storage.MemoryStorage` for the duration of
+:meth:`LuisyTestCase.run_pipeline` (nothing touches the disk), and the working directory set by
+the ``luisy_working_dir`` fixture is restored after the test.
 """
 
 from __future__ import annotations
 
 import copy
 import os
-import tempfile
 import unittest
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
@@ -19,7 +18,7 @@ import luigi
 from luigi.execution_summary import LuigiRunResult, LuigiStatusCode, _summary_dict
 from luigi.task import flatten
 
-from luisy import config, storage
+from luisy import storage
 from luisy.config import set_working_dir
 from luisy.directory.target import DirectoryTarget
 from luisy.fingerprint.task import accept, is_external
@@ -33,10 +32,11 @@ Outputs = Sequence[tuple[luigi.Task, Any]] | None
 class LuisyTestCase(unittest.TestCase):
     """A ``TestCase`` that runs pipelines with every output kept in memory.
 
-    Directory outputs (``directory_output``, ``DirectoryTask``) are real folders in a temporary
-    working directory, so their publish protocol runs as in production; their value here is a
-    dict ``{item name: object}``, and ``existing_outputs`` give them as such a dict. Input
-    folders (``directory_input``, ``make_directory_output``) are given as a dict or a list.
+    Directory outputs (``directory_output``, ``DirectoryTask``) are kept in memory too, with
+    their manifest; their items are processed one by one in this process, whatever
+    ``processes`` says. Their value here is a dict ``{item name: object}``, and
+    ``existing_outputs`` give them as such a dict. Input folders (``directory_input``,
+    ``make_directory_output``) are given as a dict or a list.
     """
 
     def run_pipeline(self, task: luigi.Task, existing_outputs: Outputs = None,
@@ -75,8 +75,7 @@ class LuisyTestCase(unittest.TestCase):
 
     @staticmethod
     def _execute(task: luigi.Task, existing_outputs: Outputs) -> _Run:
-        with tempfile.TemporaryDirectory(prefix="luisy-test-") as tmp, config.working_dir(tmp), \
-                storage.in_memory() as memory:
+        with storage.in_memory() as memory:
             for given, obj in existing_outputs or ():
                 output = given.output()
                 if isinstance(output, DirectoryTarget):
@@ -100,7 +99,7 @@ class _Run(NamedTuple):
 
 
 def _collect_outputs(root: luigi.Task, store: dict[str, Any]) -> dict[luigi.Task, Any]:
-    """Every written output of the graph, read while the temporary folders still exist."""
+    """Every written output of the graph, read while the memory storage is still in force."""
     outputs: dict[luigi.Task, Any] = {}
     for task in get_all_dependencies(root):
         output = task.output()

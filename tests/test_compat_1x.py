@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
 
 import pandas as pd
 import pytest
@@ -162,20 +161,12 @@ def test_luigi_build_with_1x_environment_variable(project):
 
 
 def test_luisy_test_case_in_the_project(project, tmp_path):
-    # A plugin keeps the working directory LuisyTestCase uses, to look at what would have landed there.
-    kept = tmp_path / "kept"
-    kept.mkdir()
-    (tmp_path / "plugins").mkdir()
-    (tmp_path / "plugins" / "keep_working_dir.py").write_text(textwrap.dedent(f"""
-        import contextlib
-        import luisy.testing
-
-        luisy.testing.tempfile.TemporaryDirectory = lambda **_: contextlib.nullcontext({str(kept)!r})
-    """))
-    env = {**os.environ, "PYTHONPATH": str(tmp_path / "plugins")}
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "keep_working_dir",
-                             "oldproj"], cwd=project, capture_output=True, text=True, env=env)
+    working_dir = tmp_path / "wd"
+    working_dir.mkdir()
+    env = {**os.environ, "WORKING_DIR": str(working_dir)}  # where the project's outputs would land
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "oldproj"],
+                            cwd=project, capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 passed" in result.stdout
-    assert [p for p in kept.rglob("*") if p.is_file()] == [], "LuisyTestCase must keep outputs in memory"
+    assert list(working_dir.rglob("*")) == [], "LuisyTestCase must keep outputs in memory"
     assert not (project / "data").exists()

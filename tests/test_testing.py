@@ -88,16 +88,24 @@ class TestDirectoryTasks(LuisyTestCase):
         store = self.run_pipeline(Sums(), existing_outputs=[(Halved(), {"z": np.full(2, 7.0)})], return_store=True)
         assert store[Sums()] == {"z": 14.0} and Frames() not in store
 
-    def test_temporary_folder_is_removed(self):
+    def test_directory_tasks_touch_no_disk_and_run_in_this_process(self):
+        import os
+        import tempfile
+
         seen = []
 
         class Spy(Halved):
+            processes = 2  # in memory, items are processed here all the same
+
             def process(self, name, obj):
-                seen.append(self.output().folder)
+                seen.append(os.getpid())
                 return obj
 
-        self.run_pipeline(Spy(), existing_outputs=[(Frames(), self.frames)])
-        assert seen and not seen[0].exists()
+        with tempfile.TemporaryDirectory() as root, config.working_dir(root):
+            out = self.run_pipeline(Spy(), existing_outputs=[(Frames(), self.frames)])
+            written = [p for p in Path(root).rglob("*")]
+        assert sorted(out) == ["a", "b"] and written == []
+        assert seen == [os.getpid(), os.getpid()]
 
 
 class TestLuisyTestCase(LuisyTestCase):
@@ -108,15 +116,11 @@ class TestLuisyTestCase(LuisyTestCase):
         assert self.run_pipeline(Total(factor=3), existing_outputs=[(Raw(), self.raw)]) == 18
 
     def test_nothing_touches_the_disk(self):
-        import contextlib
         import tempfile
-        from unittest import mock
 
-        # Keep the working directory the run uses, to look at what would have landed there.
-        with tempfile.TemporaryDirectory() as kept, mock.patch(
-                "luisy.testing.tempfile.TemporaryDirectory", lambda **_: contextlib.nullcontext(kept)):
+        with tempfile.TemporaryDirectory() as root, config.working_dir(root):
             assert self.run_pipeline(Total(), existing_outputs=[(Raw(), self.raw)]) == 12
-            written = [p for p in Path(kept).rglob("*") if p.is_file()]
+            written = [p for p in Path(root).rglob("*")]
         assert written == []
 
     def test_existing_outputs_short_circuit_upstream(self):

@@ -31,7 +31,7 @@ def process_one(task: Any, items: Sequence[SourceItem], index: int, writer: Dire
 def outcomes(task: Any, items: Sequence[SourceItem], writer: DirectoryWriter,
              processes: int) -> Iterator[tuple[SourceItem, Outcome]]:
     """Yield ``(item, outcome)`` per item, in completion order."""
-    executor = executor_for(processes, len(items))
+    executor = executor_for(processes if writer.parallel else 1, len(items))
     for outcome in executor.map(lambda index: process_one(task, items, index, writer), len(items)):
         yield items[outcome.index], outcome
 

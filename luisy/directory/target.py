@@ -24,7 +24,7 @@ import shutil
 import stat
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
@@ -32,7 +32,7 @@ from typing import Any, TextIO
 
 import luigi
 
-from luisy import config, formats
+from luisy import config, formats, storage
 from luisy.atomic import NAME_MAX, defer, fit_name, remove_stale_temps, temp_sibling
 from luisy.digests import digest, file_digest
 from luisy.directory.manifest import (
@@ -45,8 +45,9 @@ from luisy.directory.manifest import (
     luisy_version,
     remember,
 )
+from luisy.directory.memory import MemoryFolder
 from luisy.directory.sources import SourceItems
-from luisy.errors import ItemFileError, ItemNameError, UnsafePathError
+from luisy.errors import ItemFileError, ItemNameError, ManifestError, UnsafePathError
 from luisy.paths import with_extension
 
 #: Where the files of replaced items wait, inside the output folder, until no reader needs them.
@@ -63,6 +64,8 @@ class DirectoryTarget(luigi.LocalTarget):
         self.options = options
         self.owner = owner or type(self).__name__
         self.task: luigi.Task | None = None
+        #: Where the folder lives: on the local file system, or in memory (``luisy.storage``).
+        self.place: LocalFolder | MemoryFolder = _place(self.folder, self.owner)
 
     @classmethod
     def for_task(cls, task: luigi.Task, path: Path, **options: Any) -> DirectoryTarget:
@@ -75,12 +78,31 @@ class DirectoryTarget(luigi.LocalTarget):
         return Path(self.path)
 
     def exists(self) -> bool:
-        return Manifest.load_header(self.folder) is not None
+        return self.place.header() is not None
+
+    def current_header(self) -> ManifestHeader | None:
+        """The manifest's first line; ``None`` if there is none or it is corrupt."""
+        return self.place.header()
+
+    def current_manifest(self) -> Manifest | None:
+        """The manifest; ``None`` if there is none or it is corrupt."""
+        try:
+            return self.place.manifest()
+        except ManifestError:
+            return None
+
+    def problem(self) -> str | None:
+        """Why the manifest is corrupt; ``None`` if it is sound or absent."""
+        try:
+            self.place.manifest()
+        except ManifestError as error:
+            return error.format_message()
+        return None
 
     @property
     def header(self) -> ManifestHeader:
         """The manifest's first line (counts, digests, parameters), read without the item lists."""
-        header = Manifest.load_header(self.folder)
+        header = self.place.header()
         if header is None:
             self._published()
         return header
@@ -92,21 +114,20 @@ class DirectoryTarget(luigi.LocalTarget):
     @property
     def manifest(self) -> Manifest:
         """The current manifest; ``FileNotFoundError`` if never published, ``ManifestError`` if corrupt."""
-        manifest = Manifest.read(self.folder)
+        manifest = self.place.manifest()
         if manifest is None:
             self._published()
         return manifest
 
     def _published(self) -> None:
         """Raise the error that says why the folder has no usable manifest."""
-        Manifest.read(self.folder)  # a corrupt one raises ManifestError naming the file and the fault
+        self.place.manifest()  # a corrupt one raises ManifestError naming the file and the fault
         raise FileNotFoundError(f"{self.owner}: {self.folder} has no readable {MANIFEST_NAME}")
 
     def paths(self) -> list[Path]:
         """The item files, in item-name order."""
-        manifest = self.manifest
-        inside = _Inside(self.folder, self.owner)
-        return [inside.path(manifest.items[name].file) for name in sorted(manifest.items)]
+        table = self.manifest.items
+        return self.place.paths([table[name].file for name in sorted(table)])
 
     def __len__(self) -> int:
         return len(self.manifest.items)
@@ -133,18 +154,72 @@ class DirectoryTarget(luigi.LocalTarget):
         return SourceItems(table.names, table.checksums, [prefix + file for file in table.files],
                            self._reader(), digest=table.digest())
 
-    def _reader(self) -> ItemReader:
-        return ItemReader(self.folder, self.owner, functools.partial(self.file_format.read, **self.options))
+    def _reader(self) -> Callable[[str], Any]:
+        return self.place.reader(functools.partial(self.file_format.read, **self.options))
 
     def restamp(self, task: luigi.Task) -> None:
         """Record ``task``'s current parameters and code fingerprint in the manifest, items unchanged."""
+        self.place.restamp(lambda manifest: replace(
+            manifest, params={k: str(v) for k, v in task.to_str_params().items()},
+            code_fingerprint=task.code_fingerprint()))
+
+    def tidy(self) -> bool:
+        """Remove what writers that are gone left (see :meth:`LocalFolder.tidy`)."""
+        return self.place.tidy()
+
+    def writer(self, task: luigi.Task | None = None) -> DirectoryWriter:
+        """A writer whose committed items replace the folder's content (see :meth:`DirectoryWriter.keep`).
+
+        ``task`` (default: the task whose output this is) is recorded in the manifest.
+        """
+        return DirectoryWriter(self, task if task is not None else self.task)
+
+    def write(self, obj: Any) -> None:
+        """Publish a mapping ``{name: object}`` as the folder's items."""
+        if not hasattr(obj, "items"):
+            raise TypeError(f"{self.owner}: a directory output is written from a mapping name → object, "
+                            f"got {type(obj).__qualname__}")
+        with self.writer() as writer:
+            for name, item in obj.items():
+                writer.write(name, item)
+
+
+def _place(folder: Path, owner: str) -> LocalFolder | MemoryFolder:
+    """The folder's place in the storage in force."""
+    store = storage.active()
+    return LocalFolder(folder, owner) if store.holds_files else MemoryFolder(folder, owner, store)
+
+
+class LocalFolder:
+    """A directory output on the local file system, published as described at the top of this module."""
+
+    #: Item processes write their files into the staging folder themselves.
+    parallel = True
+
+    def __init__(self, folder: Path, owner: str) -> None:
+        self.folder, self.owner = folder, owner
+
+    def header(self) -> ManifestHeader | None:
+        return Manifest.load_header(self.folder)
+
+    def manifest(self) -> Manifest | None:
+        return Manifest.read(self.folder)
+
+    def paths(self, files: Iterable[str]) -> list[Path]:
+        inside = _Inside(self.folder, self.owner)
+        return [inside.path(file) for file in files]
+
+    def reader(self, read: Callable[[str], Any]) -> ItemReader:
+        return ItemReader(self.folder, self.owner, read)
+
+    def restamp(self, change: Callable[[Manifest], Manifest]) -> None:
         with _publish_lock(self.folder):
             manifest = Manifest.load(self.folder)
-            if manifest is None:
-                return
-            fresh = replace(manifest, params={k: str(v) for k, v in task.to_str_params().items()},
-                            code_fingerprint=task.code_fingerprint())
-            _replace_manifest(self.folder, fresh)
+            if manifest is not None:
+                _replace_manifest(self.folder, change(manifest))
+
+    def staging(self) -> LocalStaging:
+        return LocalStaging(self.folder)
 
     def tidy(self) -> bool:
         """Remove what writers that are gone left: their staging folders, and the files an
@@ -172,21 +247,71 @@ class DirectoryTarget(luigi.LocalTarget):
             lock.truncate(0)
         return True
 
-    def writer(self, task: luigi.Task | None = None) -> DirectoryWriter:
-        """A writer whose committed items replace the folder's content (see :meth:`DirectoryWriter.keep`).
+    def publish(self, writer: DirectoryWriter) -> Manifest:
+        """Move the writer's staged items in, replace the manifest, retire the files it no longer lists."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with _publish_lock(self.folder) as lock:
+            return self._publish(writer, lock)
 
-        ``task`` (default: the task whose output this is) is recorded in the manifest.
-        """
-        return DirectoryWriter(self, task if task is not None else self.task)
+    def _publish(self, writer: DirectoryWriter, lock: TextIO) -> Manifest:
+        folder = self.folder
+        # A non-empty lock file means a publish was interrupted: sweep the whole folder.
+        sweep = os.fstat(lock.fileno()).st_size > 0
+        lock.write("publishing\n")
+        lock.flush()
+        current = Manifest.load(folder)
+        if current is None:  # none, or corrupt: nothing in the folder can be trusted
+            sweep, current = sweep or os.path.lexists(folder / MANIFEST_NAME), Manifest()
+        inside = _Inside(folder, self.owner)
+        taken = {*current.items.files, *current.retired}
+        moved, made = {}, set()
+        for name, item in writer.new.items():
+            file = item.file if item.file not in taken else _variant(item.file)
+            taken.add(file)
+            if "/" in file:
+                _make_dirs(folder, os.path.dirname(file), made)
+            os.replace(writer.staging.path / item.file, folder / file)
+            moved[name] = item._replace(file=file)
+        items = current.items.merged(writer.kept, moved)
+        listed = set(items.files)
+        now, keep_for = time.time(), config.current().keep_replaced_seconds
+        replaced = [file for file in current.items.files if file not in listed]
+        retired = {f: t for f, t in current.retired.items() if now - t < keep_for and f not in listed}
+        expired = [f for f in current.retired if f not in retired and f not in listed]
+        retired.update(dict.fromkeys(replaced, now))
+        manifest = writer.manifest(items, current, retired)
+        _replace_manifest(folder, manifest)
+        # After an interrupted publish, files it retired may still wait in their old place.
+        retire(folder, list(retired) if sweep else replaced, inside)
+        if sweep:
+            remove_unlisted(folder, manifest)
+        else:
+            for file in expired:
+                _unlink_inside(inside, os.path.join(folder, RETIRED, file))
+            if expired and not retired:
+                shutil.rmtree(folder / RETIRED, ignore_errors=True)  # only empty folders are left in it
+        lock.truncate(0)
+        return manifest
 
-    def write(self, obj: Any) -> None:
-        """Publish a mapping ``{name: object}`` as the folder's items."""
-        if not hasattr(obj, "items"):
-            raise TypeError(f"{self.owner}: a directory output is written from a mapping name → object, "
-                            f"got {type(obj).__qualname__}")
-        with self.writer() as writer:
-            for name, item in obj.items():
-                writer.write(name, item)
+
+class LocalStaging:
+    """A temporary folder beside the output, where items are written before they are published."""
+
+    def __init__(self, folder: Path) -> None:
+        remove_stale_temps(folder)
+        # The name carries this process's id: no other writer removes the folder while it runs.
+        self.path = temp_sibling(folder)
+        self.path.mkdir(parents=True)
+
+    def write(self, file: str, obj: Any, write: Callable[[Any, Path], None]) -> Item:
+        path = self.path / file
+        if "/" in file:  # the staging folder itself exists; sub-folders are made on demand
+            path.parent.mkdir(parents=True, exist_ok=True)
+        write(obj, path)
+        return Item(file=file, size=path.stat().st_size, checksum=file_digest(path))
+
+    def discard(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
 
 
 class ItemReader:
@@ -268,10 +393,9 @@ class DirectoryWriter:
         self.failed_sources: dict[str, str | None] = {}
         self.skipped: dict[str, str | None] = {}
         self._names_by_file: dict[str, str] = {}
-        remove_stale_temps(target.folder)
-        # The name carries this process's id: no other writer removes the folder while it runs.
-        self.staging = temp_sibling(target.folder)
-        self.staging.mkdir(parents=True)
+        #: Whether :meth:`stage` may run in another process (it writes files, not objects in memory).
+        self.parallel = target.place.parallel
+        self.staging = target.place.staging()
 
     def __enter__(self) -> DirectoryWriter:
         return self
@@ -293,14 +417,11 @@ class DirectoryWriter:
         self.add(name, self.stage(name, obj), source)
 
     def stage(self, name: str, obj: Any) -> Item:
-        """Write item ``name`` into :attr:`staging` without recording it (safe in a worker process)."""
+        """Write item ``name`` into :attr:`staging` without recording it (in a worker process too,
+        where :attr:`parallel`)."""
         file = self.item_file(name)
         self.target.file_format.ensure_writable(obj, f"{self.target.owner} item {name!r}")
-        path = self.staging / file
-        if "/" in file:  # the staging folder itself exists; sub-folders are made on demand
-            path.parent.mkdir(parents=True, exist_ok=True)
-        self.target.file_format.write(obj, path, **self.target.options)
-        return Item(file=file, size=path.stat().st_size, checksum=file_digest(path))
+        return self.staging.write(file, obj, functools.partial(self.target.file_format.write, **self.target.options))
 
     def add(self, name: str, staged: Item, source: str | None = None) -> None:
         """Record an item :meth:`stage` wrote (here or in a worker process)."""
@@ -328,59 +449,17 @@ class DirectoryWriter:
         self.skipped[name] = source
 
     def abort(self) -> None:
-        shutil.rmtree(self.staging, ignore_errors=True)
+        self.staging.discard()
 
     def commit(self) -> Manifest:
-        """Publish: move items in, replace the manifest, retire the files it no longer lists."""
-        folder = self.target.folder
-        folder.mkdir(parents=True, exist_ok=True)
+        """Publish the written items with the kept ones; the previous state stays until then."""
         try:
-            with _publish_lock(folder) as lock:
-                manifest = self._publish(folder, lock)
+            return self.target.place.publish(self)
         finally:
             self.abort()
-        return manifest
 
-    def _publish(self, folder: Path, lock: TextIO) -> Manifest:
-        # A non-empty lock file means a publish was interrupted: sweep the whole folder.
-        sweep = os.fstat(lock.fileno()).st_size > 0
-        lock.write("publishing\n")
-        lock.flush()
-        current = Manifest.load(folder)
-        if current is None:  # none, or corrupt: nothing in the folder can be trusted
-            sweep, current = sweep or os.path.lexists(folder / MANIFEST_NAME), Manifest()
-        inside = _Inside(folder, self.target.owner)
-        taken = {*current.items.files, *current.retired}
-        moved, made = {}, set()
-        for name, item in self.new.items():
-            file = item.file if item.file not in taken else _variant(item.file)
-            taken.add(file)
-            if "/" in file:
-                _make_dirs(folder, os.path.dirname(file), made)
-            os.replace(self.staging / item.file, folder / file)
-            moved[name] = item._replace(file=file)
-        items = current.items.merged(self.kept, moved)
-        listed = set(items.files)
-        now, keep_for = time.time(), config.current().keep_replaced_seconds
-        replaced = [file for file in current.items.files if file not in listed]
-        retired = {f: t for f, t in current.retired.items() if now - t < keep_for and f not in listed}
-        expired = [f for f in current.retired if f not in retired and f not in listed]
-        retired.update(dict.fromkeys(replaced, now))
-        manifest = self._manifest(items, current, retired)
-        _replace_manifest(folder, manifest)
-        # After an interrupted publish, files it retired may still wait in their old place.
-        retire(folder, list(retired) if sweep else replaced, inside)
-        if sweep:
-            remove_unlisted(folder, manifest)
-        else:
-            for file in expired:
-                _unlink_inside(inside, os.path.join(folder, RETIRED, file))
-            if expired and not retired:
-                shutil.rmtree(folder / RETIRED, ignore_errors=True)  # only empty folders are left in it
-        lock.truncate(0)
-        return manifest
-
-    def _manifest(self, items: ItemTable, current: Manifest, retired: dict[str, float]) -> Manifest:
+    def manifest(self, items: ItemTable, current: Manifest, retired: dict[str, float]) -> Manifest:
+        """The manifest of a publish of ``items`` over ``current``, keeping the ``retired`` files."""
         task = self.task
         skipped = {n: s for n, s in current.skipped.items() if n in self.kept}
         skipped.update(self.skipped)

@@ -12,7 +12,7 @@ from luigi.task import flatten
 
 from luisy import config, formats
 from luisy.atomic import NAME_MAX
-from luisy.directory.manifest import Manifest, bad_file_name, items_digest
+from luisy.directory.manifest import bad_file_name, items_digest
 from luisy.directory.runner import Progress, outcomes, report_status
 from luisy.directory.sources import SourceItem, SourceItems, digest, pairs
 from luisy.directory.target import DirectoryTarget, DirectoryWriter
@@ -93,7 +93,7 @@ class DirectoryTask(Task):
     def pending(self, items: Sequence[SourceItem] | None = None) -> Pending:
         """What a run would process, keep and count as new, changed, removed or retried."""
         items = self.input_items() if items is None else items
-        manifest = Manifest.load(self.output().folder)
+        manifest = self.output().current_manifest()
         if manifest is None or not self._same_configuration(manifest):
             return Pending(items, set(), {}, new=len(items), everything=True)
         retry = config.current().retry_failed
@@ -123,7 +123,7 @@ class DirectoryTask(Task):
 
     def complete(self) -> bool:
         # Only the manifest's first line is read: it can list 100 000 items.
-        header = Manifest.load_header(self.output().folder)
+        header = self.output().current_header()
         if header is None or not self._same_configuration(header):
             return False
         # Failed items are retried by the next run; within the run that recorded them (or with

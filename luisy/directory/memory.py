@@ -1,0 +1,93 @@
+"""A directory output kept in a :class:`~luisy.storage.MemoryStorage`: its manifest and item objects.
+
+What ``LuisyTestCase`` runs directory tasks in: nothing touches the disk. The folder's state is
+one object in the storage, replaced as a whole by a publish, so a reader of the previous state
+keeps reading it. Items are copied in and out, so no task can change another's by mutation.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import pickle
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from luisy.digests import bytes_digest
+from luisy.directory.manifest import Item, Manifest, ManifestHeader
+
+if TYPE_CHECKING:
+    from luisy.storage import MemoryStorage
+
+
+@dataclass(frozen=True)
+class _State:
+    manifest: Manifest
+    files: dict[str, Any]
+
+
+class MemoryFolder:
+    """The place of a directory output in memory; the same operations as a local folder's."""
+
+    #: Items are written into this process's memory, so they are processed here, one by one.
+    parallel = False
+
+    def __init__(self, folder: Path, owner: str, store: MemoryStorage) -> None:
+        self.folder, self.owner, self.store = folder, owner, store
+        self.key = os.fspath(folder)
+
+    def _state(self) -> _State | None:
+        return self.store.objects.get(self.key)
+
+    def header(self) -> ManifestHeader | None:
+        state = self._state()
+        return state.manifest.header() if state is not None else None
+
+    def manifest(self) -> Manifest | None:
+        state = self._state()
+        return state.manifest if state is not None else None
+
+    def paths(self, files: Iterable[str]) -> list[Path]:
+        return [self.folder / file for file in files]
+
+    def reader(self, read: Callable[[str], Any]) -> Callable[[str], Any]:
+        files = self._state().files  # the state read now, whatever is published later
+        return lambda path: copy.deepcopy(files[os.path.relpath(path, self.key)])
+
+    def restamp(self, change: Callable[[Manifest], Manifest]) -> None:
+        state = self._state()
+        if state is not None:
+            self.store.objects[self.key] = _State(change(state.manifest), state.files)
+
+    def staging(self) -> MemoryStaging:
+        return MemoryStaging()
+
+    def tidy(self) -> bool:
+        return False  # a publish in memory is never interrupted half way
+
+    def publish(self, writer: Any) -> Manifest:
+        state = self._state()
+        current = state.manifest if state is not None else Manifest()
+        items = current.items.merged(writer.kept, writer.new)
+        old = state.files if state is not None else {}
+        files = {**{file: old[file] for file in items.files if file in old}, **writer.staging.objects}
+        manifest = writer.manifest(items, current, {})
+        self.store.objects[self.key] = _State(manifest, {file: files[file] for file in items.files})
+        return manifest
+
+
+@dataclass
+class MemoryStaging:
+    """Item objects written by a writer, until it publishes them."""
+
+    objects: dict[str, Any] = field(default_factory=dict)
+
+    def write(self, file: str, obj: Any, write: Callable[[Any, Path], None]) -> Item:
+        data = pickle.dumps(obj)  # stands in for the file: its size and checksum
+        self.objects[file] = copy.deepcopy(obj)
+        return Item(file=file, size=len(data), checksum=bytes_digest(data))
+
+    def discard(self) -> None:
+        self.objects.clear()

@@ -22,8 +22,8 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Protocol
 
-from luisy.atomic import atomic_dir, atomic_file, defer, temp_sibling
-from luisy.digests import bytes_digest
+from luisy.atomic import TMP_MARKER, atomic_dir, atomic_file, defer, temp_sibling
+from luisy.digests import bytes_digest, digest, file_digest
 from luisy.directory.sources import SourceItem
 
 Reader = Callable[[str], Any]
@@ -50,6 +50,10 @@ class Storage(Protocol):
 
     def token(self, path: str) -> Hashable | None:
         """A value that changes whenever what is at ``path`` is replaced; ``None`` if nothing is there."""
+
+    def fingerprint(self, path: str, content: bool = False) -> str | None:
+        """A fingerprint of the data at ``path`` (an input): by size and modification time of each
+        file, or with ``content`` by checksum; ``None`` if nothing is there."""
 
     def read_bytes(self, path: str) -> bytes:
         """The bytes at ``path`` (``FileNotFoundError`` if none)."""
@@ -85,6 +89,20 @@ class LocalStorage:
         except OSError:
             return None
         return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+    def fingerprint(self, path: str, content: bool = False) -> str | None:
+        if os.path.isfile(path):
+            return _file_fingerprint(path, content)
+        if not os.path.isdir(path):
+            return None
+        parts = []
+        for root, dirs, files in os.walk(path):
+            dirs.sort()
+            for name in sorted(files):
+                if TMP_MARKER not in name:
+                    file = os.path.join(root, name)
+                    parts.append(f"{Path(os.path.relpath(file, path)).as_posix()}:{_file_fingerprint(file, content)}")
+        return digest(*parts)
 
     def read_bytes(self, path: str) -> bytes:
         with open(path, "rb") as f:
@@ -139,6 +157,9 @@ class MemoryStorage:
     def token(self, path: str) -> Hashable | None:
         return self._versions.get(path) if path in self.objects else None
 
+    def fingerprint(self, path: str, content: bool = False) -> str | None:
+        return bytes_digest(pickle.dumps(self.objects[path])) if path in self.objects else None
+
     def read_bytes(self, path: str) -> bytes:
         try:
             return self.objects[path]
@@ -156,6 +177,13 @@ class MemoryStorage:
     def _set(self, path: str, obj: Any) -> None:
         self.objects[path] = obj
         self._versions[path] = self._versions.get(path, 0) + 1
+
+
+def _file_fingerprint(path: str, content: bool) -> str:
+    if content:
+        return file_digest(path)
+    info = os.stat(path)
+    return f"{info.st_size}-{info.st_mtime_ns}"
 
 
 def _copy_of(obj: Any, path: str | None = None) -> Any:

@@ -89,3 +89,12 @@ def test_the_local_lock_excludes_other_processes(tmp_path):
     procs = [subprocess.Popen([sys.executable, "-c", script]) for _ in range(3)]
     assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
     assert counter.read_text() == "600", "no increment was lost"
+
+
+def test_fingerprints_change_with_the_data(where):
+    store, path = where
+    assert store.fingerprint(path) is None
+    store.save(path, "one", _write_text)
+    first = store.fingerprint(path)
+    store.save(path, "another", _write_text)
+    assert first is not None and store.fingerprint(path) not in (None, first)

@@ -14,15 +14,14 @@ from __future__ import annotations
 import inspect
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import luigi
 from luigi.task import flatten
 from luigi.task_register import Register
 
-from luisy.atomic import TMP_MARKER
-from luisy.digests import digest, file_digest
+from luisy import storage
+from luisy.digests import digest
 from luisy.directory.target import DirectoryTarget
 from luisy.fingerprint import records
 from luisy.fingerprint.code import CodeFingerprint, code_fingerprint
@@ -131,26 +130,7 @@ def data_fingerprint(target: luigi.Target, content: bool = False) -> str:
     path = getattr(target, "path", None)
     if path is None:
         return "exists" if target.exists() else MISSING
-    path = Path(path)
-    if path.is_file():
-        return _file_fingerprint(path, content)
-    if not path.is_dir():
-        return MISSING
-    parts = []
-    for root, dirs, files in os.walk(path):
-        dirs.sort()
-        for name in sorted(files):
-            if TMP_MARKER not in name:
-                file = Path(root, name)
-                parts.append(f"{file.relative_to(path).as_posix()}:{_file_fingerprint(file, content)}")
-    return digest(*parts)
-
-
-def _file_fingerprint(path: Path, content: bool) -> str:
-    if content:
-        return file_digest(path)
-    stat = path.stat()
-    return f"{stat.st_size}-{stat.st_mtime_ns}"
+    return storage.active().fingerprint(os.fspath(path), content) or MISSING
 
 
 def is_current(task: luigi.Task) -> bool:

@@ -484,7 +484,8 @@ def test_a_huge_junk_manifest_is_rejected_without_reading_it(inputs, where):
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         assert Manifest.load_header({str(path.parent)!r}) is None
         assert Manifest.load({str(path.parent)!r}) is None
-        assert "corrupt" in Manifest.problem({str(path.parent)!r})
+        from luisy.directory import DirectoryTarget
+        assert "corrupt" in DirectoryTarget({str(path.parent)!r}).problem()
         print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
     """)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -235,7 +235,7 @@ class Manifest:
 
     @classmethod
     def load(cls, folder: str | os.PathLike[str]) -> Manifest | None:
-        """The folder's manifest, or ``None`` if there is none or it is corrupt (see :meth:`problem`).
+        """The folder's manifest, or ``None`` if there is none or it is corrupt (see :meth:`read`).
 
         Parsed manifests are cached by the file's identity (inode, size, mtime): a manifest is
         replaced, never edited, so a changed file is a new entry. Treat the result as read-only.
@@ -267,15 +267,6 @@ class Manifest:
             return _read_current(folder, header_of)
         except ManifestError:
             return None
-
-    @staticmethod
-    def problem(folder: str | os.PathLike[str]) -> str | None:
-        """Why the folder's manifest is corrupt; ``None`` if it is sound or absent."""
-        try:
-            Manifest.read(folder)
-        except ManifestError as error:
-            return error.format_message()
-        return None
 
     def sources(self, with_failed: bool = False) -> dict[str, Any]:
         """Input name → fingerprint of the published (or deliberately skipped) item made from it.

@@ -186,6 +186,22 @@ DYING = {
         @luisy.directory_output(format="txt")
         class Strict(Fragile):
             on_error = "raise"
+
+
+        @luisy.interim
+        @luisy.requires(Notes)
+        @luisy.directory_output(format="txt")
+        class Upper(luisy.DirectoryTask):
+            def process(self, name, obj):
+                return obj.upper()
+
+
+        @luisy.final
+        @luisy.requires(Upper)
+        @luisy.directory_output(format="json")
+        class Lengths(luisy.DirectoryTask):
+            def process(self, name, obj):
+                return {"length": len(obj)}
     ''',
 }
 
@@ -330,49 +346,18 @@ def test_a_reader_of_the_previous_manifest_reads_it_to_the_end(inputs):
     assert {int(a[0]) for _, a in Scaled().output().items()} == {2000 + 2 * i for i in range(40)}
 
 
-CONCURRENT = {
-    "crowd/__init__.py": "",
-    "crowd/tasks.py": '''
-        import luisy
-
-
-        @luisy.raw
-        @luisy.directory_input(pattern="*.txt")
-        class Notes(luisy.ExternalTask):
-            def get_folder_name(self):
-                return "notes"
-
-
-        @luisy.interim
-        @luisy.requires(Notes)
-        @luisy.directory_output(format="txt")
-        class Upper(luisy.DirectoryTask):
-            def process(self, name, obj):
-                return obj.upper()
-
-
-        @luisy.final
-        @luisy.requires(Upper)
-        @luisy.directory_output(format="json")
-        class Lengths(luisy.DirectoryTask):
-            def process(self, name, obj):
-                return {"length": len(obj)}
-    ''',
-}
-
-
 def test_concurrent_runs_of_one_pipeline_all_succeed(tmp_path):
-    write_project(tmp_path, CONCURRENT)
-    notes = tmp_path / "data" / "crowd" / "raw" / "notes"
+    write_project(tmp_path, DYING)
+    notes = tmp_path / "data" / "dying" / "raw" / "notes"
     notes.mkdir(parents=True)
     for i in range(300):
         (notes / f"n{i:03d}.txt").write_text("x" * i)
     script = Path(sys.executable).with_name("luisy")
-    runs = [subprocess.Popen([str(script), "run", "crowd.tasks:Lengths", "--workers", "2"], cwd=tmp_path,
+    runs = [subprocess.Popen([str(script), "run", "dying.tasks:Lengths", "--workers", "2"], cwd=tmp_path,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(6)]
     outputs = [run.communicate(timeout=300)[0] for run in runs]
     assert [run.returncode for run in runs] == [0] * 6, "\n".join(outputs)
-    folder = tmp_path / "data" / "crowd" / "final" / "Lengths"
+    folder = tmp_path / "data" / "dying" / "final" / "Lengths"
     items = Manifest.load(folder).items
     lengths = {name: json.loads((folder / items[name].file).read_text())["length"] for name in items}
     assert lengths == {f"n{i:03d}": i for i in range(300)}

@@ -150,10 +150,12 @@ def _task(task: str, working_dir: Path | None, task_args: Sequence[str]) -> Iter
 @click.option("--dry-run", is_flag=True, help="Only show what would run and why (as `luisy plan`).")
 @click.option("--hash-update-mode", is_flag=True,
               help="Run nothing; accept the existing outputs by recording their current fingerprints.")
+@click.option("--verify", "verify_first", is_flag=True,
+              help="First re-check the directory outputs and drop bad items (as `luisy verify --repair`).")
 @click.option("-v", "--verbose", is_flag=True, help="Show luigi's log.")
 def run(task: str, working_dir: Path | None, task_args: tuple[str, ...], workers: int, processes: int | None,
         local_scheduler: bool, scheduler_url: str | None, retry_failed: bool | None, dry_run: bool,
-        hash_update_mode: bool, verbose: bool) -> None:
+        hash_update_mode: bool, verify_first: bool, verbose: bool) -> None:
     """Run TASK (module:Class or module.Class) and everything it needs.
 
     Task parameters follow TASK as --name value (or --Task-name value for any task). The exit
@@ -173,6 +175,8 @@ def run(task: str, working_dir: Path | None, task_args: tuple[str, ...], workers
             for accepted in updated:
                 click.echo(f"  {accepted}")
             return
+        if verify_first:
+            _verify(task_obj, repair=True)
         summary = run_tasks(
             [task_obj], workers=workers, processes=processes, retry_failed=retry_failed,
             scheduler_url=scheduler_url, local_scheduler=local_scheduler,
@@ -240,21 +244,31 @@ def status(task: str, working_dir: Path | None, task_args: tuple[str, ...]) -> N
 
 @main.command(context_settings=_TASK_COMMAND)
 @_task_command
-def verify(task: str, working_dir: Path | None, task_args: tuple[str, ...]) -> None:
+@click.option("--repair", is_flag=True,
+              help="Drop bad items from their manifests (and delete their files), delete stray files, remove "
+                   "corrupt manifests: the next `luisy run` makes exactly those items again.")
+def verify(task: str, working_dir: Path | None, task_args: tuple[str, ...], repair: bool) -> None:
     """Re-check the directory outputs of TASK's graph against their manifests' checksums.
 
-    Prints each bad item and exits with status 1 if any is missing or changed.
+    Prints each problem. The exit status is 1 if any was found, unless --repair dealt with them.
 
     \b
     Example:
         luisy verify examples.images.tasks:Everything
+        luisy verify examples.images.tasks:Everything --repair && luisy run examples.images.tasks:Everything
     """
     with _task(task, working_dir, task_args) as task_obj:
-        checked, problems = verify_outputs(task_obj)
+        problems = _verify(task_obj, repair)
+    sys.exit(ExitCode.NOT_DONE if problems and not repair else ExitCode.OK)
+
+
+def _verify(task: luigi.Task, repair: bool) -> list[str]:
+    checked, problems = verify_outputs(task, repair=repair)
     for problem in problems:
         click.echo(problem)
-    click.echo(f"{checked} items checked, {len(problems)} bad")
-    sys.exit(ExitCode.NOT_DONE if problems else ExitCode.OK)
+    click.echo(f"{checked} items checked, {len(problems)} bad" + (", repaired: the next run makes them again"
+                                                                    if repair and problems else ""))
+    return problems
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})

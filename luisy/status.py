@@ -70,12 +70,15 @@ def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def verify(root: luigi.Task) -> tuple[int, list[str]]:
+def verify(root: luigi.Task, repair: bool = False) -> tuple[int, list[str]]:
     """Re-check every directory output of the graph against its manifest.
 
     Returns the number of items checked and one line per problem: a corrupt manifest, an item
     file missing, of the wrong size or checksum, or outside the folder, and files in the folder
-    that the manifest does not account for (left by an interrupted publish).
+    that the manifest does not account for (left by an interrupted publish). With ``repair``, bad
+    items are dropped from their manifest (and their files deleted), stray files deleted, and a
+    corrupt manifest removed, so that the next run makes exactly those items again (and whatever
+    is downstream of them).
     """
     checked, problems = 0, []
     for task in upstream_first(root):
@@ -85,33 +88,39 @@ def verify(root: luigi.Task) -> tuple[int, list[str]]:
             corrupt = output.problem()
             if corrupt is not None:
                 problems.append(f"{task}: {corrupt}")
+                if repair:
+                    output.repair(corrupt=True)
                 continue
             if not output.exists():
                 continue
             manifest = output.manifest
             checked += len(manifest.items)
-            problems.extend(f"{task}: {line}" for line in _item_problems(output, manifest))
+            bad, strays = _item_problems(output, manifest)
+            problems.extend(f"{task}: {line}" for line in [*bad.values(), *strays.values()])
+            if repair and (bad or strays):
+                output.repair(bad, strays)
     return checked, problems
 
 
-def _item_problems(output: DirectoryTarget, manifest: Manifest) -> list[str]:
-    folder, found = output.folder, []
+def _item_problems(output: DirectoryTarget, manifest: Manifest) -> tuple[dict[str, str], dict[str, str]]:
+    """Bad items (name → problem) and files the manifest does not account for (path → problem)."""
+    folder, bad, strays = output.folder, {}, {}
     inside = ItemReader(folder, str(output.owner), None).inside
     for name, item in sorted(manifest.items.items()):
         path = folder / item.file
         if not inside.contains(os.fspath(path)):
-            found.append(f"item {name!r}: {path} leads outside {folder}")
+            bad[name] = f"item {name!r}: {path} leads outside {folder}"
         elif not path.is_file():
-            found.append(f"item {name!r}: {path} is missing")
+            bad[name] = f"item {name!r}: {path} is missing"
         elif path.stat().st_size != item.size:
-            found.append(f"item {name!r}: {path} has {path.stat().st_size} bytes, the manifest says {item.size}")
+            bad[name] = f"item {name!r}: {path} has {path.stat().st_size} bytes, the manifest says {item.size}"
         elif checksum(path) != item.checksum:
-            found.append(f"item {name!r}: {path} does not match its checksum")
+            bad[name] = f"item {name!r}: {path} does not match its checksum"
     accounted = {MANIFEST_NAME, *manifest.items.files, *(f"{RETIRED}/{f}" for f in manifest.retired)}
     for root, dirs, files in os.walk(folder):
         rel_root = os.path.relpath(root, folder)
         for entry in sorted(files + [d for d in dirs if os.path.islink(os.path.join(root, d))]):
             rel = entry if rel_root == "." else f"{rel_root}/{entry}"
             if rel not in accounted:
-                found.append(f"{folder / rel} is not listed in the manifest")
-    return found
+                strays[rel] = f"{folder / rel} is not listed in the manifest"
+    return bad, strays

@@ -11,7 +11,7 @@ import copy
 import os
 import pickle
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +60,14 @@ class MemoryFolder:
         state = self._state()
         if state is not None:
             self.store.objects[self.key] = _State(change(state.manifest), state.files)
+
+    def repair(self, items: Iterable[str], strays: Iterable[str], corrupt: bool) -> None:
+        state = self._state()
+        if state is not None:
+            dropped = set(items)
+            kept = state.manifest.items.merged([n for n in state.manifest.items if n not in dropped], {})
+            manifest = replace(state.manifest, items=kept, inputs_digest=None)
+            self.store.objects[self.key] = _State(manifest, {f: state.files[f] for f in kept.files})
 
     def staging(self) -> MemoryStaging:
         return MemoryStaging()

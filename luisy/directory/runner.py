@@ -12,6 +12,7 @@ from typing import Any
 
 from luisy.directory.sources import SourceItem
 from luisy.directory.target import DirectoryWriter
+from luisy.errors import LuisyError
 from luisy.executors import ItemStatus, Outcome, executor_for
 
 
@@ -23,6 +24,8 @@ def process_one(task: Any, items: Sequence[SourceItem], index: int, writer: Dire
         if result is None:
             return Outcome(ItemStatus.SKIP, index)
         return Outcome(ItemStatus.OK, index, writer.stage(item.name, result))
+    except LuisyError as error:  # says what is wrong in its own words
+        return Outcome(ItemStatus.FAIL, index, error=error.format_message())
     except Exception as error:
         detail = "".join(traceback.format_exception_only(type(error), error)).strip()
         return Outcome(ItemStatus.FAIL, index, error=detail)

@@ -52,6 +52,8 @@ from luisy.paths import with_extension
 
 #: Where the files of replaced items wait, inside the output folder, until no reader needs them.
 RETIRED = ".luisy-retired"
+#: What to do about a bad item file.
+REPAIR = "`luisy verify TASK --repair` drops bad items, so that the next run makes them again"
 
 
 class DirectoryTarget(luigi.LocalTarget):
@@ -167,6 +169,10 @@ class DirectoryTarget(luigi.LocalTarget):
         """Remove what writers that are gone left (see :meth:`LocalFolder.tidy`)."""
         return self.place.tidy()
 
+    def repair(self, items: Iterable[str] = (), strays: Iterable[str] = (), corrupt: bool = False) -> None:
+        """Drop bad ``items`` and stray files (see :meth:`LocalFolder.repair`); the task runs again."""
+        self.place.repair(items, strays, corrupt)
+
     def writer(self, task: luigi.Task | None = None) -> DirectoryWriter:
         """A writer whose committed items replace the folder's content (see :meth:`DirectoryWriter.keep`).
 
@@ -220,6 +226,30 @@ class LocalFolder:
 
     def staging(self) -> LocalStaging:
         return LocalStaging(self.folder)
+
+    def repair(self, items: Iterable[str], strays: Iterable[str], corrupt: bool) -> None:
+        """Drop ``items`` (and their files) from the manifest and delete ``strays`` (paths relative
+        to the folder); a ``corrupt`` manifest is removed, and the next publish sweeps the folder.
+        The task runs again: the repaired manifest no longer says what its inputs were."""
+        inside = _Inside(self.folder, self.owner)
+        with _publish_lock(self.folder) as lock:
+            if corrupt:
+                lock.write("repaired\n")  # a non-empty lock file: the next publish sweeps the folder
+                lock.flush()
+                path = self.folder / MANIFEST_NAME
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink(missing_ok=True)
+                return
+            manifest = Manifest.load(self.folder)
+            if manifest is None:
+                return
+            dropped = set(items)
+            kept = manifest.items.merged([n for n in manifest.items if n not in dropped], {})
+            _replace_manifest(self.folder, replace(manifest, items=kept, inputs_digest=None))
+            for file in [manifest.items[name].file for name in dropped if name in manifest.items] + list(strays):
+                _unlink_inside(inside, os.path.join(self.folder, file))
 
     def tidy(self) -> bool:
         """Remove what writers that are gone left: their staging folders, and the files an
@@ -330,8 +360,10 @@ class ItemReader:
                     return self.read(candidate)
                 except FileNotFoundError:  # moved aside by a publish between the check and the read
                     continue
-        raise ItemFileError(f"{self.inside.owner}: item file {path} is missing; `luisy verify` checks the "
-                            "whole output")
+                except Exception as error:
+                    raise ItemFileError(f"{self.inside.owner}: item file {path} is damaged ({type(error).__name__}: "
+                                        f"{error}); {REPAIR}") from None
+        raise ItemFileError(f"{self.inside.owner}: item file {path} is missing; {REPAIR}")
 
 
 class _Inside:

@@ -618,7 +618,7 @@ def test_a_link_at_the_lock_file_does_not_touch_its_target(inputs, luisy_working
     victim = luisy_working_dir / "victim.txt"
     victim.write_text("precious")
     lock = Scaled().output().folder.with_name(".Scaled.luisy-lock")
-    lock.unlink()
+    assert not lock.exists(), "a finished run leaves no lock file"
     if link == "symbolic":
         lock.symlink_to(victim)
     else:
@@ -803,3 +803,20 @@ def test_writers_in_another_pid_namespace_do_not_share_this_ones_temp_names(tmp_
     assert result.returncode == 0, result.stderr
     there = result.stdout.strip()
     assert here.split(".")[1] != there.split(".")[1], "the writer's tag must tell the namespaces apart"
+
+
+def test_the_publish_lock_excludes_other_processes_though_its_file_comes_and_goes(tmp_path):
+    counter = tmp_path / "counter"
+    counter.write_text("0")
+    script = textwrap.dedent(f"""
+        from pathlib import Path
+        from luisy.directory.target import _publish_lock
+        for _ in range(300):
+            with _publish_lock(Path({str(tmp_path / "out")!r})):
+                value = int(open({str(counter)!r}).read())
+                open({str(counter)!r}, "w").write(str(value + 1))
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", script]) for _ in range(3)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
+    assert counter.read_text() == "900", "no increment was lost"
+    assert not (tmp_path / ".out.luisy-lock").exists()

@@ -16,6 +16,7 @@ corrupt, and a sub-folder replaced by a symbolic link to elsewhere is never foll
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import fcntl
 import functools
@@ -275,6 +276,7 @@ class LocalFolder:
             retire(self.folder, list(manifest.retired))
             remove_unlisted(self.folder, manifest)
             lock.truncate(0)
+            _forget_if_empty(lock, lock_path)
         return True
 
     def publish(self, writer: DirectoryWriter) -> Manifest:
@@ -563,9 +565,35 @@ def _lock_path(folder: Path) -> Path:
 
 @contextmanager
 def _publish_lock(folder: Path) -> Iterator[TextIO]:
-    with _open_lock(_lock_path(folder)) as lock:
+    """The folder's publish lock. Its file is deleted when the lock is given up with nothing
+    written in it, so a finished run leaves no lock file; a writer that waited on the deleted
+    file sees that and locks the new one."""
+    path = _lock_path(folder)
+    while True:
+        lock = _open_lock(path)
         fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            current = os.lstat(path).st_ino
+        except FileNotFoundError:
+            current = None
+        if current == os.fstat(lock.fileno()).st_ino:
+            break
+        lock.close()
+    with lock:
         yield lock
+        _forget_if_empty(lock, path)
+
+
+def _forget_if_empty(lock: TextIO, path: Path) -> None:
+    """Delete the held lock's file if nothing is written in it (no interrupted publish or repair to
+    tell the next writer) and it is still the file at ``path``."""
+    lock.flush()
+    info = os.fstat(lock.fileno())
+    try:
+        if info.st_size == 0 and os.lstat(path).st_ino == info.st_ino:
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _open_lock(path: Path) -> TextIO:
@@ -583,7 +611,11 @@ def _open_lock(path: Path) -> TextIO:
         if stat.S_ISREG(info.st_mode) and info.st_nlink == 1:
             return os.fdopen(fd, "a")
         os.close(fd)
-        os.unlink(path)
+        # Deleted since it was opened (nlink 0: its holder gave it up): open the path again. A hard
+        # link or another kind of file: remove it, if it is still what the path names.
+        with contextlib.suppress(FileNotFoundError):
+            if info.st_nlink != 0 and os.lstat(path).st_ino == info.st_ino:
+                os.unlink(path)
 
 
 def _make_dirs(folder: Path, rel_dir: str, made: set[str]) -> None:

@@ -108,17 +108,21 @@ def _process_start(pid: int) -> float | None:
         return None
 
 
-def remove_stale_temps(path: str | os.PathLike[str]) -> None:
-    """Remove the temporary siblings of ``path`` that writers which are gone left behind."""
+def stale_temps(path: str | os.PathLike[str]) -> list[str]:
+    """The temporary siblings of ``path`` that writers which are gone left behind."""
     path = Path(path)
     tail = fit_name(path.name, NAME_MAX - len(TMP_MARKER) - 24)
     try:
         entries = [e.path for e in os.scandir(path.parent) if e.name.startswith(TMP_MARKER) and e.name.endswith(tail)]
     except (FileNotFoundError, NotADirectoryError):
-        return
-    for entry in entries:
-        if is_stale_temp(entry):
-            _remove(Path(entry))
+        return []
+    return [entry for entry in entries if is_stale_temp(entry)]
+
+
+def remove_stale_temps(path: str | os.PathLike[str]) -> None:
+    """Remove the temporary siblings of ``path`` that writers which are gone left behind."""
+    for entry in stale_temps(path):
+        _remove(Path(entry))
 
 
 def defer(publish: Callable[[], None], discard: Callable[[], None] = lambda: None) -> None:

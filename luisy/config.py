@@ -103,6 +103,9 @@ class Run:
     #: How long a directory output keeps the files of replaced items for readers of the previous
     #: manifest (``[luisy] keep_replaced_seconds``, default one hour).
     keep_replaced_seconds: float = 3600.0
+    #: How often a directory task makes its finished items durable for a run after an interruption
+    #: (``[luisy] checkpoint_seconds``, default 30).
+    checkpoint_seconds: float = 30.0
     #: Identity of the build; ``""`` outside one. A manifest records the run that wrote it.
     id: str = field(default="")
 
@@ -121,6 +124,7 @@ class Run:
             retry_failed=retry_failed if retry_failed is not None else parser.getboolean(
                 "luisy", "retry_failed", True),
             keep_replaced_seconds=parser.getfloat("luisy", "keep_replaced_seconds", 3600.0),
+            checkpoint_seconds=parser.getfloat("luisy", "checkpoint_seconds", 30.0),
             id=uuid.uuid4().hex if new_id else "",
         )
 

@@ -91,6 +91,15 @@ class MemoryStaging:
     """Item objects written by a writer, until it publishes them."""
 
     objects: dict[str, Any] = field(default_factory=dict)
+    #: Nothing is left behind by an interrupted run in memory, so nothing is resumed.
+    resumed: dict[str, Item] = field(default_factory=dict)
+    resumed_from: dict[str, Any] = field(default_factory=dict)
+
+    def checkpoint(self, state: dict[str, Any], items: dict[str, Item]) -> None:
+        pass
+
+    def keep(self) -> None:
+        pass
 
     def write(self, file: str, obj: Any, write: Callable[[Any, Path], None]) -> Item:
         data = pickle.dumps(obj)  # stands in for the file: its size and checksum

@@ -20,6 +20,7 @@ import contextlib
 import datetime as dt
 import fcntl
 import functools
+import json
 import os
 import shutil
 import stat
@@ -34,7 +35,7 @@ from typing import Any, TextIO
 import luigi
 
 from luisy import config, formats, storage
-from luisy.atomic import NAME_MAX, defer, fit_name, remove_stale_temps, temp_sibling
+from luisy.atomic import NAME_MAX, defer, fit_name, remove_stale_temps, stale_temps, temp_sibling
 from luisy.digests import digest, file_digest
 from luisy.directory.manifest import (
     MANIFEST_NAME,
@@ -53,6 +54,8 @@ from luisy.paths import with_extension
 
 #: Where the files of replaced items wait, inside the output folder, until no reader needs them.
 RETIRED = ".luisy-retired"
+#: The checkpoint of a staging folder: the items written so far.
+CHECKPOINT = ".luisy-checkpoint.json"
 #: What to do about a bad item file.
 REPAIR = "`luisy verify TASK --repair` drops bad items, so that the next run makes them again"
 
@@ -327,13 +330,61 @@ class LocalFolder:
 
 
 class LocalStaging:
-    """A temporary folder beside the output, where items are written before they are published."""
+    """A temporary folder beside the output, where items are written before they are published.
+
+    A checkpoint (``.luisy-checkpoint.json`` in it) lists the items written so far. When a writer
+    is interrupted its folder stays; the next writer of the output takes its checkpointed items
+    over (:attr:`resumed`, with the code fingerprint and parameters in :attr:`resumed_from`)
+    before the folder is removed. Nothing in a staging folder is ever published as such.
+    """
 
     def __init__(self, folder: Path) -> None:
-        remove_stale_temps(folder)
         # The name carries this process's id: no other writer removes the folder while it runs.
         self.path = temp_sibling(folder)
         self.path.mkdir(parents=True)
+        self.resumed: dict[str, Item] = {}
+        self.resumed_from: dict[str, Any] = {}
+        self._kept = False
+        self._take_over(folder)
+        remove_stale_temps(folder)
+
+    def _take_over(self, folder: Path) -> None:
+        """Move in the checkpointed items of the latest interrupted writer of ``folder``."""
+        found = [(os.stat(os.path.join(entry, CHECKPOINT)).st_mtime, entry) for entry in stale_temps(folder)
+                 if os.path.isfile(os.path.join(entry, CHECKPOINT))]
+        if not found:
+            return
+        source = Path(max(found)[1])
+        try:
+            data = json.loads((source / CHECKPOINT).read_text(encoding="utf-8"))
+            items = {name: Item(*row) for name, row in data.pop("items").items()}
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            return  # a checkpoint cut short: nothing to take over
+        if bad_file_name([item.file for item in items.values()]) is not None:
+            return
+        made: set[str] = set()
+        for name, item in items.items():
+            try:
+                if os.lstat(source / item.file).st_size != item.size:
+                    continue
+                if "/" in item.file:
+                    _make_dirs(self.path, os.path.dirname(item.file), made)
+                os.replace(source / item.file, self.path / item.file)
+            except OSError:
+                continue
+            self.resumed[name] = item
+        self.resumed_from = data
+
+    def checkpoint(self, state: dict[str, Any], items: dict[str, Item]) -> None:
+        """Record ``items`` (written into this folder) and ``state`` for a writer that takes over."""
+        tmp = self.path / f"{CHECKPOINT}.tmp"
+        tmp.write_text(json.dumps({**state, "items": {name: list(item) for name, item in items.items()}}),
+                       encoding="utf-8")
+        os.replace(tmp, self.path / CHECKPOINT)
+
+    def keep(self) -> None:
+        """Leave the folder when the writer ends: it was interrupted, and the next writer takes over."""
+        self._kept = True
 
     def write(self, file: str, obj: Any, write: Callable[[Any, Path], None]) -> Item:
         path = self.path / file
@@ -343,7 +394,8 @@ class LocalStaging:
         return Item(file=file, size=path.stat().st_size, checksum=file_digest(path))
 
     def discard(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
+        if not self._kept:
+            shutil.rmtree(self.path, ignore_errors=True)
 
 
 class ItemReader:
@@ -473,6 +525,17 @@ class DirectoryWriter:
         """Carry these items of the current manifest over unchanged."""
         self.kept.update(names)
 
+    def checkpoint(self) -> None:
+        """Make the items written so far durable for a writer that takes over after an interruption."""
+        self.staging.checkpoint(_configuration(self.task), self.new)
+
+    def resumable(self) -> dict[str, Item]:
+        """Items an interrupted writer of the same task (same code and parameters) had written,
+        by name, with the input fingerprint each was made from."""
+        staging = self.staging
+        same = staging.resumed and staging.resumed_from == _configuration(self.task)
+        return dict(staging.resumed) if same else {}
+
     def fail(self, name: str, error: str, source: str | None = None) -> None:
         """Record a failed item; it is not published, and the next run retries it."""
         self.failed[name] = error
@@ -513,6 +576,14 @@ class DirectoryWriter:
             run=config.current().id,
             inputs_digest=self.inputs_digest if self.inputs_digest is not None else _inputs_digest(task),
         )
+
+
+def _configuration(task: luigi.Task | None) -> dict[str, Any]:
+    """What items written for ``task`` depend on, besides their input: its code and parameters."""
+    if task is None:
+        return {}
+    return {"code_fingerprint": getattr(task, "code_fingerprint", lambda: None)(),
+            "params": {k: str(v) for k, v in task.to_str_params().items()}}
 
 
 def _inputs_digest(task: luigi.Task | None) -> str | None:

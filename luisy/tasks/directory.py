@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -65,6 +66,8 @@ class DirectoryTask(Task):
     on_error: str = "raise"
     #: Worker processes for the items; ``None``: ``[luisy] processes`` in luigi's config, else 1.
     processes: int | None = None
+    #: Seconds between checkpoints of finished items; ``None``: ``[luisy] checkpoint_seconds``, else 30.
+    checkpoint_seconds: float | None = None
     _luisy_output = OutputSpec(DirectoryTarget, {"file_format": formats.PICKLE}, folder=True)
 
     def process(self, name: str, obj: Any) -> Any:
@@ -188,6 +191,22 @@ class DirectoryTask(Task):
                     raise ItemNameError(f"{self!r}: input files {items[first].path} and {items[row].path} would "
                                         f"both be written to {file!r}; rename one or narrow the pattern")
 
+    def _resume(self, writer: DirectoryWriter, todo: Sequence[SourceItem]) -> Sequence[SourceItem]:
+        """Take over the items an interrupted run finished from unchanged inputs; the rest to do."""
+        resumed = writer.resumable()
+        if not resumed:
+            return todo
+        rows = []
+        for row, (name, fingerprint) in enumerate(pairs(todo)):
+            done = resumed.get(name)
+            if done is not None and done.source == fingerprint:
+                writer.add(name, done, fingerprint)
+            else:
+                rows.append(row)
+        if len(rows) < len(todo):
+            logger.info("%s: %d items kept from an interrupted run", self, len(todo) - len(rows))
+        return todo.select(rows) if isinstance(todo, SourceItems) else [todo[row] for row in rows]
+
     def code_fingerprint(self) -> str:
         """Fingerprint of the task's code; a change reprocesses every item."""
         return code_fingerprint(type(self)).digest
@@ -199,17 +218,28 @@ class DirectoryTask(Task):
         items = self.input_items()
         self._check_names(items)
         pending = self.pending(items)
-        todo = pending.todo
-        progress = Progress(self, len(todo))
+        run = config.current()
+        interval = run.checkpoint_seconds if self.checkpoint_seconds is None else self.checkpoint_seconds
         with self.output().writer(self) as writer:
             writer.inputs_digest = digest(items)
             writer.keep(pending.keep)
             for name, (error, source) in pending.kept_failures.items():
                 writer.fail(name, error, source)
+            todo = self._resume(writer, pending.todo)
+            progress = Progress(self, len(todo))
+            last = time.monotonic()
             try:
-                for item, outcome in outcomes(self, todo, writer, config.current().processes_for(self.processes)):
+                for item, outcome in outcomes(self, todo, writer, run.processes_for(self.processes)):
                     progress.advance(failed=outcome.status is ItemStatus.FAIL)
                     self._record(writer, item, outcome)
+                    if time.monotonic() - last >= interval:
+                        writer.checkpoint()
+                        last = time.monotonic()
+            except KeyboardInterrupt:
+                writer.checkpoint()
+                writer.staging.keep()
+                logger.warning("interrupted: %d/%d items kept for the next run", len(writer.new), len(pending.todo))
+                raise
             finally:
                 progress.close()
         if writer.failed:

@@ -177,6 +177,7 @@ def _serve(work: Work, conn: Connection, parents_ends: list[Connection], current
     """A worker's loop: chunks of indices in, one outcome per index out, until ``None`` or the
     parent is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent, which stops the workers
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # whatever the parent does with it
     # Close the parent's ends of the pipes this fork inherited: when the parent dies, nothing holds
     # them open any more, and recv() below ends with EOF instead of waiting for ever.
     for end in parents_ends:

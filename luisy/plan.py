@@ -8,10 +8,12 @@ is written.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import luigi
 from luigi.task import flatten
 
+from luisy.directory.sources import pairs
 from luisy.directory.target import DirectoryTarget
 from luisy.fingerprint import records
 from luisy.fingerprint.code import code_fingerprint
@@ -70,7 +72,7 @@ def reasons(task: luigi.Task) -> list[str]:
     """Why ``task`` is not complete (empty if it is)."""
     outputs = flatten(task.output())
     if outputs and not all(o.exists() for o in outputs):
-        return ["no output"]
+        return ["no output", *_resume_note(task)]
     if any(isinstance(o, DirectoryTarget) for o in outputs):
         return _directory_reasons(task)
     if not outputs and not task.complete():
@@ -123,10 +125,24 @@ def _changed(label: str, old: dict, new: dict) -> list[str]:
     return [f"{label}: " + ", ".join(f"{k} {old.get(k, '(none)')} → {new.get(k, '(none)')}" for k in keys)]
 
 
+def _resume_note(task: luigi.Task, todo: Any = None) -> list[str]:
+    """How many of the items to do an interrupted run of a directory task already made."""
+    output = task.output()
+    if not (isinstance(output, DirectoryTarget) and hasattr(task, "pending")):
+        return []
+    checkpointed = output.resumable(task)
+    if not checkpointed or not all(target.exists() for target in flatten(task.input())):
+        return []
+    todo = task.pending().todo if todo is None else todo
+    kept = sum(1 for name, fingerprint in pairs(todo)
+               if name in checkpointed and checkpointed[name].source == fingerprint)
+    return [f"resume: {kept} of {len(todo)} items kept from an interrupted run"] if kept else []
+
+
 def _directory_reasons(task: luigi.Task) -> list[str]:
     manifest = task.output().current_manifest()
     if manifest is None:
-        return ["no output"]
+        return ["no output", *_resume_note(task)]
     found = []
     if manifest.code_fingerprint != task.code_fingerprint():
         record = records.lookup(task)
@@ -140,6 +156,7 @@ def _directory_reasons(task: luigi.Task) -> list[str]:
         pending = task.pending()
         if pending.new or pending.changed or pending.removed:
             found.append(f"{pending.new} new, {pending.changed} changed, {pending.removed} removed items")
+        found += _resume_note(task, pending.todo)
         if pending.retried:
             found.append(f"{pending.retried} failed items to retry")
     stale = [str(t) for t in flatten(task.requires()) if not is_external(t) and not t.complete()]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -87,6 +88,8 @@ def test_a_killed_run_is_resumed_where_it_stopped(project, tmp_path, processes):
     assert killed.returncode == -signal.SIGKILL
     assert not (project / "data" / "res" / "interim" / "Slow").exists(), "nothing is published by a checkpoint"
     started = {p.name for p in (tmp_path / "first").iterdir()}
+    plan = run_luisy(["plan", "res.tasks:Slow"], cwd=project)
+    assert re.search(rf"resume: \d+ of {ITEMS} items kept from an interrupted run", plan.stdout), plan.stdout
     redone = _rerun(project, processes, tmp_path)
     in_flight = 1 if processes == 1 else 2 * processes * 2  # a chunk in progress and one queued, per worker
     assert len(redone) <= ITEMS - len(started) + in_flight, (len(started), len(redone))
@@ -112,8 +115,9 @@ def test_a_checkpoint_of_other_code_is_not_taken_over(project, tmp_path):
     assert _published(project)["n03"] == "Note 3"
 
 
-def test_ctrl_c_keeps_the_finished_items_and_says_so(project, tmp_path):
-    interrupted = _interrupt(project, tmp_path / "first", 1, signal.SIGINT)
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_and_sigterm_keep_the_finished_items_and_say_so(project, tmp_path, sig):
+    interrupted = _interrupt(project, tmp_path / "first", 1, sig)
     assert interrupted.returncode != 0
     assert "items kept for the next run" in interrupted.stderr + interrupted.stdout
     started = {p.name for p in (tmp_path / "first").iterdir()}

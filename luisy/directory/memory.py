@@ -69,6 +69,9 @@ class MemoryFolder:
             manifest = replace(state.manifest, items=kept, inputs_digest=None)
             self.store.objects[self.key] = _State(manifest, {f: state.files[f] for f in kept.files})
 
+    def checkpointed(self, state: dict[str, Any]) -> dict[str, Item]:
+        return {}  # nothing in memory outlives an interrupted run
+
     def staging(self) -> MemoryStaging:
         return MemoryStaging()
 

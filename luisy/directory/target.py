@@ -173,6 +173,11 @@ class DirectoryTarget(luigi.LocalTarget):
         """Remove what writers that are gone left (see :meth:`LocalFolder.tidy`)."""
         return self.place.tidy()
 
+    def resumable(self, task: luigi.Task) -> dict[str, Item]:
+        """Items an interrupted run of ``task`` (same code and parameters) checkpointed, by name,
+        with the input fingerprint each was made from; the next run takes them over."""
+        return self.place.checkpointed(_configuration(task))
+
     def repair(self, items: Iterable[str] = (), strays: Iterable[str] = (), corrupt: bool = False) -> None:
         """Drop bad ``items`` and stray files (see :meth:`LocalFolder.repair`); the task runs again."""
         self.place.repair(items, strays, corrupt)
@@ -230,6 +235,11 @@ class LocalFolder:
 
     def staging(self) -> LocalStaging:
         return LocalStaging(self.folder)
+
+    def checkpointed(self, state: dict[str, Any]) -> dict[str, Item]:
+        """The items the latest interrupted writer checkpointed, if it wrote them for ``state``."""
+        found = latest_checkpoint(self.folder)
+        return found[2] if found is not None and found[1] == state else {}
 
     def repair(self, items: Iterable[str], strays: Iterable[str], corrupt: bool) -> None:
         """Drop ``items`` (and their files) from the manifest and delete ``strays`` (paths relative
@@ -350,18 +360,10 @@ class LocalStaging:
 
     def _take_over(self, folder: Path) -> None:
         """Move in the checkpointed items of the latest interrupted writer of ``folder``."""
-        found = [(os.stat(os.path.join(entry, CHECKPOINT)).st_mtime, entry) for entry in stale_temps(folder)
-                 if os.path.isfile(os.path.join(entry, CHECKPOINT))]
-        if not found:
+        found = latest_checkpoint(folder)
+        if found is None:
             return
-        source = Path(max(found)[1])
-        try:
-            data = json.loads((source / CHECKPOINT).read_text(encoding="utf-8"))
-            items = {name: Item(*row) for name, row in data.pop("items").items()}
-        except (OSError, ValueError, TypeError, KeyError, AttributeError):
-            return  # a checkpoint cut short: nothing to take over
-        if bad_file_name([item.file for item in items.values()]) is not None:
-            return
+        source, data, items = found
         made: set[str] = set()
         for name, item in items.items():
             try:
@@ -396,6 +398,24 @@ class LocalStaging:
     def discard(self) -> None:
         if not self._kept:
             shutil.rmtree(self.path, ignore_errors=True)
+
+
+def latest_checkpoint(folder: Path) -> tuple[Path, dict[str, Any], dict[str, Item]] | None:
+    """The staging folder, state and items of the latest checkpoint an interrupted writer of
+    ``folder`` left; ``None`` if there is none that reads as one."""
+    found = [(os.stat(os.path.join(entry, CHECKPOINT)).st_mtime, entry) for entry in stale_temps(folder)
+             if os.path.isfile(os.path.join(entry, CHECKPOINT))]
+    if not found:
+        return None
+    source = Path(max(found)[1])
+    try:
+        data = json.loads((source / CHECKPOINT).read_text(encoding="utf-8"))
+        items = {name: Item(*row) for name, row in data.pop("items").items()}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None  # a checkpoint cut short: nothing to take over
+    if bad_file_name([item.file for item in items.values()]) is not None:
+        return None
+    return source, data, items
 
 
 class ItemReader:

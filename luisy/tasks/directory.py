@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +31,26 @@ logger = logging.getLogger("luisy")
 
 ON_ERROR = ("raise", "skip")
 _MISSING = object()
+
+
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """Inside the block, SIGTERM interrupts like Ctrl-C, so the run keeps its finished items.
+
+    Only the main thread can handle signals; elsewhere the block changes nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _slashes(path: str) -> list[int]:
@@ -220,7 +243,7 @@ class DirectoryTask(Task):
         pending = self.pending(items)
         run = config.current()
         interval = run.checkpoint_seconds if self.checkpoint_seconds is None else self.checkpoint_seconds
-        with self.output().writer(self) as writer:
+        with _terminate_as_interrupt(), self.output().writer(self) as writer:
             writer.inputs_digest = digest(items)
             writer.keep(pending.keep)
             for name, (error, source) in pending.kept_failures.items():
@@ -235,7 +258,7 @@ class DirectoryTask(Task):
                     if time.monotonic() - last >= interval:
                         writer.checkpoint()
                         last = time.monotonic()
-            except KeyboardInterrupt:
+            except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (see _terminate_as_interrupt)
                 writer.checkpoint()
                 writer.staging.keep()
                 logger.warning("interrupted: %d/%d items kept for the next run", len(writer.new), len(pending.todo))

@@ -16,6 +16,7 @@ from luigi.task import flatten
 from luisy import config
 from luisy.directory.target import DirectoryTarget
 from luisy.errors import LuisyError, SchedulerUnreachableError
+from luisy.graph import upstream_first
 from luisy.targets import scan_once
 
 
@@ -131,8 +132,9 @@ class RunSummary:
 
     def lines(self) -> list[str]:
         """The summary, a few lines long; long lists are cut."""
+        retried = "not retried (--no-retry-failed)" if self.kept_failures else "retried by the next run"
         state = "NOT complete" if not self.complete else "complete" if self.ok else \
-            f"complete except {self.failed_items} failed item(s), retried by the next run"
+            f"complete except {self.failed_items} failed item(s), {retried}"
         out = [f"{state}: " + ", ".join(str(t) for t in self.tasks)]
         for label, names in (("ran", self.ran), ("already done", self.already_done)):
             if names:
@@ -180,7 +182,11 @@ def summarize(tasks: list[luigi.Task], result: LuigiRunResult) -> RunSummary:
     summary.not_run = sorted(map(str, sets["upstream_failure"] | sets["upstream_missing_dependency"]))
     headers = ((t, _manifest_header(t)) for t in sorted(sets["completed"], key=str))
     summary.items = [(str(t), h.processed, h.failed_count, h.item_count) for t, h in headers if h is not None]
-    kept = ((t, _manifest_header(t)) for t in sorted(sets["already_done"], key=str))
+    if config.current().retry_failed:
+        settled = sets["already_done"]
+    else:  # failures kept by earlier runs may sit upstream of a complete task, where luigi does not look
+        settled = {t for root in tasks for t in upstream_first(root)} - sets["completed"]
+    kept = ((t, _manifest_header(t)) for t in sorted(settled, key=str))
     summary.kept_failures = [(str(t), h.failed_count) for t, h in kept if h is not None and h.failed_count]
     return summary
 

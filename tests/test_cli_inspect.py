@@ -106,7 +106,8 @@ def test_failed_items_status_table_and_retries(project):
     again = run_luisy(["run", "insp.tasks:Words"], cwd=project)
     assert "items: Parsed(): 1 processed, 1 failed (3 in the output)" in again.stdout
     settled = run_luisy(["run", "insp.tasks:Words", "--no-retry-failed"], cwd=project)
-    assert settled.returncode == 0 and settled.stdout.startswith("complete: Words()")
+    assert settled.returncode == 1, "failed items remain, though luigi found Words complete"
+    assert settled.stdout.startswith("complete except 1 failed item(s), not retried (--no-retry-failed): Words()")
     assert "ran:" not in settled.stdout
 
     (project / "data" / "insp" / "raw" / "notes" / "n9.txt").write_text("now fine")

@@ -11,7 +11,7 @@ from luigi.task import flatten
 
 from luisy.digests import file_digest as checksum
 from luisy.directory.manifest import MANIFEST_NAME, Manifest
-from luisy.directory.target import RETIRED, DirectoryTarget, ItemReader
+from luisy.directory.target import RETIRED, DirectoryTarget
 from luisy.fingerprint.task import is_external
 from luisy.graph import upstream_first
 from luisy.plan import reasons
@@ -105,10 +105,9 @@ def verify(root: luigi.Task, repair: bool = False) -> tuple[int, list[str]]:
 def _item_problems(output: DirectoryTarget, manifest: Manifest) -> tuple[dict[str, str], dict[str, str]]:
     """Bad items (name → problem) and files the manifest does not account for (path → problem)."""
     folder, bad, strays = output.folder, {}, {}
-    inside = ItemReader(folder, str(output.owner), None).inside
     for name, item in sorted(manifest.items.items()):
         path = folder / item.file
-        if not inside.contains(os.fspath(path)):
+        if not output.contains(path):
             bad[name] = f"item {name!r}: {path} leads outside {folder}"
         elif not path.is_file():
             bad[name] = f"item {name!r}: {path} is missing"

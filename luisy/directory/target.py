@@ -130,6 +130,10 @@ class DirectoryTarget(luigi.LocalTarget):
         self.place.manifest()  # a corrupt one raises ManifestError naming the file and the fault
         raise FileNotFoundError(f"{self.owner}: {self.folder} has no readable {MANIFEST_NAME}")
 
+    def contains(self, path: str | os.PathLike[str]) -> bool:
+        """Whether ``path`` resolves inside the folder (symbolic links followed)."""
+        return _Inside(self.folder, self.owner).contains(os.fspath(path))
+
     def paths(self) -> list[Path]:
         """The item files, in item-name order."""
         table = self.manifest.items

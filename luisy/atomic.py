@@ -20,6 +20,7 @@ from contextvars import ContextVar
 from pathlib import Path
 
 from luisy.digests import digest
+from luisy.interrupts import held
 
 TMP_MARKER = ".luisy-tmp-"
 #: Longest file name most file systems allow, in bytes.
@@ -42,6 +43,18 @@ def temp_sibling(path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     prefix = f"{TMP_MARKER}{_host_tag()}.{os.getpid()}.{uuid.uuid4().hex[:8]}-"
     return path.with_name(prefix + fit_name(path.name, NAME_MAX - len(prefix)))
+
+
+def hand_over(path: str | os.PathLike[str]) -> Path:
+    """Rename this process's temporary ``path`` so that it reads as a gone writer's (pid 0): a
+    later writer in this same process takes it over like one a dead process left."""
+    path = Path(path)
+    match = _TEMP_NAME.match(path.name)
+    if match is None:
+        return path
+    released = path.with_name(f"{path.name[:match.start('pid')]}0{path.name[match.end('pid'):]}")
+    os.replace(path, released)
+    return released
 
 
 def fit_name(name: str, limit: int) -> str:
@@ -81,7 +94,8 @@ def is_stale_temp(path: str | os.PathLike[str]) -> bool:
     match = _TEMP_NAME.match(os.path.basename(path))
     if match is None or match["host"] != _host_tag():
         return time.time() - mtime > FOREIGN_TEMP_MAX_AGE
-    return not _process_alive(int(match["pid"]), mtime)
+    pid = int(match["pid"])
+    return pid == 0 or not _process_alive(pid, mtime)
 
 
 def _process_alive(pid: int, since: float) -> bool:
@@ -170,8 +184,9 @@ def is_staging() -> bool:
 
 
 @contextmanager
-def staged() -> Iterator[None]:
-    """Hold back the writes made inside the block; publish them if it succeeds, drop them if not."""
+def staged(then: Callable[[], None] = lambda: None) -> Iterator[None]:
+    """Hold back the writes made inside the block; publish them if it succeeds (then call
+    ``then``), drop them if not. Ctrl-C or SIGTERM during the publish lets it finish first."""
     if _staging.get() is not None:  # nested (a run() calling super().run()): the outer block publishes
         yield
         return
@@ -185,8 +200,10 @@ def staged() -> Iterator[None]:
             discard()
         raise
     _staging.reset(token)
-    for publish, _ in pending:
-        publish()
+    with held():
+        for publish, _ in pending:
+            publish()
+        then()
 
 
 def _replace(tmp: Path, final: Path) -> None:

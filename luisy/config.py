@@ -106,6 +106,9 @@ class Run:
     #: How often a directory task makes its finished items durable for a run after an interruption
     #: (``[luisy] checkpoint_seconds``, default 30).
     checkpoint_seconds: float = 30.0
+    #: After Ctrl-C or SIGTERM, how long a directory task lets the items in progress finish before
+    #: it stops them (``[luisy] grace_seconds``, default 10); a second signal stops at once.
+    grace_seconds: float = 10.0
     #: Identity of the build; ``""`` outside one. A manifest records the run that wrote it.
     id: str = field(default="")
 
@@ -125,6 +128,7 @@ class Run:
                 "luisy", "retry_failed", True),
             keep_replaced_seconds=parser.getfloat("luisy", "keep_replaced_seconds", 3600.0),
             checkpoint_seconds=parser.getfloat("luisy", "checkpoint_seconds", 30.0),
+            grace_seconds=parser.getfloat("luisy", "grace_seconds", 10.0),
             id=uuid.uuid4().hex if new_id else "",
         )
 

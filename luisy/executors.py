@@ -6,12 +6,16 @@ reaches them without pickling. Each worker sends back the small :class:`Outcome`
 chunk of items in one message, and notes in shared memory which item it is working on. A
 worker that dies — killed, crashed, ``sys.exit()`` — costs only the item it was working on: that
 item's outcome says how the worker died, a new worker takes its place, and the run goes on.
+
+Once a :class:`~luisy.interrupts.Stop` is set, no new item starts: workers finish the item they
+are on, send what they finished and exit, and ``map`` ends without outcomes for the rest.
 """
 
 from __future__ import annotations
 
 import collections
 import enum
+import os
 import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,6 +23,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:  # multiprocessing is imported when a pool is used, not with luisy
     from multiprocessing.connection import Connection
+
+    from luisy.interrupts import Stop
 
 
 class ItemStatus(enum.Enum):
@@ -43,16 +49,19 @@ Work = Callable[[int], Outcome]
 
 
 class Executor(Protocol):
-    """Runs ``work`` for the indices ``0 .. count-1``, yielding outcomes in completion order."""
+    """Runs ``work`` for the indices ``0 .. count-1``, yielding outcomes in completion order;
+    once ``stop`` is set, starts no new item."""
 
-    def map(self, work: Work, count: int) -> Iterator[Outcome]: ...
+    def map(self, work: Work, count: int, stop: Stop | None = None) -> Iterator[Outcome]: ...
 
 
 class SerialExecutor:
     """Every item in this process, in order."""
 
-    def map(self, work: Work, count: int) -> Iterator[Outcome]:
+    def map(self, work: Work, count: int, stop: Stop | None = None) -> Iterator[Outcome]:
         for index in range(count):
+            if stop:
+                return
             yield work(index)
 
 
@@ -62,9 +71,13 @@ class ProcessExecutor:
     def __init__(self, processes: int) -> None:
         self.processes = processes
 
-    def map(self, work: Work, count: int) -> Iterator[Outcome]:
+    def map(self, work: Work, count: int, stop: Stop | None = None) -> Iterator[Outcome]:
         from multiprocessing.connection import wait
 
+        from luisy.interrupts import Stop
+
+        stop = Stop() if stop is None else stop
+        told = False  # whether the workers were told to stop
         chunk = max(1, min(64, count // (self.processes * 8)))
         todo = collections.deque(range(count))
         workers: dict[Connection, _Worker] = {}
@@ -82,7 +95,7 @@ class ProcessExecutor:
                     worker.assigned.extend(indices)
 
         def start() -> None:
-            worker = _Worker.start(work, [w.conn for w in workers.values()])
+            worker = _Worker.start(work, [w.conn for w in workers.values()], stop)
             workers[worker.conn] = worker
             hand_out(worker, chunks=1)  # a first chunk each, so every worker has work from the start
 
@@ -90,15 +103,24 @@ class ProcessExecutor:
             while todo and len(workers) < self.processes:
                 start()
             while workers:
+                if stop and not told:  # idle workers wait for a chunk: tell them there is none
+                    told = True
+                    for worker in workers.values():
+                        worker.tell_stop()
                 sentinels = {w.process.sentinel: w for w in workers.values()}
-                ready = set(wait([*workers, *sentinels]))
+                # A signal that sets ``stop`` does not end the wait: look again now and then.
+                ready = set(wait([*workers, *sentinels], timeout=None if told else 0.25))
                 for worker in [w for w in workers.values() if ready & {w.conn, w.process.sentinel}]:
                     yield from worker.received()
                     if worker.process.sentinel in ready or worker.eof:
                         worker.process.join()
                         worker.conn.close()
                         del workers[worker.conn]
-                        if worker.assigned:
+                        if worker.assigned and stop:
+                            # It stopped as asked, or the signal that asked reached it too (a
+                            # SIGTERM to the process group): what it had not finished stays undone.
+                            pass
+                        elif worker.assigned:
                             # The item it was on fails; the others it had (done or not) are done again.
                             lost = worker.current.value
                             if lost not in worker.assigned:  # it died between items: fail the next one
@@ -106,10 +128,11 @@ class ProcessExecutor:
                             worker.assigned.remove(lost)
                             todo.extendleft(reversed(worker.assigned))
                             yield Outcome(ItemStatus.FAIL, lost, error=worker.death())
-                        if todo:
+                        if todo and not stop:
                             start()
                         continue
-                    hand_out(worker)
+                    if not stop:
+                        hand_out(worker)
                     if not worker.assigned and not worker.eof:  # a dead one is mourned above next round
                         worker.stop()
                         del workers[worker.conn]
@@ -128,14 +151,14 @@ class _Worker:
     eof: bool = False
 
     @classmethod
-    def start(cls, work: Work, others: list[Connection]) -> _Worker:
+    def start(cls, work: Work, others: list[Connection], stop: Stop) -> _Worker:
         import multiprocessing
 
         context = multiprocessing.get_context("fork")
         parent, child = context.Pipe()
         current = context.RawValue("q", -1)
         # Not a daemon, so that process() may start processes of its own; the pool stops it.
-        process = context.Process(target=_serve, args=(work, child, [parent, *others], current), daemon=False)
+        process = context.Process(target=_serve, args=(work, child, [parent, *others], current, stop), daemon=False)
         process.start()
         child.close()
         return cls(process, parent, collections.deque(), current)
@@ -156,11 +179,15 @@ class _Worker:
             return f"worker process died (signal {-code})"
         return f"worker process died (exit code {code})"
 
-    def stop(self) -> None:
+    def tell_stop(self) -> None:
+        """Ask the worker to end once it has sent the outcomes of the chunks it has."""
         try:
             self.conn.send(None)
         except OSError:
             pass
+
+    def stop(self) -> None:
+        self.tell_stop()
         self.conn.close()
         self.process.join(timeout=5)
         if self.process.is_alive():
@@ -173,11 +200,23 @@ class _Worker:
         self.conn.close()
 
 
-def _serve(work: Work, conn: Connection, parents_ends: list[Connection], current: Any) -> None:
-    """A worker's loop: chunks of indices in, one outcome per index out, until ``None`` or the
-    parent is gone."""
+def _serve(work: Work, conn: Connection, parents_ends: list[Connection], current: Any, stop: Stop) -> None:
+    """A worker's loop: chunks of indices in, one outcome per index out, until ``None``, a stop
+    request or the parent is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent, which stops the workers
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # whatever the parent does with it
+    # A SIGTERM to the whole process group (a service manager, a batch system) asks this worker to
+    # stop like its parent; processes the item forks keep the default, so that a multiprocessing
+    # pool of its own still stops its processes with SIGTERM.
+    worker = os.getpid()
+
+    def terminate(signum: int, frame: Any) -> None:
+        if os.getpid() == worker:
+            stop.set(signum)
+        else:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+
+    signal.signal(signal.SIGTERM, terminate)
     # Close the parent's ends of the pipes this fork inherited: when the parent dies, nothing holds
     # them open any more, and recv() below ends with EOF instead of waiting for ever.
     for end in parents_ends:
@@ -191,10 +230,17 @@ def _serve(work: Work, conn: Connection, parents_ends: list[Connection], current
             return
         outcomes = []
         for index in indices:
+            if stop:
+                break
             current.value = index
             outcomes.append(work(index))
         current.value = -1
-        conn.send(outcomes)
+        try:
+            conn.send(outcomes)
+        except OSError:  # the parent is gone
+            return
+        if stop:
+            return
 
 
 def executor_for(processes: int, count: int) -> Executor:

@@ -1,8 +1,10 @@
-"""``kill -9`` of a real process publishing a directory task, at the points that matter.
+"""A real process running a directory task, stopped by kill -9, Ctrl-C or SIGTERM at the points that matter.
 
-Each test runs ``Doubled`` (from ``test_directory``) in a child process that announces, through a
-marker file, that it reached a chosen point and then waits there; the test kills it with SIGKILL,
-checks that readers see a consistent state, and reruns in this process.
+Each test runs ``Doubled`` (from ``directory_tasks``, a checkpoint after every item) in a child
+process that announces, through a marker file, that it reached a chosen point and then waits
+there; the test signals it, checks that readers see a consistent state, and reruns in this
+process. Ctrl-C and SIGTERM let the child go on from the point after a short wait: what it was
+doing finishes within the grace period.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ import pytest
 from directory_tasks import PROCESSED, Doubled, _build, files_of, files_on_disk
 
 from luisy.digests import file_digest as checksum
+from luisy.directory.target import latest_checkpoint
 
-# Python run in the child before it waits to be killed; {marker} is the file it creates.
+# Python run in the child before it waits at the point; {marker} is the file it creates.
 PAUSES = {
     "while processing": """
         original = Doubled.process
@@ -33,6 +36,18 @@ PAUSES = {
             return original(self, name, obj)
         Doubled.process = process
     """,
+    "while writing a checkpoint": """
+        import os
+        original = os.replace
+        checkpoints = []
+        def replace(source, destination):
+            if str(source).endswith(".luisy-checkpoint.json.tmp"):
+                checkpoints.append(source)
+                if len(checkpoints) == 3:
+                    pause()
+            return original(source, destination)
+        target.os.replace = replace
+    """,
     "between moving items and replacing the manifest": """
         original = target.temp_sibling
         def temp_sibling(path):
@@ -42,14 +57,18 @@ PAUSES = {
         target.temp_sibling = temp_sibling
     """,
     "after replacing the manifest, before deleting replaced files": """
-        def retire(folder, files, inside=None):
+        original = target.retire
+        def retire(*args, **kwargs):
             pause()
+            return original(*args, **kwargs)
         target.retire = retire
     """,
 }
+PUBLISHING = list(PAUSES)[2:]
 
 
-def _run_and_kill(working_dir: Path, tmp_path: Path, point: str) -> None:
+def _run_and_stop(working_dir: Path, tmp_path: Path, point: str, sig: int, processes: int) -> str:
+    """Run ``Doubled`` in a child, send ``sig`` when it is at ``point``; the child's stderr."""
     marker = tmp_path / "reached"
     script = textwrap.dedent("""
         import sys, time
@@ -58,11 +77,14 @@ def _run_and_kill(working_dir: Path, tmp_path: Path, point: str) -> None:
         from luisy.directory import target
         from directory_tasks import Doubled
         luisy.set_working_dir({working_dir!r})
+        Doubled.checkpoint_seconds = 0
+        Doubled.processes = {processes}
 
         def pause():
             open({marker!r}, "w").close()
-            time.sleep(120)
-    """).format(tests=os.path.dirname(__file__), working_dir=str(working_dir), marker=str(marker))
+            time.sleep({seconds})
+    """).format(tests=os.path.dirname(__file__), working_dir=str(working_dir), marker=str(marker),
+                processes=processes, seconds=120 if sig == signal.SIGKILL else 1)
     script += textwrap.dedent(PAUSES[point]) + "\nDoubled().run()\n"
     child = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
@@ -71,8 +93,23 @@ def _run_and_kill(working_dir: Path, tmp_path: Path, point: str) -> None:
             child.kill()
             pytest.fail(f"the child never reached {point!r}: {child.stderr.read()}")
         time.sleep(0.02)
-    os.kill(child.pid, signal.SIGKILL)
-    assert child.wait(timeout=30) == -signal.SIGKILL
+    os.kill(child.pid, sig)
+    try:
+        _, err = child.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        pytest.fail(f"the child did not end after {signal.Signals(sig).name} {point}")
+    assert child.returncode != 0, err
+    return err
+
+
+def _checkpointed(folder: Path) -> set[str]:
+    """The items the stopped run checkpointed whose files are still where it staged them."""
+    found = latest_checkpoint(folder)
+    if found is None:
+        return set()
+    staging, _, items = found
+    return {name for name, item in items.items() if (staging / item.file).is_file()}
 
 
 def _assert_consistent(folder: Path) -> dict[str, int]:
@@ -83,9 +120,18 @@ def _assert_consistent(folder: Path) -> dict[str, int]:
     return {name: int(obj[0, 0]) for name, obj in out.items()}
 
 
-@pytest.mark.parametrize("point", list(PAUSES))
-def test_kill_9_then_rerun_converges_without_redoing_published_items(frames, luisy_working_dir,  # noqa: F811
-                                                                    tmp_path, point):
+CASES = [
+    *[(point, signal.SIGKILL, 1) for point in PAUSES],
+    *[(point, signal.SIGKILL, 2) for point in PAUSES if point != "while processing"],
+    *[(point, sig, processes) for sig in (signal.SIGINT, signal.SIGTERM) for point in PAUSES
+      for processes in (1, 2) if (point, processes) != ("while processing", 2)],
+]
+
+
+@pytest.mark.parametrize("point,sig,processes", CASES,
+                         ids=[f"{signal.Signals(s).name}-{p.replace(' ', '-')}-p{n}" for p, s, n in CASES])
+def test_a_stopped_run_leaves_a_consistent_output_and_the_rerun_converges(
+        frames, luisy_working_dir, tmp_path, point, sig, processes):  # noqa: F811
     _build(Doubled())
     folder = Doubled().output().folder
     before = _assert_consistent(folder)
@@ -96,20 +142,29 @@ def test_kill_9_then_rerun_converges_without_redoing_published_items(frames, lui
     (frames / "f3.npy").unlink()  # removed
     for i in range(4, 10):  # added
         np.save(frames / f"f{i}.npy", np.full((2, 2), i))
+    changed = {"f1", *(f"f{i}" for i in range(4, 10))}
 
-    _run_and_kill(luisy_working_dir, tmp_path, point)
+    err = _run_and_stop(luisy_working_dir, tmp_path, point, sig, processes)
 
     seen = _assert_consistent(folder)
     after = {"f0": 0, "f1": 100, "f2": 4, **{f"f{i}": 2 * i for i in range(4, 10)}}
     assert seen in (before, after), "readers see the previous state or the new one, nothing mixed"
+    if sig != signal.SIGKILL:  # what was under way finished: a publish, or the item in progress
+        assert seen == (after if point in PUBLISHING else before), err
+        said = "the publish was finished first" if point in PUBLISHING else "items kept for the next run"
+        assert said in err, err
+    kept = _checkpointed(folder) if seen == before else set()
+    if seen == before and point not in PUBLISHING:
+        # A checkpoint after every item: kill -9 at the 3rd loses it, a signal lets it finish.
+        assert len(kept) >= (2 if sig == signal.SIGKILL else 3), (kept, err)
 
     PROCESSED.clear()
     _build(Doubled())
     assert _assert_consistent(folder) == after
-    changed = {"f1", *(f"f{i}" for i in range(4, 10))}
-    assert set(PROCESSED) == (set() if seen == after else changed), "published items are not redone"
+    assert set(PROCESSED) == (set() if seen == after else changed - kept), "finished items are not redone"
+    assert len(PROCESSED) == len(set(PROCESSED))
 
-    # the next publish leaves exactly the listed files: the killed run's leftovers are gone
+    # the next publish leaves exactly the listed files: the stopped run's leftovers are gone
     np.save(frames / "f10.npy", np.full((2, 2), 10))
     PROCESSED.clear()
     _build(Doubled())

@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
+from collections.abc import Callable
 
 import pytest
 
 from luisy.executors import ItemStatus, Outcome, ProcessExecutor, SerialExecutor, executor_for
+from luisy.interrupts import Stop
 
 
 def ok(index: int) -> Outcome:
@@ -70,3 +73,40 @@ def test_executor_for():
     assert isinstance(executor_for(1, 100), SerialExecutor)
     assert isinstance(executor_for(4, 1), SerialExecutor)
     assert isinstance(executor_for(2, 2), ProcessExecutor)
+
+
+def _slow(index: int) -> Outcome:
+    time.sleep(0.02)
+    return ok(index)
+
+
+@pytest.mark.parametrize("executor", [SerialExecutor(), ProcessExecutor(2)], ids=["serial", "processes"])
+def test_a_stop_starts_no_new_item_and_ends_the_map_without_failures(executor):
+    import multiprocessing
+
+    stop = Stop()
+    outcomes = []
+    for outcome in executor.map(_slow, 400, stop):
+        outcomes.append(outcome)
+        if len(outcomes) == 10:
+            stop.set()
+    assert 10 <= len(outcomes) < 400
+    assert all(o.status is ItemStatus.OK for o in outcomes), outcomes
+    assert len({o.index for o in outcomes}) == len(outcomes)
+    assert multiprocessing.active_children() == []
+
+
+def _stop_at_5(stop: Stop) -> Callable[[int], Outcome]:
+    def work(index: int) -> Outcome:
+        if index == 5:
+            stop.set()  # as a signal handler in the parent would, seen here through shared memory
+            time.sleep(0.2)
+        return ok(index)
+    return work
+
+
+def test_workers_finish_the_item_they_are_on_when_asked_to_stop():
+    stop = Stop()
+    outcomes = {o.index: o for o in ProcessExecutor(2).map(_stop_at_5(stop), 400, stop)}
+    assert 5 in outcomes and outcomes[5].status is ItemStatus.OK, "the item in progress was not let finish"
+    assert len(outcomes) < 400

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import run_luisy, write_project
+from directory_tasks import PROCESSED, Doubled
 
 PROJECT = {
     "res/__init__.py": "",
@@ -36,7 +37,7 @@ PROJECT = {
 
             def process(self, name, obj):
                 open(os.path.join(os.environ["DONE"], name), "w").close()
-                time.sleep(0.05)
+                time.sleep(600 if name == os.environ.get("HANG") else 0.05)
                 return obj.upper()
     ''',
 }
@@ -53,19 +54,28 @@ def project(tmp_path):
     return tmp_path
 
 
-def _interrupt(project: Path, done: Path, processes: int, sig: int) -> subprocess.CompletedProcess:
-    """Run Slow and send ``sig`` once 15 items are done; return the finished process."""
+def _interrupt(project: Path, done: Path, processes: int, *signals: int, started: int = 15, hang: str = "",
+               group: bool = False) -> subprocess.CompletedProcess:
+    """Run Slow and send ``signals`` (half a second apart) once ``started`` items were begun; return
+    the finished process. ``hang``: an item that takes ten minutes; ``group``: signal the process
+    group (the item processes too), as a service manager or a batch system does."""
     done.mkdir()
-    env = {**os.environ, "DONE": str(done), "PROCESSES": str(processes)}
+    env = {**os.environ, "DONE": str(done), "PROCESSES": str(processes), "HANG": hang}
     script = Path(sys.executable).with_name("luisy")
     run = subprocess.Popen([str(script), "run", "res.tasks:Slow"], cwd=project, env=env, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True)
+                           stderr=subprocess.PIPE, text=True, start_new_session=group)
     deadline = time.monotonic() + 60
-    while len(list(done.iterdir())) < 15:
+    while len(list(done.iterdir())) < started:
         assert run.poll() is None and time.monotonic() < deadline, "the run ended before it was interrupted"
         time.sleep(0.01)
-    run.send_signal(sig)
-    out, err = run.communicate(timeout=60)
+    for i, sig in enumerate(signals):
+        time.sleep(0.5 * (i > 0))
+        os.killpg(run.pid, sig) if group else run.send_signal(sig)
+    try:
+        out, err = run.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        run.kill()
+        pytest.fail("the interrupted run did not end")
     return subprocess.CompletedProcess(run.args, run.returncode, out, err)
 
 
@@ -115,12 +125,79 @@ def test_a_checkpoint_of_other_code_is_not_taken_over(project, tmp_path):
     assert _published(project)["n03"] == "Note 3"
 
 
+ALL = {f"n{i:02d}" for i in range(ITEMS)}
+
+
+@pytest.mark.parametrize("processes", [1, 2])
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_ctrl_c_and_sigterm_keep_the_finished_items_and_say_so(project, tmp_path, sig):
-    interrupted = _interrupt(project, tmp_path / "first", 1, sig)
+def test_ctrl_c_and_sigterm_let_the_items_in_progress_finish_and_keep_them(project, tmp_path, sig, processes):
+    interrupted = _interrupt(project, tmp_path / "first", processes, sig)
     assert interrupted.returncode != 0
-    assert "items kept for the next run" in interrupted.stderr + interrupted.stdout
+    output = interrupted.stderr + interrupted.stdout
     started = {p.name for p in (tmp_path / "first").iterdir()}
-    redone = _rerun(project, 1, tmp_path)
-    assert len(redone) <= ITEMS - len(started) + 1
+    assert f"interrupted: {len(started)}/{ITEMS} items kept for the next run" in output, output
+    assert not (project / "data" / "res" / "interim" / "Slow").exists(), "nothing is published by a stop"
+    assert _rerun(project, processes, tmp_path) == ALL - started, "an item begun before the signal was made again"
     assert _published(project) == {f"n{i:02d}": f"NOTE {i}" for i in range(ITEMS)}
+
+
+def test_sigterm_to_the_whole_process_group_lets_the_item_processes_finish_too(project, tmp_path):
+    interrupted = _interrupt(project, tmp_path / "first", 2, signal.SIGTERM, group=True)
+    output = interrupted.stderr + interrupted.stdout
+    assert interrupted.returncode != 0 and "items kept for the next run" in output, output
+    assert "failed" not in output.split("interrupted:")[0].lower(), "a worker stopped by the signal is no failure"
+    started = {p.name for p in (tmp_path / "first").iterdir()}
+    assert _rerun(project, 2, tmp_path) == ALL - started, "an item begun before the signal was made again"
+    assert _published(project) == {f"n{i:02d}": f"NOTE {i}" for i in range(ITEMS)}
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_an_item_that_outlasts_the_grace_period_is_stopped_and_made_again(project, tmp_path, processes):
+    (project / "luigi.cfg").write_text("[luisy]\ngrace_seconds = 1\n")
+    interrupted = _interrupt(project, tmp_path / "first", processes, signal.SIGINT, started=11, hang="n10")
+    output = interrupted.stderr + interrupted.stdout
+    assert interrupted.returncode != 0 and "items kept for the next run" in output, output
+    (project / "luigi.cfg").unlink()
+    redone = _rerun(project, processes, tmp_path)
+    assert "n10" in redone and {f"n{i:02d}" for i in range(10)}.isdisjoint(redone), sorted(redone)
+    assert _published(project) == {f"n{i:02d}": f"NOTE {i}" for i in range(ITEMS)}
+
+
+def test_a_second_ctrl_c_stops_at_once(project, tmp_path):
+    (project / "luigi.cfg").write_text("[luisy]\ngrace_seconds = 600\n")
+    interrupted = _interrupt(project, tmp_path / "first", 1, signal.SIGINT, signal.SIGINT, started=11, hang="n10")
+    output = interrupted.stderr + interrupted.stdout
+    assert "interrupted: 10/40 items kept for the next run" in output, output
+
+
+class _SignalsItself(Doubled):
+    """Doubled, but sends ``SIGNAL`` to its own process while it makes item ``AT``."""
+
+    AT = "f3"
+    SIGNAL = signal.SIGINT
+
+    def process(self, name, obj):
+        if name == self.AT:
+            os.kill(os.getpid(), self.SIGNAL)
+        return super().process(name, obj)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_during_the_last_item_publishes_everything_and_still_stops(frames, sig, monkeypatch):
+    monkeypatch.setattr(_SignalsItself, "SIGNAL", sig)
+    with pytest.raises(KeyboardInterrupt):
+        _SignalsItself().run()
+    assert sorted(_SignalsItself().output().manifest.items) == ["f0", "f1", "f2", "f3"]
+    assert _SignalsItself().complete()
+
+
+def test_a_stop_during_an_item_keeps_it_and_starts_no_other(frames, monkeypatch, caplog):
+    monkeypatch.setattr(_SignalsItself, "AT", "f1")
+    with pytest.raises(KeyboardInterrupt):
+        _SignalsItself().run()
+    assert PROCESSED == ["f0", "f1"] and not _SignalsItself().output().exists()
+    assert "interrupted: 2/4 items kept for the next run" in caplog.text
+    PROCESSED.clear()
+    monkeypatch.setattr(_SignalsItself, "AT", "")
+    _SignalsItself().run()
+    assert PROCESSED == ["f2", "f3"]

@@ -8,12 +8,15 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from luisy.directory.sources import SourceItem
 from luisy.directory.target import DirectoryWriter
 from luisy.errors import LuisyError
 from luisy.executors import ItemStatus, Outcome, executor_for
+
+if TYPE_CHECKING:
+    from luisy.interrupts import Stop
 
 
 def process_one(task: Any, items: Sequence[SourceItem], index: int, writer: DirectoryWriter) -> Outcome:
@@ -32,10 +35,11 @@ def process_one(task: Any, items: Sequence[SourceItem], index: int, writer: Dire
 
 
 def outcomes(task: Any, items: Sequence[SourceItem], writer: DirectoryWriter,
-             processes: int) -> Iterator[tuple[SourceItem, Outcome]]:
-    """Yield ``(item, outcome)`` per item, in completion order."""
+             processes: int, stop: Stop | None = None) -> Iterator[tuple[SourceItem, Outcome]]:
+    """Yield ``(item, outcome)`` per item, in completion order; once ``stop`` is set, only for the
+    items already begun."""
     executor = executor_for(processes if writer.parallel else 1, len(items))
-    for outcome in executor.map(lambda index: process_one(task, items, index, writer), len(items)):
+    for outcome in executor.map(lambda index: process_one(task, items, index, writer), len(items), stop):
         yield items[outcome.index], outcome
 
 

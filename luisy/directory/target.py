@@ -35,7 +35,7 @@ from typing import Any, TextIO
 import luigi
 
 from luisy import config, formats, storage
-from luisy.atomic import NAME_MAX, defer, fit_name, remove_stale_temps, stale_temps, temp_sibling
+from luisy.atomic import NAME_MAX, defer, fit_name, hand_over, remove_stale_temps, stale_temps, temp_sibling
 from luisy.digests import digest, file_digest
 from luisy.directory.manifest import (
     MANIFEST_NAME,
@@ -400,7 +400,9 @@ class LocalStaging:
         return Item(file=file, size=path.stat().st_size, checksum=file_digest(path))
 
     def discard(self) -> None:
-        if not self._kept:
+        if self._kept:  # for the next writer, also one in this process (a notebook's next run)
+            self.path = hand_over(self.path)
+        else:
             shutil.rmtree(self.path, ignore_errors=True)
 
 

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
-import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +21,7 @@ from luisy.errors import ItemError, ItemNameError, LuisyError, NoFolderInput, Un
 from luisy.executors import ItemStatus, Outcome
 from luisy.fingerprint.code import code_fingerprint
 from luisy.fingerprint.task import as_upstream, is_external
+from luisy.interrupts import signal_name, stop_after_publish, stop_on_signals
 from luisy.spec import OutputSpec
 from luisy.tasks.base import Task
 
@@ -31,26 +29,6 @@ logger = logging.getLogger("luisy")
 
 ON_ERROR = ("raise", "skip")
 _MISSING = object()
-
-
-@contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """Inside the block, SIGTERM interrupts like Ctrl-C, so the run keeps its finished items.
-
-    Only the main thread can handle signals; elsewhere the block changes nothing.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _slashes(path: str) -> list[int]:
@@ -243,7 +221,7 @@ class DirectoryTask(Task):
         pending = self.pending(items)
         run = config.current()
         interval = run.checkpoint_seconds if self.checkpoint_seconds is None else self.checkpoint_seconds
-        with _terminate_as_interrupt(), self.output().writer(self) as writer:
+        with stop_on_signals(run.grace_seconds) as stop, self.output().writer(self) as writer:
             writer.inputs_digest = digest(items)
             writer.keep(pending.keep)
             for name, (error, source) in pending.kept_failures.items():
@@ -252,19 +230,24 @@ class DirectoryTask(Task):
             progress = Progress(self, len(todo))
             last = time.monotonic()
             try:
-                for item, outcome in outcomes(self, todo, writer, run.processes_for(self.processes)):
+                for item, outcome in outcomes(self, todo, writer, run.processes_for(self.processes), stop):
                     progress.advance(failed=outcome.status is ItemStatus.FAIL)
                     self._record(writer, item, outcome)
                     if time.monotonic() - last >= interval:
                         writer.checkpoint()
                         last = time.monotonic()
-            except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (see _terminate_as_interrupt)
+                if progress.done < len(todo):  # asked to stop (see luisy.interrupts)
+                    raise KeyboardInterrupt(signal_name(stop.signal))
+            except KeyboardInterrupt:  # a second signal, or the grace period ran out
                 writer.checkpoint()
                 writer.staging.keep()
                 logger.warning("interrupted: %d/%d items kept for the next run", len(writer.new), len(pending.todo))
                 raise
             finally:
                 progress.close()
+        if stop:  # it came after the last item began: publish everything, then stop the build
+            logger.warning("interrupted: all %d items done; publishing them, then stopping", len(pending.todo))
+            stop_after_publish(stop.signal)
         if writer.failed:
             message = f"{len(writer.failed)} items failed"
             logger.warning("%s: %s (first: %s)", self, message, next(iter(writer.failed.items())))

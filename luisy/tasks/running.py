@@ -1,4 +1,5 @@
-"""What happens around a luisy task's ``run()``: staged writes, then the fingerprint record."""
+"""What happens around a luisy task's ``run()``: staged writes, then the fingerprint record
+(published together; Ctrl-C waits for both)."""
 
 from __future__ import annotations
 
@@ -26,9 +27,8 @@ def recording_run(run: Callable[..., Any]) -> Callable[..., Any]:
             if is_staging():
                 return (yield from run(self, *args, **kwargs))
             dynamic: list[luigi.Task] = []
-            with staged():
+            with staged(then=lambda: record_success(self, dynamic)):
                 result = yield from _collect(run(self, *args, **kwargs), dynamic)
-            record_success(self, dynamic)
             return result
 
         run_generator.__luisy_staged__ = True
@@ -38,9 +38,8 @@ def recording_run(run: Callable[..., Any]) -> Callable[..., Any]:
     def run_staged(self: luigi.Task, *args: Any, **kwargs: Any) -> Any:
         if is_staging():
             return run(self, *args, **kwargs)
-        with staged():
+        with staged(then=lambda: record_success(self, [])):
             result = run(self, *args, **kwargs)
-        record_success(self, [])
         return result
 
     run_staged.__luisy_staged__ = True

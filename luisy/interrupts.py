@@ -1,0 +1,123 @@
+"""Ctrl-C and SIGTERM: a first signal asks luisy to stop where that loses nothing, a second insists.
+
+Two kinds of blocks answer the first SIGINT or SIGTERM differently from Python's default (an
+immediate ``KeyboardInterrupt``):
+
+- :func:`stop_on_signals`, around a directory task's items: the signal sets a :class:`Stop`; no
+  new item starts, the items in progress may finish for a grace period, and the task keeps what
+  is finished for the next run. The end of the grace period raises ``KeyboardInterrupt``.
+- :func:`held`, around publishing outputs: the publish finishes, then ``KeyboardInterrupt`` is
+  raised. A stop that came too late to keep any item from being done (:func:`stop_after_publish`)
+  is raised there too, so the build stops once the finished work is published.
+
+In both, a second signal raises ``KeyboardInterrupt`` at once. Only the main thread receives
+signals; in other threads the blocks change nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import mmap
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+
+__all__ = ["Stop", "held", "signal_name", "stop_after_publish", "stop_on_signals"]
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+logger = logging.getLogger("luisy")
+
+# A stop the run took note of but did not act on; the next held() block raises it.
+_after_publish: ContextVar[int | None] = ContextVar("luisy_stop_after_publish", default=None)
+
+
+class Stop:
+    """A request to start no new item; worker processes forked after it was made see it change."""
+
+    def __init__(self) -> None:
+        # Anonymous shared memory: a flag the forked item processes read between items.
+        self._flag = mmap.mmap(-1, 1)
+        #: The signal that asked this process to stop; ``None`` while none did.
+        self.signal: int | None = None
+
+    def set(self, signum: int = signal.SIGINT) -> None:
+        self.signal = signum
+        self._flag[0] = 1
+
+    def __bool__(self) -> bool:
+        return self._flag[0] == 1
+
+
+def signal_name(signum: int | None) -> str:
+    """``"SIGINT"`` for 2; ``"stop requested"`` without a signal."""
+    return "stop requested" if signum is None else signal.Signals(signum).name
+
+
+@contextmanager
+def _handling(first: Callable[[int], None]) -> Iterator[Stop]:
+    """Inside the block, the first SIGINT or SIGTERM sets the stop and calls ``first``; a second
+    one raises ``KeyboardInterrupt``."""
+    stop = Stop()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handle(signum: int, frame: Any) -> None:
+        if stop.signal is not None:  # not the shared flag: an item process may have set that
+            raise KeyboardInterrupt(signal_name(signum))
+        stop.set(signum)
+        first(signum)
+
+    previous = {signum: signal.signal(signum, handle) for signum in SIGNALS}
+    try:
+        yield stop
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+@contextmanager
+def stop_on_signals(grace: float) -> Iterator[Stop]:
+    """Inside the block, the first SIGINT or SIGTERM sets the returned :class:`Stop`; a second
+    one, or ``grace`` seconds without the block ending, raises ``KeyboardInterrupt``."""
+    timers: list[threading.Timer] = []
+    main = threading.get_ident()
+
+    def start_grace(signum: int) -> None:
+        # The timer's signal reaches the main thread even where it waits in a system call.
+        timer = threading.Timer(grace, signal.pthread_kill, (main, signal.SIGINT))
+        timer.daemon = True
+        timer.start()
+        timers.append(timer)
+
+    try:
+        with _handling(start_grace) as stop:
+            yield stop
+    finally:
+        for timer in timers:
+            timer.cancel()
+
+
+@contextmanager
+def held() -> Iterator[None]:
+    """Inside the block, a first SIGINT or SIGTERM waits for the block to end and is raised then
+    as ``KeyboardInterrupt``, as is a pending :func:`stop_after_publish`."""
+    try:
+        with _handling(lambda signum: None) as stop:
+            yield
+    finally:
+        pending = _after_publish.get()
+        _after_publish.set(None)
+    if stop.signal is not None:
+        logger.warning("interrupted (%s) while publishing: the publish was finished first", signal_name(stop.signal))
+        raise KeyboardInterrupt(signal_name(stop.signal))
+    if pending is not None:
+        raise KeyboardInterrupt(signal_name(pending))
+
+
+def stop_after_publish(signum: int | None) -> None:
+    """Raise a stop the run noted once what it finished is published (by the next :func:`held` block)."""
+    _after_publish.set(signum if signum is not None else signal.SIGINT)

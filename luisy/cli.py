@@ -228,7 +228,8 @@ def graph(task: str, working_dir: Path | None, task_args: tuple[str, ...], fmt: 
 @main.command(context_settings=_TASK_COMMAND)
 @_task_command
 def status(task: str, working_dir: Path | None, task_args: tuple[str, ...]) -> None:
-    """Show a table of TASK and everything upstream: complete, items, failed items, last run, fingerprint.
+    """Show a table of TASK and everything upstream: complete, items, failed items, items the last
+    verify found bad, items an interrupted run keeps for the next (resumable), last run, fingerprint.
 
     The exit status is 0 when TASK is complete, 1 otherwise.
 

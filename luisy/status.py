@@ -11,7 +11,7 @@ from luigi.task import flatten
 
 from luisy.digests import file_digest as checksum
 from luisy.directory.manifest import MANIFEST_NAME, Manifest
-from luisy.directory.target import RETIRED, DirectoryTarget
+from luisy.directory.target import RETIRED, VERIFIED, DirectoryTarget
 from luisy.fingerprint.task import is_external
 from luisy.graph import upstream_first
 from luisy.plan import reasons
@@ -29,16 +29,22 @@ class TaskStatus:
     failed: int | None
     last_run: str
     fingerprint: str
+    #: Items the last ``verify`` of the current publication found bad (``None``: not a directory task).
+    bad: int | None = None
+    #: Items an interrupted run checkpointed, which the next run keeps.
+    resumable: int | None = None
 
 
 def status(root: luigi.Task) -> list[TaskStatus]:
     """A row per task of ``root``'s graph, upstream first."""
     rows = []
     for task in upstream_first(root):
-        items = failed = None
+        items = failed = bad = resumable = None
         last_run = ""
         for output in flatten(task.output()):
-            header = output.header if isinstance(output, DirectoryTarget) and output.exists() else None
+            if isinstance(output, DirectoryTarget):
+                bad, resumable = len(output.verified_bad()), len(output.resumable(task))
+            header = output.current_header() if isinstance(output, DirectoryTarget) else None
             if header is not None:
                 items, failed, last_run = header.item_count, header.failed_count, header.finished
             elif getattr(output, "path", None) and os.path.exists(output.path):
@@ -49,16 +55,18 @@ def status(root: luigi.Task) -> list[TaskStatus]:
         else:
             why = reasons(task)
             state = "current" if not why else why[0]
-        rows.append(TaskStatus(task, task.complete(), items, failed, last_run[:19].replace("T", " "), state))
+        rows.append(TaskStatus(task, task.complete(), items, failed, last_run[:19].replace("T", " "), state,
+                               bad, resumable))
     return rows
 
 
 def table(rows: list[TaskStatus], width: int = 60) -> str:
-    """The rows as a fixed-width text table."""
-    header = ("task", "complete", "items", "failed", "last run (UTC)", "fingerprint")
+    """The rows as a fixed-width text table; ``bad`` and ``resumable`` are empty when zero."""
+    header = ("task", "complete", "items", "failed", "bad", "resumable", "last run (UTC)", "fingerprint")
     cells = [header] + [
         (_cut(str(r.task), width), "yes" if r.complete else "no", "" if r.items is None else str(r.items),
-         "" if r.failed is None else str(r.failed), r.last_run, _cut(r.fingerprint, width))
+         "" if r.failed is None else str(r.failed), str(r.bad or ""), str(r.resumable or ""), r.last_run,
+         _cut(r.fingerprint, width))
         for r in rows
     ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
@@ -78,7 +86,7 @@ def verify(root: luigi.Task, repair: bool = False) -> tuple[int, list[str]]:
     that the manifest does not account for (left by an interrupted publish). With ``repair``, bad
     items are dropped from their manifest (and their files deleted), stray files deleted, and a
     corrupt manifest removed, so that the next run makes exactly those items again (and whatever
-    is downstream of them).
+    is downstream of them). Without it, the bad items are noted for ``luisy status``.
     """
     checked, problems = 0, []
     for task in upstream_first(root):
@@ -99,6 +107,7 @@ def verify(root: luigi.Task, repair: bool = False) -> tuple[int, list[str]]:
             problems.extend(f"{task}: {line}" for line in [*bad.values(), *strays.values()])
             if repair and (bad or strays):
                 output.repair(bad, strays)
+            output.note_verified({} if repair else bad)
     return checked, problems
 
 
@@ -115,7 +124,7 @@ def _item_problems(output: DirectoryTarget, manifest: Manifest) -> tuple[dict[st
             bad[name] = f"item {name!r}: {path} has {path.stat().st_size} bytes, the manifest says {item.size}"
         elif checksum(path) != item.checksum:
             bad[name] = f"item {name!r}: {path} does not match its checksum"
-    accounted = {MANIFEST_NAME, *manifest.items.files, *(f"{RETIRED}/{f}" for f in manifest.retired)}
+    accounted = {MANIFEST_NAME, VERIFIED, *manifest.items.files, *(f"{RETIRED}/{f}" for f in manifest.retired)}
     for root, dirs, files in os.walk(folder):
         rel_root = os.path.relpath(root, folder)
         for entry in sorted(files + [d for d in dirs if os.path.islink(os.path.join(root, d))]):

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -64,3 +65,13 @@ def frames(luisy_working_dir):
         np.save(folder / f"f{i}.npy", np.full((2, 2), i))
     (folder / "notes.txt").write_text("ignored by the pattern")
     return folder
+
+
+def status_rows(stdout: str) -> dict[str, dict[str, str]]:
+    """``luisy status``'s table as task → column → cell (cells cut at the header's column starts)."""
+    header, *lines = stdout.splitlines()
+    names = re.findall(r"\S+(?: \S+)*", header)
+    starts = [header.index(name) for name in names] + [None]
+    return {line[: starts[1]].strip(): {name: line[start:end].strip()
+                                        for name, start, end in zip(names, starts[:-1], starts[1:], strict=True)}
+            for line in lines}

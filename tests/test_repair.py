@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import directory_tasks
-from conftest import run_luisy, write_project
+from conftest import run_luisy, status_rows, write_project
 from directory_tasks import PROCESSED, Doubled, Summed, _build
 
 import luisy
@@ -94,10 +94,14 @@ def test_verify_repair_and_run_verify_on_the_command_line(tmp_path):
     out = tmp_path / "data" / "Upper"
     (out / "n1.txt").unlink()
 
+    assert status_rows(run_luisy(["status", "rep.tasks:Upper"], cwd=tmp_path).stdout)["Upper()"]["bad"] == ""
     found = run_luisy(["verify", "rep.tasks:Upper"], cwd=tmp_path)
     assert found.returncode == 1 and "item 'n1'" in found.stdout and "3 items checked, 1 bad" in found.stdout
+    status = run_luisy(["status", "rep.tasks:Upper"], cwd=tmp_path)
+    assert status_rows(status.stdout)["Upper()"]["bad"] == "1", status.stdout
     repaired = run_luisy(["verify", "rep.tasks:Upper", "--repair"], cwd=tmp_path)
     assert repaired.returncode == 0 and "repaired: the next run makes them again" in repaired.stdout
+    assert status_rows(run_luisy(["status", "rep.tasks:Upper"], cwd=tmp_path).stdout)["Upper()"]["bad"] == ""
     assert run_luisy(["verify", "rep.tasks:Upper"], cwd=tmp_path).returncode == 0
     assert run_luisy(["run", "rep.tasks:Upper"], cwd=tmp_path).returncode == 0
     assert (out / "n1.txt").read_text() == "NOTE 1"

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import run_luisy, write_project
+from conftest import run_luisy, status_rows, write_project
 from directory_tasks import PROCESSED, Doubled
 
 PROJECT = {
@@ -99,7 +99,10 @@ def test_a_killed_run_is_resumed_where_it_stopped(project, tmp_path, processes):
     assert not (project / "data" / "res" / "interim" / "Slow").exists(), "nothing is published by a checkpoint"
     started = {p.name for p in (tmp_path / "first").iterdir()}
     plan = run_luisy(["plan", "res.tasks:Slow"], cwd=project)
-    assert re.search(rf"resume: \d+ of {ITEMS} items kept from an interrupted run", plan.stdout), plan.stdout
+    kept = re.search(rf"resume: (\d+) of {ITEMS} items kept from an interrupted run", plan.stdout)
+    assert kept, plan.stdout
+    status = run_luisy(["status", "res.tasks:Slow"], cwd=project)
+    assert status_rows(status.stdout)["Slow()"]["resumable"] == kept[1] != "0", status.stdout
     redone = _rerun(project, processes, tmp_path)
     in_flight = 1 if processes == 1 else 2 * processes * 2  # a chunk in progress and one queued, per worker
     assert len(redone) <= ITEMS - len(started) + in_flight, (len(started), len(redone))

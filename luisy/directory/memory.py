@@ -69,6 +69,13 @@ class MemoryFolder:
             manifest = replace(state.manifest, items=kept, inputs_digest=None)
             self.store.objects[self.key] = _State(manifest, {f: state.files[f] for f in kept.files})
 
+    def note_verified(self, publication: str, bad: dict[str, str]) -> None:
+        self.store.objects[self.key + "#verified"] = (publication, dict(bad))
+
+    def verified_bad(self, publication: str) -> dict[str, str]:
+        noted, bad = self.store.objects.get(self.key + "#verified", ("", {}))
+        return dict(bad) if noted == publication else {}
+
     def checkpointed(self, state: dict[str, Any]) -> dict[str, Item]:
         return {}  # nothing in memory outlives an interrupted run
 

@@ -28,7 +28,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import astuple, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, TextIO
 
@@ -54,6 +54,8 @@ from luisy.paths import with_extension
 
 #: Where the files of replaced items wait, inside the output folder, until no reader needs them.
 RETIRED = ".luisy-retired"
+#: The items the last ``luisy verify`` found bad, for ``luisy status``; valid for one publication.
+VERIFIED = ".luisy-verified.json"
 #: The checkpoint of a staging folder: the items written so far.
 CHECKPOINT = ".luisy-checkpoint.json"
 #: What to do about a bad item file.
@@ -186,6 +188,18 @@ class DirectoryTarget(luigi.LocalTarget):
         """Drop bad ``items`` and stray files (see :meth:`LocalFolder.repair`); the task runs again."""
         self.place.repair(items, strays, corrupt)
 
+    def note_verified(self, bad: dict[str, str]) -> None:
+        """Record which items a verification of the current publication found bad (name → problem)."""
+        header = self.place.header()
+        if header is not None:
+            self.place.note_verified(publication(header), bad)
+
+    def verified_bad(self) -> dict[str, str]:
+        """The items the last verification of the current publication found bad; ``{}`` if none
+        did, or the output was published, repaired or restamped since."""
+        header = self.place.header()
+        return self.place.verified_bad(publication(header)) if header is not None else {}
+
     def writer(self, task: luigi.Task | None = None) -> DirectoryWriter:
         """A writer whose committed items replace the folder's content (see :meth:`DirectoryWriter.keep`).
 
@@ -268,6 +282,27 @@ class LocalFolder:
             _replace_manifest(self.folder, replace(manifest, items=kept, inputs_digest=None))
             for file in [manifest.items[name].file for name in dropped if name in manifest.items] + list(strays):
                 _unlink_inside(inside, os.path.join(self.folder, file))
+
+    def note_verified(self, publication: str, bad: dict[str, str]) -> None:
+        path = self.folder / VERIFIED
+        if not bad:
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
+            return
+        tmp = temp_sibling(path)
+        try:
+            tmp.write_text(json.dumps({"publication": publication, "bad": bad}), encoding="utf-8")
+            os.replace(tmp, path)
+        except OSError:  # a read-only folder: verify still reports, status cannot show it later
+            tmp.unlink(missing_ok=True)
+
+    def verified_bad(self, publication: str) -> dict[str, str]:
+        try:
+            record = json.loads((self.folder / VERIFIED).read_text(encoding="utf-8"))
+            bad = record["bad"] if record["publication"] == publication else {}
+        except (OSError, ValueError, TypeError, KeyError):
+            return {}  # none, or not one luisy wrote: nothing is known to be bad
+        return {str(name): str(problem) for name, problem in bad.items()} if isinstance(bad, dict) else {}
 
     def tidy(self) -> bool:
         """Remove what writers that are gone left: their staging folders, and the files an
@@ -604,6 +639,11 @@ class DirectoryWriter:
         )
 
 
+def publication(header: ManifestHeader) -> str:
+    """Identifies one publication of a folder: it changes with every publish, repair or restamp."""
+    return digest(*map(str, astuple(header)))
+
+
 def _configuration(task: luigi.Task | None) -> dict[str, Any]:
     """What items written for ``task`` depend on, besides their input: its code and parameters."""
     if task is None:
@@ -757,7 +797,7 @@ def remove_unlisted(folder: Path, manifest: Manifest) -> None:
     Symbolic links are removed, never followed.
     """
     keep = set(manifest.items.files)
-    keep.add(MANIFEST_NAME)
+    keep.update((MANIFEST_NAME, VERIFIED))
     keep.update(f"{RETIRED}/{file}" for file in manifest.retired)
     for root, dirs, files in os.walk(folder, topdown=False):
         rel_root = os.path.relpath(root, folder)

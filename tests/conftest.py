@@ -75,3 +75,11 @@ def status_rows(stdout: str) -> dict[str, dict[str, str]]:
     return {line[: starts[1]].strip(): {name: line[start:end].strip()
                                         for name, start, end in zip(names, starts[:-1], starts[1:], strict=True)}
             for line in lines}
+
+
+@pytest.fixture(scope="session")
+def luisy1_python():
+    """The python of a virtualenv with luisy 1.4.7 (made on first use; see ``luisy1.py``)."""
+    from luisy1 import ensure_venv
+
+    return ensure_venv()

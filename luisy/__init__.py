@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from luisy.config import Config, get_working_dir, set_working_dir, working_dir
 from luisy.decorators import (
     auto_filename,
@@ -44,3 +46,10 @@ __all__ = [
     "build", "LuisyError",
     *_parameter_names,
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # luisy 1.x's cloud and Spark names fail with one line that says what to do instead.
+    from luisy.unavailable import missing
+
+    raise missing(__name__, name)

@@ -24,18 +24,21 @@ from luigi.task_register import Register, TaskClassException
 from luisy import config
 from luisy.accept import update_fingerprints
 from luisy.errors import LuisyError, ParameterError, TaskLookupError
-from luisy.execution import build
 from luisy.execution import run as run_tasks
 from luisy.graph import FORMATS
 from luisy.graph import render as render_graph
-from luisy.plan import notes as plan_notes
-from luisy.plan import plan as make_plan
+from luisy.legacy import build
+from luisy.plan import report as plan_report
 from luisy.status import status as task_status
 from luisy.status import table as status_table
 from luisy.status import verify as verify_outputs
+from luisy.unavailable import unavailable
 
 __all__ = ["main", "build"]
 
+# luisy 1.x's options for its cloud sync, which luisy 2 does not have.
+_LEGACY_CLOUD_OPTIONS = {"--download", "--upload", "--azure-storage-key", "--azure-account-name",
+                         "--azure-container-name"}
 # Options of luisy 1.x's single command that take a value, to find the task name among them.
 _LEGACY_VALUE_OPTIONS = {"--module", "--working-dir", "--workers", "--processes", "--scheduler-url"}
 
@@ -58,18 +61,26 @@ class _LuisyGroup(click.Group):
 
 
 def _translate_legacy(args: list[str]) -> list[str]:
-    """``--module m Task --no-ask ...`` → ``run m:Task ...``."""
+    """``--module m Task --no-ask ...`` → ``run m:Task ...``.
+
+    As in 1.x, the run uses luigi's central scheduler unless ``--local-scheduler`` is given.
+    """
     module, task, rest = None, None, []
     i = 0
     while i < len(args):
         arg = args[i]
         name, has_value, value = arg.partition("=")
+        if name in _LEGACY_CLOUD_OPTIONS:
+            _fail(f"{name}: {unavailable('download').format_message()}")
         if name == "--module":
             module = value if has_value else (args[i + 1] if i + 1 < len(args) else None)
             i += 1 if has_value else 2
             continue
-        if arg == "--no-ask":
+        if arg == "--no-ask":  # luisy 2 never asks
             i += 1
+            continue
+        if name == "--requirements-path":  # luisy 2 fingerprints code without a requirements file
+            i += 1 if has_value else 2
             continue
         if task is None and not arg.startswith("-"):
             task = arg
@@ -81,6 +92,8 @@ def _translate_legacy(args: list[str]) -> list[str]:
         i += 1
     if not module or not task:
         _fail("the 1.x form is: luisy --module package.module TaskName [--param value ...]")
+    if "--local-scheduler" not in rest and not any(a.partition("=")[0] == "--scheduler-url" for a in rest):
+        rest += ["--scheduler-url", config.luigi_default_scheduler_url()]
     return ["run", f"{module}:{task}", *rest]
 
 
@@ -299,15 +312,8 @@ def scheduler(working_dir: Path | None, port: int, address: str, luigid_args: tu
 
 
 def _print_plan(task: luigi.Task) -> None:
-    steps = make_plan(task)
-    if not steps:
-        click.echo(f"nothing to run: {task} is complete")
-        return
-    click.echo(f"{len(steps)} task(s) would run, upstream first:")
-    for step in steps:
-        click.echo(f"  {step.line()}")
-    for note in plan_notes(steps):
-        click.echo(f"note: {note}")
+    for line in plan_report(task):
+        click.echo(line)
 
 
 def load_task_class(spec: str) -> type[luigi.Task]:

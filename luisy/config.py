@@ -27,6 +27,8 @@ from typing import Any
 
 import luigi.configuration
 
+from luisy.errors import UnknownSettingError
+
 DEFAULT_WORKING_DIR = "data"
 ENV_VARS = ("LUISY_WORKING_DIR", "WORKING_DIR")
 
@@ -67,6 +69,15 @@ def central_scheduler_url() -> str | None:
     """luigi's configured central scheduler (``[core] default-scheduler-url``), if any."""
     parser = _luigi_config()
     return parser.get("core", "default-scheduler-url", None) or parser.get("core", "scheduler_url", None) or None
+
+
+def luigi_default_scheduler_url() -> str:
+    """The central scheduler luigi uses when told neither ``--local-scheduler`` nor a URL: its
+    configured one, else ``[core] default-scheduler-host``/``-port`` (``localhost:8082``)."""
+    parser = _luigi_config()
+    host = parser.get("core", "default-scheduler-host", "localhost")
+    port = parser.getint("core", "default-scheduler-port", 8082)
+    return central_scheduler_url() or f"http://{host}:{port}/"
 
 
 @contextmanager
@@ -156,31 +167,83 @@ def running(run: Run) -> Iterator[Run]:
         _active.reset(token)
 
 
+# luisy 1.x's settings besides the working directory, with 1.x's defaults. ``luisy.cli.build``
+# reads dry_run and hash_update_mode; the others are kept for code that reads them back.
+_LEGACY_DEFAULTS: dict[str, Any] = {
+    "download": False, "upload": False, "dry_run": False, "no_ask": False, "requirements_path": None,
+    "hash_update_mode": False, "spark": None, "azure_storage_key": None, "azure_account_name": None,
+    "azure_container_name": None,
+}
+_legacy: ContextVar[dict[str, Any] | None] = ContextVar("luisy_legacy_settings", default=None)
+
+
+def legacy_settings() -> dict[str, Any]:
+    """luisy 1.x's settings other than the working directory, as set in this context."""
+    return {**_LEGACY_DEFAULTS, **(_legacy.get() or {})}
+
+
 class Config:
     """luisy 1.x's configuration object, kept as a thin view over the resolution above.
 
-    ``Config().get_param("working_dir")`` returns the resolved working directory as a
-    string; ``Config().set_param("working_dir", path)`` is :func:`set_working_dir`.
+    ``Config().get_param("working_dir")`` returns the resolved working directory as a string;
+    ``Config().set_param("working_dir", path)`` is :func:`set_working_dir`. 1.x's other settings
+    (``dry_run``, ``no_ask``, ``hash_update_mode``, ``requirements_path``...) are held for the
+    current context; turning on ``download`` or ``upload`` fails: luisy 2 has no cloud sync.
     """
 
-    _getters = {"working_dir": lambda: str(get_working_dir())}
-    _setters = {"working_dir": set_working_dir}
-
     def get_param(self, name: str) -> Any:
-        """The resolved value of setting ``name``."""
-        try:
-            return self._getters[name]()
-        except KeyError:
-            raise KeyError(f"unknown luisy setting {name!r}; known: {sorted(self._getters)}") from None
+        """The value of setting ``name``."""
+        if name == "working_dir":
+            return str(get_working_dir())
+        settings = legacy_settings()
+        if name not in settings:
+            raise UnknownSettingError(f"unknown luisy setting {name!r}; known: {sorted(['working_dir', *settings])}")
+        return settings[name]
 
     def set_param(self, name: str, value: Any) -> None:
         """Set ``name`` in the current context."""
-        try:
-            self._setters[name](value)
-        except KeyError:
-            raise KeyError(f"unknown luisy setting {name!r}; known: {sorted(self._setters)}") from None
+        if name == "working_dir":
+            set_working_dir(value)
+            return
+        if name not in _LEGACY_DEFAULTS:
+            raise UnknownSettingError(
+                f"unknown luisy setting {name!r}; known: {sorted(['working_dir', *_LEGACY_DEFAULTS])}")
+        if name in ("download", "upload") and value:
+            from luisy.unavailable import unavailable
+
+            raise unavailable(name)
+        _legacy.set({**(_legacy.get() or {}), name: value})
+
+    def update(self, params: dict[str, Any]) -> None:
+        """:meth:`set_param` for each entry."""
+        for name, value in params.items():
+            self.set_param(name, value)
 
     @property
     def working_dir(self) -> str:
         """The resolved working directory."""
         return self.get_param("working_dir")
+
+
+def activate_download() -> None:
+    """luisy 1.x's switch for downloading outputs from the cloud: fails, luisy 2 has no cloud sync."""
+    Config().set_param("download", True)
+
+
+def change_working_dir(path: str, dir_current: str, dir_new: str) -> str:
+    """``path`` (below ``dir_current``) moved below ``dir_new`` instead (``""``: made relative)."""
+    current = os.path.normpath(dir_current)
+    if os.path.commonpath([os.path.abspath(path), os.path.abspath(current)]) != os.path.abspath(current):
+        raise ValueError(f"{path} is not below {current}")
+    rest = path[len(current):]
+    return os.path.join(os.path.normpath(dir_new), rest.lstrip("/")) if dir_new else rest
+
+
+def add_working_dir(path: str) -> str:
+    """``path`` (relative to the working directory, with or without a leading ``/``) made absolute."""
+    return os.path.join(str(get_working_dir()), path.lstrip("/"))
+
+
+def remove_working_dir(path: str) -> str:
+    """``path`` below the working directory, as ``/project/layer/file`` relative to it."""
+    return change_working_dir(path, str(get_working_dir()), "")

@@ -221,3 +221,10 @@ def directory_output(cls: T, format: str = "pkl", **options: Any) -> T:  # noqa:
                               f"known: {', '.join(sorted(formats.BY_EXTENSION))}") from None
     cls._luisy_output = OutputSpec(DirectoryTarget, {"file_format": file_format, **options}, folder=True)
     return cls
+
+
+def __getattr__(name: str) -> Any:
+    # luisy 1.x's cloud and Spark names fail with one line that says what to do instead.
+    from luisy.unavailable import missing
+
+    raise missing(__name__, name)

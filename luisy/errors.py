@@ -72,3 +72,14 @@ class NoFolderInput(LuisyError):
 
 class ItemNameError(LuisyError, ValueError):
     """Two items of a directory output would share one file."""
+
+
+class UnavailableFeatureError(LuisyError, NotImplementedError):
+    """A luisy 1.x feature that luisy 2 does not have (cloud sync, Spark); the message says what to do."""
+
+
+class UnknownSettingError(LuisyError, KeyError, ValueError):
+    """A setting name luisy does not know."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""

@@ -20,7 +20,7 @@ from luisy.fingerprint.code import code_fingerprint
 from luisy.fingerprint.task import current, is_external, recorded_dynamic
 from luisy.targets import scan_once
 
-__all__ = ["Step", "plan", "reasons"]
+__all__ = ["Step", "plan", "reasons", "report"]
 
 NO_RECORD = "no fingerprint recorded (made by luisy 1.x or copied in? `luisy run --hash-update-mode` accepts it)"
 
@@ -58,6 +58,15 @@ def plan(root: luigi.Task) -> list[Step]:
     with scan_once():
         visit(root)
     return list(steps.values())
+
+
+def report(root: luigi.Task) -> list[str]:
+    """The plan of ``root`` as the lines ``luisy plan`` prints."""
+    steps = plan(root)
+    if not steps:
+        return [f"nothing to run: {root} is complete"]
+    return [f"{len(steps)} task(s) would run, upstream first:", *(f"  {step.line()}" for step in steps),
+            *(f"note: {note}" for note in notes(steps))]
 
 
 def notes(steps: list[Step]) -> list[str]:

@@ -71,6 +71,15 @@ class LuisyTarget(luigi.LocalTarget):
         storage.active().save(self.path, obj, functools.partial(self.file_format.write, **self.options))
 
 
+class LocalTarget(LuisyTarget):
+    """luisy 1.x's base class for a file target of one's own: override ``read()`` and ``write(obj)``,
+    which work on ``self.path``."""
+
+    def make_dir(self, path: str | os.PathLike[str] | None = None) -> None:
+        """Create ``path`` (default: the folder of the file) if it does not exist."""
+        os.makedirs(path if path is not None else os.path.dirname(self.path), exist_ok=True)
+
+
 class PickleTarget(LuisyTarget):
     file_format = formats.PICKLE
 
@@ -244,3 +253,9 @@ class DirectoryInputTarget(luigi.LocalTarget):
         except Exception as error:
             raise FileReadError(f"{self.owner}: cannot read {path}: {error}") from error
 
+
+def __getattr__(name: str) -> Any:
+    # luisy 1.x's cloud and Spark names fail with one line that says what to do instead.
+    from luisy.unavailable import missing
+
+    raise missing(__name__, name)

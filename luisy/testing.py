@@ -16,7 +16,6 @@ from typing import Any, NamedTuple
 
 import luigi
 from luigi.execution_summary import LuigiRunResult, LuigiStatusCode, _summary_dict
-from luigi.task import flatten
 
 from luisy import storage
 from luisy.config import set_working_dir
@@ -64,9 +63,10 @@ class LuisyTestCase(unittest.TestCase):
         self.assertIn(result.status, ok, f"{task} did not succeed:\n{result.summary_text}")
 
     def assertFail(self, task: luigi.Task, existing_outputs: Outputs = None) -> None:  # noqa: N802
-        """At least one task of the run fails."""
-        summary = self.get_execution_summary(task, existing_outputs)
-        self.assertTrue(summary["failed"], f"no task of {task}'s run failed")
+        """The run does not succeed: a task fails, or cannot run because an external input is missing."""
+        result = self._execute(task, existing_outputs).result
+        ok = (LuigiStatusCode.SUCCESS, LuigiStatusCode.SUCCESS_WITH_RETRY)
+        self.assertNotIn(result.status, ok, f"{task}'s run succeeded:\n{result.summary_text}")
 
     def assertMissing(self, task: luigi.Task, existing_outputs: Outputs = None) -> None:  # noqa: N802
         """The run stops on a missing external input."""
@@ -127,13 +127,13 @@ def get_all_dependencies(task: luigi.Task) -> set[luigi.Task]:
     return set(upstream_first(task))
 
 
-def debug_run(tasks: luigi.Task | Iterable[luigi.Task]) -> None:
-    """Run tasks and their incomplete requirements in this process, without a scheduler.
+def debug_run(tasks: luigi.Task | Iterable[luigi.Task], return_summary: bool = True) -> dict[str, set] | LuigiRunResult:
+    """luisy 1.x: run ``tasks`` and their requirements on luigi's local scheduler, in this process.
 
-    Exceptions propagate unchanged, so a debugger stops where the task failed.
+    Returns luigi's tasks by status (``result["completed"]``, ``result["already_done"]``,
+    ``result["failed"]``...), or with ``return_summary=False`` luigi's ``LuigiRunResult``.
     """
-    for task in [tasks] if isinstance(tasks, luigi.Task) else tasks:
-        if task.complete():
-            continue
-        debug_run(flatten(task.requires()))
-        task.run()
+    from luisy.execution import build
+
+    result = build([tasks] if isinstance(tasks, luigi.Task) else list(tasks), detailed_summary=True)
+    return _summary_dict(result.worker) if return_summary else result

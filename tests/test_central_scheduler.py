@@ -169,6 +169,16 @@ def test_two_runs_share_one_luigid_and_nothing_runs_twice(project, luigid):
     assert sum(1 for t in done.values() if t["name"] == "Slow") == 4
 
 
+def test_the_1x_command_without_local_scheduler_runs_on_luigis_configured_scheduler(project, luigid):
+    (project / "luigi.cfg").write_text(f"[core]\ndefault-scheduler-url = {luigid}\n")
+    luisy_cmd = Path(sys.executable).with_name("luisy")
+    env = {**{k: v for k, v in os.environ.items() if k != "LUISY_WORKING_DIR"}, "SLOW_LOG": str(project / "slow.log")}
+    run = subprocess.run([str(luisy_cmd), "--module", "slow.tasks", "Slow", "--no-ask"], cwd=project, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert _slow_task(luigid, "DONE") is not None, "the run did not go through the configured central scheduler"
+
+
 def test_visualiser_shows_the_directory_task_and_its_message(project, luigid):
     chromium = require_program("chromium", "chromium")
     from playwright.sync_api import expect, sync_playwright

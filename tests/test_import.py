@@ -33,5 +33,7 @@ def test_1x_module_paths():
             "from luisy.tasks.base import Task, ExternalTask, WrapperTask, ConcatenationTask;"
             "from luisy.helpers import get_string_repr; from luisy.config import Config; from luisy.cli import build;"
             "from luisy.decorators import raw, interim, final, requires, auto_filename, make_directory_output;"
-            "import luisy; assert luisy.cli.build is luisy.build")
+            "from luisy.config import activate_download, change_working_dir, set_working_dir;"
+            "from luisy.targets import LocalTarget, LuisyTarget;"
+            "import luisy; assert luisy.cli.build is not luisy.build  # 1.x's signature and result")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from luigi.execution_summary import LuigiStatusCode
 
 import luisy
 from luisy import config
@@ -143,6 +144,9 @@ class TestLuisyTestCase(LuisyTestCase):
         self.assertSuccess(Total(), existing_outputs=[(Raw(), self.raw)])
         self.assertFail(Broken(), existing_outputs=[(Raw(), self.raw)])
         self.assertMissing(Total())
+        self.assertFail(Total())  # a missing external input: the run does not succeed (1.x's testing docs)
+        with self.assertRaises(AssertionError):
+            self.assertFail(Total(), existing_outputs=[(Raw(), self.raw)])
         with self.assertRaises(AssertionError):
             self.assertSuccess(Broken(), existing_outputs=[(Raw(), self.raw)])
         with self.assertRaises(AssertionError):
@@ -166,14 +170,12 @@ def test_helpers_1x(tmp_path):
         luisy.set_working_dir(None)
 
 
-def test_debug_run_lets_exceptions_through(luisy_working_dir):
+def test_debug_run_returns_luigis_tasks_by_status_as_in_1x(luisy_working_dir):
     Raw().output().write(pd.DataFrame({"x": [1]}))
-    try:
-        debug_run(Broken())
-    except RuntimeError as error:
-        assert "broken on purpose" in str(error)
-    else:
-        raise AssertionError("debug_run swallowed the exception")
+    summary = debug_run(Broken())
+    assert summary["failed"] == {Broken()} and summary["already_done"] == {Raw()}
+    result = debug_run([Total()], return_summary=False)
+    assert result.status is LuigiStatusCode.SUCCESS and Total().read() == 2
 
 
 def test_fixture_restores_working_dir_and_is_a_plugin(tmp_path):

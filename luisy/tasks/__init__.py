@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from luisy.tasks.base import ConcatenationTask, ExternalTask, Task, WrapperTask
 from luisy.tasks.directory import DirectoryTask
 
 __all__ = ["Task", "ExternalTask", "WrapperTask", "ConcatenationTask", "DirectoryTask"]
+
+
+def __getattr__(name: str) -> Any:
+    # luisy 1.x's cloud and Spark names fail with one line that says what to do instead.
+    from luisy.unavailable import missing
+
+    raise missing(__name__, name)

@@ -1,0 +1,69 @@
+"""luisy 1.x's ``luisy.cli.build``: 1.x's keywords, and an object with 1.x's ``tasks_set``."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import luigi
+from luigi.execution_summary import _summary_dict
+
+from luisy import config
+from luisy.accept import update_fingerprints
+from luisy.execution import RunSummary, summarize
+from luisy.execution import build as build_tasks
+from luisy.graph import upstream_first
+from luisy.plan import report
+from luisy.unavailable import unavailable
+
+__all__ = ["Coordinator", "build"]
+
+# luisy 1.x's keywords of luisy.cli.build besides task, workers and local_scheduler.
+_KEYWORDS = {"hash_update_mode", "dry_run", "no_ask", "requirements_path", "download", "upload",
+             "azure_storage_key", "azure_account_name", "azure_container_name", "working_dir", "spark"}
+
+
+@dataclass
+class Coordinator:
+    """What ``luisy.cli.build`` returns, as in 1.x: the root task, its graph and luigi's task sets."""
+
+    root_task: luigi.Task
+    #: luigi's tasks by status (``"completed"``, ``"already_done"``, ``"failed"``...), as 1.x gave them.
+    tasks_set: dict[str, set[luigi.Task]]
+    #: Every task in the root task's graph.
+    tasks: set[luigi.Task] = field(default_factory=set)
+    #: luisy 2's summary of the run (``None`` for a dry run or hash update mode).
+    summary: RunSummary | None = None
+
+
+def build(task: luigi.Task | None = None, workers: int = 1, local_scheduler: bool = True,
+          **options: Any) -> Coordinator:
+    """luisy 1.x's ``luisy.cli.build``: run ``task`` and everything it needs.
+
+    ``hash_update_mode=True`` and ``dry_run=True`` do what ``luisy run --hash-update-mode`` and
+    ``--dry-run`` do (unset, they are taken from ``Config()``, as in 1.x). ``no_ask`` and
+    ``requirements_path`` are accepted and change nothing: luisy 2 never asks, and fingerprints a
+    task's code without a requirements file. ``download``/``upload`` fail: there is no cloud sync.
+    Unlike 1.x, ``local_scheduler=False`` uses luigi's central scheduler.
+    """
+    if task is None:
+        raise TypeError("luisy.cli.build() needs the task to run: build(task=MyTask())")
+    unknown = sorted(set(options) - _KEYWORDS)
+    if unknown:
+        raise TypeError(f"luisy.cli.build() got unknown keyword(s) {', '.join(unknown)}; luisy 1.x's are "
+                        f"{', '.join(sorted(_KEYWORDS))}")
+    settings = {**config.legacy_settings(), **options}
+    for name in ("download", "upload"):
+        if settings.get(name):
+            raise unavailable(name)
+    with config.working_dir(options["working_dir"]) if options.get("working_dir") else nullcontext():
+        if settings.get("hash_update_mode") or settings.get("dry_run"):
+            if settings.get("hash_update_mode"):
+                update_fingerprints(task)
+            else:
+                print("\n".join(report(task)))
+            return Coordinator(task, {}, set(upstream_first(task)))
+        result = build_tasks([task], workers=workers, local_scheduler=local_scheduler, detailed_summary=True)
+        return Coordinator(task, _summary_dict(result.worker), set(upstream_first(task)),
+                           summarize([task], result))

@@ -31,7 +31,15 @@ class FormatTypeError(LuisyError, TypeError):
 
 
 class MissingExtraError(LuisyError, ImportError):
-    """An optional dependency of an output format is not installed."""
+    """An optional dependency (of an output format, of ``Task.visualize``) is not installed."""
+
+
+class NoOutputError(LuisyError, TypeError):
+    """A task without an output of its own (a ``WrapperTask``) was asked to write one."""
+
+
+class InstanceLookupError(LuisyError, ValueError):
+    """``get_related_instances`` cannot tell from a task's output path which instances exist."""
 
 
 class DecorationError(LuisyError, ValueError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import luigi
 from luigi.task import flatten
@@ -13,7 +13,7 @@ from luisy.directory.target import DirectoryTarget
 from luisy.errors import LuisyError
 from luisy.fingerprint.task import is_external
 
-__all__ = ["FORMATS", "upstream_first", "describe", "render", "text_tree", "dot"]
+__all__ = ["FORMATS", "upstream_first", "walk", "describe", "render", "text_tree", "dot"]
 
 FORMATS = ("text", "dot", "svg", "png")
 
@@ -53,7 +53,14 @@ def upstream_first(root: luigi.Task) -> list[luigi.Task]:
     return ordered
 
 
-def _walk(root: luigi.Task) -> Iterator[tuple[luigi.Task, list[luigi.Task]]]:
+def _requirements(task: luigi.Task) -> list[luigi.Task]:
+    """The task's static requirements, flattened."""
+    return flatten(task.requires())
+
+
+def walk(root: luigi.Task, children: Callable[[luigi.Task], list[luigi.Task]] = _requirements,
+         ) -> Iterator[tuple[luigi.Task, list[luigi.Task]]]:
+    """Each task reachable from ``root`` once, depth first, with its ``children`` (by default its requirements)."""
     seen: set[str] = set()
     stack = [root]
     while stack:
@@ -61,7 +68,7 @@ def _walk(root: luigi.Task) -> Iterator[tuple[luigi.Task, list[luigi.Task]]]:
         if task.task_id in seen:
             continue
         seen.add(task.task_id)
-        required = flatten(task.requires())
+        required = children(task)
         yield task, required
         stack.extend(reversed(required))
 
@@ -94,7 +101,7 @@ def _quote(text: str) -> str:
 def dot(root: luigi.Task) -> str:
     """Graphviz DOT: one node per task (state and item counts in the label), edges requirement → task."""
     lines = ["digraph luisy {", "  rankdir=LR;", '  node [shape=box, style="rounded,filled", fontname="Helvetica"];']
-    for task, required in _walk(root):
+    for task, required in walk(root):
         state = describe(task)
         color = "#d4edda" if state.startswith(("complete", "input")) else "#f8d7da" if "MISSING" in state \
             else "#fff3cd"

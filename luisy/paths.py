@@ -84,26 +84,29 @@ def _renders_uniquely(value: Any, in_collection: bool = False) -> bool:
     return True  # numbers, dates, enums, None: str() tells values of one type apart
 
 
-def parse_file_name(task_cls: type, name: str, excl_params: Iterable[str] = ()) -> dict[str, Any] | None:
+def parse_file_name(task_cls: type, name: str, excl_params: Iterable[str] = (),
+                    value_pattern: str = ".*?") -> dict[str, Any] | None:
     """The parameters an :func:`auto_file_name` rendering ``name`` (without extension) stands for.
 
-    ``None`` if ``name`` is not such a rendering. Lists come back as tuples of numbers or texts;
-    parameters left out of the name are left out here.
+    ``None`` if ``name`` is not such a rendering, or a value does not match the regular expression
+    ``value_pattern``. Lists come back as tuples of numbers or texts; parameters left out of the
+    name are left out here.
     """
     excluded = set(excl_params)
     names = [n for n in sorted(significant_param_names(task_cls)) if n not in excluded]
-    groups = "".join(f"(?:_{re.escape(n)}=(?P<p{i}>.*?))?" for i, n in enumerate(names))
+    groups = "".join(f"(?:_{re.escape(n)}=(?P<p{i}>{value_pattern}))?" for i, n in enumerate(names))
     match = re.fullmatch(re.escape(task_cls.get_task_family()) + groups, name)
     if match is None:
         return None
     params = dict(task_cls.get_params())
     try:
-        return {n: _parse_value(params[n], match[f"p{i}"]) for i, n in enumerate(names) if match[f"p{i}"] is not None}
+        return {n: parse_value(params[n], match[f"p{i}"]) for i, n in enumerate(names) if match[f"p{i}"] is not None}
     except ValueError:
         return None
 
 
-def _parse_value(param: Any, text: str) -> Any:
+def parse_value(param: luigi.Parameter, text: str) -> Any:
+    """The value of ``param`` that :func:`get_string_repr` rendered as ``text`` (lists: items guessed)."""
     if text == "None":
         return None
     if isinstance(param, (luigi.ListParameter, luigi.TupleParameter)):
@@ -137,11 +140,11 @@ def significant_param_names(task_cls: type) -> list[str]:
 
 
 def project_name_of(task_cls: type) -> str:
-    """The ``project_name`` attribute, else the top-level package of the defining module.
+    """The ``project_name`` a class sets (``@luisy.project_name``), else the top-level package of its module.
 
     A task defined in ``__main__`` takes the script's file stem (``__main__`` in a notebook).
     """
-    explicit = getattr(task_cls, "project_name", None)
+    explicit = _explicit_project_name(task_cls)
     if explicit:
         return str(explicit)
     module = task_cls.__module__
@@ -151,28 +154,51 @@ def project_name_of(task_cls: type) -> str:
     return module.split(".")[0]
 
 
+def _explicit_project_name(task_cls: type) -> Any:
+    # Read the class dictionaries, not the attribute: luisy's tasks answer ``project_name`` through a
+    # descriptor that calls this function.
+    for klass in task_cls.__mro__:
+        if "project_name" in vars(klass):
+            value = vars(klass)["project_name"]
+            return None if hasattr(value, "__get__") else value
+    return None
+
+
 def with_extension(name: str, ext: str) -> str:
     """Append ``.ext`` unless ``name`` already ends with it."""
     return name if not ext or name.endswith(f".{ext}") else f"{name}.{ext}"
 
 
+def output_dir(task: Any, layer: str | None) -> Path:
+    """``<working_dir>/<project>/<layer>/<sub_dir>``; without a layer, ``<working_dir>/<sub_dir>``.
+
+    Raises :class:`~luisy.errors.UnsafePathError` when the sub directory would leave the working
+    directory.
+    """
+    sub_dir = os.fspath(task.get_sub_dir() or "")
+    _check_part(task, "get_sub_dir()", sub_dir)
+    root = get_working_dir()
+    base = root / project_name_of(type(task)) / layer if layer else root
+    return base / sub_dir if sub_dir else base
+
+
 def output_path(task: Any, name: str, layer: str | None) -> Path:
-    """``<working_dir>/<project>/<layer>/<sub_dir>/<name>``; without a layer, ``<working_dir>/<sub_dir>/<name>``.
+    """``name`` inside :func:`output_dir`.
 
     Raises :class:`~luisy.errors.UnsafePathError` when the sub directory or the name
     would place the output outside the working directory.
     """
-    sub_dir = os.fspath(task.get_sub_dir() or "")
-    for source, part in (("get_sub_dir()", sub_dir), ("the file name", name)):
-        _check_relative(task, source, part)
-    for part in (*PurePath(sub_dir).parts, name):
-        size = len(os.fsencode(part))
+    _check_part(task, "the file name", name)
+    return output_dir(task, layer) / name
+
+
+def _check_part(task: Any, source: str, part: str) -> None:
+    _check_relative(task, source, part)
+    for component in PurePath(part).parts:
+        size = len(os.fsencode(component))
         if size > NAME_MAX:
-            raise UnsafePathError(f"{task!r}: the output name {part[:40]!r}... is {size} bytes long, file "
+            raise UnsafePathError(f"{task!r}: the output name {component[:40]!r}... is {size} bytes long, file "
                                   f"systems allow {NAME_MAX}; shorten it (get_file_name(), auto_filename(excl_params))")
-    root = get_working_dir()
-    base = root / project_name_of(type(task)) / layer if layer else root
-    return base / sub_dir / name if sub_dir else base / name
 
 
 def _check_relative(task: Any, source: str, part: str) -> None:

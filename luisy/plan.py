@@ -84,8 +84,8 @@ def reasons(task: luigi.Task) -> list[str]:
         return ["no output", *_resume_note(task)]
     if any(isinstance(o, DirectoryTarget) for o in outputs):
         return _directory_reasons(task)
-    if not outputs and not task.complete():
-        return ["runs once its requirements are complete"]
+    if not outputs:  # a WrapperTask: nothing of its own to be out of date
+        return [] if task.complete() else ["runs once its requirements are complete"]
     if not hasattr(task, "_luisy_output"):
         return [] if task.complete() else ["not complete"]
     record = records.lookup(task)

@@ -63,11 +63,16 @@ def run_both(luisy1_python: Path, project: dict[str, str], script: str, root: Pa
              env: dict[str, str] | None = None) -> tuple[Outcome, Outcome]:
     """Run ``script`` (Python; it prints its answer as the last line, as JSON) in a fresh copy of
     ``project`` below ``root/"1.x"`` with luisy 1.x and below ``root/"now"`` with this luisy."""
-    return tuple(_run(python, project, script, root / name, env)  # type: ignore[return-value]
-                 for name, python in (("1.x", luisy1_python), ("now", Path(sys.executable))))
+    # This checkout's luisy, ahead of any luisy installed in the interpreter (an editable install of
+    # another checkout would win otherwise).
+    checkout = Path(__file__).resolve().parents[1]
+    return tuple(_run(python, project, script, root / name, env, extra_path)  # type: ignore[return-value]
+                 for name, python, extra_path in (("1.x", luisy1_python, []),
+                                                  ("now", Path(sys.executable), [str(checkout)])))
 
 
-def _run(python: Path, project: dict[str, str], script: str, where: Path, env: dict[str, str] | None) -> Outcome:
+def _run(python: Path, project: dict[str, str], script: str, where: Path, env: dict[str, str] | None,
+         extra_path: list[str]) -> Outcome:
     # 1.x fingerprints a project's dependencies from the requirements.txt beside (or above) it.
     for rel, source in {"requirements.txt": "luisy\npandas\nnumpy\n", **project, "script.py": script}.items():
         path = where / rel
@@ -76,7 +81,8 @@ def _run(python: Path, project: dict[str, str], script: str, where: Path, env: d
     (where / "data").mkdir(exist_ok=True)
     full_env = {k: v for k, v in os.environ.items()
                 if k not in ("PYTHONPATH", "LUISY_WORKING_DIR", "WORKING_DIR", "VIRTUAL_ENV")}
-    full_env.update({"WORKING_DIR": str(where / "data"), "PYTHONPATH": str(where), **(env or {})})
+    pythonpath = os.pathsep.join([str(where), *extra_path])
+    full_env.update({"WORKING_DIR": str(where / "data"), "PYTHONPATH": pythonpath, **(env or {})})
     result = subprocess.run([str(python), "script.py"], cwd=where, env=full_env, capture_output=True, text=True,
                             timeout=300)
     lines = result.stdout.strip().splitlines()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -9,22 +12,36 @@ import luigi
 from luigi.task import flatten
 
 from luisy import targets
-from luisy.atomic import TMP_MARKER
-from luisy.config import get_working_dir
-from luisy.errors import OutputMissingError
+from luisy.errors import NoOutputError, OutputMissingError
 from luisy.fingerprint import task as fingerprint
-from luisy.paths import output_path, parse_file_name, project_name_of, with_extension
+from luisy.paths import output_dir, output_path, project_name_of, with_extension
 from luisy.spec import NamingRule, OutputSpec
+from luisy.tasks.related import related_instances
 from luisy.tasks.running import recording_run
+from luisy.visualize import draw
 
 __all__ = ["Task", "ExternalTask", "WrapperTask", "ConcatenationTask", "read_output"]
+
+
+class _ProjectName:
+    """``Task.project_name``: what ``@luisy.project_name`` set, else the top-level package of the task's module."""
+
+    def __get__(self, instance: Any, owner: type) -> str:
+        return project_name_of(owner)
+
+
+class _ClassLogger:
+    """``Task.logger``: the logger named after the task's class (assignable per instance, as in 1.x)."""
+
+    def __get__(self, instance: Any, owner: type) -> logging.Logger:
+        return logging.getLogger(owner.__name__)
 
 
 class _OutputMixin:
     """Path, target, read and write for a task; configured by decorators through class attributes."""
 
-    #: Set by ``@luisy.project_name``; ``None`` means the task's top-level package.
-    project_name: str | None = None
+    project_name = _ProjectName()
+    logger = _ClassLogger()
     _luisy_layer: str | None = None
     _luisy_output: OutputSpec = OutputSpec(targets.PickleTarget)
     _luisy_naming: NamingRule = NamingRule()
@@ -44,6 +61,13 @@ class _OutputMixin:
     def get_file_name(self) -> str:
         """File name without extension; by default the ``auto_filename`` rendering."""
         return type(self)._luisy_naming.render(self)
+
+    def get_outdir(self) -> str:
+        """The folder the output is placed in: ``<working_dir>/<project>/<layer>/<sub_dir>``.
+
+        luisy 1.x's way to place a plain luigi task's file next to luisy's outputs.
+        """
+        return os.fspath(output_dir(self, type(self)._luisy_layer))
 
     def get_output_path(self) -> Path:
         """Where the output lives (computed only, nothing is created)."""
@@ -81,31 +105,24 @@ class _OutputMixin:
         return inputs[0].read()
 
     @classmethod
-    def get_related_instances(cls) -> list[Any]:
-        """Instances whose outputs exist, with parameters parsed back from ``auto_filename`` names.
+    def get_related_instances(cls, regex_placeholder: str | None = None) -> list[Any]:
+        """Instances whose outputs exist, with parameters read back from the output paths.
 
-        Only outputs named by ``auto_filename`` can be parsed; parameters left out of the name
-        take their defaults. A file is kept only if the parsed instance names exactly that file.
+        Finds ``auto_filename`` outputs and outputs named by a ``get_file_name()`` or
+        ``get_sub_dir()`` that puts parameter values into the path; parameters that are not in
+        the path take their defaults. ``regex_placeholder`` restricts the values (a regular
+        expression). See :func:`luisy.helpers.get_related_instances`.
         """
-        spec = cls._luisy_output
-        if spec.folder:
-            return []
-        layer_dir = get_working_dir()
-        if cls._luisy_layer:
-            layer_dir = layer_dir / project_name_of(cls) / cls._luisy_layer
-        family = cls.get_task_family()
-        found = []
-        for path in sorted(layer_dir.rglob(f"{family}*.{spec.ext}")) if layer_dir.is_dir() else []:
-            if TMP_MARKER in path.name:
-                continue
-            kwargs = parse_file_name(cls, path.name[: -len(spec.ext) - 1], cls._luisy_naming.excl_params)
-            try:
-                instance = cls(**kwargs) if kwargs is not None else None
-            except Exception:  # a file that merely looks like ours: not an instance
-                continue
-            if instance is not None and Path(instance.output().path) == path:
-                found.append(instance)
-        return found
+        return related_instances(cls, regex_placeholder)
+
+    def visualize(self, ax: Any = None, unique_children: bool = True,
+                  parameters_to_exclude: Iterable[str] = ()) -> Any:
+        """Draw the dependency graph into the matplotlib axis ``ax`` (a new figure if ``None``); returns the axis.
+
+        ``unique_children`` draws one requirement per class for each task; the parameters named in
+        ``parameters_to_exclude`` are left out of the labels. Needs the extra ``plot``.
+        """
+        return draw(self, ax, unique_children, parameters_to_exclude)
 
 
 class Task(_OutputMixin, luigi.Task):
@@ -130,8 +147,22 @@ def read_output(task: luigi.Task) -> Any:
     return reader() if callable(reader) else task.output().read()
 
 
-class WrapperTask(luigi.WrapperTask):
-    """A task that only groups requirements; ``read()`` returns their outputs."""
+class WrapperTask(Task, luigi.WrapperTask):
+    """A task that only groups requirements: complete when they are, it writes nothing.
+
+    ``read()`` returns the requirements' outputs. Layer decorators are accepted (as in 1.x), and
+    place only what :meth:`get_outdir` returns.
+    """
+
+    complete = luigi.WrapperTask.complete
+
+    def output(self) -> list[luigi.Target]:
+        """No output of its own."""
+        return []
+
+    def write(self, obj: Any) -> None:
+        """Refused: a wrapper has no output to write to."""
+        raise NoOutputError(f"{self!r} is a WrapperTask: it has no output to write; return its data from a Task")
 
     def read(self) -> list[Any] | dict[Any, Any]:
         """The requirements' outputs: a dict if ``requires()`` returns one, else a list."""
@@ -153,4 +184,4 @@ class ConcatenationTask(Task):
         import pandas as pd
 
         frames = [target.read() for target in flatten(self.input())]
-        self.write(self.preprocess(pd.concat(frames, ignore_index=True)))
+        self.write(self.preprocess(pd.concat(frames)))  # the frames' own index is kept, as in 1.x

@@ -91,7 +91,7 @@ def _texts(working_dir: Path, count: int) -> None:
 
 def _clear(working_dir: Path) -> None:
     shutil.rmtree(working_dir / "bench" / "interim", ignore_errors=True)
-    (working_dir / "bench" / ".luisy.hash").unlink(missing_ok=True)
+    shutil.rmtree(working_dir / "bench" / ".luisy-records", ignore_errors=True)
 
 
 def checkpoint_time(root: Path, items: int) -> float:

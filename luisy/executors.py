@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import collections
 import enum
-import os
 import signal
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -46,6 +46,10 @@ class Outcome:
 
 
 Work = Callable[[int], Outcome]
+
+#: A worker sends the outcomes of a chunk at least this often (seconds), so that a worker killed
+#: in the middle of a chunk of slow items loses only the items of the last fraction of a second.
+SEND_EVERY = 0.2
 
 
 class Executor(Protocol):
@@ -204,19 +208,11 @@ def _serve(work: Work, conn: Connection, parents_ends: list[Connection], current
     """A worker's loop: chunks of indices in, one outcome per index out, until ``None``, a stop
     request or the parent is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent, which stops the workers
-    # A SIGTERM to the whole process group (a service manager, a batch system) asks this worker to
-    # stop like its parent; processes the item forks keep the default, so that a multiprocessing
-    # pool of its own still stops its processes with SIGTERM.
-    worker = os.getpid()
-
-    def terminate(signum: int, frame: Any) -> None:
-        if os.getpid() == worker:
-            stop.set(signum)
-        else:
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-
-    signal.signal(signal.SIGTERM, terminate)
+    # SIGTERM keeps its default: a Python handler would be inherited by the processes an item forks
+    # (its own multiprocessing pool), where a SIGTERM that arrives just after the fork is lost.
+    # A SIGTERM to the whole process group ends a worker at once; what it finished is sent often
+    # (below), so it loses little more than the item it was on.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     # Close the parent's ends of the pipes this fork inherited: when the parent dies, nothing holds
     # them open any more, and recv() below ends with EOF instead of waiting for ever.
     for end in parents_ends:
@@ -228,14 +224,18 @@ def _serve(work: Work, conn: Connection, parents_ends: list[Connection], current
             return
         if indices is None:
             return
-        outcomes = []
-        for index in indices:
-            if stop:
-                break
-            current.value = index
-            outcomes.append(work(index))
-        current.value = -1
+        outcomes: list[Outcome] = []
+        sent = time.monotonic()
         try:
+            for index in indices:
+                if stop:
+                    break
+                current.value = index
+                outcomes.append(work(index))
+                if time.monotonic() - sent >= SEND_EVERY:  # a slow chunk: send what is done so far
+                    conn.send(outcomes)
+                    outcomes, sent = [], time.monotonic()
+            current.value = -1
             conn.send(outcomes)
         except OSError:  # the parent is gone
             return

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import mmap
+import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -25,7 +26,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
-__all__ = ["Stop", "held", "signal_name", "stop_after_publish", "stop_on_signals"]
+__all__ = ["Stop", "held", "signal_name", "signals_ignored", "stop_after_publish", "stop_on_signals"]
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 logger = logging.getLogger("luisy")
@@ -42,6 +43,9 @@ class Stop:
         self._flag = mmap.mmap(-1, 1)
         #: The signal that asked this process to stop; ``None`` while none did.
         self.signal: int | None = None
+        #: Whether a second signal (or the end of the grace period) raised ``KeyboardInterrupt``;
+        #: later ones are ignored, so they cannot cut short the saving of the finished work.
+        self.insisted = False
 
     def set(self, signum: int = signal.SIGINT) -> None:
         self.signal = signum
@@ -65,18 +69,51 @@ def _handling(first: Callable[[int], None]) -> Iterator[Stop]:
         yield stop
         return
 
+    owner = os.getpid()
+
     def handle(signum: int, frame: Any) -> None:
+        if os.getpid() != owner:
+            # A process an item forked (its own multiprocessing pool) inherited this handler: the
+            # signal is for it, so it does what it would have done without luisy.
+            signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        if stop.insisted:  # already stopping at once: what runs now saves the finished work
+            return
         if stop.signal is not None:  # not the shared flag: an item process may have set that
+            stop.insisted = True
             raise KeyboardInterrupt(signal_name(signum))
         stop.set(signum)
         first(signum)
 
     previous = {signum: signal.signal(signum, handle) for signum in SIGNALS}
+    _sigterm_handlers.append(handle)
     try:
         yield stop
     finally:
+        _sigterm_handlers.remove(handle)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+# The SIGTERM handlers installed above, innermost last. A process forked while one is installed
+# (an item's own multiprocessing pool) must start with SIGTERM's default: a Python handler there
+# loses a SIGTERM that arrives before the child's interpreter has settled after the fork, and
+# Pool.terminate() then waits for ever. So around a fork from the main thread SIGTERM is reset.
+_sigterm_handlers: list[Callable[[int, Any], None]] = []
+
+
+def _default_sigterm_for_the_child() -> None:
+    if _sigterm_handlers and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _sigterm_handler_back() -> None:
+    if _sigterm_handlers and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _sigterm_handlers[-1])
+
+
+os.register_at_fork(before=_default_sigterm_for_the_child, after_in_parent=_sigterm_handler_back)
 
 
 @contextmanager
@@ -116,6 +153,20 @@ def held() -> Iterator[None]:
         raise KeyboardInterrupt(signal_name(stop.signal))
     if pending is not None:
         raise KeyboardInterrupt(signal_name(pending))
+
+
+@contextmanager
+def signals_ignored() -> Iterator[None]:
+    """Inside the block (a short, last write before stopping), SIGINT and SIGTERM are ignored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def stop_after_publish(signum: int | None) -> None:

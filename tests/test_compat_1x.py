@@ -99,8 +99,10 @@ EXPECTED = {
     "oldproj/interim/Cleaned_site=a_thresholds=1_5.pkl", "oldproj/interim/Cleaned_site=b_thresholds=1_5.pkl",
     "oldproj/interim/AllSites_sites=a_b.parquet", "oldproj/interim/Counts_sites=a_b.json",
     "oldproj/final/Final_sites=a_b.pkl",
-    "oldproj/.luisy.hash",  # fingerprints of the tasks that ran, in 1.x's place
 }
+# One fingerprint record per task that ran (1.x kept them all in oldproj/.luisy.hash).
+RECORDS = {"Cleaned_site=a_thresholds=1_5.pkl", "Cleaned_site=b_thresholds=1_5.pkl", "AllSites_sites=a_b.parquet",
+           "Counts_sites=a_b.json", "Final_sites=a_b.pkl"}
 
 
 @pytest.fixture
@@ -116,11 +118,14 @@ def _raw_data(working_dir):
 
 
 def _files(working_dir):
-    return {p.relative_to(working_dir).as_posix() for p in working_dir.rglob("*") if p.is_file()}
+    return {p.relative_to(working_dir).as_posix() for p in working_dir.rglob("*")
+            if p.is_file() and ".luisy-records" not in p.parts}
 
 
 def _check_results(working_dir):
     assert _files(working_dir) == EXPECTED
+    records = {p.name.split(".")[0].rsplit("~", 1)[1] for p in (working_dir / "oldproj" / ".luisy-records").iterdir()}
+    assert {r.split(".")[0] for r in RECORDS} == records
     all_sites = pd.read_parquet(working_dir / "oldproj/interim/AllSites_sites=a_b.parquet")
     assert all_sites["value"].tolist() == [2.0, 3.0, 4.5]
     result = pd.read_pickle(working_dir / "oldproj/final/Final_sites=a_b.pkl")

@@ -78,13 +78,19 @@ def test_skipped_items_are_not_redone(frames):
     assert PROCESSED == []
 
 
-def test_on_error_raise_names_item_and_file_and_publishes_nothing(frames):
+def test_on_error_raise_names_item_and_file_publishes_nothing_and_keeps_the_finished_items(frames):
     np.save(frames / "bad.npy", np.array(["x"]))
+    (frames / "f1.npy").rename(frames / "a1.npy")  # made before bad fails; the f* frames come after it
     task = Doubled()
     with pytest.raises(luisy.LuisyError, match=r"Doubled\(\): item 'bad' \(input file .*frames/bad\.npy\) failed: "
                                                 r"ValueError: text is not a frame"):
         task.run()
     assert not task.output().exists()
+    assert PROCESSED == ["a1", "bad"]
+    (frames / "bad.npy").unlink()  # the user fixes the input; the next run keeps what was finished
+    PROCESSED.clear()
+    task.run()
+    assert PROCESSED == ["f0", "f2", "f3"] and sorted(task.output().manifest.items) == ["a1", "f0", "f2", "f3"]
     assert not any(p.name.startswith(".luisy-tmp") for p in task.output().folder.parent.iterdir())
 
 

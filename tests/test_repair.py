@@ -61,10 +61,10 @@ def test_a_downstream_task_meeting_a_bad_item_file_says_which_and_what_to_do(fra
     assert f"item 'f2' (input file {folder / 'f2.npy'}) failed: Doubled(): item file" in line
     assert "is damaged (" in line and "`luisy verify TASK --repair` drops bad items" in line
 
-    (folder / manifest.items["f1"].file).unlink()
+    (folder / manifest.items["f2"].file).unlink()
     summary = run_tasks([Summed()], log_level="CRITICAL")
     (line,) = [error for _, error in summary.failed]
-    assert f"item 'f1' (input file {folder / 'f1.npy'}) failed: Doubled(): item file" in line
+    assert f"item 'f2' (input file {folder / 'f2.npy'}) failed: Doubled(): item file" in line
     assert "is missing; `luisy verify TASK --repair` drops bad items" in line
 
 

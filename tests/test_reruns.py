@@ -170,10 +170,9 @@ def test_dry_run_and_plan_write_nothing(project):
 
 def test_1x_hash_string_is_reported_and_accepted(project):
     assert _ran(project)
-    hash_file = project / "data" / "rr" / ".luisy.hash"
-    records = json.loads(hash_file.read_text())
-    records["rr/interim/Count.json"] = "0123abcd"  # what luisy 1.x stored
-    hash_file.write_text(json.dumps(records))
+    (project / "data" / "rr" / ".luisy.hash").write_text(json.dumps({"rr/interim/Count.json": "0123abcd"}))
+    for record in (project / "data" / "rr" / ".luisy-records").glob("rr~interim~Count.*"):
+        record.unlink()  # as if luisy 1.x had made the output
     assert "Count(): fingerprint recorded by luisy 1.x" in _plan(project)
     run_luisy(["--module", "rr.tasks", "All", "--hash-update-mode", "--no-ask"], cwd=project)
     assert _plan(project).startswith("nothing to run")
@@ -181,9 +180,10 @@ def test_1x_hash_string_is_reported_and_accepted(project):
 
 def test_two_workers_record_every_task(project):
     assert _ran(project, "--workers", "2") == {"Doubled", "Total", "Count", "Dynamic", "All"}
-    records = json.loads((project / "data" / "rr" / ".luisy.hash").read_text())
-    assert set(records) == {"rr/interim/Doubled.json", "rr/interim/Total.json", "rr/interim/Count.json",
-                            "rr/final/Dynamic.json"}
+    folder = project / "data" / "rr" / ".luisy-records"
+    records = {path.name.split(".")[0] for path in folder.iterdir()}
+    assert records == {"rr~interim~Doubled", "rr~interim~Total", "rr~interim~Count", "rr~final~Dynamic"}
+    assert all(json.loads(path.read_text())["fingerprint"] for path in folder.iterdir())
     assert _plan(project).startswith("nothing to run")
     assert not [p for p in (project / "data").rglob("*") if ".luisy-tmp" in p.name]
 
@@ -277,6 +277,5 @@ def test_content_fingerprint_ignores_touch_but_sees_edits(dir_project):
 def test_a_failed_task_records_no_fingerprint(dir_project):
     result = run_luisy(["run", "dd.tasks:Broken"], cwd=dir_project)
     assert result.returncode == 1
-    hash_file = dir_project / "data" / "dd" / ".luisy.hash"
-    assert not hash_file.exists() or "Broken" not in hash_file.read_text()
+    assert not list((dir_project / "data" / "dd").glob(".luisy-records/*Broken*"))
     assert not (dir_project / "data" / "Broken.pkl").exists()

@@ -549,7 +549,7 @@ class DirectoryWriter:
 
     def __exit__(self, exc_type: Any, *_: Any) -> None:
         if exc_type is None:
-            defer(self.commit, self.abort)
+            defer(self.commit, self.keep_for_next_run)
         else:
             self.abort()
 
@@ -608,6 +608,15 @@ class DirectoryWriter:
 
     def abort(self) -> None:
         self.staging.discard()
+
+    def keep_for_next_run(self) -> None:
+        """Leave the written items to the next writer of the output, as an interrupted run does
+        (the ``run()`` that wrote them failed, or was stopped, after the writer's block ended)."""
+        try:
+            self.checkpoint()
+            self.staging.keep()
+        finally:
+            self.staging.discard()
 
     def commit(self) -> Manifest:
         """Publish the written items with the kept ones; the previous state stays until then."""

@@ -1,12 +1,14 @@
-"""The recorded fingerprints: ``<working_dir>/<project>/.luisy.hash``, as in luisy 1.x.
+"""The recorded fingerprints: one small file per output, in ``<working_dir>/<project>/.luisy-records/``.
 
-A JSON object keyed by output path relative to the working directory. luisy 1.x stored a hash
-string per key; luisy 2 stores an object (the fingerprint and what it was made of, so ``plan``
-can say what changed) and reads 1.x strings as "recorded by another algorithm".
+A record is a JSON object: the fingerprint and what it was made of, so ``plan`` can say what
+changed. Recording writes only the task's own file (beside its place, then ``os.replace``), so
+it costs the same with 10 or 10 000 tasks, and several workers — on several machines sharing the
+working directory over a network file system — never touch each other's records and need no
+lock (see docs/reruns.rst for the measurements behind this).
 
-Writers hold the storage's lock on the file and replace it atomically, so tasks finishing at
-the same time in several processes never lose each other's records. The file lives where the
-outputs do (:mod:`luisy.storage`): on disk, or in memory in ``LuisyTestCase``.
+luisy 1.x kept every hash string of a project in ``<project>/.luisy.hash``; a task without a
+record of its own is looked up there, and a 1.x string reads as "recorded by another algorithm".
+Records live where the outputs do (:mod:`luisy.storage`): on disk, or in memory in ``LuisyTestCase``.
 """
 
 from __future__ import annotations
@@ -21,55 +23,68 @@ import luigi
 from luigi.task import flatten
 
 from luisy import storage
+from luisy.atomic import fit_name
 from luisy.config import get_working_dir
+from luisy.digests import digest
 from luisy.paths import project_name_of
 
+RECORDS_DIR = ".luisy-records"
+#: luisy 1.x's file of all a project's hashes, read where a task has no record of its own.
 HASH_FILE = ".luisy.hash"
 
 
 def location(task: luigi.Task) -> tuple[Path, str] | None:
-    """``(hash file, key)`` for a task with a file-system output; ``None`` for one without."""
+    """``(project folder, key)`` for a task with a file-system output; ``None`` for one without.
+
+    The key is the first output's path relative to the working directory, as in luisy 1.x.
+    """
     outputs = [o for o in flatten(task.output()) if getattr(o, "path", None)]
     if not outputs:
         return None
     root = get_working_dir()
     key = Path(os.path.relpath(os.path.abspath(outputs[0].path), root)).as_posix()
-    return root / project_name_of(type(task)) / HASH_FILE, key
+    return root / project_name_of(type(task)), key
 
 
-def load_all(hash_file: Path) -> dict[str, Any]:
-    """Every record of one hash file (``{}`` if there is none or it is unreadable)."""
-    where = storage.active()
-    path = os.fspath(hash_file)
-    version = where.token(path)
-    if version is None:
-        return {}
-    try:
-        return dict(_parse(where, path, version))
-    except (OSError, ValueError):
-        return {}
-
-
-@functools.lru_cache(maxsize=16)  # the file is replaced, never edited: its token is its version
-def _parse(where: Any, path: str, version: Any) -> dict[str, Any]:
-    data = json.loads(where.read_bytes(path))
-    return data if isinstance(data, dict) else {}
+def record_path(project: Path, key: str) -> Path:
+    """The file of the record under ``key``: readable, and unique by a digest of the whole key."""
+    return project / RECORDS_DIR / f"{fit_name(key.replace('/', '~'), 180)}.{digest(key, size=8)}.json"
 
 
 def lookup(task: luigi.Task) -> Any:
     """The task's record (a dict; a str if luisy 1.x wrote it), or ``None``."""
     where = location(task)
-    return None if where is None else load_all(where[0]).get(where[1])
+    if where is None:
+        return None
+    project, key = where
+    record = _load(os.fspath(record_path(project, key)))
+    if record is not None:
+        return record
+    return _load(os.fspath(project / HASH_FILE), {}).get(key)
 
 
 def store(task: luigi.Task, record: dict[str, Any]) -> None:
-    """Record ``record`` for ``task``, merging with records other processes write at the same time."""
+    """Record ``record`` for ``task``, replacing its previous record."""
     where = location(task)
-    if where is None:
-        return
-    hash_file, key = where
-    path = os.fspath(hash_file)
-    with storage.active().lock(path):
-        records = load_all(hash_file)
-        records[key] = record
-        storage.active().put_bytes(path, json.dumps(records, indent=1, sort_keys=True).encode("utf-8"))
+    if where is not None:
+        path = os.fspath(record_path(*where))
+        storage.active().put_bytes(path, json.dumps(record, indent=1, sort_keys=True).encode("utf-8"))
+
+
+def _load(path: str, default: Any = None) -> Any:
+    where = storage.active()
+    version = where.token(path)
+    if version is None:
+        return default
+    try:
+        return _parse(where, path, version)
+    except (OSError, ValueError):  # unreadable: as if never recorded, so the task runs again
+        return default
+
+
+@functools.lru_cache(maxsize=4096)  # files are replaced, never edited: the token is the version
+def _parse(where: Any, path: str, version: Any) -> Any:
+    data = json.loads(where.read_bytes(path))
+    if path.endswith(HASH_FILE):
+        return data if isinstance(data, dict) else {}
+    return data if isinstance(data, dict) else None

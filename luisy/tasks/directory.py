@@ -21,7 +21,7 @@ from luisy.errors import ItemError, ItemNameError, LuisyError, NoFolderInput, Un
 from luisy.executors import ItemStatus, Outcome
 from luisy.fingerprint.code import code_fingerprint
 from luisy.fingerprint.task import as_upstream, is_external
-from luisy.interrupts import signal_name, stop_after_publish, stop_on_signals
+from luisy.interrupts import signal_name, signals_ignored, stop_after_publish, stop_on_signals
 from luisy.spec import OutputSpec
 from luisy.tasks.base import Task
 
@@ -231,6 +231,8 @@ class DirectoryTask(Task):
             last = time.monotonic()
             try:
                 for item, outcome in outcomes(self, todo, writer, run.processes_for(self.processes), stop):
+                    if stop and outcome.status is ItemStatus.FAIL:
+                        continue  # the signal reached what the item ran too: the next run makes it again
                     progress.advance(failed=outcome.status is ItemStatus.FAIL)
                     self._record(writer, item, outcome)
                     if time.monotonic() - last >= interval:
@@ -238,10 +240,13 @@ class DirectoryTask(Task):
                         last = time.monotonic()
                 if progress.done < len(todo):  # asked to stop (see luisy.interrupts)
                     raise KeyboardInterrupt(signal_name(stop.signal))
-            except KeyboardInterrupt:  # a second signal, or the grace period ran out
-                writer.checkpoint()
-                writer.staging.keep()
-                logger.warning("interrupted: %d/%d items kept for the next run", len(writer.new), len(pending.todo))
+            except BaseException as error:  # stopped, or an item failed under on_error="raise"
+                writer.staging.keep()  # first: the finished items stay for the next run, whatever follows
+                with signals_ignored():  # a third Ctrl-C must not cut the last checkpoint short
+                    writer.checkpoint()
+                if isinstance(error, KeyboardInterrupt):
+                    logger.warning("interrupted: %d/%d items kept for the next run",
+                                   len(writer.new), len(pending.todo))
                 raise
             finally:
                 progress.close()

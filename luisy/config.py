@@ -187,8 +187,9 @@ class Config:
 
     ``Config().get_param("working_dir")`` returns the resolved working directory as a string;
     ``Config().set_param("working_dir", path)`` is :func:`set_working_dir`. 1.x's other settings
-    (``dry_run``, ``no_ask``, ``hash_update_mode``, ``requirements_path``...) are held for the
-    current context; turning on ``download`` or ``upload`` fails: luisy 2 has no cloud sync.
+    (``dry_run``, ``no_ask``, ``hash_update_mode``, ``requirements_path``...), and settings of a
+    project's own, are held for the current context; turning on ``download`` or ``upload``
+    fails: luisy 2 has no cloud sync.
     """
 
     def get_param(self, name: str) -> Any:
@@ -205,9 +206,6 @@ class Config:
         if name == "working_dir":
             set_working_dir(value)
             return
-        if name not in _LEGACY_DEFAULTS:
-            raise UnknownSettingError(
-                f"unknown luisy setting {name!r}; known: {sorted(['working_dir', *_LEGACY_DEFAULTS])}")
         if name in ("download", "upload") and value:
             from luisy.unavailable import unavailable
 
@@ -231,11 +229,12 @@ def activate_download() -> None:
 
 
 def change_working_dir(path: str, dir_current: str, dir_new: str) -> str:
-    """``path`` (below ``dir_current``) moved below ``dir_new`` instead (``""``: made relative)."""
+    """``path`` (below ``dir_current``) moved below ``dir_new`` instead (``""``: the rest of the
+    path, starting with ``/``). Both may be relative or absolute, as long as they are alike."""
     current = os.path.normpath(dir_current)
-    if os.path.commonpath([os.path.abspath(path), os.path.abspath(current)]) != os.path.abspath(current):
+    if not (path == current or path.startswith(current.rstrip("/") + "/")):
         raise ValueError(f"{path} is not below {current}")
-    rest = path[len(current):]
+    rest = path[len(current.rstrip("/")):]
     return os.path.join(os.path.normpath(dir_new), rest.lstrip("/")) if dir_new else rest
 
 
@@ -245,5 +244,9 @@ def add_working_dir(path: str) -> str:
 
 
 def remove_working_dir(path: str) -> str:
-    """``path`` below the working directory, as ``/project/layer/file`` relative to it."""
-    return change_working_dir(path, str(get_working_dir()), "")
+    """``path`` below the working directory, as ``/project/layer/file`` relative to it; ``path`` may
+    be absolute, or relative as the working directory was given."""
+    if os.path.isabs(path):
+        return change_working_dir(path, str(get_working_dir()), "")
+    given = _explicit_working_dir.get() or next((os.environ[n] for n in ENV_VARS if os.environ.get(n)), None)
+    return change_working_dir(path, given or DEFAULT_WORKING_DIR, "")

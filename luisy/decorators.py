@@ -93,11 +93,24 @@ def auto_filename(cls: T, excl_params: list[str] | tuple[str, ...] | None = None
     return cls
 
 
+class SoleRequirement(dict):
+    """The dict of ``requires(OneTask, as_dict=True)``: one entry, whose attributes it also lends
+    (luigi keeps the class when it maps the requirements to their outputs, so ``self.input()``
+    is one too). Where a dict has the attribute itself (``items``, ``get``...), the dict's wins."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or len(self) != 1:
+            raise AttributeError(name)
+        return getattr(next(iter(self.values())), name)
+
+
 def requires(*tasks: type, as_dict: bool = False) -> Callable[[T], T]:
     """Inherit the parameters of ``tasks`` and require them.
 
     One task: ``requires()`` returns it; several: a list in the given order;
-    ``as_dict=True``: a dict keyed by task family.
+    ``as_dict=True``: a dict keyed by task family. With one task that dict also stands for its
+    only entry, as luisy 1.x returned the task itself: ``self.input()["Raw"].read()`` and
+    ``self.input().read()`` both work (see :class:`SoleRequirement`).
     """
     if not tasks:
         raise TypeError("requires() needs at least one task class")
@@ -105,8 +118,10 @@ def requires(*tasks: type, as_dict: bool = False) -> Callable[[T], T]:
     def apply(cls: T) -> T:
         cls = luigi.util.inherits(*tasks)(cls)
         if as_dict:
+            mapping = SoleRequirement if len(tasks) == 1 else dict
+
             def _requires(self: Any) -> Any:
-                return {t.get_task_family(): self.clone(t) for t in tasks}
+                return mapping((t.get_task_family(), self.clone(t)) for t in tasks)
         elif len(tasks) == 1:
             def _requires(self: Any) -> Any:
                 return self.clone(tasks[0])

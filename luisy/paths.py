@@ -43,13 +43,14 @@ def _render(value: Any) -> str:
     return str(value)
 
 
-def auto_file_name(task: Any, excl_params: Iterable[str] = (), excl_none: bool = False) -> str:
+def auto_file_name(task: Any, excl_params: Iterable[str] = (), excl_none: bool = False, as_1x: bool = False) -> str:
     """``<task family>_<name>=<value>...`` for the task's significant parameters, sorted by name.
 
     Values are rendered as luisy 1.x rendered them. Where that rendering could be shared by
     another value of the same parameter — a text with ``/``, a space, ``=`` or ``~``, the text
     ``"None"``, list items with ``_``, nested lists — a short hash of the value is appended
-    (``x=a_b~1f0c2e9d``), so different tasks never share a file.
+    (``x=a_b~1f0c2e9d``), so different tasks never share a file. ``as_1x``: without that hash,
+    exactly as 1.x named the file (where an output made by 1.x is found).
     """
     excluded = set(excl_params)
     parts = [task.get_task_family()]
@@ -58,14 +59,19 @@ def auto_file_name(task: Any, excl_params: Iterable[str] = (), excl_none: bool =
         value = getattr(task, name)
         if name in excluded or (excl_none and value is None):
             continue
-        rendered = get_string_repr(value)
+        rendered = get_string_repr(_keys_only(value) if as_1x else value)
         if "\0" in rendered:
             raise UnsafePathError(f"{task!r}: parameter {name!r} contains a NUL byte")
-        if not _renders_uniquely(value):
+        if not as_1x and not _renders_uniquely(value):
             serialized = serialized or task.to_str_params()
             rendered = f"{rendered}~{digest(str(serialized[name]), size=4)}"
         parts.append(f"{name}={rendered}")
     return "_".join(parts)
+
+
+def _keys_only(value: Any) -> Any:
+    """A mapping as luisy 1.x rendered it in file names: its keys (what iterating over it gives)."""
+    return list(value) if isinstance(value, Mapping) else value
 
 
 _SHARED_RENDERING = re.compile(r"[/ =~]")

@@ -38,5 +38,5 @@ class NamingRule:
     excl_params: tuple[str, ...] = ()
     excl_none: bool = False
 
-    def render(self, task: Any) -> str:
-        return auto_file_name(task, self.excl_params, self.excl_none)
+    def render(self, task: Any, as_1x: bool = False) -> str:
+        return auto_file_name(task, self.excl_params, self.excl_none, as_1x)

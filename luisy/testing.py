@@ -26,6 +26,7 @@ from luisy.graph import upstream_first
 __all__ = ["LuisyTestCase", "create_testing_config", "get_all_dependencies", "debug_run"]
 
 Outputs = Sequence[tuple[luigi.Task, Any]] | None
+_SUCCEEDED = (LuigiStatusCode.SUCCESS, LuigiStatusCode.SUCCESS_WITH_RETRY)
 
 
 class LuisyTestCase(unittest.TestCase):
@@ -43,13 +44,16 @@ class LuisyTestCase(unittest.TestCase):
         """Run ``task``; return its output (or ``{task: output}`` for every task with one).
 
         ``existing_outputs`` are ``(task, object)`` pairs treated as already written, so the
-        tasks upstream of them do not run. An incomplete root task fails the test.
+        tasks upstream of them do not run. A run that does not succeed fails the test, as does a
+        root task without an output when its output is asked for.
         """
         run = self._execute(task, existing_outputs)
-        if not run.complete:
+        if run.result.status not in _SUCCEEDED:
             self.fail(f"{task} did not complete:\n{run.result.summary_text}")
         if return_store:
             return run.outputs
+        if not run.complete or task not in run.outputs:
+            self.fail(f"{task} did not complete (it wrote no output):\n{run.result.summary_text}")
         return run.outputs[task]
 
     def get_execution_summary(self, task: luigi.Task, existing_outputs: Outputs = None) -> dict[str, set]:
@@ -59,14 +63,12 @@ class LuisyTestCase(unittest.TestCase):
     def assertSuccess(self, task: luigi.Task, existing_outputs: Outputs = None) -> None:  # noqa: N802
         """The run succeeds (tasks that failed and then succeeded on retry included)."""
         result = self._execute(task, existing_outputs).result
-        ok = (LuigiStatusCode.SUCCESS, LuigiStatusCode.SUCCESS_WITH_RETRY)
-        self.assertIn(result.status, ok, f"{task} did not succeed:\n{result.summary_text}")
+        self.assertIn(result.status, _SUCCEEDED, f"{task} did not succeed:\n{result.summary_text}")
 
     def assertFail(self, task: luigi.Task, existing_outputs: Outputs = None) -> None:  # noqa: N802
         """The run does not succeed: a task fails, or cannot run because an external input is missing."""
         result = self._execute(task, existing_outputs).result
-        ok = (LuigiStatusCode.SUCCESS, LuigiStatusCode.SUCCESS_WITH_RETRY)
-        self.assertNotIn(result.status, ok, f"{task}'s run succeeded:\n{result.summary_text}")
+        self.assertNotIn(result.status, _SUCCEEDED, f"{task}'s run succeeded:\n{result.summary_text}")
 
     def assertMissing(self, task: luigi.Task, existing_outputs: Outputs = None) -> None:  # noqa: N802
         """The run stops on a missing external input."""

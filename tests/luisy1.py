@@ -63,12 +63,19 @@ def run_both(luisy1_python: Path, project: dict[str, str], script: str, root: Pa
              env: dict[str, str] | None = None) -> tuple[Outcome, Outcome]:
     """Run ``script`` (Python; it prints its answer as the last line, as JSON) in a fresh copy of
     ``project`` below ``root/"1.x"`` with luisy 1.x and below ``root/"now"`` with this luisy."""
+    return tuple(run_in(luisy1_python, name, project, script, root / name, env)  # type: ignore[return-value]
+                 for name in ("1.x", "now"))
+
+
+def run_in(luisy1_python: Path, which: str, project: dict[str, str], script: str, where: Path,
+           env: dict[str, str] | None = None) -> Outcome:
+    """Run ``script`` with luisy 1.x (``which="1.x"``) or this luisy (``"now"``) in ``project``,
+    written at ``where`` over what is there (so that one can work on what the other made)."""
+    if which == "1.x":
+        return _run(luisy1_python, project, script, where, env, [])
     # This checkout's luisy, ahead of any luisy installed in the interpreter (an editable install of
     # another checkout would win otherwise).
-    checkout = Path(__file__).resolve().parents[1]
-    return tuple(_run(python, project, script, root / name, env, extra_path)  # type: ignore[return-value]
-                 for name, python, extra_path in (("1.x", luisy1_python, []),
-                                                  ("now", Path(sys.executable), [str(checkout)])))
+    return _run(Path(sys.executable), project, script, where, env, [str(Path(__file__).resolve().parents[1])])
 
 
 def _run(python: Path, project: dict[str, str], script: str, where: Path, env: dict[str, str] | None,

@@ -14,7 +14,7 @@ import unittest
 from pathlib import Path
 
 from conftest import run_luisy, write_project
-from luisy1 import run_both
+from luisy1 import run_both, run_in
 
 PROJECT = {
     "oldapi/__init__.py": "",
@@ -204,3 +204,136 @@ class CloudAndSparkFeaturesSayWhatToDo(unittest.TestCase):
             self.assertNotIn("Traceback", result.stderr)
             self.assertEqual(len(result.stderr.strip().splitlines()), 1, result.stderr)
             self.assertIn("is not part of luisy 2", result.stderr)
+
+
+NAMES = {
+    "names/__init__.py": "",
+    "names/tasks.py": '''
+        import luisy
+
+
+        @luisy.interim
+        class Columns(luisy.Task):
+            columns = luisy.ListParameter(default=["Processing_Date", "ID"])
+            city = luisy.Parameter(default="New York")
+            weights = luisy.DictParameter(default={"a": 1})
+
+            def run(self):
+                self.write({"made by": self.made_by})
+
+            made_by = "1.x" if not hasattr(luisy, "build") else "2"
+    ''',
+}
+
+
+def test_outputs_luisy_1x_made_are_found_where_it_put_them(luisy1_python, tmp_path):
+    made = run_in(luisy1_python, "1.x", NAMES, PREAMBLE.replace("from oldapi.tasks import Doubled, Raw, Total", "")
+                  + '''
+from names.tasks import Columns
+luisy.cli.build(task=Columns())
+print(json.dumps({"path": os.path.relpath(Columns().output().path, os.environ["WORKING_DIR"])}))
+''', tmp_path)
+    assert made.returncode == 0, made.stderr[-3000:]
+    found = run_in(luisy1_python, "now", NAMES, '''
+import json, os, luisy
+from names.tasks import Columns
+print(json.dumps({"path": os.path.relpath(Columns().output().path, os.environ["WORKING_DIR"]),
+                  "read": Columns().output().read()}))
+''', tmp_path)
+    assert found.returncode == 0, found.stderr[-3000:]
+    assert found.answer == {"path": made.answer["path"], "read": {"made by": "1.x"}}
+
+
+ONE_AS_DICT = {
+    "onedict/__init__.py": "",
+    "onedict/tasks.py": '''
+        import pathlib  # not os: luisy 1.x cannot fingerprint code that uses a frozen module (Python 3.11)
+        import shutil
+
+        import luisy
+
+
+        @luisy.raw
+        @luisy.json_output
+        class Source(luisy.ExternalTask):
+            def get_file_name(self):
+                return "source"
+
+
+        @luisy.interim
+        @luisy.requires(Source, as_dict=True)
+        class AsTarget(luisy.Task):
+            def run(self):
+                self.write(self.input().read()["n"] + 1)  # what 1.x code did
+
+
+        @luisy.interim
+        @luisy.requires(Source, as_dict=True)
+        class AsDict(luisy.Task):
+            def run(self):
+                self.write(self.input()["Source"].read()["n"] + 2)  # what 1.x's docs wrote
+
+
+        @luisy.interim
+        @luisy.requires(Source)
+        class MovesAFileIn(luisy.Task):
+            def run(self):
+                extra = pathlib.Path(luisy.Config().get_param("working_dir"), "extra.txt")
+                extra.write_text("made in run()")
+                shutil.move(str(extra), str(pathlib.Path(self.get_outdir(), "extra.txt")))  # 1.x's multi-file tutorial
+                self.write(["extra.txt"])
+    ''',
+}
+
+
+def test_one_requirement_as_dict_and_files_moved_into_get_outdir(luisy1_python, tmp_path):
+    script = '''
+import json, os, luisy, luisy.cli
+from onedict.tasks import AsDict, AsTarget, MovesAFileIn
+os.makedirs(os.path.join(os.environ["WORKING_DIR"], "onedict", "raw"))
+open(os.path.join(os.environ["WORKING_DIR"], "onedict", "raw", "source.json"), "w").write('{"n": 1}')
+answer = {}
+for task in (AsTarget(), AsDict(), MovesAFileIn()):
+    failed = luisy.cli.build(task=task).tasks_set["failed"]
+    answer[type(task).__name__] = "failed" if failed else task.read()
+print(json.dumps(answer))
+'''
+    old, new = run_both(luisy1_python, ONE_AS_DICT, script, tmp_path)
+    assert old.answer == {"AsTarget": 2, "AsDict": "failed", "MovesAFileIn": ["extra.txt"]}, old.stderr[-3000:]
+    assert new.answer == {"AsTarget": 2, "AsDict": 3, "MovesAFileIn": ["extra.txt"]}, new.stderr[-3000:]
+
+
+def test_config_of_ones_own_relative_paths_and_a_store_without_root_output(luisy1_python, tmp_path):
+    project = {**PROJECT, "oldapi/test_store.py": '''
+        import luisy
+        import pandas as pd
+        from luisy.testing import LuisyTestCase
+        from oldapi.tasks import Doubled, Raw
+
+
+        class Nothing(luisy.Task):
+            def requires(self):
+                return Doubled()
+
+            def run(self):
+                pass  # writes nothing: its store is still asked for
+
+
+        class TestStore(LuisyTestCase):
+            def test_store(self):
+                store = self.run_pipeline(Nothing(), existing_outputs=[(Raw(), pd.DataFrame({"x": [1]}))],
+                                          return_store=True)
+                self.assertEqual(store[Doubled()]["x"].tolist(), [2])
+    '''}
+    answer = _same(luisy1_python, tmp_path, '''
+import sys, unittest
+from luisy.config import Config, remove_working_dir, set_working_dir
+Config().set_param("threshold", 10)
+set_working_dir("data")
+removed = remove_working_dir("data/proj/raw/x.pkl")
+suite = unittest.defaultTestLoader.loadTestsFromName("oldapi.test_store")
+result = unittest.TextTestRunner(stream=sys.stderr).run(suite)
+print(json.dumps({"threshold": Config().get_param("threshold"), "removed": removed,
+                  "store": [result.testsRun, len(result.failures) + len(result.errors)]}))
+''', project)
+    assert answer == {"threshold": 10, "removed": "/proj/raw/x.pkl", "store": [1, 0]}

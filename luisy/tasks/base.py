@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import luigi
 from luigi.task import flatten
 
-from luisy import targets
+from luisy import storage, targets
 from luisy.errors import NoOutputError, OutputMissingError
 from luisy.fingerprint import task as fingerprint
 from luisy.paths import output_dir, output_path, project_name_of, with_extension
@@ -70,14 +71,26 @@ class _OutputMixin:
         return os.fspath(output_dir(self, type(self)._luisy_layer))
 
     def get_output_path(self) -> Path:
-        """Where the output lives (computed only, nothing is created)."""
+        """Where the output lives (computed only, nothing is created).
+
+        A parameter value that luisy 1.x could have confused with another gets a short hash in
+        the automatic file name; an output that 1.x made under the name without it is used there.
+        """
         spec = type(self)._luisy_output
         if spec.folder:
             folder_name = getattr(self, "get_folder_name", self.get_file_name)
             name = spec.folder_name or folder_name()
         else:
             name = with_extension(self.get_file_name(), spec.ext)
-        return output_path(self, name, type(self)._luisy_layer)
+        path = output_path(self, name, type(self)._luisy_layer)
+        if (("~" in name or any(isinstance(v, Mapping) for v in self.param_kwargs.values()))
+                and _names_automatically(type(self), spec)):
+            as_1x = type(self)._luisy_naming.render(self, as_1x=True)
+            old = output_path(self, as_1x if spec.folder else with_extension(as_1x, spec.ext), type(self)._luisy_layer)
+            exists = functools.partial(storage.active().exists, folder=spec.folder)
+            if old != path and not exists(os.fspath(path)) and exists(os.fspath(old)):
+                return old
+        return path
 
     def output(self) -> luigi.Target:
         spec = type(self)._luisy_output
@@ -123,6 +136,20 @@ class _OutputMixin:
         ``parameters_to_exclude`` are left out of the labels. Needs the extra ``plot``.
         """
         return draw(self, ax, unique_children, parameters_to_exclude)
+
+
+def _names_automatically(cls: type, spec: OutputSpec) -> bool:
+    """Whether the output's name is ``auto_filename``'s (no ``get_file_name``/``get_folder_name`` of
+    the class's own, no fixed folder name)."""
+    if spec.folder and (spec.folder_name or "get_folder_name" in _defined_by_user(cls)):
+        return False
+    return "get_file_name" not in _defined_by_user(cls)
+
+
+def _defined_by_user(cls: type) -> set[str]:
+    """The naming methods a class below luisy's own defines."""
+    return {name for klass in cls.__mro__ if not klass.__module__.startswith("luisy.")
+            for name in ("get_file_name", "get_folder_name") if name in vars(klass)}
 
 
 class Task(_OutputMixin, luigi.Task):

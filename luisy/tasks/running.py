@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 from collections.abc import Callable, Generator
 from typing import Any
 
 import luigi
 from luigi.task import flatten
 
+from luisy import storage
 from luisy.atomic import is_staging, staged
 from luisy.fingerprint.task import record_success
 
@@ -27,6 +29,7 @@ def recording_run(run: Callable[..., Any]) -> Callable[..., Any]:
             if is_staging():
                 return (yield from run(self, *args, **kwargs))
             dynamic: list[luigi.Task] = []
+            make_output_folders(self)
             with staged(then=lambda: record_success(self, dynamic)):
                 result = yield from _collect(run(self, *args, **kwargs), dynamic)
             return result
@@ -38,12 +41,24 @@ def recording_run(run: Callable[..., Any]) -> Callable[..., Any]:
     def run_staged(self: luigi.Task, *args: Any, **kwargs: Any) -> Any:
         if is_staging():
             return run(self, *args, **kwargs)
+        make_output_folders(self)
         with staged(then=lambda: record_success(self, [])):
             result = run(self, *args, **kwargs)
         return result
 
     run_staged.__luisy_staged__ = True
     return run_staged
+
+
+def make_output_folders(task: luigi.Task) -> None:
+    """Create the folders the task's outputs go into: luisy 1.x made them when ``output()`` was
+    called, and 1.x code writes files of its own into ``get_outdir()`` during ``run()``."""
+    if not storage.active().holds_files:
+        return
+    for output in flatten(task.output()):
+        path = getattr(output, "path", None)
+        if path:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
 
 
 def _collect(generator: Generator[Any, Any, Any], sink: list[luigi.Task]) -> Generator[Any, Any, Any]:

@@ -122,14 +122,41 @@ def _process_start(pid: int) -> float | None:
         return None
 
 
+# Within a build, each folder is listed for temporary files once: a folder of 10 000 outputs is
+# otherwise listed once per output written into it. Temporary files that appear later belong to
+# writers that are alive, which nobody removes anyway.
+_temp_listings: ContextVar[dict[str, list[str]] | None] = ContextVar("luisy_temp_listings", default=None)
+
+
+@contextmanager
+def temps_listed_once() -> Iterator[None]:
+    """Within the block, :func:`stale_temps` lists each folder once (see above)."""
+    token = _temp_listings.set({} if _temp_listings.get() is None else _temp_listings.get())
+    try:
+        yield
+    finally:
+        _temp_listings.reset(token)
+
+
+def _temp_names(folder: str) -> list[str]:
+    listings = _temp_listings.get()
+    if listings is not None and folder in listings:
+        return listings[folder]
+    try:
+        names = [e.name for e in os.scandir(folder) if e.name.startswith(TMP_MARKER)]
+    except (FileNotFoundError, NotADirectoryError):
+        names = []
+    if listings is not None:
+        listings[folder] = names
+    return names
+
+
 def stale_temps(path: str | os.PathLike[str]) -> list[str]:
     """The temporary siblings of ``path`` that writers which are gone left behind."""
     path = Path(path)
     tail = fit_name(path.name, NAME_MAX - len(TMP_MARKER) - 24)
-    try:
-        entries = [e.path for e in os.scandir(path.parent) if e.name.startswith(TMP_MARKER) and e.name.endswith(tail)]
-    except (FileNotFoundError, NotADirectoryError):
-        return []
+    folder = os.fspath(path.parent)
+    entries = [os.path.join(folder, name) for name in _temp_names(folder) if name.endswith(tail)]
     return [entry for entry in entries if is_stale_temp(entry)]
 
 

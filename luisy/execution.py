@@ -14,8 +14,10 @@ from luigi.execution_summary import LuigiRunResult, _summary_dict
 from luigi.task import flatten
 
 from luisy import config
+from luisy.atomic import temps_listed_once
 from luisy.directory.target import DirectoryTarget
 from luisy.errors import LuisyError, SchedulerUnreachableError
+from luisy.fingerprint.task import remembered
 from luisy.graph import upstream_first
 from luisy.targets import scan_once
 
@@ -46,7 +48,10 @@ def build(
     """
     task_list = [tasks] if isinstance(tasks, luigi.Task) else list(tasks)
     with _run_settings(options, local_scheduler, scheduler_url, working_dir, processes, retry_failed):
-        result = luigi.build(task_list, workers=workers, detailed_summary=True, **options)
+        # One luigi worker runs every task in this process, where a task's success updates what is
+        # remembered of the fingerprints; with several, tasks run in other processes.
+        with remembered() if workers == 1 else nullcontext():
+            result = luigi.build(task_list, workers=workers, detailed_summary=True, **options)
         finish_interrupted_publishes(result)
         if summary:  # judged with the run's own settings (failed items settled for this run...)
             return summarize(task_list, result)
@@ -69,7 +74,7 @@ def _run_settings(options: dict[str, Any], local_scheduler: bool, scheduler_url:
     else:
         options["local_scheduler"] = True
     run = config.Run.resolve(working_dir=working_dir, processes=processes, retry_failed=retry_failed, new_id=True)
-    with worker_settings, config.running(run), scan_once():
+    with worker_settings, config.running(run), scan_once(), temps_listed_once():
         yield run
 
 

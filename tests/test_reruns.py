@@ -226,6 +226,18 @@ DIRECTORY_PROJECT = {
             def run(self):
                 self.write("half")
                 raise RuntimeError("fails after writing")
+
+
+        @luisy.requires(Counted)
+        @luisy.json_output
+        class Total(luisy.Task):
+            def run(self):
+                self.write({"chars": sum(item["chars"] for item in self.input().read())})
+
+
+        class Chain(luisy.WrapperTask):
+            def requires(self):
+                return [Total(), Configured()]
     ''',
 }
 
@@ -279,3 +291,17 @@ def test_a_failed_task_records_no_fingerprint(dir_project):
     assert result.returncode == 1
     assert not list((dir_project / "data" / "dd").glob(".luisy-records/*Broken*"))
     assert not (dir_project / "data" / "Broken.pkl").exists()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_task_after_a_directory_task_is_complete_after_one_run(dir_project, workers):
+    # Within a run, what a task contributes downstream is remembered; a directory task changes
+    # its contribution by running, also in another worker process.
+    first = run_luisy(["run", "dd.tasks:Chain", "--workers", workers], cwd=dir_project)
+    assert first.returncode == 0, first.stdout + first.stderr
+    plan = run_luisy(["plan", "dd.tasks:Chain"], cwd=dir_project)
+    assert plan.stdout.startswith("nothing to run"), plan.stdout
+    (dir_project / "data" / "dd" / "raw" / "pages" / "p9.txt").write_text("new page")
+    again = run_luisy(["run", "dd.tasks:Chain", "--workers", workers], cwd=dir_project)
+    assert again.returncode == 0 and json.loads((dir_project / "data" / "Total.json").read_text()) == {"chars": 14}
+    assert run_luisy(["plan", "dd.tasks:Chain"], cwd=dir_project).stdout.startswith("nothing to run")

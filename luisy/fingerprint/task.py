@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import inspect
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,10 +62,45 @@ def is_external(task: luigi.Task) -> bool:
     return getattr(type(task), "run", None) is None
 
 
+# Within a build, what each task contributes downstream is computed once (luigi asks complete()
+# of every task, each of which follows its requirements). A plain task's contribution is its own
+# fingerprint, which its run does not change; a directory task's (its manifest) and a task with
+# dynamic requirements' (its record) do change when they run, so their success empties the memo.
+_build_memo: ContextVar[dict[str, str] | None] = ContextVar("luisy_fingerprint_memo", default=None)
+
+
+@contextmanager
+def remembered() -> Iterator[None]:
+    """Within the block, upstream fingerprints are computed once (see above)."""
+    token = _build_memo.set({} if _build_memo.get() is None else _build_memo.get())
+    try:
+        yield
+    finally:
+        _build_memo.reset(token)
+
+
+def _forget_in_child() -> None:
+    # A luigi worker process forked for a task starts afresh: tasks that the parent saw before
+    # they ran may have run since, in other processes.
+    shared = _build_memo.get()
+    if shared:
+        shared.clear()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
+
+
+def _memo(memo: dict[str, str] | None) -> dict[str, str]:
+    if memo is not None:
+        return memo
+    shared = _build_memo.get()
+    return shared if shared is not None else {}
+
+
 def current(task: luigi.Task, memo: dict[str, str] | None = None,
             dynamic: list[luigi.Task] | None = None, with_upstream: bool = True) -> TaskFingerprint:
     """The task's fingerprint now. ``dynamic``: its dynamic requirements (default: as last recorded)."""
-    memo = {} if memo is None else memo
+    memo = _memo(memo)
     code = code_fingerprint(type(task))
     params = {k: str(v) for k, v in sorted(task.to_str_params(only_significant=True).items())}
     upstream = {}
@@ -96,7 +134,7 @@ class _Vanished(luigi.ExternalTask):
 
 def as_upstream(task: luigi.Task, memo: dict[str, str] | None = None) -> str:
     """The fingerprint ``task`` contributes to the tasks that require it."""
-    memo = {} if memo is None else memo
+    memo = _memo(memo)
     key = task.task_id
     if key not in memo:
         memo[key] = _as_upstream(task, memo)
@@ -152,3 +190,6 @@ def record_success(task: luigi.Task, dynamic: list[luigi.Task]) -> None:
     """
     directory = any(isinstance(o, DirectoryTarget) for o in flatten(task.output()))
     records.store(task, current(task, dynamic=dynamic, with_upstream=not directory).record(dynamic))
+    shared = _build_memo.get()
+    if shared and (directory or dynamic):  # what it contributes downstream has changed
+        shared.clear()

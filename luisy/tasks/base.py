@@ -13,6 +13,7 @@ import luigi
 from luigi.task import flatten
 
 from luisy import storage, targets
+from luisy.config import get_working_dir
 from luisy.errors import NoOutputError, OutputMissingError
 from luisy.fingerprint import task as fingerprint
 from luisy.paths import output_dir, output_path, project_name_of, with_extension
@@ -93,8 +94,16 @@ class _OutputMixin:
         return path
 
     def output(self) -> luigi.Target:
+        # luigi and luisy ask for it many times per task: it is made once per working directory
+        # and storage (luigi keeps one instance per task, also across builds in a notebook).
+        key = (get_working_dir(), id(storage.active()))
+        cached = self.__dict__.get("_luisy_output_cache")
+        if cached is not None and cached[0] == key:
+            return cached[1]
         spec = type(self)._luisy_output
-        return spec.target_cls.for_task(self, self.get_output_path(), **spec.options)
+        target = spec.target_cls.for_task(self, self.get_output_path(), **spec.options)
+        self.__dict__["_luisy_output_cache"] = (key, target)
+        return target
 
     def write(self, obj: Any) -> None:
         """Write ``obj`` as the output, atomically; the type is checked first."""

@@ -56,6 +56,18 @@ class _OutputMixin:
         if run is not None and not getattr(run, "__luisy_staged__", False):
             cls.run = recording_run(run)
 
+    @classmethod
+    def get_params(cls) -> list[tuple[str, luigi.Parameter]]:
+        """luigi's list of the class's parameters, made once per class (luigi calls ``dir()`` for
+        it about ten times per task; a class that gains an attribute gets a new list)."""
+        cached = cls.__dict__.get("_luisy_params")
+        if cached is not None and cached[0] == _shape(cls):
+            return list(cached[1])
+        params = super().get_params()  # type: ignore[misc]
+        cls._luisy_params = (None, params)  # set first: the shape counts this attribute too
+        cls._luisy_params = (_shape(cls), params)
+        return list(params)
+
     def get_sub_dir(self) -> str:
         """Folder below the layer folder; ``""`` by default."""
         return ""
@@ -145,6 +157,11 @@ class _OutputMixin:
         ``parameters_to_exclude`` are left out of the labels. Needs the extra ``plot``.
         """
         return draw(self, ax, unique_children, parameters_to_exclude)
+
+
+def _shape(cls: type) -> tuple[int, ...]:
+    """How many attributes each class of ``cls``'s MRO has: parameters are added, never swapped."""
+    return tuple(len(vars(klass)) for klass in cls.__mro__)
 
 
 def _names_automatically(cls: type, spec: OutputSpec) -> bool:

@@ -390,7 +390,8 @@ def parsed_task(task_cls: type[luigi.Task], args: Sequence[str]) -> Iterator[lui
         try:
             task_obj = task_cls(**kwargs)
         except luigi.parameter.MissingParameterException as error:
-            raise ParameterError(f"{family}: {str(error).split(': ', 1)[-1]}") from None
+            # luigi's message starts with the task and its arguments, which may contain ": " too.
+            raise ParameterError(f"{family}: {str(error).rsplit(']: ', 1)[-1]}") from None
         except ValueError as error:
             raise ParameterError(f"{family}: {error}") from None
         yield task_obj

@@ -39,6 +39,7 @@ PROJECT = {
 
         class Needs(luisy.Task):
             level = luisy.IntParameter()
+            columns = luisy.ListParameter(default=["a", "b"])
 
 
         @luisy.requires(Given)
@@ -121,6 +122,7 @@ def test_help_shows_an_example(project):
     (["run", "clipkg.tasks:Greet", "--tim", "3"], "Greet: unrecognized arguments: --tim 3"),  # whole names only
     (["run", "clipkg.tasks:Greet", "--times", "many"], "Greet: bad value 'many' for --times"),
     (["run", "clipkg.tasks:Needs"], "Needs: requires the 'level' parameter to be set"),
+    (["run", "clipkg.tasks:Needs", "--columns", '["x: y"]'], "error: Needs: requires the 'level' parameter to be set"),
     (["run", "clipkg.tasks:Greet", "--working-dir", "missing_dir"], "working directory"),
     (["--module", "clipkg.tasks", "Nope", "--no-ask"], "has no task 'Nope'"),
 ])

@@ -25,7 +25,7 @@ from luisy import config
 from luisy.accept import update_fingerprints
 from luisy.errors import LuisyError, ParameterError, TaskLookupError
 from luisy.execution import run as run_tasks
-from luisy.graph import FORMATS
+from luisy.graph import FORMATS, upstream_first
 from luisy.graph import render as render_graph
 from luisy.legacy import build
 from luisy.plan import report as plan_report
@@ -145,7 +145,10 @@ def _task(task: str, working_dir: Path | None, task_args: Sequence[str]) -> Iter
                 f"working directory {root} does not exist (set it with --working-dir, "
                 "LUISY_WORKING_DIR or [luisy] working_dir, or create it)"
             )
-        with parsed_task(load_task_class(task), list(task_args)) as task_obj:
+        task_cls = load_task_class(task)
+        with parsed_task(task_cls, list(task_args)) as task_obj:
+            for line in unused_options(task_obj, task_cls, list(task_args)):
+                click.echo(f"luisy: warning: {line}", err=True)
             yield task_obj
 
 
@@ -328,7 +331,11 @@ def load_task_class(spec: str) -> type[luigi.Task]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
-        raise TaskLookupError(f"cannot import module {module_name!r} for task {spec!r}: {error}") from error
+        hint = ""
+        if isinstance(error, ModuleNotFoundError) and error.name and module_name.startswith(error.name):
+            hint = (f" (looked in {os.getcwd()} and the installed packages: run luisy from the project's root "
+                    "folder, add that folder to PYTHONPATH, or install the package)")
+        raise TaskLookupError(f"cannot import module {module_name!r} for task {spec!r}: {error}{hint}") from error
     task_cls = getattr(module, class_name, None)
     if not (isinstance(task_cls, type) and issubclass(task_cls, luigi.Task)):
         found = sorted(n for n, v in vars(module).items()
@@ -357,6 +364,30 @@ def _task_arguments(task_cls: type[luigi.Task], args: Sequence[str]) -> argparse
     for param_name, param in task_cls.get_params():
         parser.add_argument("--" + param_name.replace("_", "-"), dest=param_name, **_takes(param))
     return parser.parse_args(list(args))
+
+
+def unused_options(task_obj: luigi.Task, task_cls: type[luigi.Task], args: Sequence[str]) -> list[str]:
+    """The ``--Family-param`` values no task of ``task_obj``'s graph takes (call it inside
+    :func:`parsed_task`): a task that requires another passes its own values down, so a value
+    given for the required task on the command line is then not used."""
+    known = _task_arguments(task_cls, args)
+    graph = list(upstream_first(task_obj))
+    unused = []
+    for family, without_section, name, param in Register.get_all_params():
+        raw_value = None if without_section else getattr(known, f"{family}_{name}", None)
+        if raw_value is None:
+            continue
+        instances = [t for t in graph if t.get_task_family() == family]
+        try:
+            value = param.normalize(param.parse(raw_value))
+        except Exception:
+            continue  # luigi reports a bad value itself
+        if not any(getattr(t, name) == value for t in instances):
+            flag = f"--{family}-{name.replace('_', '-')} {raw_value}"
+            why = (f"{family} in {task_obj}'s graph gets its {name} from the task that requires it" if instances
+                   else f"no {family} is in {task_obj}'s graph")
+            unused.append(f"{flag} is not used: {why}")
+    return unused
 
 
 def _takes(param: luigi.Parameter) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from luisy.directory.target import DirectoryTarget
 from luisy.errors import LuisyError, SchedulerUnreachableError
 from luisy.fingerprint.task import remembered
 from luisy.graph import upstream_first
+from luisy.paths import expected_at
 from luisy.targets import scan_once
 
 
@@ -42,11 +43,13 @@ def build(
     ``working_dir``, ``processes`` (item processes of directory tasks that do not set their own)
     and ``retry_failed`` (whether directory tasks retry items that failed before; default yes)
     apply for this call only (see :class:`luisy.config.Run`). Other keywords are
-    luigi's ``[core]`` options (``log_level``, ``parallel_scheduling``...). Returns luigi's success flag, its
+    luigi's ``[core]`` options (``log_level``, default ``"WARNING"`` as on the command line;
+    ``parallel_scheduling``...). Returns luigi's success flag, its
     ``LuigiRunResult`` with ``detailed_summary=True``, or luisy's :class:`RunSummary` with
     ``summary=True``.
     """
     task_list = [tasks] if isinstance(tasks, luigi.Task) else list(tasks)
+    options.setdefault("log_level", "WARNING")  # as quiet as the CLI; luigi's default is DEBUG
     with _run_settings(options, local_scheduler, scheduler_url, working_dir, processes, retry_failed):
         # One luigi worker runs every task in this process, where a task's success updates what is
         # remembered of the fingerprints; with several, tasks run in other processes.
@@ -140,7 +143,11 @@ class RunSummary:
         retried = "not retried (--no-retry-failed)" if self.kept_failures else "retried by the next run"
         state = "NOT complete" if not self.complete else "complete" if self.ok else \
             f"complete except {self.failed_items} failed item(s), {retried}"
-        out = [f"{state}: " + ", ".join(str(t) for t in self.tasks)]
+        roots = ", ".join(str(t) for t in self.tasks)
+        if self.ok and not self.ran and not self.kept_failures:
+            out = [f"nothing to run: {roots} {'is' if len(self.tasks) == 1 else 'are'} complete"]
+        else:
+            out = [f"{state}: {roots}"]
         for label, names in (("ran", self.ran), ("already done", self.already_done)):
             if names:
                 out.append(f"  {label}: {len(names)} task(s)")
@@ -183,7 +190,7 @@ def summarize(tasks: list[luigi.Task], result: LuigiRunResult) -> RunSummary:
     summary.already_done = sorted(map(str, sets["already_done"]))
     summary.failed = [(str(t), _first_error_line(result, t)) for t in sorted(sets["failed"], key=str)]
     summary.failed += [(str(t), _completeness_error(t)) for t in sorted(sets["scheduling_error"], key=str)]
-    summary.missing = sorted(map(str, sets["still_pending_ext"]))
+    summary.missing = [f"{t} (expected at {expected_at(t)})" for t in sorted(sets["still_pending_ext"], key=str)]
     summary.not_run = sorted(map(str, sets["upstream_failure"] | sets["upstream_missing_dependency"]))
     headers = ((t, _manifest_header(t)) for t in sorted(sets["completed"], key=str))
     summary.items = [(str(t), h.processed, h.failed_count, h.item_count) for t, h in headers if h is not None]

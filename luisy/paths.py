@@ -14,6 +14,7 @@ from pathlib import Path, PurePath
 from typing import Any
 
 import luigi
+from luigi.task import flatten
 
 from luisy.atomic import NAME_MAX
 from luisy.config import get_working_dir
@@ -232,3 +233,9 @@ def _parameter_in(task: Any, text: str) -> str | None:
         if value is not None and str(value) and str(value) in text:
             return name
     return None
+
+
+def expected_at(task: luigi.Task) -> str:
+    """Where a task's output is looked for (several: joined with ``, ``), for "missing input" lines."""
+    paths = [os.fspath(o.path) for o in flatten(task.output()) if getattr(o, "path", None)]
+    return ", ".join(paths) if paths else "no file"

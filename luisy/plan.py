@@ -18,6 +18,7 @@ from luisy.directory.target import DirectoryTarget
 from luisy.fingerprint import records
 from luisy.fingerprint.code import code_fingerprint
 from luisy.fingerprint.task import current, is_external, recorded_dynamic
+from luisy.paths import expected_at
 from luisy.targets import scan_once
 
 __all__ = ["Step", "plan", "reasons", "report"]
@@ -65,8 +66,10 @@ def report(root: luigi.Task) -> list[str]:
     steps = plan(root)
     if not steps:
         return [f"nothing to run: {root} is complete"]
-    return [f"{len(steps)} task(s) would run, upstream first:", *(f"  {step.line()}" for step in steps),
-            *(f"note: {note}" for note in notes(steps))]
+    runnable = [step for step in steps if not step.missing]
+    missing = [f"missing input: {step.task} (expected at {expected_at(step.task)})" for step in steps if step.missing]
+    head = [f"{len(runnable)} task(s) would run, upstream first:"] if runnable else []
+    return [*head, *(f"  {step.line()}" for step in runnable), *missing, *(f"note: {note}" for note in notes(runnable))]
 
 
 def notes(steps: list[Step]) -> list[str]:

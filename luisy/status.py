@@ -14,6 +14,7 @@ from luisy.directory.manifest import MANIFEST_NAME, Manifest
 from luisy.directory.target import RETIRED, VERIFIED, DirectoryTarget
 from luisy.fingerprint.task import is_external
 from luisy.graph import upstream_first
+from luisy.paths import expected_at
 from luisy.plan import reasons
 
 __all__ = ["TaskStatus", "status", "table", "verify"]
@@ -51,7 +52,8 @@ def status(root: luigi.Task) -> list[TaskStatus]:
                 mtime = os.stat(output.path).st_mtime
                 last_run = dt.datetime.fromtimestamp(mtime, dt.timezone.utc).isoformat(timespec="seconds")
         if is_external(task):
-            state = "input"
+            outputs = flatten(task.output())
+            state = "input" if all(o.exists() for o in outputs) else f"missing input (expected at {expected_at(task)})"
         else:
             why = reasons(task)
             state = "current" if not why else why[0]
@@ -66,7 +68,7 @@ def table(rows: list[TaskStatus], width: int = 60) -> str:
     cells = [header] + [
         (_cut(str(r.task), width), "yes" if r.complete else "no", "" if r.items is None else str(r.items),
          "" if r.failed is None else str(r.failed), str(r.bad or ""), str(r.resumable or ""), r.last_run,
-         _cut(r.fingerprint, width))
+         r.fingerprint)  # the last column, uncut: it may name the path a missing input is expected at
         for r in rows
     ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]

@@ -80,3 +80,17 @@ def test_images_example_and_incremental_rerun(tmp_path):
     assert set(after) == set(before) | {"extra.pkl"}
     assert all(after[name] == mtime for name, mtime in before.items()), "only the new image is processed"
     assert len(pd.read_parquet(next((wd / "images" / "final").glob("FeatureTable_*.parquet")))) == 13
+
+
+def test_the_pytest_example_of_the_testing_docs_passes_on_the_tutorial(tmp_path):
+    code = re.search(r"```python\n(# mypkg/tasks.py\n.*?)```", README, re.S).group(1)
+    (tmp_path / "mypkg").mkdir()
+    (tmp_path / "mypkg" / "__init__.py").write_text("")
+    (tmp_path / "mypkg" / "tasks.py").write_text(code)
+    docs = (ROOT / "docs" / "testing.rst").read_text()
+    snippet = re.search(r"``luisy_working_dir``.*?\.\. code-block:: python\n\n(.*?)\n\S", docs, re.S).group(1)
+    (tmp_path / "test_report.py").write_text("\n".join(line[3:] for line in snippet.splitlines()))
+    env = {k: v for k, v in os.environ.items() if k not in ("LUISY_WORKING_DIR", "WORKING_DIR")}
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_report.py"],
+                            cwd=tmp_path, env={**env, "PYTHONPATH": str(tmp_path)}, capture_output=True, text=True)
+    assert result.returncode == 0 and "1 passed" in result.stdout, result.stdout + result.stderr

@@ -20,7 +20,7 @@ from contextvars import ContextVar
 from pathlib import Path
 
 from luisy.digests import digest
-from luisy.interrupts import held
+from luisy.interrupts import forget_stop_after_publish, held
 
 TMP_MARKER = ".luisy-tmp-"
 #: Longest file name most file systems allow, in bytes.
@@ -124,7 +124,8 @@ def _process_start(pid: int) -> float | None:
 
 # Within a build, each folder is listed for temporary files once: a folder of 10 000 outputs is
 # otherwise listed once per output written into it. Temporary files that appear later belong to
-# writers that are alive, which nobody removes anyway.
+# writers that are alive, which nobody removes anyway, or were handed over by a writer of this
+# build that was interrupted or failed: those wait for the next build.
 _temp_listings: ContextVar[dict[str, list[str]] | None] = ContextVar("luisy_temp_listings", default=None)
 
 
@@ -154,10 +155,21 @@ def _temp_names(folder: str) -> list[str]:
 def stale_temps(path: str | os.PathLike[str]) -> list[str]:
     """The temporary siblings of ``path`` that writers which are gone left behind."""
     path = Path(path)
-    tail = fit_name(path.name, NAME_MAX - len(TMP_MARKER) - 24)
     folder = os.fspath(path.parent)
-    entries = [os.path.join(folder, name) for name in _temp_names(folder) if name.endswith(tail)]
+    entries = [os.path.join(folder, name) for name in _temp_names(folder) if _is_temp_of(name, path.name)]
     return [entry for entry in entries if is_stale_temp(entry)]
+
+
+def _is_temp_of(name: str, original: str) -> bool:
+    """Whether ``name`` is a :func:`temp_sibling` name made for ``original`` (not for a longer name
+    that ends like it: ``.luisy-tmp-…-mydata`` is not a temporary of ``data``)."""
+    match = _TEMP_NAME.match(name)
+    if match is None:  # an older luisy's name: it ended with the original name
+        return name.endswith(original)
+    rest = name[match.end():]
+    # A name too long to fit was cut to its end (fit_name), with the prefix it had then.
+    return rest == original or (len(rest.encode("utf-8", "surrogateescape")) > NAME_MAX - 48
+                                and original.endswith(rest))
 
 
 def remove_stale_temps(path: str | os.PathLike[str]) -> None:
@@ -223,6 +235,7 @@ def staged(then: Callable[[], None] = lambda: None) -> Iterator[None]:
         yield
     except BaseException:
         _staging.reset(token)
+        forget_stop_after_publish()  # nothing is published, so no stop waits for it
         for _, discard in pending:
             discard()
         raise

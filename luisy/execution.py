@@ -51,9 +51,10 @@ def build(
     task_list = [tasks] if isinstance(tasks, luigi.Task) else list(tasks)
     options.setdefault("log_level", "WARNING")  # as quiet as the CLI; luigi's default is DEBUG
     with _run_settings(options, local_scheduler, scheduler_url, working_dir, processes, retry_failed):
-        # One luigi worker runs every task in this process, where a task's success updates what is
-        # remembered of the fingerprints; with several, tasks run in other processes.
-        with remembered() if workers == 1 else nullcontext():
+        # One local luigi worker runs every task in this process, where a task's success updates
+        # what is remembered of the fingerprints; otherwise tasks run in other processes.
+        in_here = workers == 1 and options.get("local_scheduler") and not options.get("force_multiprocessing")
+        with remembered() if in_here else nullcontext():
             result = luigi.build(task_list, workers=workers, detailed_summary=True, **options)
         finish_interrupted_publishes(result)
         if summary:  # judged with the run's own settings (failed items settled for this run...)

@@ -26,7 +26,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
-__all__ = ["Stop", "held", "signal_name", "signals_ignored", "stop_after_publish", "stop_on_signals"]
+__all__ = ["Stop", "forget_stop_after_publish", "held", "signal_name", "signals_held_back", "stop_after_publish",
+           "stop_on_signals"]
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 logger = logging.getLogger("luisy")
@@ -103,17 +104,32 @@ def _handling(first: Callable[[int], None]) -> Iterator[Stop]:
 _sigterm_handlers: list[Callable[[int, Any], None]] = []
 
 
+# SIGTERM is blocked meanwhile: one that arrives during the fork waits, and then reaches the
+# parent's handler or ends the child, as it should.
+_forking: list[bool] = []
+
+
 def _default_sigterm_for_the_child() -> None:
-    if _sigterm_handlers and threading.current_thread() is threading.main_thread():
+    swapped = bool(_sigterm_handlers) and threading.current_thread() is threading.main_thread()
+    _forking.append(swapped)
+    if swapped:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _sigterm_handler_back() -> None:
-    if _sigterm_handlers and threading.current_thread() is threading.main_thread():
+    if _forking and _forking.pop():
         signal.signal(signal.SIGTERM, _sigterm_handlers[-1])
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 
 
-os.register_at_fork(before=_default_sigterm_for_the_child, after_in_parent=_sigterm_handler_back)
+def _sigterm_unblocked_in_child() -> None:
+    if _forking and _forking.pop():
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
+
+os.register_at_fork(before=_default_sigterm_for_the_child, after_in_parent=_sigterm_handler_back,
+                    after_in_child=_sigterm_unblocked_in_child)
 
 
 @contextmanager
@@ -156,17 +172,22 @@ def held() -> Iterator[None]:
 
 
 @contextmanager
-def signals_ignored() -> Iterator[None]:
-    """Inside the block (a short, last write before stopping), SIGINT and SIGTERM are ignored."""
+def signals_held_back() -> Iterator[None]:
+    """Inside the block (a short, last write before stopping), SIGINT and SIGTERM wait; they are
+    delivered when it ends."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in SIGNALS}
+    signal.pthread_sigmask(signal.SIG_BLOCK, set(SIGNALS))
     try:
         yield
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, set(SIGNALS))
+
+
+def forget_stop_after_publish() -> None:
+    """Drop a pending :func:`stop_after_publish`: the run failed, so nothing is published."""
+    _after_publish.set(None)
 
 
 def stop_after_publish(signum: int | None) -> None:

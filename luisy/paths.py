@@ -236,6 +236,6 @@ def _parameter_in(task: Any, text: str) -> str | None:
 
 
 def expected_at(task: luigi.Task) -> str:
-    """Where a task's output is looked for (several: joined with ``, ``), for "missing input" lines."""
+    """Where a task's output is looked for (several paths: comma-separated), for "missing input" lines."""
     paths = [os.fspath(o.path) for o in flatten(task.output()) if getattr(o, "path", None)]
     return ", ".join(paths) if paths else "no file"

@@ -101,7 +101,8 @@ def verify(root: luigi.Task, repair: bool = False) -> tuple[int, list[str]]:
                 if repair:
                     output.repair(corrupt=True)
                 continue
-            if not output.exists():
+            header = output.current_header()  # before checking: a publish meanwhile makes a new one
+            if header is None:
                 continue
             manifest = output.manifest
             checked += len(manifest.items)
@@ -109,7 +110,7 @@ def verify(root: luigi.Task, repair: bool = False) -> tuple[int, list[str]]:
             problems.extend(f"{task}: {line}" for line in [*bad.values(), *strays.values()])
             if repair and (bad or strays):
                 output.repair(bad, strays)
-            output.note_verified({} if repair else bad)
+            output.note_verified({} if repair else bad, None if repair else header)
     return checked, problems
 
 

@@ -337,3 +337,18 @@ print(json.dumps({"threshold": Config().get_param("threshold"), "removed": remov
                   "store": [result.testsRun, len(result.failures) + len(result.errors)]}))
 ''', project)
     assert answer == {"threshold": 10, "removed": "/proj/raw/x.pkl", "store": [1, 0]}
+
+
+def test_a_name_luisy_2_wrote_for_another_value_is_not_taken_for_a_1x_output(luisy_working_dir):
+    import luisy
+
+    class Named(luisy.Task):
+        x = luisy.Parameter()
+
+        def run(self):
+            self.write({"x": self.x})
+
+    assert luisy.build([Named(x="a_b")])  # "a_b" keeps 1.x's name, Named_x=a_b.pkl
+    other = Named(x="a b")  # 1.x named it Named_x=a_b.pkl too; luisy 2 adds a hash
+    assert other.output().path != Named(x="a_b").output().path and "~" in other.output().path
+    assert luisy.build([other]) and Named(x="a_b").read() == {"x": "a_b"} and other.read() == {"x": "a b"}

@@ -52,3 +52,18 @@ def test_an_unreadable_record_counts_as_none(luisy_working_dir):
     path = records.record_path(*records.location(Part(n=3)))
     path.write_text("{torn")
     assert records.lookup(Part(n=3)) is None
+
+
+def test_records_kept_in_memory_do_not_keep_the_storage_alive():
+    import gc
+    import weakref
+
+    from luisy import storage
+
+    with storage.in_memory() as memory:
+        records.store(Part(n=5), {"fingerprint": "f"})
+        assert records.lookup(Part(n=5)) == {"fingerprint": "f"}
+        gone = weakref.ref(memory)
+    del memory
+    gc.collect()
+    assert gone() is None, "a cache holds a test's in-memory storage"

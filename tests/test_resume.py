@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import run_luisy, status_rows, write_project
 from directory_tasks import PROCESSED, Doubled
@@ -264,3 +265,64 @@ def test_a_stop_after_the_items_while_run_goes_on_keeps_them(project, tmp_path):
     result = run_luisy(["run", "res.tasks:Longer"], cwd=project, env={"DONE": str(done), "PROCESSES": "1"})
     assert result.returncode == 0, result.stdout + result.stderr
     assert {p.name for p in done.iterdir()} == {"after-the-items"}, "finished items were made again"
+
+
+def test_a_sigterm_while_forking_reaches_the_handler_not_the_default(tmp_path):
+    # A before-fork hook registered before luisy's runs after it: it stands for a SIGTERM that
+    # arrives while a large process forks (an item process starting, an item's own pool).
+    script = '''
+import os, signal
+armed = []
+os.register_at_fork(before=lambda: os.kill(os.getpid(), signal.SIGTERM) if armed else None)
+from luisy.interrupts import stop_on_signals
+with stop_on_signals(10) as stop:
+    armed.append(1)
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    armed.clear()
+    os.waitpid(pid, 0)
+    print("stop set:", bool(stop))
+'''
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == "stop set: True", result
+
+
+def test_a_stop_left_pending_by_a_failed_run_does_not_stop_the_next_build(frames):
+    from luisy.atomic import staged
+    from luisy.interrupts import held, stop_after_publish
+
+    with pytest.raises(RuntimeError):
+        with staged():
+            stop_after_publish(signal.SIGINT)
+            raise RuntimeError("run() failed after its items were done")
+    with held():  # the next build's publish
+        pass
+
+
+def test_a_failing_checkpoint_keeps_the_written_items_for_the_next_run(frames, monkeypatch):
+    from luisy.directory.target import LocalStaging
+
+    task = Doubled()
+    writer = task.output().writer(task)
+    writer.write("f0", np.zeros((2, 2)))
+
+    def fail(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(LocalStaging, "checkpoint", fail)
+    with pytest.raises(OSError):
+        writer.keep_for_next_run()
+    assert writer.staging.path.is_dir(), "the items written were deleted"
+
+
+def test_a_handed_over_staging_folder_is_not_taken_by_an_output_whose_name_it_ends_with(luisy_working_dir):
+    from luisy.atomic import hand_over, stale_temps, temp_sibling
+
+    folder = luisy_working_dir / "outputs"
+    folder.mkdir()
+    staging = temp_sibling(folder / "mydata")
+    staging.mkdir()
+    mine = hand_over(staging)  # a failed run's items, waiting for the next run of "mydata"
+    assert [Path(p).name for p in stale_temps(folder / "mydata")] == [mine.name]
+    assert stale_temps(folder / "data") == []

@@ -188,9 +188,10 @@ class DirectoryTarget(luigi.LocalTarget):
         """Drop bad ``items`` and stray files (see :meth:`LocalFolder.repair`); the task runs again."""
         self.place.repair(items, strays, corrupt)
 
-    def note_verified(self, bad: dict[str, str]) -> None:
-        """Record which items a verification of the current publication found bad (name → problem)."""
-        header = self.place.header()
+    def note_verified(self, bad: dict[str, str], header: ManifestHeader | None = None) -> None:
+        """Record which items a verification found bad (name → problem), for the publication whose
+        ``header`` was read before checking (default: the current one)."""
+        header = self.place.header() if header is None else header
         if header is not None:
             self.place.note_verified(publication(header), bad)
 
@@ -612,9 +613,9 @@ class DirectoryWriter:
     def keep_for_next_run(self) -> None:
         """Leave the written items to the next writer of the output, as an interrupted run does
         (the ``run()`` that wrote them failed, or was stopped, after the writer's block ended)."""
+        self.staging.keep()  # first: a checkpoint that fails must not take the written items with it
         try:
             self.checkpoint()
-            self.staging.keep()
         finally:
             self.staging.discard()
 

@@ -54,9 +54,18 @@ def record_path(project: Path, key: str) -> Path:
 def lookup(task: luigi.Task) -> Any:
     """The task's record (a dict; a str if luisy 1.x wrote it), or ``None``."""
     where = location(task)
-    if where is None:
-        return None
-    project, key = where
+    return None if where is None else lookup_at(*where)
+
+
+def made_by_luisy_2(task_cls: type, path: str | os.PathLike[str]) -> bool:
+    """Whether luisy 2 recorded the output at ``path`` (of a task of ``task_cls``'s project)."""
+    root = get_working_dir()
+    key = Path(os.path.relpath(os.path.abspath(path), root)).as_posix()
+    return isinstance(lookup_at(root / project_name_of(task_cls), key), dict)
+
+
+def lookup_at(project: Path, key: str) -> Any:
+    """The record under ``key`` in ``project``'s records (or 1.x's hash file), or ``None``."""
     record = _load(os.fspath(record_path(project, key)))
     if record is not None:
         return record
@@ -77,14 +86,20 @@ def _load(path: str, default: Any = None) -> Any:
     if version is None:
         return default
     try:
-        return _parse(where, path, version)
+        # Files are replaced, never edited: the token is the version. Records kept in memory (in
+        # tests) are not cached, so that nothing here keeps a test's storage alive.
+        return _parse(path, version) if where.holds_files else _decode(where.read_bytes(path), path)
     except (OSError, ValueError):  # unreadable: as if never recorded, so the task runs again
         return default
 
 
-@functools.lru_cache(maxsize=4096)  # files are replaced, never edited: the token is the version
-def _parse(where: Any, path: str, version: Any) -> Any:
-    data = json.loads(where.read_bytes(path))
+@functools.lru_cache(maxsize=4096)
+def _parse(path: str, version: Any) -> Any:
+    return _decode(storage.LOCAL.read_bytes(path), path)
+
+
+def _decode(raw: bytes, path: str) -> Any:
+    data = json.loads(raw)
     if path.endswith(HASH_FILE):
         return data if isinstance(data, dict) else {}
     return data if isinstance(data, dict) else None

@@ -114,8 +114,8 @@ def current(task: luigi.Task, memo: dict[str, str] | None = None,
 
 def recorded_dynamic(task: luigi.Task) -> list[luigi.Task]:
     """The dynamic requirements the task's last successful run yielded."""
-    if not inspect.isgeneratorfunction(inspect.unwrap(getattr(type(task), "run", None) or (lambda: None))):
-        return []  # only a generator run can yield requirements
+    if not _yields_requirements(task):
+        return []
     record = records.lookup(task)
     found = []
     for family, params in record.get("dynamic", []) if isinstance(record, dict) else []:
@@ -124,6 +124,11 @@ def recorded_dynamic(task: luigi.Task) -> list[luigi.Task]:
         except Exception:  # the class is gone or changed: the task must run to find out
             found.append(_Vanished(family=family))
     return found
+
+
+def _yields_requirements(task: luigi.Task) -> bool:
+    """Whether the task's ``run()`` is a generator: only such a run yields dynamic requirements."""
+    return inspect.isgeneratorfunction(inspect.unwrap(getattr(type(task), "run", None) or (lambda: None)))
 
 
 class _Vanished(luigi.ExternalTask):
@@ -191,5 +196,5 @@ def record_success(task: luigi.Task, dynamic: list[luigi.Task]) -> None:
     directory = any(isinstance(o, DirectoryTarget) for o in flatten(task.output()))
     records.store(task, current(task, dynamic=dynamic, with_upstream=not directory).record(dynamic))
     shared = _build_memo.get()
-    if shared and (directory or dynamic):  # what it contributes downstream has changed
+    if shared and (directory or _yields_requirements(task)):  # what it contributes downstream has changed
         shared.clear()

@@ -15,6 +15,7 @@ from luigi.task import flatten
 from luisy import storage, targets
 from luisy.config import get_working_dir
 from luisy.errors import NoOutputError, OutputMissingError
+from luisy.fingerprint import records
 from luisy.fingerprint import task as fingerprint
 from luisy.paths import output_dir, output_path, project_name_of, with_extension
 from luisy.spec import NamingRule, OutputSpec
@@ -101,20 +102,25 @@ class _OutputMixin:
             as_1x = type(self)._luisy_naming.render(self, as_1x=True)
             old = output_path(self, as_1x if spec.folder else with_extension(as_1x, spec.ext), type(self)._luisy_layer)
             exists = functools.partial(storage.active().exists, folder=spec.folder)
-            if old != path and not exists(os.fspath(path)) and exists(os.fspath(old)):
+            # Only an output luisy 1.x made: one luisy 2 made there belongs to another task.
+            if (old != path and not exists(os.fspath(path)) and exists(os.fspath(old))
+                    and not records.made_by_luisy_2(type(self), old)):
                 return old
         return path
 
     def output(self) -> luigi.Target:
         # luigi and luisy ask for it many times per task: it is made once per working directory
         # and storage (luigi keeps one instance per task, also across builds in a notebook).
-        key = (get_working_dir(), id(storage.active()))
+        # Not in memory (tests): a cached target would keep the test's storage alive.
+        where = storage.active()
+        key = (get_working_dir(), id(where))
         cached = self.__dict__.get("_luisy_output_cache")
         if cached is not None and cached[0] == key:
             return cached[1]
         spec = type(self)._luisy_output
         target = spec.target_cls.for_task(self, self.get_output_path(), **spec.options)
-        self.__dict__["_luisy_output_cache"] = (key, target)
+        if where.holds_files:
+            self.__dict__["_luisy_output_cache"] = (key, target)
         return target
 
     def write(self, obj: Any) -> None:
@@ -160,7 +166,9 @@ class _OutputMixin:
 
 
 def _shape(cls: type) -> tuple[int, ...]:
-    """How many attributes each class of ``cls``'s MRO has: parameters are added, never swapped."""
+    """How many attributes each class of ``cls``'s MRO has. luigi's decorators add parameters; a
+    parameter replaced in place on an existing class (not by redefining the class, as a notebook
+    cell does) is not noticed."""
     return tuple(len(vars(klass)) for klass in cls.__mro__)
 
 

@@ -21,7 +21,7 @@ from luisy.errors import ItemError, ItemNameError, LuisyError, NoFolderInput, Un
 from luisy.executors import ItemStatus, Outcome
 from luisy.fingerprint.code import code_fingerprint
 from luisy.fingerprint.task import as_upstream, is_external
-from luisy.interrupts import signal_name, signals_ignored, stop_after_publish, stop_on_signals
+from luisy.interrupts import signal_name, signals_held_back, stop_after_publish, stop_on_signals
 from luisy.spec import OutputSpec
 from luisy.tasks.base import Task
 
@@ -242,11 +242,13 @@ class DirectoryTask(Task):
                     raise KeyboardInterrupt(signal_name(stop.signal))
             except BaseException as error:  # stopped, or an item failed under on_error="raise"
                 writer.staging.keep()  # first: the finished items stay for the next run, whatever follows
-                with signals_ignored():  # a third Ctrl-C must not cut the last checkpoint short
+                with signals_held_back():  # a third Ctrl-C must not cut the last checkpoint short
                     writer.checkpoint()
-                if isinstance(error, KeyboardInterrupt):
+                if isinstance(error, KeyboardInterrupt) or stop:
                     logger.warning("interrupted: %d/%d items kept for the next run",
                                    len(writer.new), len(pending.todo))
+                if stop and not isinstance(error, KeyboardInterrupt):  # a signal came meanwhile
+                    raise KeyboardInterrupt(signal_name(stop.signal)) from error
                 raise
             finally:
                 progress.close()

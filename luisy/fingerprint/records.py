@@ -13,7 +13,6 @@ Records live where the outputs do (:mod:`luisy.storage`): on disk, or in memory 
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 from pathlib import Path
@@ -77,7 +76,11 @@ def store(task: luigi.Task, record: dict[str, Any]) -> None:
     where = location(task)
     if where is not None:
         path = os.fspath(record_path(*where))
-        storage.active().put_bytes(path, json.dumps(record, indent=1, sort_keys=True).encode("utf-8"))
+        data = json.dumps(record, indent=1, sort_keys=True).encode("utf-8")
+        store_ = storage.active()
+        store_.put_bytes(path, data)
+        if store_.holds_files:  # a wrapper asks right away whether the task is complete
+            _remember(path, store_.token(path), _decode(data, path))
 
 
 def _load(path: str, default: Any = None) -> Any:
@@ -88,14 +91,26 @@ def _load(path: str, default: Any = None) -> Any:
     try:
         # Files are replaced, never edited: the token is the version. Records kept in memory (in
         # tests) are not cached, so that nothing here keeps a test's storage alive.
-        return _parse(path, version) if where.holds_files else _decode(where.read_bytes(path), path)
+        if not where.holds_files:
+            return _decode(where.read_bytes(path), path)
+        known = _read.get(path)
+        if known is not None and known[0] == version:
+            return known[1]
+        return _remember(path, version, _decode(where.read_bytes(path), path))
     except (OSError, ValueError):  # unreadable: as if never recorded, so the task runs again
         return default
 
 
-@functools.lru_cache(maxsize=4096)
-def _parse(path: str, version: Any) -> Any:
-    return _decode(storage.LOCAL.read_bytes(path), path)
+# Records read or written by this process, by path, with the token (inode, size, mtime) of the
+# file they came from: a file replaced since has another token, so nothing stale is returned.
+_read: dict[str, tuple[Any, Any]] = {}
+
+
+def _remember(path: str, version: Any, record: Any) -> Any:
+    if len(_read) >= 8192:  # bounded: a build of 10 000 tasks reads each record a few times at most
+        _read.clear()
+    _read[path] = (version, record)
+    return record
 
 
 def _decode(raw: bytes, path: str) -> Any:

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
 
+from luisy.config import cache_within
 from luisy.digests import digest
 from luisy.interrupts import forget_stop_after_publish, held
 
@@ -132,11 +133,8 @@ _temp_listings: ContextVar[dict[str, list[str]] | None] = ContextVar("luisy_temp
 @contextmanager
 def temps_listed_once() -> Iterator[None]:
     """Within the block, :func:`stale_temps` lists each folder once (see above)."""
-    token = _temp_listings.set({} if _temp_listings.get() is None else _temp_listings.get())
-    try:
+    with cache_within(_temp_listings):
         yield
-    finally:
-        _temp_listings.reset(token)
 
 
 def _temp_names(folder: str) -> list[str]:

@@ -65,6 +65,17 @@ def resolve_working_dir() -> Path:
     return Path(chosen).expanduser().absolute()
 
 
+@contextmanager
+def cache_within(cache: ContextVar[dict[Any, Any] | None]) -> Iterator[None]:
+    """Inside the block, ``cache`` holds a dict (the enclosing block's, if any): what a run
+    computes once and reuses, without any state outliving the run."""
+    token = cache.set({} if cache.get() is None else cache.get())
+    try:
+        yield
+    finally:
+        cache.reset(token)
+
+
 def central_scheduler_url() -> str | None:
     """luigi's configured central scheduler (``[core] default-scheduler-url``), if any."""
     parser = _luigi_config()

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import luigi
 
 from luisy import formats, storage
+from luisy.config import cache_within
 from luisy.directory.inputs import list_files, source_items
 from luisy.directory.sources import SourceItem, SourceItems, digest
 from luisy.errors import FileReadError
@@ -36,11 +37,8 @@ def scan_once() -> Iterator[None]:
     luisy never changes them during a run; a change made by someone else while a run is under way
     is seen by the next run.
     """
-    token = _scans.set({} if _scans.get() is None else _scans.get())
-    try:
+    with cache_within(_scans):
         yield
-    finally:
-        _scans.reset(token)
 
 
 class LuisyTarget(luigi.LocalTarget):

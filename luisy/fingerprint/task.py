@@ -24,6 +24,7 @@ from luigi.task import flatten
 from luigi.task_register import Register
 
 from luisy import storage
+from luisy.config import cache_within
 from luisy.digests import digest
 from luisy.directory.target import DirectoryTarget
 from luisy.fingerprint import records
@@ -72,11 +73,8 @@ _build_memo: ContextVar[dict[str, str] | None] = ContextVar("luisy_fingerprint_m
 @contextmanager
 def remembered() -> Iterator[None]:
     """Within the block, upstream fingerprints are computed once (see above)."""
-    token = _build_memo.set({} if _build_memo.get() is None else _build_memo.get())
-    try:
+    with cache_within(_build_memo):
         yield
-    finally:
-        _build_memo.reset(token)
 
 
 def _forget_in_child() -> None:

@@ -59,10 +59,14 @@ def get_working_dir() -> Path:
 
 def resolve_working_dir() -> Path:
     """The working directory from its sources, in the order above."""
+    return Path(given_working_dir()).expanduser().absolute()
+
+
+def given_working_dir() -> str:
+    """The working directory as its source gives it (perhaps relative), in the order above."""
     candidates = [_explicit_working_dir.get(), *(os.environ.get(name) for name in ENV_VARS)]
     candidates.append(_luigi_config().get("luisy", "working_dir", None))
-    chosen = next((c for c in candidates if c), DEFAULT_WORKING_DIR)
-    return Path(chosen).expanduser().absolute()
+    return next((c for c in candidates if c), DEFAULT_WORKING_DIR)
 
 
 @contextmanager
@@ -257,7 +261,4 @@ def add_working_dir(path: str) -> str:
 def remove_working_dir(path: str) -> str:
     """``path`` below the working directory, as ``/project/layer/file`` relative to it; ``path`` may
     be absolute, or relative as the working directory was given."""
-    if os.path.isabs(path):
-        return change_working_dir(path, str(get_working_dir()), "")
-    given = _explicit_working_dir.get() or next((os.environ[n] for n in ENV_VARS if os.environ.get(n)), None)
-    return change_working_dir(path, given or DEFAULT_WORKING_DIR, "")
+    return change_working_dir(path, str(get_working_dir()) if os.path.isabs(path) else given_working_dir(), "")

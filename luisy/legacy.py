@@ -58,11 +58,11 @@ def build(task: luigi.Task | None = None, workers: int = 1, local_scheduler: boo
         if settings.get(name):
             raise unavailable(name)
     with config.working_dir(options["working_dir"]) if options.get("working_dir") else nullcontext():
-        if settings.get("hash_update_mode") or settings.get("dry_run"):
-            if settings.get("hash_update_mode"):
-                update_fingerprints(task)
-            else:
-                print("\n".join(report(task)))
+        if settings.get("hash_update_mode"):
+            update_fingerprints(task)
+            return Coordinator(task, {}, set(upstream_first(task)))
+        if settings.get("dry_run"):
+            print("\n".join(report(task)))
             return Coordinator(task, {}, set(upstream_first(task)))
         result = build_tasks([task], workers=workers, local_scheduler=local_scheduler, detailed_summary=True)
         return Coordinator(task, _summary_dict(result.worker), set(upstream_first(task)),

@@ -38,11 +38,13 @@ def location(task: luigi.Task) -> tuple[Path, str] | None:
     The key is the first output's path relative to the working directory, as in luisy 1.x.
     """
     outputs = [o for o in flatten(task.output()) if getattr(o, "path", None)]
-    if not outputs:
-        return None
+    return None if not outputs else _place(type(task), outputs[0].path)
+
+
+def _place(task_cls: type, path: str | os.PathLike[str]) -> tuple[Path, str]:
+    """``(project folder, key)`` of the output at ``path`` of a task of ``task_cls``."""
     root = get_working_dir()
-    key = Path(os.path.relpath(os.path.abspath(outputs[0].path), root)).as_posix()
-    return root / project_name_of(type(task)), key
+    return root / project_name_of(task_cls), Path(os.path.relpath(os.path.abspath(path), root)).as_posix()
 
 
 def record_path(project: Path, key: str) -> Path:
@@ -58,9 +60,7 @@ def lookup(task: luigi.Task) -> Any:
 
 def made_by_luisy_2(task_cls: type, path: str | os.PathLike[str]) -> bool:
     """Whether luisy 2 recorded the output at ``path`` (of a task of ``task_cls``'s project)."""
-    root = get_working_dir()
-    key = Path(os.path.relpath(os.path.abspath(path), root)).as_posix()
-    return isinstance(lookup_at(root / project_name_of(task_cls), key), dict)
+    return isinstance(lookup_at(*_place(task_cls, path)), dict)
 
 
 def lookup_at(project: Path, key: str) -> Any:

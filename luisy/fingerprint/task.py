@@ -77,17 +77,6 @@ def remembered() -> Iterator[None]:
         yield
 
 
-def _forget_in_child() -> None:
-    # A luigi worker process forked for a task starts afresh: tasks that the parent saw before
-    # they ran may have run since, in other processes.
-    shared = _build_memo.get()
-    if shared:
-        shared.clear()
-
-
-os.register_at_fork(after_in_child=_forget_in_child)
-
-
 def _memo(memo: dict[str, str] | None) -> dict[str, str]:
     if memo is not None:
         return memo

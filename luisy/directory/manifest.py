@@ -223,14 +223,23 @@ class Manifest:
 
     def encoded(self) -> tuple[str, ManifestHeader]:
         """The file's text, and its header."""
+        head, body, header = self.encoded_lines()
+        return head + "\n" + "".join(body), header
+
+    def encoded_lines(self) -> tuple[str, list[str], ManifestHeader]:
+        """The first line, the second line in pieces (one per column: at a million items the
+        whole line, copied to be hashed and written, would be the largest thing in memory), and
+        the header."""
         body: dict[str, Any] = {name: getattr(self, name) for name in _BODY if name != "items"}
         table = self.items
         body.update(names=table.names, files=table.files, sizes=table.sizes, checksums=table.checksums,
                     sources=table.sources)
         # No indent: only then does json use its C encoder. ASCII only, so characters are bytes.
-        body_line = json.dumps(body, separators=(",", ":"))
-        header = self.header(len(body_line), bytes_digest(body_line.encode()))
-        return json.dumps({"schema": SCHEMA, **asdict(header)}, sort_keys=True) + "\n" + body_line, header
+        pieces = [f'{"," if i else "{"}{json.dumps(key)}:{json.dumps(value, separators=(",", ":"))}'
+                  for i, (key, value) in enumerate(body.items())]
+        pieces.append("}")
+        header = self.header(sum(map(len, pieces)), text_digest(pieces))
+        return json.dumps({"schema": SCHEMA, **asdict(header)}, sort_keys=True), pieces, header
 
     @classmethod
     def from_json(cls, text: str, where: str = "manifest", body_checked: bool = False) -> Manifest:

@@ -569,6 +569,9 @@ class DirectoryWriter:
         self.failed_sources: dict[str, str | None] = {}
         self.skipped: dict[str, str | None] = {}
         self._names_by_file: dict[str, str] = {}
+        #: Set by a caller that checked all item names beforehand: no two can share a file, so
+        #: the writer need not keep a million of them to check each one.
+        self.names_checked = False
         #: Whether :meth:`stage` may run in another process (it writes files, not objects in memory).
         self.parallel = target.place.parallel
         self.staging = target.place.staging()
@@ -607,6 +610,8 @@ class DirectoryWriter:
         self.failed.pop(name, None)
 
     def _claim(self, name: str, file: str) -> None:
+        if self.names_checked:
+            return
         other = self._names_by_file.setdefault(file, name)
         if other != name:
             raise ItemNameError(f"{self.target.owner}: items {other!r} and {name!r} would both be written to "
@@ -706,8 +711,10 @@ def _replace_manifest(folder: Path, manifest: Manifest) -> None:
     if path.is_dir() and not path.is_symlink():  # not luisy's: os.replace cannot put a file there
         shutil.rmtree(path)
     tmp = temp_sibling(path)
-    text, header = manifest.encoded()
-    tmp.write_text(text, encoding="utf-8")
+    head, body, header = manifest.encoded_lines()
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(head + "\n")
+        f.writelines(body)
     os.replace(tmp, folder / MANIFEST_NAME)
     remember(folder, manifest, header)
 

@@ -223,6 +223,7 @@ class DirectoryTask(Task):
         interval = run.checkpoint_seconds if self.checkpoint_seconds is None else self.checkpoint_seconds
         with stop_on_signals(run.grace_seconds) as stop, self.output().writer(self) as writer:
             writer.inputs_digest = digest(items)
+            writer.names_checked = True  # by _check_names above
             writer.keep(pending.keep)
             for name, (error, source) in pending.kept_failures.items():
                 writer.fail(name, error, source)

@@ -9,6 +9,9 @@
 * a worker killed with SIGKILL in the middle of a run: its chunk is done again by a worker, and
   the result is identical to a local run; an item that kills every worker it runs on fails, and
   the other items are published;
+* two ``luisy run`` processes on one luigid (two luigi workers each) send the items of their
+  directory tasks to one Dask cluster: each task runs in one luigi worker, never in two at once,
+  and each item once;
 * an unreachable scheduler stops the run before anything runs; a scheduler that goes away in the
   middle fails the task with one line, and nothing is published.
 """
@@ -17,7 +20,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import run_luisy, write_project
+from conftest import free_port, run_luisy, running_luigid, write_project
 
 import luisy
 from luisy import config
@@ -61,8 +63,9 @@ PROJECT = {
 
             def process(self, name, obj):
                 if self.journal:
+                    label = name if getattr(self, "part", None) is None else f"{self.part}/{name}"
                     with open(self.journal, "a") as journal:
-                        journal.write(f"{name} {os.getpid()} {os.getppid()}\\n")
+                        journal.write(f"{label} {os.getpid()} {os.getppid()}\\n")
                 time.sleep(self.delay)
                 if obj.startswith("bad"):
                     raise ValueError(f"cannot shout {obj.strip()!r}")
@@ -83,14 +86,29 @@ PROJECT = {
         @luisy.directory_output(format="json")
         class ShoutHere(Shout):
             dask_scheduler = ""  # never on a cluster
+
+
+        @luisy.interim
+        @luisy.requires(Inbox)
+        @luisy.directory_output(format="json")
+        class ShoutPart(Shout):
+            part = luisy.IntParameter()
+
+            def run(self):
+                with open(self.journal + ".runs", "a") as runs:
+                    runs.write(f"start {self.part} {os.getpid()} {time.time()}\\n")
+                super().run()
+                with open(self.journal + ".runs", "a") as runs:
+                    runs.write(f"end {self.part} {os.getpid()} {time.time()}\\n")
+
+
+        class Parts(luisy.WrapperTask):
+            journal = luisy.Parameter(default="", significant=False)
+
+            def requires(self):
+                return [ShoutPart(part=i, journal=self.journal, delay=0.02) for i in range(4)]
     ''',
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _wait_for(condition, what: str, processes: list[subprocess.Popen], timeout: float = 60) -> None:
@@ -111,7 +129,7 @@ class Cluster:
 def _start_cluster(root: Path, project: Path, workers: int) -> tuple[Cluster, Path]:
     """A scheduler and ``workers`` single-threaded workers; the log of the scheduler."""
     dask = str(Path(sys.executable).with_name("dask"))
-    port = _free_port()
+    port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     # The workers import the tasks; the scheduler needs neither them nor luisy. A task whose
     # worker died twice is given up on (Dask's default: after 4 deaths), to keep the test short.
@@ -130,15 +148,17 @@ def _start_cluster(root: Path, project: Path, workers: int) -> tuple[Cluster, Pa
 
 
 def _stop(cluster: Cluster) -> None:
-    for process in [*cluster.nannies, cluster.scheduler]:
-        if process.poll() is None:
-            process.terminate()
-    for process in [*cluster.nannies, cluster.scheduler]:
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    # The workers first: they take leave of the scheduler, instead of waiting for it to come back.
+    for group in (cluster.nannies, [cluster.scheduler]):
+        for process in group:
+            if process.poll() is None:
+                process.terminate()
+        for process in group:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 @pytest.fixture(scope="module")
@@ -318,7 +338,7 @@ def test_an_item_that_kills_every_worker_it_runs_on_fails_and_the_rest_is_publis
 
 def test_an_unreachable_scheduler_stops_the_run_before_anything_runs(tmp_path, project):
     working_dir = _inbox(tmp_path, _texts(3))
-    address = f"tcp://127.0.0.1:{_free_port()}"
+    address = f"tcp://127.0.0.1:{free_port()}"
     result = run_luisy(["run", "shouting.tasks:Shout", "--working-dir", str(working_dir),
                         "--dask-scheduler", address], cwd=project)
     assert result.returncode == 2, result.stdout + result.stderr
@@ -368,3 +388,29 @@ def test_without_the_extra_the_error_names_it(monkeypatch, tmp_path):
         list(DaskExecutor("tcp://127.0.0.1:8786").map(lambda index: None, 3))
     with pytest.raises(MissingExtraError, match=r"luisy\[dask\]"):
         luisy.build([], working_dir=tmp_path, dask_scheduler="tcp://127.0.0.1:8786")
+
+
+def test_luigi_workers_of_two_runs_share_the_tasks_and_one_cluster_takes_their_items(tmp_path, project, cluster):
+    working_dir = _inbox(tmp_path / "data", _texts(20))
+    journal = tmp_path / "items.log"
+    with running_luigid(project, working_dir) as url:
+        runs = [subprocess.Popen([str(Path(sys.executable).with_name("luisy")), "run", "shouting.tasks:Parts",
+                                  "--working-dir", str(working_dir), "--journal", str(journal), "--workers", "2",
+                                  "--scheduler-url", url, "--dask-scheduler", cluster.address],
+                                 cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for _ in range(2)]
+        for run in runs:
+            out, err = run.communicate(timeout=120)
+            assert run.returncode == 0, out + err
+    items = _log(journal)
+    assert sorted(name for name, _, _ in items) == sorted(f"{part}/{name}" for part in range(4) for name in _texts(20))
+    assert _on_workers(items, cluster)
+    events: dict[str, list[tuple[str, int, float]]] = {}
+    for line in Path(f"{journal}.runs").read_text().splitlines():
+        event, part, pid, when = line.split()
+        events.setdefault(part, []).append((event, int(pid), float(when)))
+    assert sorted(events) == ["0", "1", "2", "3"]
+    for part, seen in events.items():
+        assert [event for event, _, _ in seen] == ["start", "end"], (part, seen)
+        assert seen[0][1] == seen[1][1], "one luigi worker ran the whole task"
+    assert len({seen[0][1] for seen in events.values()}) >= 2, "the tasks were shared between luigi workers"

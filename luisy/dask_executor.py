@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib.util
 import pickle
+import queue
 import socket
 import uuid
 from collections.abc import Iterator, Sequence
@@ -92,11 +93,16 @@ class DaskExecutor:
         client = self._connect(distributed)
         prefix = f"luisy-items-{uuid.uuid4().hex[:12]}"
         pending: dict[Any, list[int]] = {}
+        # Done chunks (also cancelled ones, when the scheduler is lost), put there by Dask's thread:
+        # each chunk is looked at once, however many are pending.
+        finished: queue.Queue[Any] = queue.Queue()
 
         def submit(indices: list[int]) -> None:
             key = f"{prefix}-{indices[0]}-{len(indices)}"
             chunk = cloudpickle.dumps(_Chunk(_part(work, indices), indices))
-            pending[client.submit(pickle.loads, chunk, key=key)] = indices
+            future = client.submit(pickle.loads, chunk, key=key)
+            pending[future] = indices
+            future.add_done_callback(finished.put)
 
         try:
             size = chunk_size(count, sum(client.nthreads().values()))
@@ -105,18 +111,21 @@ class DaskExecutor:
             while pending:
                 if stop:  # chunks on the workers now finish there unseen; the next run does them again
                     return
-                for future in self._finished(distributed, client, pending):
-                    indices = pending.pop(future)
-                    try:
-                        yield from future.result()
-                    except distributed.KilledWorker:
-                        if len(indices) > 1:  # find the item that kills its worker: one Dask task each
-                            for index in indices:
-                                submit([index])
-                        else:
-                            yield Outcome(ItemStatus.FAIL, indices[0], error=WORKER_DIED)
-                    except Exception as error:  # process() errors are outcomes: this is the cluster's
-                        raise self._failure(client, error) from None
+                try:
+                    future = finished.get(timeout=POLL)  # a signal that sets ``stop`` does not end the wait
+                except queue.Empty:
+                    continue
+                indices = pending.pop(future)
+                try:
+                    yield from future.result()
+                except distributed.KilledWorker:
+                    if len(indices) > 1:  # find the item that kills its worker: one Dask task each
+                        for index in indices:
+                            submit([index])
+                    else:
+                        yield Outcome(ItemStatus.FAIL, indices[0], error=WORKER_DIED)
+                except Exception as error:  # process() errors are outcomes: this is the cluster's
+                    raise self._failure(client, error) from None
         finally:
             client.close()  # releases the chunks not yet done
 
@@ -126,16 +135,6 @@ class DaskExecutor:
         except (OSError, TimeoutError) as error:
             raise DaskClusterError(f"{self.owner}: cannot reach the Dask scheduler at {self.address} ({error}); "
                                    f"start one with `dask scheduler`, or check {_SETTING}") from None
-
-    def _finished(self, distributed: Any, client: Any, pending: dict[Any, list[int]]) -> set[Any]:
-        """The chunks done since the last call (waits up to :data:`POLL` seconds for one)."""
-        try:
-            with client.as_current():
-                return distributed.wait(list(pending), timeout=POLL, return_when="FIRST_COMPLETED").done
-        except TimeoutError:
-            return set()
-        except Exception as error:
-            raise self._failure(client, error) from None
 
     def _failure(self, client: Any, error: BaseException) -> DaskClusterError:
         if client.status != "running" or isinstance(error, CancelledError):  # the futures go with the connection

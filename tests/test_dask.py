@@ -414,3 +414,25 @@ def test_luigi_workers_of_two_runs_share_the_tasks_and_one_cluster_takes_their_i
         assert [event for event, _, _ in seen] == ["start", "end"], (part, seen)
         assert seen[0][1] == seen[1][1], "one luigi worker ran the whole task"
     assert len({seen[0][1] for seen in events.values()}) >= 2, "the tasks were shared between luigi workers"
+
+
+def test_the_executor_gives_one_outcome_per_index_in_chunks_and_stops_when_asked(cluster):
+    from luisy.dask_executor import DaskExecutor, chunk_size
+    from luisy.executors import ItemStatus, Outcome
+    from luisy.interrupts import Stop
+
+    def work(index):  # pickled by value: the workers cannot import this test module
+        return Outcome(ItemStatus.OK, index, staged=os.getpid())
+
+    executor = DaskExecutor(cluster.address)
+    outcomes = list(executor.map(work, 1000))
+    assert sorted(o.index for o in outcomes) == list(range(1000))
+    assert os.getpid() not in {o.staged for o in outcomes} and len({o.staged for o in outcomes}) == 2
+    assert chunk_size(1000, 2) == 62 and chunk_size(100_000, 2) == 64 and chunk_size(3, 2) == 1
+
+    stop = Stop()
+    seen = []
+    for outcome in executor.map(work, 1000, stop):
+        seen.append(outcome)
+        stop.set()
+    assert 0 < len(seen) < 1000, "no chunk waited for once asked to stop"

@@ -41,12 +41,12 @@ def build(
     ``scheduler_url`` selects luigi's central scheduler and wins over ``local_scheduler``; with
     ``local_scheduler=False`` and no URL, luigi's ``[core] default-scheduler-url`` is used. An
     unreachable central scheduler raises :class:`~luisy.errors.SchedulerUnreachableError`.
-    ``working_dir``, ``processes`` (item processes of directory tasks that do not set their own)
+    ``working_dir``, ``processes`` (item processes of directory tasks that do not set their own),
     ``retry_failed`` (whether directory tasks retry items that failed before; default yes) and
     ``dask_scheduler`` (the address of a Dask scheduler whose workers run the items of directory
-    tasks, checked before anything runs) apply for this call only (see :class:`luisy.config.Run`). Other keywords are
-    luigi's ``[core]`` options (``log_level``, default ``"WARNING"`` as on the command line;
-    ``parallel_scheduling``...). Returns luigi's success flag, its
+    tasks; checked before anything runs) apply for this call only (see :class:`luisy.config.Run`).
+    Other keywords are luigi's ``[core]`` options (``log_level``, default ``"WARNING"`` as on the
+    command line; ``parallel_scheduling``...). Returns luigi's success flag, its
     ``LuigiRunResult`` with ``detailed_summary=True``, or luisy's :class:`RunSummary` with
     ``summary=True``.
     """

@@ -40,7 +40,8 @@ __all__ = ["main", "build"]
 _LEGACY_CLOUD_OPTIONS = {"--download", "--upload", "--azure-storage-key", "--azure-account-name",
                          "--azure-container-name"}
 # Options of luisy 1.x's single command that take a value, to find the task name among them.
-_LEGACY_VALUE_OPTIONS = {"--module", "--working-dir", "--workers", "--processes", "--scheduler-url"}
+_LEGACY_VALUE_OPTIONS = {"--module", "--working-dir", "--workers", "--processes", "--scheduler-url",
+                         "--dask-scheduler"}
 
 
 class _LuisyGroup(click.Group):
@@ -160,6 +161,9 @@ def _task(task: str, working_dir: Path | None, task_args: Sequence[str]) -> Iter
               help="Item processes inside each directory task (default: [luisy] processes, else 1).")
 @click.option("--local-scheduler", is_flag=True, help="Use luigi's local scheduler (the default).")
 @click.option("--scheduler-url", metavar="URL", help="Use luigi's central scheduler (luigid) at URL.")
+@click.option("--dask-scheduler", metavar="ADDRESS",
+              help="Run directory tasks' items on the Dask cluster of this scheduler (tcp://host:8786; "
+                   "needs luisy[dask]; default: [luisy] dask_scheduler, else local processes).")
 @click.option("--retry-failed/--no-retry-failed", default=None,
               help="Whether directory tasks retry items that failed before (default: retry; "
                    "[luisy] retry_failed).")
@@ -170,8 +174,8 @@ def _task(task: str, working_dir: Path | None, task_args: Sequence[str]) -> Iter
               help="First re-check the directory outputs and drop bad items (as `luisy verify --repair`).")
 @click.option("-v", "--verbose", is_flag=True, help="Show luigi's log.")
 def run(task: str, working_dir: Path | None, task_args: tuple[str, ...], workers: int, processes: int | None,
-        local_scheduler: bool, scheduler_url: str | None, retry_failed: bool | None, dry_run: bool,
-        hash_update_mode: bool, verify_first: bool, verbose: bool) -> None:
+        local_scheduler: bool, scheduler_url: str | None, dask_scheduler: str | None, retry_failed: bool | None,
+        dry_run: bool, hash_update_mode: bool, verify_first: bool, verbose: bool) -> None:
     """Run TASK (module:Class or module.Class) and everything it needs.
 
     Task parameters follow TASK as --name value (or --Task-name value for any task). The exit
@@ -195,7 +199,7 @@ def run(task: str, working_dir: Path | None, task_args: tuple[str, ...], workers
             _verify(task_obj, repair=True)
         summary = run_tasks(
             [task_obj], workers=workers, processes=processes, retry_failed=retry_failed,
-            scheduler_url=scheduler_url, local_scheduler=local_scheduler,
+            scheduler_url=scheduler_url, local_scheduler=local_scheduler, dask_scheduler=dask_scheduler,
             log_level="INFO" if verbose else "WARNING",
         )
         for line in summary.lines():  # output paths are resolved in the task's working directory

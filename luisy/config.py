@@ -135,12 +135,15 @@ class Run:
     #: After Ctrl-C or SIGTERM, how long a directory task lets the items in progress finish before
     #: it stops them (``[luisy] grace_seconds``, default 10); a second signal stops at once.
     grace_seconds: float = 10.0
+    #: Address of a Dask scheduler that runs the items of directory tasks which do not name their own
+    #: (``--dask-scheduler``, ``[luisy] dask_scheduler``); ``None``: items run in local processes.
+    dask_scheduler: str | None = None
     #: Identity of the build; ``""`` outside one. A manifest records the run that wrote it.
     id: str = field(default="")
 
     @classmethod
     def resolve(cls, *, working_dir: str | os.PathLike[str] | None = None, processes: int | None = None,
-                retry_failed: bool | None = None, new_id: bool = False) -> Run:
+                retry_failed: bool | None = None, dask_scheduler: str | None = None, new_id: bool = False) -> Run:
         """The settings from their sources; arguments that are not ``None`` win over them."""
         parser = _luigi_config()
         if working_dir is not None:
@@ -155,12 +158,19 @@ class Run:
             keep_replaced_seconds=parser.getfloat("luisy", "keep_replaced_seconds", 3600.0),
             checkpoint_seconds=parser.getfloat("luisy", "checkpoint_seconds", 30.0),
             grace_seconds=parser.getfloat("luisy", "grace_seconds", 10.0),
+            dask_scheduler=(dask_scheduler if dask_scheduler is not None
+                            else parser.get("luisy", "dask_scheduler", None)) or None,
             id=uuid.uuid4().hex if new_id else "",
         )
 
     def processes_for(self, task_value: int | None) -> int:
         """Item processes for a directory task: its own ``processes`` if set, else the run's."""
         return max(1, int(task_value)) if task_value is not None else self.processes
+
+    def dask_scheduler_for(self, task_value: str | None) -> str | None:
+        """The Dask scheduler for a directory task's items: its own ``dask_scheduler`` if set (``""``:
+        none), else the run's."""
+        return (task_value if task_value is not None else self.dask_scheduler) or None
 
 
 _active: ContextVar[Run | None] = ContextVar("luisy_run", default=None)

@@ -418,6 +418,10 @@ class LocalStaging:
             self.resumed[name] = item
         self.resumed_from = data
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Another process only writes items into the folder; what was taken over stays here.
+        return {"path": self.path, "resumed": {}, "resumed_from": {}, "_kept": False}
+
     def checkpoint(self, state: dict[str, Any], items: dict[str, Item]) -> None:
         """Record ``items`` (written into this folder since the last checkpoint) and ``state`` for
         a writer that takes over.
@@ -575,6 +579,11 @@ class DirectoryWriter:
         #: Whether :meth:`stage` may run in another process (it writes files, not objects in memory).
         self.parallel = target.place.parallel
         self.staging = target.place.staging()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A copy sent to another machine (a Dask worker) only stages items; what the run records
+        # stays with this writer, which alone publishes.
+        return {"target": self.target, "staging": self.staging}
 
     def __enter__(self) -> DirectoryWriter:
         return self

@@ -67,6 +67,9 @@ class DirectoryTask(Task):
     on_error: str = "raise"
     #: Worker processes for the items; ``None``: ``[luisy] processes`` in luigi's config, else 1.
     processes: int | None = None
+    #: Address of a Dask scheduler to run the items on (``tcp://host:8786``, the extra ``luisy[dask]``);
+    #: ``None``: ``--dask-scheduler`` / ``[luisy] dask_scheduler``, else none; ``""``: never Dask.
+    dask_scheduler: str | None = None
     #: Seconds between checkpoints of finished items; ``None``: ``[luisy] checkpoint_seconds``, else 30.
     checkpoint_seconds: float | None = None
     _luisy_output = OutputSpec(DirectoryTarget, {"file_format": formats.PICKLE}, folder=True)
@@ -231,7 +234,7 @@ class DirectoryTask(Task):
             progress = Progress(self, len(todo))
             last = time.monotonic()
             try:
-                for item, outcome in outcomes(self, todo, writer, run.processes_for(self.processes), stop):
+                for item, outcome in outcomes(self, todo, writer, stop):
                     if stop and outcome.status is ItemStatus.FAIL:
                         continue  # the signal reached what the item ran too: the next run makes it again
                     progress.advance(failed=outcome.status is ItemStatus.FAIL)

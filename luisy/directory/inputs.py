@@ -50,16 +50,21 @@ def list_files(folder: str, pattern: str = "*", regex: re.Pattern[str] | None = 
     return found
 
 
-def source_items(files: list[tuple[str, os.DirEntry]], reader: Callable[[str], Any], owner: str = "") -> SourceItems:
+def source_items(files: list[tuple[str, os.DirEntry]], reader: Callable[[str], Any], owner: str = "",
+                 by_content: Callable[[list[tuple[str, os.stat_result]]], list[str]] | None = None) -> SourceItems:
     """The listed files as input items: named by relative path without extension, fingerprinted
-    by size and modification time (so a rerun sees edited files)."""
+    by size and modification time (so a rerun sees edited files), or by ``by_content`` (which
+    gets each file's relative path and ``stat``)."""
     names = [item_name(rel) for rel, _ in files]
     if len(set(names)) < len(names):
         _name_clash(files, names, owner)
-    fingerprints = []
-    for _, entry in files:
-        stat = entry.stat()
-        fingerprints.append(f"{stat.st_size}-{stat.st_mtime_ns}")
+    if by_content is not None:
+        fingerprints = by_content([(rel, entry.stat()) for rel, entry in files])
+    else:
+        fingerprints = []
+        for _, entry in files:
+            stat = entry.stat()
+            fingerprints.append(f"{stat.st_size}-{stat.st_mtime_ns}")
     return SourceItems(names, fingerprints, [entry.path for _, entry in files], reader)
 
 

@@ -76,7 +76,7 @@ def _joined(found: Iterable[Event]) -> list[TaskRun]:
         else:
             state = RUNNING if _alive(begun) else INTERRUPTED
         runs.append(_task_run(state, end or begun))
-    # An end whose START is older than the --since window: shown with what the end says.
+    # An end whose START line is unreadable: shown with what the end says.
     runs.extend(_task_run(end.event, end) for key, end in ends.items() if key not in starts)
     runs.sort(key=lambda r: (r.started, r.id), reverse=True)
     return runs

@@ -1,20 +1,21 @@
-"""The run journal: one small file per event of a task run, in ``<working_dir>/.luisy-journal/``.
+"""The run journal: one small file per task run, in ``<working_dir>/.luisy-journal/``.
 
 Every run of a luisy task appends a ``START`` event before ``run()`` and a ``SUCCESS`` or ``FAIL``
 event after it; a run killed with ``kill -9`` leaves its ``START`` alone. Events are never
 changed or removed.
 
-Each event is a new file, created with ``O_CREAT | O_EXCL`` under a name no other writer can
-choose (time, a random id, the event), and written with one ``write``. Several workers on several
-machines sharing the working directory over a network file system therefore never touch the same
-file and need no lock: ``O_APPEND`` to a shared file is not atomic over NFS (the client appends at
-the size it last saw, so two machines overwrite each other's lines), and ``flock`` or SQLite's
-locking cannot be trusted there (see docs/history.rst for the measurements). A reader skips a file
-that is not yet complete JSON: it is being written, and the next read sees it.
+A task run's events go to a file of its own: created with ``O_CREAT | O_EXCL`` under a name no
+other writer can choose (start time, a digest of the task id, a random id), holding the ``START``
+line; the end is appended to that same file by the same process. No two writers ever write to one
+file, so workers on several machines sharing the working directory over a network file system
+lose nothing and need no lock. ``O_APPEND`` to one shared file is not safe there (an NFS client
+appends at the size it last saw, so two machines overwrite each other's lines), and ``flock`` or
+SQLite's locking cannot be trusted (see docs/history.rst for the measurements). A reader skips a
+line that is not complete JSON: it is being written, and the next read sees it.
 
-Events are grouped by UTC day (``2026-12-01/``), so reading the history of the last days does not
-list older ones. A file's name starts with the time in nanoseconds and a digest of the task id,
-so readers can order and select events without opening them.
+Files are grouped by UTC day of the start (``2026-12-01/``), so reading the history of the last
+days does not list older ones; names start with the start time in nanoseconds and a digest of the
+task id, so readers order and select task runs without opening files.
 """
 
 from __future__ import annotations
@@ -106,21 +107,24 @@ def journal_dir(root: str | os.PathLike[str]) -> Path:
 
 
 def append(root: str | os.PathLike[str], event: Event) -> Path:
-    """Add ``event`` to the journal of the working directory ``root``; returns its file."""
-    when = event.time
-    day = dt.datetime.fromtimestamp(when, dt.timezone.utc).strftime("%Y-%m-%d")
+    """Add ``event`` to the journal of the working directory ``root``; returns the task run's file.
+
+    A ``START`` creates the file; a later event of the same task run (same :attr:`Event.id` and
+    start time) is appended to it.
+    """
+    day = dt.datetime.fromtimestamp(event.started, dt.timezone.utc).strftime("%Y-%m-%d")
     folder = journal_dir(root) / day
-    name = f"{int(when * 1e9):020d}.{task_key(event.task_id)}.{event.id}.{event.event}{_SUFFIX}"
-    path = folder / name
+    path = folder / f"{int(event.started * 1e9):020d}.{task_key(event.task_id)}.{event.id}{_SUFFIX}"
+    flags = os.O_WRONLY | (os.O_CREAT | os.O_EXCL if event.event == START else os.O_APPEND | os.O_CREAT)
     data = (event.to_json() + "\n").encode("utf-8")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = os.open(path, flags, 0o644)
     except FileNotFoundError:
         folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = os.open(path, flags, 0o644)
     try:
         written = os.write(fd, data)
-        if written != len(data):  # a file system that writes in pieces: finish, readers skip it meanwhile
+        if written != len(data):  # a file system that writes in pieces: finish; readers skip it meanwhile
             os.write(fd, data[written:])
     finally:
         os.close(fd)
@@ -129,18 +133,21 @@ def append(root: str | os.PathLike[str], event: Event) -> Path:
 
 def events(root: str | os.PathLike[str], since: float | None = None,
            task_ids: Iterable[str] | None = None) -> list[Event]:
-    """The journal's events, oldest first: those at ``since`` (epoch seconds) or later, and of
-    the tasks ``task_ids`` only, if given. Files still being written are skipped."""
+    """The journal's events, by start of their task run: those of task runs that started at
+    ``since`` (epoch seconds) or later, and of the tasks ``task_ids`` only, if given. Lines
+    still being written are skipped."""
     keys = None if task_ids is None else {task_key(t) for t in task_ids}
     wanted = None if task_ids is None else set(task_ids)
     found = []
     for path in _files(journal_dir(root), since, keys):
         try:
-            event = Event.from_json(path.read_bytes())
+            lines = path.read_bytes().splitlines()
         except OSError:  # removed by hand meanwhile
             continue
-        if event is not None and (wanted is None or event.task_id in wanted):
-            found.append(event)
+        for line in lines:
+            event = Event.from_json(line)
+            if event is not None and (wanted is None or event.task_id in wanted):
+                found.append(event)
     return found
 
 

@@ -77,9 +77,11 @@ import sys, time
 from luisy import journal
 root, worker, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
 for i in range(count):
+    if i % 2 == 0:
+        started = time.time()
     journal.append(root, journal.Event(event=journal.START if i % 2 == 0 else journal.SUCCESS,
-        id=f"{worker}-{i // 2}", run=worker, task_id=f"T_{i % 7}", task=f"T(i={i % 7})", family="T",
-        host="h", user="u", pid=0, started=time.time(), ended=None if i % 2 == 0 else time.time(),
+        id=f"{worker}-{i // 2}", run=worker, task_id=f"T_{i // 2 % 7}", task="T()", family="T",
+        host="h", user="u", pid=0, started=started, ended=None if i % 2 == 0 else time.time(),
         outputs=["x" * (i % 300)]))
 """
 
@@ -91,23 +93,24 @@ def test_concurrent_writers_from_several_processes_lose_nothing(tmp_path):
     assert all(p.wait(timeout=120) == 0 for p in procs)
 
     files = [p for p in (tmp_path / journal.JOURNAL_DIR).rglob("*") if p.is_file()]
-    assert len(files) == writers * count
-    for path in files:  # every file is one complete event
-        assert journal.Event.from_json(path.read_bytes()) is not None, path
+    assert len(files) == writers * count // 2, "one file per task run"
+    for path in files:  # every line is one complete event: START, then its end
+        events = [journal.Event.from_json(line) for line in path.read_bytes().splitlines()]
+        assert [e.event for e in events] == [journal.START, journal.SUCCESS], path
     found = journal.events(tmp_path)
     assert len(found) == writers * count
     assert {(e.run, e.id, e.event) for e in found} == {
         (f"w{w}", f"w{w}-{i // 2}", journal.START if i % 2 == 0 else journal.SUCCESS)
         for w in range(writers) for i in range(count)}
-    assert [e.time for e in found] == sorted(e.time for e in found), "oldest first"
+    assert [e.started for e in found] == sorted(e.started for e in found), "by start"
     runs = history(tmp_path)
     assert len(runs) == writers * count // 2 and {r.state for r in runs} == {"SUCCESS"}
     # Selecting by task reads only that task's files and finds all of its events.
-    assert len(journal.events(tmp_path, task_ids=["T_3"])) == sum(
-        1 for w in range(writers) for i in range(count) if i % 7 == 3)
+    assert len(journal.events(tmp_path, task_ids=["T_2"])) == 2 * sum(
+        1 for w in range(writers) for i in range(0, count, 2) if i // 2 % 7 == 2)
 
 
-def test_partial_event_file_is_skipped_until_complete(tmp_path):
+def test_partial_line_is_skipped_until_complete(tmp_path):
     event = journal.Event(event=journal.START, id="a", run="r", task_id="T_1", task="T()", family="T",
                           host="h", user="u", pid=1, started=time.time())
     path = journal.append(tmp_path, event)
@@ -116,6 +119,11 @@ def test_partial_event_file_is_skipped_until_complete(tmp_path):
     assert journal.events(tmp_path) == []
     path.write_text(text)
     assert journal.events(tmp_path) == [event]
+    end = journal.Event(**{**event.__dict__, "event": journal.FAIL, "ended": event.started + 1, "error": "E: x"})
+    assert journal.append(tmp_path, end) == path
+    assert journal.events(tmp_path) == [event, end]
+    with pytest.raises(FileExistsError):  # a START never overwrites another run's file
+        journal.append(tmp_path, event)
 
 
 def test_history_status_and_items_through_the_command(project):

@@ -14,7 +14,7 @@ import re
 import socket
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from luisy.atomic import process_alive
@@ -27,27 +27,13 @@ INTERRUPTED = "interrupted?"
 RUNNING = "running"
 
 
-@dataclass
-class TaskRun:
-    """One run of one task."""
+@dataclass(frozen=True)
+class TaskRun(Event):
+    """One run of one task: its last event (the end, or the ``START`` of a run that did not end)
+    and its :attr:`state`."""
 
     #: ``SUCCESS``, ``FAIL``, ``interrupted?`` or ``running``.
-    state: str
-    task: str
-    task_id: str
-    family: str
-    id: str
-    run: str
-    host: str
-    user: str
-    pid: int
-    started: float
-    ended: float | None = None
-    error: str = ""
-    items: dict[str, int] | None = None
-    luisy_version: str = ""
-    python_version: str = ""
-    outputs: list[str] = field(default_factory=list)
+    state: str = ""
 
     @property
     def duration(self) -> float | None:
@@ -84,10 +70,7 @@ def _joined(found: Iterable[Event]) -> list[TaskRun]:
 
 def _task_run(state: str, event: Event) -> TaskRun:
     """The run an event tells of (an end repeats what its ``START`` said)."""
-    return TaskRun(state=state, task=event.task, task_id=event.task_id, family=event.family, id=event.id,
-                   run=event.run, host=event.host, user=event.user, pid=event.pid, started=event.started,
-                   ended=event.ended, error=event.error, items=event.items, luisy_version=event.luisy_version,
-                   python_version=event.python_version, outputs=list(event.outputs))
+    return TaskRun(**asdict(event), state=state)
 
 
 def _alive(event: Event) -> bool:

@@ -84,6 +84,7 @@ class Event:
         return self.started if self.ended is None else self.ended
 
     def to_json(self) -> str:
+        """The event as one line of JSON."""
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
 
     @classmethod

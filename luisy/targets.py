@@ -206,9 +206,9 @@ class DirectoryInputTarget(luigi.LocalTarget):
 
     def paths(self) -> list[Path]:
         """The matching files, sorted by their path relative to the folder."""
-        return [Path(entry.path) for _, entry in self._files()]
+        return [Path(path) for _, path in self._files()]
 
-    def _files(self) -> list[tuple[str, os.DirEntry]]:
+    def _files(self) -> list[tuple[str, str]]:
         return list_files(self.path, self.pattern, self.regex, self.recursive, self.owner)
 
     def __len__(self) -> int:
@@ -216,8 +216,8 @@ class DirectoryInputTarget(luigi.LocalTarget):
 
     def items(self) -> Iterator[tuple[str, Any]]:
         """``(name, object)`` per file, lazily; the name is the path relative to the folder."""
-        for rel, entry in self._files():
-            obj = self._read_file(entry.path)
+        for rel, path in self._files():
+            obj = self._read_file(path)
             if obj is not None:
                 yield rel, obj
 

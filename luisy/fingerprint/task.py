@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -91,7 +92,7 @@ def current(task: luigi.Task, memo: dict[str, str] | None = None,
     """The task's fingerprint now. ``dynamic``: its dynamic requirements (default: as last recorded)."""
     memo = _memo(memo)
     code = code_fingerprint(type(task))
-    params = {k: str(v) for k, v in sorted(task.to_str_params(only_significant=True).items())}
+    params = _significant_params(task)
     upstream = {}
     if with_upstream:
         required = flatten(task.requires()) + (recorded_dynamic(task) if dynamic is None else dynamic)
@@ -99,6 +100,15 @@ def current(task: luigi.Task, memo: dict[str, str] | None = None,
     total = digest(code.digest, *(f"{k}={v}" for k, v in params.items()),
                    *(f"{k}>{v}" for k, v in sorted(upstream.items())))
     return TaskFingerprint(total, code, params, upstream)
+
+
+def _significant_params(task: luigi.Task) -> dict[str, str]:
+    """The significant parameters as strings, made once per instance (like luigi's task id)."""
+    params = task.__dict__.get("_luisy_significant")
+    if params is None:
+        params = {k: str(v) for k, v in sorted(task.to_str_params(only_significant=True).items())}
+        task.__dict__["_luisy_significant"] = params
+    return dict(params)
 
 
 def recorded_dynamic(task: luigi.Task) -> list[luigi.Task]:
@@ -117,7 +127,17 @@ def recorded_dynamic(task: luigi.Task) -> list[luigi.Task]:
 
 def _yields_requirements(task: luigi.Task) -> bool:
     """Whether the task's ``run()`` is a generator: only such a run yields dynamic requirements."""
-    return inspect.isgeneratorfunction(inspect.unwrap(getattr(type(task), "run", None) or (lambda: None)))
+    run = getattr(type(task), "run", None)
+    if run is None:
+        return False
+    known = _GENERATOR_RUNS.get(run)
+    if known is None:
+        known = _GENERATOR_RUNS[run] = inspect.isgeneratorfunction(inspect.unwrap(run))
+    return known
+
+
+# Keyed by the function itself, so a redefined class (a notebook cell) is looked at afresh.
+_GENERATOR_RUNS: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
 
 
 class _Vanished(luigi.ExternalTask):
@@ -138,6 +158,8 @@ def as_upstream(task: luigi.Task, memo: dict[str, str] | None = None) -> str:
 def _as_upstream(task: luigi.Task, memo: dict[str, str]) -> str:
     if isinstance(task, _Vanished):
         return MISSING
+    if not is_external(task) and not _may_have_manifest(type(task)):
+        return current(task, memo).digest
     outputs = flatten(task.output())
     manifests = [o for o in outputs if isinstance(o, DirectoryTarget)]
     if manifests:
@@ -148,6 +170,14 @@ def _as_upstream(task: luigi.Task, memo: dict[str, str]) -> str:
         content = mode_of(task) == "content"
         return digest(*(data_fingerprint(o, content) for o in outputs))
     return current(task, memo).digest
+
+
+def _may_have_manifest(cls: type) -> bool:
+    """Whether a task of ``cls`` may output a folder with a manifest. Known without making the
+    output for luisy's own ``output()``: that is most of the cost of a deep upstream."""
+    if not getattr(getattr(cls, "output", None), "__luisy_output__", False):
+        return True
+    return issubclass(cls._luisy_output.target_cls, DirectoryTarget)
 
 
 def _manifest_digest(target: Any) -> str:

@@ -125,6 +125,8 @@ class _OutputMixin:
             self.__dict__["_luisy_output_cache"] = (key, target)
         return target
 
+    output.__luisy_output__ = True  # type: ignore[attr-defined]  # the spec alone says what it makes
+
     def write(self, obj: Any) -> None:
         """Write ``obj`` as the output, atomically; the type is checked first."""
         self.output().write(obj)

@@ -58,13 +58,17 @@ def _below(prefix: str, entry: os.DirEntry, above: frozenset[tuple[int, int]],
     return prefix + entry.name + "/", entry.path, above | {key}
 
 
-def source_items(files: list[tuple[str, str]], reader: Callable[[str], Any], owner: str = "") -> SourceItems:
+def source_items(files: list[tuple[str, str]], reader: Callable[[str], Any], owner: str = "",
+                 by_content: Callable[[list[tuple[str, os.stat_result]]], list[str]] | None = None) -> SourceItems:
     """The listed files as input items: named by relative path without extension, fingerprinted
-    by size and modification time (so a rerun sees edited files)."""
+    by size and modification time (so a rerun sees edited files), or by ``by_content`` (which
+    gets each file's relative path and ``stat``)."""
     names = [item_name(rel) for rel, _ in files]
     if len(set(names)) < len(names):
         _name_clash(files, names, owner)
     paths = [path for _, path in files]
+    if by_content is not None:
+        return SourceItems(names, by_content([(rel, os.stat(path)) for rel, path in files]), paths, reader)
     fingerprints = []
     for path in paths:
         stat = os.stat(path)

@@ -4,7 +4,8 @@
   upstream fingerprints of everything it requires — statically, plus the dynamic requirements
   its last successful run yielded (recorded with it).
 * An external task (luigi's or luisy's ``ExternalTask``): its files, by size and modification
-  time, or by content when the class sets ``fingerprint_content = True``.
+  time, or by content with ``[luisy] input_fingerprint = content`` or the class's
+  ``input_fingerprint = "content"`` (:mod:`luisy.fingerprint.content`).
 * A directory output, seen from downstream: its manifest's content — once it is up to date
   itself; a directory task that will rerun makes everything downstream rerun too.
 """
@@ -30,6 +31,7 @@ from luisy.digests import digest
 from luisy.directory.target import DirectoryTarget
 from luisy.fingerprint import records
 from luisy.fingerprint.code import CodeFingerprint, code_fingerprint
+from luisy.fingerprint.content import mode_of
 
 __all__ = ["TaskFingerprint", "current", "as_upstream", "record_success", "accept", "is_current",
            "is_external"]
@@ -165,7 +167,7 @@ def _as_upstream(task: luigi.Task, memo: dict[str, str]) -> str:
             return STALE
         return digest(*(_manifest_digest(o) for o in manifests))
     if is_external(task):
-        content = bool(getattr(task, "fingerprint_content", False))
+        content = mode_of(task) == "content"
         return digest(*(data_fingerprint(o, content) for o in outputs))
     return current(task, memo).digest
 
@@ -199,19 +201,23 @@ def is_current(task: luigi.Task) -> bool:
     return isinstance(record, dict) and record.get("fingerprint") == current(task).digest
 
 
-def accept(task: luigi.Task) -> None:
+def accept(task: luigi.Task, provenance: dict[str, Any] | None = None) -> None:
     """Record the current fingerprint of an existing output, as if the task had just made it."""
-    record_success(task, recorded_dynamic(task))
+    record_success(task, recorded_dynamic(task), provenance)
 
 
-def record_success(task: luigi.Task, dynamic: list[luigi.Task]) -> None:
-    """Record the fingerprint of a task whose run just succeeded (its outputs are published).
+def record_success(task: luigi.Task, dynamic: list[luigi.Task], provenance: dict[str, Any] | None = None) -> None:
+    """Record the fingerprint of a task whose run just succeeded (its outputs are published),
+    with ``provenance`` (where the output came from, see :mod:`luisy.provenance`).
 
     A directory task's manifest already tracks its input items, so its record holds only code
     and parameters (enough for ``plan`` to name what changed).
     """
     directory = any(isinstance(o, DirectoryTarget) for o in flatten(task.output()))
-    records.store(task, current(task, dynamic=dynamic, with_upstream=not directory).record(dynamic))
+    record = current(task, dynamic=dynamic, with_upstream=not directory).record(dynamic)
+    if provenance is not None:
+        record["provenance"] = provenance
+    records.store(task, record)
     shared = _build_memo.get()
     if shared and (directory or _yields_requirements(task)):  # what it contributes downstream has changed
         shared.clear()

@@ -11,7 +11,7 @@ from typing import Any
 
 from luigi.task import flatten
 
-from luisy import config, formats
+from luisy import config, formats, journal
 from luisy.atomic import NAME_MAX
 from luisy.directory.manifest import bad_file_name, items_digest
 from luisy.directory.runner import Progress, outcomes, report_status
@@ -256,6 +256,9 @@ class DirectoryTask(Task):
                 raise
             finally:
                 progress.close()
+        made = progress.done - progress.failed - len(writer.skipped)  # the rest of writer.new was resumed
+        journal.note_items(processed=progress.done, failed=progress.failed,
+                           kept=len(writer.kept) + len(writer.new) - made)
         if stop:  # it came after the last item began: publish everything, then stop the build
             logger.warning("interrupted: all %d items done; publishing them, then stopping", len(pending.todo))
             stop_after_publish(stop.signal)

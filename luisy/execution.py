@@ -13,7 +13,7 @@ import luigi
 from luigi.execution_summary import LuigiRunResult, _summary_dict
 from luigi.task import flatten
 
-from luisy import config
+from luisy import config, journal
 from luisy.atomic import temps_listed_once
 from luisy.directory.target import DirectoryTarget
 from luisy.errors import LuisyError, SchedulerUnreachableError
@@ -86,7 +86,7 @@ def _run_settings(options: dict[str, Any], local_scheduler: bool, scheduler_url:
         from luisy.dask_executor import check_scheduler as check_dask_scheduler
 
         check_dask_scheduler(run.dask_scheduler)
-    with worker_settings, config.running(run), scan_once(), temps_listed_once():
+    with worker_settings, config.running(run), scan_once(), temps_listed_once(), journal.one_file_per_process():
         yield run
 
 

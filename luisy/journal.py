@@ -1,21 +1,26 @@
-"""The run journal: one small file per task run, in ``<working_dir>/.luisy-journal/``.
+"""The run journal: small files of JSON lines in ``<working_dir>/.luisy-journal/``.
 
 Every run of a luisy task appends a ``START`` event before ``run()`` and a ``SUCCESS`` or ``FAIL``
 event after it; a run killed with ``kill -9`` leaves its ``START`` alone. Events are never
 changed or removed.
 
-A task run's events go to a file of its own: created with ``O_CREAT | O_EXCL`` under a name no
-other writer can choose (start time, a digest of the task id, a random id), holding the ``START``
-line; the end is appended to that same file by the same process. No two writers ever write to one
-file, so workers on several machines sharing the working directory over a network file system
-lose nothing and need no lock. ``O_APPEND`` to one shared file is not safe there (an NFS client
-appends at the size it last saw, so two machines overwrite each other's lines), and ``flock`` or
-SQLite's locking cannot be trusted (see docs/history.rst for the measurements). A reader skips a
-line that is not complete JSON: it is being written, and the next read sees it.
+No two processes ever write to one file, so workers on several machines sharing the working
+directory over a network file system lose nothing and need no lock. ``O_APPEND`` to one shared
+file is not safe there (an NFS client appends at the size it last saw, so two machines overwrite
+each other's lines), and ``flock`` or SQLite's locking cannot be trusted (see docs/history.rst
+for the measurements). Each file is created with ``O_CREAT | O_EXCL`` under a name no other
+writer can choose, and only its creator appends to it:
 
-Files are grouped by UTC day of the start (``2026-12-01/``), so reading the history of the last
-days does not list older ones; names start with the start time in nanoseconds and a digest of the
-task id, so readers order and select task runs without opening files.
+* within a build (``luisy.build``, ``luisy run``), a process's events all go to one file it
+  keeps open for the build (``<start>.p-<random>.json``): a file per task run would cost two
+  more file opens per task, as much again as the task's own output;
+* elsewhere (``task.run()`` called directly), each task run gets a file
+  (``<start>.<task digest>.<random>.json``) holding its ``START`` and its end.
+
+A reader skips a line that is not complete JSON: it is being written, and the next read sees it.
+Files are grouped by UTC day of their first event (``2026-12-01/``), so reading the history of
+the last days does not list older ones; names start with that time in nanoseconds, and a task
+run's file names its task, so readers select files without opening them.
 """
 
 from __future__ import annotations
@@ -108,28 +113,73 @@ def journal_dir(root: str | os.PathLike[str]) -> Path:
 
 
 def append(root: str | os.PathLike[str], event: Event) -> Path:
-    """Add ``event`` to the journal of the working directory ``root``; returns the task run's file.
+    """Add ``event`` to the journal of the working directory ``root``; returns the file it went to.
 
-    A ``START`` creates the file; a later event of the same task run (same :attr:`Event.id` and
-    start time) is appended to it.
+    Within :func:`one_file_per_process`, the process's file; elsewhere a ``START`` creates the
+    task run's file, and a later event of the same task run (same :attr:`Event.id` and start
+    time) is appended to it.
     """
-    day = dt.datetime.fromtimestamp(event.started, dt.timezone.utc).strftime("%Y-%m-%d")
-    folder = journal_dir(root) / day
-    path = folder / f"{int(event.started * 1e9):020d}.{task_key(event.task_id)}.{event.id}{_SUFFIX}"
-    flags = os.O_WRONLY | (os.O_CREAT | os.O_EXCL if event.event == START else os.O_APPEND | os.O_CREAT)
+    files = _process_files.get()
     data = (event.to_json() + "\n").encode("utf-8")
+    if files is not None:
+        key = (os.fspath(root), os.getpid())
+        if key not in files:
+            path = _file(root, event.started, _PROCESS + uuid.uuid4().hex)
+            files[key] = (_open(path, os.O_CREAT | os.O_EXCL), path)
+        fd, path = files[key]
+        _write(fd, data)
+        return path
+    path = _file(root, event.started, f"{task_key(event.task_id)}.{event.id}")
+    fd = _open(path, os.O_CREAT | os.O_EXCL if event.event == START else os.O_CREAT)
     try:
-        fd = os.open(path, flags, 0o644)
-    except FileNotFoundError:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, flags, 0o644)
-    try:
-        written = os.write(fd, data)
-        if written != len(data):  # a file system that writes in pieces: finish; readers skip it meanwhile
-            os.write(fd, data[written:])
+        _write(fd, data)
     finally:
         os.close(fd)
     return path
+
+
+@contextmanager
+def one_file_per_process() -> Iterator[None]:
+    """Inside the block (a build), each process appends its events to one file, opened once."""
+    if _process_files.get() is not None:
+        yield
+        return
+    files: dict[tuple[str, int], tuple[int, Path]] = {}
+    token = _process_files.set(files)
+    try:
+        yield
+    finally:
+        _process_files.reset(token)
+        for (_, pid), (fd, _) in files.items():
+            if pid == os.getpid():  # a forked luigi worker's files close when it exits
+                os.close(fd)
+
+
+# Per process (a forked luigi worker opens its own): the file each appends to within a build.
+_process_files: ContextVar[dict[tuple[str, int], tuple[int, Path]] | None] = ContextVar(
+    "luisy_journal_files", default=None)
+#: How the name of a process's file starts after its time (a task digest is hex, without ``-``).
+_PROCESS = "p-"
+
+
+def _file(root: str | os.PathLike[str], started: float, middle: str) -> Path:
+    day = dt.datetime.fromtimestamp(started, dt.timezone.utc).strftime("%Y-%m-%d")
+    return journal_dir(root) / day / f"{int(started * 1e9):020d}.{middle}{_SUFFIX}"
+
+
+def _open(path: Path, flags: int) -> int:
+    flags |= os.O_WRONLY | os.O_APPEND
+    try:
+        return os.open(path, flags, 0o644)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(path, flags, 0o644)
+
+
+def _write(fd: int, data: bytes) -> None:
+    written = os.write(fd, data)
+    if written != len(data):  # a file system that writes in pieces: finish; readers skip it meanwhile
+        os.write(fd, data[written:])
 
 
 def events(root: str | os.PathLike[str], since: float | None = None,
@@ -147,8 +197,10 @@ def events(root: str | os.PathLike[str], since: float | None = None,
             continue
         for line in lines:
             event = Event.from_json(line)
-            if event is not None and (wanted is None or event.task_id in wanted):
+            if (event is not None and (wanted is None or event.task_id in wanted)
+                    and (since is None or event.started >= since)):
                 found.append(event)
+    found.sort(key=lambda event: (event.started, event.id))  # a process's file holds many task runs
     return found
 
 
@@ -157,16 +209,18 @@ def _files(folder: Path, since: float | None, keys: set[str] | None) -> Iterator
         days = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
     except FileNotFoundError:
         return
-    first_day = "" if since is None else dt.datetime.fromtimestamp(since, dt.timezone.utc).strftime("%Y-%m-%d")
+    # A process's file is in the folder of its first event, a day before ``since`` perhaps.
+    first_day = "" if since is None else (dt.datetime.fromtimestamp(since, dt.timezone.utc)
+                                          - dt.timedelta(days=1)).strftime("%Y-%m-%d")
     first_ns = f"{int(since * 1e9):020d}" if since is not None else ""
     for day in days:
         if day < first_day:
             continue
-        names = sorted(os.listdir(folder / day))
-        for name in names:
-            if not name.endswith(_SUFFIX) or TMP_MARKER in name or name < first_ns:
+        for name in sorted(os.listdir(folder / day)):
+            if not name.endswith(_SUFFIX) or TMP_MARKER in name:
                 continue
-            if keys is not None and name.split(".", 2)[1] not in keys:
+            kind = name.split(".", 2)[1]
+            if not kind.startswith(_PROCESS) and (name < first_ns or (keys is not None and kind not in keys)):
                 continue
             yield folder / day / name
 

@@ -73,30 +73,33 @@ def project(tmp_path):
 
 
 _WRITER = """
-import sys, time
+import contextlib, sys, time
 from luisy import journal
-root, worker, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
-for i in range(count):
-    if i % 2 == 0:
-        started = time.time()
-    journal.append(root, journal.Event(event=journal.START if i % 2 == 0 else journal.SUCCESS,
-        id=f"{worker}-{i // 2}", run=worker, task_id=f"T_{i // 2 % 7}", task="T()", family="T",
-        host="h", user="u", pid=0, started=started, ended=None if i % 2 == 0 else time.time(),
-        outputs=["x" * (i % 300)]))
+root, worker, count, in_build = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "build"
+with journal.one_file_per_process() if in_build else contextlib.nullcontext():
+    for i in range(count):
+        if i % 2 == 0:
+            started = time.time()
+        journal.append(root, journal.Event(event=journal.START if i % 2 == 0 else journal.SUCCESS,
+            id=f"{worker}-{i // 2}", run=worker, task_id=f"T_{i // 2 % 7}", task="T()", family="T",
+            host="h", user="u", pid=0, started=started, ended=None if i % 2 == 0 else time.time(),
+            outputs=["x" * (i % 300)]))
 """
 
 
-def test_concurrent_writers_from_several_processes_lose_nothing(tmp_path):
+@pytest.mark.parametrize("layout", ["build", "task run"])
+def test_concurrent_writers_from_several_processes_lose_nothing(tmp_path, layout):
     writers, count = 6, 300
-    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path), f"w{w}", str(count)])
+    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path), f"w{w}", str(count), layout])
              for w in range(writers)]
     assert all(p.wait(timeout=120) == 0 for p in procs)
 
     files = [p for p in (tmp_path / journal.JOURNAL_DIR).rglob("*") if p.is_file()]
-    assert len(files) == writers * count // 2, "one file per task run"
-    for path in files:  # every line is one complete event: START, then its end
+    per_file = count if layout == "build" else 2
+    assert len(files) == writers * count // per_file, "in a build one file per process, else per task run"
+    for path in files:  # every line is one complete event: each START, then its end
         events = [journal.Event.from_json(line) for line in path.read_bytes().splitlines()]
-        assert [e.event for e in events] == [journal.START, journal.SUCCESS], path
+        assert [e.event for e in events] == [journal.START, journal.SUCCESS] * (per_file // 2), path
     found = journal.events(tmp_path)
     assert len(found) == writers * count
     assert {(e.run, e.id, e.event) for e in found} == {
@@ -224,3 +227,15 @@ def test_history_bad_input_is_one_line(project):
     assert missing.returncode == 2 and "does not exist" in missing.stderr
     empty = run_luisy(["history"], cwd=project)
     assert empty.returncode == 0 and empty.stdout.startswith("no runs in the journal of")
+
+
+def test_a_process_file_begun_before_since_still_gives_the_task_runs_after_it(tmp_path):
+    now = time.time()
+    early, late = (journal.Event(event=journal.START, id=i, run="r", task_id=f"T_{i}", task="T()", family="T",
+                                 host="h", user="u", pid=1, started=started)
+                   for i, started in (("a", now - 3600), ("b", now)))
+    with journal.one_file_per_process():
+        assert journal.append(tmp_path, early) == journal.append(tmp_path, late), "one file for the build"
+    assert journal.events(tmp_path, since=now - 60) == [late]
+    assert journal.events(tmp_path, since=now - 60, task_ids=["T_b"]) == [late]
+    assert journal.events(tmp_path) == [early, late]

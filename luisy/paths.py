@@ -182,11 +182,7 @@ def output_dir(task: Any, layer: str | None) -> Path:
     Raises :class:`~luisy.errors.UnsafePathError` when the sub directory would leave the working
     directory.
     """
-    sub_dir = os.fspath(task.get_sub_dir() or "")
-    _check_part(task, "get_sub_dir()", sub_dir)
-    root = get_working_dir()
-    base = root / project_name_of(type(task)) / layer if layer else root
-    return base / sub_dir if sub_dir else base
+    return Path(_joined(task, layer))
 
 
 def output_path(task: Any, name: str, layer: str | None) -> Path:
@@ -196,11 +192,22 @@ def output_path(task: Any, name: str, layer: str | None) -> Path:
     would place the output outside the working directory.
     """
     _check_part(task, "the file name", name)
-    return output_dir(task, layer) / name
+    return Path(_joined(task, layer, name))
+
+
+def _joined(task: Any, layer: str | None, *name: str) -> str:
+    # One Path made of a joined string: joining Paths parses each part again (a wide graph
+    # makes thousands of output paths).
+    sub_dir = os.fspath(task.get_sub_dir() or "")
+    _check_part(task, "get_sub_dir()", sub_dir)
+    parts = (project_name_of(type(task)), layer) if layer else ()
+    return os.path.join(get_working_dir(), *parts, *((sub_dir,) if sub_dir else ()), *name)
 
 
 def _check_part(task: Any, source: str, part: str) -> None:
     _check_relative(task, source, part)
+    if len(part) * 4 <= NAME_MAX:  # UTF-8 has at most 4 bytes a character: no part can be too long
+        return
     for component in PurePath(part).parts:
         size = len(os.fsencode(component))
         if size > NAME_MAX:
@@ -212,9 +219,9 @@ def _check_relative(task: Any, source: str, part: str) -> None:
     problem = None
     if "\0" in part:
         problem = "contains a NUL byte"
-    elif PurePath(part).is_absolute() or os.path.isabs(part):
+    elif os.path.isabs(part):
         problem = "is an absolute path"
-    elif ".." in PurePath(part).parts:
+    elif ".." in part.split("/"):
         problem = "contains '..'"
     if problem is None:
         return

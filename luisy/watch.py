@@ -33,6 +33,7 @@ from luisy.graph import upstream_first
 from luisy.interrupts import signal_name, stop_on_signals
 from luisy.settling import Changes, Observation, Settling, changes
 from luisy.targets import DirectoryInputTarget
+from luisy.tasks.directory import DirectoryTask
 from luisy.wakeup import Wakeup
 
 __all__ = ["Batch", "WatchResult", "watch", "watched_folders"]
@@ -41,6 +42,8 @@ logger = logging.getLogger("luisy")
 
 #: At most this share of the time goes to rescanning folders when nothing happens.
 IDLE_SHARE = 1 / 30
+#: Seconds before a run the central scheduler kept back is tried again.
+RETRY_SECONDS = 2.0
 
 
 @dataclass
@@ -49,7 +52,8 @@ class Batch:
 
     changes: Changes
     seconds: float
-    #: Items processed and failed by the directory tasks that read the watched folders.
+    #: Items processed (without failing) and failed in this run by the directory tasks that read the
+    #: watched folders; items an interrupted run had finished count as processed.
     processed: int = 0
     failed: int = 0
     #: Families of the tasks that ran, upstream first.
@@ -61,6 +65,10 @@ class Batch:
     #: Whether the task was complete at the end with no failed item (what ``luisy run`` exits 0 for).
     ok: bool = False
     noun: str = "files"
+    #: Nothing ran and nothing failed: a central scheduler kept the tasks back (luigid ignores a task
+    #: made pending again within ``[scheduler] stable_done_cooldown_secs`` of being done, or another
+    #: worker runs it); the watcher tries again.
+    deferred: bool = False
 
     def line(self) -> str:
         """The batch in one line: ``+12 files → 12 processed, 0 failed in 0.41 s (Segmented, FeatureTable)``."""
@@ -137,8 +145,9 @@ def watch(
     given: dict[str, dict[str, str]] = {f.path: {} for f in folders}
     graph = upstream_first(task)
     paths = set(states)
-    first_stage = {str(t) for t in graph
-                   if any(isinstance(o, DirectoryInputTarget) and o.path in paths for o in flatten(t.input()))}
+    first_stage = [t for t in graph
+                   if isinstance(t, DirectoryTask)
+                   and any(isinstance(o, DirectoryInputTarget) and o.path in paths for o in flatten(t.input()))]
     families = {str(t): t.get_task_family() for t in graph if flatten(t.output())}
     noun = "folders" if all(f.folders for f in folders) else "files"
     result = WatchResult()
@@ -148,6 +157,7 @@ def watch(
     report(f"watching {', '.join(states)} for {task}: items settle after {settle:g} s; {how} "
            f"every {interval:g} s or more")
     problems: dict[str, str] = {}
+    deferred, retry_at = False, 0.0
     try:
         with stop_on_signals(config.current().grace_seconds, on_signal=lambda signum: wakeup.set()) as stop:
             while not stop:
@@ -172,10 +182,20 @@ def watch(
                 if len(seen) == len(folders):
                     found = sum((changes(given[path], obs) for path, obs in seen.items()), Changes())
                     unsettled = sum(obs.pending for obs in seen.values())
-                    if (not unsettled and not result.batches) if once else found:
+                    ready = (not unsettled and not result.batches) if once else bool(found)
+                    if ready and time.monotonic() >= retry_at:
                         settled = {path: obs.settled for path, obs in seen.items()}
                         batch = _run_batch(task, settled, found, first_stage, families, noun, processes,
                                            scheduler_url, options)
+                        if batch.deferred:
+                            if not deferred:
+                                report("the central scheduler has not handed out the tasks (luigid ignores a task "
+                                       "made pending again within [scheduler] stable_done_cooldown_secs of being "
+                                       "done); trying again")
+                            deferred = True
+                            retry_at = time.monotonic() + max(interval, RETRY_SECONDS)
+                            continue
+                        deferred = False
                         result.batches.append(batch)
                         report(batch.line())
                         given = settled
@@ -185,7 +205,7 @@ def watch(
                         if once or (max_runs is not None and len(result.batches) >= max_runs):
                             break
                         continue  # items may have settled meanwhile
-                dues = [obs.due for obs in seen.values() if obs.due is not None]
+                dues = [obs.due for obs in seen.values() if obs.due is not None] + ([retry_at] if deferred else [])
                 timeout = max(interval, scan_cost / IDLE_SHARE)
                 if dues:
                     timeout = min(timeout, min(dues) - time.monotonic())
@@ -208,11 +228,12 @@ def _signal_of(error: KeyboardInterrupt) -> int:
     return signal.SIGTERM if str(error) == "SIGTERM" else signal.SIGINT
 
 
-def _run_batch(task: luigi.Task, settled: dict[str, dict[str, str]], found: Changes, first_stage: set[str],
-               families: dict[str, str], noun: str, processes: int | None, scheduler_url: str | None,
-               options: dict[str, Any]) -> Batch:
+def _run_batch(task: luigi.Task, settled: dict[str, dict[str, str]], found: Changes,
+               first_stage: list[DirectoryTask], families: dict[str, str], noun: str, processes: int | None,
+               scheduler_url: str | None, options: dict[str, Any]) -> Batch:
     """Run ``task`` over the settled items; failed items wait until their input changes again."""
     start = time.perf_counter()
+    failed_before = {str(t): _failed(t) for t in first_stage}
     try:
         summary = run_tasks([task], settled=settled, retry_failed=False, processes=processes,
                             scheduler_url=scheduler_url, **options)
@@ -220,20 +241,42 @@ def _run_batch(task: luigi.Task, settled: dict[str, dict[str, str]], found: Chan
         return Batch(found, time.perf_counter() - start, interrupted=_signal_of(error), noun=noun)
     except LuisyError as error:  # e.g. the central scheduler cannot be reached
         return Batch(found, time.perf_counter() - start, error=error.format_message(), noun=noun)
-    return _batch(summary, found, time.perf_counter() - start, first_stage, families, noun)
-
-
-def _batch(summary: RunSummary, found: Changes, seconds: float, first_stage: set[str], families: dict[str, str],
-           noun: str) -> Batch:
+    seconds = time.perf_counter() - start
     ran = set(summary.ran)
-    counts = [(processed, failed) for name, processed, failed, _ in summary.items if name in first_stage]
+    processed = failed = 0
+    for stage in first_stage:
+        header = stage.output().current_header() if str(stage) in ran else None
+        if header is not None:
+            # The header counts failures kept from earlier runs among the processed and failed items.
+            processed += header.processed - header.failed_count
+            before = failed_before[str(stage)]
+            failed += header.failed_count if not before else sum(
+                before.get(name, _MISSING) != source for name, source in _failed(stage).items())
+    return _batch(summary, found, seconds, processed, failed, families, noun)
+
+
+_MISSING = object()
+
+
+def _failed(task: DirectoryTask) -> dict[str, str | None]:
+    """The failed items of a directory task's output: name → the input fingerprint it failed on."""
+    header = task.output().current_header()
+    if header is None or not header.failed_count:
+        return {}
+    manifest = task.output().current_manifest()
+    return {name: manifest.failed_sources.get(name) for name in manifest.failed} if manifest is not None else {}
+
+
+def _batch(summary: RunSummary, found: Changes, seconds: float, processed: int, failed: int,
+           families: dict[str, str], noun: str) -> Batch:
+    ran = set(summary.ran)
     error = None
     if summary.failed:
         error = "; ".join(f"{name}: {why}" for name, why in summary.failed[:3])
     elif summary.missing:
         error = f"missing input: {summary.missing[0]}"
-    elif not summary.complete:
-        error = f"{', '.join(map(str, summary.tasks))} is not complete"
-    return Batch(found, seconds, processed=sum(p for p, _ in counts), failed=sum(f for _, f in counts),
+    elif not summary.complete:  # nothing failed: the central scheduler did not hand the tasks out
+        return Batch(found, seconds, noun=noun, deferred=True)
+    return Batch(found, seconds, processed=processed, failed=failed,
                  ran=[family for name, family in families.items() if name in ran], error=error, ok=summary.ok,
                  noun=noun)

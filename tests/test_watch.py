@@ -462,3 +462,30 @@ def test_watch_with_a_central_scheduler_shows_each_run_in_luigid(project):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_the_readme_watch_variant_of_the_image_example(tmp_path):
+    """README: ``luisy watch examples.images.tasks:Everything`` while ``make_data`` adds images."""
+    import pandas as pd
+
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    block = re.search(r"```bash\n(\.venv/bin/luisy watch .*?)```", readme, re.S).group(1)
+    watch_line, data_line, _ = (line.split("#")[0].split() for line in block.strip().splitlines())
+    assert watch_line[1:] == ["watch", "examples.images.tasks:Everything", "&"]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    env.pop("LUISY_WORKING_DIR", None)
+    subprocess.run([sys.executable, "-m", "examples.images.make_data", "--count", "5"], cwd=tmp_path, env=env,
+                   check=True, capture_output=True)
+    watcher = Watcher(tmp_path, *watch_line[2:-1], "--settle", "1", env={"PYTHONPATH": str(root)})
+    watcher.wait_for_runs(1)
+    subprocess.run([sys.executable, *data_line[1:]], cwd=tmp_path, env=env, check=True, capture_output=True,
+                   timeout=120)
+    table = next((tmp_path / "data" / "images" / "final").glob("FeatureTable_*.parquet"))
+    deadline = time.monotonic() + 90
+    while len(pd.read_parquet(table)) < 25:
+        assert time.monotonic() < deadline, "\n".join(watcher.lines)
+        time.sleep(0.2)
+    assert watcher.stop(signal.SIGINT) == 0
+    assert sorted(pd.read_parquet(table)["image"]) == [f"img_{i:04d}" for i in (*range(5), *range(40, 60))]
+    assert all("0 failed" in line for line in watcher.runs())

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import write_project
+from conftest import run_luisy, write_project
 from test_central_scheduler import _api, _free_port
 
 import luisy
@@ -489,3 +489,23 @@ def test_the_readme_watch_variant_of_the_image_example(tmp_path):
     assert watcher.stop(signal.SIGINT) == 0
     assert sorted(pd.read_parquet(table)["image"]) == [f"img_{i:04d}" for i in (*range(5), *range(40, 60))]
     assert all("0 failed" in line for line in watcher.runs())
+
+
+def test_watching_a_task_without_input_folders_is_one_line_and_exit_status_2(tmp_path):
+    write_project(tmp_path, {"lonely/__init__.py": "", "lonely/tasks.py": '''
+        import luisy
+
+
+        @luisy.final
+        @luisy.json_output
+        class Alone(luisy.Task):
+            def run(self):
+                self.write({})
+    '''})
+    (tmp_path / "data").mkdir()
+    result = run_luisy(["watch", "lonely.tasks:Alone"], cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "luisy: error: Alone(): nothing to watch: its graph has no input folder (directory_input or "
+        "make_directory_output)"]
+    assert run_luisy(["watch", "lonely.tasks:Alone", "--settle", "-1"], cwd=tmp_path).returncode == 2

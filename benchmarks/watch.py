@@ -253,6 +253,8 @@ def main() -> None:
     parser.add_argument("--idle-seconds", type=float, default=60)
     parser.add_argument("--stream", type=int, default=1000)
     parser.add_argument("--stream-seconds", type=float, default=60)
+    parser.add_argument("--cases", nargs="+", choices=["latency", "idle", "sustained"],
+                        default=["latency", "idle", "sustained"])
     args = parser.parse_args()
     print(f"settle {SETTLE:g} s, rescan interval {INTERVAL:g} s; {os.cpu_count()} cores")
     print(f"{'case':<44} {'luisy watch':>14} {'plain loop':>14} {'luisy/plain':>12}")
@@ -261,20 +263,23 @@ def main() -> None:
         ratio = ours / plain if plain else float("nan")
         print(f"{label:<44} {ours:>12.2f}{unit:>2} {plain:>12.2f}{unit:>2} {ratio:>12.2f}", flush=True)
 
-    lat = {kind: latency(kind, args.latency_files, args.drops) for kind in ("luisy", "plain")}
-    row(f"latency, median of {args.drops} ({args.latency_files} files)", statistics.median(lat["luisy"]),
-        statistics.median(lat["plain"]), " s")
-    row("latency, slowest drop", max(lat["luisy"]), max(lat["plain"]), " s")
-    cost = {kind: idle(kind, args.idle_files, args.idle_seconds) for kind in ("luisy", "plain")}
-    row(f"idle CPU, {args.idle_files} files ({args.idle_seconds:g} s)", 100 * cost["luisy"][0],
-        100 * cost["plain"][0], " %")
-    row("idle RSS at the start", cost["luisy"][1], cost["plain"][1], "MB")
-    row(f"idle RSS {args.idle_seconds:g} s later", cost["luisy"][2], cost["plain"][2], "MB")
-    stream = {kind: sustained(kind, args.stream, args.stream_seconds) for kind in ("luisy", "plain")}
-    for index, label in enumerate(("processed", "processed twice", "processed half-written", "missed")):
-        row(f"sustained {args.stream} files/{args.stream_seconds:g} s: {label}", stream["luisy"][index],
-            stream["plain"][index], "")
-    row("sustained: last drop → all processed", stream["luisy"][4], stream["plain"][4], " s")
+    if "latency" in args.cases:
+        lat = {kind: latency(kind, args.latency_files, args.drops) for kind in ("luisy", "plain")}
+        row(f"latency, median of {args.drops} ({args.latency_files} files)", statistics.median(lat["luisy"]),
+            statistics.median(lat["plain"]), " s")
+        row("latency, slowest drop", max(lat["luisy"]), max(lat["plain"]), " s")
+    if "idle" in args.cases:
+        cost = {kind: idle(kind, args.idle_files, args.idle_seconds) for kind in ("luisy", "plain")}
+        row(f"idle CPU, {args.idle_files} files ({args.idle_seconds:g} s)", 100 * cost["luisy"][0],
+            100 * cost["plain"][0], " %")
+        row("idle RSS at the start", cost["luisy"][1], cost["plain"][1], "MB")
+        row(f"idle RSS {args.idle_seconds:g} s later", cost["luisy"][2], cost["plain"][2], "MB")
+    if "sustained" in args.cases:
+        stream = {kind: sustained(kind, args.stream, args.stream_seconds) for kind in ("luisy", "plain")}
+        for index, label in enumerate(("processed", "processed twice", "processed half-written", "missed")):
+            row(f"sustained {args.stream} files/{args.stream_seconds:g} s: {label}", stream["luisy"][index],
+                stream["plain"][index], "")
+        row("sustained: last drop → all processed", stream["luisy"][4], stream["plain"][4], " s")
 
 
 if __name__ == "__main__":

@@ -319,8 +319,8 @@ def scheduler(working_dir: Path | None, port: int, address: str, luigid_args: tu
 @click.option("--settle", type=click.FloatRange(min=0), default=2.0, show_default=True, metavar="SECONDS",
               help="An input item is processed once its size and modification time stayed the same this long.")
 @click.option("--interval", type=click.FloatRange(min=0.01), default=1.0, show_default=True, metavar="SECONDS",
-              help="How often the folders are rescanned (sooner on a file event, never more than 1/30 of the "
-                   "time when idle).")
+              help="How often the folders are rescanned (sooner on a file event; when idle, never more than "
+                   "1/30 of one core).")
 @click.option("--processes", type=click.IntRange(min=1), default=None,
               help="Item processes inside each directory task (default: [luisy] processes, else 1).")
 @click.option("--scheduler-url", metavar="URL", help="Use luigi's central scheduler (luigid) at URL.")

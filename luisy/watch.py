@@ -40,7 +40,7 @@ __all__ = ["Batch", "WatchResult", "watch", "watched_folders"]
 
 logger = logging.getLogger("luisy")
 
-#: At most this share of the time goes to rescanning folders when nothing happens.
+#: At most this share of one core's time goes to rescanning folders when nothing happens.
 IDLE_SHARE = 1 / 30
 #: Seconds before a run the central scheduler kept back is tried again.
 RETRY_SECONDS = 2.0
@@ -131,7 +131,7 @@ def watch(
     An item has settled when its size and modification time (of every file in it, for
     ``items="folders"``) have not changed for ``settle`` seconds; dataset folders with a
     ``marker`` settle as soon as the marker is there. Folders are rescanned every ``interval``
-    seconds (or on a file event, with ``watchdog``), but no more than 1/30 of the time while
+    seconds (or on a file event, with ``watchdog``), but using no more than 1/30 of one core while
     nothing happens. ``report`` gets one line per run; other keywords go to
     :func:`luisy.execution.run` (``workers``, ``log_level``...). A first signal lets the run in
     progress finish (directory tasks stop handing out items and keep the finished ones); a second
@@ -161,7 +161,7 @@ def watch(
     try:
         with stop_on_signals(config.current().grace_seconds, on_signal=lambda signum: wakeup.set()) as stop:
             while not stop:
-                started = time.monotonic()
+                started, cpu = time.monotonic(), time.process_time()
                 seen: dict[str, Observation] = {}
                 for folder in folders:
                     try:
@@ -177,7 +177,7 @@ def watch(
                     seen[folder.path] = states[folder.path].observe(
                         zip(listed.names, listed.fingerprints, strict=True), started)
                 scanned = time.monotonic()
-                scan_cost = scanned - started
+                scan_cost = time.process_time() - cpu  # the budget is the share of one core
                 wakeup.watch_new_folders()
                 if len(seen) == len(folders):
                     found = sum((changes(given[path], obs) for path, obs in seen.items()), Changes())

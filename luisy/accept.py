@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import time
+
 import luigi
 from luigi.task import flatten
 
 from luisy.directory.target import DirectoryTarget
+from luisy.fingerprint import records
 from luisy.fingerprint.task import accept, is_external
 from luisy.graph import upstream_first
+from luisy.provenance import describe
 
 __all__ = ["update_fingerprints"]
 
@@ -17,7 +21,8 @@ def update_fingerprints(root: luigi.Task) -> list[luigi.Task]:
 
     For refactors that do not change results. Directory outputs take the current code and
     parameters; their input items are still compared item by item (data changes are not a refactor).
-    Returns the tasks whose records were updated, upstream first.
+    The records keep the run that wrote each output, where it was known. Returns the tasks whose
+    records were updated, upstream first.
     """
     updated: list[luigi.Task] = []
     for task in upstream_first(root):
@@ -29,6 +34,8 @@ def update_fingerprints(root: luigi.Task) -> list[luigi.Task]:
         for output in outputs:
             if isinstance(output, DirectoryTarget):
                 output.restamp(task)
-        accept(task)
+        before = records.lookup(task)
+        written_by = (before.get("provenance") or {}).get("written_by") if isinstance(before, dict) else None
+        accept(task, {**describe(task, written_by), "accepted": time.time()})
         updated.append(task)
     return updated

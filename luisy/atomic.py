@@ -96,10 +96,10 @@ def is_stale_temp(path: str | os.PathLike[str]) -> bool:
     if match is None or match["host"] != _host_tag():
         return time.time() - mtime > FOREIGN_TEMP_MAX_AGE
     pid = int(match["pid"])
-    return pid == 0 or not _process_alive(pid, mtime)
+    return pid == 0 or not process_alive(pid, mtime)
 
 
-def _process_alive(pid: int, since: float) -> bool:
+def process_alive(pid: int, since: float) -> bool:
     """Whether process ``pid`` runs and was started no later than ``since`` (a reused pid is not it)."""
     try:
         os.kill(pid, 0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import enum
 import importlib
+import json
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -27,8 +28,14 @@ from luisy.errors import LuisyError, ParameterError, TaskLookupError
 from luisy.execution import run as run_tasks
 from luisy.graph import FORMATS, upstream_first
 from luisy.graph import render as render_graph
+from luisy.history import history as task_history
+from luisy.history import parse_since
+from luisy.history import table as history_table
 from luisy.legacy import build
+from luisy.plan import as_json as plan_data
 from luisy.plan import report as plan_report
+from luisy.show import show as show_output
+from luisy.status import as_json as status_data
 from luisy.status import status as task_status
 from luisy.status import table as status_table
 from luisy.status import verify as verify_outputs
@@ -40,7 +47,8 @@ __all__ = ["main", "build"]
 _LEGACY_CLOUD_OPTIONS = {"--download", "--upload", "--azure-storage-key", "--azure-account-name",
                          "--azure-container-name"}
 # Options of luisy 1.x's single command that take a value, to find the task name among them.
-_LEGACY_VALUE_OPTIONS = {"--module", "--working-dir", "--workers", "--processes", "--scheduler-url"}
+_LEGACY_VALUE_OPTIONS = {"--module", "--working-dir", "--workers", "--processes", "--scheduler-url",
+                         "--dask-scheduler"}
 
 
 class _LuisyGroup(click.Group):
@@ -127,6 +135,14 @@ def main() -> None:
 _TASK_COMMAND = {"ignore_unknown_options": True, "allow_extra_args": True}
 
 
+def _json_option(function: Any) -> Any:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts) instead.")(function)
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=1, default=str))
+
+
 def _task_command(function: Any) -> Any:
     """The arguments every task command takes: TASK, its parameters, and --working-dir."""
     function = click.argument("task_args", nargs=-1, type=click.UNPROCESSED)(function)
@@ -136,8 +152,8 @@ def _task_command(function: Any) -> Any:
 
 
 @contextmanager
-def _task(task: str, working_dir: Path | None, task_args: Sequence[str]) -> Iterator[luigi.Task]:
-    """The task instance, with the working directory resolved and checked."""
+def _in_working_dir(working_dir: Path | None) -> Iterator[Path]:
+    """Inside the block, the working directory is ``working_dir`` (if given); it must exist."""
     with config.working_dir(working_dir) if working_dir is not None else nullcontext():
         root = config.get_working_dir()
         if not root.is_dir():
@@ -145,6 +161,13 @@ def _task(task: str, working_dir: Path | None, task_args: Sequence[str]) -> Iter
                 f"working directory {root} does not exist (set it with --working-dir, "
                 "LUISY_WORKING_DIR or [luisy] working_dir, or create it)"
             )
+        yield root
+
+
+@contextmanager
+def _task(task: str, working_dir: Path | None, task_args: Sequence[str]) -> Iterator[luigi.Task]:
+    """The task instance, with the working directory resolved and checked."""
+    with _in_working_dir(working_dir):
         task_cls = load_task_class(task)
         with parsed_task(task_cls, list(task_args)) as task_obj:
             for line in unused_options(task_obj, task_cls, list(task_args)):
@@ -160,6 +183,9 @@ def _task(task: str, working_dir: Path | None, task_args: Sequence[str]) -> Iter
               help="Item processes inside each directory task (default: [luisy] processes, else 1).")
 @click.option("--local-scheduler", is_flag=True, help="Use luigi's local scheduler (the default).")
 @click.option("--scheduler-url", metavar="URL", help="Use luigi's central scheduler (luigid) at URL.")
+@click.option("--dask-scheduler", metavar="ADDRESS",
+              help="Run directory tasks' items on the Dask cluster of this scheduler (tcp://host:8786; "
+                   "needs luisy[dask]; default: [luisy] dask_scheduler, else local processes).")
 @click.option("--retry-failed/--no-retry-failed", default=None,
               help="Whether directory tasks retry items that failed before (default: retry; "
                    "[luisy] retry_failed).")
@@ -170,8 +196,8 @@ def _task(task: str, working_dir: Path | None, task_args: Sequence[str]) -> Iter
               help="First re-check the directory outputs and drop bad items (as `luisy verify --repair`).")
 @click.option("-v", "--verbose", is_flag=True, help="Show luigi's log.")
 def run(task: str, working_dir: Path | None, task_args: tuple[str, ...], workers: int, processes: int | None,
-        local_scheduler: bool, scheduler_url: str | None, retry_failed: bool | None, dry_run: bool,
-        hash_update_mode: bool, verify_first: bool, verbose: bool) -> None:
+        local_scheduler: bool, scheduler_url: str | None, dask_scheduler: str | None, retry_failed: bool | None,
+        dry_run: bool, hash_update_mode: bool, verify_first: bool, verbose: bool) -> None:
     """Run TASK (module:Class or module.Class) and everything it needs.
 
     Task parameters follow TASK as --name value (or --Task-name value for any task). The exit
@@ -195,7 +221,7 @@ def run(task: str, working_dir: Path | None, task_args: tuple[str, ...], workers
             _verify(task_obj, repair=True)
         summary = run_tasks(
             [task_obj], workers=workers, processes=processes, retry_failed=retry_failed,
-            scheduler_url=scheduler_url, local_scheduler=local_scheduler,
+            scheduler_url=scheduler_url, local_scheduler=local_scheduler, dask_scheduler=dask_scheduler,
             log_level="INFO" if verbose else "WARNING",
         )
         for line in summary.lines():  # output paths are resolved in the task's working directory
@@ -205,15 +231,20 @@ def run(task: str, working_dir: Path | None, task_args: tuple[str, ...], workers
 
 @main.command(context_settings=_TASK_COMMAND)
 @_task_command
-def plan(task: str, working_dir: Path | None, task_args: tuple[str, ...]) -> None:
+@_json_option
+def plan(task: str, working_dir: Path | None, task_args: tuple[str, ...], as_json: bool) -> None:
     """Show which tasks a run of TASK would run, and why. Nothing is written.
 
     \b
     Example:
         luisy plan examples.images.tasks:Everything --sigma 2
+        luisy plan examples.images.tasks:Everything --json
     """
     with _task(task, working_dir, task_args) as task_obj:
-        _print_plan(task_obj)
+        if as_json:
+            _echo_json(plan_data(task_obj))
+        else:
+            _print_plan(task_obj)
 
 
 @main.command(context_settings=_TASK_COMMAND)
@@ -243,19 +274,25 @@ def graph(task: str, working_dir: Path | None, task_args: tuple[str, ...], fmt: 
 
 @main.command(context_settings=_TASK_COMMAND)
 @_task_command
-def status(task: str, working_dir: Path | None, task_args: tuple[str, ...]) -> None:
+@_json_option
+def status(task: str, working_dir: Path | None, task_args: tuple[str, ...], as_json: bool) -> None:
     """Show a table of TASK and everything upstream: complete, items, failed items, items the last
     verify found bad, items an interrupted run keeps for the next (resumable), last run, fingerprint.
 
-    The exit status is 0 when TASK is complete, 1 otherwise.
+    The last run and how it ended come from the run journal (`luisy history`). The exit status
+    is 0 when TASK is complete, 1 otherwise.
 
     \b
     Example:
         luisy status examples.images.tasks:Everything
+        luisy status examples.images.tasks:Everything --json
     """
     with _task(task, working_dir, task_args) as task_obj:
         rows = task_status(task_obj)
-    click.echo(status_table(rows), nl=False)
+    if as_json:
+        _echo_json(status_data(rows))
+    else:
+        click.echo(status_table(rows), nl=False)
     sys.exit(ExitCode.OK if rows[-1].complete else ExitCode.NOT_DONE)
 
 
@@ -312,6 +349,64 @@ def scheduler(working_dir: Path | None, port: int, address: str, luigid_args: tu
     click.echo(f"luigid on http://{address}:{port} (state and logs in {state})", err=True)
     luigid(["--port", str(port), "--address", address, "--state-path", str(state / "state.pickle"),
             "--logdir", str(state), *luigid_args])
+
+
+@main.command()
+@click.argument("task", required=False)
+@click.option("--working-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Whose journal to read (default: $LUISY_WORKING_DIR or ./data).")
+@click.option("--since", metavar="SPAN|DATE", help="Only runs started since: 30m, 12h, 2d, 1w, or 2026-12-01.")
+@click.option("--failed", is_flag=True, help="Only runs that failed or were interrupted.")
+@_json_option
+def history(task: str | None, working_dir: Path | None, since: str | None, failed: bool, as_json: bool) -> None:
+    """Show the task runs in the run journal, newest first: when, how long, how they ended
+    (SUCCESS, FAIL with the first error line, or "interrupted?" for a run that started and never
+    ended), host, user, pid and, for directory tasks, items processed, failed and kept.
+
+    TASK (optional) is a task family, module:Class, or a pattern such as 'Segmented(sigma=2*'.
+    No task code is imported.
+
+    \b
+    Example:
+        luisy history
+        luisy history Segmented --since 2d --failed
+        luisy history --json
+    """
+    with _in_working_dir(working_dir) as root:
+        runs = task_history(root, task, None if since is None else parse_since(since), failed)
+    if as_json:
+        _echo_json([run.to_dict() for run in runs])
+    elif runs:
+        click.echo(history_table(runs), nl=False)
+    else:
+        click.echo(f"no runs in the journal of {root}" + (" that match" if task or since or failed else ""))
+
+
+@main.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--working-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="The working directory PATH is in (default: $LUISY_WORKING_DIR or ./data).")
+@_json_option
+def show(path: Path, working_dir: Path | None, as_json: bool) -> None:
+    """Show where an output came from: its task and parameters, code fingerprint, the upstream
+    outputs and their fingerprints, the run that wrote it, and the library versions.
+
+    PATH is an output file, a directory output, or an item file inside one. Parquet and HDF5
+    outputs also carry their task, parameters and fingerprint inside, so a file copied out of the
+    working directory can still be shown. No task code is imported.
+
+    \b
+    Example:
+        luisy show data/images/final/FeatureTable_sigma=1.0_min_area=4.parquet
+        luisy show data/images/interim/Segmented_sigma=1.0_min_area=4/img_0001.pkl
+    """
+    with config.working_dir(working_dir) if working_dir is not None else nullcontext():
+        found = show_output(path)
+        if as_json:
+            _echo_json(found.to_dict())
+        else:
+            for line in found.lines():
+                click.echo(line)
 
 
 @main.command(context_settings=_TASK_COMMAND)

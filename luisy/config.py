@@ -27,9 +27,11 @@ from typing import Any
 
 import luigi.configuration
 
-from luisy.errors import UnknownSettingError
+from luisy.errors import LuisyError, UnknownSettingError
 
 DEFAULT_WORKING_DIR = "data"
+#: The ways to fingerprint external input files (``[luisy] input_fingerprint``).
+INPUT_FINGERPRINTS = ("mtime", "content")
 ENV_VARS = ("LUISY_WORKING_DIR", "WORKING_DIR")
 
 # What the user set explicitly in this context: an input to resolution, never a cached result.
@@ -135,6 +137,13 @@ class Run:
     #: After Ctrl-C or SIGTERM, how long a directory task lets the items in progress finish before
     #: it stops them (``[luisy] grace_seconds``, default 10); a second signal stops at once.
     grace_seconds: float = 10.0
+    #: Address of a Dask scheduler that runs the items of directory tasks which do not name their own
+    #: (``--dask-scheduler``, ``[luisy] dask_scheduler``); ``None``: items run in local processes.
+    dask_scheduler: str | None = None
+    #: How external input files are fingerprinted: ``"mtime"`` (size and modification time, the
+    #: default) or ``"content"`` (a checksum, cached by size, mtime and inode);
+    #: ``[luisy] input_fingerprint``. An external task's ``input_fingerprint`` wins.
+    input_fingerprint: str = "mtime"
     #: Identity of the build; ``""`` outside one. A manifest records the run that wrote it.
     id: str = field(default="")
     #: Set by ``luisy watch``: input folder → {item name → fingerprint} of the items found settled
@@ -144,7 +153,7 @@ class Run:
 
     @classmethod
     def resolve(cls, *, working_dir: str | os.PathLike[str] | None = None, processes: int | None = None,
-                retry_failed: bool | None = None, new_id: bool = False,
+                retry_failed: bool | None = None, dask_scheduler: str | None = None, new_id: bool = False,
                 settled: Mapping[str, Mapping[str, str]] | None = None) -> Run:
         """The settings from their sources; arguments that are not ``None`` win over them."""
         parser = _luigi_config()
@@ -160,6 +169,9 @@ class Run:
             keep_replaced_seconds=parser.getfloat("luisy", "keep_replaced_seconds", 3600.0),
             checkpoint_seconds=parser.getfloat("luisy", "checkpoint_seconds", 30.0),
             grace_seconds=parser.getfloat("luisy", "grace_seconds", 10.0),
+            dask_scheduler=(dask_scheduler if dask_scheduler is not None
+                            else parser.get("luisy", "dask_scheduler", None)) or None,
+            input_fingerprint=_input_fingerprint(parser.get("luisy", "input_fingerprint", "mtime")),
             id=uuid.uuid4().hex if new_id else "",
             settled=settled,
         )
@@ -167,6 +179,17 @@ class Run:
     def processes_for(self, task_value: int | None) -> int:
         """Item processes for a directory task: its own ``processes`` if set, else the run's."""
         return max(1, int(task_value)) if task_value is not None else self.processes
+
+    def dask_scheduler_for(self, task_value: str | None) -> str | None:
+        """The Dask scheduler for a directory task's items: its own ``dask_scheduler`` if set (``""``:
+        none), else the run's."""
+        return (task_value if task_value is not None else self.dask_scheduler) or None
+
+
+def _input_fingerprint(value: str) -> str:
+    if value not in INPUT_FINGERPRINTS:
+        raise LuisyError(f"[luisy] input_fingerprint = {value!r}: must be one of {', '.join(INPUT_FINGERPRINTS)}")
+    return value
 
 
 _active: ContextVar[Run | None] = ContextVar("luisy_run", default=None)

@@ -118,17 +118,18 @@ def requires(*tasks: type, as_dict: bool = False) -> Callable[[T], T]:
 
     def apply(cls: T) -> T:
         cls = luigi.util.inherits(*tasks)(cls)
-        if as_dict:
-            mapping = SoleRequirement if len(tasks) == 1 else dict
+        mapping = (SoleRequirement if len(tasks) == 1 else dict) if as_dict else None
 
-            def _requires(self: Any) -> Any:
-                return mapping((t.get_task_family(), self.clone(t)) for t in tasks)
-        elif len(tasks) == 1:
-            def _requires(self: Any) -> Any:
-                return self.clone(tasks[0])
-        else:
-            def _requires(self: Any) -> Any:
-                return [self.clone(t) for t in tasks]
+        def _requires(self: Any) -> Any:
+            # Made once per instance: a task's parameters do not change, and luigi and the
+            # fingerprints ask for the requirements of every task many times.
+            required = self.__dict__.get("_luisy_required")
+            if required is None:
+                required = self.__dict__["_luisy_required"] = [self.clone(t) for t in tasks]
+            if mapping is not None:
+                return mapping((t.get_task_family(), r) for t, r in zip(tasks, required, strict=True))
+            return required[0] if len(tasks) == 1 else list(required)
+
         cls.requires = _requires
         return cls
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterable
 from typing import BinaryIO
 
 
@@ -19,6 +20,14 @@ def digest(*parts: str, size: int = 16) -> str:
 def bytes_digest(data: bytes, size: int = 16) -> str:
     """A hex digest of ``size`` bytes of ``data``."""
     return hashlib.blake2b(data, digest_size=size).hexdigest()
+
+
+def text_digest(pieces: Iterable[str], size: int = 16) -> str:
+    """:func:`bytes_digest` of the pieces' text joined, without holding all of it at once."""
+    h = hashlib.blake2b(digest_size=size)
+    for piece in pieces:
+        h.update(piece.encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
 
 
 def file_digest(path: str | os.PathLike[str]) -> str:

@@ -62,6 +62,10 @@ class SchedulerUnreachableError(LuisyError, ConnectionError):
     """The luigi central scheduler does not answer at the URL tried."""
 
 
+class DaskClusterError(LuisyError, ConnectionError):
+    """The Dask scheduler does not answer, went away during a run, or its workers cannot run the items."""
+
+
 class ManifestError(LuisyError, ValueError):
     """A directory output's manifest does not parse, or lists files outside its folder (it is corrupt)."""
 

@@ -22,6 +22,11 @@ from luisy.errors import FormatTypeError, MissingExtraError
 
 _SCALARS = (bool, int, float, complex, str, bytes)
 
+#: Where parquet (key-value metadata) and HDF5 files (a root attribute) keep luisy's provenance.
+PROVENANCE_KEY = "luisy_provenance"
+#: Returns what a file should say about where it came from (asked only by formats that embed it).
+Provenance = Callable[[], Mapping[str, Any]]
+
 
 def require(module: str, extra: str | None, purpose: str) -> Any:
     """Import ``module`` or raise an ImportError that names the extra to install."""
@@ -55,6 +60,8 @@ class Format:
     ext: str = ""
     accepts: str = "any object"
     extra: str | None = None
+    #: Whether files of this format carry luisy's provenance metadata.
+    embeds: bool = False
 
     def check(self, obj: Any) -> bool:
         """Whether ``obj`` can be written in this format."""
@@ -73,10 +80,23 @@ class Format:
         read_kw, _ = self.split_options(tuple(sorted(options)))
         return self._read(os.fspath(path), **{k: options[k] for k in read_kw})
 
-    def write(self, obj: Any, path: str | os.PathLike[str], **options: Any) -> None:
-        """Write ``obj`` to ``path`` (not atomic by itself: targets make it so)."""
+    def write(self, obj: Any, path: str | os.PathLike[str], provenance: Provenance | None = None,
+              **options: Any) -> None:
+        """Write ``obj`` to ``path`` (not atomic by itself: targets make it so).
+
+        ``provenance`` returns what the file should say about where it came from; formats that
+        carry metadata (parquet, HDF5) store it as JSON under ``luisy_provenance``, others ignore it.
+        """
         _, write_kw = self.split_options(tuple(sorted(options)))
-        self._write(obj, os.fspath(path), **{k: options[k] for k in write_kw})
+        kwargs = {k: options[k] for k in write_kw}
+        if provenance is not None and self.embeds:
+            self._write_with(obj, os.fspath(path), json.dumps(provenance(), sort_keys=True), **kwargs)
+        else:
+            self._write(obj, os.fspath(path), **kwargs)
+
+    def _write_with(self, obj: Any, path: str, provenance: str, **options: Any) -> None:
+        """:meth:`_write`, storing the JSON text ``provenance`` in the file (where :attr:`embeds`)."""
+        raise NotImplementedError
 
     # Which library functions the keywords are meant for; formats without keywords keep these.
     def _reader_signature(self) -> Callable[..., Any] | None:
@@ -184,6 +204,19 @@ class Parquet(_PandasFormat):
     name = ext = "parquet"
     reader, writer, backend = "read_parquet", "to_parquet", "pyarrow"
     read_defaults = write_defaults = {"engine": "pyarrow"}
+    embeds = True
+
+    def _write_with(self, obj: Any, path: str, provenance: str, **options: Any) -> None:
+        # pyarrow keeps the key-value metadata of a schema given to it beside pandas' own; the
+        # schema is the one pandas would infer.
+        import pyarrow as pa
+
+        options = {**self.write_defaults, **options}
+        if options.get("engine") not in ("pyarrow", "auto"):
+            return self._write(obj, path, **options)
+        schema = options.get("schema") or pa.Schema.from_pandas(obj, preserve_index=options.get("index"))
+        options["schema"] = schema.with_metadata({**(schema.metadata or {}), PROVENANCE_KEY.encode(): provenance})
+        return self._write(obj, path, **options)
 
 
 class Feather(_PandasFormat):
@@ -203,6 +236,14 @@ class HDF(_PandasFormat):
     name = ext = extra = "hdf"
     reader, writer, backend = "read_hdf", "to_hdf", "tables"
     read_defaults = write_defaults = {"key": "data"}
+    embeds = True
+
+    def _write_with(self, obj: Any, path: str, provenance: str, **options: Any) -> None:
+        self._write(obj, path, **options)
+        import tables
+
+        with tables.open_file(path, "a") as f:  # a root attribute: pandas reads only its keys
+            f.root._v_attrs[PROVENANCE_KEY] = provenance
 
 
 class JSON(Format):
@@ -259,6 +300,11 @@ class H5(Format):
                 return f[self._ROOT_ARRAY][()]
             return _h5_read_group(f)
 
+    embeds = True
+
+    def _write_with(self, obj: Any, path: str, provenance: str, attrs: Mapping[str, Any] | None = None) -> None:
+        self._write(obj, path, {**(attrs or {}), PROVENANCE_KEY: provenance})
+
     def _write(self, obj: Any, path: str, attrs: Mapping[str, Any] | None = None) -> None:
         h5py = require("h5py", self.extra, "h5 output")
         with h5py.File(path, "w") as f:
@@ -273,10 +319,11 @@ class H5(Format):
 
     @staticmethod
     def read_attrs(path: str | os.PathLike[str]) -> dict[str, Any]:
-        """The attributes of the file's root group (the writing task's parameters)."""
+        """The attributes of the file's root group (the writing task's parameters); luisy's
+        provenance is left out (:func:`luisy.provenance.read_embedded` reads it)."""
         h5py = require("h5py", "h5", "h5 output")
         with h5py.File(path, "r") as f:
-            return {k: _h5_plain(v) for k, v in f.attrs.items() if k != "luisy_type"}
+            return {k: _h5_plain(v) for k, v in f.attrs.items() if k not in ("luisy_type", PROVENANCE_KEY)}
 
 
 def _h5_tree_ok(tree: Mapping[Any, Any]) -> bool:

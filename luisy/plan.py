@@ -7,6 +7,7 @@ is written.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,11 +18,12 @@ from luisy.directory.sources import pairs
 from luisy.directory.target import DirectoryTarget
 from luisy.fingerprint import records
 from luisy.fingerprint.code import code_fingerprint
+from luisy.fingerprint.content import noticing_touched
 from luisy.fingerprint.task import current, is_external, recorded_dynamic
 from luisy.paths import expected_at
 from luisy.targets import scan_once
 
-__all__ = ["Step", "plan", "reasons", "report"]
+__all__ = ["Step", "plan", "reasons", "report", "as_json"]
 
 NO_RECORD = "no fingerprint recorded (made by luisy 1.x or copied in? `luisy run --hash-update-mode` accepts it)"
 
@@ -40,6 +42,11 @@ class Step:
 
 def plan(root: luigi.Task) -> list[Step]:
     """The tasks a run of ``root`` would run (upstream first), each with its reasons."""
+    return _plan(root)[0]
+
+
+def _plan(root: luigi.Task) -> tuple[list[Step], list[str]]:
+    """:func:`plan`, and the input files found touched with their content unchanged."""
     steps: dict[str, Step] = {}
     seen: set[str] = set()
 
@@ -56,20 +63,43 @@ def plan(root: luigi.Task) -> list[Step]:
         else:
             steps[task.task_id] = Step(task, reasons(task) or ["not complete"])
 
-    with scan_once():
+    with scan_once(), noticing_touched() as touched:
         visit(root)
-    return list(steps.values())
+    return list(steps.values()), [f"content unchanged (touched only): {len(files)} file(s) in {_shown(folder)}"
+                                  for folder, files in sorted(touched.items())]
+
+
+def _shown(path: str) -> str:
+    """``path`` relative to the current directory if it is below it."""
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
 
 
 def report(root: luigi.Task) -> list[str]:
     """The plan of ``root`` as the lines ``luisy plan`` prints."""
-    steps = plan(root)
+    steps, touched = _plan(root)
     if not steps:
-        return [f"nothing to run: {root} is complete"]
+        return [f"nothing to run: {root} is complete", *touched]
     runnable = [step for step in steps if not step.missing]
     missing = [f"missing input: {step.task} (expected at {expected_at(step.task)})" for step in steps if step.missing]
     head = [f"{len(runnable)} task(s) would run, upstream first:"] if runnable else []
-    return [*head, *(f"  {step.line()}" for step in runnable), *missing, *(f"note: {note}" for note in notes(runnable))]
+    return [*head, *(f"  {step.line()}" for step in runnable), *missing, *touched,
+            *(f"note: {note}" for note in notes(runnable))]
+
+
+def as_json(root: luigi.Task) -> dict[str, Any]:
+    """The plan of ``root`` as plain data (``luisy plan --json``)."""
+    steps, touched = _plan(root)
+    runnable = [step for step in steps if not step.missing]
+    return {
+        "task": str(root),
+        "complete": not steps,
+        "steps": [{"task": str(step.task), "task_id": step.task.task_id, "reasons": step.reasons,
+                   "missing": step.missing, **({"expected_at": str(expected_at(step.task))} if step.missing else {})}
+                  for step in steps],
+        "touched": touched,
+        "notes": notes(runnable),
+    }
 
 
 def notes(steps: list[Step]) -> list[str]:

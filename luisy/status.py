@@ -5,19 +5,22 @@ from __future__ import annotations
 import datetime as dt
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import luigi
 from luigi.task import flatten
 
+from luisy import config
 from luisy.digests import file_digest as checksum
 from luisy.directory.manifest import MANIFEST_NAME, Manifest
 from luisy.directory.target import RETIRED, VERIFIED, DirectoryTarget
 from luisy.fingerprint.task import is_external
 from luisy.graph import upstream_first
+from luisy.history import TaskRun, last_runs, when
 from luisy.paths import expected_at
 from luisy.plan import reasons
 
-__all__ = ["TaskStatus", "status", "table", "verify"]
+__all__ = ["TaskStatus", "status", "table", "as_json", "verify"]
 
 
 @dataclass
@@ -34,12 +37,36 @@ class TaskStatus:
     bad: int | None = None
     #: Items an interrupted run checkpointed, which the next run keeps.
     resumable: int | None = None
+    #: The task's last run in the run journal, if it has one.
+    run: TaskRun | None = None
+
+    @property
+    def last_result(self) -> str:
+        """How the last run ended: ``SUCCESS``, ``FAIL: first error line``, ``interrupted?``, ``running``."""
+        if self.run is None:
+            return ""
+        return f"{self.run.state}: {self.run.error}" if self.run.error else self.run.state
+
+    def to_dict(self) -> dict[str, Any]:
+        """The row for ``--json``."""
+        return {"task": str(self.task), "task_id": self.task.task_id, "complete": self.complete,
+                "items": self.items, "failed": self.failed, "bad": self.bad, "resumable": self.resumable,
+                "last_run": self.last_run, "last_result": self.last_result, "fingerprint": self.fingerprint,
+                "run": None if self.run is None else self.run.to_dict()}
+
+
+def as_json(rows: list[TaskStatus]) -> list[dict[str, Any]]:
+    """The rows of :func:`status` as plain data."""
+    return [row.to_dict() for row in rows]
 
 
 def status(root: luigi.Task) -> list[TaskStatus]:
-    """A row per task of ``root``'s graph, upstream first."""
+    """A row per task of ``root``'s graph, upstream first. The last run comes from the run
+    journal; a task it has no run of shows when its output was written."""
     rows = []
-    for task in upstream_first(root):
+    tasks = list(upstream_first(root))
+    runs = last_runs(config.get_working_dir(), [t.task_id for t in tasks if not is_external(t)])
+    for task in tasks:
         items = failed = bad = resumable = None
         last_run = ""
         for output in flatten(task.output()):
@@ -57,18 +84,20 @@ def status(root: luigi.Task) -> list[TaskStatus]:
         else:
             why = reasons(task)
             state = "current" if not why else why[0]
-        rows.append(TaskStatus(task, task.complete(), items, failed, last_run[:19].replace("T", " "), state,
-                               bad, resumable))
+        run = runs.get(task.task_id)
+        last_run = when(run.started) if run is not None else last_run[:19].replace("T", " ")
+        rows.append(TaskStatus(task, task.complete(), items, failed, last_run, state, bad, resumable, run))
     return rows
 
 
 def table(rows: list[TaskStatus], width: int = 60) -> str:
     """The rows as a fixed-width text table; ``bad`` and ``resumable`` are empty when zero."""
-    header = ("task", "complete", "items", "failed", "bad", "resumable", "last run (UTC)", "fingerprint")
+    header = ("task", "complete", "items", "failed", "bad", "resumable", "last run (UTC)", "last result",
+              "fingerprint")
     cells = [header] + [
         (_cut(str(r.task), width), "yes" if r.complete else "no", "" if r.items is None else str(r.items),
          "" if r.failed is None else str(r.failed), str(r.bad or ""), str(r.resumable or ""), r.last_run,
-         r.fingerprint)  # the last column, uncut: it may name the path a missing input is expected at
+         _cut(r.last_result, width), r.fingerprint)  # last, uncut: it may name where a missing input is expected
         for r in rows
     ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]

@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from luisy.atomic import TMP_MARKER, atomic_dir, atomic_file, defer, temp_sibling
-from luisy.digests import bytes_digest, digest, file_digest
+from luisy.digests import bytes_digest, digest
 from luisy.directory.sources import SourceItem
+from luisy.fingerprint.content import digests as content_digests
 
 Reader = Callable[[str], Any]
 Writer = Callable[[Any, Path], None]
@@ -53,7 +54,8 @@ class Storage(Protocol):
 
     def fingerprint(self, path: str, content: bool = False) -> str | None:
         """A fingerprint of the data at ``path`` (an input): by size and modification time of each
-        file, or with ``content`` by checksum; ``None`` if nothing is there."""
+        file, or with ``content`` by checksum (cached, see :mod:`luisy.fingerprint.content`);
+        ``None`` if nothing is there."""
 
     def read_bytes(self, path: str) -> bytes:
         """The bytes at ``path`` (``FileNotFoundError`` if none)."""
@@ -92,17 +94,20 @@ class LocalStorage:
 
     def fingerprint(self, path: str, content: bool = False) -> str | None:
         if os.path.isfile(path):
-            return _file_fingerprint(path, content)
+            folder, name = os.path.split(path)
+            stat = os.stat(path)
+            return content_digests(folder, [(name, stat)], name)[0] if content else _stat_fingerprint(stat)
         if not os.path.isdir(path):
             return None
-        parts = []
-        for root, dirs, files in os.walk(path):
+        files = []
+        for root, dirs, names in os.walk(path):
             dirs.sort()
-            for name in sorted(files):
+            for name in sorted(names):
                 if TMP_MARKER not in name:
                     file = os.path.join(root, name)
-                    parts.append(f"{Path(os.path.relpath(file, path)).as_posix()}:{_file_fingerprint(file, content)}")
-        return digest(*parts)
+                    files.append((Path(os.path.relpath(file, path)).as_posix(), os.stat(file)))
+        found = content_digests(path, files, "**") if content else [_stat_fingerprint(s) for _, s in files]
+        return digest(*(f"{rel}:{value}" for (rel, _), value in zip(files, found, strict=True)))
 
     def read_bytes(self, path: str) -> bytes:
         with open(path, "rb") as f:
@@ -179,10 +184,7 @@ class MemoryStorage:
         self._versions[path] = self._versions.get(path, 0) + 1
 
 
-def _file_fingerprint(path: str, content: bool) -> str:
-    if content:
-        return file_digest(path)
-    info = os.stat(path)
+def _stat_fingerprint(info: os.stat_result) -> str:
     return f"{info.st_size}-{info.st_mtime_ns}"
 
 

@@ -23,6 +23,8 @@ from luisy.config import cache_within
 from luisy.directory.inputs import folder_items, hold_back, list_files, source_items
 from luisy.directory.sources import SourceItem, SourceItems, digest
 from luisy.errors import FileReadError
+from luisy.fingerprint.content import digests as content_digests
+from luisy.fingerprint.content import mode_of
 
 _scans: ContextVar[dict[tuple, list] | None] = ContextVar("luisy_folder_scans", default=None)
 
@@ -50,6 +52,9 @@ class LuisyTarget(luigi.LocalTarget):
         super().__init__(os.fspath(path))
         self.options = options
         self.owner = owner or type(self).__name__
+        #: What the written file says about where it came from (set for a task's output; kept
+        #: inside the file by formats that carry metadata).
+        self.provenance: formats.Provenance | None = None
 
     @classmethod
     def for_task(cls, task: luigi.Task, path: Path, **options: Any) -> LuisyTarget:
@@ -66,7 +71,8 @@ class LuisyTarget(luigi.LocalTarget):
     def write(self, obj: Any) -> None:
         """Check ``obj``'s type, then write it atomically (a failed write leaves nothing behind)."""
         self.file_format.ensure_writable(obj, self.owner)
-        storage.active().save(self.path, obj, functools.partial(self.file_format.write, **self.options))
+        write = functools.partial(self.file_format.write, provenance=self.provenance, **self.options)
+        storage.active().save(self.path, obj, write)
 
 
 class LocalTarget(LuisyTarget):
@@ -156,7 +162,7 @@ class ParquetDirTarget(LuisyTarget):
         storage.active().save(self.path, obj, self._write_part, folder=True)
 
     def _write_part(self, obj: Any, folder: Path) -> None:
-        self.file_format.write(obj, folder / "part-00000.parquet", **self.options)
+        self.file_format.write(obj, folder / "part-00000.parquet", provenance=self.provenance, **self.options)
 
 
 class DirectoryInputTarget(luigi.LocalTarget):
@@ -194,11 +200,14 @@ class DirectoryInputTarget(luigi.LocalTarget):
         self.owner = owner or type(self).__name__
         #: Written by nobody during a run (an ExternalTask's folder), so ``scan_once`` may cache it.
         self.external = True
+        #: Whose ``input_fingerprint`` says how the files are fingerprinted (by default the run's).
+        self.fingerprint_owner: Any = None
 
     @classmethod
     def for_task(cls, task: luigi.Task, path: Path, **options: Any) -> DirectoryInputTarget:
         target = cls(path, owner=repr(task), **options)
         target.external = getattr(type(task), "run", None) is None
+        target.fingerprint_owner = type(task)
         return target
 
     def exists(self) -> bool:
@@ -208,9 +217,9 @@ class DirectoryInputTarget(luigi.LocalTarget):
         """The matching files (or folders), sorted by their path relative to the folder."""
         if self.folders:
             return [Path(path) for path in self.listing().paths]
-        return [Path(entry.path) for _, entry in self._files()]
+        return [Path(path) for _, path in self._files()]
 
-    def _files(self) -> list[tuple[str, os.DirEntry]]:
+    def _files(self) -> list[tuple[str, str]]:
         return list_files(self.path, self.pattern, self.regex, self.recursive, self.owner, self.ignore)
 
     def __len__(self) -> int:
@@ -226,15 +235,16 @@ class DirectoryInputTarget(luigi.LocalTarget):
                 if obj is not None:
                     yield name, obj
             return
-        for rel, entry in self._files():
-            obj = self._read_file(entry.path)
+        for rel, path in self._files():
+            obj = self._read_file(path)
             if obj is not None:
                 yield rel, obj
 
     def source_items(self) -> Sequence[SourceItem]:
         """The files as input items of a directory task, named by relative path without extension.
 
-        The fingerprint is size and modification time, so a rerun sees edited files.
+        The fingerprint is size and modification time, so a rerun sees edited files; or, with
+        ``input_fingerprint = "content"``, a checksum of the bytes (:mod:`luisy.fingerprint.content`).
         """
         return storage.active().input_items(self.path, self._listed_items)
 
@@ -242,11 +252,18 @@ class DirectoryInputTarget(luigi.LocalTarget):
         """Every input item in the folder now, settled or not: what ``luisy watch`` observes."""
         if self.folders:
             return folder_items(self.path, self.pattern, self.marker, self.ignore, self._read_file, self.owner)
-        return source_items(self._files(), self._read_file, self.owner)
+        return source_items(self._files(), self._read_file, self.owner, self._by_content())
+
+    def _by_content(self) -> Callable[..., list[str]] | None:
+        """Fingerprints of the files by content, if the task's fingerprint mode says so."""
+        if mode_of(self.fingerprint_owner) != "content":
+            return None
+        scope = f"{self.pattern}|{self.regex and self.regex.pattern}|{self.recursive}"
+        return functools.partial(content_digests, self.path, scope=scope)
 
     def _listed_items(self) -> SourceItems:
         scans = _scans.get() if self.external else None
-        key = self._scan_key()
+        key = (*self._scan_key(), self._by_content() is not None)
         if scans is not None and key in scans:
             return scans[key]
         found = self.listing()

@@ -1,11 +1,18 @@
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import textwrap
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -83,3 +90,42 @@ def luisy1_python():
     from luisy1 import ensure_venv
 
     return ensure_venv()
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def luigid_api(url: str, method: str, **data) -> dict:
+    """The response of luigid's ``/api/<method>``."""
+    query = urllib.parse.urlencode({"data": json.dumps(data)})
+    with urllib.request.urlopen(f"{url}/api/{method}?{query}", timeout=10) as response:
+        return json.loads(response.read())["response"]
+
+
+@contextmanager
+def running_luigid(cwd: Path, working_dir: Path) -> Iterator[str]:
+    """``luisy scheduler`` on a free loopback port, until the block ends; yields its URL."""
+    port = free_port()
+    luisy_cmd = Path(sys.executable).with_name("luisy")
+    server = subprocess.Popen([str(luisy_cmd), "scheduler", "--port", str(port), "--working-dir", str(working_dir)],
+                              cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            luigid_api(url, "task_list", status="DONE")
+            break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                pytest.fail(f"luigid did not start: {server.stderr.read()}")
+            time.sleep(0.1)
+    try:
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -10,19 +10,15 @@
 
 from __future__ import annotations
 
-import json
 import os
-import socket
 import subprocess
 import sys
 import time
-import urllib.parse
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import require_program, write_project
+from conftest import luigid_api, require_program, running_luigid, write_project
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -66,18 +62,6 @@ PROJECT = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _api(url: str, method: str, **data) -> dict:
-    query = urllib.parse.urlencode({"data": json.dumps(data)})
-    with urllib.request.urlopen(f"{url}/api/{method}?{query}", timeout=10) as response:
-        return json.loads(response.read())["response"]
-
-
 @pytest.fixture
 def project(tmp_path):
     write_project(tmp_path, PROJECT)
@@ -91,25 +75,8 @@ def project(tmp_path):
 @pytest.fixture
 def luigid(project):
     """``luisy scheduler`` on a free loopback port; yields its URL."""
-    port = _free_port()
-    luisy_cmd = Path(sys.executable).with_name("luisy")
-    server = subprocess.Popen([str(luisy_cmd), "scheduler", "--port", str(port), "--working-dir",
-                               str(project / "data")], cwd=project, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            _api(url, "task_list", status="DONE")
-            break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                pytest.fail(f"luigid did not start: {server.stderr.read()}")
-            time.sleep(0.1)
-    yield url
-    server.terminate()
-    server.wait(timeout=30)
+    with running_luigid(project, project / "data") as url:
+        yield url
     assert (project / "data" / ".luigid").is_dir(), "luisy scheduler keeps luigid's state under the working dir"
 
 
@@ -122,7 +89,7 @@ def _luisy_run(project: Path, *args: str) -> subprocess.Popen:
 
 
 def _slow_task(url: str, status: str) -> dict | None:
-    tasks = _api(url, "task_list", status=status, upstream_status="", search="Slow")
+    tasks = luigid_api(url, "task_list", status=status, upstream_status="", search="Slow")
     return next((t for t in tasks.values() if t["name"] == "Slow"), None)
 
 
@@ -165,7 +132,7 @@ def test_two_runs_share_one_luigid_and_nothing_runs_twice(project, luigid):
         part, _, pid = line.split()
         by_pid.setdefault(part, set()).add(pid)
     assert all(len(pids) == 1 for pids in by_pid.values()), "each directory task ran in one process"
-    done = _api(luigid, "task_list", status="DONE", upstream_status="", search="")
+    done = luigid_api(luigid, "task_list", status="DONE", upstream_status="", search="")
     assert sum(1 for t in done.values() if t["name"] == "Slow") == 4
 
 
@@ -221,7 +188,7 @@ def test_python_build_honours_its_arguments(project, luigid, monkeypatch):
     result = luisy.build([AllParts()], workers=2, scheduler_url=luigid, working_dir=project / "data",
                          processes=2, detailed_summary=True, log_level="WARNING")
     assert result.scheduling_succeeded and result.worker.worker_processes == 2
-    done = _api(luigid, "task_list", status="DONE", upstream_status="", search="")
+    done = luigid_api(luigid, "task_list", status="DONE", upstream_status="", search="")
     assert {t["name"] for t in done.values()} >= {"AllParts", "Slow", "Inbox"}, "ran on the central scheduler"
     pids_by_part: dict[str, set[str]] = {}
     for line in (project / "slow.log").read_text().splitlines():

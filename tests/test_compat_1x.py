@@ -119,13 +119,14 @@ def _raw_data(working_dir):
 
 def _files(working_dir):
     return {p.relative_to(working_dir).as_posix() for p in working_dir.rglob("*")
-            if p.is_file() and ".luisy-records" not in p.parts}
+            if p.is_file() and not {".luisy-records", ".luisy-journal"} & set(p.parts)}
 
 
 def _check_results(working_dir):
     assert _files(working_dir) == EXPECTED
     records = {p.name.split(".")[0].rsplit("~", 1)[1] for p in (working_dir / "oldproj" / ".luisy-records").iterdir()}
     assert {r.split(".")[0] for r in RECORDS} == records
+    assert len(list((working_dir / ".luisy-journal").rglob("*.json"))) >= len(RECORDS)  # a file per task run
     all_sites = pd.read_parquet(working_dir / "oldproj/interim/AllSites_sites=a_b.parquet")
     assert all_sites["value"].tolist() == [2.0, 3.0, 4.5]
     result = pd.read_pickle(working_dir / "oldproj/final/Final_sites=a_b.pkl")

@@ -12,7 +12,7 @@ def _modules_after(statement: str) -> set[str]:
 def test_import_luisy_does_not_import_heavy_libraries():
     loaded = _modules_after("import luisy")
     assert "luisy" in loaded
-    assert not loaded & {"pandas", "numpy", "pyarrow", "h5py", "skimage", "tables", "openpyxl"}
+    assert not loaded & {"pandas", "numpy", "pyarrow", "h5py", "skimage", "tables", "openpyxl", "dask", "distributed"}
 
 
 def test_cli_help_does_not_import_heavy_libraries():

@@ -70,7 +70,21 @@ def test_images_example_and_incremental_rerun(tmp_path):
         assert stack["masks"].shape == (12, 64, 64)
         assert stack.attrs["sigma"] == 1.5 and stack.attrs["min_area"] == 4
 
-    segmented = next((wd / "images" / "interim").glob("Segmented_*"))
+    # The README's `luisy history` and `luisy show`, on the example's default parameters.
+    shown = re.search(r"```bash\n(luisy history[^\n]*)\n(luisy show [^\n]*)\n```", README)
+    history = run_luisy(shown.group(1).split("#")[0].split()[1:] + ["--working-dir", str(wd)], cwd=tmp_path)
+    assert history.returncode == 0 and history.stdout.splitlines()[0].split()[:4] == ["started", "(UTC)", "duration",
+                                                                                       "state"]
+    assert {line.split()[4].split("(")[0] for line in history.stdout.splitlines()[1:]} == {
+        "Segmented", "FeatureTable", "ImageStack"}
+    default = run_luisy(["run", "examples.images.tasks:Everything", "--working-dir", str(wd)], cwd=tmp_path, env=env)
+    assert default.returncode == 0, default.stdout + default.stderr
+    show = run_luisy(shown.group(2).split()[1:], cwd=tmp_path)
+    assert show.returncode == 0, show.stderr
+    assert "  task:          FeatureTable(sigma=1.0, min_area=4)  (examples.images.tasks:FeatureTable)" in show.stdout
+    assert "  written by:    run " in show.stdout and "(as recorded)" in show.stdout
+
+    segmented = next((wd / "images" / "interim").glob("Segmented_*sigma=1.5*"))
     before = {p.name: p.stat().st_mtime_ns for p in segmented.glob("*.pkl")}
     raw = wd / "images" / "raw" / "images"
     (raw / "extra.png").write_bytes((raw / "img_0003.png").read_bytes())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -15,6 +16,8 @@ import pytest
 from conftest import run_luisy, status_rows, write_project
 from directory_tasks import PROCESSED, Doubled
 
+from luisy.directory.manifest import Item
+from luisy.directory.target import CHECKPOINT, LocalStaging, latest_checkpoint
 from luisy.executors import SEND_EVERY
 
 PROJECT = {
@@ -326,3 +329,38 @@ def test_a_handed_over_staging_folder_is_not_taken_by_an_output_whose_name_it_en
     mine = hand_over(staging)  # a failed run's items, waiting for the next run of "mydata"
     assert [Path(p).name for p in stale_temps(folder / "mydata")] == [mine.name]
     assert stale_temps(folder / "data") == []
+
+
+def _handed_over_staging(folder: Path) -> LocalStaging:
+    staging = LocalStaging(folder)
+    staging.keep()
+    return staging
+
+
+def test_each_checkpoint_appends_only_the_new_items_and_a_line_cut_short_loses_only_its_own(tmp_path):
+    folder = tmp_path / "out"
+    staging = _handed_over_staging(folder)
+    first = {"a": Item("a.npy", 1, "c1", "s1")}
+    second = {"b": Item("b.npy", 2, "c2", "s2"), "a": Item("a.npy", 3, "c3", "s3")}
+    staging.checkpoint({"code": "x"}, first)
+    staging.checkpoint({"code": "x"}, second)
+    path = staging.path / CHECKPOINT
+    lines = [line for line in path.read_text().split("\n") if line]
+    assert len(lines) == 3, "the state once, then one line per checkpoint"
+    assert '"c1"' not in lines[2], "a checkpoint does not write earlier items again"
+    with open(path, "a") as f:  # a kill in the middle of the next checkpoint
+        f.write('\n{"items": {"c": ["c.npy", 4, "c4"')
+    staging.checkpoint({"code": "x"}, {"d": Item("d.npy", 5, "c5", "s5")})
+    staging.discard()
+    _, state, items = latest_checkpoint(folder)
+    assert state == {"code": "x"}
+    assert items == {"a": second["a"], "b": second["b"], "d": Item("d.npy", 5, "c5", "s5")}
+
+
+def test_a_checkpoint_an_earlier_luisy_wrote_in_one_line_is_taken_over(tmp_path):
+    folder = tmp_path / "out"
+    staging = _handed_over_staging(folder)
+    (staging.path / CHECKPOINT).write_text(json.dumps({"code": "x", "items": {"a": ["a.npy", 1, "c1", "s1"]}}))
+    staging.discard()
+    _, state, items = latest_checkpoint(folder)
+    assert state == {"code": "x"} and items == {"a": Item("a.npy", 1, "c1", "s1")}

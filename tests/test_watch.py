@@ -19,8 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import run_luisy, write_project
-from test_central_scheduler import _api, _free_port
+from conftest import luigid_api, run_luisy, running_luigid, write_project
 
 import luisy
 from luisy.directory.inputs import TEMP_NAMES
@@ -427,41 +426,24 @@ def test_a_dataset_folder_with_a_marker_is_processed_when_the_marker_appears(pro
 
 
 def test_watch_with_a_central_scheduler_shows_each_run_in_luigid(project):
-    port = _free_port()
-    luisy_cmd = Path(sys.executable).with_name("luisy")
-    server = subprocess.Popen([str(luisy_cmd), "scheduler", "--port", str(port), "--working-dir",
-                               str(project / "data")], cwd=project, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                _api(url, "task_list", status="DONE")
-                break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, "luigid did not start"
-                time.sleep(0.1)
+    with running_luigid(project, project / "data") as url:
         drops = _drops(project)
         for i in range(3):
             (drops / f"a{i}.bin").write_bytes(b"first")
         watcher = Watcher(project, "hot.tasks:Index", "--settle", "0.5", "--scheduler-url", url)
         watcher.wait_for_runs(1)
-        done = _api(url, "task_list", status="DONE")
+        done = luigid_api(url, "task_list", status="DONE")
         digested = [t for t in done.values() if t["name"] == "Digested"]
         assert digested and digested[0]["status_message"].startswith("3/3 items, 0 failed"), done
         for i in range(2):
             (drops / f"b{i}.bin").write_bytes(b"second")
         second = watcher.wait_for_runs(2)[1]
-        done = _api(url, "task_list", status="DONE")
+        done = luigid_api(url, "task_list", status="DONE")
         digested = [t for t in done.values() if t["name"] == "Digested"]
         assert watcher.stop() == 0
-        assert second.startswith("+2 files → 2 processed"), second
-        assert digested[0]["status_message"].startswith("2/2 items, 0 failed"), done
-        assert digested[0]["progress_percentage"] == 100
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    assert second.startswith("+2 files → 2 processed"), second
+    assert digested[0]["status_message"].startswith("2/2 items, 0 failed"), done
+    assert digested[0]["progress_percentage"] == 100
 
 
 def test_the_readme_watch_variant_of_the_image_example(tmp_path):

@@ -26,14 +26,16 @@ def ignore_rule(patterns: Iterable[str]) -> Callable[[str], Any]:
 
 
 def list_files(folder: str, pattern: str = "*", regex: re.Pattern[str] | None = None, recursive: bool = False,
-               owner: str = "", ignore: Iterable[str] = ()) -> list[tuple[str, os.DirEntry]]:
-    """``(path relative to folder, entry)`` per matching file, sorted by relative path.
+               owner: str = "", ignore: Iterable[str] = ()) -> list[tuple[str, str]]:
+    """``(path relative to folder, path)`` per matching file, sorted by relative path.
 
     Files match the glob ``pattern`` (against the relative path if it contains ``/``, else the
     name) and ``regex`` (searched in the name); files and folders whose name matches a glob in
-    ``ignore`` are left out. ``os.scandir`` rather than ``Path.glob``: a folder can hold 100 000
-    files. A missing ``folder`` raises ``FileNotFoundError`` (the input is missing); any other
-    listing error, or a symbolic link loop, a ``FileReadError``.
+    ``ignore`` are left out. ``os.scandir`` rather than ``Path.glob``: a
+    folder can hold a million files; only their paths are kept (a ``DirEntry`` costs three times
+    as much, and ten times that once it has cached a ``stat``). A missing ``folder`` raises
+    ``FileNotFoundError`` (the input is missing); any other listing error, or a symbolic link
+    loop, a ``FileReadError``.
     """
     found = []
     matches = re.compile(fnmatch.translate(pattern)).match
@@ -44,39 +46,50 @@ def list_files(folder: str, pattern: str = "*", regex: re.Pattern[str] | None = 
     while folders:
         prefix, current, above = folders.pop()
         try:
-            entries = list(os.scandir(current))
+            with os.scandir(current) as entries:  # iterated, not listed: one DirEntry at a time
+                for entry in entries:
+                    if ignored(entry.name):
+                        continue
+                    if entry.is_dir():
+                        if recursive:
+                            folders.append(_below(prefix, entry, above, owner))
+                        continue
+                    rel = prefix + entry.name
+                    if (matches(rel if whole_path else entry.name) and TMP_MARKER not in entry.name
+                            and entry.is_file() and (regex is None or regex.search(entry.name))):
+                        found.append((rel, entry.path))
         except OSError as error:
             raise FileReadError(f"{owner}: cannot list {current}: {error.strerror}") from None
-        for entry in entries:
-            if ignored(entry.name):
-                continue
-            if entry.is_dir():
-                if recursive:
-                    key = (entry.stat().st_dev, entry.stat().st_ino)
-                    if key in above:
-                        raise FileReadError(f"{owner}: {entry.path} leads back to a folder above it "
-                                            "(a symbolic link loop); remove the link or use recursive=False")
-                    folders.append((prefix + entry.name + "/", entry.path, above | {key}))
-                continue
-            rel = prefix + entry.name
-            if (matches(rel if whole_path else entry.name) and TMP_MARKER not in entry.name
-                    and entry.is_file() and (regex is None or regex.search(entry.name))):
-                found.append((rel, entry))
-    found.sort()  # relative paths are unique: entries are never compared
+    found.sort()
     return found
 
 
-def source_items(files: list[tuple[str, os.DirEntry]], reader: Callable[[str], Any], owner: str = "") -> SourceItems:
+def _below(prefix: str, entry: os.DirEntry, above: frozenset[tuple[int, int]],
+           owner: str) -> tuple[str, str, frozenset[tuple[int, int]]]:
+    """The subfolder to list next, unless it leads back to a folder above it."""
+    key = (entry.stat().st_dev, entry.stat().st_ino)
+    if key in above:
+        raise FileReadError(f"{owner}: {entry.path} leads back to a folder above it "
+                            "(a symbolic link loop); remove the link or use recursive=False")
+    return prefix + entry.name + "/", entry.path, above | {key}
+
+
+def source_items(files: list[tuple[str, str]], reader: Callable[[str], Any], owner: str = "",
+                 by_content: Callable[[list[tuple[str, os.stat_result]]], list[str]] | None = None) -> SourceItems:
     """The listed files as input items: named by relative path without extension, fingerprinted
-    by size and modification time (so a rerun sees edited files)."""
+    by size and modification time (so a rerun sees edited files), or by ``by_content`` (which
+    gets each file's relative path and ``stat``)."""
     names = [item_name(rel) for rel, _ in files]
     if len(set(names)) < len(names):
         _name_clash(files, names, owner)
+    paths = [path for _, path in files]
+    if by_content is not None:
+        return SourceItems(names, by_content([(rel, os.stat(path)) for rel, path in files]), paths, reader)
     fingerprints = []
-    for _, entry in files:
-        stat = entry.stat()
+    for path in paths:
+        stat = os.stat(path)
         fingerprints.append(f"{stat.st_size}-{stat.st_mtime_ns}")
-    return SourceItems(names, fingerprints, [entry.path for _, entry in files], reader)
+    return SourceItems(names, fingerprints, paths, reader)
 
 
 def folder_items(folder: str, pattern: str = "*", marker: str | None = None, ignore: Iterable[str] = (),
@@ -151,10 +164,10 @@ def item_name(rel: str) -> str:
     return rel[:dot] if dot > start and rel[start:dot].strip(".") else rel
 
 
-def _name_clash(files: list[tuple[str, os.DirEntry]], names: list[str], owner: str) -> None:
+def _name_clash(files: list[tuple[str, str]], names: list[str], owner: str) -> None:
     first: dict[str, str] = {}
-    for (_, entry), name in zip(files, names, strict=True):
+    for (_, path), name in zip(files, names, strict=True):
         if name in first:
-            raise FileReadError(f"{owner}: {first[name]} and {entry.name} would both be item {name!r}; "
+            raise FileReadError(f"{owner}: {first[name]} and {os.path.basename(path)} would both be item {name!r}; "
                                 f"narrow the pattern")
-        first[name] = entry.name
+        first[name] = os.path.basename(path)

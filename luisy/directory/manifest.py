@@ -31,7 +31,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, NamedTuple
 
-from luisy.digests import bytes_digest, stream_digest
+from luisy.digests import bytes_digest, stream_digest, text_digest
 from luisy.errors import ManifestError
 
 MANIFEST_NAME = "_luisy_manifest.json"
@@ -49,11 +49,27 @@ def items_digest(pairs: Iterable[tuple[str, str | None]]) -> str:
     """A digest of ``(name, fingerprint)`` pairs with unique names, independent of their order."""
     by_name = dict(pairs)
     names = sorted(by_name)  # sorting str, not tuples: twice as fast
-    try:
-        text = "\0".join(itertools.chain.from_iterable(zip(names, map(by_name.__getitem__, names), strict=True)))
-    except TypeError:  # a fingerprint that is not a str (None): the same text, built slower
-        text = "\0".join(f"{name}\0{by_name[name]}" for name in names)
-    return bytes_digest(text.encode("utf-8", "surrogatepass"))
+    return columns_digest(names, list(map(by_name.__getitem__, names)))
+
+
+def columns_digest(names: list[str], values: list[str | None]) -> str:
+    """:func:`items_digest` of ``zip(names, values)``; no copy when the names are sorted already
+    (a listing or a manifest usually is: a million names cost a dict and a sort otherwise)."""
+    if not all(map(operator.lt, names, itertools.islice(names, 1, None))):
+        return items_digest(zip(names, values, strict=True))
+    return text_digest(_joined(names, values))
+
+
+def _joined(names: list[str], values: list[str | None], step: int = 1 << 14) -> Iterator[str]:
+    """``"\\0".join(name, value, name, value...)`` in pieces of ``step`` pairs."""
+    for start in range(0, len(names), step):
+        pairs = zip(names[start:start + step], values[start:start + step], strict=True)
+        try:
+            text = "\0".join(itertools.chain.from_iterable(pairs))
+        except TypeError:  # a value that is not a str (None): the same text, built slower
+            pairs = zip(names[start:start + step], values[start:start + step], strict=True)
+            text = "\0".join(f"{name}\0{value}" for name, value in pairs)
+        yield "\0" + text if start else text
 
 
 class Item(NamedTuple):
@@ -126,7 +142,7 @@ class ItemTable(Mapping[str, Item]):
     def digest(self) -> str:
         """:func:`items_digest` of ``(name, checksum)``."""
         if self._digest is None:  # the table is never changed: once is enough
-            self._digest = items_digest(zip(self.names, self.checksums, strict=True))
+            self._digest = columns_digest(self.names, self.checksums)
         return self._digest
 
     def __getitem__(self, name: str) -> Item:
@@ -207,14 +223,23 @@ class Manifest:
 
     def encoded(self) -> tuple[str, ManifestHeader]:
         """The file's text, and its header."""
+        head, body, header = self.encoded_lines()
+        return head + "\n" + "".join(body), header
+
+    def encoded_lines(self) -> tuple[str, list[str], ManifestHeader]:
+        """The first line, the second line in pieces (one per column: at a million items the
+        whole line, copied to be hashed and written, would be the largest thing in memory), and
+        the header."""
         body: dict[str, Any] = {name: getattr(self, name) for name in _BODY if name != "items"}
         table = self.items
         body.update(names=table.names, files=table.files, sizes=table.sizes, checksums=table.checksums,
                     sources=table.sources)
         # No indent: only then does json use its C encoder. ASCII only, so characters are bytes.
-        body_line = json.dumps(body, separators=(",", ":"))
-        header = self.header(len(body_line), bytes_digest(body_line.encode()))
-        return json.dumps({"schema": SCHEMA, **asdict(header)}, sort_keys=True) + "\n" + body_line, header
+        pieces = [f'{"," if i else "{"}{json.dumps(key)}:{json.dumps(value, separators=(",", ":"))}'
+                  for i, (key, value) in enumerate(body.items())]
+        pieces.append("}")
+        header = self.header(sum(map(len, pieces)), text_digest(pieces))
+        return json.dumps({"schema": SCHEMA, **asdict(header)}, sort_keys=True), pieces, header
 
     @classmethod
     def from_json(cls, text: str, where: str = "manifest", body_checked: bool = False) -> Manifest:

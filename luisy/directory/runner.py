@@ -1,4 +1,5 @@
-"""Map a directory task's ``process`` over input items through an executor (this process or a pool).
+"""Map a directory task's ``process`` over input items through an executor (this process, a pool of
+processes, or a Dask cluster).
 
 Workers write their item files into the staging folder themselves and send back only metadata.
 """
@@ -7,19 +8,22 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from luisy import config
 from luisy.directory.sources import SourceItem
 from luisy.directory.target import DirectoryWriter
 from luisy.errors import LuisyError
-from luisy.executors import ItemStatus, Outcome, executor_for
+from luisy.executors import Executor, ItemStatus, Outcome, executor_for
 
 if TYPE_CHECKING:
     from luisy.interrupts import Stop
 
 
-def process_one(task: Any, items: Sequence[SourceItem], index: int, writer: DirectoryWriter) -> Outcome:
+def process_one(task: Any, items: Sequence[SourceItem] | Mapping[int, SourceItem], index: int,
+                writer: DirectoryWriter) -> Outcome:
     """Process and write ``items[index]``; exceptions become a ``FAIL`` outcome."""
     item = items[index]
     try:
@@ -34,12 +38,43 @@ def process_one(task: Any, items: Sequence[SourceItem], index: int, writer: Dire
         return Outcome(ItemStatus.FAIL, index, error=detail)
 
 
+@dataclass(frozen=True)
+class ItemWork:
+    """``work(index)`` processes and stages ``items[index]``. Picklable, for an executor that sends
+    the work to other machines; :meth:`part` cuts it to the items of one chunk."""
+
+    task: Any
+    items: Sequence[SourceItem] | Mapping[int, SourceItem]
+    writer: DirectoryWriter
+
+    def __call__(self, index: int) -> Outcome:
+        return process_one(self.task, self.items, index, self.writer)
+
+    def part(self, indices: Sequence[int]) -> ItemWork:
+        """The same work for ``indices`` only."""
+        return ItemWork(self.task, {index: self.items[index] for index in indices}, self.writer)
+
+
+def item_executor(task: Any, writer: DirectoryWriter, count: int) -> Executor:
+    """The executor for a directory task's items: the Dask cluster the run or the task names, else
+    its item processes. An output in memory is written in this process."""
+    run = config.current()
+    address = run.dask_scheduler_for(getattr(task, "dask_scheduler", None))
+    if not writer.parallel:
+        return executor_for(1, count)
+    if address:
+        from luisy.dask_executor import DaskExecutor
+
+        return DaskExecutor(address, owner=repr(task))
+    return executor_for(run.processes_for(getattr(task, "processes", None)), count)
+
+
 def outcomes(task: Any, items: Sequence[SourceItem], writer: DirectoryWriter,
-             processes: int, stop: Stop | None = None) -> Iterator[tuple[SourceItem, Outcome]]:
+             stop: Stop | None = None) -> Iterator[tuple[SourceItem, Outcome]]:
     """Yield ``(item, outcome)`` per item, in completion order; once ``stop`` is set, only for the
     items already begun."""
-    executor = executor_for(processes if writer.parallel else 1, len(items))
-    for outcome in executor.map(lambda index: process_one(task, items, index, writer), len(items), stop):
+    executor = item_executor(task, writer, len(items))
+    for outcome in executor.map(ItemWork(task, items, writer), len(items), stop):
         yield items[outcome.index], outcome
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple, overload
 
-from luisy.directory.manifest import items_digest
+from luisy.directory.manifest import columns_digest, items_digest
 
 
 class SourceItem(NamedTuple):
@@ -66,7 +66,7 @@ class SourceItems(Sequence[SourceItem]):
     def digest(self) -> str:
         """:func:`~luisy.directory.manifest.items_digest` of the names and fingerprints."""
         if self._digest is None:  # the columns are never changed: once is enough
-            self._digest = items_digest(zip(self.names, self.fingerprints, strict=True))
+            self._digest = columns_digest(self.names, self.fingerprints)
         return self._digest
 
     def select(self, rows: Iterable[int]) -> SourceItems:

@@ -395,6 +395,7 @@ class LocalStaging:
         self.resumed: dict[str, Item] = {}
         self.resumed_from: dict[str, Any] = {}
         self._kept = False
+        self._checkpointed = False
         self._take_over(folder)
         remove_stale_temps(folder)
 
@@ -417,12 +418,23 @@ class LocalStaging:
             self.resumed[name] = item
         self.resumed_from = data
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Another process only writes items into the folder; what was taken over stays here.
+        return {"path": self.path, "resumed": {}, "resumed_from": {}, "_kept": False}
+
     def checkpoint(self, state: dict[str, Any], items: dict[str, Item]) -> None:
-        """Record ``items`` (written into this folder) and ``state`` for a writer that takes over."""
-        tmp = self.path / f"{CHECKPOINT}.tmp"
-        tmp.write_text(json.dumps({**state, "items": {name: list(item) for name, item in items.items()}}),
-                       encoding="utf-8")
-        os.replace(tmp, self.path / CHECKPOINT)
+        """Record ``items`` (written into this folder since the last checkpoint) and ``state`` for
+        a writer that takes over.
+
+        Each checkpoint appends one line, so a run of a million items does not write its list
+        again every time. A line cut short by a kill is skipped when read: each line starts on a
+        new one, and the items it listed are made again.
+        """
+        lines = [] if self._checkpointed else [json.dumps({"state": state})]
+        if items:
+            lines.append(json.dumps({"items": {name: list(item) for name, item in items.items()}}))
+        _append(self.path / CHECKPOINT, "".join("\n" + line for line in lines))
+        self._checkpointed = True
 
     def keep(self) -> None:
         """Leave the folder when the writer ends: it was interrupted, and the next writer takes over."""
@@ -451,13 +463,32 @@ def latest_checkpoint(folder: Path) -> tuple[Path, dict[str, Any], dict[str, Ite
         return None
     source = Path(max(found)[1])
     try:
-        data = json.loads((source / CHECKPOINT).read_text(encoding="utf-8"))
-        items = {name: Item(*row) for name, row in data.pop("items").items()}
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
-        return None  # a checkpoint cut short: nothing to take over
-    if bad_file_name([item.file for item in items.values()]) is not None:
+        text = (source / CHECKPOINT).read_text(encoding="utf-8", errors="surrogateescape")
+    except OSError:
+        return None
+    data: dict[str, Any] | None = None
+    items: dict[str, Item] = {}
+    for line in filter(None, text.split("\n")):
+        try:
+            part = json.loads(line)
+            if data is None and "items" in part:  # an earlier luisy's checkpoint: one line, all in it
+                data = {k: v for k, v in part.items() if k != "items"}
+            if data is None:  # the first line: what the items were written for
+                data = dict(part["state"])
+            else:
+                items.update((name, Item(*row)) for name, row in part["items"].items())
+        except (ValueError, TypeError, KeyError, AttributeError):
+            if data is None:
+                return None  # not even the state: nothing to take over
+            continue  # a line cut short: its items are made again
+    if data is None or bad_file_name([item.file for item in items.values()]) is not None:
         return None
     return source, data, items
+
+
+def _append(path: Path, text: str) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(text)
 
 
 class ItemReader:
@@ -536,14 +567,23 @@ class DirectoryWriter:
         #: Digest of the inputs this run covers; if left ``None``, asked of the task at commit.
         self.inputs_digest: str | None = None
         self.new: dict[str, Item] = {}
+        self._since_checkpoint: list[str] = []
         self.kept: set[str] = set()
         self.failed: dict[str, str] = {}
         self.failed_sources: dict[str, str | None] = {}
         self.skipped: dict[str, str | None] = {}
         self._names_by_file: dict[str, str] = {}
+        #: Set by a caller that checked all item names beforehand: no two can share a file, so
+        #: the writer need not keep a million of them to check each one.
+        self.names_checked = False
         #: Whether :meth:`stage` may run in another process (it writes files, not objects in memory).
         self.parallel = target.place.parallel
         self.staging = target.place.staging()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A copy sent to another machine (a Dask worker) only stages items; what the run records
+        # stays with this writer, which alone publishes.
+        return {"target": self.target, "staging": self.staging}
 
     def __enter__(self) -> DirectoryWriter:
         return self
@@ -575,9 +615,12 @@ class DirectoryWriter:
         """Record an item :meth:`stage` wrote (here or in a worker process)."""
         self._claim(name, staged.file)
         self.new[name] = staged._replace(source=source)
+        self._since_checkpoint.append(name)
         self.failed.pop(name, None)
 
     def _claim(self, name: str, file: str) -> None:
+        if self.names_checked:
+            return
         other = self._names_by_file.setdefault(file, name)
         if other != name:
             raise ItemNameError(f"{self.target.owner}: items {other!r} and {name!r} would both be written to "
@@ -589,7 +632,8 @@ class DirectoryWriter:
 
     def checkpoint(self) -> None:
         """Make the items written so far durable for a writer that takes over after an interruption."""
-        self.staging.checkpoint(_configuration(self.task), self.new)
+        self.staging.checkpoint(_configuration(self.task), {name: self.new[name] for name in self._since_checkpoint})
+        self._since_checkpoint = []
 
     def resumable(self) -> dict[str, Item]:
         """Items an interrupted writer of the same task (same code and parameters) had written,
@@ -676,8 +720,10 @@ def _replace_manifest(folder: Path, manifest: Manifest) -> None:
     if path.is_dir() and not path.is_symlink():  # not luisy's: os.replace cannot put a file there
         shutil.rmtree(path)
     tmp = temp_sibling(path)
-    text, header = manifest.encoded()
-    tmp.write_text(text, encoding="utf-8")
+    head, body, header = manifest.encoded_lines()
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(head + "\n")
+        f.writelines(body)
     os.replace(tmp, folder / MANIFEST_NAME)
     remember(folder, manifest, header)
 

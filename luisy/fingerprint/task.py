@@ -4,7 +4,8 @@
   upstream fingerprints of everything it requires — statically, plus the dynamic requirements
   its last successful run yielded (recorded with it).
 * An external task (luigi's or luisy's ``ExternalTask``): its files, by size and modification
-  time, or by content when the class sets ``fingerprint_content = True``.
+  time, or by content with ``[luisy] input_fingerprint = content`` or the class's
+  ``input_fingerprint = "content"`` (:mod:`luisy.fingerprint.content`).
 * A directory output, seen from downstream: its manifest's content — once it is up to date
   itself; a directory task that will rerun makes everything downstream rerun too.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -29,6 +31,7 @@ from luisy.digests import digest
 from luisy.directory.target import DirectoryTarget
 from luisy.fingerprint import records
 from luisy.fingerprint.code import CodeFingerprint, code_fingerprint
+from luisy.fingerprint.content import mode_of
 
 __all__ = ["TaskFingerprint", "current", "as_upstream", "record_success", "accept", "is_current",
            "is_external"]
@@ -89,7 +92,7 @@ def current(task: luigi.Task, memo: dict[str, str] | None = None,
     """The task's fingerprint now. ``dynamic``: its dynamic requirements (default: as last recorded)."""
     memo = _memo(memo)
     code = code_fingerprint(type(task))
-    params = {k: str(v) for k, v in sorted(task.to_str_params(only_significant=True).items())}
+    params = _significant_params(task)
     upstream = {}
     if with_upstream:
         required = flatten(task.requires()) + (recorded_dynamic(task) if dynamic is None else dynamic)
@@ -97,6 +100,15 @@ def current(task: luigi.Task, memo: dict[str, str] | None = None,
     total = digest(code.digest, *(f"{k}={v}" for k, v in params.items()),
                    *(f"{k}>{v}" for k, v in sorted(upstream.items())))
     return TaskFingerprint(total, code, params, upstream)
+
+
+def _significant_params(task: luigi.Task) -> dict[str, str]:
+    """The significant parameters as strings, made once per instance (like luigi's task id)."""
+    params = task.__dict__.get("_luisy_significant")
+    if params is None:
+        params = {k: str(v) for k, v in sorted(task.to_str_params(only_significant=True).items())}
+        task.__dict__["_luisy_significant"] = params
+    return dict(params)
 
 
 def recorded_dynamic(task: luigi.Task) -> list[luigi.Task]:
@@ -115,7 +127,17 @@ def recorded_dynamic(task: luigi.Task) -> list[luigi.Task]:
 
 def _yields_requirements(task: luigi.Task) -> bool:
     """Whether the task's ``run()`` is a generator: only such a run yields dynamic requirements."""
-    return inspect.isgeneratorfunction(inspect.unwrap(getattr(type(task), "run", None) or (lambda: None)))
+    run = getattr(type(task), "run", None)
+    if run is None:
+        return False
+    known = _GENERATOR_RUNS.get(run)
+    if known is None:
+        known = _GENERATOR_RUNS[run] = inspect.isgeneratorfunction(inspect.unwrap(run))
+    return known
+
+
+# Keyed by the function itself, so a redefined class (a notebook cell) is looked at afresh.
+_GENERATOR_RUNS: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
 
 
 class _Vanished(luigi.ExternalTask):
@@ -136,6 +158,8 @@ def as_upstream(task: luigi.Task, memo: dict[str, str] | None = None) -> str:
 def _as_upstream(task: luigi.Task, memo: dict[str, str]) -> str:
     if isinstance(task, _Vanished):
         return MISSING
+    if not is_external(task) and not _may_have_manifest(type(task)):
+        return current(task, memo).digest
     outputs = flatten(task.output())
     manifests = [o for o in outputs if isinstance(o, DirectoryTarget)]
     if manifests:
@@ -143,9 +167,17 @@ def _as_upstream(task: luigi.Task, memo: dict[str, str]) -> str:
             return STALE
         return digest(*(_manifest_digest(o) for o in manifests))
     if is_external(task):
-        content = bool(getattr(task, "fingerprint_content", False))
+        content = mode_of(task) == "content"
         return digest(*(data_fingerprint(o, content) for o in outputs))
     return current(task, memo).digest
+
+
+def _may_have_manifest(cls: type) -> bool:
+    """Whether a task of ``cls`` may output a folder with a manifest. Known without making the
+    output for luisy's own ``output()``: that is most of the cost of a deep upstream."""
+    if not getattr(getattr(cls, "output", None), "__luisy_output__", False):
+        return True
+    return issubclass(cls._luisy_output.target_cls, DirectoryTarget)
 
 
 def _manifest_digest(target: Any) -> str:
@@ -169,19 +201,23 @@ def is_current(task: luigi.Task) -> bool:
     return isinstance(record, dict) and record.get("fingerprint") == current(task).digest
 
 
-def accept(task: luigi.Task) -> None:
+def accept(task: luigi.Task, provenance: dict[str, Any] | None = None) -> None:
     """Record the current fingerprint of an existing output, as if the task had just made it."""
-    record_success(task, recorded_dynamic(task))
+    record_success(task, recorded_dynamic(task), provenance)
 
 
-def record_success(task: luigi.Task, dynamic: list[luigi.Task]) -> None:
-    """Record the fingerprint of a task whose run just succeeded (its outputs are published).
+def record_success(task: luigi.Task, dynamic: list[luigi.Task], provenance: dict[str, Any] | None = None) -> None:
+    """Record the fingerprint of a task whose run just succeeded (its outputs are published),
+    with ``provenance`` (where the output came from, see :mod:`luisy.provenance`).
 
     A directory task's manifest already tracks its input items, so its record holds only code
     and parameters (enough for ``plan`` to name what changed).
     """
     directory = any(isinstance(o, DirectoryTarget) for o in flatten(task.output()))
-    records.store(task, current(task, dynamic=dynamic, with_upstream=not directory).record(dynamic))
+    record = current(task, dynamic=dynamic, with_upstream=not directory).record(dynamic)
+    if provenance is not None:
+        record["provenance"] = provenance
+    records.store(task, record)
     shared = _build_memo.get()
     if shared and (directory or _yields_requirements(task)):  # what it contributes downstream has changed
         shared.clear()

@@ -12,7 +12,7 @@ from typing import Any
 import luigi
 from luigi.task import flatten
 
-from luisy import storage, targets
+from luisy import provenance, storage, targets
 from luisy.config import get_working_dir
 from luisy.errors import NoOutputError, OutputMissingError
 from luisy.fingerprint import records
@@ -119,9 +119,13 @@ class _OutputMixin:
             return cached[1]
         spec = type(self)._luisy_output
         target = spec.target_cls.for_task(self, self.get_output_path(), **spec.options)
+        if isinstance(target, targets.LuisyTarget):
+            target.provenance = functools.partial(provenance.embedded, self)
         if where.holds_files:
             self.__dict__["_luisy_output_cache"] = (key, target)
         return target
+
+    output.__luisy_output__ = True  # type: ignore[attr-defined]  # the spec alone says what it makes
 
     def write(self, obj: Any) -> None:
         """Write ``obj`` as the output, atomically; the type is checked first."""
@@ -200,6 +204,10 @@ class Task(_OutputMixin, luigi.Task):
 
 class ExternalTask(_OutputMixin, luigi.ExternalTask):
     """Data that already exists (raw input); luisy never runs it."""
+
+    #: How its files are fingerprinted: ``"mtime"`` (size and modification time) or ``"content"``
+    #: (a checksum, cached by size, mtime and inode); ``None``: ``[luisy] input_fingerprint``.
+    input_fingerprint: str | None = None
 
 
 def read_output(task: luigi.Task) -> Any:

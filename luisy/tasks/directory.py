@@ -11,7 +11,7 @@ from typing import Any
 
 from luigi.task import flatten
 
-from luisy import config, formats
+from luisy import config, formats, journal
 from luisy.atomic import NAME_MAX
 from luisy.directory.manifest import bad_file_name, items_digest
 from luisy.directory.runner import Progress, outcomes, report_status
@@ -67,6 +67,9 @@ class DirectoryTask(Task):
     on_error: str = "raise"
     #: Worker processes for the items; ``None``: ``[luisy] processes`` in luigi's config, else 1.
     processes: int | None = None
+    #: Address of a Dask scheduler to run the items on (``tcp://host:8786``, the extra ``luisy[dask]``);
+    #: ``None``: ``--dask-scheduler`` / ``[luisy] dask_scheduler``, else none; ``""``: never Dask.
+    dask_scheduler: str | None = None
     #: Seconds between checkpoints of finished items; ``None``: ``[luisy] checkpoint_seconds``, else 30.
     checkpoint_seconds: float | None = None
     _luisy_output = OutputSpec(DirectoryTarget, {"file_format": formats.PICKLE}, folder=True)
@@ -230,6 +233,7 @@ class DirectoryTask(Task):
         interval = run.checkpoint_seconds if self.checkpoint_seconds is None else self.checkpoint_seconds
         with stop_on_signals(run.grace_seconds) as stop, self.output().writer(self) as writer:
             writer.inputs_digest = digest(items)
+            writer.names_checked = True  # by _check_names above
             writer.keep(pending.keep)
             for name, (error, source) in pending.kept_failures.items():
                 writer.fail(name, error, source)
@@ -237,7 +241,7 @@ class DirectoryTask(Task):
             progress = Progress(self, len(todo))
             last = time.monotonic()
             try:
-                for item, outcome in outcomes(self, todo, writer, run.processes_for(self.processes), stop):
+                for item, outcome in outcomes(self, todo, writer, stop):
                     if stop and outcome.status is ItemStatus.FAIL:
                         continue  # the signal reached what the item ran too: the next run makes it again
                     progress.advance(failed=outcome.status is ItemStatus.FAIL)
@@ -259,6 +263,9 @@ class DirectoryTask(Task):
                 raise
             finally:
                 progress.close()
+        made = progress.done - progress.failed - len(writer.skipped)  # the rest of writer.new was resumed
+        journal.note_items(processed=progress.done, failed=progress.failed,
+                           kept=len(writer.kept) + len(writer.new) - made)
         if stop:  # it came after the last item began: publish everything, then stop the build
             logger.warning("interrupted: all %d items done; publishing them, then stopping", len(pending.todo))
             stop_after_publish(stop.signal)

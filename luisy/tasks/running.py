@@ -1,20 +1,24 @@
-"""What happens around a luisy task's ``run()``: staged writes, then the fingerprint record
-(published together; Ctrl-C waits for both)."""
+"""What happens around a luisy task's ``run()``: a ``START`` in the run journal, staged writes,
+then the fingerprint record (published together; Ctrl-C waits for both), then ``SUCCESS`` — or
+``FAIL`` with the error's first line."""
 
 from __future__ import annotations
 
 import functools
 import inspect
 import os
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import luigi
 from luigi.task import flatten
 
-from luisy import storage
+from luisy import config, journal, storage
 from luisy.atomic import is_staging, staged
+from luisy.directory.target import DirectoryTarget
 from luisy.fingerprint.task import record_success
+from luisy.provenance import describe, outputs_of
 
 
 def recording_run(run: Callable[..., Any]) -> Callable[..., Any]:
@@ -30,7 +34,7 @@ def recording_run(run: Callable[..., Any]) -> Callable[..., Any]:
                 return (yield from run(self, *args, **kwargs))
             dynamic: list[luigi.Task] = []
             make_output_folders(self)
-            with staged(then=lambda: record_success(self, dynamic)):
+            with journaled(self) as written_by, staged(then=lambda: _record(self, dynamic, written_by)):
                 result = yield from _collect(run(self, *args, **kwargs), dynamic)
             return result
 
@@ -42,12 +46,45 @@ def recording_run(run: Callable[..., Any]) -> Callable[..., Any]:
         if is_staging():
             return run(self, *args, **kwargs)
         make_output_folders(self)
-        with staged(then=lambda: record_success(self, [])):
+        with journaled(self) as written_by, staged(then=lambda: _record(self, [], written_by)):
             result = run(self, *args, **kwargs)
         return result
 
     run_staged.__luisy_staged__ = True
     return run_staged
+
+
+def _record(task: luigi.Task, dynamic: list[luigi.Task], written_by: dict[str, Any] | None) -> None:
+    record_success(task, dynamic, describe(task, written_by))
+
+
+@contextmanager
+def journaled(task: luigi.Task) -> Iterator[dict[str, Any] | None]:
+    """Inside the block the task runs: ``START`` before, ``SUCCESS`` or ``FAIL`` after, in the run
+    journal of the working directory. Yields what the fingerprint record says about the run
+    (``None`` where outputs are not files, in ``LuisyTestCase``: nothing is journaled there)."""
+    if not storage.active().holds_files:
+        yield None
+        return
+    task_run = journal.start(config.get_working_dir(), config.current().id, task.task_id, str(task),
+                             task.get_task_family(), outputs_of(task))
+    begun = task_run.start
+    written_by = {"run": begun.run, "id": begun.id, "host": begun.host, "user": begun.user,
+                  "started": begun.started}
+    try:
+        with journal.noting(task_run):
+            yield written_by
+    except BaseException as error:
+        task_run.end(error)
+        raise
+    task_run.end(None, _item_counts(task))
+
+
+def _item_counts(task: luigi.Task) -> dict[str, int] | None:
+    """A directory task's counts from its manifest, where its run did not note them."""
+    outputs = [o for o in flatten(task.output()) if isinstance(o, DirectoryTarget)]
+    header = outputs[0].current_header() if outputs else None
+    return None if header is None else {"processed": header.processed, "failed": header.failed_count}
 
 
 def make_output_folders(task: luigi.Task) -> None:

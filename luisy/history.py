@@ -1,0 +1,174 @@
+"""The runs of tasks, from the run journal (``luisy history``, the last run in ``luisy status``).
+
+A task run is its ``START`` event joined with the ``SUCCESS`` or ``FAIL`` that ended it. A run
+with no end was killed (``kill -9``, a lost machine) or is still going: it reads
+``interrupted?``, or ``running`` while its process is alive on this machine.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fnmatch
+import os
+import re
+import socket
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from luisy.atomic import process_alive
+from luisy.errors import LuisyError
+from luisy.journal import FAIL, START, Event, events
+
+__all__ = ["TaskRun", "history", "last_runs", "runs_of", "parse_since", "table", "INTERRUPTED", "RUNNING"]
+
+INTERRUPTED = "interrupted?"
+RUNNING = "running"
+
+
+@dataclass(frozen=True)
+class TaskRun(Event):
+    """One run of one task: its last event (the end, or the ``START`` of a run that did not end)
+    and its :attr:`state`."""
+
+    #: ``SUCCESS``, ``FAIL``, ``interrupted?`` or ``running``.
+    state: str = ""
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to end (``None`` without an end)."""
+        return None if self.ended is None else self.ended - self.started
+
+    def to_dict(self) -> dict[str, Any]:
+        """For ``--json``: times as ISO 8601 (UTC) besides epoch seconds, and the duration."""
+        out = asdict(self)
+        out.update(duration=self.duration, started_utc=_iso(self.started),
+                   ended_utc=None if self.ended is None else _iso(self.ended))
+        return out
+
+
+def _joined(found: Iterable[Event]) -> list[TaskRun]:
+    """Task runs from their events, newest start first."""
+    starts: dict[str, Event] = {}
+    ends: dict[str, Event] = {}
+    for event in found:
+        (starts if event.event == START else ends)[event.id] = event
+    runs = []
+    for key, begun in starts.items():
+        end = ends.get(key)
+        if end is not None:
+            state = end.event
+        else:
+            state = RUNNING if _alive(begun) else INTERRUPTED
+        runs.append(_task_run(state, end or begun))
+    # An end whose START line is unreadable: shown with what the end says.
+    runs.extend(_task_run(end.event, end) for key, end in ends.items() if key not in starts)
+    runs.sort(key=lambda r: (r.started, r.id), reverse=True)
+    return runs
+
+
+def _task_run(state: str, event: Event) -> TaskRun:
+    """The run an event tells of (an end repeats what its ``START`` said)."""
+    return TaskRun(**asdict(event), state=state)
+
+
+def _alive(event: Event) -> bool:
+    return event.host == socket.gethostname() and process_alive(event.pid, event.started)
+
+
+def history(root: str | os.PathLike[str], task: str | None = None, since: float | None = None,
+            failed: bool = False) -> list[TaskRun]:
+    """The task runs in the journal of working directory ``root``, newest first.
+
+    ``task``: a task family (``Segmented``), ``module:Class`` / ``module.Class`` (its class name),
+    or a glob pattern matched against the task with its parameters (``'Segmented(sigma=2*'``).
+    ``since``: epoch seconds (see :func:`parse_since`). ``failed``: only runs that failed or were
+    interrupted.
+    """
+    runs = _joined(events(root, since))
+    if task is not None:
+        runs = [r for r in runs if _matches(task, r)]
+    if failed:
+        runs = [r for r in runs if r.state in (FAIL, INTERRUPTED)]
+    return runs
+
+
+def _matches(pattern: str, run: TaskRun) -> bool:
+    if run.family == pattern or fnmatch.fnmatchcase(run.task, pattern):
+        return True
+    name = re.split(r"[:.]", pattern)[-1]  # module:Class or module.Class
+    return name != pattern and run.family == name
+
+
+def runs_of(root: str | os.PathLike[str], task_id: str) -> list[TaskRun]:
+    """The runs of one task, newest first."""
+    return _joined(events(root, task_ids=[task_id]))
+
+
+def last_runs(root: str | os.PathLike[str], task_ids: Iterable[str]) -> dict[str, TaskRun]:
+    """The latest run of each of the tasks ``task_ids`` (those that ran), by task id."""
+    latest: dict[str, TaskRun] = {}
+    for run in _joined(events(root, task_ids=list(task_ids))):
+        latest.setdefault(run.task_id, run)  # newest first
+    return latest
+
+
+_SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_since(text: str, now: float | None = None) -> float:
+    """``--since``: a span back from now (``90s``, ``30m``, ``12h``, ``2d``, ``1w``) or a date or
+    time in ISO 8601 (``2026-12-01``, ``2026-12-01T08:00``; UTC unless it names a zone)."""
+    span = _SPAN.match(text)
+    if span:
+        return (time.time() if now is None else now) - float(span[1]) * _SECONDS[span[2]]
+    try:
+        when = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise LuisyError(f"--since {text!r}: give a span such as 30m, 12h, 2d, 1w or a date such as 2026-12-01"
+                         ) from None
+    return (when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)).timestamp()
+
+
+def _iso(when: float) -> str:
+    return dt.datetime.fromtimestamp(when, dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def when(seconds: float | None) -> str:
+    """A time for a table: ``2026-12-01 08:00:03`` (UTC)."""
+    return "" if seconds is None else _iso(seconds)[:19].replace("T", " ")
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, rest = divmod(int(round(seconds)), 60)
+    return f"{minutes}m{rest:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def _items(run: TaskRun) -> str:
+    if not run.items:
+        return ""
+    text = f"{run.items.get('processed', 0)} processed, {run.items.get('failed', 0)} failed"
+    return text + (f", {run.items['kept']} kept" if "kept" in run.items else "")
+
+
+def table(runs: list[TaskRun], width: int = 50) -> str:
+    """The runs as a fixed-width text table, newest first; the error text comes last, uncut."""
+    header = ("started (UTC)", "duration", "state", "task", "host", "user", "pid", "items", "run", "error")
+    rows = [header] + [
+        (when(r.started), _duration(r.duration), r.state, _cut(r.task, width), r.host, r.user, str(r.pid),
+         _items(r), r.run[:8], r.error)
+        for r in runs
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+                     for row in rows) + "\n"
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"

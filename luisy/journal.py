@@ -1,0 +1,244 @@
+"""The run journal: one small file per task run, in ``<working_dir>/.luisy-journal/``.
+
+Every run of a luisy task appends a ``START`` event before ``run()`` and a ``SUCCESS`` or ``FAIL``
+event after it; a run killed with ``kill -9`` leaves its ``START`` alone. Events are never
+changed or removed.
+
+A task run's events go to a file of its own: created with ``O_CREAT | O_EXCL`` under a name no
+other writer can choose (start time, a digest of the task id, a random id), holding the ``START``
+line; the end is appended to that same file by the same process. No two writers ever write to one
+file, so workers on several machines sharing the working directory over a network file system
+lose nothing and need no lock. ``O_APPEND`` to one shared file is not safe there (an NFS client
+appends at the size it last saw, so two machines overwrite each other's lines), and ``flock`` or
+SQLite's locking cannot be trusted (see docs/history.rst for the measurements). A reader skips a
+line that is not complete JSON: it is being written, and the next read sees it.
+
+Files are grouped by UTC day of the start (``2026-12-01/``), so reading the history of the last
+days does not list older ones; names start with the start time in nanoseconds and a digest of the
+task id, so readers order and select task runs without opening files.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import json
+import logging
+import os
+import platform
+import socket
+import sys
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from luisy.atomic import TMP_MARKER
+from luisy.digests import digest
+
+__all__ = ["JOURNAL_DIR", "START", "SUCCESS", "FAIL", "Event", "append", "events", "task_key"]
+
+logger = logging.getLogger("luisy")
+
+JOURNAL_DIR = ".luisy-journal"
+START, SUCCESS, FAIL = "START", "SUCCESS", "FAIL"
+_SUFFIX = ".json"
+
+
+@dataclass(frozen=True)
+class Event:
+    """One line of a task run's story: it started, succeeded or failed."""
+
+    #: ``START``, ``SUCCESS`` or ``FAIL``.
+    event: str
+    #: The task run: a ``START`` and the event that ends it share it.
+    id: str
+    #: The ``luisy.build`` the task ran in (a fresh id where the task ran outside one).
+    run: str
+    task_id: str
+    #: The task with its parameters, as luigi prints it.
+    task: str
+    family: str
+    host: str
+    user: str
+    pid: int
+    #: When the task run started, and when it ended (``None`` for ``START``), epoch seconds.
+    started: float
+    ended: float | None = None
+    #: The first line of the error of a ``FAIL``.
+    error: str = ""
+    #: Directory tasks: items processed, failed, and kept from the previous output.
+    items: dict[str, int] | None = None
+    luisy_version: str = ""
+    python_version: str = ""
+    #: The task's outputs, relative to the working directory.
+    outputs: list[str] = field(default_factory=list)
+
+    @property
+    def time(self) -> float:
+        """When the event happened."""
+        return self.started if self.ended is None else self.ended
+
+    def to_json(self) -> str:
+        """The event as one line of JSON."""
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Event | None:
+        """The event, or ``None`` if ``text`` is not a complete event (still being written)."""
+        try:
+            data = json.loads(text)
+            return cls(**data) if isinstance(data, dict) else None
+        except (ValueError, TypeError):
+            return None
+
+
+def task_key(task_id: str) -> str:
+    """The short digest of a task id that event file names carry."""
+    return digest(task_id, size=4)
+
+
+def journal_dir(root: str | os.PathLike[str]) -> Path:
+    """The journal of the working directory ``root``."""
+    return Path(root) / JOURNAL_DIR
+
+
+def append(root: str | os.PathLike[str], event: Event) -> Path:
+    """Add ``event`` to the journal of the working directory ``root``; returns the task run's file.
+
+    A ``START`` creates the file; a later event of the same task run (same :attr:`Event.id` and
+    start time) is appended to it.
+    """
+    day = dt.datetime.fromtimestamp(event.started, dt.timezone.utc).strftime("%Y-%m-%d")
+    folder = journal_dir(root) / day
+    path = folder / f"{int(event.started * 1e9):020d}.{task_key(event.task_id)}.{event.id}{_SUFFIX}"
+    flags = os.O_WRONLY | (os.O_CREAT | os.O_EXCL if event.event == START else os.O_APPEND | os.O_CREAT)
+    data = (event.to_json() + "\n").encode("utf-8")
+    try:
+        fd = os.open(path, flags, 0o644)
+    except FileNotFoundError:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, flags, 0o644)
+    try:
+        written = os.write(fd, data)
+        if written != len(data):  # a file system that writes in pieces: finish; readers skip it meanwhile
+            os.write(fd, data[written:])
+    finally:
+        os.close(fd)
+    return path
+
+
+def events(root: str | os.PathLike[str], since: float | None = None,
+           task_ids: Iterable[str] | None = None) -> list[Event]:
+    """The journal's events, by start of their task run: those of task runs that started at
+    ``since`` (epoch seconds) or later, and of the tasks ``task_ids`` only, if given. Lines
+    still being written are skipped."""
+    keys = None if task_ids is None else {task_key(t) for t in task_ids}
+    wanted = None if task_ids is None else set(task_ids)
+    found = []
+    for path in _files(journal_dir(root), since, keys):
+        try:
+            lines = path.read_bytes().splitlines()
+        except OSError:  # removed by hand meanwhile
+            continue
+        for line in lines:
+            event = Event.from_json(line)
+            if event is not None and (wanted is None or event.task_id in wanted):
+                found.append(event)
+    return found
+
+
+def _files(folder: Path, since: float | None, keys: set[str] | None) -> Iterator[Path]:
+    try:
+        days = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
+    except FileNotFoundError:
+        return
+    first_day = "" if since is None else dt.datetime.fromtimestamp(since, dt.timezone.utc).strftime("%Y-%m-%d")
+    first_ns = f"{int(since * 1e9):020d}" if since is not None else ""
+    for day in days:
+        if day < first_day:
+            continue
+        names = sorted(os.listdir(folder / day))
+        for name in names:
+            if not name.endswith(_SUFFIX) or TMP_MARKER in name or name < first_ns:
+                continue
+            if keys is not None and name.split(".", 2)[1] not in keys:
+                continue
+            yield folder / day / name
+
+
+# The task run in progress in this context, so that code inside run() (a directory task) can
+# add its item counts to the event that ends it.
+_current: ContextVar[dict[str, Any] | None] = ContextVar("luisy_journal_task_run", default=None)
+
+
+def note_items(processed: int, failed: int, kept: int) -> None:
+    """Record the item counts of the directory task running in this context (if it is journaled)."""
+    notes = _current.get()
+    if notes is not None:
+        notes["items"] = {"processed": processed, "failed": failed, "kept": kept}
+
+
+@dataclass
+class TaskRun:
+    """The events of one task run, written by :func:`journaled`."""
+
+    root: Path
+    start: Event
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def end(self, error: BaseException | None, items: dict[str, int] | None = None) -> None:
+        """Append ``SUCCESS`` (``error`` is ``None``) or ``FAIL`` with the error's first line."""
+        fields = asdict(self.start)
+        fields.update(event=FAIL if error is not None else SUCCESS, ended=time.time(),
+                      error="" if error is None else first_line(error),
+                      items=self.notes.get("items", items))
+        _append_logged(self.root, Event(**fields))
+
+
+def first_line(error: BaseException) -> str:
+    """``Type: message`` of an exception, its first line only."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+def start(root: Path, run: str, task_id: str, task: str, family: str, outputs: list[str]) -> TaskRun:
+    """Append the ``START`` of a task run and return it, to be ended by :meth:`TaskRun.end`."""
+    luisy = sys.modules.get("luisy")
+    event = Event(event=START, id=uuid.uuid4().hex[:16], run=run or uuid.uuid4().hex, task_id=task_id, task=task,
+                  family=family, host=socket.gethostname(), user=_user(), pid=os.getpid(), started=time.time(),
+                  luisy_version=getattr(luisy, "__version__", ""), python_version=platform.python_version(),
+                  outputs=outputs)
+    _append_logged(root, event)
+    return TaskRun(root, event)
+
+
+@contextmanager
+def noting(task_run: TaskRun) -> Iterator[TaskRun]:
+    """Make ``task_run`` the one :func:`note_items` adds to, inside the block."""
+    token = _current.set(task_run.notes)
+    try:
+        yield task_run
+    finally:
+        _current.reset(token)
+
+
+def _append_logged(root: Path, event: Event) -> None:
+    # The journal tells what happened; it must not make a task fail (a read-only working
+    # directory, a full disk): the failure is logged instead.
+    try:
+        append(root, event)
+    except OSError as error:
+        logger.warning("cannot add %s of %s to the run journal in %s: %s", event.event, event.task,
+                       journal_dir(root), error)
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (some containers)
+        return str(os.getuid())

@@ -1,0 +1,226 @@
+"""The run journal, ``luisy history`` and the last run in ``luisy status``, with real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import run_luisy, status_rows, write_project
+
+from luisy import journal
+from luisy.errors import LuisyError
+from luisy.history import history, parse_since
+
+PROJECT = {
+    "hist/__init__.py": "",
+    "hist/tasks.py": '''
+        import os
+        import time
+        from pathlib import Path
+
+        import luisy
+
+
+        @luisy.raw
+        @luisy.directory_input(pattern="*.txt")
+        class Notes(luisy.ExternalTask):
+            def get_folder_name(self):
+                return "notes"
+
+
+        @luisy.interim
+        @luisy.requires(Notes)
+        @luisy.directory_output(format="json")
+        class Parsed(luisy.DirectoryTask):
+            on_error = "skip"
+
+            def process(self, name, obj):
+                if "bad" in obj:
+                    raise ValueError("cannot parse " + name)
+                return {"words": len(obj.split())}
+
+
+        @luisy.final
+        @luisy.requires(Parsed)
+        @luisy.json_output
+        class Words(luisy.Task):
+            def run(self):
+                marker = os.environ.get("HIST_MARKER")
+                if marker:  # the test kills the run here
+                    Path(marker).write_text("running")
+                    time.sleep(120)
+                if os.environ.get("HIST_FAIL"):
+                    raise ValueError("no words today\\nsecond line of the error")
+                self.write({"total": sum(item["words"] for item in self.input().read())})
+    ''',
+}
+
+
+@pytest.fixture
+def project(tmp_path):
+    write_project(tmp_path, PROJECT)
+    notes = tmp_path / "data" / "hist" / "raw" / "notes"
+    notes.mkdir(parents=True)
+    for i in range(3):
+        (notes / f"n{i}.txt").write_text("a b c " * (i + 1))
+    return tmp_path
+
+
+_WRITER = """
+import sys, time
+from luisy import journal
+root, worker, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+for i in range(count):
+    if i % 2 == 0:
+        started = time.time()
+    journal.append(root, journal.Event(event=journal.START if i % 2 == 0 else journal.SUCCESS,
+        id=f"{worker}-{i // 2}", run=worker, task_id=f"T_{i // 2 % 7}", task="T()", family="T",
+        host="h", user="u", pid=0, started=started, ended=None if i % 2 == 0 else time.time(),
+        outputs=["x" * (i % 300)]))
+"""
+
+
+def test_concurrent_writers_from_several_processes_lose_nothing(tmp_path):
+    writers, count = 6, 300
+    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path), f"w{w}", str(count)])
+             for w in range(writers)]
+    assert all(p.wait(timeout=120) == 0 for p in procs)
+
+    files = [p for p in (tmp_path / journal.JOURNAL_DIR).rglob("*") if p.is_file()]
+    assert len(files) == writers * count // 2, "one file per task run"
+    for path in files:  # every line is one complete event: START, then its end
+        events = [journal.Event.from_json(line) for line in path.read_bytes().splitlines()]
+        assert [e.event for e in events] == [journal.START, journal.SUCCESS], path
+    found = journal.events(tmp_path)
+    assert len(found) == writers * count
+    assert {(e.run, e.id, e.event) for e in found} == {
+        (f"w{w}", f"w{w}-{i // 2}", journal.START if i % 2 == 0 else journal.SUCCESS)
+        for w in range(writers) for i in range(count)}
+    assert [e.started for e in found] == sorted(e.started for e in found), "by start"
+    runs = history(tmp_path)
+    assert len(runs) == writers * count // 2 and {r.state for r in runs} == {"SUCCESS"}
+    # Selecting by task reads only that task's files and finds all of its events.
+    assert len(journal.events(tmp_path, task_ids=["T_2"])) == 2 * sum(
+        1 for w in range(writers) for i in range(0, count, 2) if i // 2 % 7 == 2)
+
+
+def test_partial_line_is_skipped_until_complete(tmp_path):
+    event = journal.Event(event=journal.START, id="a", run="r", task_id="T_1", task="T()", family="T",
+                          host="h", user="u", pid=1, started=time.time())
+    path = journal.append(tmp_path, event)
+    text = path.read_text()
+    path.write_text(text[: len(text) // 2])  # as another machine sees a file still being written
+    assert journal.events(tmp_path) == []
+    path.write_text(text)
+    assert journal.events(tmp_path) == [event]
+    end = journal.Event(**{**event.__dict__, "event": journal.FAIL, "ended": event.started + 1, "error": "E: x"})
+    assert journal.append(tmp_path, end) == path
+    assert journal.events(tmp_path) == [event, end]
+    with pytest.raises(FileExistsError):  # a START never overwrites another run's file
+        journal.append(tmp_path, event)
+
+
+def test_history_status_and_items_through_the_command(project):
+    first = run_luisy(["run", "hist.tasks:Words"], cwd=project)
+    assert first.returncode == 0, first.stdout + first.stderr
+    (project / "data" / "hist" / "raw" / "notes" / "n9.txt").write_text("bad")
+    (project / "data" / "hist" / "raw" / "notes" / "n3.txt").write_text("d e")
+    second = run_luisy(["run", "hist.tasks:Words"], cwd=project)
+    assert second.returncode == 1  # an item failed
+
+    result = run_luisy(["history", "--json"], cwd=project)
+    assert result.returncode == 0, result.stderr
+    runs = json.loads(result.stdout)
+    assert [(r["family"], r["state"]) for r in runs] == [
+        ("Words", "SUCCESS"), ("Parsed", "SUCCESS"), ("Words", "SUCCESS"), ("Parsed", "SUCCESS")]
+    assert runs[1]["items"] == {"processed": 2, "failed": 1, "kept": 3}
+    assert runs[3]["items"] == {"processed": 3, "failed": 0, "kept": 0}
+    assert runs[0]["run"] == runs[1]["run"] != runs[2]["run"]
+    for run in runs:
+        assert run["pid"] > 0 and run["host"] and run["user"] and run["luisy_version"]
+        assert run["ended"] >= run["started"] and run["duration"] == pytest.approx(run["ended"] - run["started"])
+    assert runs[0]["outputs"] == ["hist/final/Words.json"]
+
+    table = run_luisy(["history", "Parsed"], cwd=project)
+    lines = table.stdout.splitlines()
+    assert lines[0].split()[:4] == ["started", "(UTC)", "duration", "state"]
+    assert len(lines) == 3 and all("Parsed()" in line for line in lines[1:])
+    assert "2 processed, 1 failed, 3 kept" in lines[1]
+    assert run_luisy(["history", "hist.tasks:Words", "--json"], cwd=project).stdout.count('"family": "Words"') == 2
+    assert json.loads(run_luisy(["history", "--since", "2999-01-01", "--json"], cwd=project).stdout) == []
+    assert len(json.loads(run_luisy(["history", "--since", "1h", "--json"], cwd=project).stdout)) == 4
+
+    status = status_rows(run_luisy(["status", "hist.tasks:Words"], cwd=project).stdout)
+    assert status["Words()"]["last result"] == "SUCCESS"
+    assert status["Words()"]["last run (UTC)"] == runs[0]["started_utc"][:19].replace("T", " ")
+    assert status["Notes()"]["last result"] == ""
+
+
+def test_failed_run_has_its_first_error_line(project):
+    result = run_luisy(["run", "hist.tasks:Words"], cwd=project, env={"HIST_FAIL": "1"})
+    assert result.returncode == 1
+    runs = json.loads(run_luisy(["history", "--failed", "--json"], cwd=project).stdout)
+    assert [(r["family"], r["state"], r["error"]) for r in runs] == [
+        ("Words", "FAIL", "ValueError: no words today")]
+    status = run_luisy(["status", "hist.tasks:Words", "--json"], cwd=project)
+    rows = {row["task"]: row for row in json.loads(status.stdout)}
+    assert rows["Words()"]["last_result"] == "FAIL: ValueError: no words today"
+    assert rows["Words()"]["complete"] is False and rows["Parsed()"]["run"]["state"] == "SUCCESS"
+
+
+def test_kill_9_mid_run_leaves_start_without_end(project):
+    marker = project / "running.txt"
+    env = {k: v for k, v in os.environ.items() if k not in ("LUISY_WORKING_DIR", "WORKING_DIR")}
+    env["HIST_MARKER"] = str(marker)
+    script = Path(sys.executable).with_name("luisy")
+    proc = subprocess.Popen([str(script), "run", "hist.tasks:Words"], cwd=project, env=env,
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "the run ended before the task began"
+            time.sleep(0.05)
+        running = json.loads(run_luisy(["history", "Words", "--json"], cwd=project).stdout)
+        assert [r["state"] for r in running] == ["running"], "its process is alive on this machine"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    result = run_luisy(["history"], cwd=project)
+    words = [line for line in result.stdout.splitlines() if "Words()" in line]
+    assert len(words) == 1 and " interrupted? " in words[0]
+    runs = json.loads(run_luisy(["history", "--failed", "--json"], cwd=project).stdout)
+    assert [(r["family"], r["state"], r["ended"]) for r in runs] == [("Words", "interrupted?", None)]
+    status = status_rows(run_luisy(["status", "hist.tasks:Words"], cwd=project).stdout)
+    assert status["Words()"]["last result"] == "interrupted?"
+
+    again = run_luisy(["run", "hist.tasks:Words"], cwd=project)
+    assert again.returncode == 0, again.stdout + again.stderr
+    states = [r["state"] for r in json.loads(run_luisy(["history", "Words", "--json"], cwd=project).stdout)]
+    assert states == ["SUCCESS", "interrupted?"]
+
+
+def test_since_spans_and_dates():
+    now = 1_800_000_000.0
+    assert parse_since("2d", now) == now - 2 * 86400
+    assert parse_since("90s", now) == now - 90
+    assert parse_since("1w", now) == now - 7 * 86400
+    assert parse_since("2027-01-15") == 1_800_000_000 - 1_800_000_000 % 86400
+    assert parse_since("2027-01-15T02:00+02:00") == 1_800_000_000 - 1_800_000_000 % 86400
+    with pytest.raises(LuisyError, match="--since 'yesterday'"):
+        parse_since("yesterday")
+
+
+def test_history_bad_input_is_one_line(project):
+    result = run_luisy(["history", "--since", "yesterday"], cwd=project)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "--since 'yesterday'" in result.stderr
+    missing = run_luisy(["history", "--working-dir", str(project / "nowhere")], cwd=project)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+    empty = run_luisy(["history"], cwd=project)
+    assert empty.returncode == 0 and empty.stdout.startswith("no runs in the journal of")

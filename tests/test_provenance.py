@@ -1,0 +1,202 @@
+"""Where outputs came from: metadata inside parquet and HDF5 files, and ``luisy show`` for each kind of output."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import run_luisy, write_project
+
+import luisy
+from luisy import formats
+from luisy.fingerprint import records
+from luisy.provenance import KEY, read_embedded
+
+PROJECT = {
+    "prov/__init__.py": "",
+    "prov/tasks.py": '''
+        import numpy as np
+        import pandas as pd
+
+        import luisy
+
+
+        @luisy.raw
+        @luisy.directory_input(pattern="*.txt")
+        class Notes(luisy.ExternalTask):
+            def get_folder_name(self):
+                return "notes"
+
+
+        @luisy.interim
+        @luisy.requires(Notes)
+        @luisy.directory_output(format="json")
+        class Parsed(luisy.DirectoryTask):
+            def process(self, name, obj):
+                return {"name": name, "words": len(obj.split())}
+
+
+        @luisy.final
+        @luisy.requires(Parsed)
+        @luisy.parquet_output
+        class Table(luisy.Task):
+            scale = luisy.IntParameter(default=2)
+
+            def run(self):
+                self.write(pd.DataFrame([{**item, "scaled": item["words"] * self.scale}
+                                         for item in self.input().read()]).set_index("name"))
+
+
+        @luisy.final
+        @luisy.requires(Table)
+        @luisy.h5_output
+        class Stack(luisy.Task):
+            def run(self):
+                self.write({"scaled": self.read_input()["scaled"].to_numpy()})
+
+
+        @luisy.final
+        @luisy.requires(Table)
+        @luisy.hdf_output
+        class Store(luisy.Task):
+            def run(self):
+                self.write(self.read_input())
+
+
+        class All(luisy.WrapperTask):
+            scale = luisy.IntParameter(default=2)
+
+            def requires(self):
+                return [Stack(scale=self.scale), Store(scale=self.scale)]
+    ''',
+}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = tmp_path_factory.mktemp("prov")
+    write_project(root, PROJECT)
+    notes = root / "data" / "prov" / "raw" / "notes"
+    notes.mkdir(parents=True)
+    for i in range(3):
+        (notes / f"n{i}.txt").write_text("a b c " * (i + 1))
+    result = run_luisy(["run", "prov.tasks:All", "--scale", "3"], cwd=root)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return root
+
+
+def _show(project, path, *more):
+    result = run_luisy(["show", str(path), *more], cwd=project)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def _record(project, rel):
+    return records.lookup_at(project / "data" / "prov", rel)
+
+
+def test_show_file_output(project):
+    out = _show(project, "data/prov/final/Table_scale=3.parquet")
+    record = _record(project, "prov/final/Table_scale=3.parquet")
+    assert "  kind:          output file" in out
+    assert "  task:          Table(scale=3)  (prov.tasks:Table)" in out
+    assert "  parameters:    scale=3" in out
+    assert f"  fingerprint:   {record['fingerprint']}" in out
+    assert "prov.tasks:Table " in out  # the code's definitions
+    upstream = record["upstream"][next(iter(record["upstream"]))]
+    assert f"  upstream:      Parsed(): prov/interim/Parsed (fingerprint {upstream})" in out
+    run = json.loads(run_luisy(["history", "Table", "--json"], cwd=project).stdout)[0]
+    assert f"  written by:    run {run['run']} (task run {run['id']}), SUCCESS" in out
+    assert "pandas " + pd.__version__ in out and "luisy " in out and "Python " in out
+    assert f"fingerprint {record['fingerprint']} (as recorded)" in out
+
+    data = json.loads(run_luisy(["show", "data/prov/final/Table_scale=3.parquet", "--json"], cwd=project).stdout)
+    assert data["kind"] == "file" and data["task"] == "Table(scale=3)"
+    assert data["record"]["fingerprint"] == record["fingerprint"] and data["run"]["id"] == run["id"]
+
+
+def test_show_directory_output_and_item(project):
+    folder = project / "data" / "prov" / "interim" / "Parsed"
+    out = _show(project, folder)
+    assert "  kind:          directory output" in out and "  items:         3 (0 failed)" in out
+    assert "  upstream:      Notes(): prov/raw/notes (fingerprint items " in out
+    assert "  task:          Parsed()  (prov.tasks:Parsed)" in out
+
+    item = _show(project, folder / "n1.json")
+    assert "  kind:          item of a directory output" in item
+    assert f"  in:            {folder}" in item
+    manifest = luisy.directory.Manifest.load(folder)
+    entry = manifest.items["n1"]
+    assert f"  item:          'n1': {entry.size} bytes, checksum {entry.checksum}" in item
+    assert f"  made from:     data/prov/raw/notes/n1.txt (input fingerprint {entry.source})" in item
+    assert f"  written by:    run {manifest.run} " in item
+
+
+def test_show_refuses_what_luisy_did_not_write(project):
+    for path, expected in [
+        ("data/prov/raw/notes/n0.txt", "luisy has no record of this output"),
+        ("data/prov/nothing.parquet", "no such file or folder"),
+        ("data/prov/interim/Parsed/_luisy_manifest.json", "is the manifest of"),
+    ]:
+        result = run_luisy(["show", path], cwd=project)
+        assert result.returncode == 2 and expected in result.stderr and result.stderr.count("\n") == 1, path
+    stray = project / "data" / "prov" / "interim" / "Parsed" / "stray.json"
+    stray.write_text("{}")
+    try:
+        result = run_luisy(["show", str(stray)], cwd=project)
+        assert result.returncode == 2 and "not an item of" in result.stderr
+    finally:
+        stray.unlink()
+
+
+@pytest.mark.parametrize("name", ["Table_scale=3.parquet", "Stack_scale=3.h5", "Store_scale=3.hdf"])
+def test_metadata_inside_the_file_survives_a_copy(project, tmp_path, name):
+    source = project / "data" / "prov" / "final" / name
+    copy = tmp_path / name
+    shutil.copy(source, copy)
+    embedded = read_embedded(copy)
+    record = _record(project, f"prov/final/{name}")
+    family = name.split("_")[0]
+    assert embedded["family"] == family and embedded["params"] == {"scale": "3"}
+    assert embedded["fingerprint"] == record["fingerprint"] and embedded["task"] == f"{family}(scale=3)"
+    out = _show(tmp_path, copy)
+    assert f"  task:          {family}(scale=3)" in out and "no fingerprint record" in out
+    assert f"fingerprint {record['fingerprint']}" in out
+
+
+def test_readers_ignore_the_metadata(project):
+    final = project / "data" / "prov" / "final"
+    table = pd.read_parquet(final / "Table_scale=3.parquet")
+    assert table.attrs == {} and table.index.name == "name"
+    assert list(table["scaled"]) == [9, 18, 27]
+    pd.testing.assert_frame_equal(pd.read_hdf(final / "Store_scale=3.hdf", "data"), table)
+    import h5py
+
+    with h5py.File(final / "Stack_scale=3.h5") as f:
+        assert list(f) == ["scaled"] and KEY in f.attrs
+    # luisy's own h5 reader and attrs() (the task's parameters, as in luisy 1.x) leave it out.
+    assert formats.H5.read_attrs(final / "Stack_scale=3.h5") == {"scale": 3}
+    np.testing.assert_array_equal(formats.H5().read(final / "Stack_scale=3.h5")["scaled"], [9, 18, 27])
+
+
+def test_round_trip_in_process_with_index_and_options(luisy_working_dir):
+    @luisy.final
+    @luisy.parquet_output(compression="gzip", index=True)
+    class Indexed(luisy.Task):
+        label = luisy.Parameter(default="x")
+
+        def run(self):
+            self.write(pd.DataFrame({"v": [1.5, 2.5]}, index=pd.Index(["a", "b"], name="key")))
+
+    assert luisy.build(Indexed(label="y"), working_dir=luisy_working_dir)
+    path = Indexed(label="y").output().path
+    import pyarrow.parquet as pq
+
+    assert pq.ParquetFile(path).metadata.row_group(0).column(0).compression == "GZIP"
+    back = Indexed(label="y").read()
+    pd.testing.assert_frame_equal(back, pd.DataFrame({"v": [1.5, 2.5]}, index=pd.Index(["a", "b"], name="key")))
+    assert read_embedded(path)["params"] == {"label": "y"}
+    assert read_embedded(path)["fingerprint"] == records.lookup(Indexed(label="y"))["fingerprint"]

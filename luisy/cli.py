@@ -409,6 +409,41 @@ def show(path: Path, working_dir: Path | None, as_json: bool) -> None:
                 click.echo(line)
 
 
+@main.command(context_settings=_TASK_COMMAND)
+@_task_command
+@click.option("--settle", type=click.FloatRange(min=0), default=2.0, show_default=True, metavar="SECONDS",
+              help="An input item is processed once its size and modification time stayed the same this long.")
+@click.option("--interval", type=click.FloatRange(min=0.01), default=1.0, show_default=True, metavar="SECONDS",
+              help="How often the folders are rescanned (sooner on a file event; when idle, never more than "
+                   "1/30 of one core).")
+@click.option("--processes", type=click.IntRange(min=1), default=None,
+              help="Item processes inside each directory task (default: [luisy] processes, else 1).")
+@click.option("--scheduler-url", metavar="URL", help="Use luigi's central scheduler (luigid) at URL.")
+@click.option("--max-runs", type=click.IntRange(min=1), default=None, metavar="N", help="Stop after N runs.")
+@click.option("--once", is_flag=True, help="Wait until every input item has settled, run once, and stop.")
+@click.option("-v", "--verbose", is_flag=True, help="Show luigi's log.")
+def watch(task: str, working_dir: Path | None, task_args: tuple[str, ...], settle: float, interval: float,
+          processes: int | None, scheduler_url: str | None, max_runs: int | None, once: bool, verbose: bool) -> None:
+    """Watch TASK's input folders and run TASK whenever new or changed input files have settled.
+
+    Prints one line per run. Stops on Ctrl-C or SIGTERM (the run in progress finishes or keeps its
+    finished items for the next start) with exit status 0; with --once or --max-runs the exit
+    status is that of the last run, as for `luisy run`.
+
+    \b
+    Example:
+        luisy watch examples.images.tasks:Everything --settle 1
+    """
+    from luisy.watch import watch as watch_folders
+
+    with _task(task, working_dir, task_args) as task_obj:
+        result = watch_folders(task_obj, settle=settle, interval=interval, processes=processes,
+                               scheduler_url=scheduler_url, max_runs=max_runs, once=once,
+                               report=click.echo,
+                               log_level="INFO" if verbose else "WARNING")
+    sys.exit(ExitCode.OK if result.ok else ExitCode.NOT_DONE)
+
+
 def _print_plan(task: luigi.Task) -> None:
     for line in plan_report(task):
         click.echo(line)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -146,10 +146,15 @@ class Run:
     input_fingerprint: str = "mtime"
     #: Identity of the build; ``""`` outside one. A manifest records the run that wrote it.
     id: str = field(default="")
+    #: Set by ``luisy watch``: input folder → {item name → fingerprint} of the items found settled
+    #: (unchanged for the settle time). The listing of such a folder holds back every other item:
+    #: the run neither processes it nor counts it as removed. ``None``: every item counts.
+    settled: Mapping[str, Mapping[str, str]] | None = field(default=None, hash=False, repr=False)
 
     @classmethod
     def resolve(cls, *, working_dir: str | os.PathLike[str] | None = None, processes: int | None = None,
-                retry_failed: bool | None = None, dask_scheduler: str | None = None, new_id: bool = False) -> Run:
+                retry_failed: bool | None = None, dask_scheduler: str | None = None, new_id: bool = False,
+                settled: Mapping[str, Mapping[str, str]] | None = None) -> Run:
         """The settings from their sources; arguments that are not ``None`` win over them."""
         parser = _luigi_config()
         if working_dir is not None:
@@ -168,6 +173,7 @@ class Run:
                             else parser.get("luisy", "dask_scheduler", None)) or None,
             input_fingerprint=_input_fingerprint(parser.get("luisy", "input_fingerprint", "mtime")),
             id=uuid.uuid4().hex if new_id else "",
+            settled=settled,
         )
 
     def processes_for(self, task_value: int | None) -> int:

@@ -7,13 +7,14 @@ Every decorator without a required argument works with and without parentheses
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import luigi
 import luigi.util
 
 from luisy import formats, targets
+from luisy.directory.inputs import TEMP_NAMES
 from luisy.errors import DecorationError
 from luisy.spec import NamingRule, OutputSpec
 
@@ -203,15 +204,35 @@ def make_directory_output(read_file_func: Callable[[str], Any],
 
 @_class_decorator
 def directory_input(cls: T, pattern: str = "*", read: Callable[[str], Any] | None = None,
-                    recursive: bool = False) -> T:
+                    recursive: bool = False, items: str = "files", marker: str | None = None,
+                    ignore: Iterable[str] = TEMP_NAMES) -> T:
     """The output is an existing folder (``get_folder_name()``) read file by file.
 
     Files match the glob ``pattern`` (searched in sub-folders with ``recursive=True``) and are
-    read by ``read(path)``, by default by extension.
+    read by ``read(path)``, by default by extension. Files and folders whose name matches a glob
+    in ``ignore`` are never input items (default: names writers use for files still being written,
+    ``*.part``, ``*.tmp``, ``*.crdownload``, and hidden files).
+
+    ``items="folders"``: each sub-folder matching ``pattern`` is one item (a dataset of files),
+    ``read(path)`` gets the folder's path (default: ``process`` gets the path itself), and its
+    fingerprint changes whenever a file in it does. Empty folders, and with ``marker`` (a file
+    name such as ``"done.txt"``) folders without that file, are not items yet.
     """
     _require_luisy_task(cls, "directory_input")
     _require_folder_name(cls, "directory_input")
-    options = {"read_file_func": read, "pattern": pattern, "recursive": recursive}
+    if items not in ("files", "folders"):
+        raise DecorationError(f"@directory_input on {cls.__qualname__}: items must be 'files' or 'folders', "
+                              f"not {items!r}")
+    if items == "folders" and recursive:
+        raise DecorationError(f"@directory_input on {cls.__qualname__}: items='folders' takes every file in "
+                              "each folder already; recursive=True does not apply")
+    if marker is not None and items != "folders":
+        raise DecorationError(f"@directory_input on {cls.__qualname__}: marker={marker!r} needs items='folders'")
+    if isinstance(ignore, str):
+        raise DecorationError(f"@directory_input on {cls.__qualname__}: ignore is a list of glob patterns, "
+                              f"not the string {ignore!r}")
+    options = {"read_file_func": read, "pattern": pattern, "recursive": recursive, "ignore": tuple(ignore),
+               "folders": items == "folders", "marker": marker}
     cls._luisy_output = OutputSpec(targets.DirectoryInputTarget, options, folder=True)
     return cls
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +34,7 @@ def build(
     dask_scheduler: str | None = None,
     detailed_summary: bool = False,
     summary: bool = False,
+    settled: Mapping[str, Mapping[str, str]] | None = None,
     **options: Any,
 ) -> bool | LuigiRunResult | RunSummary:
     """Run ``tasks`` and everything they require (luisy 1.x's ``luisy.cli.build``).
@@ -42,9 +43,11 @@ def build(
     ``local_scheduler=False`` and no URL, luigi's ``[core] default-scheduler-url`` is used. An
     unreachable central scheduler raises :class:`~luisy.errors.SchedulerUnreachableError`.
     ``working_dir``, ``processes`` (item processes of directory tasks that do not set their own),
-    ``retry_failed`` (whether directory tasks retry items that failed before; default yes) and
+    ``retry_failed`` (whether directory tasks retry items that failed before; default yes),
     ``dask_scheduler`` (the address of a Dask scheduler whose workers run the items of directory
-    tasks; checked before anything runs) apply for this call only (see :class:`luisy.config.Run`).
+    tasks; checked before anything runs) and ``settled`` (input folder → the items found settled,
+    by name and fingerprint; the others are held back, see :func:`luisy.watch.watch`) apply for
+    this call only (see :class:`luisy.config.Run`).
     Other keywords are luigi's ``[core]`` options (``log_level``, default ``"WARNING"`` as on the
     command line; ``parallel_scheduling``...). Returns luigi's success flag, its
     ``LuigiRunResult`` with ``detailed_summary=True``, or luisy's :class:`RunSummary` with
@@ -53,7 +56,7 @@ def build(
     task_list = [tasks] if isinstance(tasks, luigi.Task) else list(tasks)
     options.setdefault("log_level", "WARNING")  # as quiet as the CLI; luigi's default is DEBUG
     with _run_settings(options, local_scheduler, scheduler_url, working_dir, processes, retry_failed,
-                       dask_scheduler):
+                       dask_scheduler, settled):
         # One local luigi worker runs every task in this process, where a task's success updates
         # what is remembered of the fingerprints; otherwise tasks run in other processes.
         in_here = workers == 1 and options.get("local_scheduler") and not options.get("force_multiprocessing")
@@ -68,7 +71,8 @@ def build(
 @contextmanager
 def _run_settings(options: dict[str, Any], local_scheduler: bool, scheduler_url: str | None,
                   working_dir: str | os.PathLike[str] | None, processes: int | None,
-                  retry_failed: bool | None, dask_scheduler: str | None) -> Iterator[config.Run]:
+                  retry_failed: bool | None, dask_scheduler: str | None,
+                  settled: Mapping[str, Mapping[str, str]] | None = None) -> Iterator[config.Run]:
     """The :class:`~luisy.config.Run` of one build, current while it lasts; fills luigi's ``options``."""
     central = scheduler_url or (None if local_scheduler else config.central_scheduler_url())
     worker_settings: Any = nullcontext()
@@ -81,7 +85,7 @@ def _run_settings(options: dict[str, Any], local_scheduler: bool, scheduler_url:
     else:
         options["local_scheduler"] = True
     run = config.Run.resolve(working_dir=working_dir, processes=processes, retry_failed=retry_failed,
-                             dask_scheduler=dask_scheduler, new_id=True)
+                             dask_scheduler=dask_scheduler, new_id=True, settled=settled)
     if run.dask_scheduler:
         from luisy.dask_executor import check_scheduler as check_dask_scheduler
 

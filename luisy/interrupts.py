@@ -133,13 +133,16 @@ os.register_at_fork(before=_default_sigterm_for_the_child, after_in_parent=_sigt
 
 
 @contextmanager
-def stop_on_signals(grace: float) -> Iterator[Stop]:
-    """Inside the block, the first SIGINT or SIGTERM sets the returned :class:`Stop`; a second
-    one, or ``grace`` seconds without the block ending, raises ``KeyboardInterrupt``."""
+def stop_on_signals(grace: float, on_signal: Callable[[int], None] | None = None) -> Iterator[Stop]:
+    """Inside the block, the first SIGINT or SIGTERM sets the returned :class:`Stop` (and calls
+    ``on_signal``); a second one, or ``grace`` seconds without the block ending, raises
+    ``KeyboardInterrupt``."""
     timers: list[threading.Timer] = []
     main = threading.get_ident()
 
     def start_grace(signum: int) -> None:
+        if on_signal is not None:
+            on_signal(signum)
         # The timer's signal reaches the main thread even where it waits in a system call.
         timer = threading.Timer(grace, signal.pthread_kill, (main, signal.SIGINT))
         timer.daemon = True

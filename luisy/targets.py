@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -18,9 +18,9 @@ from typing import Any, ClassVar
 
 import luigi
 
-from luisy import formats, storage
+from luisy import config, formats, storage
 from luisy.config import cache_within
-from luisy.directory.inputs import list_files, source_items
+from luisy.directory.inputs import folder_items, hold_back, list_files, source_items
 from luisy.directory.sources import SourceItem, SourceItems, digest
 from luisy.errors import FileReadError
 from luisy.fingerprint.content import digests as content_digests
@@ -170,7 +170,10 @@ class DirectoryInputTarget(luigi.LocalTarget):
 
     Files are chosen by a glob ``pattern`` (optionally ``recursive``) and an optional regular
     expression searched in the file name, and read in name order by ``read_file_func``
-    (default: by extension). ``None`` results are skipped.
+    (default: by extension). ``None`` results are skipped. Files and folders whose name matches a
+    glob in ``ignore`` are never listed. With ``folders=True`` each sub-folder matching
+    ``pattern`` is one item instead (with ``marker``, once it holds that file), and
+    ``read_file_func`` gets the folder's path (default: the path itself).
     """
 
     def __init__(
@@ -181,6 +184,9 @@ class DirectoryInputTarget(luigi.LocalTarget):
         regex_pattern: str | None = None,
         pattern: str = "*",
         recursive: bool = False,
+        ignore: Iterable[str] = (),
+        folders: bool = False,
+        marker: str | None = None,
         owner: str | None = None,
     ):
         super().__init__(os.fspath(path))
@@ -188,6 +194,9 @@ class DirectoryInputTarget(luigi.LocalTarget):
         self.regex = re.compile(regex_pattern) if regex_pattern else None
         self.pattern = pattern
         self.recursive = recursive
+        self.ignore = tuple(ignore)
+        self.folders = folders
+        self.marker = marker
         self.owner = owner or type(self).__name__
         #: Written by nobody during a run (an ExternalTask's folder), so ``scan_once`` may cache it.
         self.external = True
@@ -205,17 +214,27 @@ class DirectoryInputTarget(luigi.LocalTarget):
         return storage.active().exists(self.path, folder=True)
 
     def paths(self) -> list[Path]:
-        """The matching files, sorted by their path relative to the folder."""
+        """The matching files (or folders), sorted by their path relative to the folder."""
+        if self.folders:
+            return [Path(path) for path in self.listing().paths]
         return [Path(path) for _, path in self._files()]
 
     def _files(self) -> list[tuple[str, str]]:
-        return list_files(self.path, self.pattern, self.regex, self.recursive, self.owner)
+        return list_files(self.path, self.pattern, self.regex, self.recursive, self.owner, self.ignore)
 
     def __len__(self) -> int:
-        return len(self._files())
+        return len(self.listing()) if self.folders else len(self._files())
 
     def items(self) -> Iterator[tuple[str, Any]]:
-        """``(name, object)`` per file, lazily; the name is the path relative to the folder."""
+        """``(name, object)`` per file, lazily; the name is the path relative to the folder (or
+        the folder's name)."""
+        if self.folders:
+            listed = self.listing()
+            for name, path in zip(listed.names, listed.paths, strict=True):
+                obj = self._read_file(path)
+                if obj is not None:
+                    yield name, obj
+            return
         for rel, path in self._files():
             obj = self._read_file(path)
             if obj is not None:
@@ -229,16 +248,29 @@ class DirectoryInputTarget(luigi.LocalTarget):
         """
         return storage.active().input_items(self.path, self._listed_items)
 
+    def listing(self) -> SourceItems:
+        """Every input item in the folder now, settled or not: what ``luisy watch`` observes."""
+        if self.folders:
+            return folder_items(self.path, self.pattern, self.marker, self.ignore, self._read_file, self.owner)
+        return source_items(self._files(), self._read_file, self.owner, self._by_content())
+
+    def _by_content(self) -> Callable[..., list[str]] | None:
+        """Fingerprints of the files by content, if the task's fingerprint mode says so."""
+        if mode_of(self.fingerprint_owner) != "content":
+            return None
+        scope = f"{self.pattern}|{self.regex and self.regex.pattern}|{self.recursive}"
+        return functools.partial(content_digests, self.path, scope=scope)
+
     def _listed_items(self) -> SourceItems:
         scans = _scans.get() if self.external else None
-        by_content = None
-        if mode_of(self.fingerprint_owner) == "content":
-            scope = f"{self.pattern}|{self.regex and self.regex.pattern}|{self.recursive}"
-            by_content = functools.partial(content_digests, self.path, scope=scope)
-        key = (*self._scan_key(), by_content is not None)
+        key = (*self._scan_key(), self._by_content() is not None)
         if scans is not None and key in scans:
             return scans[key]
-        found = source_items(self._files(), self._read_file, self.owner, by_content)
+        found = self.listing()
+        # In a run started by ``luisy watch``, items not settled yet are held back.
+        settled = config.current().settled
+        if settled is not None and self.path in settled:
+            found = hold_back(found, settled[self.path])
         if scans is not None:
             scans[key] = found
         return found
@@ -248,7 +280,8 @@ class DirectoryInputTarget(luigi.LocalTarget):
         return digest(self.source_items())  # kept with the items listed within scan_once()
 
     def _scan_key(self) -> tuple:
-        return self.path, self.pattern, self.regex and self.regex.pattern, self.recursive, self.read_file_func
+        return (self.path, self.pattern, self.regex and self.regex.pattern, self.recursive, self.read_file_func,
+                self.ignore, self.folders, self.marker)
 
     def read(self) -> Any:
         """The objects read from the files (a generator, as in luisy 1.x)."""
@@ -259,6 +292,8 @@ class DirectoryInputTarget(luigi.LocalTarget):
 
     def _read_file(self, path: str | Path) -> Any:
         try:
+            if self.folders and self.read_file_func is None:
+                return str(path)
             if self.read_file_func is not None:
                 return self.read_file_func(str(path))
             return formats.for_path(path).read(path)

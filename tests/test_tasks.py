@@ -292,7 +292,7 @@ def test_directory_input_source_items_are_named_by_path_without_extension(luisy_
 
     @luisy.project_name("tp")
     @luisy.raw
-    @luisy.directory_input(recursive=True)
+    @luisy.directory_input(recursive=True, ignore=())  # hidden files are ignored by default
     class Named(luisy.ExternalTask):
         def get_folder_name(self):
             return "named"

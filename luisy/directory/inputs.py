@@ -5,20 +5,33 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from luisy.atomic import TMP_MARKER
+from luisy.digests import digest
 from luisy.directory.sources import SourceItems
 from luisy.errors import FileReadError
 
+#: Names writers give files while they are still being written, and hidden files: never input items.
+TEMP_NAMES = ("*.part", "*.tmp", "*.crdownload", ".*")
+
+
+def ignore_rule(patterns: Iterable[str]) -> Callable[[str], Any]:
+    """Whether a file or folder name matches one of the glob ``patterns`` (never, without any)."""
+    patterns = list(patterns)
+    if not patterns:
+        return lambda name: False
+    return re.compile("|".join(fnmatch.translate(p) for p in patterns)).match
+
 
 def list_files(folder: str, pattern: str = "*", regex: re.Pattern[str] | None = None, recursive: bool = False,
-               owner: str = "") -> list[tuple[str, str]]:
+               owner: str = "", ignore: Iterable[str] = ()) -> list[tuple[str, str]]:
     """``(path relative to folder, path)`` per matching file, sorted by relative path.
 
     Files match the glob ``pattern`` (against the relative path if it contains ``/``, else the
-    name) and ``regex`` (searched in the name). ``os.scandir`` rather than ``Path.glob``: a
+    name) and ``regex`` (searched in the name); files and folders whose name matches a glob in
+    ``ignore`` are left out. ``os.scandir`` rather than ``Path.glob``: a
     folder can hold a million files; only their paths are kept (a ``DirEntry`` costs three times
     as much, and ten times that once it has cached a ``stat``). A missing ``folder`` raises
     ``FileNotFoundError`` (the input is missing); any other listing error, or a symbolic link
@@ -26,6 +39,7 @@ def list_files(folder: str, pattern: str = "*", regex: re.Pattern[str] | None = 
     """
     found = []
     matches = re.compile(fnmatch.translate(pattern)).match
+    ignored = ignore_rule(ignore)
     whole_path = "/" in pattern
     root = os.stat(folder)
     folders = [("", folder, frozenset([(root.st_dev, root.st_ino)]))]
@@ -34,6 +48,8 @@ def list_files(folder: str, pattern: str = "*", regex: re.Pattern[str] | None = 
         try:
             with os.scandir(current) as entries:  # iterated, not listed: one DirEntry at a time
                 for entry in entries:
+                    if ignored(entry.name):
+                        continue
                     if entry.is_dir():
                         if recursive:
                             folders.append(_below(prefix, entry, above, owner))
@@ -74,6 +90,71 @@ def source_items(files: list[tuple[str, str]], reader: Callable[[str], Any], own
         stat = os.stat(path)
         fingerprints.append(f"{stat.st_size}-{stat.st_mtime_ns}")
     return SourceItems(names, fingerprints, paths, reader)
+
+
+def folder_items(folder: str, pattern: str = "*", marker: str | None = None, ignore: Iterable[str] = (),
+                 reader: Callable[[str], Any] = str, owner: str = "") -> SourceItems:
+    """Each sub-folder of ``folder`` matching ``pattern`` as one input item, named by the folder.
+
+    Its fingerprint covers the path, size and modification time of every file in it (files and
+    folders matching ``ignore`` left out), so it changes whenever one of them does. Empty
+    folders, and with ``marker`` those without that file at their top, are not items yet.
+    """
+    matches = re.compile(fnmatch.translate(pattern)).match
+    ignored = ignore_rule(ignore)
+    try:
+        entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
+    except FileNotFoundError:
+        raise
+    except OSError as error:
+        raise FileReadError(f"{owner}: cannot list {folder}: {error.strerror}") from None
+    names, fingerprints, paths = [], [], []
+    for entry in entries:
+        if (not matches(entry.name) or ignored(entry.name) or TMP_MARKER in entry.name or not entry.is_dir()
+                or (marker is not None and not os.path.isfile(os.path.join(entry.path, marker)))):
+            continue
+        parts = _folder_parts(entry.path, ignored, owner)
+        if parts:
+            names.append(entry.name)
+            fingerprints.append(digest(*parts))
+            paths.append(entry.path)
+    return SourceItems(names, fingerprints, paths, reader)
+
+
+def _folder_parts(path: str, ignored: Callable[[str], Any], owner: str) -> list[str]:
+    """``relative path:size-mtime`` of each file below ``path``, sorted."""
+    parts = []
+
+    def fail(error: OSError) -> None:
+        raise FileReadError(f"{owner}: cannot list {error.filename}: {error.strerror}")
+
+    for root, dirs, files in os.walk(path, onerror=fail):
+        dirs[:] = [d for d in dirs if not ignored(d)]
+        rel = os.path.relpath(root, path)
+        for name in files:
+            if ignored(name) or TMP_MARKER in name:
+                continue
+            try:
+                stat = os.stat(os.path.join(root, name))
+            except FileNotFoundError:  # removed while listed: not part of the folder now
+                continue
+            parts.append(f"{name if rel == '.' else rel + '/' + name}:{stat.st_size}-{stat.st_mtime_ns}")
+    parts.sort()
+    return parts
+
+
+def hold_back(items: SourceItems, settled: Mapping[str, str]) -> SourceItems:
+    """The items whose fingerprint is the one in ``settled`` (name → fingerprint); the names of the
+    others become the result's :attr:`~luisy.directory.sources.SourceItems.held_back`."""
+    rows, held = [], []
+    for row, (name, fingerprint) in enumerate(zip(items.names, items.fingerprints, strict=True)):
+        if settled.get(name) == fingerprint:
+            rows.append(row)
+        else:
+            held.append(name)
+    kept = items.select(rows)
+    kept.held_back = frozenset(held)
+    return kept
 
 
 def item_name(rel: str) -> str:

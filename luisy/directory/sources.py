@@ -28,7 +28,7 @@ class SourceItems(Sequence[SourceItem]):
     nothing to traverse.
     """
 
-    __slots__ = ("names", "fingerprints", "paths", "reader", "_digest")
+    __slots__ = ("names", "fingerprints", "paths", "reader", "held_back", "_digest")
 
     def __init__(self, names: list[str], fingerprints: list[str], paths: list[str],
                  reader: Callable[[str], Any], digest: str | None = None) -> None:
@@ -36,6 +36,9 @@ class SourceItems(Sequence[SourceItem]):
         if not len(names) == len(fingerprints) == len(paths):
             raise ValueError("source item columns of different lengths")
         self.names, self.fingerprints, self.paths, self.reader = names, fingerprints, paths, reader
+        #: Names of items that are in the folder but not settled yet (see ``luisy watch``): a run
+        #: neither processes them nor counts them as removed.
+        self.held_back: frozenset[str] = frozenset()
         self._digest = digest
 
     @overload

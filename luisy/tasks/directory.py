@@ -120,7 +120,14 @@ class DirectoryTask(Task):
             seen += 1
             if before != fingerprint:
                 rows.append(row)
-            elif name in published:
+            elif name in published or name in manifest.skipped:
+                keep.add(name)
+            elif name in failed:
+                kept_failures[name] = (failed[name], manifest.failed_sources.get(name))
+        # Items held back (not settled yet, see luisy watch) stay as the manifest has them.
+        for name in getattr(items, "held_back", ()):
+            seen += name in done
+            if name in published or name in manifest.skipped:
                 keep.add(name)
             elif name in failed:
                 kept_failures[name] = (failed[name], manifest.failed_sources.get(name))

@@ -212,7 +212,11 @@ class Parquet(_PandasFormat):
         import pyarrow as pa
 
         options = {**self.write_defaults, **options}
-        if options.get("engine") not in ("pyarrow", "auto"):
+        # A schema given to pandas must name the columns as the frame does: only str names can
+        # (pyarrow turns others into str, and pandas then cannot find them). Such a frame is
+        # written without the metadata; its fingerprint record still says where it came from.
+        named_by_str = all(isinstance(name, str) for name in obj.columns)
+        if options.get("engine") not in ("pyarrow", "auto") or not named_by_str:
             return self._write(obj, path, **options)
         schema = options.get("schema") or pa.Schema.from_pandas(obj, preserve_index=options.get("index"))
         options["schema"] = schema.with_metadata({**(schema.metadata or {}), PROVENANCE_KEY.encode(): provenance})

@@ -200,3 +200,21 @@ def test_round_trip_in_process_with_index_and_options(luisy_working_dir):
     pd.testing.assert_frame_equal(back, pd.DataFrame({"v": [1.5, 2.5]}, index=pd.Index(["a", "b"], name="key")))
     assert read_embedded(path)["params"] == {"label": "y"}
     assert read_embedded(path)["fingerprint"] == records.lookup(Indexed(label="y"))["fingerprint"]
+
+
+@pytest.mark.parametrize("columns", [[0, 1], [("a", "x"), ("a", "y")]], ids=["int names", "tuple names"])
+def test_a_frame_whose_column_names_are_not_str_is_still_written(luisy_working_dir, columns):
+    frame = pd.DataFrame([[1.0, 2.0], [3.0, 4.0]], columns=pd.MultiIndex.from_tuples(columns)
+                         if isinstance(columns[0], tuple) else columns)
+
+    @luisy.final
+    @luisy.parquet_output
+    class Numbered(luisy.Task):
+        def run(self):
+            self.write(frame)
+
+    assert luisy.build(Numbered(), working_dir=luisy_working_dir)
+    back = Numbered().read()
+    assert back.to_numpy().tolist() == frame.to_numpy().tolist()
+    assert [str(c) for c in back.columns] == [str(c) for c in frame.columns]
+    assert records.lookup(Numbered())["provenance"]["family"] == "Numbered", "the record still says where it came from"

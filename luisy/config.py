@@ -146,15 +146,16 @@ class Run:
     input_fingerprint: str = "mtime"
     #: Identity of the build; ``""`` outside one. A manifest records the run that wrote it.
     id: str = field(default="")
-    #: Set by ``luisy watch``: input folder → {item name → fingerprint} of the items found settled
+    #: Set by ``luisy watch``: input folder (its ``selection()``: the folder and how files are
+    #: selected from it) → {item name → fingerprint} of the items found settled
     #: (unchanged for the settle time). The listing of such a folder holds back every other item:
     #: the run neither processes it nor counts it as removed. ``None``: every item counts.
-    settled: Mapping[str, Mapping[str, str]] | None = field(default=None, hash=False, repr=False)
+    settled: Mapping[Any, Mapping[str, str]] | None = field(default=None, hash=False, repr=False)
 
     @classmethod
     def resolve(cls, *, working_dir: str | os.PathLike[str] | None = None, processes: int | None = None,
                 retry_failed: bool | None = None, dask_scheduler: str | None = None, new_id: bool = False,
-                settled: Mapping[str, Mapping[str, str]] | None = None) -> Run:
+                settled: Mapping[Any, Mapping[str, str]] | None = None) -> Run:
         """The settings from their sources; arguments that are not ``None`` win over them."""
         parser = _luigi_config()
         if working_dir is not None:

@@ -34,7 +34,7 @@ def build(
     dask_scheduler: str | None = None,
     detailed_summary: bool = False,
     summary: bool = False,
-    settled: Mapping[str, Mapping[str, str]] | None = None,
+    settled: Mapping[Any, Mapping[str, str]] | None = None,
     **options: Any,
 ) -> bool | LuigiRunResult | RunSummary:
     """Run ``tasks`` and everything they require (luisy 1.x's ``luisy.cli.build``).
@@ -45,7 +45,7 @@ def build(
     ``working_dir``, ``processes`` (item processes of directory tasks that do not set their own),
     ``retry_failed`` (whether directory tasks retry items that failed before; default yes),
     ``dask_scheduler`` (the address of a Dask scheduler whose workers run the items of directory
-    tasks; checked before anything runs) and ``settled`` (input folder → the items found settled,
+    tasks; checked before anything runs) and ``settled`` (input folder selection → the items found settled,
     by name and fingerprint; the others are held back, see :func:`luisy.watch.watch`) apply for
     this call only (see :class:`luisy.config.Run`).
     Other keywords are luigi's ``[core]`` options (``log_level``, default ``"WARNING"`` as on the
@@ -72,7 +72,7 @@ def build(
 def _run_settings(options: dict[str, Any], local_scheduler: bool, scheduler_url: str | None,
                   working_dir: str | os.PathLike[str] | None, processes: int | None,
                   retry_failed: bool | None, dask_scheduler: str | None,
-                  settled: Mapping[str, Mapping[str, str]] | None = None) -> Iterator[config.Run]:
+                  settled: Mapping[Any, Mapping[str, str]] | None = None) -> Iterator[config.Run]:
     """The :class:`~luisy.config.Run` of one build, current while it lasts; fills luigi's ``options``."""
     central = scheduler_url or (None if local_scheduler else config.central_scheduler_url())
     worker_settings: Any = nullcontext()

@@ -269,8 +269,8 @@ class DirectoryInputTarget(luigi.LocalTarget):
         found = self.listing()
         # In a run started by ``luisy watch``, items not settled yet are held back.
         settled = config.current().settled
-        if settled is not None and self.path in settled:
-            found = hold_back(found, settled[self.path])
+        if settled is not None and self.selection() in settled:
+            found = hold_back(found, settled[self.selection()])
         if scans is not None:
             scans[key] = found
         return found
@@ -279,9 +279,13 @@ class DirectoryInputTarget(luigi.LocalTarget):
         """Digest of the input items' names and fingerprints (see :meth:`source_items`)."""
         return digest(self.source_items())  # kept with the items listed within scan_once()
 
-    def _scan_key(self) -> tuple:
-        return (self.path, self.pattern, self.regex and self.regex.pattern, self.recursive, self.read_file_func,
-                self.ignore, self.folders, self.marker)
+    def selection(self) -> tuple[Any, ...]:
+        """What decides which items the target lists: the folder, and how files are selected from it."""
+        return (self.path, self.pattern, self.regex and self.regex.pattern, self.recursive, self.ignore,
+                self.folders, self.marker)
+
+    def _scan_key(self) -> tuple[Any, ...]:
+        return (*self.selection(), self.read_file_func)
 
     def read(self) -> Any:
         """The objects read from the files (a generator, as in luisy 1.x)."""

@@ -44,6 +44,8 @@ logger = logging.getLogger("luisy")
 IDLE_SHARE = 1 / 30
 #: Seconds before a run the central scheduler kept back is tried again.
 RETRY_SECONDS = 2.0
+#: The longest wait before a run that failed for a reason outside the items is tried again.
+MAX_RETRY_SECONDS = 60.0
 
 
 @dataclass
@@ -69,6 +71,9 @@ class Batch:
     #: made pending again within ``[scheduler] stable_done_cooldown_secs`` of being done, or another
     #: worker runs it); the watcher tries again.
     deferred: bool = False
+    #: The run failed for a reason outside the items (an unreachable scheduler or cluster): the same
+    #: items are run again later, not only once their files change.
+    again: bool = False
 
     def line(self) -> str:
         """The batch in one line: ``+12 files → 12 processed, 0 failed in 0.41 s (Segmented, FeatureTable)``."""
@@ -104,12 +109,12 @@ class WatchResult:
 def watched_folders(task: luigi.Task) -> list[DirectoryInputTarget]:
     """The input folders of ``task``'s graph: the outputs of its external tasks that are folders read
     item by item (``directory_input``, ``make_directory_output``), each once."""
-    found: dict[str, DirectoryInputTarget] = {}
+    found: dict[tuple[Any, ...], DirectoryInputTarget] = {}
     for upstream in upstream_first(task):
         if is_external(upstream):
             for output in flatten(upstream.output()):
-                if isinstance(output, DirectoryInputTarget):
-                    found.setdefault(output.path, output)
+                if isinstance(output, DirectoryInputTarget):  # two patterns in one folder: two inputs
+                    found.setdefault(output.selection(), output)
     return list(found.values())
 
 
@@ -141,28 +146,27 @@ def watch(
     if not folders:
         raise NoFolderInput(f"{task!r}: nothing to watch: its graph has no input folder "
                             "(directory_input or make_directory_output)")
-    states = {f.path: Settling(0.0 if f.marker is not None else settle) for f in folders}
-    given: dict[str, dict[str, str]] = {f.path: {} for f in folders}
+    states = {f.selection(): Settling(0.0 if f.marker is not None else settle) for f in folders}
+    given: dict[tuple[Any, ...], dict[str, str]] = {key: {} for key in states}
     graph = upstream_first(task)
-    paths = set(states)
     first_stage = [t for t in graph
                    if isinstance(t, DirectoryTask)
-                   and any(isinstance(o, DirectoryInputTarget) and o.path in paths for o in flatten(t.input()))]
+                   and any(isinstance(o, DirectoryInputTarget) and o.selection() in states for o in flatten(t.input()))]
     families = {str(t): t.get_task_family() for t in graph if flatten(t.output())}
     noun = "folders" if all(f.folders for f in folders) else "files"
     result = WatchResult()
-    wakeup = Wakeup([(f.path, f.recursive or f.folders, ignore_rule(f.ignore)) for f in folders])
+    wakeup = Wakeup(_wakeup_folders(folders))
     how = "file events and a rescan" if wakeup.events else \
         "a rescan (install watchdog, the `watch` extra, to react to file events)"
-    report(f"watching {', '.join(states)} for {task}: items settle after {settle:g} s; {how} "
-           f"every {interval:g} s or more")
+    where = ", ".join(dict.fromkeys(f.path for f in folders))
+    report(f"watching {where} for {task}: items settle after {settle:g} s; {how} every {interval:g} s or more")
     problems: dict[str, str] = {}
-    deferred, retry_at = False, 0.0
+    deferred, retry_at, failures = False, 0.0, 0
     try:
         with stop_on_signals(config.current().grace_seconds, on_signal=lambda signum: wakeup.set()) as stop:
             while not stop:
                 started, cpu = time.monotonic(), time.process_time()
-                seen: dict[str, Observation] = {}
+                seen: dict[tuple[Any, ...], Observation] = {}
                 for folder in folders:
                     try:
                         listed = folder.listing()
@@ -174,17 +178,17 @@ def watch(
                             problems[folder.path] = problem
                         continue
                     problems.pop(folder.path, None)
-                    seen[folder.path] = states[folder.path].observe(
+                    seen[folder.selection()] = states[folder.selection()].observe(
                         zip(listed.names, listed.fingerprints, strict=True), started)
                 scanned = time.monotonic()
                 scan_cost = time.process_time() - cpu  # the budget is the share of one core
                 wakeup.watch_new_folders()
                 if len(seen) == len(folders):
-                    found = sum((changes(given[path], obs) for path, obs in seen.items()), Changes())
+                    found = sum((changes(given[key], obs) for key, obs in seen.items()), Changes())
                     unsettled = sum(obs.pending for obs in seen.values())
                     ready = (not unsettled and not result.batches) if once else bool(found)
                     if ready and time.monotonic() >= retry_at:
-                        settled = {path: obs.settled for path, obs in seen.items()}
+                        settled = {key: obs.settled for key, obs in seen.items()}
                         batch = _run_batch(task, settled, found, first_stage, families, noun, processes,
                                            scheduler_url, options)
                         if batch.deferred:
@@ -198,14 +202,20 @@ def watch(
                         deferred = False
                         result.batches.append(batch)
                         report(batch.line())
-                        given = settled
+                        if batch.again:  # not the items' fault: the same ones again, less and less often
+                            failures += 1
+                            retry_at = time.monotonic() + min(MAX_RETRY_SECONDS, RETRY_SECONDS * 2 ** failures)
+                        else:
+                            failures, given = 0, settled
                         if batch.interrupted is not None:
                             result.signal = batch.interrupted
                             break
                         if once or (max_runs is not None and len(result.batches) >= max_runs):
                             break
                         continue  # items may have settled meanwhile
-                dues = [obs.due for obs in seen.values() if obs.due is not None] + ([retry_at] if deferred else [])
+                dues = [obs.due for obs in seen.values() if obs.due is not None]
+                if deferred or failures:
+                    dues.append(retry_at)
                 timeout = max(interval, scan_cost / IDLE_SHARE)
                 if dues:
                     timeout = min(timeout, min(dues) - time.monotonic())
@@ -223,12 +233,21 @@ def watch(
     return result
 
 
+def _wakeup_folders(folders: list[DirectoryInputTarget]) -> list[tuple[str, bool, Callable[[str], Any]]]:
+    """Each folder once; one that several inputs read wakes the watcher on any file's event."""
+    by_path: dict[str, list[DirectoryInputTarget]] = {}
+    for folder in folders:
+        by_path.setdefault(folder.path, []).append(folder)
+    return [(path, any(f.recursive or f.folders for f in inputs),
+             ignore_rule(inputs[0].ignore if len(inputs) == 1 else ())) for path, inputs in by_path.items()]
+
+
 def _signal_of(error: KeyboardInterrupt) -> int:
     """The signal a ``KeyboardInterrupt`` raised by :mod:`luisy.interrupts` names (SIGINT otherwise)."""
     return signal.SIGTERM if str(error) == "SIGTERM" else signal.SIGINT
 
 
-def _run_batch(task: luigi.Task, settled: dict[str, dict[str, str]], found: Changes,
+def _run_batch(task: luigi.Task, settled: dict[tuple[Any, ...], dict[str, str]], found: Changes,
                first_stage: list[DirectoryTask], families: dict[str, str], noun: str, processes: int | None,
                scheduler_url: str | None, options: dict[str, Any]) -> Batch:
     """Run ``task`` over the settled items; failed items wait until their input changes again."""
@@ -240,7 +259,7 @@ def _run_batch(task: luigi.Task, settled: dict[str, dict[str, str]], found: Chan
     except KeyboardInterrupt as error:
         return Batch(found, time.perf_counter() - start, interrupted=_signal_of(error), noun=noun)
     except LuisyError as error:  # e.g. the central scheduler cannot be reached
-        return Batch(found, time.perf_counter() - start, error=error.format_message(), noun=noun)
+        return Batch(found, time.perf_counter() - start, error=error.format_message(), noun=noun, again=True)
     seconds = time.perf_counter() - start
     ran = set(summary.ran)
     processed = failed = 0

@@ -7,6 +7,7 @@ this process or from a writer subprocess, and reads the watcher's one line per r
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import os
 import re
@@ -19,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import luigid_api, run_luisy, running_luigid, write_project
+from conftest import free_port, luigid_api, run_luisy, running_luigid, write_project
 
 import luisy
 from luisy.directory.inputs import TEMP_NAMES
@@ -291,18 +292,103 @@ def test_a_run_given_settled_items_holds_the_others_back(project, importable):
         folder = importable.Drops().output()
         listed = folder.listing()
         settled = dict(zip(listed.names, listed.fingerprints, strict=True))
-        assert luisy.build(importable.Index(), settled={folder.path: settled}, log_level="ERROR")
+        assert luisy.build(importable.Index(), settled={folder.selection(): settled}, log_level="ERROR")
         (drops / "a.bin").write_bytes(b"half")  # being rewritten
         (drops / "d.bin").write_bytes(b"hal")  # being written
-        assert luisy.build(importable.Index(), settled={folder.path: settled}, log_level="ERROR")
+        assert luisy.build(importable.Index(), settled={folder.selection(): settled}, log_level="ERROR")
         assert [name for name, _ in _calls(project)] == ["a", "b", "c"]
         assert set(_index(project)) == {"a", "b", "c"}
         assert _index(project)["a"] == hashlib.sha256(b"a").hexdigest()
         listed = folder.listing()
         settled = dict(zip(listed.names, listed.fingerprints, strict=True))
-        assert luisy.build(importable.Index(), settled={folder.path: settled}, log_level="ERROR")
+        assert luisy.build(importable.Index(), settled={folder.selection(): settled}, log_level="ERROR")
     assert [name for name, _ in _calls(project)] == ["a", "b", "c", "a", "d"]
     assert _index(project)["a"] == hashlib.sha256(b"half").hexdigest()
+
+
+def test_two_inputs_reading_one_folder_with_different_patterns_are_both_watched(luisy_working_dir):
+    folder = Path(luisy_working_dir, "two", "raw", "mixed")
+    folder.mkdir(parents=True)
+    for name in ("a.txt", "b.txt", "c.csv"):
+        (folder / name).write_text(name)
+
+    def read(path):
+        return Path(path).read_text()
+
+    @luisy.project_name("two")
+    @luisy.raw
+    @luisy.directory_input(pattern="*.txt", read=read)
+    class Texts(luisy.ExternalTask):
+        def get_folder_name(self):
+            return "mixed"
+
+    @luisy.project_name("two")
+    @luisy.raw
+    @luisy.directory_input(pattern="*.csv", read=read)
+    class Tables(luisy.ExternalTask):
+        def get_folder_name(self):
+            return "mixed"
+
+    @luisy.project_name("two")
+    @luisy.interim
+    @luisy.requires(Texts)
+    @luisy.directory_output(format="json")
+    class FromTexts(luisy.DirectoryTask):
+        def process(self, name, obj):
+            return {"text": obj}
+
+    @luisy.project_name("two")
+    @luisy.interim
+    @luisy.requires(Tables)
+    @luisy.directory_output(format="json")
+    class FromTables(luisy.DirectoryTask):
+        def process(self, name, obj):
+            return {"text": obj}
+
+    @luisy.requires(FromTexts, FromTables)
+    class Both(luisy.WrapperTask):
+        pass
+
+    lines: list[str] = []
+    result = watch(Both(), settle=0.2, interval=0.1, once=True, report=lines.append)
+    assert result.ok, lines
+    assert sorted(FromTexts().output().manifest.items) == ["a", "b"]
+    assert sorted(FromTables().output().manifest.items) == ["c"], "the csv files are not held back"
+
+
+def test_a_run_failing_for_a_reason_outside_the_items_is_tried_again_with_the_same_items(
+        luisy_working_dir, monkeypatch):
+    folder = Path(luisy_working_dir, "down", "raw", "notes")
+    folder.mkdir(parents=True)
+    for name in ("a", "b"):
+        (folder / f"{name}.txt").write_text(name)
+
+    @luisy.project_name("down")
+    @luisy.raw
+    @luisy.directory_input(pattern="*.txt", read=lambda path: Path(path).read_text())
+    class Notes(luisy.ExternalTask):
+        def get_folder_name(self):
+            return "notes"
+
+    @luisy.project_name("down")
+    @luisy.interim
+    @luisy.requires(Notes)
+    @luisy.directory_output(format="json")
+    class Counted(luisy.DirectoryTask):
+        def process(self, name, obj):
+            return {"length": len(obj)}
+
+    monkeypatch.setattr("luisy.watch.RETRY_SECONDS", 0.05)
+    lines: list[str] = []
+    done: list = []
+    unreachable = f"http://127.0.0.1:{free_port()}"  # nothing listens there: luigid is "down"
+    context = contextvars.copy_context()  # the test's working directory
+    watcher = threading.Thread(target=lambda: done.append(context.run(
+        watch, Counted(), settle=0.1, interval=0.05, max_runs=3, scheduler_url=unreachable, report=lines.append)))
+    watcher.start()
+    watcher.join(timeout=60)
+    assert done, f"the watcher waited for the files to change again: {lines}"
+    assert [(b.changes.new, b.again) for b in done[0].batches] == [(2, True)] * 3, lines
 
 
 def test_a_task_without_input_folders_cannot_be_watched(luisy_working_dir):

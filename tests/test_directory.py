@@ -326,3 +326,18 @@ def test_a_live_writers_staging_folder_is_never_removed_and_a_dead_ones_is(tmp_p
     with DirectoryTarget(out).writer() as writer:
         writer.write("after", 2)
     assert not staging.exists(), "a dead writer's staging folder stayed"
+
+
+@pytest.mark.parametrize("by_content", [False, True], ids=["size and mtime", "content"])
+def test_a_file_moved_away_while_the_folder_is_listed_is_left_out(tmp_path, by_content):
+    from luisy.directory.inputs import list_files, source_items
+
+    for name in "abc":
+        (tmp_path / f"{name}.txt").write_text(name)
+    listed = list_files(str(tmp_path), "*.txt")
+    (tmp_path / "b.txt").unlink()  # a hot folder's consumer moved it away meanwhile
+    content = (lambda stats: [f"{rel}:{stat.st_size}" for rel, stat in stats]) if by_content else None
+    items = source_items(listed, str, by_content=content)
+    assert items.names == ["a", "c"]
+    assert [os.path.basename(path) for path in items.paths] == ["a.txt", "c.txt"]
+    assert len(items.fingerprints) == 2

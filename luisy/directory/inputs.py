@@ -78,18 +78,36 @@ def source_items(files: list[tuple[str, str]], reader: Callable[[str], Any], own
                  by_content: Callable[[list[tuple[str, os.stat_result]]], list[str]] | None = None) -> SourceItems:
     """The listed files as input items: named by relative path without extension, fingerprinted
     by size and modification time (so a rerun sees edited files), or by ``by_content`` (which
-    gets each file's relative path and ``stat``)."""
+    gets each file's relative path and ``stat``). A file moved away since the folder was listed
+    is left out, as if listed a moment later (hot folders see that all the time)."""
+    if by_content is not None:
+        stats = [(rel, _stat(path)) for rel, path in files]
+        files = [file for file, (_, stat) in zip(files, stats, strict=True) if stat is not None]
+        fingerprints = by_content([(rel, stat) for rel, stat in stats if stat is not None])
+    else:  # a stat_result each would take 800 MB at a million files: only the strings are kept
+        fingerprints = [_size_mtime(path) for _, path in files]
+        if None in fingerprints:
+            files = [file for file, fp in zip(files, fingerprints, strict=True) if fp is not None]
+            fingerprints = [fp for fp in fingerprints if fp is not None]
     names = [item_name(rel) for rel, _ in files]
     if len(set(names)) < len(names):
         _name_clash(files, names, owner)
-    paths = [path for _, path in files]
-    if by_content is not None:
-        return SourceItems(names, by_content([(rel, os.stat(path)) for rel, path in files]), paths, reader)
-    fingerprints = []
-    for path in paths:
+    return SourceItems(names, fingerprints, [path for _, path in files], reader)
+
+
+def _stat(path: str) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        return None
+
+
+def _size_mtime(path: str) -> str | None:
+    try:
         stat = os.stat(path)
-        fingerprints.append(f"{stat.st_size}-{stat.st_mtime_ns}")
-    return SourceItems(names, fingerprints, paths, reader)
+    except FileNotFoundError:
+        return None
+    return f"{stat.st_size}-{stat.st_mtime_ns}"
 
 
 def folder_items(folder: str, pattern: str = "*", marker: str | None = None, ignore: Iterable[str] = (),

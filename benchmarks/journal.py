@@ -1,7 +1,11 @@
-"""How to keep the run journal: the cost of journaling N task runs (a START and its end each), four ways.
+"""How to keep the run journal: the cost of journaling N task runs (a START and its end each), five ways.
 
-* ``file per task run`` (luisy, :func:`luisy.journal.append`): the START creates a new file with
-  ``O_CREAT | O_EXCL`` under a unique name; the end is appended to that file by the same process.
+* ``file per process`` (luisy within a build, :func:`luisy.journal.one_file_per_process`): each
+  process creates one file with ``O_CREAT | O_EXCL`` under a unique name, keeps it open, and
+  appends every event to it.
+* ``file per task run`` (luisy outside a build, :func:`luisy.journal.append`): the START creates
+  a new file with ``O_CREAT | O_EXCL`` under a unique name; the end is appended to that file by
+  the same process.
 * ``file per event``: each event a new file (``O_EXCL``), two per task run.
 * ``file per event, rename``: each event written to a temporary name, then renamed into place.
 * ``shared O_APPEND log``: one JSON line per event appended to one shared file (one ``write``
@@ -44,6 +48,11 @@ def per_run(root: Path, writer: int, count: int) -> None:
         start = _event(writer, i)
         journal.append(root, start)
         journal.append(root, _end(start))
+
+
+def per_process(root: Path, writer: int, count: int) -> None:
+    with journal.one_file_per_process():
+        per_run(root, writer, count)
 
 
 def _end(start: journal.Event) -> journal.Event:
@@ -105,6 +114,7 @@ def read_log(root: Path) -> int:
 
 
 WAYS = {
+    "file per process": (per_process, read_journal),
     "file per task run": (per_run, read_journal),
     "file per event": (per_event, lambda root: read_files(root / "events")),
     "file per event, rename": (rename, lambda root: read_files(root / "events")),

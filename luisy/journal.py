@@ -45,7 +45,8 @@ from typing import Any
 from luisy.atomic import TMP_MARKER
 from luisy.digests import digest
 
-__all__ = ["JOURNAL_DIR", "START", "SUCCESS", "FAIL", "Event", "append", "events", "task_key"]
+__all__ = ["JOURNAL_DIR", "START", "SUCCESS", "FAIL", "Event", "append", "events", "events_by_day", "task_key",
+           "one_file_per_process"]
 
 logger = logging.getLogger("luisy")
 
@@ -122,7 +123,9 @@ def append(root: str | os.PathLike[str], event: Event) -> Path:
     files = _process_files.get()
     data = (event.to_json() + "\n").encode("utf-8")
     if files is not None:
-        key = (os.fspath(root), os.getpid())
+        # A file per day too: a task run's events are in the folder of the day it started, also
+        # in a build that runs for days.
+        key = (os.fspath(root), os.getpid(), _day(event.started))
         if key not in files:
             path = _file(root, event.started, _PROCESS + uuid.uuid4().hex)
             files[key] = (_open(path, os.O_CREAT | os.O_EXCL), path)
@@ -144,27 +147,30 @@ def one_file_per_process() -> Iterator[None]:
     if _process_files.get() is not None:
         yield
         return
-    files: dict[tuple[str, int], tuple[int, Path]] = {}
+    files: dict[tuple[str, int, str], tuple[int, Path]] = {}
     token = _process_files.set(files)
     try:
         yield
     finally:
         _process_files.reset(token)
-        for (_, pid), (fd, _) in files.items():
+        for (_, pid, _), (fd, _) in files.items():
             if pid == os.getpid():  # a forked luigi worker's files close when it exits
                 os.close(fd)
 
 
 # Per process (a forked luigi worker opens its own): the file each appends to within a build.
-_process_files: ContextVar[dict[tuple[str, int], tuple[int, Path]] | None] = ContextVar(
+_process_files: ContextVar[dict[tuple[str, int, str], tuple[int, Path]] | None] = ContextVar(
     "luisy_journal_files", default=None)
 #: How the name of a process's file starts after its time (a task digest is hex, without ``-``).
 _PROCESS = "p-"
 
 
 def _file(root: str | os.PathLike[str], started: float, middle: str) -> Path:
-    day = dt.datetime.fromtimestamp(started, dt.timezone.utc).strftime("%Y-%m-%d")
-    return journal_dir(root) / day / f"{int(started * 1e9):020d}.{middle}{_SUFFIX}"
+    return journal_dir(root) / _day(started) / f"{int(started * 1e9):020d}.{middle}{_SUFFIX}"
+
+
+def _day(when: float) -> str:
+    return dt.datetime.fromtimestamp(when, dt.timezone.utc).strftime("%Y-%m-%d")
 
 
 def _open(path: Path, flags: int) -> int:
@@ -187,12 +193,48 @@ def events(root: str | os.PathLike[str], since: float | None = None,
     """The journal's events, by start of their task run: those of task runs that started at
     ``since`` (epoch seconds) or later, and of the tasks ``task_ids`` only, if given. Lines
     still being written are skipped."""
+    first_day = "" if since is None else _day(since)
+    found = []
+    for day in _days(journal_dir(root)):
+        if day >= first_day:
+            found += _read(journal_dir(root) / day, since, task_ids)
+    return _by_start(found)
+
+
+def events_by_day(root: str | os.PathLike[str], task_ids: Iterable[str] | None = None) -> Iterator[list[Event]]:
+    """The events of the tasks ``task_ids`` (all, if ``None``) day by day, the newest day first:
+    a task run's events are all in the day it started, so its latest run is in the first day
+    that has one."""
+    folder = journal_dir(root)
+    for day in reversed(_days(folder)):
+        yield _by_start(_read(folder / day, None, task_ids))
+
+
+def _days(folder: Path) -> list[str]:
+    try:
+        return sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
+    except FileNotFoundError:
+        return []
+
+
+def _read(day: Path, since: float | None, task_ids: Iterable[str] | None) -> list[Event]:
     keys = None if task_ids is None else {task_key(t) for t in task_ids}
     wanted = None if task_ids is None else set(task_ids)
+    first_ns = f"{int(since * 1e9):020d}" if since is not None else ""
     found = []
-    for path in _files(journal_dir(root), since, keys):
+    try:
+        names = sorted(os.listdir(day))
+    except FileNotFoundError:
+        return []
+    for name in names:
+        if not name.endswith(_SUFFIX) or TMP_MARKER in name:
+            continue
+        kind = name.split(".", 2)[1]
+        # A process's file holds the task runs of all tasks that started that day, from its name's time on.
+        if not kind.startswith(_PROCESS) and (name < first_ns or (keys is not None and kind not in keys)):
+            continue
         try:
-            lines = path.read_bytes().splitlines()
+            lines = (day / name).read_bytes().splitlines()
         except OSError:  # removed by hand meanwhile
             continue
         for line in lines:
@@ -200,29 +242,11 @@ def events(root: str | os.PathLike[str], since: float | None = None,
             if (event is not None and (wanted is None or event.task_id in wanted)
                     and (since is None or event.started >= since)):
                 found.append(event)
-    found.sort(key=lambda event: (event.started, event.id))  # a process's file holds many task runs
     return found
 
 
-def _files(folder: Path, since: float | None, keys: set[str] | None) -> Iterator[Path]:
-    try:
-        days = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
-    except FileNotFoundError:
-        return
-    # A process's file is in the folder of its first event, a day before ``since`` perhaps.
-    first_day = "" if since is None else (dt.datetime.fromtimestamp(since, dt.timezone.utc)
-                                          - dt.timedelta(days=1)).strftime("%Y-%m-%d")
-    first_ns = f"{int(since * 1e9):020d}" if since is not None else ""
-    for day in days:
-        if day < first_day:
-            continue
-        for name in sorted(os.listdir(folder / day)):
-            if not name.endswith(_SUFFIX) or TMP_MARKER in name:
-                continue
-            kind = name.split(".", 2)[1]
-            if not kind.startswith(_PROCESS) and (name < first_ns or (keys is not None and kind not in keys)):
-                continue
-            yield folder / day / name
+def _by_start(found: list[Event]) -> list[Event]:
+    return sorted(found, key=lambda event: (event.started, event.id))  # a process's file holds many task runs
 
 
 # The task run in progress in this context, so that code inside run() (a directory task) can

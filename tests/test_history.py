@@ -15,7 +15,7 @@ from conftest import run_luisy, status_rows, write_project
 
 from luisy import journal
 from luisy.errors import LuisyError
-from luisy.history import history, parse_since
+from luisy.history import history, last_runs, parse_since
 
 PROJECT = {
     "hist/__init__.py": "",
@@ -108,9 +108,10 @@ def test_concurrent_writers_from_several_processes_lose_nothing(tmp_path, layout
     assert [e.started for e in found] == sorted(e.started for e in found), "by start"
     runs = history(tmp_path)
     assert len(runs) == writers * count // 2 and {r.state for r in runs} == {"SUCCESS"}
-    # Selecting by task reads only that task's files and finds all of its events.
-    assert len(journal.events(tmp_path, task_ids=["T_2"])) == 2 * sum(
-        1 for w in range(writers) for i in range(0, count, 2) if i // 2 % 7 == 2)
+    # Selecting by task finds all of its events, and only its.
+    selected = journal.events(tmp_path, task_ids=["T_2"])
+    assert {e.task_id for e in selected} == {"T_2"}
+    assert len(selected) == 2 * sum(1 for w in range(writers) for i in range(0, count, 2) if i // 2 % 7 == 2)
 
 
 def test_partial_line_is_skipped_until_complete(tmp_path):
@@ -229,13 +230,34 @@ def test_history_bad_input_is_one_line(project):
     assert empty.returncode == 0 and empty.stdout.startswith("no runs in the journal of")
 
 
+def _at(when: float, task: str = "T_a", event: str = journal.START) -> journal.Event:
+    return journal.Event(event=event, id=f"{task}{when}", run="r", task_id=task, task="T()", family="T",
+                         host="h", user="u", pid=1, started=when, ended=None if event == journal.START else when + 1)
+
+
+NOON = 1_764_590_400.0  # 2025-12-01T12:00:00Z
+
+
 def test_a_process_file_begun_before_since_still_gives_the_task_runs_after_it(tmp_path):
-    now = time.time()
-    early, late = (journal.Event(event=journal.START, id=i, run="r", task_id=f"T_{i}", task="T()", family="T",
-                                 host="h", user="u", pid=1, started=started)
-                   for i, started in (("a", now - 3600), ("b", now)))
+    early, late = _at(NOON - 3600, "T_a"), _at(NOON, "T_b")
     with journal.one_file_per_process():
         assert journal.append(tmp_path, early) == journal.append(tmp_path, late), "one file for the build"
-    assert journal.events(tmp_path, since=now - 60) == [late]
-    assert journal.events(tmp_path, since=now - 60, task_ids=["T_b"]) == [late]
+    assert journal.events(tmp_path, since=NOON - 60) == [late]
+    assert journal.events(tmp_path, since=NOON - 60, task_ids=["T_b"]) == [late]
     assert journal.events(tmp_path) == [early, late]
+
+
+def test_a_build_running_for_days_keeps_each_task_run_in_the_day_it_started(tmp_path, monkeypatch):
+    day = 86_400.0
+    with journal.one_file_per_process():
+        first = journal.append(tmp_path, _at(NOON - day))
+        journal.append(tmp_path, _at(NOON - day + 5))
+        second = journal.append(tmp_path, _at(NOON))
+        assert journal.append(tmp_path, _at(NOON, event=journal.SUCCESS)) == second
+    assert first.parent.name == "2025-11-30" and second.parent.name == "2025-12-01"
+    assert [e.started for e in journal.events(tmp_path, since=NOON - 10)] == [NOON, NOON]
+    read = []
+    original = journal._read
+    monkeypatch.setattr(journal, "_read", lambda *args: read.append(args[0].name) or original(*args))
+    assert last_runs(tmp_path, ["T_a"])["T_a"].started == NOON
+    assert read == ["2025-12-01"], "the latest run is in the newest day: older days are not read"

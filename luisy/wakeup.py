@@ -59,8 +59,12 @@ class Wakeup:
         return woken
 
     def set(self) -> None:
-        """Wake the watcher now (a signal asks it to stop)."""
-        self._event.set()
+        """Wake the watcher now (a signal asks it to stop); safe in a signal handler.
+
+        The event is set from another thread: the handler may run while this thread holds the
+        event's lock (inside ``wait`` or ``clear``), and setting it here would wait for itself.
+        """
+        threading.Thread(target=self._event.set, name="luisy-wakeup", daemon=True).start()
 
     def close(self) -> None:
         if self._observer is not None:

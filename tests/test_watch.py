@@ -577,3 +577,20 @@ def test_watching_a_task_without_input_folders_is_one_line_and_exit_status_2(tmp
         "luisy: error: Alone(): nothing to watch: its graph has no input folder (directory_input or "
         "make_directory_output)"]
     assert run_luisy(["watch", "lonely.tasks:Alone", "--settle", "-1"], cwd=tmp_path).returncode == 2
+
+
+def test_waking_the_watcher_from_a_signal_handler_cannot_wait_for_itself():
+    from luisy.wakeup import Wakeup
+
+    wakeup = Wakeup([])
+
+    def handler_while_the_lock_is_held():  # where a signal can find the watcher: inside wait() or clear()
+        with wakeup._event._cond:
+            wakeup.set()
+
+    thread = threading.Thread(target=handler_while_the_lock_is_held, daemon=True)
+    thread.start()
+    thread.join(timeout=10)
+    assert not thread.is_alive(), "set() waited for the lock its own thread holds"
+    assert wakeup.wait(10)
+    wakeup.close()

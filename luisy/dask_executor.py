@@ -109,7 +109,8 @@ class DaskExecutor:
             for start in range(0, count, size):
                 submit(list(range(start, min(count, start + size))))
             while pending:
-                if stop:  # chunks on the workers now finish there unseen; the next run does them again
+                if stop:  # chunks not begun are dropped; those begun finish there unseen, and are made again
+                    client.cancel(list(pending))
                     return
                 try:
                     future = finished.get(timeout=POLL)  # a signal that sets ``stop`` does not end the wait

@@ -364,3 +364,14 @@ def test_a_checkpoint_an_earlier_luisy_wrote_in_one_line_is_taken_over(tmp_path)
     staging.discard()
     _, state, items = latest_checkpoint(folder)
     assert state == {"code": "x"} and items == {"a": Item("a.npy", 1, "c1", "s1")}
+
+
+def test_an_item_staged_after_its_staging_folder_was_handed_over_does_not_make_it_again(tmp_path):
+    staging = LocalStaging(tmp_path / "out")
+    staging.keep()
+    first = staging.path
+    staging.discard()  # handed over to the next run (renamed)
+    staging.path = first  # a straggler that still has the old folder, such as a Dask worker
+    with pytest.raises(FileNotFoundError):
+        staging.write("sub/a.json", {"a": 1}, lambda obj, path: path.write_text(json.dumps(obj)))
+    assert not first.exists()

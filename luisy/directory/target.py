@@ -443,6 +443,8 @@ class LocalStaging:
     def write(self, file: str, obj: Any, write: Callable[[Any, Path], None]) -> Item:
         path = self.path / file
         if "/" in file:  # the staging folder itself exists; sub-folders are made on demand
+            if not self.path.is_dir():  # handed over or removed: a straggler (a Dask worker) must not make it again
+                raise FileNotFoundError(f"the staging folder {self.path} is gone")
             path.parent.mkdir(parents=True, exist_ok=True)
         write(obj, path)
         return Item(file=file, size=path.stat().st_size, checksum=file_digest(path))

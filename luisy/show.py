@@ -102,7 +102,9 @@ class Provenance:
         if versions:
             out.append("  versions:      " + ", ".join(f"{name} {v}" for name, v in sorted(versions.items())))
         if embedded:
-            same = "" if not record.get("fingerprint") else (
+            # A run that yields requirements learns them while it runs: the file, written before
+            # they are all known, carries the fingerprint with those of the run before.
+            same = "" if not record.get("fingerprint") or record.get("dynamic") else (
                 " (as recorded)" if embedded.get("fingerprint") == record["fingerprint"]
                 else " (differs from the record: the file was replaced by hand?)")
             out.append(f"  in the file:   {embedded.get('task', '?')}, fingerprint {embedded.get('fingerprint', '?')}"

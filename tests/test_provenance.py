@@ -218,3 +218,25 @@ def test_a_frame_whose_column_names_are_not_str_is_still_written(luisy_working_d
     assert back.to_numpy().tolist() == frame.to_numpy().tolist()
     assert [str(c) for c in back.columns] == [str(c) for c in frame.columns]
     assert records.lookup(Numbered())["provenance"]["family"] == "Numbered", "the record still says where it came from"
+
+
+def test_show_of_a_task_with_dynamic_requirements_does_not_cry_replaced(luisy_working_dir):
+    from luisy.show import show
+
+    @luisy.interim
+    @luisy.json_output
+    class Up(luisy.Task):
+        def run(self):
+            self.write({"v": 1})
+
+    @luisy.final
+    @luisy.parquet_output
+    class Dynamic(luisy.Task):
+        def run(self):
+            up = yield Up()
+            self.write(pd.DataFrame({"v": [up.read()["v"]]}))
+
+    assert luisy.build(Dynamic(), working_dir=luisy_working_dir)
+    with luisy.working_dir(luisy_working_dir):
+        text = "\n".join(show(Dynamic().output().path).lines())
+    assert "in the file:" in text and "replaced by hand" not in text, text

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import inspect
 import os
-import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -130,14 +129,14 @@ def _yields_requirements(task: luigi.Task) -> bool:
     run = getattr(type(task), "run", None)
     if run is None:
         return False
-    known = _GENERATOR_RUNS.get(run)
-    if known is None:
-        known = _GENERATOR_RUNS[run] = inspect.isgeneratorfunction(inspect.unwrap(run))
+    known = getattr(run, "__luisy_yields__", None)
+    if known is None:  # asked for every task of a graph: kept on the function, so a redefined class asks afresh
+        known = inspect.isgeneratorfunction(inspect.unwrap(run))
+        try:
+            run.__luisy_yields__ = known
+        except AttributeError:  # not a plain function
+            pass
     return known
-
-
-# Keyed by the function itself, so a redefined class (a notebook cell) is looked at afresh.
-_GENERATOR_RUNS: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
 
 
 class _Vanished(luigi.ExternalTask):

@@ -20,6 +20,7 @@ from typing import Any
 from luisy.atomic import process_alive
 from luisy.errors import LuisyError
 from luisy.journal import FAIL, START, Event, events, events_by_day
+from luisy.texttable import cut, text_table
 
 __all__ = ["TaskRun", "history", "last_runs", "runs_of", "parse_since", "table", "INTERRUPTED", "RUNNING"]
 
@@ -165,14 +166,8 @@ def table(runs: list[TaskRun], width: int = 50) -> str:
     """The runs as a fixed-width text table, newest first; the error text comes last, uncut."""
     header = ("started (UTC)", "duration", "state", "task", "host", "user", "pid", "items", "run", "error")
     rows = [header] + [
-        (when(r.started), _duration(r.duration), r.state, _cut(r.task, width), r.host, r.user, str(r.pid),
+        (when(r.started), _duration(r.duration), r.state, cut(r.task, width), r.host, r.user, str(r.pid),
          _items(r), r.run[:8], r.error)
         for r in runs
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-                     for row in rows) + "\n"
-
-
-def _cut(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
+    return text_table(rows)

@@ -19,6 +19,7 @@ from luisy.graph import upstream_first
 from luisy.history import TaskRun, last_runs, when
 from luisy.paths import expected_at
 from luisy.plan import reasons
+from luisy.texttable import cut, text_table
 
 __all__ = ["TaskStatus", "status", "table", "as_json", "verify"]
 
@@ -95,18 +96,12 @@ def table(rows: list[TaskStatus], width: int = 60) -> str:
     header = ("task", "complete", "items", "failed", "bad", "resumable", "last run (UTC)", "last result",
               "fingerprint")
     cells = [header] + [
-        (_cut(str(r.task), width), "yes" if r.complete else "no", "" if r.items is None else str(r.items),
+        (cut(str(r.task), width), "yes" if r.complete else "no", "" if r.items is None else str(r.items),
          "" if r.failed is None else str(r.failed), str(r.bad or ""), str(r.resumable or ""), r.last_run,
-         _cut(r.last_result, width), r.fingerprint)  # last, uncut: it may name where a missing input is expected
+         cut(r.last_result, width), r.fingerprint)  # last, uncut: it may name where a missing input is expected
         for r in rows
     ]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-                     for row in cells) + "\n"
-
-
-def _cut(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
+    return text_table(cells)
 
 
 def verify(root: luigi.Task, repair: bool = False) -> tuple[int, list[str]]:

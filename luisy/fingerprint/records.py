@@ -38,7 +38,21 @@ def location(task: luigi.Task) -> tuple[Path, str] | None:
     The key is the first output's path relative to the working directory, as in luisy 1.x.
     """
     outputs = [o for o in flatten(task.output()) if getattr(o, "path", None)]
-    return None if not outputs else _place(type(task), outputs[0].path)
+    if not outputs:
+        return None
+    # Kept with the target, which a luisy task keeps per working directory: a no-op build of
+    # 10 000 tasks asks for each place several times.
+    first = outputs[0]
+    key = (first.path, get_working_dir())
+    known = getattr(first, "_luisy_record_place", None)
+    if known is not None and known[0] == key:
+        return known[1]
+    place = _place(type(task), first.path)
+    try:
+        first._luisy_record_place = (key, place)
+    except AttributeError:  # a target with __slots__
+        pass
+    return place
 
 
 def _place(task_cls: type, path: str | os.PathLike[str]) -> tuple[Path, str]:

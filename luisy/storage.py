@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from luisy.atomic import TMP_MARKER, atomic_dir, atomic_file, defer, temp_sibling
-from luisy.digests import bytes_digest, digest
+from luisy.digests import bytes_digest, digest, stat_fingerprint
 from luisy.directory.sources import SourceItem
 from luisy.fingerprint.content import digests as content_digests
 
@@ -96,7 +96,7 @@ class LocalStorage:
         if os.path.isfile(path):
             folder, name = os.path.split(path)
             stat = os.stat(path)
-            return content_digests(folder, [(name, stat)], name)[0] if content else _stat_fingerprint(stat)
+            return content_digests(folder, [(name, stat)], name)[0] if content else stat_fingerprint(stat)
         if not os.path.isdir(path):
             return None
         files = []
@@ -106,7 +106,7 @@ class LocalStorage:
                 if TMP_MARKER not in name:
                     file = os.path.join(root, name)
                     files.append((Path(os.path.relpath(file, path)).as_posix(), os.stat(file)))
-        found = content_digests(path, files, "**") if content else [_stat_fingerprint(s) for _, s in files]
+        found = content_digests(path, files, "**") if content else [stat_fingerprint(s) for _, s in files]
         return digest(*(f"{rel}:{value}" for (rel, _), value in zip(files, found, strict=True)))
 
     def read_bytes(self, path: str) -> bytes:
@@ -182,10 +182,6 @@ class MemoryStorage:
     def _set(self, path: str, obj: Any) -> None:
         self.objects[path] = obj
         self._versions[path] = self._versions.get(path, 0) + 1
-
-
-def _stat_fingerprint(info: os.stat_result) -> str:
-    return f"{info.st_size}-{info.st_mtime_ns}"
 
 
 def _copy_of(obj: Any, path: str | None = None) -> Any:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from luisy.atomic import TMP_MARKER
-from luisy.digests import digest
+from luisy.digests import digest, stat_fingerprint
 from luisy.directory.sources import SourceItems
 from luisy.errors import FileReadError
 
@@ -107,7 +107,7 @@ def _size_mtime(path: str) -> str | None:
         stat = os.stat(path)
     except FileNotFoundError:
         return None
-    return f"{stat.st_size}-{stat.st_mtime_ns}"
+    return stat_fingerprint(stat)
 
 
 def folder_items(folder: str, pattern: str = "*", marker: str | None = None, ignore: Iterable[str] = (),
@@ -156,7 +156,7 @@ def _folder_parts(path: str, ignored: Callable[[str], Any], owner: str) -> list[
                 stat = os.stat(os.path.join(root, name))
             except FileNotFoundError:  # removed while listed: not part of the folder now
                 continue
-            parts.append(f"{name if rel == '.' else rel + '/' + name}:{stat.st_size}-{stat.st_mtime_ns}")
+            parts.append(f"{name if rel == '.' else rel + '/' + name}:{stat_fingerprint(stat)}")
     parts.sort()
     return parts
 

@@ -242,6 +242,12 @@ def _parameter_in(task: Any, text: str) -> str | None:
     return None
 
 
+def relative_posix(path: str | os.PathLike[str], root: str | os.PathLike[str]) -> str:
+    """``path`` relative to ``root`` with ``/`` separators (starting with ``..`` if outside it):
+    how records, provenance and ``show`` name an output within the working directory."""
+    return Path(os.path.relpath(os.path.abspath(path), root)).as_posix()
+
+
 def expected_at(task: luigi.Task) -> str:
     """Where a task's output is looked for (several paths: comma-separated), for "missing input" lines."""
     paths = [os.fspath(o.path) for o in flatten(task.output()) if getattr(o, "path", None)]

@@ -24,6 +24,7 @@ from luigi.task import flatten
 from luisy import config
 from luisy.fingerprint.task import current
 from luisy.formats import PROVENANCE_KEY
+from luisy.paths import relative_posix
 
 __all__ = ["KEY", "describe", "embedded", "outputs_of", "read_embedded"]
 
@@ -38,8 +39,8 @@ def outputs_of(task: luigi.Task) -> list[str]:
     for output in flatten(task.output()):
         path = getattr(output, "path", None)
         if path:
-            rel = os.path.relpath(os.path.abspath(path), root)
-            found.append(Path(path).as_posix() if rel.startswith("..") else Path(rel).as_posix())
+            rel = relative_posix(path, root)
+            found.append(Path(path).as_posix() if rel.startswith("..") else rel)
     return found
 
 

@@ -19,6 +19,7 @@ from luisy.directory.manifest import MANIFEST_NAME, Manifest
 from luisy.errors import LuisyError
 from luisy.fingerprint import records
 from luisy.history import TaskRun, runs_of, when
+from luisy.paths import relative_posix
 from luisy.provenance import read_embedded
 
 __all__ = ["Provenance", "show"]
@@ -210,8 +211,8 @@ def _item_name(manifest: Manifest | None, folder: Path, path: Path) -> str:
 
 
 def _relative(path: Path, root: Path) -> str | None:
-    rel = os.path.relpath(path, root)
-    return None if rel.startswith("..") else Path(rel).as_posix()
+    rel = relative_posix(path, root)
+    return None if rel.startswith("..") else rel
 
 
 def _record(root: Path, rel: str) -> dict[str, Any] | None:

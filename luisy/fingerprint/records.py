@@ -25,7 +25,7 @@ from luisy import storage
 from luisy.atomic import fit_name
 from luisy.config import get_working_dir
 from luisy.digests import digest
-from luisy.paths import project_name_of
+from luisy.paths import project_name_of, relative_posix
 
 RECORDS_DIR = ".luisy-records"
 #: luisy 1.x's file of all a project's hashes, read where a task has no record of its own.
@@ -58,7 +58,7 @@ def location(task: luigi.Task) -> tuple[Path, str] | None:
 def _place(task_cls: type, path: str | os.PathLike[str]) -> tuple[Path, str]:
     """``(project folder, key)`` of the output at ``path`` of a task of ``task_cls``."""
     root = get_working_dir()
-    return root / project_name_of(task_cls), Path(os.path.relpath(os.path.abspath(path), root)).as_posix()
+    return root / project_name_of(task_cls), relative_posix(path, root)
 
 
 def record_path(project: Path, key: str) -> Path:

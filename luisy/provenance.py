@@ -63,12 +63,13 @@ def describe(task: luigi.Task, written_by: Mapping[str, Any] | None = None) -> d
 def embedded(task: luigi.Task) -> dict[str, Any]:
     """What a parquet or HDF5 output of ``task`` carries inside: family, parameters, fingerprint."""
     cls = type(task)
+    fingerprint = current(task)
     return {
         "task": str(task),
         "family": task.get_task_family(),
         "class": f"{cls.__module__}:{cls.__qualname__}",
-        "params": {k: str(v) for k, v in task.to_str_params(only_significant=True).items()},
-        "fingerprint": current(task).digest,
+        "params": fingerprint.params,
+        "fingerprint": fingerprint.digest,
         "run": config.current().id,
         "written": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "luisy_version": getattr(sys.modules.get("luisy"), "__version__", ""),

@@ -102,9 +102,9 @@ def _matches(pattern: str, run: TaskRun) -> bool:
     return name != pattern and run.family == name
 
 
-def runs_of(root: str | os.PathLike[str], task_id: str) -> list[TaskRun]:
-    """The runs of one task, newest first."""
-    return _joined(events(root, task_ids=[task_id]))
+def runs_of(root: str | os.PathLike[str], task_id: str, since: float | None = None) -> list[TaskRun]:
+    """The runs of one task (those started at ``since`` or later), newest first."""
+    return _joined(events(root, since, task_ids=[task_id]))
 
 
 def last_runs(root: str | os.PathLike[str], task_ids: Iterable[str]) -> dict[str, TaskRun]:

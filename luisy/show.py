@@ -227,7 +227,7 @@ def _run(root: Path, found: Provenance) -> TaskRun | None:
     task_id = about.get("task_id")
     if not task_id:
         return None
-    runs = runs_of(root, task_id)
+    runs = runs_of(root, task_id, since=written_by.get("started"))  # the journal from that run on
     by_id = next((r for r in runs if r.id == written_by.get("id")), None)
     if by_id is not None:
         return by_id

@@ -31,7 +31,7 @@ from luisy.errors import LuisyError, UnknownSettingError
 
 DEFAULT_WORKING_DIR = "data"
 #: The ways to fingerprint external input files (``[luisy] input_fingerprint``).
-INPUT_FINGERPRINTS = ("mtime", "content")
+INPUT_FINGERPRINTS = ("mtime", "content", "write-once")
 ENV_VARS = ("LUISY_WORKING_DIR", "WORKING_DIR")
 
 # What the user set explicitly in this context: an input to resolution, never a cached result.
@@ -141,8 +141,10 @@ class Run:
     #: (``--dask-scheduler``, ``[luisy] dask_scheduler``); ``None``: items run in local processes.
     dask_scheduler: str | None = None
     #: How external input files are fingerprinted: ``"mtime"`` (size and modification time, the
-    #: default) or ``"content"`` (a checksum, cached by size, mtime and inode);
-    #: ``[luisy] input_fingerprint``. An external task's ``input_fingerprint`` wins.
+    #: default), ``"content"`` (a checksum, cached by size, mtime and inode) or ``"write-once"``
+    #: (as ``"mtime"``, but a folder is listed again only when its folders' modification times
+    #: changed: files are never edited in place); ``[luisy] input_fingerprint``. An external
+    #: task's ``input_fingerprint`` wins.
     input_fingerprint: str = "mtime"
     #: Identity of the build; ``""`` outside one. A manifest records the run that wrote it.
     id: str = field(default="")

@@ -20,6 +20,7 @@ import luigi
 
 from luisy import config, formats, storage
 from luisy.config import cache_within
+from luisy.directory import snapshot
 from luisy.directory.inputs import folder_items, hold_back, list_files, source_items
 from luisy.directory.sources import SourceItem, SourceItems, digest
 from luisy.errors import FileReadError
@@ -252,14 +253,27 @@ class DirectoryInputTarget(luigi.LocalTarget):
         """Every input item in the folder now, settled or not: what ``luisy watch`` observes."""
         if self.folders:
             return folder_items(self.path, self.pattern, self.marker, self.ignore, self._read_file, self.owner)
-        return source_items(self._files(), self._read_file, self.owner, self._by_content())
+        if not self._write_once():
+            return source_items(self._files(), self._read_file, self.owner, self._by_content())
+        seen: snapshot.Folders = []
+        found = source_items(list_files(self.path, self.pattern, self.regex, self.recursive, self.owner,
+                                        self.ignore, seen), self._read_file, self.owner)
+        snapshot.remember(self.path, repr(self.selection()), seen, found.digest)
+        return found
 
     def _by_content(self) -> Callable[..., list[str]] | None:
         """Fingerprints of the files by content, if the task's fingerprint mode says so."""
         if mode_of(self.fingerprint_owner) != "content":
             return None
-        scope = f"{self.pattern}|{self.regex and self.regex.pattern}|{self.recursive}"
-        return functools.partial(content_digests, self.path, scope=scope)
+        return functools.partial(content_digests, self.path, scope=self._scope())
+
+    def _write_once(self) -> bool:
+        """Whether the files are taken as never edited in place (:mod:`luisy.directory.snapshot`)."""
+        return (not self.folders and mode_of(self.fingerprint_owner) == "write-once"
+                and storage.active().holds_files)
+
+    def _scope(self) -> str:
+        return f"{self.pattern}|{self.regex and self.regex.pattern}|{self.recursive}"
 
     def _listed_items(self) -> SourceItems:
         scans = _scans.get() if self.external else None
@@ -276,7 +290,16 @@ class DirectoryInputTarget(luigi.LocalTarget):
         return found
 
     def sources_digest(self) -> str:
-        """Digest of the input items' names and fingerprints (see :meth:`source_items`)."""
+        """Digest of the input items' names and fingerprints (see :meth:`source_items`).
+
+        With ``input_fingerprint = "write-once"`` the last listing's digest, while no folder it
+        went through has changed (:mod:`luisy.directory.snapshot`).
+        """
+        settled = config.current().settled
+        if self._write_once() and not (settled is not None and self.selection() in settled):
+            known = snapshot.recall(self.path, repr(self.selection()))
+            if known is not None:
+                return known
         return digest(self.source_items())  # kept with the items listed within scan_once()
 
     def selection(self) -> tuple[Any, ...]:

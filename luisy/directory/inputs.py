@@ -10,6 +10,7 @@ from typing import Any
 
 from luisy.atomic import TMP_MARKER
 from luisy.digests import digest, stat_fingerprint
+from luisy.directory.snapshot import Folders
 from luisy.directory.sources import SourceItems
 from luisy.errors import FileReadError
 
@@ -26,7 +27,7 @@ def ignore_rule(patterns: Iterable[str]) -> Callable[[str], Any]:
 
 
 def list_files(folder: str, pattern: str = "*", regex: re.Pattern[str] | None = None, recursive: bool = False,
-               owner: str = "", ignore: Iterable[str] = ()) -> list[tuple[str, str]]:
+               owner: str = "", ignore: Iterable[str] = (), seen: Folders | None = None) -> list[tuple[str, str]]:
     """``(path relative to folder, path)`` per matching file, sorted by relative path.
 
     Files match the glob ``pattern`` (against the relative path if it contains ``/``, else the
@@ -35,16 +36,19 @@ def list_files(folder: str, pattern: str = "*", regex: re.Pattern[str] | None = 
     folder can hold a million files; only their paths are kept (a ``DirEntry`` costs three times
     as much, and ten times that once it has cached a ``stat``). A missing ``folder`` raises
     ``FileNotFoundError`` (the input is missing); any other listing error, or a symbolic link
-    loop, a ``FileReadError``.
+    loop, a ``FileReadError``. ``seen``, if given, gets each folder listed, as ``stat`` found it
+    before listing it (see :mod:`luisy.directory.snapshot`).
     """
     found = []
     matches = re.compile(fnmatch.translate(pattern)).match
     ignored = ignore_rule(ignore)
     whole_path = "/" in pattern
     root = os.stat(folder)
-    folders = [("", folder, frozenset([(root.st_dev, root.st_ino)]))]
+    folders = [("", folder, frozenset([(root.st_dev, root.st_ino)]), root)]
     while folders:
-        prefix, current, above = folders.pop()
+        prefix, current, above, info = folders.pop()
+        if seen is not None:
+            seen.append((current, info.st_ino, info.st_mtime_ns))
         try:
             with os.scandir(current) as entries:  # iterated, not listed: one DirEntry at a time
                 for entry in entries:
@@ -65,13 +69,14 @@ def list_files(folder: str, pattern: str = "*", regex: re.Pattern[str] | None = 
 
 
 def _below(prefix: str, entry: os.DirEntry, above: frozenset[tuple[int, int]],
-           owner: str) -> tuple[str, str, frozenset[tuple[int, int]]]:
+           owner: str) -> tuple[str, str, frozenset[tuple[int, int]], os.stat_result]:
     """The subfolder to list next, unless it leads back to a folder above it."""
-    key = (entry.stat().st_dev, entry.stat().st_ino)
+    info = entry.stat()
+    key = (info.st_dev, info.st_ino)
     if key in above:
         raise FileReadError(f"{owner}: {entry.path} leads back to a folder above it "
                             "(a symbolic link loop); remove the link or use recursive=False")
-    return prefix + entry.name + "/", entry.path, above | {key}
+    return prefix + entry.name + "/", entry.path, above | {key}, info
 
 
 def source_items(files: list[tuple[str, str]], reader: Callable[[str], Any], owner: str = "",

@@ -31,7 +31,7 @@ from luisy.atomic import temp_sibling
 from luisy.digests import digest, file_digest
 from luisy.errors import LuisyError
 
-__all__ = ["MODES", "CACHE_DIR", "mode_of", "digests", "noticing_touched"]
+__all__ = ["MODES", "CACHE_DIR", "RACY_SECONDS", "mode_of", "digests", "noticing_touched", "cache_path"]
 
 MODES = config.INPUT_FINGERPRINTS
 CACHE_DIR = ".luisy-digests"
@@ -75,7 +75,7 @@ def digests(folder: str, files: Sequence[tuple[str, os.stat_result]], scope: str
     ``scope`` names the selection of files (a pattern): each folder and scope has its own cache,
     so that entries of files no longer selected can be dropped.
     """
-    path = _cache_path(folder, scope)
+    path = cache_path(folder, scope)
     cache = _load(path)
     fresh: dict[str, list[Any]] = {}
     touched = []
@@ -102,9 +102,11 @@ def digests(folder: str, files: Sequence[tuple[str, os.stat_result]], scope: str
     return out
 
 
-def _cache_path(folder: str, scope: str) -> str:
+def cache_path(folder: str, scope: str, kind: str = "") -> str:
+    """Where what luisy keeps about ``folder`` and a selection of its files (``scope``) goes;
+    ``kind`` tells apart several things kept about one selection."""
     where = os.path.abspath(folder)
-    name = f"{os.path.basename(where)[:60]}.{digest(where, scope, size=8)}.json"
+    name = f"{os.path.basename(where)[:60]}.{digest(where, scope, size=8)}{'.' + kind if kind else ''}.json"
     return os.path.join(config.get_working_dir(), CACHE_DIR, name)
 
 

@@ -205,8 +205,10 @@ class Task(_OutputMixin, luigi.Task):
 class ExternalTask(_OutputMixin, luigi.ExternalTask):
     """Data that already exists (raw input); luisy never runs it."""
 
-    #: How its files are fingerprinted: ``"mtime"`` (size and modification time) or ``"content"``
-    #: (a checksum, cached by size, mtime and inode); ``None``: ``[luisy] input_fingerprint``.
+    #: How its files are fingerprinted: ``"mtime"`` (size and modification time), ``"content"``
+    #: (a checksum, cached by size, mtime and inode) or ``"write-once"`` (as ``"mtime"``; a folder
+    #: is listed again only when files were added, removed or renamed in it); ``None``:
+    #: ``[luisy] input_fingerprint``.
     input_fingerprint: str | None = None
 
 

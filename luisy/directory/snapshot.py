@@ -1,0 +1,71 @@
+"""Remembering an input folder's listing by the modification times of its folders.
+
+With ``input_fingerprint = "write-once"`` input files are taken to be written once, under their
+final name, and never edited in place (detector frames, exports, downloads moved into place). A
+folder's modification time changes whenever an entry is added to it, removed or renamed; so
+while every folder a listing went through has the modification time (and inode) it had then,
+the listing is unchanged, and its digest is reused without listing and ``stat``-ing a million
+files again. A file edited in place changes no folder's time: it is noticed at the next listing,
+when a file is added, removed or renamed in its folder.
+
+A snapshot is kept per folder and selection in
+``<working_dir>/.luisy-digests/<folder>.<digest>.listing.json``. Runs write it; ``plan`` and
+``status`` only read it. A folder modified within :data:`RACY_SECONDS` of being listed is not
+remembered: a second change within the same clock tick would leave its time as it was (git's
+"racy" rule).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+
+from luisy import config
+from luisy.atomic import temp_sibling
+from luisy.fingerprint.content import RACY_SECONDS, cache_path
+
+#: ``(folder path, inode, modification time in ns)`` of each folder a listing went through.
+Folders = list[tuple[str, int, int]]
+
+
+def recall(folder: str, scope: str) -> str | None:
+    """The digest of the folder's last remembered listing, if none of its folders changed since."""
+    try:
+        with open(_path(folder, scope), encoding="utf-8") as f:
+            data = json.load(f)
+        seen, known = data["folders"], data["digest"]
+        if not seen or not isinstance(known, str):
+            return None
+        for path, inode, mtime_ns in seen:
+            info = os.stat(path)
+            if (info.st_ino, info.st_mtime_ns) != (inode, mtime_ns):
+                return None
+    except (OSError, ValueError, KeyError, TypeError):  # none yet, gone, or unreadable: list again
+        return None
+    return known
+
+
+def remember(folder: str, scope: str, seen: Folders, digest: Callable[[], str]) -> None:
+    """Keep ``digest()`` as the listing of ``folder`` while the folders in ``seen`` (stat'ed before
+    each was listed) keep their times. Only within a run, and only if no folder was modified
+    within :data:`RACY_SECONDS`."""
+    if not config.current().id or not seen:
+        return
+    recent = time.time_ns() - int(RACY_SECONDS * 1e9)
+    if any(mtime_ns > recent for _, _, mtime_ns in seen):
+        return
+    path = _path(folder, scope)
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = temp_sibling(path)
+        tmp.write_text(json.dumps({"folders": seen, "digest": digest()}, separators=(",", ":")),
+                       encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:  # a read-only working directory: the next run lists again
+        pass
+
+
+def _path(folder: str, scope: str) -> str:
+    return cache_path(folder, scope, "listing")

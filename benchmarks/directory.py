@@ -20,6 +20,10 @@ Cases:
 * ``list + stat (floor)``: ``os.scandir`` of the input folder and ``stat`` of every file in a
   plain loop: what any tool that notices edited files by size and modification time pays
   before it can say "nothing to do"; the floor of the two rows above,
+* ``plan, nothing to do`` / ``status``: ``luisy plan`` and ``luisy status`` of the complete
+  pipeline (their Python functions, as the commands call them),
+* ``… write-once``: the no-op, plan and status with ``input_fingerprint = "write-once"`` on the
+  input folder, which is listed again only when its modification time changed,
 * ``CPU-bound``: items that each spend a few ms computing, done by a plain loop, a bare
   ``multiprocessing.Pool(2)`` (what two processes can gain on this machine at best), and luisy
   with 1 and 2 item processes.
@@ -42,6 +46,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -50,6 +55,7 @@ import luigi
 import numpy as np
 
 import luisy
+from luisy.fingerprint.content import RACY_SECONDS
 
 HERE = Path(__file__).resolve().parent
 
@@ -190,9 +196,10 @@ def plain_loop(folder: Path, out: Path) -> None:
 
 def run_case(case: str, working_dir: str) -> None:
     import resource
-    import time
 
     luisy.set_working_dir(working_dir)
+    if case.endswith("-wo"):
+        Pngs.input_fingerprint = "write-once"
     folder = Path(working_dir, "bench", "raw", "pngs")
     start = time.perf_counter()
     if case == "plain":
@@ -206,8 +213,16 @@ def run_case(case: str, working_dir: str) -> None:
     elif case == "luigi":
         assert luigi.build([AllGray(str(folder), str(Path(working_dir, "luigi")))], local_scheduler=True,
                            log_level="ERROR")
-    elif case in ("pipeline", "noop", "plus10"):
+    elif case in ("pipeline", "noop", "plus10", "noop-wo"):
         assert luisy.build([Stats()], log_level="ERROR")
+    elif case in ("plan", "plan-wo"):
+        from luisy.plan import report
+
+        assert report(Stats())[0] == "nothing to run: Stats() is complete"
+    elif case in ("status", "status-wo"):
+        from luisy.status import status
+
+        assert all(row.complete for row in status(Stats()))
     elif case == "liststat":
         names = sorted(entry.name for entry in os.scandir(folder))
         stats = [os.stat(os.path.join(folder, name)) for name in names]
@@ -252,14 +267,44 @@ def link_pngs(source: Path, folder: Path, count: int) -> None:
 
 
 def bench_size(n: int, luigi_max: int, busy_max: int, repeat: int, root: Path, pngs_from: Path | None = None,
-               skip_p2: bool = False) -> list[tuple[str, dict[str, float]]]:
-    wd = root / f"n{n}"
+               skip_p2: bool = False, reuse: Path | None = None) -> list[tuple[str, dict[str, float]]]:
+    wd = reuse or root / f"n{n}"
     pngs = wd / "bench" / "raw" / "pngs"
-    if pngs_from is None:
-        make_pngs(pngs, n)
-    else:
-        link_pngs(pngs_from, pngs, n)
+    rows: list[tuple[str, dict[str, float]]] = []
+    if reuse is None:
+        if pngs_from is None:
+            make_pngs(pngs, n)
+        else:
+            link_pngs(pngs_from, pngs, n)
+        rows += first_runs(n, wd, luigi_max, repeat, skip_p2)
+    in_fresh_process("pipeline", wd)  # build the 3 stages once (not timed)
+    rows.append(("no-op rerun, 3 stages", best_of(repeat, lambda: in_fresh_process("noop", wd))))
+    first_new = sum(1 for _ in os.scandir(pngs))  # a reused folder may have grown in earlier runs
+    added = iter(range(first_new, first_new + 10 * repeat, 10))
+    rows.append(("+10 files, 3 stages", best_of(repeat, lambda: in_fresh_process("plus10", wd),
+                                                lambda: make_pngs(pngs, 10, start=next(added), seed=1))))
+    rows.append(("list + stat (floor)", best_of(repeat, lambda: in_fresh_process("liststat", wd))))
+    rows.append(("plan, nothing to do", best_of(repeat, lambda: in_fresh_process("plan", wd))))
+    rows.append(("status", best_of(repeat, lambda: in_fresh_process("status", wd))))
+    # The first run in write-once mode lists the folder and remembers it, once its last change is
+    # older than the racy window (the +10 case added files moments ago at small N).
+    time.sleep(max(0.0, RACY_SECONDS + 0.1 - (time.time() - pngs.stat().st_mtime)))
+    in_fresh_process("noop-wo", wd)
+    rows.append(("no-op rerun, write-once", best_of(repeat, lambda: in_fresh_process("noop-wo", wd))))
+    rows.append(("plan, write-once", best_of(repeat, lambda: in_fresh_process("plan-wo", wd))))
+    rows.append(("status, write-once", best_of(repeat, lambda: in_fresh_process("status-wo", wd))))
+    if n <= busy_max and reuse is None:
+        for case, label in (("pool1", "CPU-bound plain loop"), ("pool2", "CPU-bound plain Pool(2)"),
+                            ("busy1", "CPU-bound luisy p=1"), ("busy2", "CPU-bound luisy p=2")):
+            shutil.rmtree(wd / "bench" / "interim" / "Busy", ignore_errors=True)
+            rows.append((label, in_fresh_process(case, wd)))
+    if reuse is None:
+        shutil.rmtree(wd)
+    return rows
 
+
+def first_runs(n: int, wd: Path, luigi_max: int, repeat: int, skip_p2: bool) -> list[tuple[str, dict[str, float]]]:
+    """The plain loop, luisy and luigi making the first stage from scratch."""
     def clear(*parts: str) -> Callable[[], None]:
         return lambda: shutil.rmtree(wd.joinpath(*parts), ignore_errors=True)
 
@@ -268,18 +313,6 @@ def bench_size(n: int, luigi_max: int, busy_max: int, repeat: int, root: Path, p
         rows.append((label, best_of(repeat, lambda case=case: in_fresh_process(case, wd), clear("bench", "interim"))))
     if n <= luigi_max:
         rows.append(("luigi 1 task/file", in_fresh_process("luigi", wd)))
-    in_fresh_process("pipeline", wd)  # build the 3 stages once (not timed)
-    rows.append(("no-op rerun, 3 stages", best_of(repeat, lambda: in_fresh_process("noop", wd))))
-    added = iter(range(n, n + 10 * repeat, 10))
-    rows.append(("+10 files, 3 stages", best_of(repeat, lambda: in_fresh_process("plus10", wd),
-                                                lambda: make_pngs(pngs, 10, start=next(added), seed=1))))
-    rows.append(("list + stat (floor)", best_of(repeat, lambda: in_fresh_process("liststat", wd))))
-    if n <= busy_max:
-        for case, label in (("pool1", "CPU-bound plain loop"), ("pool2", "CPU-bound plain Pool(2)"),
-                            ("busy1", "CPU-bound luisy p=1"), ("busy2", "CPU-bound luisy p=2")):
-            shutil.rmtree(wd / "bench" / "interim" / "Busy", ignore_errors=True)
-            rows.append((label, in_fresh_process(case, wd)))
-    shutil.rmtree(wd)
     return rows
 
 
@@ -293,12 +326,16 @@ def main() -> None:
     parser.add_argument("--tmp", help="folder for the data (default: a temporary folder)")
     parser.add_argument("--pngs", type=Path, help="take the images from this folder (made before)")
     parser.add_argument("--skip-p2", action="store_true", help="leave out luisy p=2 (saves time at large N)")
+    parser.add_argument("--reuse", type=Path, help="a working directory this script made before (kept with "
+                        "--tmp), with its images in bench/raw/pngs: only the rerun rows, and it is kept")
     args = parser.parse_args()
+    if args.reuse is not None and len(args.sizes) != 1:
+        parser.error("--reuse measures one size: give it as --sizes N")
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         print(f"{'N':>7} {'case':<24} {'seconds':>9} {'× floor':>8} {'peak RSS MB':>12}")
         for n in args.sizes:
             rows = bench_size(n, args.luigi_max, args.busy_max, args.repeat if n <= 10_000 else 1, Path(tmp),
-                              args.pngs, args.skip_p2)
+                              args.pngs, args.skip_p2, args.reuse)
             seconds = dict((label, result["seconds"]) for label, result in rows)
             for label, result in rows:
                 print(f"{n:>7} {label:<24} {result['seconds']:>9.3f} {_ratio(label, seconds)} "
@@ -306,10 +343,11 @@ def main() -> None:
 
 
 def _ratio(label: str, seconds: dict[str, float]) -> str:
-    """Against the plain loop for a first run, against listing the inputs for a rerun."""
+    """Against the plain loop for a first run, against listing the inputs for a rerun, plan and status."""
     if "CPU" in label or "floor" in label:
         return f"{'':>8}"
-    floor = seconds["list + stat (floor)"] if "rerun" in label or "+10" in label else seconds["plain loop (floor)"]
+    rerun = any(word in label for word in ("rerun", "+10", "plan", "status"))
+    floor = seconds["list + stat (floor)"] if rerun else seconds["plain loop (floor)"]
     return f"{seconds[label] / floor:8.2f}"
 
 if __name__ == "__main__":

@@ -182,6 +182,8 @@ def _resume_note(task: luigi.Task, todo: Any = None) -> list[str]:
 
 
 def _directory_reasons(task: luigi.Task) -> list[str]:
+    if task.complete():  # from the manifest's first line: the item lists need not be read
+        return []
     manifest = task.output().current_manifest()
     if manifest is None:
         return ["no output", *_resume_note(task)]

@@ -19,6 +19,7 @@ from luisy.graph import upstream_first
 from luisy.history import TaskRun, last_runs, when
 from luisy.paths import expected_at
 from luisy.plan import reasons
+from luisy.targets import scan_once
 from luisy.texttable import cut, text_table
 
 __all__ = ["TaskStatus", "status", "table", "as_json", "verify"]
@@ -64,6 +65,11 @@ def as_json(rows: list[TaskStatus]) -> list[dict[str, Any]]:
 def status(root: luigi.Task) -> list[TaskStatus]:
     """A row per task of ``root``'s graph, upstream first. The last run comes from the run
     journal; a task it has no run of shows when its output was written."""
+    with scan_once():  # each input folder is listed once, not once per task downstream of it
+        return _status(root)
+
+
+def _status(root: luigi.Task) -> list[TaskStatus]:
     rows = []
     tasks = list(upstream_first(root))
     runs = last_runs(config.get_working_dir(), [t.task_id for t in tasks if not is_external(t)])

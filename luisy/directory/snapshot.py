@@ -60,7 +60,8 @@ def remember(folder: str, scope: str, seen: Folders, digest: Callable[[], str]) 
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = temp_sibling(path)
-        tmp.write_text(json.dumps({"folders": seen, "digest": digest()}, separators=(",", ":")),
+        folders = [(os.path.abspath(where), inode, mtime_ns) for where, inode, mtime_ns in seen]  # any cwd
+        tmp.write_text(json.dumps({"folders": folders, "digest": digest()}, separators=(",", ":")),
                        encoding="utf-8")
         os.replace(tmp, path)
     except OSError:  # a read-only working directory: the next run lists again

@@ -81,10 +81,10 @@ def folder(root: Path, files: int, kb: int) -> None:
     listed = list_files(str(data))
 
     def by_stat() -> None:
-        source_items(listed, str)
+        source_items(str(data), listed, str)
 
     def by_content() -> None:
-        source_items(listed, str, by_content=lambda f: content.digests(str(data), f, "*"))
+        source_items(str(data), listed, str, by_content=lambda f: content.digests(str(data), f, "*"))
 
     def cold() -> None:
         shutil.rmtree(root / "working" / content.CACHE_DIR, ignore_errors=True)

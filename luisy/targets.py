@@ -218,9 +218,9 @@ class DirectoryInputTarget(luigi.LocalTarget):
         """The matching files (or folders), sorted by their path relative to the folder."""
         if self.folders:
             return [Path(path) for path in self.listing().paths]
-        return [Path(path) for _, path in self._files()]
+        return [Path(self.path, rel) for rel in self._files()]
 
-    def _files(self) -> list[tuple[str, str]]:
+    def _files(self) -> list[str]:
         return list_files(self.path, self.pattern, self.regex, self.recursive, self.owner, self.ignore)
 
     def __len__(self) -> int:
@@ -236,8 +236,8 @@ class DirectoryInputTarget(luigi.LocalTarget):
                 if obj is not None:
                     yield name, obj
             return
-        for rel, path in self._files():
-            obj = self._read_file(path)
+        for rel in self._files():
+            obj = self._read_file(os.path.join(self.path, rel))
             if obj is not None:
                 yield rel, obj
 
@@ -254,10 +254,10 @@ class DirectoryInputTarget(luigi.LocalTarget):
         if self.folders:
             return folder_items(self.path, self.pattern, self.marker, self.ignore, self._read_file, self.owner)
         if not self._write_once():
-            return source_items(self._files(), self._read_file, self.owner, self._by_content())
+            return source_items(self.path, self._files(), self._read_file, self.owner, self._by_content())
         seen: snapshot.Folders = []
-        found = source_items(list_files(self.path, self.pattern, self.regex, self.recursive, self.owner,
-                                        self.ignore, seen), self._read_file, self.owner)
+        found = source_items(self.path, list_files(self.path, self.pattern, self.regex, self.recursive, self.owner,
+                                                   self.ignore, seen), self._read_file, self.owner)
         snapshot.remember(self.path, repr(self.selection()), seen, found.digest)
         return found
 

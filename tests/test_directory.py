@@ -337,7 +337,7 @@ def test_a_file_moved_away_while_the_folder_is_listed_is_left_out(tmp_path, by_c
     listed = list_files(str(tmp_path), "*.txt")
     (tmp_path / "b.txt").unlink()  # a hot folder's consumer moved it away meanwhile
     content = (lambda stats: [f"{rel}:{stat.st_size}" for rel, stat in stats]) if by_content else None
-    items = source_items(listed, str, by_content=content)
+    items = source_items(str(tmp_path), listed, str, by_content=content)
     assert items.names == ["a", "c"]
     assert [os.path.basename(path) for path in items.paths] == ["a.txt", "c.txt"]
     assert len(items.fingerprints) == 2

@@ -11,7 +11,7 @@ from typing import Any
 from luisy.atomic import TMP_MARKER
 from luisy.digests import digest, stat_fingerprint
 from luisy.directory.snapshot import Folders
-from luisy.directory.sources import SourceItems
+from luisy.directory.sources import Joined, SourceItems
 from luisy.errors import FileReadError
 
 #: Names writers give files while they are still being written, and hidden files: never input items.
@@ -27,14 +27,14 @@ def ignore_rule(patterns: Iterable[str]) -> Callable[[str], Any]:
 
 
 def list_files(folder: str, pattern: str = "*", regex: re.Pattern[str] | None = None, recursive: bool = False,
-               owner: str = "", ignore: Iterable[str] = (), seen: Folders | None = None) -> list[tuple[str, str]]:
-    """``(path relative to folder, path)`` per matching file, sorted by relative path.
+               owner: str = "", ignore: Iterable[str] = (), seen: Folders | None = None) -> list[str]:
+    """The path relative to ``folder`` of each matching file, sorted.
 
     Files match the glob ``pattern`` (against the relative path if it contains ``/``, else the
     name) and ``regex`` (searched in the name); files and folders whose name matches a glob in
     ``ignore`` are left out. ``os.scandir`` rather than ``Path.glob``: a
-    folder can hold a million files; only their paths are kept (a ``DirEntry`` costs three times
-    as much, and ten times that once it has cached a ``stat``). A missing ``folder`` raises
+    folder can hold a million files; only their relative paths are kept (a ``DirEntry`` costs
+    five times as much, and more once it has cached a ``stat``). A missing ``folder`` raises
     ``FileNotFoundError`` (the input is missing); any other listing error, or a symbolic link
     loop, a ``FileReadError``. ``seen``, if given, gets each folder listed, as ``stat`` found it
     before listing it (see :mod:`luisy.directory.snapshot`).
@@ -61,7 +61,7 @@ def list_files(folder: str, pattern: str = "*", regex: re.Pattern[str] | None = 
                     rel = prefix + entry.name
                     if (matches(rel if whole_path else entry.name) and TMP_MARKER not in entry.name
                             and entry.is_file() and (regex is None or regex.search(entry.name))):
-                        found.append((rel, entry.path))
+                        found.append(rel)
         except OSError as error:
             raise FileReadError(f"{owner}: cannot list {current}: {error.strerror}") from None
     found.sort()
@@ -79,37 +79,42 @@ def _below(prefix: str, entry: os.DirEntry, above: frozenset[tuple[int, int]],
     return prefix + entry.name + "/", entry.path, above | {key}, info
 
 
-def source_items(files: list[tuple[str, str]], reader: Callable[[str], Any], owner: str = "",
+def source_items(folder: str, files: list[str], reader: Callable[[str], Any], owner: str = "",
                  by_content: Callable[[list[tuple[str, os.stat_result]]], list[str]] | None = None) -> SourceItems:
-    """The listed files as input items: named by relative path without extension, fingerprinted
-    by size and modification time (so a rerun sees edited files), or by ``by_content`` (which
-    gets each file's relative path and ``stat``). A file moved away since the folder was listed
-    is left out, as if listed a moment later (hot folders see that all the time)."""
-    if by_content is not None:
-        stats = [(rel, _stat(path)) for rel, path in files]
-        files = [file for file, (_, stat) in zip(files, stats, strict=True) if stat is not None]
-        fingerprints = by_content([(rel, stat) for rel, stat in stats if stat is not None])
-    else:  # a stat_result each would take 800 MB at a million files: only the strings are kept
-        fingerprints = [_size_mtime(path) for _, path in files]
-        if None in fingerprints:
-            files = [file for file, fp in zip(files, fingerprints, strict=True) if fp is not None]
-            fingerprints = [fp for fp in fingerprints if fp is not None]
-    names = [item_name(rel) for rel, _ in files]
+    """The listed files (paths relative to ``folder``) as input items: named by relative path
+    without extension, fingerprinted by size and modification time (so a rerun sees edited
+    files), or by ``by_content`` (which gets each file's relative path and ``stat``). A file
+    moved away since the folder was listed is left out, as if listed a moment later (hot folders
+    see that all the time)."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)  # each file looked up from its folder, not from /
+    try:
+        if by_content is not None:
+            stats = [(rel, _stat(rel, fd)) for rel in files]
+            files = [rel for rel, stat in stats if stat is not None]
+            fingerprints = by_content([(rel, stat) for rel, stat in stats if stat is not None])
+        else:  # a stat_result each would take 800 MB at a million files: only the strings are kept
+            fingerprints = [_size_mtime(rel, fd) for rel in files]
+            if None in fingerprints:
+                files = [rel for rel, fp in zip(files, fingerprints, strict=True) if fp is not None]
+                fingerprints = [fp for fp in fingerprints if fp is not None]
+    finally:
+        os.close(fd)
+    names = [item_name(rel) for rel in files]
     if len(set(names)) < len(names):
         _name_clash(files, names, owner)
-    return SourceItems(names, fingerprints, [path for _, path in files], reader)
+    return SourceItems(names, fingerprints, Joined(folder, files), reader)
 
 
-def _stat(path: str) -> os.stat_result | None:
+def _stat(rel: str, fd: int) -> os.stat_result | None:
     try:
-        return os.stat(path)
+        return os.stat(rel, dir_fd=fd)
     except FileNotFoundError:
         return None
 
 
-def _size_mtime(path: str) -> str | None:
+def _size_mtime(rel: str, fd: int) -> str | None:
     try:
-        stat = os.stat(path)
+        stat = os.stat(rel, dir_fd=fd)
     except FileNotFoundError:
         return None
     return stat_fingerprint(stat)
@@ -187,10 +192,10 @@ def item_name(rel: str) -> str:
     return rel[:dot] if dot > start and rel[start:dot].strip(".") else rel
 
 
-def _name_clash(files: list[tuple[str, str]], names: list[str], owner: str) -> None:
+def _name_clash(files: list[str], names: list[str], owner: str) -> None:
     first: dict[str, str] = {}
-    for (_, path), name in zip(files, names, strict=True):
+    for rel, name in zip(files, names, strict=True):
         if name in first:
-            raise FileReadError(f"{owner}: {first[name]} and {os.path.basename(path)} would both be item {name!r}; "
+            raise FileReadError(f"{owner}: {first[name]} and {os.path.basename(rel)} would both be item {name!r}; "
                                 f"narrow the pattern")
-        first[name] = os.path.basename(path)
+        first[name] = os.path.basename(rel)

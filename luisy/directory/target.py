@@ -48,7 +48,7 @@ from luisy.directory.manifest import (
     remember,
 )
 from luisy.directory.memory import MemoryFolder
-from luisy.directory.sources import SourceItems
+from luisy.directory.sources import Joined, SourceItems
 from luisy.errors import ItemFileError, ItemNameError, ManifestError, UnsafePathError
 from luisy.paths import with_extension
 
@@ -162,9 +162,8 @@ class DirectoryTarget(luigi.LocalTarget):
     def source_items(self) -> SourceItems:
         """The items as inputs of a downstream directory task; the checksum is the fingerprint."""
         table = self.manifest.items
-        prefix = os.path.join(self.path, "")
-        return SourceItems(table.names, table.checksums, [prefix + file for file in table.files],
-                           self._reader(), digest=table.digest())
+        return SourceItems(table.names, table.checksums, Joined(self.path, table.files), self._reader(),
+                           digest=table.digest())
 
     def _reader(self) -> Callable[[str], Any]:
         return self.place.reader(functools.partial(self.file_format.read, **self.options))

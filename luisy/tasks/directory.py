@@ -183,13 +183,19 @@ class DirectoryTask(Task):
                                   "'..' component); rename the file or narrow the pattern")
         ext = self.output().file_format.ext
         suffix = f".{ext}" if ext else ""
+        # Names are unique, so two share a file only if one is the other plus the extension; the
+        # file names are made (a million strings) only if one name ends with it or has a folder.
+        ends = any(map(operator.methodcaller("endswith", suffix), names)) if suffix else False
+        nesting = "/" in "".join(names)
+        if not names or not (ends or nesting or (max(map(len, names)) + len(suffix)) * 4 > NAME_MAX):
+            return
         files = [name if name.endswith(suffix) else name + suffix for name in names]
-        if files and max(map(len, files)) * 4 > NAME_MAX:  # only then can a part exceed NAME_MAX bytes
+        if max(map(len, files)) * 4 > NAME_MAX:  # only then can a part exceed NAME_MAX bytes
             for row, file in enumerate(files):
                 if any(len(os.fsencode(part)) > NAME_MAX for part in file.split("/")):
                     raise UnsafePathError(f"{self!r}: input file {items[row].path} gives the item file {file!r}, "
                                           f"longer than the {NAME_MAX} bytes file systems allow; rename the input file")
-        nested = [file for file in files if "/" in file] if "/" in "".join(names) else []
+        nested = [file for file in files if "/" in file] if nesting else []
         folders = {file[:end] for file in nested for end in _slashes(file)}
         both = folders.intersection(files)
         if both:

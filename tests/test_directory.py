@@ -341,3 +341,17 @@ def test_a_file_moved_away_while_the_folder_is_listed_is_left_out(tmp_path, by_c
     assert items.names == ["a", "c"]
     assert [os.path.basename(path) for path in items.paths] == ["a.txt", "c.txt"]
     assert len(items.fingerprints) == 2
+
+
+def test_item_paths_are_joined_when_asked_for(tmp_path):
+    import pickle
+
+    from luisy.directory.sources import Joined, SourceItems
+
+    paths = Joined(str(tmp_path), ["a.txt", "sub/b.txt", "c.txt"])
+    assert list(paths) == [str(tmp_path / "a.txt"), str(tmp_path / "sub" / "b.txt"), str(tmp_path / "c.txt")]
+    assert list(paths[1:]) == list(paths)[1:] and isinstance(paths[1:], Joined)
+    assert list(pickle.loads(pickle.dumps(paths))) == list(paths)
+    items = SourceItems(["a", "sub/b", "c"], ["1", "2", "3"], paths, str)
+    assert [item.path for item in items.select([2, 0])] == [paths[2], paths[0]]
+    assert items[1:][0].load() == paths[1]

@@ -28,6 +28,7 @@ from luisy.directory.inputs import ignore_rule
 from luisy.errors import LuisyError, NoFolderInput
 from luisy.execution import RunSummary
 from luisy.execution import run as run_tasks
+from luisy.fingerprint.content import keeping_digests
 from luisy.fingerprint.task import is_external
 from luisy.graph import upstream_first
 from luisy.interrupts import signal_name, stop_on_signals
@@ -169,7 +170,8 @@ def watch(
                 seen: dict[tuple[Any, ...], Observation] = {}
                 for folder in folders:
                     try:
-                        listed = folder.listing()
+                        with keeping_digests():  # a file is hashed once, not on every rescan
+                            listed = folder.listing()
                     except (FileNotFoundError, LuisyError) as error:  # not a reason to stop watching
                         problem = error.format_message() if isinstance(error, LuisyError) else \
                             f"waiting for {folder.path} to appear"

@@ -594,3 +594,40 @@ def test_waking_the_watcher_from_a_signal_handler_cannot_wait_for_itself():
     assert not thread.is_alive(), "set() waited for the lock its own thread holds"
     assert wakeup.wait(10)
     wakeup.close()
+
+
+def test_with_inputs_by_content_the_rescans_hash_each_file_once(luisy_working_dir, monkeypatch):
+    from luisy.fingerprint import content
+
+    folder = Path(luisy_working_dir, "hashed", "raw", "drops")
+    folder.mkdir(parents=True)
+    old = time.time() - 60  # not just written: a digest is kept only for files older than the racy window
+    for name in "abc":
+        (folder / f"{name}.txt").write_text(name * 100)
+        os.utime(folder / f"{name}.txt", (old, old))
+    hashed: list[str] = []
+    real = content.file_digest
+    monkeypatch.setattr(content, "file_digest", lambda path: hashed.append(os.path.basename(path)) or real(path))
+
+    @luisy.project_name("hashed")
+    @luisy.raw
+    @luisy.directory_input(pattern="*.txt")
+    class Drops(luisy.ExternalTask):
+        input_fingerprint = "content"
+
+        def get_folder_name(self):
+            return "drops"
+
+    @luisy.project_name("hashed")
+    @luisy.interim
+    @luisy.requires(Drops)
+    @luisy.directory_output(format="json")
+    class Lengths(luisy.DirectoryTask):
+        def process(self, name, obj):
+            return {"chars": len(obj)}
+
+    lines: list[str] = []
+    result = watch(Lengths(), settle=0.6, interval=0.1, once=True, report=lines.append)
+    assert result.ok, lines
+    assert sorted(Lengths().output().manifest.items) == ["a", "b", "c"]
+    assert sorted(hashed) == ["a.txt", "b.txt", "c.txt"], "each file hashed once over all rescans and the run"

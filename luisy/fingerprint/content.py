@@ -8,9 +8,9 @@ kept with the file's size, modification time and inode in
 ``<working_dir>/.luisy-digests/<digest of folder and selection>.json``. A file whose three
 values are unchanged is not read again.
 
-The cache is written by runs (``luisy run``, ``luisy.build``) only; ``plan`` and ``status``
-read it and write nothing, so ``plan`` can say which files were touched since the last run
-without their content changing. A file modified within :data:`RACY_SECONDS` of being hashed is
+The cache is written by runs (``luisy run``, ``luisy.build``) and by ``luisy watch``'s rescans;
+``plan`` and ``status`` read it and write nothing, so ``plan`` can say which files were touched
+since the last run without their content changing. A file modified within :data:`RACY_SECONDS` of being hashed is
 not cached (a second write within the same clock tick would go unnoticed), as git does. Cache
 files are replaced atomically; two writers at once lose at most each other's new entries, which
 costs a re-read, never a wrong digest.
@@ -31,7 +31,8 @@ from luisy.atomic import temp_sibling
 from luisy.digests import digest, file_digest
 from luisy.errors import LuisyError
 
-__all__ = ["MODES", "CACHE_DIR", "RACY_SECONDS", "mode_of", "digests", "noticing_touched", "cache_path"]
+__all__ = ["MODES", "CACHE_DIR", "RACY_SECONDS", "mode_of", "digests", "noticing_touched", "keeping_digests",
+           "cache_path"]
 
 MODES = config.INPUT_FINGERPRINTS
 CACHE_DIR = ".luisy-digests"
@@ -51,6 +52,21 @@ def mode_of(task_or_class: Any) -> str:
         name = task_or_class.__name__ if isinstance(task_or_class, type) else type(task_or_class).__name__
         raise LuisyError(f"{name}.input_fingerprint = {own!r}: must be one of {', '.join(MODES)}")
     return own
+
+
+# Set by ``luisy watch``: its rescans keep the cache too (they would hash every new file again
+# on each rescan until the first run).
+_keeping: ContextVar[bool] = ContextVar("luisy_keeping_digests", default=False)
+
+
+@contextmanager
+def keeping_digests() -> Iterator[None]:
+    """Inside the block, computing digests updates the cache outside a run too."""
+    token = _keeping.set(True)
+    try:
+        yield
+    finally:
+        _keeping.reset(token)
 
 
 # Files found touched (new size, time or inode; same bytes) while the block of noticing_touched runs.
@@ -97,7 +113,7 @@ def digests(folder: str, files: Sequence[tuple[str, os.stat_result]], scope: str
     notes = _touched.get()
     if notes is not None and touched:
         notes.setdefault(folder, set()).update(touched)
-    if fresh != cache and config.current().id:  # within a run: see the module docstring
+    if fresh != cache and (config.current().id or _keeping.get()):  # see the module docstring
         _save(path, fresh)
     return out
 

@@ -258,7 +258,7 @@ class DirectoryInputTarget(luigi.LocalTarget):
         seen: snapshot.Folders = []
         found = source_items(self.path, list_files(self.path, self.pattern, self.regex, self.recursive, self.owner,
                                                    self.ignore, seen), self._read_file, self.owner)
-        snapshot.remember(self.path, repr(self.selection()), seen, found.digest)
+        snapshot.remember(self.path, repr(self.selection()), seen, found)
         return found
 
     def _by_content(self) -> Callable[..., list[str]] | None:

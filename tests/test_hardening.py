@@ -406,6 +406,19 @@ def test_two_inputs_that_would_share_an_item_file_give_one_clear_error(inputs):
     assert not task.output().exists()
 
 
+def test_an_input_items_of_its_own_giving_one_name_twice_is_one_clear_error(inputs):
+    from luisy.directory.sources import SourceItem
+
+    class Twice(Scaled):
+        def input_items(self):
+            return [SourceItem("x", str(i), str(inputs / f"f{i}.npy"), np.load) for i in (0, 1)]
+
+    task = Twice()
+    with pytest.raises(ItemNameError, match=r"input files .*f0\.npy and .*f1\.npy would both be written to 'x\.npy'"):
+        task.run()
+    assert not task.output().exists()
+
+
 def test_a_writer_given_two_names_for_one_file_says_so(tmp_path):
     target = DirectoryTarget(tmp_path / "out", file_format=formats.TEXT, owner="W()")
     with pytest.raises(ItemNameError, match=r"W\(\): items 'a' and 'a\.txt' would both be written to 'a\.txt'"):

@@ -49,7 +49,7 @@ def frames(luisy_working_dir):
     (folder / "run2").mkdir(parents=True)
     for rel in ("a.txt", "b.txt", "run2/c.txt"):
         (folder / rel).write_text(rel * 3)
-    _age(folder / "run2", folder)
+    _age(*(folder / rel for rel in ("a.txt", "b.txt", "run2/c.txt")), folder / "run2", folder)
     return folder
 
 
@@ -174,3 +174,33 @@ def test_the_mode_is_a_setting_too(frames, luisy_working_dir, monkeypatch):
         assert len(_snapshots(luisy_working_dir)) == 1
         monkeypatch.setattr(targets, "list_files", lambda *a, **k: pytest.fail("the input folder was listed"))
         assert Sized().complete()
+
+
+def test_a_file_still_being_written_is_not_remembered_half_written(frames, luisy_working_dir):
+    (frames / "b.txt").write_text("part")  # written under its final name, moments ago
+    _age(frames)
+    assert _build(luisy_working_dir) == ["a", "b", "run2/c"]
+    assert _snapshots(luisy_working_dir) == []
+    with open(frames / "b.txt", "a") as f:
+        f.write(" and the rest")
+    assert not Sized().complete()
+    assert _build(luisy_working_dir) == ["b"]
+    assert dict(Sized().output().items())["b"] == {"chars": len("part and the rest")}
+
+
+def test_files_reached_through_links_are_listed_every_time(frames, luisy_working_dir):
+    store = luisy_working_dir / "store"
+    store.mkdir()
+    (store / "s.txt").write_text("stored")
+    (frames / "s.txt").symlink_to(store / "s.txt")
+    _age(store / "s.txt", store, frames)
+    assert _build(luisy_working_dir) == ["a", "b", "run2/c", "s"]
+    assert _snapshots(luisy_working_dir) == []
+    (store / "s.new").write_text("stored again, longer")
+    os.replace(store / "s.new", store / "s.txt")  # the link's folder does not change
+    assert not Sized().complete()
+    assert _build(luisy_working_dir) == ["s"]
+    (store / "s.txt").unlink()
+    assert not Sized().complete()
+    _build(luisy_working_dir)
+    assert sorted(name for name, _ in Sized().output().items()) == ["a", "b", "run2/c"]

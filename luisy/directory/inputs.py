@@ -62,6 +62,8 @@ def list_files(folder: str, pattern: str = "*", regex: re.Pattern[str] | None = 
                     if (matches(rel if whole_path else entry.name) and TMP_MARKER not in entry.name
                             and entry.is_file() and (regex is None or regex.search(entry.name))):
                         found.append(rel)
+                        if seen is not None and entry.is_symlink():
+                            seen.append(None)  # its file is in a folder not listed: see Folders
         except OSError as error:
             raise FileReadError(f"{owner}: cannot list {current}: {error.strerror}") from None
     found.sort()

@@ -18,16 +18,19 @@ remembered: a second change within the same clock tick would leave its time as i
 from __future__ import annotations
 
 import json
+import operator
 import os
 import time
-from collections.abc import Callable
 
 from luisy import config
 from luisy.atomic import temp_sibling
+from luisy.directory.sources import SourceItems
 from luisy.fingerprint.content import RACY_SECONDS, cache_path
 
-#: ``(folder path, inode, modification time in ns)`` of each folder a listing went through.
-Folders = list[tuple[str, int, int]]
+#: ``(folder path, inode, modification time in ns)`` of each folder a listing went through; ``None``
+#: for a file reached through a symbolic link, whose folder is not among them (its target can be
+#: replaced or removed without any of them changing), so the listing cannot be remembered.
+Folders = list[tuple[str, int, int] | None]
 
 
 def recall(folder: str, scope: str) -> str | None:
@@ -47,25 +50,33 @@ def recall(folder: str, scope: str) -> str | None:
     return known
 
 
-def remember(folder: str, scope: str, seen: Folders, digest: Callable[[], str]) -> None:
-    """Keep ``digest()`` as the listing of ``folder`` while the folders in ``seen`` (stat'ed before
-    each was listed) keep their times. Only within a run, and only if no folder was modified
-    within :data:`RACY_SECONDS`."""
-    if not config.current().id or not seen:
+def remember(folder: str, scope: str, seen: Folders, items: SourceItems) -> None:
+    """Keep the digest of ``items`` as the listing of ``folder`` while the folders in ``seen``
+    (stat'ed before each was listed) keep their times. Only within a run; not if a file was
+    reached through a symbolic link, nor if a folder or a file was modified within
+    :data:`RACY_SECONDS` (a file still being written under its final name would be remembered
+    half-written)."""
+    if not config.current().id or not seen or None in seen:
         return
     recent = time.time_ns() - int(RACY_SECONDS * 1e9)
-    if any(mtime_ns > recent for _, _, mtime_ns in seen):
+    if any(mtime_ns > recent for _, _, mtime_ns in seen) or _newest_file_ns(items) > recent:
         return
     path = _path(folder, scope)
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = temp_sibling(path)
         folders = [(os.path.abspath(where), inode, mtime_ns) for where, inode, mtime_ns in seen]  # any cwd
-        tmp.write_text(json.dumps({"folders": folders, "digest": digest()}, separators=(",", ":")),
+        tmp.write_text(json.dumps({"folders": folders, "digest": items.digest()}, separators=(",", ":")),
                        encoding="utf-8")
         os.replace(tmp, path)
     except OSError:  # a read-only working directory: the next run lists again
         pass
+
+
+def _newest_file_ns(items: SourceItems) -> int:
+    """The latest modification time among the items, from their size-mtime fingerprints."""
+    times = map(int, map(operator.itemgetter(2), map(operator.methodcaller("rpartition", "-"), items.fingerprints)))
+    return max(times, default=0)
 
 
 def _path(folder: str, scope: str) -> str:

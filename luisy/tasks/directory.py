@@ -124,7 +124,7 @@ class DirectoryTask(Task):
         keep = set(names)  # the unchanged ones: each is published, skipped or failed
         keep.difference_update(names[row] for row in rows)
         kept_failures = {}
-        for name in failed:  # few
+        for name in filter(failed.__contains__, names) if failed else ():  # few, in input order
             if name in keep and name not in published and name not in manifest.skipped:
                 keep.discard(name)
                 kept_failures[name] = (failed[name], manifest.failed_sources.get(name))
@@ -183,11 +183,13 @@ class DirectoryTask(Task):
                                   "'..' component); rename the file or narrow the pattern")
         ext = self.output().file_format.ext
         suffix = f".{ext}" if ext else ""
-        # Names are unique, so two share a file only if one is the other plus the extension; the
-        # file names are made (a million strings) only if one name ends with it or has a folder.
+        # Unique names share a file only if one is the other plus the extension: the file names
+        # (a million strings) are made only if names repeat, or one ends with it or has a folder.
+        # Listings and manifests are unique; an input_items() of the task's own need not be.
+        unique = all(map(operator.lt, names, itertools.islice(names, 1, None))) or len(set(names)) == len(names)
         ends = any(map(operator.methodcaller("endswith", suffix), names)) if suffix else False
         nesting = "/" in "".join(names)
-        if not names or not (ends or nesting or (max(map(len, names)) + len(suffix)) * 4 > NAME_MAX):
+        if not names or (unique and not (ends or nesting or (max(map(len, names)) + len(suffix)) * 4 > NAME_MAX)):
             return
         files = [name if name.endswith(suffix) else name + suffix for name in names]
         if max(map(len, files)) * 4 > NAME_MAX:  # only then can a part exceed NAME_MAX bytes

@@ -249,11 +249,11 @@ class Manifest:
 
         ``body_checked``: the second line's length and digest are known to match the header.
         """
-        head, _, rest = text.partition("\n")
-        header = _header_fields(_json(head, where), where)
+        end = text.find("\n")
+        header = _header_fields(_json(text[:end] if end >= 0 else text, where), where)
         if not body_checked:
-            _check_body_bytes(header, rest.encode("utf-8", "surrogateescape"), where)
-        body = _json(rest, where)
+            _check_body_bytes(header, text[end + 1:].encode("utf-8", "surrogateescape") if end >= 0 else b"", where)
+        body = _json(text, where, start=end + 1) if end >= 0 else _json("", where)
         _check_body(body, header, where)
         columns = (body.pop(column) for column in ("names", "files", "sizes", "checksums", "sources"))
         items = ItemTable(*columns, digest=header["items_digest"])  # written with these columns
@@ -444,11 +444,22 @@ def _check_body_bytes(header: dict[str, Any], body: bytes, where: str) -> None:
         raise ManifestError(f"{where} is corrupt: its second line is not the one its header describes")
 
 
-def _json(text: str, where: str) -> Any:
+def _json(text: str, where: str, start: int = 0) -> Any:
+    """The JSON document that is ``text[start:]``, parsed in place (a manifest's second line can
+    be 100 MB: no copy of it is made)."""
     try:
-        return json.loads(text)
+        if not start:
+            return json.loads(text)
+        found, end = _DECODER.raw_decode(text, _WHITESPACE.match(text, start).end())  # as json.loads
+        if text[end:].strip():
+            raise json.JSONDecodeError("Extra data", text, end)
+        return found
     except (ValueError, RecursionError) as error:  # a deeply nested document exhausts the parser
         raise ManifestError(f"{where} is corrupt: not JSON ({type(error).__name__})") from None
+
+
+_DECODER = json.JSONDecoder()
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
 
 
 def _is_str(value: Any) -> bool:

@@ -358,7 +358,7 @@ class LocalFolder:
             os.replace(writer.staging.path / item.file, folder / file)
             moved[name] = item._replace(file=file)
         items = current.items.merged(writer.kept, moved)
-        listed = set(items.files)
+        listed = set(items.files) if current.items or current.retired else set()  # a first run replaces nothing
         now, keep_for = time.time(), config.current().keep_replaced_seconds
         replaced = list(itertools.filterfalse(listed.__contains__, current.items.files))  # a C loop
         retired = {f: t for f, t in current.retired.items() if now - t < keep_for and f not in listed}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -220,8 +220,8 @@ class DirectoryInputTarget(luigi.LocalTarget):
             return [Path(path) for path in self.listing().paths]
         return [Path(self.path, rel) for rel in self._files()]
 
-    def _files(self) -> list[str]:
-        return list_files(self.path, self.pattern, self.regex, self.recursive, self.owner, self.ignore)
+    def _files(self, seen: snapshot.Folders | None = None) -> list[str]:
+        return list_files(self.path, self.pattern, self.regex, self.recursive, self.owner, self.ignore, seen)
 
     def __len__(self) -> int:
         return len(self.listing()) if self.folders else len(self._files())
@@ -256,8 +256,7 @@ class DirectoryInputTarget(luigi.LocalTarget):
         if not self._write_once():
             return source_items(self.path, self._files(), self._read_file, self.owner, self._by_content())
         seen: snapshot.Folders = []
-        found = source_items(self.path, list_files(self.path, self.pattern, self.regex, self.recursive, self.owner,
-                                                   self.ignore, seen), self._read_file, self.owner)
+        found = source_items(self.path, self._files(seen), self._read_file, self.owner)
         snapshot.remember(self.path, repr(self.selection()), seen, found)
         return found
 
@@ -281,10 +280,9 @@ class DirectoryInputTarget(luigi.LocalTarget):
         if scans is not None and key in scans:
             return scans[key]
         found = self.listing()
-        # In a run started by ``luisy watch``, items not settled yet are held back.
-        settled = config.current().settled
-        if settled is not None and self.selection() in settled:
-            found = hold_back(found, settled[self.selection()])
+        settled = self._settled()
+        if settled is not None:
+            found = hold_back(found, settled)
         if scans is not None:
             scans[key] = found
         return found
@@ -295,12 +293,17 @@ class DirectoryInputTarget(luigi.LocalTarget):
         With ``input_fingerprint = "write-once"`` the last listing's digest, while no folder it
         went through has changed (:mod:`luisy.directory.snapshot`).
         """
-        settled = config.current().settled
-        if self._write_once() and not (settled is not None and self.selection() in settled):
+        if self._write_once() and self._settled() is None:
             known = snapshot.recall(self.path, repr(self.selection()))
             if known is not None:
                 return known
         return digest(self.source_items())  # kept with the items listed within scan_once()
+
+    def _settled(self) -> Mapping[str, str] | None:
+        """In a run started by ``luisy watch``: the items found settled (name → fingerprint); the
+        others are held back."""
+        settled = config.current().settled
+        return settled.get(self.selection()) if settled is not None else None
 
     def selection(self) -> tuple[Any, ...]:
         """What decides which items the target lists: the folder, and how files are selected from it."""

@@ -115,11 +115,8 @@ def _stat(rel: str, fd: int) -> os.stat_result | None:
 
 
 def _size_mtime(rel: str, fd: int) -> str | None:
-    try:
-        stat = os.stat(rel, dir_fd=fd)
-    except FileNotFoundError:
-        return None
-    return stat_fingerprint(stat)
+    stat = _stat(rel, fd)
+    return None if stat is None else stat_fingerprint(stat)
 
 
 def folder_items(folder: str, pattern: str = "*", marker: str | None = None, ignore: Iterable[str] = (),

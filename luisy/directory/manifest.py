@@ -250,10 +250,12 @@ class Manifest:
         ``body_checked``: the second line's length and digest are known to match the header.
         """
         end = text.find("\n")
-        header = _header_fields(_json(text[:end] if end >= 0 else text, where), where)
+        if end < 0:  # no second line: the body parsed below is empty, hence corrupt
+            end = len(text)
+        header = _header_fields(_json(text[:end], where), where)
         if not body_checked:
-            _check_body_bytes(header, text[end + 1:].encode("utf-8", "surrogateescape") if end >= 0 else b"", where)
-        body = _json(text, where, start=end + 1) if end >= 0 else _json("", where)
+            _check_body_bytes(header, text[end + 1:].encode("utf-8", "surrogateescape"), where)
+        body = _json(text, where, start=end + 1)
         _check_body(body, header, where)
         columns = (body.pop(column) for column in ("names", "files", "sizes", "checksums", "sources"))
         items = ItemTable(*columns, digest=header["items_digest"])  # written with these columns

@@ -18,12 +18,12 @@ remembered: a second change within the same clock tick would leave its time as i
 from __future__ import annotations
 
 import json
-import operator
 import os
 import time
 
 from luisy import config
 from luisy.atomic import temp_sibling
+from luisy.digests import newest_mtime_ns
 from luisy.directory.sources import SourceItems
 from luisy.fingerprint.content import RACY_SECONDS, cache_path
 
@@ -59,7 +59,7 @@ def remember(folder: str, scope: str, seen: Folders, items: SourceItems) -> None
     if not config.current().id or not seen or None in seen:
         return
     recent = time.time_ns() - int(RACY_SECONDS * 1e9)
-    if any(mtime_ns > recent for _, _, mtime_ns in seen) or _newest_file_ns(items) > recent:
+    if any(mtime_ns > recent for _, _, mtime_ns in seen) or newest_mtime_ns(items.fingerprints) > recent:
         return
     path = _path(folder, scope)
     try:
@@ -71,12 +71,6 @@ def remember(folder: str, scope: str, seen: Folders, items: SourceItems) -> None
         os.replace(tmp, path)
     except OSError:  # a read-only working directory: the next run lists again
         pass
-
-
-def _newest_file_ns(items: SourceItems) -> int:
-    """The latest modification time among the items, from their size-mtime fingerprints."""
-    times = map(int, map(operator.itemgetter(2), map(operator.methodcaller("rpartition", "-"), items.fingerprints)))
-    return max(times, default=0)
 
 
 def _path(folder: str, scope: str) -> str:

@@ -9,9 +9,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 
 import pytest
 from conftest import run_luisy, write_project
+
+from luisy.directory import MANIFEST_NAME
+from luisy.directory.manifest import Manifest
 
 PROJECT = {
     "rr/__init__.py": "",
@@ -305,3 +309,74 @@ def test_a_task_after_a_directory_task_is_complete_after_one_run(dir_project, wo
     again = run_luisy(["run", "dd.tasks:Chain", "--workers", workers], cwd=dir_project)
     assert again.returncode == 0 and json.loads((dir_project / "data" / "Total.json").read_text()) == {"chars": 14}
     assert run_luisy(["plan", "dd.tasks:Chain"], cwd=dir_project).stdout.startswith("nothing to run")
+
+
+STACKED_PROJECT = {
+    "st/__init__.py": "",
+    "st/tasks.py": '''
+        import luisy
+
+
+        @luisy.raw
+        @luisy.directory_input(pattern="*.txt")
+        class Pages(luisy.ExternalTask):
+            def get_folder_name(self):
+                return "pages"
+
+
+        @luisy.interim
+        @luisy.requires(Pages)
+        @luisy.directory_output(format="json")
+        class Up(luisy.DirectoryTask):
+            def process(self, name, obj):
+                return {"text": obj}
+
+
+        @luisy.interim
+        @luisy.requires(Up)
+        @luisy.directory_output(format="json")
+        class Down(luisy.DirectoryTask):
+            def process(self, name, obj):
+                return {"upper": obj["text"].upper()}
+
+
+        @luisy.final
+        @luisy.requires(Down)
+        @luisy.json_output
+        class Joined(luisy.Task):
+            def run(self):
+                self.write(sorted(item["upper"] for item in self.input().read()))
+    ''',
+}
+
+
+@pytest.mark.parametrize("root", ["Down", "Joined"])
+@pytest.mark.parametrize("how", ["deleted", "repaired"])
+def test_a_lost_upstream_output_is_made_again_before_the_downstream(tmp_path, root, how):
+    # A missing input makes a directory task complete only where nobody can make the input (an
+    # external folder); an upstream task's output that went away is made again, and what is made
+    # from it follows in the same run.
+    write_project(tmp_path, STACKED_PROJECT)
+    pages = tmp_path / "data" / "st" / "raw" / "pages"
+    pages.mkdir(parents=True)
+    (pages / "a.txt").write_text("one")
+    first = run_luisy(["run", f"st.tasks:{root}"], cwd=tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    up = tmp_path / "data" / "st" / "interim" / "Up"
+    if how == "deleted":
+        shutil.rmtree(up)
+    else:  # a manifest luisy verify --repair removes as corrupt
+        (up / MANIFEST_NAME).write_text("not a manifest")
+        repaired = run_luisy(["verify", f"st.tasks:{root}", "--repair"], cwd=tmp_path)
+        assert repaired.returncode == 0 and "repaired" in repaired.stdout, repaired.stdout + repaired.stderr
+    (pages / "a.txt").write_text("two")
+    plan = run_luisy(["plan", f"st.tasks:{root}"], cwd=tmp_path)
+    assert "Down()" in plan.stdout and "Up()" in plan.stdout, plan.stdout
+    again = run_luisy(["run", f"st.tasks:{root}"], cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    down = tmp_path / "data" / "st" / "interim" / "Down"
+    item = Manifest.read(down).items["a"].file  # a new name while readers may hold the old one
+    assert json.loads((down / item).read_text()) == {"upper": "TWO"}
+    if root == "Joined":
+        assert json.loads((tmp_path / "data" / "st" / "final" / "Joined.json").read_text()) == ["TWO"]
+    assert run_luisy(["plan", f"st.tasks:{root}"], cwd=tmp_path).stdout.startswith("nothing to run")

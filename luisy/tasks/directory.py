@@ -151,7 +151,10 @@ class DirectoryTask(Task):
         if header.failed_count and not failed_settled:
             return False
         if not all(target.exists() for target in flatten(self.input())):
-            return True  # the input is missing: luigi reports that through the requirement
+            # An external input that is missing is luigi's to report (nobody can make it); an
+            # upstream task's output that went away is made again, and this one after it.
+            return all(is_external(task) or all(o.exists() for o in flatten(task.output()))
+                       for task in flatten(self.requires()))
         if header.inputs_digest != self.current_inputs_digest():
             return False
         # luigi does not look upstream of a complete task, so an upstream that will rerun must make

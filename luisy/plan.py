@@ -20,6 +20,7 @@ from luisy.fingerprint import records
 from luisy.fingerprint.code import code_fingerprint
 from luisy.fingerprint.content import noticing_touched
 from luisy.fingerprint.task import current, is_external, recorded_dynamic
+from luisy.parameters import recorded_params, significant_params
 from luisy.paths import expected_at
 from luisy.targets import scan_once
 
@@ -191,8 +192,7 @@ def _directory_reasons(task: luigi.Task) -> list[str]:
     if manifest.code_fingerprint != task.code_fingerprint():
         record = records.lookup(task)
         found += (_code_reasons(record, task) if isinstance(record, dict) else []) or ["code changed"]
-    params = {k: str(v) for k, v in task.to_str_params().items()}
-    found += _changed("parameters changed", manifest.params, params)
+    found += _changed("parameters changed", recorded_params(manifest.params, task), significant_params(task))
     if found:
         return [*found, "every item is processed again"]
     # A missing input is luigi's to report; any other error listing the input is the user's to see.

@@ -6,6 +6,7 @@ exactly the affected tasks ran.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -380,3 +381,72 @@ def test_a_lost_upstream_output_is_made_again_before_the_downstream(tmp_path, ro
     if root == "Joined":
         assert json.loads((tmp_path / "data" / "st" / "final" / "Joined.json").read_text()) == ["TWO"]
     assert run_luisy(["plan", f"st.tasks:{root}"], cwd=tmp_path).stdout.startswith("nothing to run")
+
+
+NOTE_PROJECT = {
+    "nt/__init__.py": "",
+    "nt/tasks.py": '''
+        import luigi
+
+        import luisy
+
+        CALLS = []
+
+
+        @luisy.raw
+        @luisy.directory_input(pattern="*.txt")
+        class Pages(luisy.ExternalTask):
+            def get_folder_name(self):
+                return "pages"
+
+
+        @luisy.interim
+        @luisy.requires(Pages)
+        @luisy.directory_output(format="json")
+        class Counted(luisy.DirectoryTask):
+            note = luigi.Parameter(default="a", significant=False)
+
+            def process(self, name, obj):
+                return {"chars": len(obj)}
+
+
+        @luisy.requires(Counted)
+        @luisy.json_output
+        class Total(luisy.Task):
+            note = luigi.Parameter(default="a", significant=False)
+
+            def run(self):
+                self.write({"chars": sum(item["chars"] for item in self.input().read())})
+    ''',
+}
+
+
+@pytest.mark.parametrize("task", ["Counted", "Total"])
+def test_an_insignificant_parameter_reruns_nothing(tmp_path, task):
+    write_project(tmp_path, NOTE_PROJECT)
+    pages = tmp_path / "data" / "nt" / "raw" / "pages"
+    pages.mkdir(parents=True)
+    (pages / "p.txt").write_text("abc")
+    first = run_luisy(["run", f"nt.tasks:{task}", "--note", "a"], cwd=tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    plan = run_luisy(["plan", f"nt.tasks:{task}", "--note", "b"], cwd=tmp_path)
+    assert plan.stdout.startswith("nothing to run"), plan.stdout
+    again = run_luisy(["run", f"nt.tasks:{task}", "--note", "b"], cwd=tmp_path)
+    assert again.returncode == 0 and again.stdout.startswith("nothing to run"), again.stdout + again.stderr
+
+
+def test_a_manifest_that_recorded_insignificant_parameters_stays_complete(tmp_path, monkeypatch):
+    # luisy before 2.0 recorded every parameter in a directory output's manifest.
+    write_project(tmp_path, NOTE_PROJECT)
+    pages = tmp_path / "data" / "nt" / "raw" / "pages"
+    pages.mkdir(parents=True)
+    (pages / "p.txt").write_text("abc")
+    assert run_luisy(["run", "nt.tasks:Counted"], cwd=tmp_path).returncode == 0
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    from nt.tasks import Counted
+
+    task = Counted(note="b")
+    task.output().place.restamp(lambda manifest: dataclasses.replace(manifest, params={"note": "a"}))
+    assert Manifest.read(task.output().folder).params == {"note": "a"}
+    assert task.complete()

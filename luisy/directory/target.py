@@ -51,6 +51,7 @@ from luisy.directory.manifest import (
 from luisy.directory.memory import MemoryFolder
 from luisy.directory.sources import Joined, SourceItems
 from luisy.errors import ItemFileError, ItemNameError, ManifestError, UnsafePathError
+from luisy.parameters import significant_params
 from luisy.paths import with_extension
 
 #: Where the files of replaced items wait, inside the output folder, until no reader needs them.
@@ -172,7 +173,7 @@ class DirectoryTarget(luigi.LocalTarget):
     def restamp(self, task: luigi.Task) -> None:
         """Record ``task``'s current parameters and code fingerprint in the manifest, items unchanged."""
         self.place.restamp(lambda manifest: replace(
-            manifest, params={k: str(v) for k, v in task.to_str_params().items()},
+            manifest, params=significant_params(task),
             code_fingerprint=task.code_fingerprint()))
 
     def tidy(self) -> bool:
@@ -684,7 +685,7 @@ class DirectoryWriter:
             skipped=dict(sorted(skipped.items())),
             retired=retired,
             task=task.get_task_family() if task is not None else "",
-            params={k: str(v) for k, v in task.to_str_params().items()} if task is not None else {},
+            params=significant_params(task) if task is not None else {},
             code_fingerprint=getattr(task, "code_fingerprint", lambda: None)() if task is not None else None,
             luisy_version=luisy_version(),
             started=self.started,
@@ -705,7 +706,7 @@ def _configuration(task: luigi.Task | None) -> dict[str, Any]:
     if task is None:
         return {}
     return {"code_fingerprint": getattr(task, "code_fingerprint", lambda: None)(),
-            "params": {k: str(v) for k, v in task.to_str_params().items()}}
+            "params": significant_params(task)}
 
 
 def _inputs_digest(task: luigi.Task | None) -> str | None:

@@ -31,6 +31,7 @@ from luisy.directory.target import DirectoryTarget
 from luisy.fingerprint import records
 from luisy.fingerprint.code import CodeFingerprint, code_fingerprint
 from luisy.fingerprint.content import mode_of
+from luisy.parameters import significant_params
 
 __all__ = ["TaskFingerprint", "current", "as_upstream", "record_success", "accept", "is_current",
            "is_external"]
@@ -91,7 +92,7 @@ def current(task: luigi.Task, memo: dict[str, str] | None = None,
     """The task's fingerprint now. ``dynamic``: its dynamic requirements (default: as last recorded)."""
     memo = _memo(memo)
     code = code_fingerprint(type(task))
-    params = _significant_params(task)
+    params = significant_params(task)
     upstream = {}
     if with_upstream:
         required = flatten(task.requires()) + (recorded_dynamic(task) if dynamic is None else dynamic)
@@ -99,15 +100,6 @@ def current(task: luigi.Task, memo: dict[str, str] | None = None,
     total = digest(code.digest, *(f"{k}={v}" for k, v in params.items()),
                    *(f"{k}>{v}" for k, v in sorted(upstream.items())))
     return TaskFingerprint(total, code, params, upstream)
-
-
-def _significant_params(task: luigi.Task) -> dict[str, str]:
-    """The significant parameters as strings, made once per instance (like luigi's task id)."""
-    params = task.__dict__.get("_luisy_significant")
-    if params is None:
-        params = {k: str(v) for k, v in sorted(task.to_str_params(only_significant=True).items())}
-        task.__dict__["_luisy_significant"] = params
-    return dict(params)
 
 
 def recorded_dynamic(task: luigi.Task) -> list[luigi.Task]:

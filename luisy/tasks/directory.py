@@ -24,6 +24,7 @@ from luisy.executors import ItemStatus, Outcome
 from luisy.fingerprint.code import code_fingerprint
 from luisy.fingerprint.task import as_upstream, is_external
 from luisy.interrupts import signal_name, signals_held_back, stop_after_publish, stop_on_signals
+from luisy.parameters import recorded_params, significant_params
 from luisy.spec import OutputSpec
 from luisy.tasks.base import Task
 
@@ -162,8 +163,8 @@ class DirectoryTask(Task):
         return all(task.complete() for task in flatten(self.requires()) if not is_external(task))
 
     def _same_configuration(self, manifest: Any) -> bool:
-        params = {k: str(v) for k, v in self.to_str_params().items()}
-        return manifest.params == params and manifest.code_fingerprint == self.code_fingerprint()
+        return (recorded_params(manifest.params, self) == significant_params(self)
+                and manifest.code_fingerprint == self.code_fingerprint())
 
     def _record(self, writer: DirectoryWriter, item: SourceItem, outcome: Outcome) -> None:
         if outcome.status is ItemStatus.OK:

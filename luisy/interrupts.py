@@ -26,8 +26,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
-__all__ = ["Stop", "forget_stop_after_publish", "held", "signal_name", "signals_held_back", "stop_after_publish",
-           "stop_on_signals"]
+__all__ = ["Stop", "forget_stop_after_publish", "held", "hold_signals_until_handled", "signal_name",
+           "signals_held_back", "stop_after_publish", "stop_on_signals"]
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 logger = logging.getLogger("luisy")
@@ -151,6 +151,7 @@ def stop_on_signals(grace: float, on_signal: Callable[[int], None] | None = None
 
     try:
         with _handling(start_grace) as stop:
+            _unblock()  # a signal held back since start-up (see hold_signals_until_handled) arrives now
             yield stop
     finally:
         for timer in timers:
@@ -185,6 +186,21 @@ def signals_held_back() -> Iterator[None]:
     try:
         yield
     finally:
+        _unblock()
+
+
+def hold_signals_until_handled() -> None:
+    """Hold SIGINT and SIGTERM back until the next :func:`stop_on_signals` block handles them.
+
+    A long-running command calls this first: a signal that comes while it loads the task (which
+    can take seconds of imports) then stops it as cleanly as one that comes later.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.pthread_sigmask(signal.SIG_BLOCK, set(SIGNALS))
+
+
+def _unblock() -> None:
+    if threading.current_thread() is threading.main_thread():
         signal.pthread_sigmask(signal.SIG_UNBLOCK, set(SIGNALS))
 
 

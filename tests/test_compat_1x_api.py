@@ -13,6 +13,7 @@ import tempfile
 import unittest
 from pathlib import Path
 
+import pytest
 from conftest import run_luisy, write_project
 from luisy1 import run_both, run_in
 
@@ -213,6 +214,7 @@ NAMES = {
 
 
         @luisy.interim
+        @NAMING
         class Columns(luisy.Task):
             columns = luisy.ListParameter(default=["Processing_Date", "ID"])
             city = luisy.Parameter(default="New York")
@@ -226,15 +228,20 @@ NAMES = {
 }
 
 
-def test_outputs_luisy_1x_made_are_found_where_it_put_them(luisy1_python, tmp_path):
-    made = run_in(luisy1_python, "1.x", NAMES, PREAMBLE.replace("from oldapi.tasks import Doubled, Raw, Total", "")
+# The 1.x tutorials name outputs with @luisy.auto_filename in each of these forms.
+@pytest.mark.parametrize("naming", ["luisy.interim", "luisy.auto_filename", "luisy.auto_filename()",
+                                    "luisy.auto_filename(excl_none=True)",
+                                    "luisy.auto_filename(excl_params=['weights'])"])
+def test_outputs_luisy_1x_made_are_found_where_it_put_them(luisy1_python, tmp_path, naming):
+    names = {rel: source.replace("NAMING", naming) for rel, source in NAMES.items()}
+    made = run_in(luisy1_python, "1.x", names, PREAMBLE.replace("from oldapi.tasks import Doubled, Raw, Total", "")
                   + '''
 from names.tasks import Columns
 luisy.cli.build(task=Columns())
 print(json.dumps({"path": os.path.relpath(Columns().output().path, os.environ["WORKING_DIR"])}))
 ''', tmp_path)
     assert made.returncode == 0, made.stderr[-3000:]
-    found = run_in(luisy1_python, "now", NAMES, '''
+    found = run_in(luisy1_python, "now", names, '''
 import json, os, luisy
 from names.tasks import Columns
 print(json.dumps({"path": os.path.relpath(Columns().output().path, os.environ["WORKING_DIR"]),
@@ -242,6 +249,12 @@ print(json.dumps({"path": os.path.relpath(Columns().output().path, os.environ["W
 ''', tmp_path)
     assert found.returncode == 0, found.stderr[-3000:]
     assert found.answer == {"path": made.answer["path"], "read": {"made by": "1.x"}}
+    # Accepted as it is, and then complete: a run writes no second file beside it.
+    accepted = run_luisy(["run", "names.tasks:Columns", "--hash-update-mode"], cwd=tmp_path)
+    assert "1 task" in accepted.stdout, accepted.stdout + accepted.stderr
+    again = run_luisy(["run", "names.tasks:Columns"], cwd=tmp_path)
+    assert again.stdout.startswith("nothing to run"), again.stdout + again.stderr
+    assert [p.name for p in (tmp_path / "data" / "names" / "interim").iterdir()] == [Path(made.answer["path"]).name]
 
 
 ONE_AS_DICT = {

@@ -631,3 +631,21 @@ def test_with_inputs_by_content_the_rescans_hash_each_file_once(luisy_working_di
     assert result.ok, lines
     assert sorted(Lengths().output().manifest.items) == ["a", "b", "c"]
     assert sorted(hashed) == ["a.txt", "b.txt", "c.txt"], "each file hashed once over all rescans and the run"
+
+
+def test_a_sigterm_while_the_watcher_starts_stops_it_cleanly(project):
+    # The signal comes while the task's module is still being imported, before any folder is read.
+    write_project(project, {"late/__init__.py": "", "late/tasks.py": """
+        import os, pathlib, time
+        pathlib.Path(os.environ["IMPORTING"]).write_text("now")
+        time.sleep(3)
+        from hot.tasks import Index
+    """})
+    marker = project / "importing"
+    watcher = Watcher(project, "late.tasks:Index", env={"IMPORTING": str(marker)})
+    deadline = time.monotonic() + 60
+    while not marker.exists():
+        assert watcher.process.poll() is None and time.monotonic() < deadline, "\n".join(watcher.lines)
+        time.sleep(0.01)
+    assert watcher.stop(signal.SIGTERM) == 0, "\n".join(watcher.lines)
+    assert watcher.lines[-1] == "stopped (SIGTERM) after 0 run(s)", watcher.lines

@@ -25,6 +25,7 @@ from luisy import storage
 from luisy.atomic import fit_name
 from luisy.config import get_working_dir
 from luisy.digests import digest
+from luisy.parameters import significant_params
 from luisy.paths import project_name_of, relative_posix
 
 RECORDS_DIR = ".luisy-records"
@@ -72,9 +73,11 @@ def lookup(task: luigi.Task) -> Any:
     return None if where is None else lookup_at(*where)
 
 
-def made_by_luisy_2(task_cls: type, path: str | os.PathLike[str]) -> bool:
-    """Whether luisy 2 recorded the output at ``path`` (of a task of ``task_cls``'s project)."""
-    return isinstance(lookup_at(*_place(task_cls, path)), dict)
+def recorded_for_another_task(task: luigi.Task, path: str | os.PathLike[str]) -> bool:
+    """Whether luisy 2 recorded the output at ``path`` for a task other than ``task`` (one whose
+    parameter values differ); a 1.x output that hash update mode accepted for ``task`` is its own."""
+    record = lookup_at(*_place(type(task), path))
+    return isinstance(record, dict) and record.get("params") != significant_params(task)
 
 
 def lookup_at(project: Path, key: str) -> Any:

@@ -102,9 +102,10 @@ class _OutputMixin:
             as_1x = type(self)._luisy_naming.render(self, as_1x=True)
             old = output_path(self, as_1x if spec.folder else with_extension(as_1x, spec.ext), type(self)._luisy_layer)
             exists = functools.partial(storage.active().exists, folder=spec.folder)
-            # Only an output luisy 1.x made: one luisy 2 made there belongs to another task.
+            # Only an output luisy 1.x made (and hash update mode may have accepted for this
+            # task): one luisy 2 made there belongs to another task.
             if (old != path and not exists(os.fspath(path)) and exists(os.fspath(old))
-                    and not records.made_by_luisy_2(type(self), old)):
+                    and not records.recorded_for_another_task(self, old)):
                 return old
         return path
 
@@ -185,9 +186,15 @@ def _names_automatically(cls: type, spec: OutputSpec) -> bool:
 
 
 def _defined_by_user(cls: type) -> set[str]:
-    """The naming methods a class below luisy's own defines."""
-    return {name for klass in cls.__mro__ if not klass.__module__.startswith("luisy.")
-            for name in ("get_file_name", "get_folder_name") if name in vars(klass)}
+    """The naming methods of the class that are the user's code: luisy's own (the defaults, and
+    what ``@auto_filename`` puts on a user's class) leave the name to luisy."""
+    return {name for klass in cls.__mro__ for name in ("get_file_name", "get_folder_name")
+            if name in vars(klass) and not _is_luisys(vars(klass)[name])}
+
+
+def _is_luisys(method: Any) -> bool:
+    module = getattr(getattr(method, "__func__", method), "__module__", None) or ""
+    return module == "luisy" or module.startswith("luisy.")
 
 
 class Task(_OutputMixin, luigi.Task):

@@ -13,6 +13,7 @@ reaches ``process``. Failed items are not retried until their input changes agai
 
 from __future__ import annotations
 
+import enum
 import logging
 import signal
 import time
@@ -31,13 +32,13 @@ from luisy.execution import run as run_tasks
 from luisy.fingerprint.content import keeping_digests
 from luisy.fingerprint.task import is_external
 from luisy.graph import upstream_first
-from luisy.interrupts import signal_name, stop_on_signals
+from luisy.interrupts import Stop, signal_name, stop_on_signals
 from luisy.settling import Changes, Observation, Settling, changes
 from luisy.targets import DirectoryInputTarget
 from luisy.tasks.directory import DirectoryTask
 from luisy.wakeup import Wakeup
 
-__all__ = ["Batch", "WatchResult", "watch", "watched_folders"]
+__all__ = ["Batch", "Clock", "Pause", "WatchResult", "Watcher", "watch", "watched_folders"]
 
 logger = logging.getLogger("luisy")
 
@@ -119,18 +120,157 @@ def watched_folders(task: luigi.Task) -> list[DirectoryInputTarget]:
     return list(found.values())
 
 
-def watch(
-    task: luigi.Task,
-    *,
-    settle: float = 2.0,
-    interval: float = 1.0,
-    processes: int | None = None,
-    scheduler_url: str | None = None,
-    max_runs: int | None = None,
-    once: bool = False,
-    report: Callable[[str], Any] = logger.warning,
-    **options: Any,
-) -> WatchResult:
+class Clock:
+    """Where a :class:`Watcher`'s time comes from; tests give it one they move forward themselves."""
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def process_time(self) -> float:
+        """CPU seconds of this process: rescans may use :data:`IDLE_SHARE` of one core."""
+        return time.process_time()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+class _Next(enum.Enum):
+    AGAIN = "scan again at once"
+    STOP = "stop watching"
+
+
+@dataclass(frozen=True)
+class Pause:
+    """How long to wait before the next scan; a file event ends the wait early."""
+
+    seconds: float
+    #: When the scan before the pause ended, and the CPU seconds it took (for pacing bursts of events).
+    scanned: float
+    scan_cost: float
+
+
+class Watcher:
+    """The watch loop of :func:`watch` as steps: :meth:`scan` the folders, :meth:`decide` whether to
+    run, :meth:`run` the task over the settled items, :meth:`wait` for the next scan."""
+
+    def __init__(self, task: luigi.Task, *, settle: float = 2.0, interval: float = 1.0,
+                 processes: int | None = None, scheduler_url: str | None = None, max_runs: int | None = None,
+                 once: bool = False, report: Callable[[str], Any] = logger.warning, clock: Clock | None = None,
+                 **options: Any) -> None:
+        self.folders = watched_folders(task)
+        if not self.folders:
+            raise NoFolderInput(f"{task!r}: nothing to watch: its graph has no input folder "
+                                "(directory_input or make_directory_output)")
+        self.task, self.interval, self.max_runs, self.once, self.report = task, interval, max_runs, once, report
+        self.clock = clock or Clock()
+        self.run_options: dict[str, Any] = dict(options, processes=processes, scheduler_url=scheduler_url)
+        self.states = {f.selection(): Settling(0.0 if f.marker is not None else settle) for f in self.folders}
+        #: The items the last run was given (by folder selection): what later scans are compared with.
+        self.given: dict[tuple[Any, ...], dict[str, str]] = {key: {} for key in self.states}
+        graph = upstream_first(task)
+        self.first_stage = [t for t in graph if isinstance(t, DirectoryTask) and any(
+            isinstance(o, DirectoryInputTarget) and o.selection() in self.states for o in flatten(t.input()))]
+        self.families = {str(t): t.get_task_family() for t in graph if flatten(t.output())}
+        self.noun = "folders" if all(f.folders for f in self.folders) else "files"
+        self.result = WatchResult()
+        self.problems: dict[str, str] = {}
+        #: A central scheduler kept the last run back; ``retry_at``: when to try again.
+        self.deferred, self.retry_at, self.failures = False, 0.0, 0
+        self.wakeup = Wakeup(_wakeup_folders(self.folders))
+        how = "file events and a rescan" if self.wakeup.events else \
+            "a rescan (install watchdog, the `watch` extra, to react to file events)"
+        where = ", ".join(dict.fromkeys(f.path for f in self.folders))
+        report(f"watching {where} for {task}: items settle after {settle:g} s; {how} every {interval:g} s or more")
+
+    def scan(self) -> dict[tuple[Any, ...], Observation]:
+        """Observe every readable folder (by selection); a folder that cannot be read is reported once."""
+        seen: dict[tuple[Any, ...], Observation] = {}
+        started = self.clock.monotonic()
+        for folder in self.folders:
+            try:
+                with keeping_digests():  # a file is hashed once, not on every rescan
+                    listed = folder.listing()
+            except (FileNotFoundError, LuisyError) as error:  # not a reason to stop watching
+                problem = error.format_message() if isinstance(error, LuisyError) else \
+                    f"waiting for {folder.path} to appear"
+                if self.problems.get(folder.path) != problem:
+                    self.report(problem)
+                    self.problems[folder.path] = problem
+                continue
+            self.problems.pop(folder.path, None)
+            seen[folder.selection()] = self.states[folder.selection()].observe(
+                zip(listed.names, listed.fingerprints, strict=True), started)
+        self.wakeup.watch_new_folders()
+        return seen
+
+    def decide(self, seen: dict[tuple[Any, ...], Observation]) -> Changes | None:
+        """The changes to run the task for now; ``None`` to wait (a folder unread, nothing settled
+        that the last run was not given, or a retry not due yet)."""
+        if len(seen) < len(self.folders):
+            return None
+        found = sum((changes(self.given[key], obs) for key, obs in seen.items()), Changes())
+        unsettled = sum(obs.pending for obs in seen.values())
+        ready = (not unsettled and not self.result.batches) if self.once else bool(found)
+        return found if ready and self.clock.monotonic() >= self.retry_at else None
+
+    def run(self, seen: dict[tuple[Any, ...], Observation], found: Changes) -> _Next:
+        """Run the task over the settled items and report the run in one line."""
+        settled = {key: obs.settled for key, obs in seen.items()}
+        batch = _run_batch(self.task, settled, found, self.first_stage, self.families, self.noun, self.run_options)
+        if batch.deferred:
+            if not self.deferred:
+                self.report(luigid_cooldown_note())
+            self.deferred = True
+            self.retry_at = self.clock.monotonic() + max(self.interval, RETRY_SECONDS)
+            return _Next.AGAIN
+        self.deferred = False
+        self.result.batches.append(batch)
+        self.report(batch.line())
+        if batch.again:  # not the items' fault: the same ones again, less and less often
+            self.failures += 1
+            self.retry_at = self.clock.monotonic() + min(MAX_RETRY_SECONDS, RETRY_SECONDS * 2 ** self.failures)
+        else:
+            self.failures, self.given = 0, settled
+        if batch.interrupted is not None:
+            self.result.signal = batch.interrupted
+            return _Next.STOP
+        if self.once or (self.max_runs is not None and len(self.result.batches) >= self.max_runs):
+            return _Next.STOP
+        return _Next.AGAIN  # items may have settled meanwhile
+
+    def step(self) -> _Next | Pause:
+        """One scan, and a run if one is due; then what to do next."""
+        cpu = self.clock.process_time()
+        seen = self.scan()
+        scanned, scan_cost = self.clock.monotonic(), self.clock.process_time() - cpu  # a share of one core
+        found = self.decide(seen)
+        if found is not None:
+            return self.run(seen, found)
+        dues = [obs.due for obs in seen.values() if obs.due is not None]
+        if self.deferred or self.failures:
+            dues.append(self.retry_at)
+        timeout = max(self.interval, scan_cost / IDLE_SHARE)
+        if dues:
+            timeout = min(timeout, min(dues) - self.clock.monotonic())
+        return Pause(timeout, scanned, scan_cost)
+
+    def wait(self, pause: Pause, stop: Stop) -> None:
+        """Wait for the pause, or until a file event; a burst of events is let pass first."""
+        if self.wakeup.wait(pause.seconds) and not stop:
+            # Keep rescans to a fifth of the time.
+            self.clock.sleep(max(0.05, 4 * pause.scan_cost - (self.clock.monotonic() - pause.scanned)))
+
+    def close(self) -> None:
+        self.wakeup.close()
+
+
+def luigid_cooldown_note() -> str:
+    """Why a central scheduler may not hand out a task that was just done, in one line."""
+    return ("the central scheduler has not handed out the tasks (luigid ignores a task made pending again "
+            "within [scheduler] stable_done_cooldown_secs of being done); trying again")
+
+
+def watch(task: luigi.Task, *, report: Callable[[str], Any] = logger.warning, **options: Any) -> WatchResult:
     """Run ``task`` whenever new or changed items in its input folders have settled; until SIGINT
     or SIGTERM, ``max_runs`` runs, or with ``once`` one run as soon as nothing is left to settle.
 
@@ -138,98 +278,28 @@ def watch(
     ``items="folders"``) have not changed for ``settle`` seconds; dataset folders with a
     ``marker`` settle as soon as the marker is there. Folders are rescanned every ``interval``
     seconds (or on a file event, with ``watchdog``), but using no more than 1/30 of one core while
-    nothing happens. ``report`` gets one line per run; other keywords go to
-    :func:`luisy.execution.run` (``workers``, ``log_level``...). A first signal lets the run in
-    progress finish (directory tasks stop handing out items and keep the finished ones); a second
-    one, or ``[luisy] grace_seconds`` later, stops it at once.
+    nothing happens. ``report`` gets one line per run; the keywords are :class:`Watcher`'s
+    (``settle``, ``interval``, ``processes``, ``scheduler_url``, ``max_runs``, ``once``), the others
+    go to :func:`luisy.execution.run` (``workers``, ``log_level``...). A first signal lets the run
+    in progress finish (directory tasks stop handing out items and keep the finished ones); a
+    second one, or ``[luisy] grace_seconds`` later, stops it at once.
     """
-    folders = watched_folders(task)
-    if not folders:
-        raise NoFolderInput(f"{task!r}: nothing to watch: its graph has no input folder "
-                            "(directory_input or make_directory_output)")
-    states = {f.selection(): Settling(0.0 if f.marker is not None else settle) for f in folders}
-    given: dict[tuple[Any, ...], dict[str, str]] = {key: {} for key in states}
-    graph = upstream_first(task)
-    first_stage = [t for t in graph
-                   if isinstance(t, DirectoryTask)
-                   and any(isinstance(o, DirectoryInputTarget) and o.selection() in states for o in flatten(t.input()))]
-    families = {str(t): t.get_task_family() for t in graph if flatten(t.output())}
-    noun = "folders" if all(f.folders for f in folders) else "files"
-    result = WatchResult()
-    wakeup = Wakeup(_wakeup_folders(folders))
-    how = "file events and a rescan" if wakeup.events else \
-        "a rescan (install watchdog, the `watch` extra, to react to file events)"
-    where = ", ".join(dict.fromkeys(f.path for f in folders))
-    report(f"watching {where} for {task}: items settle after {settle:g} s; {how} every {interval:g} s or more")
-    problems: dict[str, str] = {}
-    deferred, retry_at, failures = False, 0.0, 0
+    watcher = Watcher(task, report=report, **options)
+    result = watcher.result
     try:
-        with stop_on_signals(config.current().grace_seconds, on_signal=lambda signum: wakeup.set()) as stop:
+        with stop_on_signals(config.current().grace_seconds, on_signal=lambda signum: watcher.wakeup.set()) as stop:
             while not stop:
-                started, cpu = time.monotonic(), time.process_time()
-                seen: dict[tuple[Any, ...], Observation] = {}
-                for folder in folders:
-                    try:
-                        with keeping_digests():  # a file is hashed once, not on every rescan
-                            listed = folder.listing()
-                    except (FileNotFoundError, LuisyError) as error:  # not a reason to stop watching
-                        problem = error.format_message() if isinstance(error, LuisyError) else \
-                            f"waiting for {folder.path} to appear"
-                        if problems.get(folder.path) != problem:
-                            report(problem)
-                            problems[folder.path] = problem
-                        continue
-                    problems.pop(folder.path, None)
-                    seen[folder.selection()] = states[folder.selection()].observe(
-                        zip(listed.names, listed.fingerprints, strict=True), started)
-                scanned = time.monotonic()
-                scan_cost = time.process_time() - cpu  # the budget is the share of one core
-                wakeup.watch_new_folders()
-                if len(seen) == len(folders):
-                    found = sum((changes(given[key], obs) for key, obs in seen.items()), Changes())
-                    unsettled = sum(obs.pending for obs in seen.values())
-                    ready = (not unsettled and not result.batches) if once else bool(found)
-                    if ready and time.monotonic() >= retry_at:
-                        settled = {key: obs.settled for key, obs in seen.items()}
-                        batch = _run_batch(task, settled, found, first_stage, families, noun, processes,
-                                           scheduler_url, options)
-                        if batch.deferred:
-                            if not deferred:
-                                report("the central scheduler has not handed out the tasks (luigid ignores a task "
-                                       "made pending again within [scheduler] stable_done_cooldown_secs of being "
-                                       "done); trying again")
-                            deferred = True
-                            retry_at = time.monotonic() + max(interval, RETRY_SECONDS)
-                            continue
-                        deferred = False
-                        result.batches.append(batch)
-                        report(batch.line())
-                        if batch.again:  # not the items' fault: the same ones again, less and less often
-                            failures += 1
-                            retry_at = time.monotonic() + min(MAX_RETRY_SECONDS, RETRY_SECONDS * 2 ** failures)
-                        else:
-                            failures, given = 0, settled
-                        if batch.interrupted is not None:
-                            result.signal = batch.interrupted
-                            break
-                        if once or (max_runs is not None and len(result.batches) >= max_runs):
-                            break
-                        continue  # items may have settled meanwhile
-                dues = [obs.due for obs in seen.values() if obs.due is not None]
-                if deferred or failures:
-                    dues.append(retry_at)
-                timeout = max(interval, scan_cost / IDLE_SHARE)
-                if dues:
-                    timeout = min(timeout, min(dues) - time.monotonic())
-                if wakeup.wait(timeout) and not stop:
-                    # A burst of events: let it pass, and keep rescans to a fifth of the time.
-                    time.sleep(max(0.05, 4 * scan_cost - (time.monotonic() - scanned)))
+                next_step = watcher.step()
+                if next_step is _Next.STOP:
+                    break
+                if isinstance(next_step, Pause):
+                    watcher.wait(next_step, stop)
             if stop and result.signal is None:
                 result.signal = stop.signal
     except KeyboardInterrupt as error:  # a second signal, or the grace period ran out
         result.signal = result.signal or _signal_of(error)
     finally:
-        wakeup.close()
+        watcher.close()
     if result.signal is not None:
         report(f"stopped ({signal_name(result.signal)}) after {len(result.batches)} run(s)")
     return result
@@ -250,14 +320,13 @@ def _signal_of(error: KeyboardInterrupt) -> int:
 
 
 def _run_batch(task: luigi.Task, settled: dict[tuple[Any, ...], dict[str, str]], found: Changes,
-               first_stage: list[DirectoryTask], families: dict[str, str], noun: str, processes: int | None,
-               scheduler_url: str | None, options: dict[str, Any]) -> Batch:
+               first_stage: list[DirectoryTask], families: dict[str, str], noun: str,
+               options: dict[str, Any]) -> Batch:
     """Run ``task`` over the settled items; failed items wait until their input changes again."""
     start = time.perf_counter()
     failed_before = {str(t): _failed(t) for t in first_stage}
     try:
-        summary = run_tasks([task], settled=settled, retry_failed=False, processes=processes,
-                            scheduler_url=scheduler_url, **options)
+        summary = run_tasks([task], settled=settled, retry_failed=False, **options)
     except KeyboardInterrupt as error:
         return Batch(found, time.perf_counter() - start, interrupted=_signal_of(error), noun=noun)
     except LuisyError as error:  # e.g. the central scheduler cannot be reached

@@ -95,7 +95,8 @@ class Event:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Event | None:
-        """The event, or ``None`` if ``text`` is not a complete event (still being written)."""
+        """The event, or ``None`` if ``text`` is not a complete event (still being written) or its
+        fields are not of the types luisy writes."""
         try:
             data = json.loads(text)
             event = cls(**data) if isinstance(data, dict) else None

@@ -88,11 +88,12 @@ def read_embedded(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     """
     path = os.fspath(path)
     if path.endswith(".parquet"):
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         try:
             text = (pq.read_schema(path).metadata or {}).get(KEY.encode())
-        except (OSError, ValueError):  # not a parquet file after all
+        except (OSError, ValueError, pa.ArrowException):  # not a parquet file after all, or one pyarrow cannot read
             return None
     elif path.endswith(_HDF5_SUFFIXES):
         text = _hdf5_attribute(path)

@@ -393,7 +393,8 @@ def show(path: Path, working_dir: Path | None, as_json: bool) -> None:
 
     PATH is an output file, a directory output, or an item file inside one. Parquet and HDF5
     outputs also carry their task, parameters and fingerprint inside, so a file copied out of the
-    working directory can still be shown. No task code is imported.
+    working directory can still be shown (HDF5: with h5py installed). No task code is imported
+    and nothing is unpickled; control characters from the files are printed escaped.
 
     \b
     Example:

@@ -9,13 +9,15 @@ the luisy error also derives from it, so ``except ValueError`` keeps working.
 
 from __future__ import annotations
 
+from luisy.texttable import printable
+
 
 class LuisyError(Exception):
     """Base class of all luisy errors."""
 
     def format_message(self) -> str:
-        """The message shown to a user, on one line."""
-        return " ".join(str(self).split())
+        """The message shown to a user, on one line, with no control characters a terminal would act on."""
+        return printable(" ".join(str(self).split()))
 
 
 class UnsafePathError(LuisyError, ValueError):
@@ -68,6 +70,10 @@ class DaskClusterError(LuisyError, ConnectionError):
 
 class ManifestError(LuisyError, ValueError):
     """A directory output's manifest does not parse, or lists files outside its folder (it is corrupt)."""
+
+
+class ProvenanceError(LuisyError, ValueError):
+    """The provenance a file carries, or an output's fingerprint record, is not what luisy writes."""
 
 
 class ItemFileError(LuisyError, FileNotFoundError):

@@ -95,12 +95,25 @@ class Event:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Event | None:
-        """The event, or ``None`` if ``text`` is not a complete event (still being written)."""
+        """The event, or ``None`` if ``text`` is not a complete event (still being written) or its
+        fields are not of the types luisy writes."""
         try:
             data = json.loads(text)
-            return cls(**data) if isinstance(data, dict) else None
-        except (ValueError, TypeError):
+            event = cls(**data) if isinstance(data, dict) else None
+        except (ValueError, TypeError, RecursionError):  # a deeply nested line exhausts the parser
             return None
+        return event if event is not None and _well_typed(event) else None
+
+
+# The types of the fields that are not strings: a line of other types was not written by luisy,
+# and would break the sorting and printing of runs.
+_FIELD_TYPES = {"pid": (int,), "started": (int, float), "ended": (int, float, type(None)),
+                "items": (dict, type(None)), "outputs": (list,)}
+_FIELDS = tuple((name, _FIELD_TYPES.get(name, (str,))) for name in Event.__dataclass_fields__)
+
+
+def _well_typed(event: Event) -> bool:
+    return all(type(getattr(event, name)) in types for name, types in _FIELDS)
 
 
 def task_key(task_id: str) -> str:

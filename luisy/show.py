@@ -4,7 +4,8 @@ PATH is an output file, a directory output, or an item file inside one. The answ
 output's fingerprint record (task, parameters, code, library versions, what it required), the
 manifest of a directory output (its items and the input each came from), the run journal (the
 run that wrote it) and, for parquet and HDF5 files, the provenance the file carries itself —
-which is all there is for a file copied out of the working directory. No task code is imported.
+which is all there is for a file copied out of the working directory. No task code is imported,
+nothing is unpickled, and text from those files is printed with its control characters escaped.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from typing import Any
 
 from luisy import config
 from luisy.directory.manifest import MANIFEST_NAME, Manifest
-from luisy.errors import LuisyError
+from luisy.errors import LuisyError, MissingExtraError
 from luisy.fingerprint import records
 from luisy.history import TaskRun, runs_of, when
 from luisy.paths import relative_posix
-from luisy.provenance import read_embedded
+from luisy.provenance import check_record, read_embedded
+from luisy.texttable import printable
 
 __all__ = ["Provenance", "show"]
 
@@ -68,7 +70,10 @@ class Provenance:
         return out
 
     def lines(self) -> list[str]:
-        """What ``luisy show`` prints."""
+        """What ``luisy show`` prints: one line each, control characters from the files escaped."""
+        return [printable(line) for line in self._lines()]
+
+    def _lines(self) -> list[str]:
         about, record, manifest, embedded = self.about, self.record or {}, self.manifest, self.embedded or {}
         task = about.get("task") or embedded.get("task") or (manifest.task if manifest is not None else "?")
         out = [f"{self.path}", f"  kind:          {_KINDS[self.kind]}"]
@@ -173,18 +178,30 @@ def show(path: str | os.PathLike[str]) -> Provenance:
         found = Provenance("directory" if folder == path else "item", path, folder, manifest=Manifest.load(folder))
         if found.kind == "item":
             found.item = _item_name(found.manifest, folder, path)
-    found.embedded = read_embedded(path) if path.is_file() else None
+    unread = _read_embedded(found)
     rel = _relative(found.output, root)
     if rel is not None:
-        found.record = _record(root, rel)
+        found.record = _record(root, rel, path)
     if found.record is None and found.manifest is None and found.embedded is None:
         where = ("below" if rel is not None else "(not below)") + f" the working directory {root}"
-        raise LuisyError(f"{path}: luisy has no record of this output {where}, and the file carries none; "
-                         "is it an input, or was it written by luisy 1.x?")
+        raise LuisyError(f"{path}: luisy has no record of this output {where}, and "
+                         + (unread or "the file carries none; is it an input, or was it written by luisy 1.x?"))
+    if unread:
+        found.notes.append(unread)
     if found.record is None:
         found.notes.append("no fingerprint record: copied here, made by luisy 1.x, or outside the working directory")
     found.run = _run(root, found)
     return found
+
+
+def _read_embedded(found: Provenance) -> str | None:
+    """Sets ``found.embedded``; returns why the file's provenance could not be read, if a reader is missing."""
+    try:
+        found.embedded = read_embedded(found.path) if found.path.is_file() else None
+    except MissingExtraError as error:
+        # Not PyTables instead: reading an attribute with it unpickles what the file holds.
+        return error.format_message()
+    return None
 
 
 def _directory_output(path: Path, root: Path) -> Path | None:
@@ -215,9 +232,14 @@ def _relative(path: Path, root: Path) -> str | None:
     return None if rel.startswith("..") else rel
 
 
-def _record(root: Path, rel: str) -> dict[str, Any] | None:
-    record = records.lookup_at(root / rel.split("/", 1)[0], rel)
-    return record if isinstance(record, dict) else None
+def _record(root: Path, rel: str, path: Path) -> dict[str, Any] | None:
+    """The output's fingerprint record; :class:`~luisy.errors.ProvenanceError` if it is malformed."""
+    project = root / rel.split("/", 1)[0]
+    record = records.lookup_at(project, rel)
+    if not isinstance(record, dict):
+        return None
+    check_record(record, f"{path}: its fingerprint record {records.record_path(project, rel)}")
+    return record
 
 
 def _run(root: Path, found: Provenance) -> TaskRun | None:

@@ -1,4 +1,5 @@
-"""Fixed-width text tables: how ``status`` and ``history`` print their rows."""
+"""Text for a terminal: fixed-width tables (how ``status`` and ``history`` print their rows), and
+text from files made safe to print."""
 
 from __future__ import annotations
 
@@ -15,3 +16,13 @@ def text_table(rows: Sequence[Sequence[str]]) -> str:
 def cut(text: str, width: int) -> str:
     """``text`` shortened to ``width`` characters, with an ellipsis where it was cut."""
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+# C0 controls (ESC among them), DEL and C1 controls: a terminal acts on them (moves the cursor,
+# sets the window title, ...) instead of showing them.
+_CONTROLS = {code: f"\\x{code:02x}" for code in [*range(0x20), *range(0x7F, 0xA0)]}
+
+
+def printable(text: str) -> str:
+    """``text`` with each control character written as ``\\xNN``: text read from files, safe to print."""
+    return text.translate(_CONTROLS)

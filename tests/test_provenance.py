@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,7 +13,7 @@ import pytest
 from conftest import run_luisy, write_project
 
 import luisy
-from luisy import formats
+from luisy import formats, journal
 from luisy.fingerprint import records
 from luisy.provenance import KEY, read_embedded
 
@@ -240,3 +242,171 @@ def test_show_of_a_task_with_dynamic_requirements_does_not_cry_replaced(luisy_wo
     with luisy.working_dir(luisy_working_dir):
         text = "\n".join(show(Dynamic().output().path).lines())
     assert "in the file:" in text and "replaced by hand" not in text, text
+
+
+# --- Crafted files: `luisy show` never unpickles, and bad input is one line ------------------------
+
+ESC = "\x1b]0;owned\x07\x1b[2J\x9b1m\x7f"  # sets the window title, clears the screen; C1 CSI and DEL
+
+
+def _no_h5py(tmp_path):
+    """Environment for a process in which ``import h5py`` fails, as where only ``luisy[hdf]`` is installed."""
+    stub = tmp_path / "no_h5py"
+    stub.mkdir(exist_ok=True)
+    (stub / "h5py.py").write_text("raise ImportError('h5py is not installed here')\n")
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(stub), os.environ.get("PYTHONPATH")]))}
+
+
+class _OpensMarker:
+    """Unpickled, it creates the file ``marker``: what a crafted file can make an unpickler do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def _one_line_error(result, *expected):
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.startswith("luisy: error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert "Traceback" not in result.stderr and "\x1b" not in result.stdout + result.stderr
+    for text in expected:
+        assert text in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("h5py_importable", [True, False], ids=["h5py importable", "h5py not importable"])
+def test_show_never_unpickles_the_provenance_of_an_hdf5_file(tmp_path, h5py_importable):
+    import tables
+
+    marker = tmp_path / "unpickled"
+    crafted = tmp_path / "crafted.h5"
+    with tables.open_file(crafted, "w") as f:
+        f.root._v_attrs[KEY] = _OpensMarker(marker)  # PyTables pickles what is not an array
+    with tables.open_file(crafted) as f:  # the attack is real: PyTables' attribute access runs it
+        getattr(f.root._v_attrs, KEY).close()
+    assert marker.exists()
+    marker.unlink()
+
+    result = run_luisy(["show", str(crafted)], cwd=tmp_path, env=None if h5py_importable else _no_h5py(tmp_path))
+    assert not marker.exists(), "luisy show unpickled the file's attribute"
+    if h5py_importable:
+        _one_line_error(result, f"{crafted}: its {KEY} is not JSON")
+    else:
+        _one_line_error(result, f"{crafted}: luisy has no record of this output",
+                        "reading the provenance inside an HDF5 file needs the package 'h5py': pip install 'luisy[h5]'")
+
+
+def test_show_without_h5py_shows_the_record_and_says_what_it_cannot_read(project, tmp_path):
+    result = run_luisy(["show", "data/prov/final/Store_scale=3.hdf"], cwd=project, env=_no_h5py(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "  task:          Store(scale=3)  (prov.tasks:Store)" in result.stdout
+    assert ("  note:          reading the provenance inside an HDF5 file needs the package 'h5py'"
+            in result.stdout) and "in the file:" not in result.stdout
+
+
+def _parquet_with(path, value):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"a": [1]}).replace_schema_metadata({KEY: value}), path)
+
+
+def _wrong_type(tmp_path):
+    _parquet_with(tmp_path / f"crafted{ESC}.parquet", json.dumps({"task": "T", "params": "scale=3"}))
+    return "its luisy_provenance field params is a string, not an object"
+
+
+def _too_deep(tmp_path):
+    _parquet_with(tmp_path / f"crafted{ESC}.parquet", "[" * 100_000 + "]" * 100_000)
+    return "its luisy_provenance is not JSON (RecursionError)"
+
+
+def _too_long(tmp_path):
+    _parquet_with(tmp_path / f"crafted{ESC}.parquet", json.dumps({"task": "T", "pad": "x" * (17 << 20)}))
+    return "its luisy_provenance is longer than the 16 MiB luisy reads"
+
+
+def _not_a_string(tmp_path):
+    import h5py
+
+    with h5py.File(tmp_path / f"crafted{ESC}.h5", "w") as f:
+        f.attrs[KEY] = np.arange(3)
+    return "its luisy_provenance attribute is a numpy.ndarray, not a string"
+
+
+@pytest.mark.parametrize("craft", [_wrong_type, _too_deep, _too_long, _not_a_string])
+def test_show_refuses_crafted_provenance_in_one_line(tmp_path, craft):
+    expected = craft(tmp_path)
+    crafted = next(tmp_path.glob("crafted*"))
+    result = run_luisy(["show", str(crafted)], cwd=tmp_path)
+    _one_line_error(result, expected, f"{tmp_path}/crafted\\x1b]0;owned\\x07\\x1b[2J\\x9b1m\\x7f.")
+
+
+@pytest.fixture
+def copied(project, tmp_path):
+    """A copy of the project, to tamper with."""
+    return Path(shutil.copytree(project, tmp_path / "copy"))
+
+
+def _edit_record(root, edit):
+    path = records.record_path(root / "data" / "prov", "prov/final/Table_scale=3.parquet")
+    path.write_text(edit(json.loads(path.read_text())))
+    return path
+
+
+def _edit_journal(root, edit):
+    """Every journal line of ``Table(scale=3)`` edited by ``edit`` (a dict → the new dict)."""
+    for path in (root / "data" / journal.JOURNAL_DIR).rglob("*.json"):
+        lines = [json.loads(line) for line in path.read_text().splitlines()]
+        path.write_text("".join(json.dumps(edit(e) if e["task"] == "Table(scale=3)" else e) + "\n" for e in lines))
+
+
+def test_show_refuses_a_record_of_the_wrong_shape_naming_its_file(copied):
+    path = _edit_record(copied, lambda record: json.dumps({**record, "provenance": {"requires": ["Parsed()"]}}))
+    result = run_luisy(["show", "data/prov/final/Table_scale=3.parquet"], cwd=copied)
+    _one_line_error(result, f"its fingerprint record {path} field provenance.requires[0] is a string, not an object")
+
+
+def test_show_takes_a_record_nested_too_deeply_for_no_record(copied):
+    _edit_record(copied, lambda record: "[" * 100_000 + "]" * 100_000)
+    result = run_luisy(["show", "data/prov/final/Table_scale=3.parquet"], cwd=copied)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "  task:          Table(scale=3)" in result.stdout  # from the file
+    assert "  note:          no fingerprint record" in result.stdout
+
+
+def test_show_skips_journal_lines_of_the_wrong_types(copied):
+    _edit_journal(copied, lambda event: {**event, "started": "yesterday"})
+    result = run_luisy(["show", "data/prov/final/Table_scale=3.parquet"], cwd=copied)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "(not in the run journal)" in result.stdout
+
+
+def test_show_escapes_control_characters_from_every_file(copied):
+    table = copied / "data" / "prov" / "final" / "Table_scale=3.parquet"
+    embedded = read_embedded(table)
+    _parquet_with(table, json.dumps({**embedded, "task": f"Table{ESC}"}))
+
+    def with_escapes(record):
+        record["provenance"]["class"] = f"prov.tasks:Table{ESC}"
+        record["params"] = {f"scale{ESC}": f"3{ESC}"}
+        return json.dumps(record)
+
+    _edit_record(copied, with_escapes)
+    _edit_journal(copied, lambda event: {**event, "user": f"someone{ESC}"})
+
+    text = run_luisy(["show", str(table)], cwd=copied)
+    assert text.returncode == 0, text.stdout + text.stderr
+    for control in "\x1b\x07\x9b\x7f":
+        assert control not in text.stdout
+    escaped = "\\x1b]0;owned\\x07\\x1b[2J\\x9b1m\\x7f"
+    assert f"(prov.tasks:Table{escaped})" in text.stdout  # the record
+    assert f"  parameters:    scale{escaped}=3{escaped}" in text.stdout
+    assert f"UTC, someone{escaped}@" in text.stdout  # the journal
+    assert f"  in the file:   Table{escaped}, " in text.stdout  # the file
+
+    as_json = run_luisy(["show", str(table), "--json"], cwd=copied)
+    assert "\x1b" not in as_json.stdout and "\x9b" not in as_json.stdout
+    data = json.loads(as_json.stdout)
+    assert data["embedded"]["task"] == f"Table{ESC}" and data["run"]["user"] == f"someone{ESC}"

@@ -114,7 +114,8 @@ def _load(path: str, default: Any = None) -> Any:
         if known is not None and known[0] == version:
             return known[1]
         return _remember(path, version, _decode(where.read_bytes(path), path))
-    except (OSError, ValueError):  # unreadable: as if never recorded, so the task runs again
+    # Unreadable, or nested too deeply for the parser: as if never recorded, so the task runs again.
+    except (OSError, ValueError, RecursionError):
         return default
 
 

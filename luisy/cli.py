@@ -39,6 +39,7 @@ from luisy.status import as_json as status_data
 from luisy.status import status as task_status
 from luisy.status import table as status_table
 from luisy.status import verify as verify_outputs
+from luisy.texttable import printable
 from luisy.unavailable import unavailable
 
 __all__ = ["main", "build"]
@@ -225,7 +226,7 @@ def run(task: str, working_dir: Path | None, task_args: tuple[str, ...], workers
             log_level="INFO" if verbose else "WARNING",
         )
         for line in summary.lines():  # output paths are resolved in the task's working directory
-            click.echo(line)
+            click.echo(printable(line))
     sys.exit(ExitCode.OK if summary.ok else ExitCode.NOT_DONE)
 
 

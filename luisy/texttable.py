@@ -7,7 +7,9 @@ from collections.abc import Sequence
 
 
 def text_table(rows: Sequence[Sequence[str]]) -> str:
-    """The rows (the first one the header) in left-aligned columns, two spaces apart."""
+    """The rows (the first one the header) in left-aligned columns, two spaces apart; control
+    characters in cells (text from files) are escaped."""
+    rows = [[printable(cell) for cell in row] for row in rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
                      for row in rows) + "\n"

@@ -261,3 +261,22 @@ def test_a_build_running_for_days_keeps_each_task_run_in_the_day_it_started(tmp_
     monkeypatch.setattr(journal, "_read", lambda *args: read.append(args[0].name) or original(*args))
     assert last_runs(tmp_path, ["T_a"])["T_a"].started == NOON
     assert read == ["2025-12-01"], "the latest run is in the newest day: older days are not read"
+
+
+def test_control_characters_in_an_error_never_reach_the_terminal_raw(tmp_path):
+    write_project(tmp_path, {"esc/__init__.py": "", "esc/tasks.py": '''
+        import luisy
+
+
+        class Loud(luisy.Task):
+            def run(self):
+                raise RuntimeError("\\x1b]0;title\\x07\\x1b[31mred")
+    '''})
+    (tmp_path / "data").mkdir()
+    ran = run_luisy(["run", "esc.tasks:Loud"], cwd=tmp_path)
+    assert ran.returncode == 1
+    for command in (["run", "esc.tasks:Loud"], ["history"], ["history", "--failed"], ["status", "esc.tasks:Loud"]):
+        result = run_luisy(command, cwd=tmp_path)
+        assert "\x1b" not in result.stdout and "\x07" not in result.stdout, command
+        if command[0] == "history":
+            assert "\\x1b[31mred" in result.stdout, result.stdout

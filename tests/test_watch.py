@@ -23,10 +23,11 @@ import pytest
 from conftest import free_port, luigid_api, run_luisy, running_luigid, write_project
 
 import luisy
+import luisy.watch
 from luisy.directory.inputs import TEMP_NAMES
 from luisy.errors import DecorationError, NoFolderInput
 from luisy.settling import Settling, changes
-from luisy.watch import watch
+from luisy.watch import Pause, watch
 
 PROJECT = {
     "hot/__init__.py": "",
@@ -402,6 +403,74 @@ def test_a_task_without_input_folders_cannot_be_watched(luisy_working_dir):
         watch(Lonely())
 
 
+class FakeClock(luisy.watch.Clock):
+    """Time that moves only when the test says so: a watcher's steps are driven one by one."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def process_time(self) -> float:
+        return 0.0
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def _steps(watcher: luisy.watch.Watcher, clock: FakeClock, seconds: float, every: float = 0.5) -> None:
+    """Drive ``watcher`` through ``seconds`` of its time, one scan (and any run due) every ``every``."""
+    end = clock.now + seconds
+    while clock.now < end:
+        if isinstance(watcher.step(), Pause):
+            clock.sleep(every)
+
+
+@pytest.mark.parametrize("on_error", ["skip", "raise"])
+def test_a_failed_file_is_not_retried_until_it_changes(project, importable, on_error):
+    drops = _drops(project)
+    for name in ("a", "bad"):
+        (drops / f"{name}.bin").write_bytes(b"BAD" if name == "bad" else b"good")
+    importable.Digested.on_error = on_error
+    clock, lines = FakeClock(), []
+    with luisy.working_dir(project / "data"):
+        watcher = luisy.watch.Watcher(importable.Index(), settle=2.0, interval=0.2, report=lines.append,
+                                      clock=clock, log_level="ERROR")
+        try:
+            _steps(watcher, clock, 600)  # ten minutes of rescans: one run only
+            assert len(watcher.result.batches) == 1, lines
+            assert [name for name, _ in _calls(project)].count("bad") == 1
+            (drops / "bad.bin").write_bytes(b"fixed now")
+            _steps(watcher, clock, 1.5)
+            assert len(watcher.result.batches) == 1, "not settled yet"
+            _steps(watcher, clock, 1.0)
+        finally:
+            watcher.close()
+    assert len(watcher.result.batches) == 2, lines
+    assert [name for name, _ in _calls(project)] == ["a", "bad", "bad"] if on_error == "skip" else \
+        sorted(name for name, _ in _calls(project))[-2:] == ["bad", "bad"]
+    assert watcher.result.batches[1].ok and set(_index(project)) == {"a", "bad"}
+
+
+def test_a_folder_with_a_marker_waits_for_it_however_long_it_takes(project, importable):
+    marked = project / "data" / "hot" / "raw" / "marked"
+    (marked / "run1").mkdir()
+    (marked / "run1" / "a.dat").write_text("a")
+    clock, lines = FakeClock(), []
+    with luisy.working_dir(project / "data"):
+        watcher = luisy.watch.Watcher(importable.MarkedSummaries(), settle=2.0, report=lines.append, clock=clock,
+                                      log_level="ERROR")
+        try:
+            _steps(watcher, clock, 3600, every=10)
+            assert watcher.result.batches == [] and _calls(project) == []
+            (marked / "run1" / "done.txt").write_text("")
+            _steps(watcher, clock, 0.5)
+        finally:
+            watcher.close()
+    assert [batch.line().split(" in ")[0] for batch in watcher.result.batches] == ["+1 folders → 1 processed, 0 failed"]
+
+
 # --- real processes --------------------------------------------------------------------------------
 
 def test_files_written_slowly_in_chunks_are_processed_once_and_whole(project):
@@ -416,7 +485,7 @@ def test_files_written_slowly_in_chunks_are_processed_once_and_whole(project):
     while {name for name, _ in _calls(project)} != names:
         assert time.monotonic() < deadline, "\n".join(watcher.lines)
         time.sleep(0.1)
-    time.sleep(3)  # a few more rescans: nothing is processed again
+    # That a settled file is not processed again on later rescans: test_a_failed_file_is_not_retried_until_it_changes.
     assert watcher.stop() == 0, "\n".join(watcher.lines)
     calls = _calls(project)
     assert sorted(name for name, _ in calls) == sorted(names), "each file processed exactly once"
@@ -457,7 +526,6 @@ def test_a_corrupt_file_among_good_ones(project, on_error):
     (drops / "bad.bin").write_bytes(b"BAD" * 10)
     watcher = Watcher(project, "hot.tasks:Index", "--settle", "0.5", "--interval", "0.2", env={"ON_ERROR": on_error})
     first = watcher.wait_for_runs(1)[0]
-    time.sleep(2)  # ten rescans: the bad file is not retried while it stays the same
     assert [name for name, _ in _calls(project)].count("bad") == 1
     assert watcher.process.poll() is None, "the watcher goes on after a failed item"
     if on_error == "skip":
@@ -488,7 +556,6 @@ def test_a_dataset_folder_filling_up_over_time_is_processed_once_when_it_settled
     """)
     subprocess.run([sys.executable, "-c", filler, str(datasets / "run1")], check=True, timeout=60)
     runs = watcher.wait_for_runs(1)
-    time.sleep(3)
     assert watcher.stop() == 0
     assert runs[0].startswith("+1 folders → 1 processed, 0 failed"), runs
     assert len(watcher.runs()) == 1
@@ -502,8 +569,6 @@ def test_a_dataset_folder_with_a_marker_is_processed_when_the_marker_appears(pro
     watcher = Watcher(project, "hot.tasks:MarkedSummaries", "--settle", "3600")
     (marked / "run1").mkdir()
     (marked / "run1" / "a.dat").write_text("a")
-    time.sleep(2)
-    assert _calls(project) == [] and watcher.runs() == []
     (marked / "run1" / "done.txt").write_text("")
     runs = watcher.wait_for_runs(1)
     assert watcher.stop() == 0

@@ -76,73 +76,97 @@ class ProcessExecutor:
         self.processes = processes
 
     def map(self, work: Work, count: int, stop: Stop | None = None) -> Iterator[Outcome]:
-        from multiprocessing.connection import wait
-
         from luisy.interrupts import Stop
 
-        stop = Stop() if stop is None else stop
-        told = False  # whether the workers were told to stop
-        chunk = max(1, min(64, count // (self.processes * 8)))
-        todo = collections.deque(range(count))
-        workers: dict[Connection, _Worker] = {}
-
-        def hand_out(worker: _Worker, chunks: int = 2) -> None:
-            # Keep one chunk queued behind the one in progress, so a worker never waits for work.
-            while todo and len(worker.assigned) < chunks * chunk and not worker.eof:
-                indices = [todo.popleft() for _ in range(min(chunk, len(todo)))]
-                try:
-                    worker.conn.send(indices)
-                except OSError:  # it died since we last heard from it: the chunk was never given
-                    todo.extendleft(reversed(indices))
-                    worker.eof = True
-                else:
-                    worker.assigned.extend(indices)
-
-        def start() -> None:
-            worker = _Worker.start(work, [w.conn for w in workers.values()], stop)
-            workers[worker.conn] = worker
-            hand_out(worker, chunks=1)  # a first chunk each, so every worker has work from the start
-
+        pool = _Pool(work, count, self.processes, Stop() if stop is None else stop)
         try:
-            while todo and len(workers) < self.processes:
-                start()
-            while workers:
-                if stop and not told:  # idle workers wait for a chunk: tell them there is none
-                    told = True
-                    for worker in workers.values():
-                        worker.tell_stop()
-                sentinels = {w.process.sentinel: w for w in workers.values()}
-                # A signal that sets ``stop`` does not end the wait: look again now and then.
-                ready = set(wait([*workers, *sentinels], timeout=None if told else 0.25))
-                for worker in [w for w in workers.values() if ready & {w.conn, w.process.sentinel}]:
-                    yield from worker.received()
-                    if worker.process.sentinel in ready or worker.eof:
-                        worker.process.join()
-                        worker.conn.close()
-                        del workers[worker.conn]
-                        if worker.assigned and stop:
-                            # It stopped as asked, or the signal that asked reached it too (a
-                            # SIGTERM to the process group): what it had not finished stays undone.
-                            pass
-                        elif worker.assigned:
-                            # The item it was on fails; the others it had (done or not) are done again.
-                            lost = worker.current.value
-                            if lost not in worker.assigned:  # it died between items: fail the next one
-                                lost = worker.assigned[0]
-                            worker.assigned.remove(lost)
-                            todo.extendleft(reversed(worker.assigned))
-                            yield Outcome(ItemStatus.FAIL, lost, error=worker.death())
-                        if todo and not stop:
-                            start()
-                        continue
-                    if not stop:
-                        hand_out(worker)
-                    if not worker.assigned and not worker.eof:  # a dead one is mourned above next round
-                        worker.stop()
-                        del workers[worker.conn]
+            yield from pool.outcomes()
         finally:
-            for worker in workers.values():
-                worker.kill()
+            pool.close()
+
+
+class _Pool:
+    """The workers of one :meth:`ProcessExecutor.map`: started, fed chunks of indices, reaped when
+    they end, and replaced when they die with items left to do."""
+
+    def __init__(self, work: Work, count: int, processes: int, stop: Stop) -> None:
+        self.work, self.processes, self.stop = work, processes, stop
+        self.chunk = max(1, min(64, count // (processes * 8)))
+        self.todo = collections.deque(range(count))
+        self.workers: dict[Connection, _Worker] = {}
+        self.told = False  # whether the workers were told to stop
+
+    def outcomes(self) -> Iterator[Outcome]:
+        while self.todo and len(self.workers) < self.processes:
+            self.start()
+        while self.workers:
+            for worker, ended in self.ready():
+                yield from self.serve(worker, ended)
+
+    def start(self) -> None:
+        worker = _Worker.start(self.work, [w.conn for w in self.workers.values()], self.stop)
+        self.workers[worker.conn] = worker
+        self.hand_out(worker, chunks=1)  # a first chunk each, so every worker has work from the start
+
+    def hand_out(self, worker: _Worker, chunks: int = 2) -> None:
+        """Keep one chunk queued behind the one in progress, so a worker never waits for work."""
+        while self.todo and len(worker.assigned) < chunks * self.chunk and not worker.eof:
+            indices = [self.todo.popleft() for _ in range(min(self.chunk, len(self.todo)))]
+            try:
+                worker.conn.send(indices)
+            except OSError:  # it died since we last heard from it: the chunk was never given
+                self.todo.extendleft(reversed(indices))
+                worker.eof = True
+            else:
+                worker.assigned.extend(indices)
+
+    def ready(self) -> list[tuple[_Worker, bool]]:
+        """The workers that sent outcomes or ended, and whether each ended."""
+        from multiprocessing.connection import wait
+
+        if self.stop and not self.told:  # idle workers wait for a chunk: tell them there is none
+            self.told = True
+            for worker in self.workers.values():
+                worker.tell_stop()
+        sentinels = {w.process.sentinel: w for w in self.workers.values()}
+        # A signal that sets ``stop`` does not end the wait: look again now and then.
+        ready = set(wait([*self.workers, *sentinels], timeout=None if self.told else 0.25))
+        return [(w, w.process.sentinel in ready) for w in self.workers.values()
+                if ready & {w.conn, w.process.sentinel}]
+
+    def serve(self, worker: _Worker, ended: bool) -> Iterator[Outcome]:
+        """What ``worker`` sent; then more work for it, its retirement, or (it ended) its reaping."""
+        yield from worker.received()
+        if ended or worker.eof:
+            yield from self.reap(worker)
+            return
+        if not self.stop:
+            self.hand_out(worker)
+        if not worker.assigned and not worker.eof:  # nothing left for it
+            worker.stop()
+            del self.workers[worker.conn]
+
+    def reap(self, worker: _Worker) -> Iterator[Outcome]:
+        """Remove an ended worker. Had it items left, the one it was on fails and the others are
+        done again, by a new worker unless asked to stop."""
+        worker.process.join()
+        worker.conn.close()
+        del self.workers[worker.conn]
+        # After a stop it stopped as asked, or the signal that asked reached it too (a SIGTERM to
+        # the process group): what it had not finished stays undone.
+        if worker.assigned and not self.stop:
+            lost = worker.current.value
+            if lost not in worker.assigned:  # it died between items: fail the next one
+                lost = worker.assigned[0]
+            worker.assigned.remove(lost)
+            self.todo.extendleft(reversed(worker.assigned))
+            yield Outcome(ItemStatus.FAIL, lost, error=worker.death())
+        if self.todo and not self.stop:
+            self.start()
+
+    def close(self) -> None:
+        for worker in self.workers.values():
+            worker.kill()
 
 
 @dataclass

@@ -201,8 +201,12 @@ def test_a_run_writes_nothing_into_an_output_folder_that_is_a_link(project, tmp_
 def test_verify_repair_deletes_nothing_through_a_linked_output_folder(project, tmp_path, which):
     assert _luisy(project, "run", "tam.tasks:Upper")[0] == 0
     target = _link(project, tmp_path, which, with_output=True)
+    (target / "n2.txt").write_text("EVIL 2")
     before = _files(target)
 
+    status, output, _ = _luisy(project, "verify", "tam.tasks:Upper")
+    assert status == 1 and "mine.txt is not listed in the manifest" in output and "item 'n2'" in output, output
+    assert _files(target) == before, "verify writes no note of what it found through the link"
     status, output, _ = _luisy(project, "verify", "tam.tasks:Upper", "--repair")
     assert _files(target) == before
     assert status == 2 and "is a symbolic link" in output and "Traceback" not in output, output

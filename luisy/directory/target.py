@@ -300,6 +300,8 @@ class LocalFolder:
                 _unlink_inside(inside, os.path.join(self.folder, file))
 
     def note_verified(self, publication: str, bad: dict[str, str]) -> None:
+        if linked_folder(self.folder) is not None:
+            return  # nothing is written through a link: verify still reports, status cannot show it later
         path = self.folder / VERIFIED
         if not bad:
             with contextlib.suppress(OSError):

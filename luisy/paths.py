@@ -242,6 +242,21 @@ def _parameter_in(task: Any, text: str) -> str | None:
     return None
 
 
+def linked_folder(folder: str | os.PathLike[str]) -> str | None:
+    """The first symbolic link among ``folder`` and the folders it is in below the working
+    directory (a layer folder, say); ``None`` if there is none. For a folder outside the working
+    directory only the folder itself is looked at. The working directory itself may be a link."""
+    path, root = os.path.abspath(folder), os.fspath(get_working_dir())
+    below = path.startswith(root.rstrip(os.sep) + os.sep)
+    parts = os.path.relpath(path, root).split(os.sep) if below else [path]
+    current = root if below else ""
+    for part in parts:
+        current = os.path.join(current, part)
+        if os.path.islink(current):
+            return current
+    return None
+
+
 def relative_posix(path: str | os.PathLike[str], root: str | os.PathLike[str]) -> str:
     """``path`` relative to ``root`` with ``/`` separators (starting with ``..`` if outside it):
     how records, provenance and ``show`` name an output within the working directory."""

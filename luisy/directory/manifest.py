@@ -10,9 +10,9 @@ whether a directory task is up to date reads only this line (and the file's size
 many items the second line lists.
 
 A manifest is checked against its schema when it is read: a file that does not parse, has
-the wrong shape, a length other than its header says, or lists a file outside its folder
-(an absolute path, ``..``, a name luisy reserves) is *corrupt*. It is never followed: the
-task runs again and ``luisy verify`` reports it.
+the wrong shape, a length other than its header says, lists a file outside its folder (an
+absolute path, ``..``, a name luisy reserves) or an item name that could not name such a file,
+is *corrupt*. It is never followed: the task runs again and ``luisy verify`` reports it.
 """
 
 from __future__ import annotations
@@ -564,6 +564,11 @@ def _check_body(body: Any, header: dict[str, Any], where: str) -> None:
     bad = bad_file_name(every)
     if bad is not None:
         raise corrupt(f"it lists the file {bad!r}, outside its folder or reserved")
+    # A name is the item's name downstream too, where it names a file: one no writer could
+    # have written would fail every task that reads the items.
+    bad = bad_file_name(names)
+    if bad is not None:
+        raise corrupt(f"it lists the item name {bad!r}, which cannot name a file inside a folder")
     if len(set(every)) != len(every):
         raise corrupt("it lists one file twice")
 

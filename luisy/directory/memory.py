@@ -79,7 +79,7 @@ class MemoryFolder:
     def checkpointed(self, state: dict[str, Any]) -> dict[str, Item]:
         return {}  # nothing in memory outlives an interrupted run
 
-    def staging(self) -> MemoryStaging:
+    def staging(self, state: dict[str, Any]) -> MemoryStaging:
         return MemoryStaging()
 
     def tidy(self) -> bool:
@@ -103,7 +103,6 @@ class MemoryStaging:
     objects: dict[str, Any] = field(default_factory=dict)
     #: Nothing is left behind by an interrupted run in memory, so nothing is resumed.
     resumed: dict[str, Item] = field(default_factory=dict)
-    resumed_from: dict[str, Any] = field(default_factory=dict)
 
     def checkpoint(self, state: dict[str, Any], items: dict[str, Item]) -> None:
         pass

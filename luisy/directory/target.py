@@ -11,7 +11,9 @@ Publishing, under a lock beside the folder:
 A crash at any point leaves the old state or the new one visible; the next writer cleans up.
 
 Every path taken from a manifest must stay inside the folder: manifests listing anything else are
-corrupt, and a sub-folder replaced by a symbolic link to elsewhere is never followed.
+corrupt, and a sub-folder replaced by a symbolic link to elsewhere is never followed. Nothing is
+written or deleted in a folder reached through a symbolic link (the folder itself, or a layer
+folder it is in): what the link leads to is not luisy's.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import luigi
 
 from luisy import config, formats, storage
 from luisy.atomic import NAME_MAX, defer, fit_name, hand_over, remove_stale_temps, stale_temps, temp_sibling
-from luisy.digests import digest, file_digest
+from luisy.digests import digest, file_digest, stream_digest
 from luisy.directory.manifest import (
     MANIFEST_NAME,
     Item,
@@ -52,7 +54,7 @@ from luisy.directory.memory import MemoryFolder
 from luisy.directory.sources import Joined, SourceItems
 from luisy.errors import ItemFileError, ItemNameError, ManifestError, UnsafePathError
 from luisy.parameters import significant_params
-from luisy.paths import with_extension
+from luisy.paths import linked_folder, with_extension
 
 #: Where the files of replaced items wait, inside the output folder, until no reader needs them.
 RETIRED = ".luisy-retired"
@@ -248,13 +250,25 @@ class LocalFolder:
         return ItemReader(self.folder, self.owner, read)
 
     def restamp(self, change: Callable[[Manifest], Manifest]) -> None:
+        self._check_not_linked()
         with _publish_lock(self.folder):
             manifest = Manifest.load(self.folder)
             if manifest is not None:
                 _replace_manifest(self.folder, change(manifest))
 
-    def staging(self) -> LocalStaging:
-        return LocalStaging(self.folder)
+    def staging(self, state: dict[str, Any]) -> LocalStaging:
+        """A staging folder with the items an interrupted writer checkpointed for ``state``."""
+        self._check_not_linked()
+        return LocalStaging(self.folder, state)
+
+    def _check_not_linked(self) -> None:
+        """Refuse to write or delete in the folder if it is reached through a symbolic link."""
+        link = linked_folder(self.folder)
+        if link is not None:
+            raise UnsafePathError(
+                f"{self.owner}: {link} is a symbolic link (to {os.path.realpath(link)}); luisy writes and "
+                f"deletes in {self.folder} only through real folders: replace the link by a folder (the "
+                "working directory itself may be a link)")
 
     def checkpointed(self, state: dict[str, Any]) -> dict[str, Item]:
         """The items the latest interrupted writer checkpointed, if it wrote them for ``state``."""
@@ -265,6 +279,7 @@ class LocalFolder:
         """Drop ``items`` (and their files) from the manifest and delete ``strays`` (paths relative
         to the folder); a ``corrupt`` manifest is removed, and the next publish sweeps the folder.
         The task runs again: the repaired manifest no longer says what its inputs were."""
+        self._check_not_linked()
         inside = _Inside(self.folder, self.owner)
         with _publish_lock(self.folder) as lock:
             if corrupt:
@@ -286,6 +301,8 @@ class LocalFolder:
                 _unlink_inside(inside, os.path.join(self.folder, file))
 
     def note_verified(self, publication: str, bad: dict[str, str]) -> None:
+        if linked_folder(self.folder) is not None:
+            return  # nothing is written through a link: verify still reports, status cannot show it later
         path = self.folder / VERIFIED
         if not bad:
             with contextlib.suppress(OSError):
@@ -310,14 +327,20 @@ class LocalFolder:
         """Remove what writers that are gone left: their staging folders, and the files an
         interrupted publish left in the folder that the manifest neither lists nor keeps.
 
-        Returns whether there was a publish to finish. Does nothing while another process publishes.
+        Returns whether there was a publish to finish. Does nothing while another process
+        publishes, nor in a folder reached through a symbolic link (refused if it needs a sweep).
         """
-        remove_stale_temps(self.folder)
         lock_path = _lock_path(self.folder)
         try:
-            if os.lstat(lock_path).st_size == 0:
-                return False
+            interrupted = os.lstat(lock_path).st_size > 0
         except FileNotFoundError:
+            interrupted = False
+        if interrupted:
+            self._check_not_linked()
+        elif linked_folder(self.folder) is not None:
+            return False  # reading through the link is allowed; only writing and deleting are not
+        remove_stale_temps(self.folder)
+        if not interrupted:
             return False
         with _open_lock(lock_path) as lock:
             try:
@@ -335,6 +358,7 @@ class LocalFolder:
 
     def publish(self, writer: DirectoryWriter) -> Manifest:
         """Move the writer's staged items in, replace the manifest, retire the files it no longer lists."""
+        self._check_not_linked()
         self.folder.mkdir(parents=True, exist_ok=True)
         with _publish_lock(self.folder) as lock:
             return self._publish(writer, lock)
@@ -384,44 +408,45 @@ class LocalStaging:
     """A temporary folder beside the output, where items are written before they are published.
 
     A checkpoint (``.luisy-checkpoint.json`` in it) lists the items written so far. When a writer
-    is interrupted its folder stays; the next writer of the output takes its checkpointed items
-    over (:attr:`resumed`, with the code fingerprint and parameters in :attr:`resumed_from`)
-    before the folder is removed. Nothing in a staging folder is ever published as such.
+    is interrupted its folder stays; the next writer of the output for the same code and
+    parameters takes its checkpointed items over (:attr:`resumed`) before the folder is removed:
+    only files that are exactly what the checkpoint says (see :func:`_take_item`). Nothing in a
+    staging folder is ever published as such.
     """
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, state: dict[str, Any] | None = None) -> None:
+        """A new staging folder for ``folder``; with ``state`` (the writer's code fingerprint and
+        parameters), holding the items the latest interrupted writer checkpointed for it."""
         # The name carries this process's id: no other writer removes the folder while it runs.
         self.path = temp_sibling(folder)
         self.path.mkdir(parents=True)
         self.resumed: dict[str, Item] = {}
-        self.resumed_from: dict[str, Any] = {}
         self._kept = False
         self._checkpointed = False
-        self._take_over(folder)
+        if state is not None:
+            self._take_over(folder, state)
         remove_stale_temps(folder)
 
-    def _take_over(self, folder: Path) -> None:
-        """Move in the checkpointed items of the latest interrupted writer of ``folder``."""
+    def _take_over(self, folder: Path, state: dict[str, Any]) -> None:
+        """Move in the items the latest interrupted writer of ``folder`` checkpointed for ``state``."""
         found = latest_checkpoint(folder)
-        if found is None:
+        if found is None or found[1] != state:
             return
-        source, data, items = found
-        made: set[str] = set()
-        for name, item in items.items():
-            try:
-                if os.lstat(source / item.file).st_size != item.size:
-                    continue
-                if "/" in item.file:
-                    _make_dirs(self.path, os.path.dirname(item.file), made)
-                os.replace(source / item.file, self.path / item.file)
-            except OSError:
-                continue
-            self.resumed[name] = item
-        self.resumed_from = data
+        try:
+            source = os.open(found[0], _FOLDER)
+        except OSError:  # gone, or replaced by a link since it was found
+            return
+        try:
+            made: set[str] = set()
+            for name, item in found[2].items():
+                if _take_item(source, item, self.path, made):
+                    self.resumed[name] = item
+        finally:
+            os.close(source)
 
     def __getstate__(self) -> dict[str, Any]:
         # Another process only writes items into the folder; what was taken over stays here.
-        return {"path": self.path, "resumed": {}, "resumed_from": {}, "_kept": False}
+        return {"path": self.path, "resumed": {}, "_kept": False}
 
     def checkpoint(self, state: dict[str, Any], items: dict[str, Item]) -> None:
         """Record ``items`` (written into this folder since the last checkpoint) and ``state`` for
@@ -459,9 +484,10 @@ class LocalStaging:
 
 def latest_checkpoint(folder: Path) -> tuple[Path, dict[str, Any], dict[str, Item]] | None:
     """The staging folder, state and items of the latest checkpoint an interrupted writer of
-    ``folder`` left; ``None`` if there is none that reads as one."""
+    ``folder`` left; ``None`` if there is none that reads as one. A symbolic link in place of a
+    staging folder is not one."""
     found = [(os.stat(os.path.join(entry, CHECKPOINT)).st_mtime, entry) for entry in stale_temps(folder)
-             if os.path.isfile(os.path.join(entry, CHECKPOINT))]
+             if not os.path.islink(entry) and os.path.isfile(os.path.join(entry, CHECKPOINT))]
     if not found:
         return None
     source = Path(max(found)[1])
@@ -487,6 +513,60 @@ def latest_checkpoint(folder: Path) -> tuple[Path, dict[str, Any], dict[str, Ite
     if data is None or bad_file_name([item.file for item in items.values()]) is not None:
         return None
     return source, data, items
+
+
+#: How a folder whose files are taken over is opened: never through a symbolic link.
+_FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+
+
+def _take_item(source: int, item: Item, staging: Path, made: set[str]) -> bool:
+    """Move a checkpointed ``item``'s file from the staging folder open as ``source`` into
+    ``staging``, if it is what the checkpoint says: a regular file with no other link to it,
+    inside that folder (reached without following a symbolic link), of the item's size and
+    checksum. Anything else is left where it is, to be removed with that folder; the item is made
+    again."""
+    *folders, name = item.file.split("/")
+    opened: list[int] = []
+    try:
+        parent = source
+        for part in folders:
+            parent = os.open(part, _FOLDER, dir_fd=parent)
+            opened.append(parent)
+        checked = _checked_file(parent, name, item)
+        if checked is None:
+            return False
+        if folders:
+            _make_dirs(staging, os.path.dirname(item.file), made)
+        target = staging / item.file
+        os.replace(name, target, src_dir_fd=parent)
+        moved = os.lstat(target)
+        if (moved.st_dev, moved.st_ino) != (checked.st_dev, checked.st_ino):  # replaced after the check
+            if stat.S_ISDIR(moved.st_mode):
+                shutil.rmtree(target)
+            else:
+                os.unlink(target)  # a link: removed, never written through when the item is made again
+            return False
+        return True
+    except OSError:
+        return False
+    finally:
+        for fd in opened:
+            os.close(fd)
+
+
+def _checked_file(folder: int, name: str, item: Item) -> os.stat_result | None:
+    """The status of file ``name`` in ``folder`` (a descriptor) if it is a regular file with one
+    link, of ``item``'s size and checksum; else ``None``."""
+    # O_NONBLOCK: a pipe put in its place must not block the open; it is no regular file anyway.
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=folder)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1 or info.st_size != item.size:
+            return None
+        with open(fd, "rb", closefd=False) as f:
+            return info if stream_digest(f) == item.checksum else None
+    finally:
+        os.close(fd)
 
 
 def _append(path: Path, text: str) -> None:
@@ -581,7 +661,7 @@ class DirectoryWriter:
         self.names_checked = False
         #: Whether :meth:`stage` may run in another process (it writes files, not objects in memory).
         self.parallel = target.place.parallel
-        self.staging = target.place.staging()
+        self.staging = target.place.staging(_configuration(task))
 
     def __getstate__(self) -> dict[str, Any]:
         # A copy sent to another machine (a Dask worker) only stages items; what the run records
@@ -641,9 +721,7 @@ class DirectoryWriter:
     def resumable(self) -> dict[str, Item]:
         """Items an interrupted writer of the same task (same code and parameters) had written,
         by name, with the input fingerprint each was made from."""
-        staging = self.staging
-        same = staging.resumed and staging.resumed_from == _configuration(self.task)
-        return dict(staging.resumed) if same else {}
+        return dict(self.staging.resumed)
 
     def fail(self, name: str, error: str, source: str | None = None) -> None:
         """Record a failed item; it is not published, and the next run retries it."""

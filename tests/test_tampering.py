@@ -1,0 +1,266 @@
+"""Tampered checkpoints, output folders replaced by links, and manifests naming unsafe items.
+
+Each test plays one attack with real files, real links and the ``luisy`` command: nothing outside
+the working directory may be moved, written or deleted, and nothing the checks did not pass may
+be published.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import run_luisy, write_project
+
+from luisy.digests import file_digest
+from luisy.directory import MANIFEST_NAME
+from luisy.directory.manifest import Item, Manifest
+from luisy.directory.target import CHECKPOINT
+from luisy.errors import ManifestError
+
+PROJECT = {
+    "tam/__init__.py": "",
+    "tam/tasks.py": '''
+        import os
+        import luisy
+
+
+        @luisy.raw
+        @luisy.directory_input(pattern="*.txt")
+        class Notes(luisy.ExternalTask):
+            def get_folder_name(self):
+                return "notes"
+
+
+        @luisy.interim
+        @luisy.requires(Notes)
+        @luisy.directory_output(format="txt")
+        class Upper(luisy.DirectoryTask):
+            def process(self, name, obj):
+                with open(os.environ["MADE"], "a") as made:
+                    made.write(name + "\\n")
+                if name == os.environ.get("FAIL"):
+                    raise RuntimeError("stopped here")
+                return obj.upper()
+
+
+        @luisy.final
+        @luisy.requires(Upper)
+        @luisy.directory_output(format="txt")
+        class Shout(luisy.DirectoryTask):
+            def process(self, name, obj):
+                return obj + "!"
+    ''',
+}
+NOTES = {f"n{i}": f"note {i}" for i in range(5)}
+
+
+@pytest.fixture
+def project(tmp_path):
+    root = write_project(tmp_path / "project", PROJECT)
+    notes = root / "data" / "tam" / "raw" / "notes"
+    notes.mkdir(parents=True)
+    for name, text in NOTES.items():
+        (notes / f"{name}.txt").write_text(text)
+    return root
+
+
+def _luisy(project: Path, *args: str, fail: str = "") -> tuple[int, str, list[str]]:
+    """Run ``luisy args``; its exit status, its output, and the items ``Upper`` made."""
+    made = project / "made.txt"
+    made.write_text("")
+    result = run_luisy(list(args), cwd=project, env={"MADE": str(made), "FAIL": fail})
+    return result.returncode, result.stdout + result.stderr, made.read_text().split()
+
+
+def _layer(project: Path) -> Path:
+    return project / "data" / "tam" / "interim"
+
+
+def _published(project: Path) -> dict[str, str]:
+    return {p.stem: p.read_text() for p in (_layer(project) / "Upper").glob("n*.txt")}
+
+
+def _interrupted(project: Path) -> Path:
+    """A run of ``Upper`` that stopped at item n3: n0..n2 wait in its staging folder for the next run."""
+    status, output, made = _luisy(project, "run", "tam.tasks:Upper", fail="n3")
+    assert status == 1 and made == ["n0", "n1", "n2", "n3"], output
+    (staging,) = _layer(project).glob(".luisy-tmp-*Upper")
+    return staging
+
+
+def _forge(staging: Path, name: str, item: Item) -> None:
+    """Append a checkpoint line, as luisy writes them, that says item ``name`` is ``item``."""
+    with open(staging / CHECKPOINT, "a") as f:
+        f.write("\n" + json.dumps({"items": {name: list(item)}}))
+
+
+def _checkpointed(staging: Path, name: str) -> Item:
+    lines = [json.loads(line) for line in (staging / CHECKPOINT).read_text().split("\n") if line]
+    return Item(*next(line["items"][name] for line in reversed(lines) if name in line.get("items", {})))
+
+
+def _files(folder: Path) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): p.read_text() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# A tampered checkpoint: what is taken over is checked; nothing outside is moved.
+
+@pytest.mark.parametrize("tamper", ["symbolic link", "hard link", "rewritten, same size"])
+def test_a_tampered_item_in_a_checkpoint_is_made_again_not_published(project, tmp_path, tamper):
+    staging = _interrupted(project)
+    victim = tmp_path / "outside" / "victim.txt"
+    victim.parent.mkdir()
+    victim.write_text("EVIL 0")  # as long as the item's real content, "NOTE 0"
+    item = staging / "n0.txt"
+    checkpointed = _checkpointed(staging, "n0")
+    if tamper == "rewritten, same size":
+        item.write_text("EVIL 0")
+    else:
+        item.unlink()
+        item.symlink_to(victim) if tamper == "symbolic link" else os.link(victim, item)
+        # the checkpoint line made to match what now stands there
+        _forge(staging, "n0", checkpointed._replace(size=os.lstat(item).st_size, checksum=file_digest(victim)))
+
+    status, output, made = _luisy(project, "run", "tam.tasks:Upper")
+    assert status == 0, output
+    assert made == ["n0", "n3", "n4"], "the tampered item is made again, the sound ones are taken over"
+    published = _layer(project) / "Upper" / "n0.txt"
+    assert not published.is_symlink() and os.stat(published).st_nlink == 1
+    assert _published(project) == {name: text.upper() for name, text in NOTES.items()}
+    assert victim.read_text() == "EVIL 0" and os.stat(victim).st_nlink == 1
+    assert _luisy(project, "verify", "tam.tasks:Upper")[0] == 0
+
+
+def test_a_checkpoint_naming_a_file_through_a_linked_sub_folder_moves_nothing_out_of_it(project, tmp_path):
+    staging = _interrupted(project)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious.txt").write_text("precious")
+    (staging / "sub").symlink_to(outside)
+    _forge(staging, "sub/precious", Item("sub/precious.txt", 8, file_digest(outside / "precious.txt"), "x"))
+
+    status, output, made = _luisy(project, "run", "tam.tasks:Upper")
+    assert status == 0 and made == ["n3", "n4"], output
+    assert _files(outside) == {"precious.txt": "precious"}
+
+
+def test_a_staging_folder_that_is_a_link_is_not_taken_over(project, tmp_path):
+    staging = _interrupted(project)
+    outside = tmp_path / "outside"
+    shutil.move(staging, outside)
+    (outside / "precious.txt").write_text("precious")
+    staging.symlink_to(outside)
+    before = _files(outside)
+
+    status, output, made = _luisy(project, "run", "tam.tasks:Upper")
+    assert status == 0 and made == ["n0", "n1", "n2", "n3", "n4"], output
+    assert _files(outside) == before
+    assert _published(project) == {name: text.upper() for name, text in NOTES.items()}
+
+
+# An output folder, or the layer folder it is in, replaced by a link to another folder.
+
+def _link(project: Path, tmp_path: Path, which: str, with_output: bool) -> Path:
+    """Replace the output folder of ``Upper`` (or its layer folder) by a link to a folder elsewhere,
+    holding a copy of the output if ``with_output``, and a file of its own; return where the output
+    folder now leads."""
+    layer, elsewhere = _layer(project), tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    target = elsewhere if which == "output" else elsewhere / "Upper"
+    if with_output:
+        shutil.copytree(layer / "Upper", target, dirs_exist_ok=True)
+    target.mkdir(exist_ok=True)
+    (target / "mine.txt").write_text("not luisy's")
+    linked = layer / "Upper" if which == "output" else layer
+    shutil.rmtree(linked)
+    linked.symlink_to(elsewhere)
+    return target
+
+
+@pytest.mark.parametrize("which", ["output", "layer"])
+def test_a_run_writes_nothing_into_an_output_folder_that_is_a_link(project, tmp_path, which):
+    assert _luisy(project, "run", "tam.tasks:Upper")[0] == 0
+    _link(project, tmp_path, which, with_output=False)
+    elsewhere = tmp_path / "elsewhere"
+    before = _files(elsewhere)
+
+    status, output, _ = _luisy(project, "run", "tam.tasks:Upper")
+    assert _files(elsewhere) == before
+    assert [p.name for p in elsewhere.rglob("*") if p.name.startswith(".luisy")] == []
+    assert status == 1 and "failed: Upper(): luisy.errors.UnsafePathError: Upper(): " in output, output
+    (line,) = [line for line in output.splitlines() if "failed: Upper()" in line]
+    assert "is a symbolic link (to " in line and str(tmp_path / "elsewhere") in line
+
+
+@pytest.mark.parametrize("which", ["output", "layer"])
+def test_verify_repair_deletes_nothing_through_a_linked_output_folder(project, tmp_path, which):
+    assert _luisy(project, "run", "tam.tasks:Upper")[0] == 0
+    target = _link(project, tmp_path, which, with_output=True)
+    (target / "n2.txt").write_text("EVIL 2")
+    before = _files(target)
+
+    status, output, _ = _luisy(project, "verify", "tam.tasks:Upper")
+    assert status == 1 and "mine.txt is not listed in the manifest" in output and "item 'n2'" in output, output
+    assert _files(target) == before, "verify writes no note of what it found through the link"
+    status, output, _ = _luisy(project, "verify", "tam.tasks:Upper", "--repair")
+    assert _files(target) == before
+    assert status == 2 and "is a symbolic link" in output and "Traceback" not in output, output
+
+
+@pytest.mark.parametrize("which", ["output", "layer"])
+def test_the_sweep_after_an_interrupted_publish_deletes_nothing_through_a_link(project, tmp_path, which):
+    assert _luisy(project, "run", "tam.tasks:Upper")[0] == 0
+    target = _link(project, tmp_path, which, with_output=True)
+    (_layer(project) / ".Upper.luisy-lock").write_text("publishing\n")  # as a killed publish leaves it
+    before = _files(target)
+
+    status, output, made = _luisy(project, "run", "tam.tasks:Upper")
+    assert _files(target) == before
+    assert made == [] and "is a symbolic link" in output and "Traceback" not in output, output
+
+
+# A manifest that names an item unsafely is corrupt.
+
+def _rename_item(folder: Path, old: str, new: str) -> None:
+    """Rename an item in the manifest as an attacker would: columns kept sorted, digests made to match."""
+    path = folder / MANIFEST_NAME
+    head, body = path.read_text().split("\n")
+    header, lists = json.loads(head), json.loads(body)
+    rows = sorted(zip(*(lists[c] for c in ("names", "files", "sizes", "checksums", "sources")), strict=True))
+    rows = sorted((new if row[0] == old else row[0], *row[1:]) for row in rows)
+    for column, values in zip(("names", "files", "sizes", "checksums", "sources"), zip(*rows, strict=True),
+                              strict=True):
+        lists[column] = list(values)
+    text = json.dumps(lists)
+    header["body_bytes"] = len(text.encode())
+    header["body_digest"] = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+    path.write_text(json.dumps(header) + "\n" + text)
+
+
+def test_verify_reports_a_manifest_naming_an_item_outside_and_repair_removes_it(project, tmp_path):
+    assert _luisy(project, "run", "tam.tasks:Shout")[0] == 0
+    upper = _layer(project) / "Upper"
+    _rename_item(upper, "n1", "../../outside/pwned")
+    shutil.rmtree(project / "data" / "tam" / "final" / "Shout")  # downstream must run on it
+
+    status, output, _ = _luisy(project, "verify", "tam.tasks:Shout")
+    assert status == 1 and "corrupt" in output and "../../outside/pwned" in output, output
+    status, output, _ = _luisy(project, "verify", "tam.tasks:Shout", "--repair")
+    assert status == 0 and "corrupt" in output, output
+    status, output, made = _luisy(project, "run", "tam.tasks:Shout")
+    assert status == 0 and sorted(made) == sorted(NOTES), output
+    shout = project / "data" / "tam" / "final" / "Shout"
+    assert {p.stem: p.read_text() for p in shout.glob("*.txt")} == {n: t.upper() + "!" for n, t in NOTES.items()}
+    assert not (tmp_path / "outside").exists()
+
+
+@pytest.mark.parametrize("name", ["../x", "/abs", "a/../b", "_luisy_manifest", ".luisy-retired/x", "a\\b", ""])
+def test_a_manifest_whose_item_name_cannot_name_a_file_is_corrupt(name):
+    text = Manifest(items={name: Item("ok.txt", 1, "c"), "z": Item("z.txt", 1, "c")}).to_json()
+    with pytest.raises(ManifestError, match="item name"):
+        Manifest.from_json(text)

@@ -34,6 +34,10 @@ class MissingExtraError(LuisyError, ImportError):
     """An optional dependency (of an output format, of ``Task.visualize``) is not installed."""
 
 
+class OutputNotWrittenError(LuisyError):
+    """A task's ``run()`` returned without writing its output."""
+
+
 class NoOutputError(LuisyError, TypeError):
     """A task without an output of its own (a ``WrapperTask``) was asked to write one."""
 

@@ -50,6 +50,10 @@ class DecorationError(LuisyError, ValueError):
     """A decorator was applied to a class it cannot configure."""
 
 
+class UnknownOptionError(DecorationError, TypeError):
+    """A decorator was given a keyword option it does not take (a misspelt one, or one that belongs elsewhere)."""
+
+
 class TaskLookupError(LuisyError):
     """A task given on the command line cannot be found or imported."""
 

@@ -64,12 +64,14 @@ class _TaskCommand(click.Command):
         spec = ctx.meta.get("luisy_task")
         if spec:
             task_cls = load_task_class(spec)
-            family = task_cls.get_task_family()
-            with formatter.section(f"Parameters of {family} ({spec})"):
+            with formatter.section(f"Parameters of {task_cls.get_task_family()} ({spec})"):
                 if summary(task_cls):
                     formatter.write_text(summary(task_cls))
                 rows = parameter_rows(task_cls)
-                formatter.write_dl(rows) if rows else formatter.write_text("(none)")
+                if rows:
+                    formatter.write_dl(rows)
+                else:
+                    formatter.write_text("(none)")
         super().format_options(ctx, formatter)
 
 

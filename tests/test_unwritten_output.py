@@ -90,7 +90,8 @@ def project(tmp_path):
                                "from process()"),
     ("NoRunPickle()", "final/NoRunPickle.pkl", ": NoRunPickle defines no run()"),
     ("Shouted()", "interim/Shouted", ": Shouted.run() replaces DirectoryTask.run(), which calls process() for "
-                                     "each item and writes the output; call super().run() from it"),
+                                     "each item and writes the output; call super().run() from it, or write with "
+                                     "self.output().writer(self)"),
 ])
 def test_a_run_that_writes_nothing_fails_with_the_reason(project, task, output, hint):
     family = task.split("(")[0]

@@ -234,7 +234,7 @@ class DirectoryTask(Task):
         if type(self).run is DirectoryTask.run:
             return ""
         return (f": {type(self).__name__}.run() replaces DirectoryTask.run(), which calls process() for each item "
-                "and writes the output; call super().run() from it")
+                "and writes the output; call super().run() from it, or write with self.output().writer(self)")
 
     def code_fingerprint(self) -> str:
         """Fingerprint of the task's code; a change reprocesses every item."""

@@ -39,6 +39,7 @@ from luisy.status import as_json as status_data
 from luisy.status import status as task_status
 from luisy.status import table as status_table
 from luisy.status import verify as verify_outputs
+from luisy.task_help import parameter_rows, summary
 from luisy.texttable import printable
 from luisy.unavailable import unavailable
 
@@ -52,8 +53,44 @@ _LEGACY_VALUE_OPTIONS = {"--module", "--working-dir", "--workers", "--processes"
                          "--dask-scheduler"}
 
 
+class _TaskCommand(click.Command):
+    """A command; for one that takes a TASK, ``TASK --help`` also lists the task's own parameters."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if any(p.name == "task_args" for p in self.params) and any(a in ctx.help_option_names for a in args):
+            ctx.meta["luisy_task"] = _task_spec(self, args)
+        return super().parse_args(ctx, args)
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        spec = ctx.meta.get("luisy_task")
+        if spec:
+            task_cls = load_task_class(spec)
+            with formatter.section(f"Parameters of {task_cls.get_task_family()} ({spec})"):
+                if summary(task_cls):
+                    formatter.write_text(summary(task_cls))
+                rows = parameter_rows(task_cls)
+                if rows:
+                    formatter.write_dl(rows)
+                else:
+                    formatter.write_text("(none)")
+        super().format_options(ctx, formatter)
+
+
+def _task_spec(command: click.Command, args: Sequence[str]) -> str | None:
+    """The TASK among a task command's arguments: the first one that is not an option or its value."""
+    valued = {opt for p in command.params if isinstance(p, click.Option) and not p.is_flag for opt in p.opts}
+    i = 0
+    while i < len(args):
+        if not args[i].startswith("-"):
+            return args[i]
+        i += 2 if args[i] in valued else 1
+    return None
+
+
 class _LuisyGroup(click.Group):
     """Also accepts luisy 1.x's form ``luisy --module pkg.mod Task [options]``."""
+
+    command_class = _TaskCommand
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and any(
@@ -124,12 +161,14 @@ def _fail(message: str) -> NoReturn:
 def main() -> None:
     """luisy: typed outputs, data layers, directory tasks and reruns on top of luigi.
 
-    TASK is module:Class or module.Class; its parameters follow it. See luisy COMMAND --help.
+    TASK is module:Class or module.Class; its parameters follow it (luisy COMMAND TASK --help
+    lists them). See luisy COMMAND --help.
 
     \b
     Example:
-        luisy run mypkg.tasks:Report --year 2024 --working-dir ./data
-        luisy plan mypkg.tasks:Report --year 2024
+        luisy run mypkg.tasks:Report --min-units 3 --working-dir ./data
+        luisy plan mypkg.tasks:Report --min-units 3
+        luisy run mypkg.tasks:Report --help     # lists the task's parameters
     """
 
 
@@ -201,8 +240,9 @@ def run(task: str, working_dir: Path | None, task_args: tuple[str, ...], workers
         dry_run: bool, hash_update_mode: bool, verify_first: bool, verbose: bool) -> None:
     """Run TASK (module:Class or module.Class) and everything it needs.
 
-    Task parameters follow TASK as --name value (or --Task-name value for any task). The exit
-    status is 0 when TASK is complete at the end and no item failed, 1 otherwise, 2 for bad input.
+    Task parameters follow TASK as --name value (or --Task-name value for any task); TASK --help
+    lists them. The exit status is 0 when TASK is complete at the end and no item failed, 1
+    otherwise, 2 for bad input.
 
     \b
     Example:
@@ -399,8 +439,8 @@ def show(path: Path, working_dir: Path | None, as_json: bool) -> None:
 
     \b
     Example:
-        luisy show data/images/final/FeatureTable_sigma=1.0_min_area=4.parquet
-        luisy show data/images/interim/Segmented_sigma=1.0_min_area=4/img_0001.pkl
+        luisy show data/images/final/FeatureTable_min_area=4_sigma=1.0.parquet
+        luisy show data/images/interim/Segmented_min_area=4_sigma=1.0/img_0001.pkl
     """
     with config.working_dir(working_dir) if working_dir is not None else nullcontext():
         found = show_output(path)

@@ -6,8 +6,10 @@ Every decorator without a required argument works with and without parentheses
 
 from __future__ import annotations
 
+import difflib
 import functools
-from collections.abc import Callable, Iterable
+import inspect
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 import luigi
@@ -15,7 +17,7 @@ import luigi.util
 
 from luisy import formats, targets
 from luisy.directory.inputs import TEMP_NAMES
-from luisy.errors import DecorationError
+from luisy.errors import DecorationError, MissingExtraError, UnknownOptionError
 from luisy.spec import NamingRule, OutputSpec
 
 T = TypeVar("T", bound=type)
@@ -33,13 +35,83 @@ inherits = luigi.util.inherits
 def _class_decorator(apply: Callable[..., T]) -> Callable[..., Any]:
     """Make ``apply(cls, **options)`` usable as ``@dec``, ``@dec()`` and ``@dec(**options)``."""
 
+    own, takes_any = _signature_options(apply)
+
     @functools.wraps(apply)
     def decorator(cls: T | None = None, /, **options: Any) -> Any:
         if cls is None:
-            return lambda c: apply(c, **options)
+            return lambda c: decorator(c, **options)
+        if not takes_any:
+            _check_options(cls, apply.__name__, options, own)
         return apply(cls, **options)
 
     return decorator
+
+
+def _signature_options(func: Callable[..., Any]) -> tuple[frozenset[str], bool]:
+    """The keywords ``func`` names after the class, and whether it takes any other (``**options``)."""
+    params = list(inspect.signature(func).parameters.values())[1:]
+    return (frozenset(p.name for p in params if p.kind is not p.VAR_KEYWORD),
+            any(p.kind is p.VAR_KEYWORD for p in params))
+
+
+def _check_options(cls: Any, decorator: str, options: Mapping[str, Any], accepted: Iterable[str],
+                   takes_any: bool = False, takers: str | None = None) -> None:
+    """Raise :class:`UnknownOptionError` for the first option not in ``accepted``, saying where it
+    belongs if it is another decorator's option or a ``DirectoryTask`` attribute. ``takes_any``:
+    other options are passed on (to a reader or writer taking ``**kwargs``) unless they belong elsewhere;
+    ``takers`` names who takes the options (default: the decorator)."""
+    accepted = frozenset(accepted)
+    for key, value in options.items():
+        if key in accepted:
+            continue
+        where = _belongs_elsewhere(key, decorator)
+        if where is None and takes_any:
+            continue
+        owner = f"@{decorator} on {getattr(cls, '__qualname__', cls)}"
+        if where is not None:
+            raise UnknownOptionError(f"{owner}: {key} is not an option of @{decorator}; it is "
+                                     + where.format(key=key, value=value, cls=getattr(cls, "__qualname__", cls)))
+        close = difflib.get_close_matches(key, sorted(accepted), n=1)
+        if close:
+            hint = f"; did you mean {close[0]!r}?"
+        elif accepted and len(accepted) <= 12:
+            hint = f"; it takes {', '.join(sorted(accepted))}"
+        else:
+            hint = "" if accepted else "; it takes none"
+        raise UnknownOptionError(f"{owner}: unknown option {key!r} (not a keyword of {takers or '@' + decorator})"
+                                 + hint)
+
+
+def _belongs_elsewhere(key: str, decorator: str) -> str | None:
+    """Where the option ``key`` belongs if not to ``decorator``: a ``DirectoryTask`` class attribute,
+    or the option of another decorator."""
+    from luisy.tasks.directory import DirectoryTask
+
+    if key in _directory_task_attributes(DirectoryTask):
+        return "a class attribute of the DirectoryTask: write {key} = {value!r} in the class body of {cls}"
+    for other in (directory_input, directory_output, auto_filename, parquetdir_output):
+        if other.__name__ != decorator and key in _signature_options(other.__wrapped__)[0]:
+            return f"an option of @luisy.{other.__name__}"
+    return None
+
+
+@functools.cache
+def _directory_task_attributes(directory_task: type) -> frozenset[str]:
+    """The settings of a ``DirectoryTask`` that are class attributes (``on_error``, ``processes``...)."""
+    return frozenset(name for name, value in vars(directory_task).items()
+                     if not name.startswith("_") and not callable(value))
+
+
+def _check_format_options(cls: Any, decorator: str, file_format: formats.Format, options: Mapping[str, Any]) -> None:
+    """Raise :class:`UnknownOptionError` for an option neither the format's reader nor its writer takes."""
+    if not options:
+        return
+    try:
+        named, takes_any = file_format.option_names()
+    except MissingExtraError:  # its library is not installed: reading or writing says so
+        return
+    _check_options(cls, decorator, options, named, takes_any, f"the {file_format.name} format's reader or writer")
 
 
 def _require_luisy_task(cls: Any, decorator: str) -> None:
@@ -139,6 +211,7 @@ def requires(*tasks: type, as_dict: bool = False) -> Callable[[T], T]:
 def _output(target_cls: type, name: str, doc: str) -> Callable[..., Any]:
     def apply(cls: T, **options: Any) -> T:
         _require_luisy_task(cls, name)
+        _check_format_options(cls, name, target_cls.file_format, options)
         cls._luisy_output = OutputSpec(target_cls, options)
         return cls
 
@@ -256,6 +329,7 @@ def directory_output(cls: T, format: str = "pkl", **options: Any) -> T:  # noqa:
     except KeyError:
         raise DecorationError(f"@directory_output on {cls.__qualname__}: unknown format {format!r}; "
                               f"known: {', '.join(sorted(formats.BY_EXTENSION))}") from None
+    _check_format_options(cls, "directory_output", file_format, options)
     cls._luisy_output = OutputSpec(DirectoryTarget, {"file_format": file_format, **options}, folder=True)
     return cls
 

@@ -36,6 +36,10 @@ class MissingExtraError(LuisyError, ImportError):
     """An optional dependency (of an output format, of ``Task.visualize``) is not installed."""
 
 
+class OutputNotWrittenError(LuisyError):
+    """A task's ``run()`` returned without writing its output."""
+
+
 class NoOutputError(LuisyError, TypeError):
     """A task without an output of its own (a ``WrapperTask``) was asked to write one."""
 
@@ -46,6 +50,10 @@ class InstanceLookupError(LuisyError, ValueError):
 
 class DecorationError(LuisyError, ValueError):
     """A decorator was applied to a class it cannot configure."""
+
+
+class UnknownOptionError(DecorationError, TypeError):
+    """A decorator was given a keyword option it does not take (a misspelt one, or one that belongs elsewhere)."""
 
 
 class TaskLookupError(LuisyError):

@@ -105,6 +105,12 @@ class Format:
     def _writer_signature(self) -> Callable[..., Any] | None:
         return None
 
+    def option_names(self) -> tuple[frozenset[str], bool]:
+        """The keywords the reader or the writer names, and whether either takes any keyword (``**kwargs``)."""
+        (read_names, read_any), (write_names, write_any) = (
+            _accepted(self._reader_signature()), _accepted(self._writer_signature()))
+        return read_names | write_names, read_any or write_any
+
     @functools.cache  # noqa: B019 - formats are module-level singletons
     def split_options(self, keys: tuple[str, ...]) -> tuple[frozenset[str], frozenset[str]]:
         """Split keyword names into (reader keywords, writer keywords)."""

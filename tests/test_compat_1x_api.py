@@ -365,3 +365,18 @@ def test_a_name_luisy_2_wrote_for_another_value_is_not_taken_for_a_1x_output(lui
     other = Named(x="a b")  # 1.x named it Named_x=a_b.pkl too; luisy 2 adds a hash
     assert other.output().path != Named(x="a_b").output().path and "~" in other.output().path
     assert luisy.build([other]) and Named(x="a_b").read() == {"x": "a_b"} and other.read() == {"x": "a b"}
+
+
+@pytest.mark.parametrize("module, name", [  # where luisy 1.x defined them
+    ("luisy.tasks.base", "SparkTask"), ("luisy.targets", "CloudTarget"), ("luisy.targets", "SparkTarget"),
+    ("luisy.targets", "DeltaTableTarget"), ("luisy.targets", "AzureBlobStorageTarget"),
+    ("luisy.decorators", "deltatable_input"), ("luisy.decorators", "deltatable_output"),
+    ("luisy.decorators", "azure_blob_storage_input"), ("luisy.decorators", "azure_blob_storage_output"),
+])
+def test_a_1x_feature_imported_from_its_1x_module_is_one_line(module, name):
+    from luisy.errors import UnavailableFeatureError
+
+    with pytest.raises(UnavailableFeatureError) as raised:
+        exec(f"from {module} import {name}", {})
+    assert raised.value.format_message().startswith("luisy 1.x's ")
+    assert "is not part of luisy 2" in raised.value.format_message()

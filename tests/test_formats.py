@@ -109,10 +109,10 @@ def test_csv_keywords_are_routed_to_reader_and_writer(luisy_working_dir):
     pd.testing.assert_frame_equal(task.read(), DF[["a", "c"]])
 
 
-def test_unknown_keyword_is_named(luisy_working_dir):
-    task = _task(luisy.json_output(colour="red"), "kw")
+def test_unknown_keyword_of_a_target_made_directly_is_named(luisy_working_dir):
+    target = targets.JSONTarget(luisy_working_dir / "kw.json", colour="red")
     with pytest.raises(TypeError, match="json output does not take the keyword argument 'colour'"):
-        task.write({})
+        target.write({})
 
 
 def test_parquet_keywords(luisy_working_dir):

@@ -15,14 +15,31 @@ ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 
 
-def test_readme_tutorial(tmp_path):
-    code = re.search(r"```python\n(# mypkg/tasks.py\n.*?)```", README, re.S).group(1)
-    (tmp_path / "mypkg").mkdir()
-    (tmp_path / "mypkg" / "__init__.py").write_text("")
-    (tmp_path / "mypkg" / "tasks.py").write_text(code)
-    raw = tmp_path / "data" / "mypkg" / "raw"
+def _readme_module(root: Path, module: str) -> None:
+    """Write the README's code block that starts with ``# mypkg/<module>.py`` into ``root``."""
+    code = re.search(rf"```python\n(# mypkg/{module}.py\n.*?)```", README, re.S).group(1)
+    (root / "mypkg").mkdir(exist_ok=True)
+    (root / "mypkg" / "__init__.py").write_text("")
+    (root / "mypkg" / f"{module}.py").write_text(code)
+
+
+def _tutorial(root: Path) -> None:
+    """The README's tutorial project with its raw export in ``root/data``."""
+    _readme_module(root, "tasks")
+    raw = root / "data" / "mypkg" / "raw"
     raw.mkdir(parents=True)
     (raw / "export.csv").write_text("product;units\na;1\nb;3\nc;5\n")
+
+
+def _help_examples(*command: str) -> list[list[str]]:
+    """The example command lines of ``luisy COMMAND --help``, without ``luisy`` and comments."""
+    text = run_luisy([*command, "--help"], cwd=ROOT).stdout
+    block = text.split("Example:\n", 1)[1].split("\n\n", 1)[0]
+    return [line.split("#")[0].split()[1:] for line in block.splitlines()]
+
+
+def test_readme_tutorial(tmp_path):
+    _tutorial(tmp_path)
 
     command = re.search(r"```bash\n(luisy run mypkg\.tasks:Report [^\n#]*)", README).group(1).split()
     result = run_luisy(command[1:], cwd=tmp_path)
@@ -83,6 +100,9 @@ def test_images_example_and_incremental_rerun(tmp_path):
     assert show.returncode == 0, show.stderr
     assert "  task:          FeatureTable(sigma=1.0, min_area=4)  (examples.images.tasks:FeatureTable)" in show.stdout
     assert "  written by:    run " in show.stdout and "(as recorded)" in show.stdout
+    for example in _help_examples("show"):  # they name files the example's default run writes
+        shown_example = run_luisy(example, cwd=tmp_path)
+        assert shown_example.returncode == 0, (example, shown_example.stderr)
 
     segmented = next((wd / "images" / "interim").glob("Segmented_*sigma=1.5*"))
     before = {p.name: p.stat().st_mtime_ns for p in segmented.glob("*.pkl")}
@@ -97,10 +117,7 @@ def test_images_example_and_incremental_rerun(tmp_path):
 
 
 def test_the_pytest_example_of_the_testing_docs_passes_on_the_tutorial(tmp_path):
-    code = re.search(r"```python\n(# mypkg/tasks.py\n.*?)```", README, re.S).group(1)
-    (tmp_path / "mypkg").mkdir()
-    (tmp_path / "mypkg" / "__init__.py").write_text("")
-    (tmp_path / "mypkg" / "tasks.py").write_text(code)
+    _readme_module(tmp_path, "tasks")
     docs = (ROOT / "docs" / "testing.rst").read_text()
     snippet = re.search(r"``luisy_working_dir``.*?\.\. code-block:: python\n\n(.*?)\n\S", docs, re.S).group(1)
     (tmp_path / "test_report.py").write_text("\n".join(line[3:] for line in snippet.splitlines()))
@@ -108,3 +125,53 @@ def test_the_pytest_example_of_the_testing_docs_passes_on_the_tutorial(tmp_path)
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_report.py"],
                             cwd=tmp_path, env={**env, "PYTHONPATH": str(tmp_path)}, capture_output=True, text=True)
     assert result.returncode == 0 and "1 passed" in result.stdout, result.stdout + result.stderr
+
+
+def test_the_top_level_help_examples_run_on_the_tutorial(tmp_path):
+    _tutorial(tmp_path)
+    examples = _help_examples()
+    assert [example[0] for example in examples] == ["run", "plan", "run"]
+    for example in examples:
+        result = run_luisy(example, cwd=tmp_path)
+        assert result.returncode == 0, (example, result.stdout + result.stderr)
+    assert (tmp_path / "data" / "mypkg" / "final" / "Report_min_units=3.json").is_file()
+    assert "--min-units INT  [default: 1]" in result.stdout, "the last example shows the task's parameters"
+
+
+def _readme_images(root: Path, count: int = 3) -> Path:
+    """The README's directory task with ``count`` RGB PNGs in its input folder; returns the data folder."""
+    import numpy as np
+    from PIL import Image
+
+    _readme_module(root, "images")
+    folder = root / "data" / "mypkg" / "raw" / "images"
+    folder.mkdir(parents=True)
+    for i in range(count):
+        Image.fromarray(np.full((4, 6, 3), 40 * i, np.uint8)).save(folder / f"img_{i}.png")
+    return root / "data"
+
+
+def test_readme_directory_task(tmp_path):
+    data = _readme_images(tmp_path)
+    commands = re.search(r"```bash\n(luisy run mypkg\.images:Gray\n.*?)```", README, re.S).group(1)
+    results = [run_luisy(line.split("#")[0].split()[1:], cwd=tmp_path) for line in commands.splitlines()]
+    assert all(r.returncode == 0 for r in results), [r.stdout + r.stderr for r in results]
+    gray = data / "mypkg" / "interim" / "Gray"
+    assert sorted(p.name for p in gray.glob("*.npy")) == ["img_0.npy", "img_1.npy", "img_2.npy"]
+    import numpy as np
+
+    assert np.load(gray / "img_2.npy").tolist() == [[80.0] * 6] * 4
+    assert "Parameters of Gray (mypkg.images:Gray):" in results[1].stdout
+
+
+def test_the_local_cluster_example_of_the_cluster_docs(tmp_path):
+    """The script of docs/cluster.rst, run as written on the README's directory task."""
+    data = _readme_images(tmp_path)
+    docs = (ROOT / "docs" / "cluster.rst").read_text()
+    block = re.search(r"\.\. code-block:: python\n\n(   # run_gray\.py\n.*?)(?:\n\S|\Z)", docs, re.S).group(1)
+    (tmp_path / "run_gray.py").write_text("\n".join(line[3:] for line in block.splitlines()) + "\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("LUISY_WORKING_DIR", "WORKING_DIR")}
+    result = subprocess.run([sys.executable, "run_gray.py"], cwd=tmp_path, env={**env, "PYTHONPATH": str(tmp_path)},
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(list((data / "mypkg" / "interim" / "Gray").glob("*.npy"))) == 3

@@ -14,13 +14,14 @@ from luigi.task import flatten
 
 from luisy import provenance, storage, targets
 from luisy.config import get_working_dir
+from luisy.directory.target import DirectoryTarget
 from luisy.errors import NoOutputError, OutputMissingError
 from luisy.fingerprint import records
 from luisy.fingerprint import task as fingerprint
 from luisy.paths import output_dir, output_path, project_name_of, with_extension
 from luisy.spec import NamingRule, OutputSpec
 from luisy.tasks.related import related_instances
-from luisy.tasks.running import recording_run
+from luisy.tasks.running import no_run, recording_run
 from luisy.visualize import draw
 
 __all__ = ["Task", "ExternalTask", "WrapperTask", "ConcatenationTask", "read_output"]
@@ -54,8 +55,19 @@ class _OutputMixin:
         # Writes made by run() become visible only when run() returns (a failed run leaves no
         # output); then the task's fingerprint is recorded.
         run = cls.__dict__.get("run")
+        if run is None and _runs_luigis_nothing(cls):
+            run = no_run
         if run is not None and not getattr(run, "__luisy_staged__", False):
             cls.run = recording_run(run)
+
+    def _no_output_hint(self) -> str:
+        """Why ``run()`` may have written no output, where luisy can tell (``": ..."``), else ``""``."""
+        if not getattr(type(self).run, "__luisy_default__", False):
+            return ""
+        name = type(self).__name__
+        if type(self)._luisy_output.target_cls is DirectoryTarget:
+            return f": {name} defines no run(); a luisy.DirectoryTask makes a directory output from process()"
+        return f": {name} defines no run()"
 
     @classmethod
     def get_params(cls) -> list[tuple[str, luigi.Parameter]]:
@@ -170,6 +182,13 @@ class _OutputMixin:
         return draw(self, ax, unique_children, parameters_to_exclude)
 
 
+def _runs_luigis_nothing(cls: type) -> bool:
+    """Whether a user's task class would run luigi's ``Task.run``, which does nothing (luisy's own
+    classes keep it, so that a second base class of a user's task can still provide ``run()``)."""
+    return (getattr(cls, "run", None) is luigi.Task.run and not cls.__module__.startswith("luisy.")
+            and not issubclass(cls, luigi.WrapperTask))
+
+
 def _shape(cls: type) -> tuple[int, ...]:
     """How many attributes each class of ``cls``'s MRO has. luigi's decorators add parameters; a
     parameter replaced in place on an existing class (not by redefining the class, as a notebook
@@ -263,3 +282,10 @@ class ConcatenationTask(Task):
 
         frames = [target.read() for target in flatten(self.input())]
         self.write(self.preprocess(pd.concat(frames)))  # the frames' own index is kept, as in 1.x
+
+
+def __getattr__(name: str) -> Any:
+    # luisy 1.x's SparkTask lived here: it fails with one line that says what to do instead.
+    from luisy.unavailable import missing
+
+    raise missing(__name__, name)

@@ -234,6 +234,12 @@ class DirectoryTask(Task):
             logger.info("%s: %d items kept from an interrupted run", self, len(todo) - len(rows))
         return todo.select(rows) if isinstance(todo, SourceItems) else [todo[row] for row in rows]
 
+    def _no_output_hint(self) -> str:
+        if type(self).run is DirectoryTask.run:
+            return ""
+        return (f": {type(self).__name__}.run() replaces DirectoryTask.run(), which calls process() for each item "
+                "and writes the output; call super().run() from it, or write with self.output().writer(self)")
+
     def code_fingerprint(self) -> str:
         """Fingerprint of the task's code; a change reprocesses every item."""
         return code_fingerprint(type(self)).digest

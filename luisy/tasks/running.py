@@ -1,6 +1,6 @@
 """What happens around a luisy task's ``run()``: a ``START`` in the run journal, staged writes,
 then the fingerprint record (published together; Ctrl-C waits for both), then ``SUCCESS`` — or
-``FAIL`` with the error's first line."""
+``FAIL`` with the error's first line, also when ``run()`` returned without writing its output."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from luigi.task import flatten
 from luisy import config, journal, storage
 from luisy.atomic import is_staging, staged
 from luisy.directory.target import DirectoryTarget
+from luisy.errors import OutputNotWrittenError
 from luisy.fingerprint.task import record_success
 from luisy.provenance import describe, outputs_of
 
@@ -34,7 +35,7 @@ def recording_run(run: Callable[..., Any]) -> Callable[..., Any]:
                 return (yield from run(self, *args, **kwargs))
             dynamic: list[luigi.Task] = []
             make_output_folders(self)
-            with journaled(self) as written_by, staged(then=lambda: _record(self, dynamic, written_by)):
+            with journaled(self) as written_by, staged(then=lambda: _finish(self, dynamic, written_by)):
                 result = yield from _collect(run(self, *args, **kwargs), dynamic)
             return result
 
@@ -46,7 +47,7 @@ def recording_run(run: Callable[..., Any]) -> Callable[..., Any]:
         if is_staging():
             return run(self, *args, **kwargs)
         make_output_folders(self)
-        with journaled(self) as written_by, staged(then=lambda: _record(self, [], written_by)):
+        with journaled(self) as written_by, staged(then=lambda: _finish(self, [], written_by)):
             result = run(self, *args, **kwargs)
         return result
 
@@ -54,8 +55,33 @@ def recording_run(run: Callable[..., Any]) -> Callable[..., Any]:
     return run_staged
 
 
-def _record(task: luigi.Task, dynamic: list[luigi.Task], written_by: dict[str, Any] | None) -> None:
+def _finish(task: luigi.Task, dynamic: list[luigi.Task], written_by: dict[str, Any] | None) -> None:
+    """After the writes are published: check that the outputs exist, then record the fingerprint."""
+    check_written(task)
     record_success(task, dynamic, describe(task, written_by))
+
+
+def check_written(task: luigi.Task) -> None:
+    """Raise :class:`OutputNotWrittenError` if one of ``task``'s outputs does not exist.
+
+    luigi counts a ``run()`` that returns as a success even when it wrote nothing; the build then
+    merely ends incomplete, with no reason given and the journal saying ``SUCCESS``. Outputs in
+    memory (``LuisyTestCase``) are not checked: there, as in luisy 1.x, a task that writes nothing
+    still lets ``run_pipeline(..., return_store=True)`` return what the others wrote.
+    """
+    if not storage.active().holds_files:
+        return
+    missing = [str(getattr(o, "path", o)) for o in flatten(task.output()) if not o.exists()]
+    if missing:
+        raise OutputNotWrittenError(f"{task}.run() finished without writing its output ({', '.join(missing)})"
+                                    + task._no_output_hint())
+
+
+def no_run(self: luigi.Task) -> None:
+    """The ``run()`` of a luisy task that defines none: it writes nothing, so the task fails, saying so."""
+
+
+no_run.__luisy_default__ = True
 
 
 @contextmanager

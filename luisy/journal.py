@@ -84,7 +84,7 @@ class Event:
     #: The first line of the error of a ``FAIL``.
     error: str = ""
     #: Directory tasks: items processed, failed, and kept (from the previous output, or made by
-    #: an interrupted run: ``resumed``).
+    #: an interrupted run).
     items: dict[str, int] | None = None
     luisy_version: str = ""
     python_version: str = ""
@@ -267,13 +267,12 @@ def _by_start(found: list[Event]) -> list[Event]:
 _current: ContextVar[dict[str, Any] | None] = ContextVar("luisy_journal_task_run", default=None)
 
 
-def note_items(processed: int, failed: int, kept: int, resumed: int = 0,
-               failures: Iterable[ItemRow] = ()) -> None:
+def note_items(processed: int, failed: int, kept: int, failures: Iterable[ItemRow] = ()) -> None:
     """Record the item counts of the directory task running in this context (if it is journaled),
     and its first failed items."""
     notes = _current.get()
     if notes is not None:
-        notes["items"] = {"processed": processed, "failed": failed, "kept": kept, "resumed": resumed}
+        notes["items"] = {"processed": processed, "failed": failed, "kept": kept}
         notes["failures"] = [row.to_dict() for row in failures]
 
 

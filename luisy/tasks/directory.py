@@ -286,7 +286,7 @@ class DirectoryTask(Task):
             finally:
                 progress.close()
         journal.note_items(processed=progress.done, failed=progress.failed,
-                           kept=len(writer.kept) + writer.resumed, resumed=writer.resumed,
+                           kept=len(writer.kept) + writer.resumed,
                            failures=first_failures(writer.failed, writer.failed_details, journal.FAILURES_NOTED))
         if stop:  # it came after the last item began: publish everything, then stop the build
             logger.warning("interrupted: all %d items done; publishing them, then stopping", len(pending.todo))

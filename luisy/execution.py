@@ -195,7 +195,6 @@ class RunSummary:
             out.extend(f"  output: {path}" for path in _output_paths(self.tasks)[:10])
         return out
 
-
     def _failed_items(self, task: str, failed: int, verbose: bool) -> list[str]:
         """The lines naming the first failed items of ``task``, with their tracebacks."""
         if not failed:

@@ -122,7 +122,7 @@ def items(task: luigi.Task, states: Collection[str] = ()) -> Iterator[ItemRow]:
         elif "bad" in wanted:
             sources.append(_tagged(sorted(name for name in bad if name in manifest.items), "ok"))
         if "failed" in wanted:
-            sources.append(_tagged(manifest.failed, "failed"))
+            sources.append(_tagged(sorted(manifest.failed), "failed"))
     sources.append(_tagged(sorted(resumable), "kept"))
     inputs = _input_files(task) if wanted - {"failed"} else {}
     failed = manifest.failed if manifest is not None else {}

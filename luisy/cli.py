@@ -10,6 +10,7 @@ import argparse
 import enum
 import importlib
 import json
+import logging
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -31,6 +32,8 @@ from luisy.graph import render as render_graph
 from luisy.history import history as task_history
 from luisy.history import parse_since
 from luisy.history import table as history_table
+from luisy.items import TERMINAL_LIMIT, json_text, text_lines
+from luisy.items import items as task_items
 from luisy.legacy import build
 from luisy.plan import as_json as plan_data
 from luisy.plan import report as plan_report
@@ -234,7 +237,8 @@ def _task(task: str, working_dir: Path | None, task_args: Sequence[str]) -> Iter
               help="Run nothing; accept the existing outputs by recording their current fingerprints.")
 @click.option("--verify", "verify_first", is_flag=True,
               help="First re-check the directory outputs and drop bad items (as `luisy verify --repair`).")
-@click.option("-v", "--verbose", is_flag=True, help="Show luigi's log.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Show luigi's log, and whole tracebacks (without: the frames of the task's code).")
 def run(task: str, working_dir: Path | None, task_args: tuple[str, ...], workers: int, processes: int | None,
         local_scheduler: bool, scheduler_url: str | None, dask_scheduler: str | None, retry_failed: bool | None,
         dry_run: bool, hash_update_mode: bool, verify_first: bool, verbose: bool) -> None:
@@ -260,14 +264,34 @@ def run(task: str, working_dir: Path | None, task_args: tuple[str, ...], workers
             return
         if verify_first:
             _verify(task_obj, repair=True)
-        summary = run_tasks(
-            [task_obj], workers=workers, processes=processes, retry_failed=retry_failed,
-            scheduler_url=scheduler_url, local_scheduler=local_scheduler, dask_scheduler=dask_scheduler,
-            log_level="INFO" if verbose else "WARNING",
-        )
-        for line in summary.lines():  # output paths are resolved in the task's working directory
+        with nullcontext() if verbose else _without_worker_tracebacks():
+            summary = run_tasks(
+                [task_obj], workers=workers, processes=processes, retry_failed=retry_failed,
+                scheduler_url=scheduler_url, local_scheduler=local_scheduler, dask_scheduler=dask_scheduler,
+                log_level="INFO" if verbose else "WARNING",
+            )
+        for line in summary.lines(verbose):  # output paths are resolved in the task's working directory
             click.echo(printable(line))
     sys.exit(ExitCode.OK if summary.ok else ExitCode.NOT_DONE)
+
+
+class _NoWorkerTraceback(logging.Filter):
+    """Drops luigi's log of a task that failed, with luigi's worker traceback: the summary says
+    what failed, with the frames of the user's code."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and str(record.msg).startswith("[pid %s] Worker %s failed"))
+
+
+@contextmanager
+def _without_worker_tracebacks() -> Iterator[None]:
+    """Inside the block, luigi does not log the traceback of a failed task (see ``-v``)."""
+    logger, quiet = logging.getLogger("luigi-interface"), _NoWorkerTraceback()
+    logger.addFilter(quiet)  # luigi's forked worker processes inherit it
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
 
 
 @main.command(context_settings=_TASK_COMMAND)
@@ -335,6 +359,42 @@ def status(task: str, working_dir: Path | None, task_args: tuple[str, ...], as_j
     else:
         click.echo(status_table(rows), nl=False)
     sys.exit(ExitCode.OK if rows[-1].complete else ExitCode.NOT_DONE)
+
+
+@main.command(context_settings=_TASK_COMMAND)
+@_task_command
+@click.option("--failed", is_flag=True, help="Items that failed (with their error).")
+@click.option("--bad", is_flag=True, help="Items the last `luisy verify` found damaged or missing.")
+@click.option("--kept", is_flag=True, help="Items an interrupted run made, which the next run publishes.")
+@click.option("--limit", type=click.IntRange(min=0), default=None, metavar="N",
+              help="List at most N items (0: all). Default: 100 on a terminal, all when piped or with --json.")
+@click.option("-v", "--verbose", count=True,
+              help="Show where each failed item's code failed (-vv: the whole traceback).")
+@_json_option
+def items(task: str, working_dir: Path | None, task_args: tuple[str, ...], failed: bool, bad: bool, kept: bool,
+          limit: int | None, verbose: int, as_json: bool) -> None:
+    """List the items of the directory task TASK, in name order, one line each: state (ok,
+    skipped, failed, bad, kept), name, input file and, for a failed item, its error.
+
+    --failed, --bad and --kept list only items in those states (together: in any of them).
+
+    \b
+    Example:
+        luisy items examples.images.tasks:Segmented --failed -v
+        luisy items examples.images.tasks:Segmented --json > items.json
+    """
+    states = [state for state, wanted in (("failed", failed), ("bad", bad), ("kept", kept)) if wanted]
+    if limit is None and not as_json and sys.stdout.isatty():
+        limit = TERMINAL_LIMIT
+    with _task(task, working_dir, task_args) as task_obj:
+        rows = task_items(task_obj, states)
+        lines = json_text(rows, limit or None) if as_json else text_lines(rows, verbose, limit or None)
+        empty = True
+        for line in lines:
+            empty = False
+            click.echo(line)
+        if empty:
+            click.echo(f"{task_obj}: no items" + (f" that are {' or '.join(states)}" if states else ""))
 
 
 @main.command(context_settings=_TASK_COMMAND)

@@ -91,6 +91,14 @@ class ItemFileError(LuisyError, FileNotFoundError):
 class ItemError(LuisyError):
     """An item failed in a directory task with ``on_error="raise"``."""
 
+    def __init__(self, message: str, traceback: str = "") -> None:
+        """``traceback``: where in ``process`` the item failed (text; see :mod:`luisy.tracebacks`)."""
+        super().__init__(message)
+        self.traceback = traceback
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        return type(self), (str(self), self.traceback)
+
 
 class NoFolderInput(LuisyError):
     """A directory task whose requirements are not exactly one folder."""

@@ -19,8 +19,10 @@ from luisy.directory.target import DirectoryTarget
 from luisy.errors import LuisyError, SchedulerUnreachableError
 from luisy.fingerprint.task import remembered
 from luisy.graph import upstream_first
+from luisy.items import ItemRow, first_failures, items_command
 from luisy.paths import expected_at
 from luisy.targets import scan_once
+from luisy.tracebacks import indented, parse_explanation, user_frames
 
 
 def build(
@@ -140,6 +142,14 @@ class RunSummary:
     items: list[tuple[str, int, int, int]] = field(default_factory=list)
     #: Directory tasks that did not run but hold failed items from an earlier run (retries off).
     kept_failures: list[tuple[str, int]] = field(default_factory=list)
+    #: Failed tasks: the traceback of the error (of the failed item's code, for an item that
+    #: failed with ``on_error="raise"``), where there is one.
+    tracebacks: dict[str, str] = field(default_factory=dict)
+    #: Directory tasks with failed items: the first few, and the command that lists them all.
+    failed_item_rows: dict[str, list[ItemRow]] = field(default_factory=dict)
+    items_commands: dict[str, str] = field(default_factory=dict)
+    #: Directory tasks that ran: items taken over from an interrupted run (not processed again).
+    resumed: dict[str, int] = field(default_factory=dict)
 
     @property
     def failed_items(self) -> int:
@@ -151,8 +161,9 @@ class RunSummary:
         """Complete, with no failed items: what ``luisy run`` exits 0 for."""
         return self.complete and not self.failed_items
 
-    def lines(self) -> list[str]:
-        """The summary, a few lines long; long lists are cut."""
+    def lines(self, verbose: bool = False) -> list[str]:
+        """The summary, a few lines long; long lists are cut. Tracebacks show the frames of the
+        user's code; ``verbose``: all frames."""
         retried = "not retried (--no-retry-failed)" if self.kept_failures else "retried by the next run"
         state = "NOT complete" if not self.complete else "complete" if self.ok else \
             f"complete except {self.failed_items} failed item(s), {retried}"
@@ -165,16 +176,33 @@ class RunSummary:
             if names:
                 out.append(f"  {label}: {len(names)} task(s)")
         for name, processed, failed, total in self.items[:5]:
-            out.append(f"  items: {name}: {processed} processed, {failed} failed ({total} in the output)")
+            resumed = self.resumed.get(name)
+            kept = f", {resumed} kept from the interrupted run" if resumed else ""
+            out.append(f"  items: {name}: {processed} processed{kept}, {failed} failed ({total} in the output)")
+            out.extend(self._failed_items(name, failed, verbose))
         for name, failed in self.kept_failures[:5]:
             out.append(f"  items: {name}: {failed} failed in an earlier run, not retried (--retry-failed)")
+            out.extend(self._failed_items(name, failed, verbose))
         for name, error in self.failed[:5]:
-            out.append(f"  failed: {name}: {error}")
+            # A luisy error names its task itself: one task name per line.
+            out.append(f"  failed: {error}" if error.startswith(name) else f"  failed: {name}: {error}")
+            trace = self.tracebacks.get(name, "")
+            out.extend(indented(trace if verbose else user_frames(trace), "      "))
         out.extend(f"  missing input: {name}" for name in self.missing[:5])
         if self.not_run:
             out.append(f"  not run (upstream failed or missing): {len(self.not_run)} task(s)")
         if self.complete:
             out.extend(f"  output: {path}" for path in _output_paths(self.tasks)[:10])
+        return out
+
+    def _failed_items(self, task: str, failed: int, verbose: bool) -> list[str]:
+        """The lines naming the first failed items of ``task``, with their tracebacks."""
+        if not failed:
+            return []
+        command = self.items_commands.get(task)
+        out = [f"    {failed} items failed" + (f" (see: {command})" if command else "")]
+        for row in self.failed_item_rows.get(task, []):
+            out += [f"    {row.described()}", *row.traceback_lines(verbose, "      ")]
         return out
 
 
@@ -201,19 +229,35 @@ def summarize(tasks: list[luigi.Task], result: LuigiRunResult) -> RunSummary:
     summary = RunSummary(tasks, complete=all(_is_complete(task) for task in tasks))
     summary.ran = sorted(map(str, sets["completed"]))
     summary.already_done = sorted(map(str, sets["already_done"]))
-    summary.failed = [(str(t), _first_error_line(result, t)) for t in sorted(sets["failed"], key=str)]
+    for task in sorted(sets["failed"], key=str):
+        line, trace = _scheduler_error(result, task)
+        summary.failed.append((str(task), line))
+        if trace:
+            summary.tracebacks[str(task)] = trace
     summary.failed += [(str(t), _completeness_error(t)) for t in sorted(sets["scheduling_error"], key=str)]
     summary.missing = [f"{t} (expected at {expected_at(t)})" for t in sorted(sets["still_pending_ext"], key=str)]
     summary.not_run = sorted(map(str, sets["upstream_failure"] | sets["upstream_missing_dependency"]))
-    headers = ((t, _manifest_header(t)) for t in sorted(sets["completed"], key=str))
+    headers = [(t, _manifest_header(t)) for t in sorted(sets["completed"], key=str)]
     summary.items = [(str(t), h.processed, h.failed_count, h.item_count) for t, h in headers if h is not None]
+    summary.resumed = {str(t): h.resumed for t, h in headers if h is not None and h.resumed}
     if config.current().retry_failed:
         settled = sets["already_done"]
     else:  # failures kept by earlier runs may sit upstream of a complete task, where luigi does not look
         settled = {t for root in tasks for t in upstream_first(root)} - sets["completed"]
     kept = ((t, _manifest_header(t)) for t in sorted(settled, key=str))
-    summary.kept_failures = [(str(t), h.failed_count) for t, h in kept if h is not None and h.failed_count]
+    kept_headers = [(t, h) for t, h in kept if h is not None and h.failed_count]
+    summary.kept_failures = [(str(t), h.failed_count) for t, h in kept_headers]
+    for task, header in [*headers, *kept_headers]:
+        if header is not None and header.failed_count:
+            _note_failed_items(summary, task)
     return summary
+
+
+def _note_failed_items(summary: RunSummary, task: luigi.Task) -> None:
+    """The first failed items of a directory task, and how to list them all."""
+    manifest = next(o for o in flatten(task.output()) if isinstance(o, DirectoryTarget)).manifest
+    summary.failed_item_rows[str(task)] = first_failures(manifest.failed, manifest.failed_details)
+    summary.items_commands[str(task)] = items_command(task, "--failed")
 
 
 def _is_complete(task: luigi.Task) -> bool:
@@ -240,15 +284,14 @@ def _manifest_header(task: luigi.Task) -> Any:
     return outputs[0].header if outputs and outputs[0].exists() else None
 
 
-def _first_error_line(result: LuigiRunResult, task: luigi.Task) -> str:
-    """The exception line of the task's traceback, as the scheduler recorded it."""
+def _scheduler_error(result: LuigiRunResult, task: luigi.Task) -> tuple[str, str]:
+    """The task's error line and traceback, as the scheduler recorded them."""
     try:
         error = result.worker._scheduler.fetch_error(task.task_id).get("error") or ""
     except Exception:  # the scheduler may be gone; the summary still names the task
-        return "(error text unavailable)"
+        return "(error text unavailable)", ""
     try:
         error = json.loads(error)  # luigi's worker sends the explanation JSON-encoded
     except ValueError:
         pass
-    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "(no error text)"
+    return parse_explanation(str(error))

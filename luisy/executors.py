@@ -37,12 +37,15 @@ class ItemStatus(enum.Enum):
 
 @dataclass(frozen=True)
 class Outcome:
-    """The result of the work on item ``index``; ``staged`` is what an ``OK`` item wrote."""
+    """The result of the work on item ``index``; ``staged`` is what an ``OK`` item wrote; a ``FAIL``
+    says why in ``error`` (one line) and, for an exception in the item's code, where in
+    ``traceback`` (text, so that it pickles; see :mod:`luisy.tracebacks`)."""
 
     status: ItemStatus
     index: int
     staged: Any = None
     error: str = ""
+    traceback: str = ""
 
 
 Work = Callable[[int], Outcome]

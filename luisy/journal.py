@@ -40,10 +40,14 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from luisy.atomic import TMP_MARKER
 from luisy.digests import digest
+from luisy.tracebacks import traceback_of
+
+if TYPE_CHECKING:
+    from luisy.items import ItemRow
 
 __all__ = ["JOURNAL_DIR", "START", "SUCCESS", "FAIL", "Event", "append", "events", "events_by_day", "task_key",
            "one_file_per_process"]
@@ -52,6 +56,8 @@ logger = logging.getLogger("luisy")
 
 JOURNAL_DIR = ".luisy-journal"
 START, SUCCESS, FAIL = "START", "SUCCESS", "FAIL"
+#: Failed items a directory task's end event names (its manifest lists every one).
+FAILURES_NOTED = 10
 _SUFFIX = ".json"
 
 
@@ -77,12 +83,19 @@ class Event:
     ended: float | None = None
     #: The first line of the error of a ``FAIL``.
     error: str = ""
-    #: Directory tasks: items processed, failed, and kept from the previous output.
+    #: Directory tasks: items processed, failed, and kept (from the previous output, or made by
+    #: an interrupted run).
     items: dict[str, int] | None = None
     luisy_version: str = ""
     python_version: str = ""
     #: The task's outputs, relative to the working directory.
     outputs: list[str] = field(default_factory=list)
+    #: Where a ``FAIL`` came from: the traceback of the task's code, or of the failed item's
+    #: (see :mod:`luisy.tracebacks`); empty for a luisy error, whose one line says it all.
+    traceback: str = ""
+    #: Directory tasks: the first failed items, each with ``name``, ``input``, ``error`` and
+    #: ``traceback`` (the output's manifest has them all: ``luisy items TASK --failed``).
+    failures: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def time(self) -> float:
@@ -267,11 +280,13 @@ def _by_start(found: list[Event]) -> list[Event]:
 _current: ContextVar[dict[str, Any] | None] = ContextVar("luisy_journal_task_run", default=None)
 
 
-def note_items(processed: int, failed: int, kept: int) -> None:
-    """Record the item counts of the directory task running in this context (if it is journaled)."""
+def note_items(processed: int, failed: int, kept: int, failures: Iterable[ItemRow] = ()) -> None:
+    """Record the item counts of the directory task running in this context (if it is journaled),
+    and its first failed items."""
     notes = _current.get()
     if notes is not None:
         notes["items"] = {"processed": processed, "failed": failed, "kept": kept}
+        notes["failures"] = [row.to_dict() for row in failures]
 
 
 @dataclass
@@ -287,7 +302,8 @@ class TaskRun:
         fields = asdict(self.start)
         fields.update(event=FAIL if error is not None else SUCCESS, ended=time.time(),
                       error="" if error is None else first_line(error),
-                      items=self.notes.get("items", items))
+                      traceback="" if error is None else traceback_of(error),
+                      items=self.notes.get("items", items), failures=self.notes.get("failures", []))
         _append_logged(self.root, Event(**fields))
 
 

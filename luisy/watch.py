@@ -337,8 +337,9 @@ def _run_batch(task: luigi.Task, settled: dict[tuple[Any, ...], dict[str, str]],
     for stage in first_stage:
         header = stage.output().current_header() if str(stage) in ran else None
         if header is not None:
-            # The header counts failures kept from earlier runs among the processed and failed items.
-            processed += header.processed - header.failed_count
+            # The header counts failures kept from earlier runs among the processed and failed items,
+            # and items an interrupted run finished apart.
+            processed += header.processed + header.resumed - header.failed_count
             before = failed_before[str(stage)]
             failed += header.failed_count if not before else sum(
                 before.get(name, _MISSING) != source for name, source in _failed(stage).items())

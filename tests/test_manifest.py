@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
 
+from luisy.digests import text_digest
 from luisy.directory.manifest import Item, ItemTable, Manifest, items_digest
 from luisy.directory.sources import SourceItems, digest
+from luisy.errors import ManifestError
 
 
 def _random_items(rng: random.Random, count: int, prefix: str) -> dict[str, Item]:
@@ -50,6 +53,30 @@ def test_json_round_trip_keeps_items_failures_and_digests():
     assert again.header() == manifest.header()
     assert again.sources() == {"w": None, "x": "1-2", "z": "7-8"}
     assert again.sources(with_failed=True)["y"] == "5-6"
+
+
+def test_failure_details_round_trip_and_a_manifest_of_schema_3_still_reads():
+    manifest = Manifest(items={"x": Item("x.npy", 3, "cx", "1-2")}, failed={"y": "KeyError: 'y'", "z": "died"},
+                        failed_details={"y": {"input": "/in/y.txt", "traceback": "Traceback ...\nKeyError: 'y'\n"}},
+                        resumed=1, task="T")
+    again = Manifest.from_json(manifest.to_json())
+    assert again.failed_details == manifest.failed_details and again.resumed == 1
+    assert again.header() == manifest.header()
+
+    head, body = manifest.to_json().split("\n")
+    old_head, old_body = json.loads(head), json.loads(body)
+    del old_body["failed_details"], old_head["resumed"]
+    old_body = json.dumps(old_body)
+    old_head.update(schema=3, body_bytes=len(old_body), body_digest=text_digest([old_body]))
+    old = Manifest.from_json(json.dumps(old_head) + "\n" + old_body)
+    assert old.failed == manifest.failed and old.failed_details == {} and old.resumed == 0
+
+
+@pytest.mark.parametrize("details", [{"w": {"input": "/in/w.txt"}}, {"y": {"where": "?"}}, {"y": {"input": 1}}])
+def test_failure_details_of_an_item_not_failed_or_of_another_shape_are_corrupt(details):
+    text = Manifest(failed={"y": "KeyError: 'y'"}, failed_details=details).to_json()
+    with pytest.raises(ManifestError, match="'failed_details' is not a mapping of failed items"):
+        Manifest.from_json(text)
 
 
 def test_digest_ignores_order_and_sees_every_change():

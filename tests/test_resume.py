@@ -133,6 +133,22 @@ def test_a_killed_run_is_resumed_where_it_stopped(project, tmp_path, processes):
     assert run_luisy(["verify", "res.tasks:Slow"], cwd=project).returncode == 0
 
 
+def test_the_summary_after_a_resume_counts_the_kept_items_apart_from_the_processed_ones(project, tmp_path):
+    _interrupt(project, tmp_path / "first", 1, signal.SIGKILL)
+    kept = run_luisy(["items", "res.tasks:Slow", "--kept"], cwd=project).stdout.splitlines()
+    notes = project / "data" / "res" / "raw" / "notes"
+    assert kept and all(re.fullmatch(rf"kept     (n\d\d)  {notes}/\1\.txt", line) for line in kept), kept
+    done = tmp_path / "rerun"
+    done.mkdir()
+    result = run_luisy(["run", "res.tasks:Slow"], cwd=project, env={"DONE": str(done), "PROCESSES": "1"})
+    made = len(list(done.iterdir()))
+    assert made + len(kept) == ITEMS
+    assert (f"  items: Slow(): {made} processed, {len(kept)} kept from the interrupted run, 0 failed "
+            f"({ITEMS} in the output)") in result.stdout, result.stdout
+    last = json.loads(run_luisy(["history", "Slow", "--json"], cwd=project).stdout)[0]
+    assert last["items"] == {"processed": made, "failed": 0, "kept": len(kept)}
+
+
 def test_items_whose_input_changed_since_the_checkpoint_are_made_again(project, tmp_path):
     _interrupt(project, tmp_path / "first", 1, signal.SIGKILL)
     changed = sorted(p.name for p in (tmp_path / "first").iterdir())[0]

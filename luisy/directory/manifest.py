@@ -35,10 +35,12 @@ from luisy.digests import bytes_digest, stream_digest, text_digest
 from luisy.errors import ManifestError
 
 MANIFEST_NAME = "_luisy_manifest.json"
-SCHEMA = 3
+SCHEMA = 4
 #: Schemas this luisy reads; an older one is rewritten in the current schema by the next publish.
-READABLE_SCHEMAS = (2, 3)
-_BODY = ("items", "failed", "failed_sources", "skipped", "retired")
+READABLE_SCHEMAS = (2, 3, 4)
+_BODY = ("items", "failed", "failed_sources", "failed_details", "skipped", "retired")
+#: What :attr:`Manifest.failed_details` may say about a failed item.
+FAILURE_DETAILS = ("input", "traceback")
 #: A header line longer than this is not a manifest's (the parameters are in it, nothing per item).
 HEADER_MAX_BYTES = 1 << 22
 #: Files that item files may not be named like: luisy's own, in the folder and beside it.
@@ -187,6 +189,10 @@ class Manifest:
     failed: dict[str, str] = field(default_factory=dict)
     #: Input fingerprint of each failed item, so an unchanged failure need not be retried.
     failed_sources: dict[str, str | None] = field(default_factory=dict)
+    #: Of failed items: their input file (``"input"``) and where the item's code failed
+    #: (``"traceback"``, see :mod:`luisy.tracebacks`), where known. Kept for failed items only,
+    #: so it costs nothing while items succeed.
+    failed_details: dict[str, dict[str, str]] = field(default_factory=dict)
     skipped: dict[str, str | None] = field(default_factory=dict)
     #: Files of replaced items kept (in ``.luisy-retired/``) for readers of an earlier manifest,
     #: with the time (epoch seconds) they were replaced.
@@ -201,6 +207,8 @@ class Manifest:
     finished: str = ""
     #: Items the run that wrote this manifest processed (published, failed or skipped ones).
     processed: int = 0
+    #: Items it took over, made by an interrupted run (published, not counted in ``processed``).
+    resumed: int = 0
     #: Identity of the ``luisy.build`` call that wrote it (failed items do not block that run).
     run: str = ""
 
@@ -331,6 +339,8 @@ class ManifestHeader:
     #: Length and digest of the second line; ``None`` in manifests of schema 2.
     body_bytes: int | None = None
     body_digest: str | None = None
+    #: Items taken over from an interrupted run; 0 in manifests before schema 4.
+    resumed: int = 0
 
 
 class _Replaced(Exception):
@@ -480,6 +490,10 @@ def _is_str_dict(value: Any, values: Any = _is_str) -> bool:
     return type(value) is dict and all(type(k) is str and values(v) for k, v in value.items())
 
 
+def _is_details(value: Any) -> bool:
+    return _is_str_dict(value) and value.keys() <= set(FAILURE_DETAILS)
+
+
 _HEADER_FIELDS = {
     "task": _is_str, "params": _is_str_dict, "code_fingerprint": _is_optional_str, "luisy_version": _is_str,
     "python_version": _is_str, "host": _is_str, "started": _is_str, "finished": _is_str, "processed": _is_int,
@@ -504,6 +518,9 @@ def _header_fields(header: Any, where: str) -> dict[str, Any]:
         if schema >= 3 and not valid(header.get(name)):
             raise ManifestError(f"{where} is corrupt: header field {name!r} is missing or of the wrong type")
         checked[name] = header[name] if schema >= 3 else None
+    if schema >= 4 and not _is_int(header.get("resumed")):
+        raise ManifestError(f"{where} is corrupt: header field 'resumed' is missing or of the wrong type")
+    checked["resumed"] = header["resumed"] if schema >= 4 else 0
     return checked
 
 
@@ -538,9 +555,10 @@ def _check_body(body: Any, header: dict[str, Any], where: str) -> None:
     if type(body) is not dict:
         raise corrupt("its second line is not a JSON object")
     body.setdefault("retired", {})  # schema 2 had none
+    body.setdefault("failed_details", {})  # nor had schema 3
     # The types each column may hold, checked by C loops: this runs for 100 000 items per read.
     columns = {"names": {str}, "files": {str}, "sizes": {int}, "checksums": {str}, "sources": {str, type(None)}}
-    expected = set(columns) | {"failed", "failed_sources", "skipped", "retired"}
+    expected = set(columns) | {"failed", "failed_sources", "failed_details", "skipped", "retired"}
     if set(body) != expected:
         raise corrupt(f"its item lists are {sorted(body)}, expected {sorted(expected)}")
     for name, types in columns.items():
@@ -557,6 +575,9 @@ def _check_body(body: Any, header: dict[str, Any], where: str) -> None:
     for name in ("failed_sources", "skipped"):
         if not _is_str_dict(body[name], _is_optional_str):
             raise corrupt(f"{name!r} is not a mapping of names")
+    details = body["failed_details"]
+    if not _is_str_dict(details, _is_details) or not details.keys() <= body["failed"].keys():
+        raise corrupt("'failed_details' is not a mapping of failed items to their details")
     retired = body["retired"]
     if not _is_str_dict(retired, lambda t: type(t) in (int, float)):
         raise corrupt("'retired' is not a mapping of files to times")

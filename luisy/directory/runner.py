@@ -17,6 +17,7 @@ from luisy.directory.sources import SourceItem
 from luisy.directory.target import DirectoryWriter
 from luisy.errors import LuisyError
 from luisy.executors import Executor, ItemStatus, Outcome, executor_for
+from luisy.tracebacks import format_traceback
 
 if TYPE_CHECKING:
     from luisy.interrupts import Stop
@@ -35,7 +36,7 @@ def process_one(task: Any, items: Sequence[SourceItem] | Mapping[int, SourceItem
         return Outcome(ItemStatus.FAIL, index, error=error.format_message())
     except Exception as error:
         detail = "".join(traceback.format_exception_only(type(error), error)).strip()
-        return Outcome(ItemStatus.FAIL, index, error=detail)
+        return Outcome(ItemStatus.FAIL, index, error=detail, traceback=format_traceback(error))
 
 
 @dataclass(frozen=True)

@@ -654,7 +654,10 @@ class DirectoryWriter:
         self.kept: set[str] = set()
         self.failed: dict[str, str] = {}
         self.failed_sources: dict[str, str | None] = {}
+        self.failed_details: dict[str, dict[str, str]] = {}
         self.skipped: dict[str, str | None] = {}
+        #: How many of :attr:`new` an interrupted run made (see :meth:`add`).
+        self.resumed = 0
         self._names_by_file: dict[str, str] = {}
         #: Set by a caller that checked all item names beforehand: no two can share a file, so
         #: the writer need not keep a million of them to check each one.
@@ -694,12 +697,15 @@ class DirectoryWriter:
         self.target.file_format.ensure_writable(obj, f"{self.target.owner} item {name!r}")
         return self.staging.write(file, obj, functools.partial(self.target.file_format.write, **self.target.options))
 
-    def add(self, name: str, staged: Item, source: str | None = None) -> None:
-        """Record an item :meth:`stage` wrote (here or in a worker process)."""
+    def add(self, name: str, staged: Item, source: str | None = None, resumed: bool = False) -> None:
+        """Record an item :meth:`stage` wrote (here or in a worker process); ``resumed``: an
+        interrupted run wrote it, this one takes it over."""
         self._claim(name, staged.file)
         self.new[name] = staged._replace(source=source)
+        self.resumed += resumed
         self._since_checkpoint.append(name)
         self.failed.pop(name, None)
+        self.failed_details.pop(name, None)
 
     def _claim(self, name: str, file: str) -> None:
         if self.names_checked:
@@ -723,10 +729,13 @@ class DirectoryWriter:
         by name, with the input fingerprint each was made from."""
         return dict(self.staging.resumed)
 
-    def fail(self, name: str, error: str, source: str | None = None) -> None:
-        """Record a failed item; it is not published, and the next run retries it."""
+    def fail(self, name: str, error: str, source: str | None = None, details: dict[str, str] | None = None) -> None:
+        """Record a failed item; it is not published, and the next run retries it. ``details``:
+        its input file and traceback (see :attr:`Manifest.failed_details`)."""
         self.failed[name] = error
         self.failed_sources[name] = source
+        if details:
+            self.failed_details[name] = details
 
     def skip(self, name: str, source: str | None) -> None:
         """Record an item whose ``process`` returned ``None``: nothing to publish, nothing to redo."""
@@ -760,6 +769,7 @@ class DirectoryWriter:
             items=items,
             failed=dict(sorted(self.failed.items())),
             failed_sources=dict(sorted(self.failed_sources.items())),
+            failed_details=dict(sorted(self.failed_details.items())),
             skipped=dict(sorted(skipped.items())),
             retired=retired,
             task=task.get_task_family() if task is not None else "",
@@ -768,7 +778,8 @@ class DirectoryWriter:
             luisy_version=luisy_version(),
             started=self.started,
             finished=_now(),
-            processed=len(self.new) + len(self.failed) + len(self.skipped),
+            processed=len(self.new) - self.resumed + len(self.failed) + len(self.skipped),
+            resumed=self.resumed,
             run=config.current().id,
             inputs_digest=self.inputs_digest if self.inputs_digest is not None else _inputs_digest(task),
         )

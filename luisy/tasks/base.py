@@ -22,6 +22,7 @@ from luisy.paths import output_dir, output_path, project_name_of, with_extension
 from luisy.spec import NamingRule, OutputSpec
 from luisy.tasks.related import related_instances
 from luisy.tasks.running import no_run, recording_run
+from luisy.tracebacks import explanation
 from luisy.visualize import draw
 
 __all__ = ["Task", "ExternalTask", "WrapperTask", "ConcatenationTask", "read_output"]
@@ -226,6 +227,11 @@ class Task(_OutputMixin, luigi.Task):
     def complete(self) -> bool:
         outputs = flatten(self.output())
         return all(o.exists() for o in outputs) and fingerprint.is_current(self)
+
+    def on_failure(self, exception: BaseException) -> str:
+        """What luigi's scheduler records of a failed run: a luisy error's one line (with a
+        failed item's traceback after it), else luigi's text with the traceback."""
+        return explanation(exception)
 
 
 class ExternalTask(_OutputMixin, luigi.ExternalTask):

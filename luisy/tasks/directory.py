@@ -24,6 +24,7 @@ from luisy.executors import ItemStatus, Outcome
 from luisy.fingerprint.code import code_fingerprint
 from luisy.fingerprint.task import as_upstream, is_external
 from luisy.interrupts import signal_name, signals_held_back, stop_after_publish, stop_on_signals
+from luisy.items import failure_line, first_failures
 from luisy.parameters import recorded_params, significant_params
 from luisy.spec import OutputSpec
 from luisy.tasks.base import Task
@@ -32,6 +33,11 @@ logger = logging.getLogger("luisy")
 
 ON_ERROR = ("raise", "skip")
 _MISSING = object()
+
+
+def _failure(manifest: Any, name: str) -> tuple[str, str | None, dict[str, str] | None]:
+    """A failed item's record in ``manifest``: error, input fingerprint, details."""
+    return manifest.failed[name], manifest.failed_sources.get(name), manifest.failed_details.get(name)
 
 
 def _slashes(path: str) -> list[int]:
@@ -47,8 +53,8 @@ class Pending:
     todo: Sequence[SourceItem]
     #: Names of published items to carry over unchanged.
     keep: set[str]
-    #: Failures to keep as they are (name → error and input fingerprint; only with retries off).
-    kept_failures: dict[str, tuple[str, str | None]]
+    #: Failures to keep as they are (name → error, input fingerprint and details; only with retries off).
+    kept_failures: dict[str, tuple[str, str | None, dict[str, str] | None]]
     new: int = 0
     changed: int = 0
     removed: int = 0
@@ -128,14 +134,14 @@ class DirectoryTask(Task):
         for name in filter(failed.__contains__, names) if failed else ():  # few, in input order
             if name in keep and name not in published and name not in manifest.skipped:
                 keep.discard(name)
-                kept_failures[name] = (failed[name], manifest.failed_sources.get(name))
+                kept_failures[name] = _failure(manifest, name)
         # Items held back (not settled yet, see luisy watch) stay as the manifest has them.
         for name in getattr(items, "held_back", ()):
             seen += name in done
             if name in published or name in manifest.skipped:
                 keep.add(name)
             elif name in failed:
-                kept_failures[name] = (failed[name], manifest.failed_sources.get(name))
+                kept_failures[name] = _failure(manifest, name)
         todo = items.select(rows) if isinstance(items, SourceItems) else [items[row] for row in rows]
         return Pending(todo, keep, kept_failures, new=new, changed=len(rows) - new - retried,
                        removed=len(done) - seen, retried=retried)
@@ -172,9 +178,13 @@ class DirectoryTask(Task):
         elif outcome.status is ItemStatus.SKIP:
             writer.skip(item.name, item.fingerprint)
         elif self.on_error == "raise":
-            raise ItemError(f"{self!r}: item {item.name!r} (input file {item.path}) failed: {outcome.error}")
+            raise ItemError(f"{self!r}: item {item.name!r} (input file {item.path}) failed: {outcome.error}",
+                            outcome.traceback)
         else:
-            writer.fail(item.name, outcome.error, item.fingerprint)
+            details = {"input": str(item.path)}
+            if outcome.traceback:
+                details["traceback"] = outcome.traceback
+            writer.fail(item.name, outcome.error, item.fingerprint, details)
 
     def _check_names(self, items: Sequence[SourceItem]) -> None:
         """Before any work: every input name can name an item file, and no two name the same one."""
@@ -227,7 +237,7 @@ class DirectoryTask(Task):
         for row, (name, fingerprint) in enumerate(pairs(todo)):
             done = resumed.get(name)
             if done is not None and done.source == fingerprint:
-                writer.add(name, done, fingerprint)
+                writer.add(name, done, fingerprint, resumed=True)
             else:
                 rows.append(row)
         if len(rows) < len(todo):
@@ -257,8 +267,8 @@ class DirectoryTask(Task):
             writer.inputs_digest = digest(items)
             writer.names_checked = True  # by _check_names above
             writer.keep(pending.keep)
-            for name, (error, source) in pending.kept_failures.items():
-                writer.fail(name, error, source)
+            for name, (error, source, details) in pending.kept_failures.items():
+                writer.fail(name, error, source, details)
             todo = self._resume(writer, pending.todo)
             progress = Progress(self, len(todo))
             last = time.monotonic()
@@ -285,13 +295,14 @@ class DirectoryTask(Task):
                 raise
             finally:
                 progress.close()
-        made = progress.done - progress.failed - len(writer.skipped)  # the rest of writer.new was resumed
         journal.note_items(processed=progress.done, failed=progress.failed,
-                           kept=len(writer.kept) + len(writer.new) - made)
+                           kept=len(writer.kept) + writer.resumed,
+                           failures=first_failures(writer.failed, writer.failed_details, journal.FAILURES_NOTED))
         if stop:  # it came after the last item began: publish everything, then stop the build
             logger.warning("interrupted: all %d items done; publishing them, then stopping", len(pending.todo))
             stop_after_publish(stop.signal)
         if writer.failed:
             message = f"{len(writer.failed)} items failed"
-            logger.warning("%s: %s (first: %s)", self, message, next(iter(writer.failed.items())))
+            first = first_failures(writer.failed, writer.failed_details, 1)[0]
+            logger.warning("%s: %s; the first: %s", self, message, failure_line(first))
             report_status(self, f"{progress.message()}; {message}")

@@ -141,8 +141,8 @@ def _open(path: str | os.PathLike[str], flags: int, own: bool, dir_fd: int | Non
 
 
 def _too_large(shown: str | os.PathLike[str], size: int, limit: int) -> BrokenFileError:
-    return BrokenFileError(f"{os.fspath(shown)} has more than {limit} bytes ({size}), more than luisy writes "
-                           f"in such a file: {REMOVE}")
+    return BrokenFileError(f"{os.fspath(shown)} is {size} bytes long, longer than luisy ever writes such a file "
+                           f"({limit} bytes): {REMOVE}")
 
 
 def _open_folder(path: str, create: bool) -> int:

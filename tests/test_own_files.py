@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 from conftest import run_luisy, write_project
 
+from luisy import journal
 from luisy.directory.manifest import MANIFEST_NAME
+from luisy.fingerprint.records import RECORD_MAX_BYTES
 
 #: Seconds a command may take here: each finishes in a few; one that blocks never does.
 TIMEOUT = 90
@@ -171,24 +173,26 @@ def _record_of(project: Path, output: str) -> Path:
     return records[0]
 
 
-def _make_broken(path: Path, how: str) -> str:
-    """Put ``how`` in place of the file ``path``; returns the word luisy's error uses for it."""
-    if path.is_dir() and not path.is_symlink():
-        path.rmdir()
-    else:
-        path.unlink()
+def _make_broken(path: Path, how: str, limit: int = 0) -> str:
+    """Put ``how`` in place of the file ``path``; returns what luisy's error says of it. ``huge``:
+    a (sparse) file of ``limit`` + 1 bytes."""
+    path.unlink()
     if how == "fifo":
         os.mkfifo(path)
-        return "a FIFO"
+        return "is a FIFO, not a regular file"
     if how == "dev-zero":
         path.symlink_to("/dev/zero")
-        return "a symbolic link"
+        return "is a symbolic link, not a regular file"
     if how == "dangling":
         path.symlink_to(path.with_name("nowhere"))
-        return "a symbolic link"
+        return "is a symbolic link, not a regular file"
+    if how == "huge":
+        with open(path, "wb") as f:
+            f.truncate(limit + 1)
+        return f"is {limit + 1} bytes long, longer than luisy ever writes such a file ({limit} bytes)"
     path.mkdir()
     (path / "inside").write_text("not luisy's")
-    return "a folder"
+    return "is a folder, not a regular file"
 
 
 # Links put in place of luisy's own folders: nothing is written where they point.
@@ -241,12 +245,11 @@ def test_a_broken_cache_file_is_ignored_and_made_again(project, mode, how):
 
 # Records: a broken one is a one-line error, never replaced silently, never blocking.
 
-@pytest.mark.parametrize("how", ["fifo", "dev-zero", "folder"])
+@pytest.mark.parametrize("how", ["fifo", "dev-zero", "folder", "huge"])
 def test_a_broken_record_is_one_line_that_names_it(project, how):
     assert _luisy(project, "run", "own.tasks:Count").returncode == 0
     record = _record_of(project, "Count.json")
-    what = _make_broken(record, how)
-    message = f"{record} is {what}, not a regular file: remove it"
+    message = f"{record} {_make_broken(record, how, RECORD_MAX_BYTES)}: remove it"
     for command in ("plan", "status"):
         _one_line_error(_luisy(project, command, "own.tasks:Count"), message)
     _one_line_error(_luisy(project, "show", str(project / "data" / "own" / "final" / "Count.json")), message)
@@ -265,13 +268,12 @@ def test_a_broken_record_is_one_line_that_names_it(project, how):
 
 # The run journal: a file that is not one luisy wrote is one line, never blocking.
 
-@pytest.mark.parametrize("how", ["fifo", "dev-zero"])
+@pytest.mark.parametrize("how", ["fifo", "dev-zero", "huge"])
 def test_a_broken_journal_file_is_one_line_that_names_it(project, how):
     assert _luisy(project, "run", "own.tasks:Count").returncode == 0
     files = list((project / "data" / ".luisy-journal").glob("*/*.json"))
     assert len(files) == 1, files
-    what = _make_broken(files[0], how)
-    message = f"{files[0]} is {what}, not a regular file: remove it"
+    message = f"{files[0]} {_make_broken(files[0], how, journal.FILE_MAX_BYTES)}: remove it"
     for args in (["status", "own.tasks:Count"], ["history"],
                  ["show", str(project / "data" / "own" / "final" / "Count.json")]):
         _one_line_error(_luisy(project, *args), message)
@@ -285,10 +287,10 @@ def test_a_broken_journal_file_is_one_line_that_names_it(project, how):
 def test_a_manifest_that_is_not_a_regular_file_fails_verify_and_is_replaced(project, how):
     assert _luisy(project, "run", "own.tasks:Upper").returncode == 0
     manifest = project / "data" / "own" / "interim" / "Upper" / MANIFEST_NAME
-    what = _make_broken(manifest, how)
+    what = _make_broken(manifest, how).removeprefix("is ")
     result = _luisy(project, "verify", "own.tasks:Upper")
     assert result.returncode == 1, (result.stdout, result.stderr)
-    assert f"{manifest} is corrupt: {what}, not a regular file" in result.stdout, result.stdout
+    assert f"{manifest} is corrupt: {what}" in result.stdout, result.stdout
     for command in ("status", "plan"):  # the output counts as missing: the task runs again
         result = _luisy(project, command, "own.tasks:Upper")
         assert result.returncode in (0, 1) and "no output" in result.stdout and not result.stderr, result
@@ -311,7 +313,7 @@ def test_an_input_replaced_by_a_fifo_fails_its_item(project, task, folder, ext):
         (inputs / f"{name}.{ext}").write_text("x\n1\n")
     result = _luisy(project, "run", f"own.tasks:{task}")
     assert result.returncode == 1 and "3 processed, 1 failed (2 in the output)" in result.stdout, result.stdout
-    assert f"('b', " in result.stderr and f"{inputs / ('b.' + ext)} is a FIFO, not a regular file" in result.stderr
+    assert "('b', " in result.stderr and f"{inputs / ('b.' + ext)} is a FIFO, not a regular file" in result.stderr
 
 
 def test_a_fifo_in_an_input_folder_fingerprinted_by_content_is_one_line(project):

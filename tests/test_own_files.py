@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from conftest import run_luisy, write_project
 
-from luisy import journal
+from luisy import journal, targets
 from luisy.directory.manifest import MANIFEST_NAME
+from luisy.errors import BrokenFileError
 from luisy.fingerprint.records import RECORD_MAX_BYTES
 
 #: Seconds a command may take here: each finishes in a few; one that blocks never does.
@@ -327,3 +328,17 @@ def test_a_fifo_in_an_input_folder_fingerprinted_by_content_is_one_line(project)
         _one_line_error(_luisy(project, command, "own.tasks:Listed"), message)
     result = _luisy(project, "run", "own.tasks:Listed")
     assert result.returncode == 1 and message in result.stdout, result.stdout
+
+
+def test_a_parquet_dataset_folder_is_still_read_by_its_library(tmp_path):
+    import pandas as pd
+
+    frame = pd.DataFrame({"a": [1, 2, 3]})
+    dataset = tmp_path / "dataset.parquet"
+    dataset.mkdir()
+    frame.to_parquet(dataset / "part-0.parquet", engine="pyarrow")
+    pd.testing.assert_frame_equal(targets.ParquetTarget(dataset).read(), frame)
+    folder = tmp_path / "folder.pkl"  # a format that reads only files says what is wrong
+    folder.mkdir()
+    with pytest.raises(BrokenFileError, match=r"folder\.pkl is a folder, not a regular file$"):
+        targets.PickleTarget(folder).read()

@@ -9,6 +9,11 @@ lock (see docs/reruns.rst for the measurements behind this).
 luisy 1.x kept every hash string of a project in ``<project>/.luisy.hash``; a task without a
 record of its own is looked up there, and a 1.x string reads as "recorded by another algorithm".
 Records live where the outputs do (:mod:`luisy.storage`): on disk, or in memory in ``LuisyTestCase``.
+
+On disk a record is one of luisy's own files (:mod:`luisy.regular_files`): one that is not a
+regular file (a FIFO, a symbolic link, a folder) or is longer than :data:`RECORD_MAX_BYTES` is
+none luisy wrote, and reading it is a :class:`~luisy.errors.BrokenFileError` naming it, never a
+silent rerun that replaces it; one whose content does not parse counts as missing.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ previous outputs in place and no new ones.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
@@ -22,6 +23,7 @@ from pathlib import Path
 from luisy.config import cache_within
 from luisy.digests import digest
 from luisy.interrupts import forget_stop_after_publish, held
+from luisy.regular_files import kind, not_regular, own_folder
 
 TMP_MARKER = ".luisy-tmp-"
 #: Longest file name most file systems allow, in bytes.
@@ -174,6 +176,27 @@ def remove_stale_temps(path: str | os.PathLike[str]) -> None:
     """Remove the temporary siblings of ``path`` that writers which are gone left behind."""
     for entry in stale_temps(path):
         _remove(Path(entry))
+
+
+def replace_own(path: str | os.PathLike[str], data: bytes) -> None:
+    """Replace luisy's own file ``path`` (a record, a cache) by ``data`` now: written beside it,
+    then ``os.replace``. Never through a symbolic link at its folder, which is made if missing (see
+    :func:`~luisy.regular_files.own_folder`); a folder in the file's place is an error, not removed.
+    """
+    folder, name = os.path.split(os.fspath(path))
+    with own_folder(folder, create=True) as fd:
+        tmp = temp_sibling(name).name
+        out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=fd)
+        try:
+            with open(out, "wb") as f:
+                f.write(data)
+            os.replace(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
+        except BaseException as error:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp, dir_fd=fd)
+            if isinstance(error, IsADirectoryError):
+                raise not_regular(path, kind(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode)) from None
+            raise
 
 
 def defer(publish: Callable[[], None], discard: Callable[[], None] = lambda: None) -> None:

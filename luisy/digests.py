@@ -8,6 +8,8 @@ import os
 from collections.abc import Iterable
 from typing import BinaryIO
 
+from luisy.regular_files import open_regular
+
 
 def digest(*parts: str, size: int = 16) -> str:
     """A hex digest of ``size`` bytes of the text ``parts`` (each followed by a NUL byte)."""
@@ -43,8 +45,9 @@ def text_digest(pieces: Iterable[str], size: int = 16) -> str:
 
 
 def file_digest(path: str | os.PathLike[str]) -> str:
-    """The content checksum of a file: :func:`bytes_digest` of its bytes."""
-    with open(path, "rb") as f:
+    """The content checksum of a file: :func:`bytes_digest` of its bytes (a regular file: see
+    :func:`~luisy.regular_files.open_regular`)."""
+    with open_regular(path) as f:
         return stream_digest(f)
 
 

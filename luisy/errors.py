@@ -68,6 +68,12 @@ class FileReadError(LuisyError):
     """A file inside an input folder could not be read."""
 
 
+class BrokenFileError(LuisyError, OSError):
+    """A file luisy reads is not a regular file (a FIFO, a device, a folder, or one of luisy's own
+    files replaced by a symbolic link), is larger than luisy ever writes such a file, or a folder
+    of luisy's own is a symbolic link (see :mod:`luisy.regular_files`)."""
+
+
 class SchedulerUnreachableError(LuisyError, ConnectionError):
     """The luigi central scheduler does not answer at the URL tried."""
 

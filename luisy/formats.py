@@ -11,14 +11,16 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+import io
 import json
 import os
 import pickle
 import sys
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, BinaryIO
 
-from luisy.errors import FormatTypeError, MissingExtraError
+from luisy.errors import BrokenFileError, FormatTypeError, MissingExtraError
+from luisy.regular_files import open_regular
 
 _SCALARS = (bool, int, float, complex, str, bytes)
 
@@ -54,7 +56,8 @@ def is_ndarray(obj: Any) -> bool:
 
 
 class Format:
-    """A file type. Subclasses set ``name``, ``ext``, ``accepts`` and implement ``_read``/``_write``."""
+    """A file type. Subclasses set ``name``, ``ext``, ``accepts`` and implement ``_write`` and
+    ``_read`` (which opens the path itself) or ``_read_open`` (which reads the file luisy opened)."""
 
     name: str = ""
     ext: str = ""
@@ -62,6 +65,8 @@ class Format:
     extra: str | None = None
     #: Whether files of this format carry luisy's provenance metadata.
     embeds: bool = False
+    #: Whether the format's library also reads a folder (a dataset of parts) at the path.
+    reads_folders: bool = False
 
     def check(self, obj: Any) -> bool:
         """Whether ``obj`` can be written in this format."""
@@ -76,9 +81,23 @@ class Format:
             )
 
     def read(self, path: str | os.PathLike[str], **options: Any) -> Any:
-        """Read the object stored at ``path``."""
+        """Read the object stored at ``path``: a regular file, never a FIFO (which would block the
+        reader for ever) or a device (:class:`~luisy.errors.BrokenFileError` naming it)."""
         read_kw, _ = self.split_options(tuple(sorted(options)))
-        return self._read(os.fspath(path), **{k: options[k] for k in read_kw})
+        path, kwargs = os.fspath(path), {k: options[k] for k in read_kw}
+        try:
+            f = open_regular(path)
+        except BrokenFileError:
+            if not (self.reads_folders and os.path.isdir(path)):
+                raise
+            return self._read(path, **kwargs)
+        with f:
+            return self._read_open(f, path, **kwargs)
+
+    def _read_open(self, f: BinaryIO, path: str, **options: Any) -> Any:
+        """Read the object from ``f``, the file at ``path`` opened. By default the format's library
+        opens ``path`` itself: ``f``, held open meanwhile, only made sure that it is a regular file."""
+        return self._read(path, **options)
 
     def write(self, obj: Any, path: str | os.PathLike[str], provenance: Provenance | None = None,
               **options: Any) -> None:
@@ -156,9 +175,8 @@ class Pickle(Format):
     def _writer_signature(self) -> Callable[..., Any]:
         return pickle.dump
 
-    def _read(self, path: str, **options: Any) -> Any:
-        with open(path, "rb") as f:
-            return pickle.load(f, **options)
+    def _read_open(self, f: BinaryIO, path: str, **options: Any) -> Any:
+        return pickle.load(f, **options)
 
     def _write(self, obj: Any, path: str, **options: Any) -> None:
         options.setdefault("protocol", pickle.HIGHEST_PROTOCOL)
@@ -211,6 +229,7 @@ class Parquet(_PandasFormat):
     reader, writer, backend = "read_parquet", "to_parquet", "pyarrow"
     read_defaults = write_defaults = {"engine": "pyarrow"}
     embeds = True
+    reads_folders = True
 
     def _write_with(self, obj: Any, path: str, provenance: str, **options: Any) -> None:
         # pyarrow keeps the key-value metadata of a schema given to it beside pandas' own; the
@@ -276,9 +295,9 @@ class JSON(Format):
 
         return dump
 
-    def _read(self, path: str, **options: Any) -> Any:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f, **options)
+    def _read_open(self, f: BinaryIO, path: str, **options: Any) -> Any:
+        with io.TextIOWrapper(f, encoding="utf-8") as text:
+            return json.load(text, **options)
 
     def _write(self, obj: Any, path: str, **options: Any) -> None:
         with open(path, "w", encoding="utf-8") as f:
@@ -387,8 +406,8 @@ class Npy(Format):
     def check(self, obj: Any) -> bool:
         return is_ndarray(obj)
 
-    def _read(self, path: str, **options: Any) -> Any:
-        return require("numpy", None, "npy output").load(path, allow_pickle=False)
+    def _read_open(self, f: BinaryIO, path: str, **options: Any) -> Any:
+        return require("numpy", None, "npy output").load(f, allow_pickle=False)
 
     def _write(self, obj: Any, path: str, **options: Any) -> None:
         np = require("numpy", None, "npy output")
@@ -403,9 +422,9 @@ class Text(Format):
     def check(self, obj: Any) -> bool:
         return isinstance(obj, str)
 
-    def _read(self, path: str, **options: Any) -> Any:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
+    def _read_open(self, f: BinaryIO, path: str, **options: Any) -> Any:
+        with io.TextIOWrapper(f, encoding="utf-8") as text:
+            return text.read()
 
     def _write(self, obj: Any, path: str, **options: Any) -> None:
         with open(path, "w", encoding="utf-8") as f:

@@ -18,6 +18,10 @@ writer can choose, and only its creator appends to it:
   (``<start>.<task digest>.<random>.json``) holding its ``START`` and its end.
 
 A reader skips a line that is not complete JSON: it is being written, and the next read sees it.
+A file in the journal that is not a regular file (a FIFO, a link, a device) or is larger than
+:data:`FILE_MAX_BYTES` is none luisy wrote: reading the journal fails with one line naming it.
+Events are written only into a journal folder and day folders of luisy's own, never through a
+symbolic link put in their place (see :mod:`luisy.regular_files`).
 Files are grouped by UTC day of their first event (``2026-12-01/``), so reading the history of
 the last days does not list older ones; names start with that time in nanoseconds, and a task
 run's file names its task, so readers select files without opening them.
@@ -26,6 +30,7 @@ run's file names its task, so readers select files without opening them.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import getpass
 import json
 import logging
@@ -44,6 +49,8 @@ from typing import TYPE_CHECKING, Any
 
 from luisy.atomic import TMP_MARKER
 from luisy.digests import digest
+from luisy.errors import BrokenFileError
+from luisy.regular_files import open_fd, open_regular, own_folder
 from luisy.tracebacks import traceback_of
 
 if TYPE_CHECKING:
@@ -59,6 +66,10 @@ START, SUCCESS, FAIL = "START", "SUCCESS", "FAIL"
 #: Failed items a directory task's end event names (its manifest lists every one).
 FAILURES_NOTED = 10
 _SUFFIX = ".json"
+#: A journal file larger than this is none luisy wrote (a process writes well under a kB per task run).
+FILE_MAX_BYTES = 1 << 30
+#: A line is read in pieces of at most this many bytes: a longer one is no event, and memory stays small.
+_LINE_MAX_BYTES = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -200,12 +211,9 @@ def _day(when: float) -> str:
 
 
 def _open(path: Path, flags: int) -> int:
-    flags |= os.O_WRONLY | os.O_APPEND
-    try:
-        return os.open(path, flags, 0o644)
-    except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return os.open(path, flags, 0o644)
+    # The journal folder and the day's folder are luisy's own: never followed through a link.
+    with own_folder(path.parent, depth=2, create=True) as folder:
+        return open_fd(path.name, flags | os.O_WRONLY | os.O_APPEND, own=True, dir_fd=folder, shown=path)
 
 
 def _write(fd: int, data: bytes) -> None:
@@ -260,14 +268,17 @@ def _read(day: Path, since: float | None, task_ids: Iterable[str] | None) -> lis
         if not kind.startswith(_PROCESS) and (name < first_ns or (keys is not None and kind not in keys)):
             continue
         try:
-            lines = (day / name).read_bytes().splitlines()
+            f = open_regular(day / name, own=True, limit=FILE_MAX_BYTES)
+        except BrokenFileError:
+            raise
         except OSError:  # removed by hand meanwhile
             continue
-        for line in lines:
-            event = Event.from_json(line)
-            if (event is not None and (wanted is None or event.task_id in wanted)
-                    and (since is None or event.started >= since)):
-                found.append(event)
+        with f:
+            for line in iter(functools.partial(f.readline, _LINE_MAX_BYTES), b""):
+                event = Event.from_json(line)
+                if (event is not None and (wanted is None or event.task_id in wanted)
+                        and (since is None or event.started >= since)):
+                    found.append(event)
     return found
 
 

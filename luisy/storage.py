@@ -22,10 +22,11 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Protocol
 
-from luisy.atomic import TMP_MARKER, atomic_dir, atomic_file, defer, temp_sibling
+from luisy.atomic import TMP_MARKER, atomic_dir, atomic_file, defer, replace_own
 from luisy.digests import bytes_digest, digest, stat_fingerprint
 from luisy.directory.sources import SourceItem
 from luisy.fingerprint.content import digests as content_digests
+from luisy.regular_files import read_own
 
 Reader = Callable[[str], Any]
 Writer = Callable[[Any, Path], None]
@@ -57,11 +58,13 @@ class Storage(Protocol):
         file, or with ``content`` by checksum (cached, see :mod:`luisy.fingerprint.content`);
         ``None`` if nothing is there."""
 
-    def read_bytes(self, path: str) -> bytes:
-        """The bytes at ``path`` (``FileNotFoundError`` if none)."""
+    def read_bytes(self, path: str, limit: int) -> bytes:
+        """The bytes at ``path`` (``FileNotFoundError`` if none); where files are stored, one of
+        luisy's own (see :func:`luisy.regular_files.read_own`), of at most ``limit`` bytes."""
 
     def put_bytes(self, path: str, data: bytes) -> None:
-        """Replace what is at ``path`` by ``data`` atomically, now."""
+        """Replace what is at ``path`` by ``data`` atomically, now (where files are stored: never
+        through a symbolic link at its folder, see :func:`luisy.atomic.replace_own`)."""
 
     def lock(self, path: str) -> Any:
         """A context manager holding an exclusive lock on ``path`` among all writers."""
@@ -87,7 +90,7 @@ class LocalStorage:
 
     def token(self, path: str) -> Hashable | None:
         try:
-            stat = os.stat(path)
+            stat = os.lstat(path)  # a link put in a record's place is another version: read, and refused
         except OSError:
             return None
         return stat.st_ino, stat.st_size, stat.st_mtime_ns
@@ -109,15 +112,11 @@ class LocalStorage:
         found = content_digests(path, files, "**") if content else [stat_fingerprint(s) for _, s in files]
         return digest(*(f"{rel}:{value}" for (rel, _), value in zip(files, found, strict=True)))
 
-    def read_bytes(self, path: str) -> bytes:
-        with open(path, "rb") as f:
-            return f.read()
+    def read_bytes(self, path: str, limit: int) -> bytes:
+        return read_own(path, limit)
 
     def put_bytes(self, path: str, data: bytes) -> None:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = temp_sibling(path)
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        replace_own(path, data)
 
     @contextmanager
     def lock(self, path: str) -> Iterator[None]:
@@ -165,7 +164,7 @@ class MemoryStorage:
     def fingerprint(self, path: str, content: bool = False) -> str | None:
         return bytes_digest(pickle.dumps(self.objects[path])) if path in self.objects else None
 
-    def read_bytes(self, path: str) -> bytes:
+    def read_bytes(self, path: str, limit: int) -> bytes:
         try:
             return self.objects[path]
         except KeyError:

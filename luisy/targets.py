@@ -26,6 +26,7 @@ from luisy.directory.sources import SourceItem, SourceItems, digest
 from luisy.errors import FileReadError
 from luisy.fingerprint.content import digests as content_digests
 from luisy.fingerprint.content import mode_of
+from luisy.regular_files import open_regular
 
 _scans: ContextVar[dict[tuple, list] | None] = ContextVar("luisy_folder_scans", default=None)
 
@@ -325,7 +326,8 @@ class DirectoryInputTarget(luigi.LocalTarget):
             if self.folders and self.read_file_func is None:
                 return str(path)
             if self.read_file_func is not None:
-                return self.read_file_func(str(path))
+                with open_regular(path):  # held open while the reader opens the path: no FIFO, no device
+                    return self.read_file_func(str(path))
             return formats.for_path(path).read(path)
         except Exception as error:
             raise FileReadError(f"{self.owner}: cannot read {path}: {error}") from error

@@ -4,6 +4,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -34,13 +35,25 @@ def write_project(root: Path, files: dict[str, str]) -> Path:
     return root
 
 
-def run_luisy(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """Run the installed ``luisy`` console script in a fresh process."""
+def run_luisy(args: list[str], cwd: Path, env: dict[str, str] | None = None,
+              timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the installed ``luisy`` console script in a fresh process.
+
+    One that has not ended after ``timeout`` seconds is killed with every process it started (an
+    item process blocked on a FIFO too), and the test fails with ``subprocess.TimeoutExpired``.
+    """
     script = Path(sys.executable).with_name("luisy")
     full_env = {k: v for k, v in os.environ.items() if k not in ("LUISY_WORKING_DIR", "WORKING_DIR")}
     full_env.update(env or {})
-    return subprocess.run([str(script), *args], cwd=cwd, env=full_env, capture_output=True, text=True,
-                          timeout=300)
+    with subprocess.Popen([str(script), *args], cwd=cwd, env=full_env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, start_new_session=True) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            raise
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
 def require_program(name: str, package: str) -> str:

@@ -52,9 +52,9 @@ def test_a_save_in_a_failed_staged_block_is_dropped(where):
 def test_bytes_replace_atomically(where):
     store, path = where
     with pytest.raises(FileNotFoundError):
-        store.read_bytes(path)
+        store.read_bytes(path, 100)
     store.put_bytes(path, b"abc")
-    assert store.read_bytes(path) == b"abc"
+    assert store.read_bytes(path, 100) == b"abc"
 
 
 def test_memory_copies_what_it_stores():

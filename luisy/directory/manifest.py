@@ -9,10 +9,11 @@ and of the inputs they were made from, and the byte length of the second line. C
 whether a directory task is up to date reads only this line (and the file's size), however
 many items the second line lists.
 
-A manifest is checked against its schema when it is read: a file that does not parse, has
-the wrong shape, a length other than its header says, lists a file outside its folder (an
-absolute path, ``..``, a name luisy reserves) or an item name that could not name such a file,
-is *corrupt*. It is never followed: the task runs again and ``luisy verify`` reports it.
+A manifest is checked against its schema when it is read: a file that is not a regular file
+(a symbolic link, dangling or not, a FIFO, a device, a folder), does not parse, has the wrong
+shape, a length other than its header says, lists a file outside its folder (an absolute path,
+``..``, a name luisy reserves) or an item name that could not name such a file, is *corrupt*. It
+is never followed: the task runs again and ``luisy verify`` reports it.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, NamedTuple
 
 from luisy.digests import bytes_digest, stream_digest, text_digest
-from luisy.errors import ManifestError
+from luisy.errors import BrokenFileError, ManifestError
+from luisy.regular_files import kind, open_regular
 
 MANIFEST_NAME = "_luisy_manifest.json"
 SCHEMA = 4
@@ -361,7 +363,10 @@ def _read_current(folder: str | os.PathLike[str], read: Any) -> Any:
 
 def _open_as(identity: tuple[str, int, int, int]) -> Any:
     """The manifest file, opened; :class:`_Replaced` if it is no longer the one ``identity`` describes."""
-    f = open(identity[0], "rb")  # noqa: SIM115 - returned to the caller's with-block
+    try:
+        f = open_regular(identity[0], own=True)
+    except BrokenFileError:  # no longer the regular file it was a moment ago: look again
+        raise _Replaced from None
     stat = os.fstat(f.fileno())
     if (stat.st_ino, stat.st_size, stat.st_mtime_ns) != identity[1:]:
         f.close()
@@ -372,11 +377,11 @@ def _open_as(identity: tuple[str, int, int, int]) -> Any:
 def _identity(folder: str | os.PathLike[str]) -> tuple[str, int, int, int] | None:
     path = os.path.join(folder, MANIFEST_NAME)
     try:
-        info = os.stat(path)
+        info = os.lstat(path)  # luisy never makes it a link: a dangling one is no missing manifest
     except OSError:
         return None
-    if not stat.S_ISREG(info.st_mode):  # a folder, a pipe (which would block a reader), a device
-        raise ManifestError(f"{path} is corrupt: not a regular file")
+    if not stat.S_ISREG(info.st_mode):  # a link, a folder, a FIFO (which would block a reader), a device
+        raise ManifestError(f"{path} is corrupt: {kind(info.st_mode)}, not a regular file")
     return path, info.st_ino, info.st_size, info.st_mtime_ns
 
 

@@ -12,20 +12,19 @@ A snapshot is kept per folder and selection in
 ``<working_dir>/.luisy-digests/<folder>.<digest>.listing.json``. Runs write it; ``plan`` and
 ``status`` only read it. A folder modified within :data:`RACY_SECONDS` of being listed is not
 remembered: a second change within the same clock tick would leave its time as it was (git's
-"racy" rule).
+"racy" rule). A snapshot is a cache: one that is broken is ignored and made again (see
+:mod:`luisy.fingerprint.content`).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
 from luisy import config
-from luisy.atomic import temp_sibling
 from luisy.digests import newest_mtime_ns
 from luisy.directory.sources import SourceItems
-from luisy.fingerprint.content import RACY_SECONDS, cache_path
+from luisy.fingerprint.content import RACY_SECONDS, cache_path, read_cache, write_cache
 
 #: ``(folder path, inode, modification time in ns)`` of each folder a listing went through; ``None``
 #: for a file reached through a symbolic link, whose folder is not among them (its target can be
@@ -35,9 +34,8 @@ Folders = list[tuple[str, int, int] | None]
 
 def recall(folder: str, scope: str) -> str | None:
     """The digest of the folder's last remembered listing, if none of its folders changed since."""
+    data = read_cache(_path(folder, scope))
     try:
-        with open(_path(folder, scope), encoding="utf-8") as f:
-            data = json.load(f)
         seen, known = data["folders"], data["digest"]
         if not seen or not isinstance(known, str):
             return None
@@ -61,16 +59,8 @@ def remember(folder: str, scope: str, seen: Folders, items: SourceItems) -> None
     recent = time.time_ns() - int(RACY_SECONDS * 1e9)
     if any(mtime_ns > recent for _, _, mtime_ns in seen) or newest_mtime_ns(items.fingerprints) > recent:
         return
-    path = _path(folder, scope)
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = temp_sibling(path)
-        folders = [(os.path.abspath(where), inode, mtime_ns) for where, inode, mtime_ns in seen]  # any cwd
-        tmp.write_text(json.dumps({"folders": folders, "digest": items.digest()}, separators=(",", ":")),
-                       encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError:  # a read-only working directory: the next run lists again
-        pass
+    folders = [(os.path.abspath(where), inode, mtime_ns) for where, inode, mtime_ns in seen]  # any cwd
+    write_cache(_path(folder, scope), {"folders": folders, "digest": items.digest()})
 
 
 def _path(folder: str, scope: str) -> str:

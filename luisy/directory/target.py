@@ -53,8 +53,10 @@ from luisy.directory.manifest import (
 from luisy.directory.memory import MemoryFolder
 from luisy.directory.sources import Joined, SourceItems
 from luisy.errors import ItemFileError, ItemNameError, ManifestError, UnsafePathError
+from luisy.fingerprint.content import CACHE_MAX_BYTES
 from luisy.parameters import significant_params
 from luisy.paths import linked_folder, with_extension
+from luisy.regular_files import read_own
 
 #: Where the files of replaced items wait, inside the output folder, until no reader needs them.
 RETIRED = ".luisy-retired"
@@ -317,7 +319,7 @@ class LocalFolder:
 
     def verified_bad(self, publication: str) -> dict[str, str]:
         try:
-            record = json.loads((self.folder / VERIFIED).read_text(encoding="utf-8"))
+            record = json.loads(read_own(self.folder / VERIFIED, CACHE_MAX_BYTES))
             bad = record["bad"] if record["publication"] == publication else {}
         except (OSError, ValueError, TypeError, KeyError):
             return {}  # none, or not one luisy wrote: nothing is known to be bad

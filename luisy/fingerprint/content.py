@@ -14,11 +14,17 @@ since the last run without their content changing. A file modified within :data:
 not cached (a second write within the same clock tick would go unnoticed), as git does. Cache
 files are replaced atomically; two writers at once lose at most each other's new entries, which
 costs a re-read, never a wrong digest.
+
+A cache is disposable: a cache file that is not a regular file (a FIFO, a link, a folder) or is
+larger than :data:`CACHE_MAX_BYTES` is ignored, and a run replaces it. A symbolic link at the
+``.luisy-digests`` folder is never written through (see :mod:`luisy.regular_files`): the run
+goes on without keeping the cache, with a warning that names the link.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -27,17 +33,22 @@ from contextvars import ContextVar
 from typing import Any
 
 from luisy import config
-from luisy.atomic import temp_sibling
+from luisy.atomic import replace_own
 from luisy.digests import digest, file_digest
-from luisy.errors import LuisyError
+from luisy.errors import BrokenFileError, LuisyError
+from luisy.regular_files import read_own
 
-__all__ = ["MODES", "CACHE_DIR", "RACY_SECONDS", "mode_of", "digests", "noticing_touched", "keeping_digests",
-           "cache_path"]
+__all__ = ["MODES", "CACHE_DIR", "CACHE_MAX_BYTES", "RACY_SECONDS", "mode_of", "digests", "noticing_touched",
+           "keeping_digests", "cache_path", "read_cache", "write_cache"]
+
+logger = logging.getLogger("luisy")
 
 MODES = config.INPUT_FINGERPRINTS
 CACHE_DIR = ".luisy-digests"
 #: Files modified this recently (seconds) when hashed are hashed again next time.
 RACY_SECONDS = 2.0
+#: A cache file larger than this is ignored unread (the digests of a million files take about 100 MB).
+CACHE_MAX_BYTES = 1 << 30
 
 
 def mode_of(task_or_class: Any) -> str:
@@ -126,12 +137,28 @@ def cache_path(folder: str, scope: str, kind: str = "") -> str:
     return os.path.join(config.get_working_dir(), CACHE_DIR, name)
 
 
-def _load(path: str) -> dict[str, list[Any]]:
+def read_cache(path: str) -> Any:
+    """The JSON kept in the cache file ``path``; ``None`` if there is none, or it is unreadable or
+    broken (see the module docstring)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError):  # none yet, or unreadable: every file is hashed
-        return {}
+        return json.loads(read_own(path, CACHE_MAX_BYTES))
+    except (OSError, ValueError):
+        return None
+
+
+def write_cache(path: str, data: Any) -> None:
+    """Replace the cache file ``path`` by ``data`` as JSON. Where it cannot be kept, the cache is
+    made again next time: a symbolic link at its folder, or a folder in its place, with a warning."""
+    try:
+        replace_own(path, json.dumps(data, separators=(",", ":")).encode("utf-8"))
+    except BrokenFileError as error:
+        logger.warning("luisy keeps no cache in %s: %s", os.path.dirname(path), error.format_message())
+    except OSError:  # a read-only working directory
+        pass
+
+
+def _load(path: str) -> dict[str, list[Any]]:
+    data = read_cache(path)  # none yet, or unreadable: every file is hashed
     entries = data.get("files") if isinstance(data, dict) else None
     if not isinstance(entries, dict):
         return {}
@@ -139,10 +166,4 @@ def _load(path: str) -> dict[str, list[Any]]:
 
 
 def _save(path: str, entries: dict[str, list[Any]]) -> None:
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = temp_sibling(path)
-        tmp.write_text(json.dumps({"files": entries}, separators=(",", ":")), encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError:  # a read-only working directory: the next run hashes again
-        pass
+    write_cache(path, {"files": entries})

@@ -9,6 +9,11 @@ lock (see docs/reruns.rst for the measurements behind this).
 luisy 1.x kept every hash string of a project in ``<project>/.luisy.hash``; a task without a
 record of its own is looked up there, and a 1.x string reads as "recorded by another algorithm".
 Records live where the outputs do (:mod:`luisy.storage`): on disk, or in memory in ``LuisyTestCase``.
+
+On disk a record is one of luisy's own files (:mod:`luisy.regular_files`): one that is not a
+regular file (a FIFO, a symbolic link, a folder) or is longer than :data:`RECORD_MAX_BYTES` is
+none luisy wrote, and reading it is a :class:`~luisy.errors.BrokenFileError` naming it, never a
+silent rerun that replaces it; one whose content does not parse counts as missing.
 """
 
 from __future__ import annotations
@@ -25,12 +30,15 @@ from luisy import storage
 from luisy.atomic import fit_name
 from luisy.config import get_working_dir
 from luisy.digests import digest
+from luisy.errors import BrokenFileError
 from luisy.parameters import significant_params
 from luisy.paths import project_name_of, relative_posix
 
 RECORDS_DIR = ".luisy-records"
 #: luisy 1.x's file of all a project's hashes, read where a task has no record of its own.
 HASH_FILE = ".luisy.hash"
+#: A record (or 1.x's hash file) larger than this is not one luisy wrote: it is refused unread.
+RECORD_MAX_BYTES = 1 << 26
 
 
 def location(task: luigi.Task) -> tuple[Path, str] | None:
@@ -109,11 +117,13 @@ def _load(path: str, default: Any = None) -> Any:
         # Files are replaced, never edited: the token is the version. Records kept in memory (in
         # tests) are not cached, so that nothing here keeps a test's storage alive.
         if not where.holds_files:
-            return _decode(where.read_bytes(path), path)
+            return _decode(where.read_bytes(path, RECORD_MAX_BYTES), path)
         known = _read.get(path)
         if known is not None and known[0] == version:
             return known[1]
-        return _remember(path, version, _decode(where.read_bytes(path), path))
+        return _remember(path, version, _decode(where.read_bytes(path, RECORD_MAX_BYTES), path))
+    except BrokenFileError:  # not a file luisy wrote (a FIFO, a link, a folder): say so, touch nothing
+        raise
     # Unreadable, or nested too deeply for the parser: as if never recorded, so the task runs again.
     except (OSError, ValueError, RecursionError):
         return default

@@ -540,7 +540,8 @@ def watch(task: str, working_dir: Path | None, task_args: tuple[str, ...], settl
     from luisy.watch import watch as watch_folders
 
     hold_signals_until_handled()  # a signal while the task loads stops the watch cleanly too
-    with _task(task, working_dir, task_args) as task_obj:
+    with _task(task, working_dir, task_args) as task_obj, \
+            nullcontext() if verbose else _without_worker_tracebacks():
         result = watch_folders(task_obj, settle=settle, interval=interval, processes=processes,
                                scheduler_url=scheduler_url, max_runs=max_runs, once=once,
                                report=click.echo,

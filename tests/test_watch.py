@@ -533,6 +533,7 @@ def test_a_corrupt_file_among_good_ones(project, on_error):
         assert set(_index(project)) == {"a", "b", "c"}
     else:
         assert "the run FAILED" in first and "item 'bad'" in first and first.endswith("watching on"), first
+        assert not any(line.startswith("Traceback") for line in watcher.lines), "luigi's worker traceback (-v)"
         assert not (project / "data" / "hot" / "final" / "Index.json").exists()
     (drops / "bad.bin").write_bytes(b"fixed now")
     second = watcher.wait_for_runs(2)[1]

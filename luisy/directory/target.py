@@ -52,11 +52,11 @@ from luisy.directory.manifest import (
 )
 from luisy.directory.memory import MemoryFolder
 from luisy.directory.sources import Joined, SourceItems
-from luisy.errors import ItemFileError, ItemNameError, ManifestError, UnsafePathError
+from luisy.errors import BrokenFileError, ItemFileError, ItemNameError, ManifestError, UnsafePathError
 from luisy.fingerprint.content import CACHE_MAX_BYTES
 from luisy.parameters import significant_params
 from luisy.paths import linked_folder, with_extension
-from luisy.regular_files import read_own
+from luisy.regular_files import open_fd, read_own
 
 #: Where the files of replaced items wait, inside the output folder, until no reader needs them.
 RETIRED = ".luisy-retired"
@@ -559,11 +559,13 @@ def _take_item(source: int, item: Item, staging: Path, made: set[str]) -> bool:
 def _checked_file(folder: int, name: str, item: Item) -> os.stat_result | None:
     """The status of file ``name`` in ``folder`` (a descriptor) if it is a regular file with one
     link, of ``item``'s size and checksum; else ``None``."""
-    # O_NONBLOCK: a pipe put in its place must not block the open; it is no regular file anyway.
-    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=folder)
+    try:
+        fd = open_fd(name, own=True, dir_fd=folder)
+    except BrokenFileError:  # a link, a FIFO, a folder...: not what a writer staged
+        return None
     try:
         info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1 or info.st_size != item.size:
+        if info.st_nlink != 1 or info.st_size != item.size:
             return None
         with open(fd, "rb", closefd=False) as f:
             return info if stream_digest(f) == item.checksum else None

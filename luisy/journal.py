@@ -132,7 +132,7 @@ class Event:
 # The types of the fields that are not strings: a line of other types was not written by luisy,
 # and would break the sorting and printing of runs.
 _FIELD_TYPES = {"pid": (int,), "started": (int, float), "ended": (int, float, type(None)),
-                "items": (dict, type(None)), "outputs": (list,)}
+                "items": (dict, type(None)), "outputs": (list,), "failures": (list,)}
 _FIELDS = tuple((name, _FIELD_TYPES.get(name, (str,))) for name in Event.__dataclass_fields__)
 
 

@@ -36,11 +36,11 @@ def _kind(param: luigi.Parameter) -> str:
     """The type of value a parameter takes, as a metavar: ``INT``, ``DATE``, ``a|b``; none for a flag."""
     if isinstance(param, luigi.BoolParameter):
         return "" if param.parsing == luigi.BoolParameter.IMPLICIT_PARSING else "[true|false]"
-    choices = getattr(param, "_choices", None)
+    choices = sorted(map(str, getattr(param, "_choices", None) or ()))  # luigi keeps a set: no order of its own
     if isinstance(param, luigi.EnumParameter):
         choices = [member.name for member in param._enum]
     if choices:
-        return "|".join(map(str, choices))
+        return "|".join(choices)
     name = type(param).__name__.removesuffix("Parameter").removeprefix("Optional")
     return (name or "Text").upper()
 

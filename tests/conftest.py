@@ -56,6 +56,15 @@ def run_luisy(args: list[str], cwd: Path, env: dict[str, str] | None = None,
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
+def nested_pytest(args: list[str], cwd: Path, tmp_path: Path, env: dict[str, str] | None = None
+                  ) -> subprocess.CompletedProcess:
+    """Run pytest in a fresh process, with a temporary folder of its own: under the default one it
+    would number its folders beside this session's and prune them as its own."""
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           f"--basetemp={tmp_path / 'nested-pytest'}", *args],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
 def require_program(name: str, package: str) -> str:
     """The path of a system program a test needs.
 

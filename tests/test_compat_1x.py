@@ -8,7 +8,7 @@ import sys
 
 import pandas as pd
 import pytest
-from conftest import run_luisy, write_project
+from conftest import nested_pytest, run_luisy, write_project
 
 from luisy import journal
 
@@ -173,8 +173,7 @@ def test_luisy_test_case_in_the_project(project, tmp_path):
     working_dir = tmp_path / "wd"
     working_dir.mkdir()
     env = {**os.environ, "WORKING_DIR": str(working_dir)}  # where the project's outputs would land
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "oldproj"],
-                            cwd=project, capture_output=True, text=True, env=env)
+    result = nested_pytest(["oldproj"], project, tmp_path, env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 passed" in result.stdout
     assert list(working_dir.rglob("*")) == [], "LuisyTestCase must keep outputs in memory"

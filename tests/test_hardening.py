@@ -704,9 +704,9 @@ def test_workers_dying_between_chunks_never_break_the_pool():
     from luisy.executors import ItemStatus, ProcessExecutor
 
     for _ in range(3):
-        outcomes = list(ProcessExecutor(2).map(_exits_on_odd, 400))
-        assert sorted(o.index for o in outcomes) == list(range(400))
-        assert sum(o.status is ItemStatus.FAIL for o in outcomes) == 200
+        outcomes = list(ProcessExecutor(2).map(_exits_on_odd, 100))
+        assert sorted(o.index for o in outcomes) == list(range(100))
+        assert sum(o.status is ItemStatus.FAIL for o in outcomes) == 50
 
 
 def test_item_processes_may_start_processes_of_their_own(dying):

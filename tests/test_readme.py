@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import run_luisy
+from conftest import nested_pytest, run_luisy
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -122,8 +122,7 @@ def test_the_pytest_example_of_the_testing_docs_passes_on_the_tutorial(tmp_path)
     snippet = re.search(r"``luisy_working_dir``.*?\.\. code-block:: python\n\n(.*?)\n\S", docs, re.S).group(1)
     (tmp_path / "test_report.py").write_text("\n".join(line[3:] for line in snippet.splitlines()))
     env = {k: v for k, v in os.environ.items() if k not in ("LUISY_WORKING_DIR", "WORKING_DIR")}
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_report.py"],
-                            cwd=tmp_path, env={**env, "PYTHONPATH": str(tmp_path)}, capture_output=True, text=True)
+    result = nested_pytest(["test_report.py"], tmp_path, tmp_path, {**env, "PYTHONPATH": str(tmp_path)})
     assert result.returncode == 0 and "1 passed" in result.stdout, result.stdout + result.stderr
 
 

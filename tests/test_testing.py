@@ -1,12 +1,11 @@
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from conftest import nested_pytest
 from luigi.execution_summary import LuigiStatusCode
 
 import luisy
@@ -191,7 +190,6 @@ def test_fixture_restores_working_dir_and_is_a_plugin(tmp_path):
         def test_restored_afterwards():
             assert luisy.get_working_dir() == BEFORE
     """))
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(test_file)],
-                            cwd=tmp_path, capture_output=True, text=True)
+    result = nested_pytest([str(test_file)], tmp_path, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 passed" in result.stdout

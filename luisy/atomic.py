@@ -17,12 +17,11 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
 from pathlib import Path
 
-from luisy.config import cache_within
+from luisy import config
 from luisy.digests import digest
-from luisy.interrupts import forget_stop_after_publish, held
+from luisy.interrupts import held
 from luisy.regular_files import kind, not_regular, own_folder
 
 TMP_MARKER = ".luisy-tmp-"
@@ -32,8 +31,6 @@ NAME_MAX = 255
 #: from here luisy cannot tell whether that writer is alive.
 FOREIGN_TEMP_MAX_AGE = 24 * 3600
 
-_Pending = tuple[Callable[[], None], Callable[[], None]]  # (publish, discard)
-_staging: ContextVar[list[_Pending] | None] = ContextVar("luisy_staging", default=None)
 
 
 def temp_sibling(path: str | os.PathLike[str]) -> Path:
@@ -129,18 +126,15 @@ def _process_start(pid: int) -> float | None:
 # otherwise listed once per output written into it. Temporary files that appear later belong to
 # writers that are alive, which nobody removes anyway, or were handed over by a writer of this
 # build that was interrupted or failed: those wait for the next build.
-_temp_listings: ContextVar[dict[str, list[str]] | None] = ContextVar("luisy_temp_listings", default=None)
-
-
 @contextmanager
 def temps_listed_once() -> Iterator[None]:
     """Within the block, :func:`stale_temps` lists each folder once (see above)."""
-    with cache_within(_temp_listings):
+    with config.caching("temp_listings"):
         yield
 
 
 def _temp_names(folder: str) -> list[str]:
-    listings = _temp_listings.get()
+    listings = config.context().caches.temp_listings
     if listings is not None and folder in listings:
         return listings[folder]
     try:
@@ -201,11 +195,11 @@ def replace_own(path: str | os.PathLike[str], data: bytes) -> None:
 
 def defer(publish: Callable[[], None], discard: Callable[[], None] = lambda: None) -> None:
     """Run ``publish`` now, or at the end of the enclosing :func:`staged` block (``discard`` on failure)."""
-    pending = _staging.get()
-    if pending is None:
+    task = config.context().task
+    if task is None or task.pending is None:
         publish()
     else:
-        pending.append((publish, discard))
+        task.pending.append((publish, discard))
 
 
 @contextmanager
@@ -240,28 +234,29 @@ def _atomic(final: Path, make_dir: bool) -> Iterator[Path]:
 
 def is_staging() -> bool:
     """Whether a :func:`staged` block is active (writes are held back until it ends)."""
-    return _staging.get() is not None
+    task = config.context().task
+    return task is not None and task.pending is not None
 
 
 @contextmanager
 def staged(then: Callable[[], None] = lambda: None) -> Iterator[None]:
     """Hold back the writes made inside the block; publish them if it succeeds (then call
     ``then``), drop them if not. Ctrl-C or SIGTERM during the publish lets it finish first."""
-    if _staging.get() is not None:  # nested (a run() calling super().run()): the outer block publishes
+    if is_staging():  # nested (a run() calling super().run()): the outer block publishes
         yield
         return
-    pending: list[_Pending] = []
-    token = _staging.set(pending)
+    task = config.context().task or config.TaskScope()
+    task.pending = pending = []
     try:
-        yield
+        with config.scope(task=task):
+            yield
     except BaseException:
-        _staging.reset(token)
-        forget_stop_after_publish()  # nothing is published, so no stop waits for it
+        task.pending, task.stop_after_publish = None, None  # nothing is published, so no stop waits for it
         for _, discard in pending:
             discard()
         raise
-    _staging.reset(token)
-    with held():
+    task.pending = None  # what publishing writes is written at once
+    with held(task):
         for publish, _ in pending:
             publish()
         then()

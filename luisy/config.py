@@ -1,4 +1,10 @@
-"""luisy's settings: resolved from their sources, and held for one run by a :class:`Run`.
+"""luisy's settings, resolved from their sources, and the :class:`Context` that carries them.
+
+One :class:`Context` holds everything luisy's code asks of the scope it runs in: what the user
+set (the working directory, luisy 1.x's settings), the :class:`Run` of the build in progress,
+where outputs are stored, and what the scope computes once and reuses (:class:`Caches`). It is
+the package's one ambient value (a ``ContextVar``); a ``with`` block (:func:`scope`,
+:func:`caching`) changes it for its duration, so nothing outlives the block that made it.
 
 Outside a run every call resolves again. The working directory, first found wins:
 
@@ -7,21 +13,21 @@ Outside a run every call resolves again. The working directory, first found wins
 3. ``[luisy] working_dir`` in the luigi configuration,
 4. ``./data``, relative to the current directory.
 
-``luisy.build`` resolves every setting once into a :class:`Run` and makes it current for the
-build (a ``ContextVar``; forked luigi workers and item processes inherit it), so the code deep
-inside ``complete()`` and ``run()`` reads the run's settings without luigi's global
-configuration being changed. Outside a build, :func:`current` resolves a run with the same
-defaults, so a task answers ``complete()`` the same inside and outside ``build()``.
+``luisy.build`` resolves every setting once into a :class:`Run` and puts it in the context for
+the build (forked luigi workers and item processes inherit it), so the code deep inside
+``complete()`` and ``run()`` reads the run's settings without luigi's global configuration
+being changed. Outside a build, :func:`current` resolves a run with the same defaults, so a
+task answers ``complete()`` the same inside and outside ``build()``.
 """
 
 from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,28 +40,21 @@ DEFAULT_WORKING_DIR = "data"
 INPUT_FINGERPRINTS = ("mtime", "content", "write-once")
 ENV_VARS = ("LUISY_WORKING_DIR", "WORKING_DIR")
 
-# What the user set explicitly in this context: an input to resolution, never a cached result.
-_explicit_working_dir: ContextVar[str | None] = ContextVar("luisy_working_dir", default=None)
-
-
 def set_working_dir(path: str | os.PathLike[str] | None) -> None:
     """Set the working directory in the current context (for a script: from here on); ``None`` forgets it."""
-    _explicit_working_dir.set(None if path is None else os.fspath(path))
+    _context.set(replace(context(), working_dir=None if path is None else os.fspath(path)))
 
 
 @contextmanager
 def working_dir(path: str | os.PathLike[str] | None) -> Iterator[Path]:
     """Use ``path`` as the working directory inside a ``with`` block."""
-    token = _explicit_working_dir.set(None if path is None else os.fspath(path))
-    try:
+    with scope(working_dir=None if path is None else os.fspath(path)):
         yield get_working_dir()
-    finally:
-        _explicit_working_dir.reset(token)
 
 
 def get_working_dir() -> Path:
     """The working directory in force as an absolute path (it need not exist)."""
-    active = _active.get()
+    active = context().run
     return active.working_dir if active is not None else resolve_working_dir()
 
 
@@ -66,20 +65,9 @@ def resolve_working_dir() -> Path:
 
 def given_working_dir() -> str:
     """The working directory as its source gives it (perhaps relative), in the order above."""
-    candidates = [_explicit_working_dir.get(), *(os.environ.get(name) for name in ENV_VARS)]
+    candidates = [context().working_dir, *(os.environ.get(name) for name in ENV_VARS)]
     candidates.append(_luigi_config().get("luisy", "working_dir", None))
     return next((c for c in candidates if c), DEFAULT_WORKING_DIR)
-
-
-@contextmanager
-def cache_within(cache: ContextVar[dict[Any, Any] | None]) -> Iterator[None]:
-    """Inside the block, ``cache`` holds a dict (the enclosing block's, if any): what a run
-    computes once and reuses, without any state outliving the run."""
-    token = cache.set({} if cache.get() is None else cache.get())
-    try:
-        yield
-    finally:
-        cache.reset(token)
 
 
 def central_scheduler_url() -> str | None:
@@ -195,23 +183,105 @@ def _input_fingerprint(value: str) -> str:
     return value
 
 
-_active: ContextVar[Run | None] = ContextVar("luisy_run", default=None)
+@dataclass(frozen=True)
+class Caches:
+    """What a scope computes once and reuses; ``None`` where it is not kept. The ``with`` block
+    that asks for one (:func:`caching`) makes it, the blocks inside share it, and it is gone with
+    the block: no cache outlives the build or command that made it."""
+
+    #: Task id → what the task contributes to the fingerprints of the tasks that require it
+    #: (:func:`luisy.fingerprint.task.remembered`).
+    fingerprints: dict[str, str] | None = None
+    #: Input folder listings, each made once (:func:`luisy.targets.scan_once`).
+    scans: dict[tuple[Any, ...], Any] | None = None
+    #: Folder → its temporary files, listed once (:func:`luisy.atomic.temps_listed_once`).
+    temp_listings: dict[str, list[str]] | None = None
+    #: ``(working directory, pid, day)`` → the journal file a process appends to, open
+    #: (:func:`luisy.journal.one_file_per_process`).
+    journal_files: dict[tuple[str, int, str], tuple[int, Path]] | None = None
+    #: Whether content digests computed outside a run update their cache (``luisy watch``).
+    digests: bool | None = None
+    #: Folder → input files found touched with their content unchanged (``luisy plan``).
+    touched: dict[str, set[str]] | None = None
+
+
+@dataclass
+class TaskScope:
+    """What the ``run()`` of one task collects while it runs (``luisy.tasks.running`` makes one per
+    task run): the writes it holds back, what its journal entry notes, and a stop to raise once
+    its finished work is published."""
+
+    #: ``(publish, discard)`` of each write held back until ``run()`` returns
+    #: (:func:`luisy.atomic.staged`); ``None`` while writes are made at once.
+    pending: list[tuple[Callable[[], None], Callable[[], None]]] | None = None
+    #: What the journal event that ends the task run adds (:func:`luisy.journal.note_items`).
+    notes: dict[str, Any] | None = None
+    #: A signal that asked to stop after the items were done (:func:`luisy.interrupts.stop_after_publish`).
+    stop_after_publish: int | None = None
+
+
+@dataclass(frozen=True)
+class Context:
+    """What luisy's code asks of the scope it runs in; replaced, never changed in place."""
+
+    #: The working directory the user set (``--working-dir``, :func:`set_working_dir`); an input
+    #: to :func:`resolve_working_dir`, not a result.
+    working_dir: str | None = None
+    #: luisy 1.x's settings other than the working directory, as set (:class:`Config`).
+    legacy: Mapping[str, Any] = field(default_factory=dict)
+    #: The settings of the build in progress; ``None`` outside a build.
+    run: Run | None = None
+    #: Where outputs and records are kept (a :class:`luisy.storage.Storage`); ``None``: the local
+    #: file system.
+    storage: Any = None
+    caches: Caches = Caches()
+    #: The task run in progress; ``None`` outside a task's ``run()``.
+    task: TaskScope | None = None
+
+
+_context: ContextVar[Context | None] = ContextVar("luisy_context", default=None)
+_DEFAULT = Context()
+
+
+def context() -> Context:
+    """The context in force."""
+    return _context.get() or _DEFAULT
+
+
+@contextmanager
+def scope(**changes: Any) -> Iterator[Context]:
+    """Inside the block, the context with ``changes`` (fields of :class:`Context`)."""
+    token = _context.set(replace(context(), **changes))
+    try:
+        yield context()
+    finally:
+        _context.reset(token)
+
+
+@contextmanager
+def caching(name: str, make: Callable[[], Any] = dict, fresh: bool = False) -> Iterator[Any]:
+    """Inside the block, the cache ``name`` (a field of :class:`Caches`) is kept: the enclosing
+    block's, if one keeps it (unless ``fresh``), else one that ``make()`` makes. Yields it."""
+    caches = context().caches
+    kept = getattr(caches, name)
+    if kept is not None and not fresh:
+        yield kept
+        return
+    with scope(caches=replace(caches, **{name: make()})) as inner:
+        yield getattr(inner.caches, name)
 
 
 def current() -> Run:
     """The run in progress, or the settings as they resolve now outside a run."""
-    active = _active.get()
+    active = context().run
     return active if active is not None else Run.resolve()
 
 
 @contextmanager
 def running(run: Run) -> Iterator[Run]:
     """Make ``run`` current inside the block."""
-    token = _active.set(run)
-    try:
+    with scope(run=run):
         yield run
-    finally:
-        _active.reset(token)
 
 
 # luisy 1.x's settings besides the working directory, with 1.x's defaults. ``luisy.cli.build``
@@ -221,12 +291,11 @@ _LEGACY_DEFAULTS: dict[str, Any] = {
     "hash_update_mode": False, "spark": None, "azure_storage_key": None, "azure_account_name": None,
     "azure_container_name": None,
 }
-_legacy: ContextVar[dict[str, Any] | None] = ContextVar("luisy_legacy_settings", default=None)
 
 
 def legacy_settings() -> dict[str, Any]:
     """luisy 1.x's settings other than the working directory, as set in this context."""
-    return {**_LEGACY_DEFAULTS, **(_legacy.get() or {})}
+    return {**_LEGACY_DEFAULTS, **context().legacy}
 
 
 class Config:
@@ -257,7 +326,8 @@ class Config:
             from luisy.unavailable import unavailable
 
             raise unavailable(name)
-        _legacy.set({**(_legacy.get() or {}), name: value})
+        current = context()
+        _context.set(replace(current, legacy={**current.legacy, name: value}))
 
     def update(self, params: dict[str, Any]) -> None:
         """:meth:`set_param` for each entry."""

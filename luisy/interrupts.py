@@ -16,6 +16,7 @@ signals; in other threads the blocks change nothing.
 
 from __future__ import annotations
 
+import functools
 import logging
 import mmap
 import os
@@ -23,17 +24,19 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["Stop", "forget_stop_after_publish", "held", "hold_signals_until_handled", "signal_name",
-           "signals_held_back", "stop_after_publish", "stop_on_signals"]
+from luisy import config
+
+if TYPE_CHECKING:
+    from luisy.config import TaskScope
+
+__all__ = ["Stop", "held", "hold_signals_until_handled", "signal_name", "signals_held_back", "stop_after_publish",
+           "stop_on_signals"]
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 logger = logging.getLogger("luisy")
 
-# A stop the run took note of but did not act on; the next held() block raises it.
-_after_publish: ContextVar[int | None] = ContextVar("luisy_stop_after_publish", default=None)
 
 
 class Stop:
@@ -87,6 +90,7 @@ def _handling(first: Callable[[int], None]) -> Iterator[Stop]:
         stop.set(signum)
         first(signum)
 
+    _install_fork_hooks()
     previous = {signum: signal.signal(signum, handle) for signum in SIGNALS}
     _sigterm_handlers.append(handle)
     try:
@@ -128,8 +132,12 @@ def _sigterm_unblocked_in_child() -> None:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 
 
-os.register_at_fork(before=_default_sigterm_for_the_child, after_in_parent=_sigterm_handler_back,
-                    after_in_child=_sigterm_unblocked_in_child)
+@functools.cache
+def _install_fork_hooks() -> None:
+    """Once per process, when luisy first handles signals (not at import: a program that imports
+    luisy and never runs a task keeps its forks as they were)."""
+    os.register_at_fork(before=_default_sigterm_for_the_child, after_in_parent=_sigterm_handler_back,
+                        after_in_child=_sigterm_unblocked_in_child)
 
 
 @contextmanager
@@ -159,15 +167,16 @@ def stop_on_signals(grace: float, on_signal: Callable[[int], None] | None = None
 
 
 @contextmanager
-def held() -> Iterator[None]:
+def held(task: TaskScope | None = None) -> Iterator[None]:
     """Inside the block, a first SIGINT or SIGTERM waits for the block to end and is raised then
-    as ``KeyboardInterrupt``, as is a pending :func:`stop_after_publish`."""
+    as ``KeyboardInterrupt``, as is a stop ``task``'s run asked for (:func:`stop_after_publish`)."""
     try:
         with _handling(lambda signum: None) as stop:
             yield
     finally:
-        pending = _after_publish.get()
-        _after_publish.set(None)
+        pending = task.stop_after_publish if task is not None else None
+        if task is not None:
+            task.stop_after_publish = None
     if stop.signal is not None:
         logger.warning("interrupted (%s) while publishing: the publish was finished first", signal_name(stop.signal))
         raise KeyboardInterrupt(signal_name(stop.signal))
@@ -204,11 +213,11 @@ def _unblock() -> None:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, set(SIGNALS))
 
 
-def forget_stop_after_publish() -> None:
-    """Drop a pending :func:`stop_after_publish`: the run failed, so nothing is published."""
-    _after_publish.set(None)
-
-
 def stop_after_publish(signum: int | None) -> None:
-    """Raise a stop the run noted once what it finished is published (by the next :func:`held` block)."""
-    _after_publish.set(signum if signum is not None else signal.SIGINT)
+    """Raise a stop the run noted once what it finished is published (by the :func:`held` block
+    that publishes the task run's writes); at once where nothing waits to be published."""
+    signum = signum if signum is not None else signal.SIGINT
+    task = config.context().task
+    if task is None or task.pending is None:
+        raise KeyboardInterrupt(signal_name(signum))
+    task.stop_after_publish = signum

@@ -42,11 +42,11 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from luisy import config
 from luisy.atomic import TMP_MARKER
 from luisy.digests import digest
 from luisy.errors import BrokenFileError
@@ -157,7 +157,7 @@ def append(root: str | os.PathLike[str], event: Event) -> Path:
     task run's file, and a later event of the same task run (same :attr:`Event.id` and start
     time) is appended to it.
     """
-    files = _process_files.get()
+    files = config.context().caches.journal_files
     data = (event.to_json() + "\n").encode("utf-8")
     if files is not None:
         # A file per day too: a task run's events are in the folder of the day it started, also
@@ -181,23 +181,18 @@ def append(root: str | os.PathLike[str], event: Event) -> Path:
 @contextmanager
 def one_file_per_process() -> Iterator[None]:
     """Inside the block (a build), each process appends its events to one file, opened once."""
-    if _process_files.get() is not None:
+    if config.context().caches.journal_files is not None:
         yield
         return
-    files: dict[tuple[str, int, str], tuple[int, Path]] = {}
-    token = _process_files.set(files)
-    try:
-        yield
-    finally:
-        _process_files.reset(token)
-        for (_, pid, _), (fd, _) in files.items():
-            if pid == os.getpid():  # a forked luigi worker's files close when it exits
-                os.close(fd)
+    with config.caching("journal_files") as files:
+        try:
+            yield
+        finally:
+            for (_, pid, _), (fd, _) in files.items():
+                if pid == os.getpid():  # a forked luigi worker's files close when it exits
+                    os.close(fd)
 
 
-# Per process (a forked luigi worker opens its own): the file each appends to within a build.
-_process_files: ContextVar[dict[tuple[str, int, str], tuple[int, Path]] | None] = ContextVar(
-    "luisy_journal_files", default=None)
 #: How the name of a process's file starts after its time (a task digest is hex, without ``-``).
 _PROCESS = "p-"
 
@@ -286,15 +281,11 @@ def _by_start(found: list[Event]) -> list[Event]:
     return sorted(found, key=lambda event: (event.started, event.id))  # a process's file holds many task runs
 
 
-# The task run in progress in this context, so that code inside run() (a directory task) can
-# add its item counts to the event that ends it.
-_current: ContextVar[dict[str, Any] | None] = ContextVar("luisy_journal_task_run", default=None)
-
-
 def note_items(processed: int, failed: int, kept: int, failures: Iterable[ItemRow] = ()) -> None:
     """Record the item counts of the directory task running in this context (if it is journaled),
     and its first failed items."""
-    notes = _current.get()
+    task = config.context().task
+    notes = task.notes if task is not None else None
     if notes is not None:
         notes["items"] = {"processed": processed, "failed": failed, "kept": kept}
         notes["failures"] = [row.to_dict() for row in failures]
@@ -337,12 +328,17 @@ def start(root: Path, run: str, task_id: str, task: str, family: str, outputs: l
 
 @contextmanager
 def noting(task_run: TaskRun) -> Iterator[TaskRun]:
-    """Make ``task_run`` the one :func:`note_items` adds to, inside the block."""
-    token = _current.set(task_run.notes)
+    """Make ``task_run`` the one :func:`note_items` adds to, inside the block (the task scope's:
+    code inside ``run()``, a directory task, adds its item counts to the event that ends it)."""
+    task = config.context().task
+    if task is None:
+        yield task_run
+        return
+    task.notes = task_run.notes
     try:
         yield task_run
     finally:
-        _current.reset(token)
+        task.notes = None
 
 
 def _append_logged(root: Path, event: Event) -> None:

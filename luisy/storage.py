@@ -18,10 +18,10 @@ import pickle
 import threading
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Protocol
 
+from luisy import config
 from luisy.atomic import TMP_MARKER, atomic_dir, atomic_file, defer, replace_own
 from luisy.digests import bytes_digest, digest, stat_fingerprint
 from luisy.directory.sources import SourceItem
@@ -188,20 +188,17 @@ def _copy_of(obj: Any, path: str | None = None) -> Any:
 
 
 LOCAL = LocalStorage()
-_active: ContextVar[Storage | None] = ContextVar("luisy_storage", default=None)
 
 
 def active() -> Storage:
-    """The storage in force: the innermost :func:`in_memory` block's, else the local file system."""
-    return _active.get() or LOCAL
+    """The storage of the context in force: the innermost :func:`in_memory` block's, else the
+    local file system."""
+    return config.context().storage or LOCAL
 
 
 @contextmanager
 def in_memory(initial: Mapping[str, Any] | None = None) -> Iterator[MemoryStorage]:
     """Keep every output and record in a :class:`MemoryStorage` while the block runs."""
     storage = MemoryStorage(initial)
-    token = _active.set(storage)
-    try:
+    with config.scope(storage=storage):
         yield storage
-    finally:
-        _active.reset(token)

@@ -12,14 +12,12 @@ import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, ClassVar
 
 import luigi
 
 from luisy import config, formats, storage
-from luisy.config import cache_within
 from luisy.directory import snapshot
 from luisy.directory.inputs import folder_items, hold_back, list_files, source_items
 from luisy.directory.sources import SourceItem, SourceItems, digest
@@ -27,8 +25,6 @@ from luisy.errors import FileReadError
 from luisy.fingerprint.content import digests as content_digests
 from luisy.fingerprint.content import mode_of
 from luisy.regular_files import open_regular
-
-_scans: ContextVar[dict[tuple, list] | None] = ContextVar("luisy_folder_scans", default=None)
 
 
 @contextmanager
@@ -41,7 +37,7 @@ def scan_once() -> Iterator[None]:
     luisy never changes them during a run; a change made by someone else while a run is under way
     is seen by the next run.
     """
-    with cache_within(_scans):
+    with config.caching("scans"):
         yield
 
 
@@ -276,7 +272,7 @@ class DirectoryInputTarget(luigi.LocalTarget):
         return f"{self.pattern}|{self.regex and self.regex.pattern}|{self.recursive}"
 
     def _listed_items(self) -> SourceItems:
-        scans = _scans.get() if self.external else None
+        scans = config.context().caches.scans if self.external else None
         key = (*self._scan_key(), self._by_content() is not None)
         if scans is not None and key in scans:
             return scans[key]

@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 from conftest import luigid_api, require_program, running_luigid, write_project
 
+pytestmark = pytest.mark.slow  # see pyproject.toml
+
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 

@@ -12,6 +12,8 @@ from conftest import nested_pytest, run_luisy, write_project
 
 from luisy import journal
 
+pytestmark = pytest.mark.slow  # see pyproject.toml
+
 PROJECT = {
     "oldproj/__init__.py": "",
     "oldproj/tasks.py": '''

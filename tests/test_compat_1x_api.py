@@ -17,6 +17,8 @@ import pytest
 from conftest import run_luisy, write_project
 from luisy1 import run_both, run_in
 
+pytestmark = pytest.mark.slow  # see pyproject.toml
+
 PROJECT = {
     "oldapi/__init__.py": "",
     "oldapi/tasks.py": '''

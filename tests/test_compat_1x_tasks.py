@@ -28,6 +28,8 @@ from luisy.plan import plan
 from luisy.status import status
 from luisy.visualize import label, layers
 
+pytestmark = pytest.mark.slow  # see pyproject.toml
+
 PROJECT = {
     "shop/__init__.py": "",
     "shop/tasks.py": '''

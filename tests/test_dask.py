@@ -36,6 +36,8 @@ from luisy import config
 from luisy.errors import DaskClusterError, MissingExtraError
 from luisy.execution import run as run_tasks
 
+pytestmark = pytest.mark.slow  # see pyproject.toml
+
 PROJECT = {
     "shouting/__init__.py": "",
     "shouting/tasks.py": '''

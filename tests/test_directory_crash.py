@@ -24,6 +24,8 @@ from directory_tasks import PROCESSED, Doubled, _build, files_of, files_on_disk
 from luisy.digests import file_digest as checksum
 from luisy.directory.target import latest_checkpoint
 
+pytestmark = pytest.mark.slow  # see pyproject.toml
+
 # Python run in the child before it waits at the point; {marker} is the file it creates.
 PAUSES = {
     "while processing": """

@@ -20,6 +20,8 @@ from luisy.directory.manifest import Item
 from luisy.directory.target import CHECKPOINT, LocalStaging, latest_checkpoint
 from luisy.executors import SEND_EVERY
 
+pytestmark = pytest.mark.slow  # see pyproject.toml
+
 PROJECT = {
     "res/__init__.py": "",
     "res/tasks.py": '''

@@ -32,6 +32,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, NamedTuple
 
+from luisy.bounded import BoundedCache
 from luisy.digests import bytes_digest, stream_digest, text_digest
 from luisy.errors import BrokenFileError, ManifestError
 from luisy.regular_files import kind, open_regular
@@ -420,22 +421,17 @@ def remember(folder: str | os.PathLike[str], manifest: Manifest, header: Manifes
     identity = _identity(folder)
     if identity is not None:
         _parsed.put(identity, manifest)
-        _headers[identity] = header
+        _headers.put(identity, header)
 
 
-_headers: dict[tuple[str, int, int, int], ManifestHeader] = {}
+_headers: BoundedCache[tuple[str, int, int, int], ManifestHeader] = BoundedCache(64)
 
 
 def _parse_header(path: str, inode: int, size: int, mtime_ns: int) -> ManifestHeader:
     """The header of the manifest at ``path``, checked, by the file's identity (a manifest is
     replaced, never edited)."""
     identity = (path, inode, size, mtime_ns)
-    found = _headers.get(identity)
-    if found is None:
-        found = _headers[identity] = _read_header(*identity)
-        while len(_headers) > 64:
-            del _headers[next(iter(_headers))]
-    return found
+    return _headers.get_or_make(identity, lambda key: _read_header(*key))
 
 
 def _read_header(path: str, inode: int, size: int, mtime_ns: int) -> ManifestHeader:

@@ -33,6 +33,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from luisy.bounded import BoundedCache
 from luisy.digests import digest
 
 __all__ = ["CodeFingerprint", "code_fingerprint"]
@@ -460,15 +461,12 @@ def _code_repr(obj: Any) -> str:
     return code.co_code.hex() + consts + ",".join(code.co_names)
 
 
-_cache: dict[type, CodeFingerprint] = {}
+_cache: BoundedCache[type, CodeFingerprint] = BoundedCache(4096, weak_keys=True)
 
 
 def code_fingerprint(cls: type) -> CodeFingerprint:
     """The fingerprint of ``cls``'s code; computed once per class per process."""
-    found = _cache.get(cls)
-    if found is None:
-        found = _cache[cls] = _compute(cls)
-    return found
+    return _cache.get_or_make(cls, _compute)
 
 
 def _compute(cls: type) -> CodeFingerprint:

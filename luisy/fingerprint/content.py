@@ -29,7 +29,6 @@ import os
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from contextvars import ContextVar
 from typing import Any
 
 from luisy import config
@@ -65,35 +64,20 @@ def mode_of(task_or_class: Any) -> str:
     return own
 
 
-# Set by ``luisy watch``: its rescans keep the cache too (they would hash every new file again
-# on each rescan until the first run).
-_keeping: ContextVar[bool] = ContextVar("luisy_keeping_digests", default=False)
-
-
 @contextmanager
 def keeping_digests() -> Iterator[None]:
-    """Inside the block, computing digests updates the cache outside a run too."""
-    token = _keeping.set(True)
-    try:
+    """Inside the block, computing digests updates the cache outside a run too (``luisy watch``:
+    its rescans would hash every new file again on each rescan until the first run)."""
+    with config.caching("digests", make=lambda: True):
         yield
-    finally:
-        _keeping.reset(token)
-
-
-# Files found touched (new size, time or inode; same bytes) while the block of noticing_touched runs.
-_touched: ContextVar[dict[str, set[str]] | None] = ContextVar("luisy_touched_inputs", default=None)
 
 
 @contextmanager
 def noticing_touched() -> Iterator[dict[str, set[str]]]:
     """Inside the block, collect input files whose content is unchanged though their size,
     modification time or inode changed since the last run: folder → relative paths."""
-    found: dict[str, set[str]] = {}
-    token = _touched.set(found)
-    try:
+    with config.caching("touched", fresh=True) as found:
         yield found
-    finally:
-        _touched.reset(token)
 
 
 def digests(folder: str, files: Sequence[tuple[str, os.stat_result]], scope: str) -> list[str]:
@@ -121,10 +105,10 @@ def digests(folder: str, files: Sequence[tuple[str, os.stat_result]], scope: str
         if now - stat.st_mtime_ns / 1e9 > RACY_SECONDS:
             fresh[rel] = [*key, found]
         out.append(found)
-    notes = _touched.get()
-    if notes is not None and touched:
-        notes.setdefault(folder, set()).update(touched)
-    if fresh != cache and (config.current().id or _keeping.get()):  # see the module docstring
+    caches = config.context().caches
+    if caches.touched is not None and touched:
+        caches.touched.setdefault(folder, set()).update(touched)
+    if fresh != cache and (config.current().id or caches.digests):  # see the module docstring
         _save(path, fresh)
     return out
 

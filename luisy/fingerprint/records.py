@@ -28,6 +28,7 @@ from luigi.task import flatten
 
 from luisy import storage
 from luisy.atomic import fit_name
+from luisy.bounded import BoundedCache
 from luisy.config import get_working_dir
 from luisy.digests import digest
 from luisy.errors import BrokenFileError
@@ -131,13 +132,11 @@ def _load(path: str, default: Any = None) -> Any:
 
 # Records read or written by this process, by path, with the token (inode, size, mtime) of the
 # file they came from: a file replaced since has another token, so nothing stale is returned.
-_read: dict[str, tuple[Any, Any]] = {}
+_read: BoundedCache[str, tuple[Any, Any]] = BoundedCache(8192)
 
 
 def _remember(path: str, version: Any, record: Any) -> Any:
-    if len(_read) >= 8192:  # bounded: a build of 10 000 tasks reads each record a few times at most
-        _read.clear()
-    _read[path] = (version, record)
+    _read.put(path, (version, record))
     return record
 
 

@@ -16,7 +16,6 @@ import inspect
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,8 +23,7 @@ import luigi
 from luigi.task import flatten
 from luigi.task_register import Register
 
-from luisy import storage
-from luisy.config import cache_within
+from luisy import config, storage
 from luisy.digests import digest
 from luisy.directory.target import DirectoryTarget
 from luisy.fingerprint import records
@@ -70,20 +68,17 @@ def is_external(task: luigi.Task) -> bool:
 # of every task, each of which follows its requirements). A plain task's contribution is its own
 # fingerprint, which its run does not change; a directory task's (its manifest) and a task with
 # dynamic requirements' (its record) do change when they run, so their success empties the memo.
-_build_memo: ContextVar[dict[str, str] | None] = ContextVar("luisy_fingerprint_memo", default=None)
-
-
 @contextmanager
 def remembered() -> Iterator[None]:
     """Within the block, upstream fingerprints are computed once (see above)."""
-    with cache_within(_build_memo):
+    with config.caching("fingerprints"):
         yield
 
 
 def _memo(memo: dict[str, str] | None) -> dict[str, str]:
     if memo is not None:
         return memo
-    shared = _build_memo.get()
+    shared = config.context().caches.fingerprints
     return shared if shared is not None else {}
 
 
@@ -209,6 +204,6 @@ def record_success(task: luigi.Task, dynamic: list[luigi.Task], provenance: dict
     if provenance is not None:
         record["provenance"] = provenance
     records.store(task, record)
-    shared = _build_memo.get()
+    shared = config.context().caches.fingerprints
     if shared and (directory or _yields_requirements(task)):  # what it contributes downstream has changed
         shared.clear()

@@ -35,7 +35,8 @@ def recording_run(run: Callable[..., Any]) -> Callable[..., Any]:
                 return (yield from run(self, *args, **kwargs))
             dynamic: list[luigi.Task] = []
             make_output_folders(self)
-            with journaled(self) as written_by, staged(then=lambda: _finish(self, dynamic, written_by)):
+            with config.scope(task=config.TaskScope()), journaled(self) as written_by, \
+                    staged(then=lambda: _finish(self, dynamic, written_by)):
                 result = yield from _collect(run(self, *args, **kwargs), dynamic)
             return result
 
@@ -47,7 +48,8 @@ def recording_run(run: Callable[..., Any]) -> Callable[..., Any]:
         if is_staging():
             return run(self, *args, **kwargs)
         make_output_folders(self)
-        with journaled(self) as written_by, staged(then=lambda: _finish(self, [], written_by)):
+        with config.scope(task=config.TaskScope()), journaled(self) as written_by, \
+                staged(then=lambda: _finish(self, [], written_by)):
             result = run(self, *args, **kwargs)
         return result
 

@@ -26,7 +26,7 @@ from luigi.task import flatten
 from luisy import config
 from luisy.directory.inputs import ignore_rule
 from luisy.errors import LuisyError, NoFolderInput
-from luisy.execution import RunSummary
+from luisy.execution import HELD_BACK, RunSummary
 from luisy.execution import run as run_tasks
 from luisy.fingerprint.content import keeping_digests
 from luisy.fingerprint.task import is_external
@@ -195,9 +195,8 @@ def watch(
                                            scheduler_url, options)
                         if batch.deferred:
                             if not deferred:
-                                report("the central scheduler has not handed out the tasks (luigid ignores a task "
-                                       "made pending again within [scheduler] stable_done_cooldown_secs of being "
-                                       "done); trying again")
+                                report(f"the central scheduler has not handed out the tasks ({HELD_BACK}); "
+                                       "trying again")
                             deferred = True
                             retry_at = time.monotonic() + max(interval, RETRY_SECONDS)
                             continue
@@ -256,8 +255,9 @@ def _run_batch(task: luigi.Task, settled: dict[tuple[Any, ...], dict[str, str]],
     start = time.perf_counter()
     failed_before = {str(t): _failed(t) for t in first_stage}
     try:
+        # No waiting inside the run: the watcher tries again itself, and rescans meanwhile.
         summary = run_tasks([task], settled=settled, retry_failed=False, processes=processes,
-                            scheduler_url=scheduler_url, **options)
+                            scheduler_url=scheduler_url, wait=False, **options)
     except KeyboardInterrupt as error:
         return Batch(found, time.perf_counter() - start, interrupted=_signal_of(error), noun=noun)
     except LuisyError as error:  # e.g. the central scheduler cannot be reached

@@ -164,9 +164,10 @@ def test_a_run_waits_for_the_task_another_worker_runs(project, luigid):
     gate.touch()
     out, err = second.communicate(timeout=300)
     assert first.wait(timeout=300) == 0 and second.returncode == 0, waiting + out + err
-    assert waiting == f"waiting for Slow() (being run by another worker: pid {first.pid} on {socket.gethostname()})\n"
+    who = f"pid {first.pid} on {socket.gethostname()}"
+    assert waiting == f"waiting for Slow(part=0) (being run by another worker: {who})\n", waiting
     assert "waiting for" not in err, "said once"
-    assert out.startswith("nothing to run: Slow() is complete"), out
+    assert out.startswith("nothing to run: Slow(part=0) is complete"), out
     assert set(_processed(project).values()) == {1} and len(_processed(project)) == 20
 
 
@@ -178,8 +179,8 @@ def test_with_no_wait_a_run_says_which_worker_runs_its_task(project, luigid):
     gate.touch()
     assert first.wait(timeout=300) == 0
     assert second.returncode == 1, out + err
-    assert out.splitlines()[0] == "NOT complete: Slow()", out
-    assert (f"  not run here: Slow() (being run by another worker: pid {first.pid} on {socket.gethostname()}); "
+    assert out.splitlines()[0] == "NOT complete: Slow(part=0)", out
+    assert (f"  not run here: Slow(part=0) (being run by another worker: pid {first.pid} on {socket.gethostname()}); "
             "`luisy run --wait` waits for it") in out.splitlines(), out
 
 
@@ -191,13 +192,13 @@ def test_a_run_luigid_holds_back_after_the_task_was_done_says_why(project, luigi
     second = _luisy_run(project, "slow.tasks:Slow", "--delay", "0.01", "--scheduler-url", luigid, "--no-wait")
     out, err = second.communicate(timeout=300)
     assert second.returncode == 1, out + err
-    assert ("  not run here: Slow() (luigid ignores a task made pending again within [scheduler] "
+    assert ("  not run here: Slow(part=0) (luigid ignores a task made pending again within [scheduler] "
             "stable_done_cooldown_secs of being done); `luisy run --wait` waits for it") in out.splitlines(), out
     third = _luisy_run(project, "slow.tasks:Slow", "--delay", "0.01", "--scheduler-url", luigid)
     out, err = third.communicate(timeout=300)
     assert third.returncode == 0, out + err
-    assert err.count("waiting for Slow() (luigid ignores a task made pending again") == 1, err
-    assert "items: Slow(): 1 processed" in out, out
+    assert err.count("waiting for Slow(part=0) (luigid ignores a task made pending again") == 1, err
+    assert "items: Slow(part=0): 1 processed" in out, out
 
 
 def test_the_1x_command_without_local_scheduler_runs_on_luigis_configured_scheduler(project, luigid):

@@ -95,7 +95,7 @@ def _build_until_handed_out(tasks: list[luigi.Task], workers: int, options: dict
         if not wait or options.get("local_scheduler") or sets["failed"] or sets["scheduling_error"] \
                 or sets["still_pending_ext"]:  # waiting would not change the outcome
             return result, ran
-        reasons = kept_back(result)
+        reasons = _kept_back(result)
         if not reasons:
             return result, ran
         for task, why in reasons.items():
@@ -105,7 +105,7 @@ def _build_until_handed_out(tasks: list[luigi.Task], workers: int, options: dict
         time.sleep(WAIT_SECONDS)
 
 
-def kept_back(result: LuigiRunResult) -> dict[str, str]:
+def _kept_back(result: LuigiRunResult) -> dict[str, str]:
     """The tasks a build on a central scheduler left to others or was not given, and why:
     ``being run by another worker: pid 1234 on host``, or :data:`HELD_BACK`."""
     worker = result.worker
@@ -204,8 +204,8 @@ class RunSummary:
     items: list[tuple[str, int, int, int]] = field(default_factory=list)
     #: Directory tasks that did not run but hold failed items from an earlier run (retries off).
     kept_failures: list[tuple[str, int]] = field(default_factory=list)
-    #: Tasks a central scheduler left to another worker or did not hand out, and why (see
-    #: :func:`kept_back`); a build that waits for them has none left.
+    #: Tasks a central scheduler left to another worker (``being run by another worker: pid 1234
+    #: on host``) or did not hand out (:data:`HELD_BACK`); a build that waits has none left.
     kept_back: list[tuple[str, str]] = field(default_factory=list)
 
     @property
@@ -277,7 +277,7 @@ def summarize(tasks: list[luigi.Task], result: LuigiRunResult, ran: Collection[l
     summary.missing = [f"{t} (expected at {expected_at(t)})" for t in sorted(sets["still_pending_ext"], key=str)]
     summary.not_run = sorted(map(str, sets["upstream_failure"] | sets["upstream_missing_dependency"]))
     if not summary.complete:
-        summary.kept_back = list(kept_back(result).items())
+        summary.kept_back = list(_kept_back(result).items())
     headers = ((t, _manifest_header(t)) for t in sorted(sets["completed"], key=str))
     summary.items = [(str(t), h.processed, h.failed_count, h.item_count) for t, h in headers if h is not None]
     if config.current().retry_failed:

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -168,6 +169,23 @@ def test_a_run_waits_for_the_task_another_worker_runs(project, luigid):
     assert waiting == f"waiting for Slow(part=0) (being run by another worker: {who})\n", waiting
     assert "waiting for" not in err, "said once"
     assert out.startswith("nothing to run: Slow(part=0) is complete"), out
+    assert set(_processed(project).values()) == {1} and len(_processed(project)) == 20
+
+
+def test_ctrl_c_ends_the_wait_for_another_worker(project, luigid):
+    gate = project / "gate"
+    first = _running_elsewhere(project, luigid, gate)
+    second = _luisy_run(project, "slow.tasks:Slow", "--scheduler-url", luigid)
+    assert second.stderr.readline().startswith("waiting for Slow(part=0) (being run by another worker")
+    second.send_signal(signal.SIGINT)
+    try:
+        second.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        second.kill()
+        pytest.fail("Ctrl-C did not end the wait")
+    assert second.returncode != 0
+    gate.touch()
+    assert first.wait(timeout=300) == 0
     assert set(_processed(project).values()) == {1} and len(_processed(project)) == 20
 
 

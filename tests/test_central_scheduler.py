@@ -143,9 +143,21 @@ def test_two_runs_share_one_luigid_and_nothing_runs_twice(project, luigid):
     assert sum(1 for t in done.values() if t["name"] == "Slow") == 4
 
 
-def _running_elsewhere(project: Path, luigid: str, gate: Path) -> subprocess.Popen:
+@pytest.fixture
+def runs():
+    """The runs a test starts; one still going when the test ends (it failed) is stopped."""
+    started: list[subprocess.Popen] = []
+    yield started
+    for run in started:
+        if run.poll() is None:
+            run.kill()
+        run.communicate()
+
+
+def _running_elsewhere(project: Path, luigid: str, gate: Path, runs: list) -> subprocess.Popen:
     """A run of Slow that luigid shows RUNNING, held at its first item until ``gate`` exists."""
     first = _luisy_run(project, "slow.tasks:Slow", "--scheduler-url", luigid, gate=gate)
+    runs.append(first)
     deadline = time.monotonic() + 60
     while _slow_task(luigid, "RUNNING") is None:
         assert first.poll() is None and time.monotonic() < deadline, first.communicate()
@@ -157,10 +169,11 @@ def _processed(project: Path) -> Counter:
     return Counter(line.split()[1] for line in (project / "slow.log").read_text().splitlines())
 
 
-def test_a_run_waits_for_the_task_another_worker_runs(project, luigid):
+def test_a_run_waits_for_the_task_another_worker_runs(project, luigid, runs):
     gate = project / "gate"
-    first = _running_elsewhere(project, luigid, gate)
+    first = _running_elsewhere(project, luigid, gate, runs)
     second = _luisy_run(project, "slow.tasks:Slow", "--scheduler-url", luigid)
+    runs.append(second)
     waiting = second.stderr.readline()
     gate.touch()
     out, err = second.communicate(timeout=300)
@@ -172,10 +185,11 @@ def test_a_run_waits_for_the_task_another_worker_runs(project, luigid):
     assert set(_processed(project).values()) == {1} and len(_processed(project)) == 20
 
 
-def test_ctrl_c_ends_the_wait_for_another_worker(project, luigid):
+def test_ctrl_c_ends_the_wait_for_another_worker(project, luigid, runs):
     gate = project / "gate"
-    first = _running_elsewhere(project, luigid, gate)
+    first = _running_elsewhere(project, luigid, gate, runs)
     second = _luisy_run(project, "slow.tasks:Slow", "--scheduler-url", luigid)
+    runs.append(second)
     assert second.stderr.readline().startswith("waiting for Slow(part=0) (being run by another worker")
     second.send_signal(signal.SIGINT)
     try:
@@ -189,10 +203,11 @@ def test_ctrl_c_ends_the_wait_for_another_worker(project, luigid):
     assert set(_processed(project).values()) == {1} and len(_processed(project)) == 20
 
 
-def test_with_no_wait_a_run_says_which_worker_runs_its_task(project, luigid):
+def test_with_no_wait_a_run_says_which_worker_runs_its_task(project, luigid, runs):
     gate = project / "gate"
-    first = _running_elsewhere(project, luigid, gate)
+    first = _running_elsewhere(project, luigid, gate, runs)
     second = _luisy_run(project, "slow.tasks:Slow", "--scheduler-url", luigid, "--no-wait")
+    runs.append(second)
     out, err = second.communicate(timeout=300)
     gate.touch()
     assert first.wait(timeout=300) == 0

@@ -326,15 +326,27 @@ def test_a_failing_checkpoint_keeps_the_written_items_for_the_next_run(frames, m
     assert writer.staging.path.is_dir(), "the items written were deleted"
 
 
-def _start(project: Path, tmp_path: Path, name: str, gate_at: str = "") -> subprocess.Popen:
+@pytest.fixture
+def runs():
+    """The runs a test starts; one still going when the test ends (it failed) is stopped."""
+    started: list[subprocess.Popen] = []
+    yield started
+    for run in started:
+        if run.poll() is None:
+            run.kill()
+        run.communicate()
+
+
+def _start(project: Path, tmp_path: Path, name: str, runs: list, gate_at: str = "") -> subprocess.Popen:
     """``luisy run res.tasks:Slow`` in the background; ``gate_at``: the item that waits for the gate."""
     done = tmp_path / name
     done.mkdir()
     env = {**os.environ, "DONE": str(done), "PROCESSES": "1", "LOG": str(tmp_path / "made.log"),
            "GATE": str(tmp_path / "gate"), "GATE_AT": gate_at}
     script = Path(sys.executable).with_name("luisy")
-    return subprocess.Popen([str(script), "run", "res.tasks:Slow"], cwd=project, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    runs.append(subprocess.Popen([str(script), "run", "res.tasks:Slow"], cwd=project, env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    return runs[-1]
 
 
 def _wait_for_items(tmp_path: Path, name: str, count: int, run: subprocess.Popen) -> None:
@@ -355,10 +367,10 @@ def _made(tmp_path: Path) -> list[str]:
     return [line.split()[0] for line in (tmp_path / "made.log").read_text().splitlines()]
 
 
-def test_a_second_run_waits_for_the_first_and_makes_nothing_again(project, tmp_path):
-    first = _start(project, tmp_path, "first", gate_at="n05")
+def test_a_second_run_waits_for_the_first_and_makes_nothing_again(project, tmp_path, runs):
+    first = _start(project, tmp_path, "first", runs, gate_at="n05")
     _wait_for_items(tmp_path, "first", 5, first)  # the first run holds the output's writer lock
-    second = _start(project, tmp_path, "second")
+    second = _start(project, tmp_path, "second", runs)
     waiting = _waiting_line(second)
     (tmp_path / "gate").touch()
     out, err = second.communicate(timeout=120)
@@ -371,10 +383,10 @@ def test_a_second_run_waits_for_the_first_and_makes_nothing_again(project, tmp_p
     assert [p.name for p in (project / "data" / "res" / "interim").iterdir()] == ["Slow"], "no lock file is left"
 
 
-def test_a_run_waiting_for_one_that_is_killed_takes_its_finished_items_over(project, tmp_path):
-    first = _start(project, tmp_path, "first", gate_at="n10")
+def test_a_run_waiting_for_one_that_is_killed_takes_its_finished_items_over(project, tmp_path, runs):
+    first = _start(project, tmp_path, "first", runs, gate_at="n10")
     _wait_for_items(tmp_path, "first", 10, first)  # n00-n09 checkpointed, n10 held at the gate
-    second = _start(project, tmp_path, "second")
+    second = _start(project, tmp_path, "second", runs)
     _waiting_line(second)
     first.kill()  # its lock goes with it: nobody waits for ever
     out, err = second.communicate(timeout=120)
@@ -384,10 +396,10 @@ def test_a_run_waiting_for_one_that_is_killed_takes_its_finished_items_over(proj
     assert _published(project) == {f"n{i:02d}": f"NOTE {i}" for i in range(ITEMS)}
 
 
-def test_ctrl_c_ends_the_wait_and_leaves_the_first_run_alone(project, tmp_path):
-    first = _start(project, tmp_path, "first", gate_at="n05")
+def test_ctrl_c_ends_the_wait_and_leaves_the_first_run_alone(project, tmp_path, runs):
+    first = _start(project, tmp_path, "first", runs, gate_at="n05")
     _wait_for_items(tmp_path, "first", 5, first)
-    second = _start(project, tmp_path, "second")
+    second = _start(project, tmp_path, "second", runs)
     _waiting_line(second)
     second.send_signal(signal.SIGINT)
     try:

@@ -204,8 +204,8 @@ class RunSummary:
     items: list[tuple[str, int, int, int]] = field(default_factory=list)
     #: Directory tasks that did not run but hold failed items from an earlier run (retries off).
     kept_failures: list[tuple[str, int]] = field(default_factory=list)
-    #: Tasks a central scheduler left to another worker (``being run by another worker: pid 1234
-    #: on host``) or did not hand out (:data:`HELD_BACK`); a build that waits has none left.
+    #: Tasks a central scheduler left to another worker (``pid 1234 on host``) or did not hand
+    #: out (:data:`HELD_BACK`), each with why; a build that waits has none left.
     kept_back: list[tuple[str, str]] = field(default_factory=list)
 
     @property

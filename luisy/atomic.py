@@ -99,27 +99,32 @@ def is_stale_temp(path: str | os.PathLike[str]) -> bool:
 
 
 def process_alive(pid: int, since: float) -> bool:
-    """Whether process ``pid`` runs and was started no later than ``since`` (a reused pid is not it)."""
+    """Whether process ``pid`` runs and was started no later than ``since`` (a reused pid is not it).
+
+    A process that has ended but was not yet reaped by its parent (a zombie) does not run: the
+    locks it held are gone, and a writer that waited for them takes its work over.
+    """
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # another user's process: alive
         pass
-    started = _process_start(pid)
-    return started is None or started <= since + 1
+    state, started = _process_state(pid)
+    return state != b"Z" and (started is None or started <= since + 1)
 
 
-def _process_start(pid: int) -> float | None:
-    """When process ``pid`` started (epoch seconds), where ``/proc`` tells; else ``None``."""
+def _process_state(pid: int) -> tuple[bytes | None, float | None]:
+    """Process ``pid``'s state letter (``Z``: ended, not reaped) and when it started (epoch
+    seconds), where ``/proc`` tells; else ``None``."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
-            ticks = int(f.read().rsplit(b")", 1)[1].split()[19])
+            fields = f.read().rsplit(b")", 1)[1].split()
         with open("/proc/stat", "rb") as f:
             boot = next(int(line.split()[1]) for line in f if line.startswith(b"btime"))
-        return boot + ticks / os.sysconf("SC_CLK_TCK")
+        return fields[0], boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError, StopIteration):
-        return None
+        return None, None
 
 
 # Within a build, each folder is listed for temporary files once: a folder of 10 000 outputs is

@@ -232,6 +232,10 @@ def _task(task: str, working_dir: Path | None, task_args: Sequence[str]) -> Iter
 @click.option("--retry-failed/--no-retry-failed", default=None,
               help="Whether directory tasks retry items that failed before (default: retry; "
                    "[luisy] retry_failed).")
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="With --scheduler-url: wait while another worker runs a task this run needs, or luigid holds "
+                   "one back after it was done; --no-wait ends at once and says why. (A directory task always "
+                   "waits for another process writing its output.)")
 @click.option("--dry-run", is_flag=True, help="Only show what would run and why (as `luisy plan`).")
 @click.option("--hash-update-mode", is_flag=True,
               help="Run nothing; accept the existing outputs by recording their current fingerprints.")
@@ -241,7 +245,7 @@ def _task(task: str, working_dir: Path | None, task_args: Sequence[str]) -> Iter
               help="Show luigi's log, and whole tracebacks (without: the frames of the task's code).")
 def run(task: str, working_dir: Path | None, task_args: tuple[str, ...], workers: int, processes: int | None,
         local_scheduler: bool, scheduler_url: str | None, dask_scheduler: str | None, retry_failed: bool | None,
-        dry_run: bool, hash_update_mode: bool, verify_first: bool, verbose: bool) -> None:
+        wait: bool, dry_run: bool, hash_update_mode: bool, verify_first: bool, verbose: bool) -> None:
     """Run TASK (module:Class or module.Class) and everything it needs.
 
     Task parameters follow TASK as --name value (or --Task-name value for any task); TASK --help
@@ -268,7 +272,7 @@ def run(task: str, working_dir: Path | None, task_args: tuple[str, ...], workers
             summary = run_tasks(
                 [task_obj], workers=workers, processes=processes, retry_failed=retry_failed,
                 scheduler_url=scheduler_url, local_scheduler=local_scheduler, dask_scheduler=dask_scheduler,
-                log_level="INFO" if verbose else "WARNING",
+                wait=wait, log_level="INFO" if verbose else "WARNING",
             )
         for line in summary.lines(verbose):  # output paths are resolved in the task's working directory
             click.echo(printable(line))

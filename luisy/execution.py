@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
-from collections.abc import Iterable, Iterator, Mapping
+import time
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +26,14 @@ from luisy.paths import expected_at
 from luisy.targets import scan_once
 from luisy.tracebacks import indented, parse_explanation, user_frames
 
+logger = logging.getLogger("luisy")
+
+#: Why a central scheduler may not hand out a task that is not complete and that no worker runs.
+HELD_BACK = ("luigid ignores a task made pending again within [scheduler] stable_done_cooldown_secs "
+             "of being done")
+#: Seconds between two tries of a build that waits for a central scheduler to hand its tasks out.
+WAIT_SECONDS = 2.0
+
 
 def build(
     tasks: luigi.Task | Iterable[luigi.Task],
@@ -37,6 +47,7 @@ def build(
     detailed_summary: bool = False,
     summary: bool = False,
     settled: Mapping[Any, Mapping[str, str]] | None = None,
+    wait: bool = True,
     **options: Any,
 ) -> bool | LuigiRunResult | RunSummary:
     """Run ``tasks`` and everything they require (luisy 1.x's ``luisy.cli.build``).
@@ -49,7 +60,10 @@ def build(
     ``dask_scheduler`` (the address of a Dask scheduler whose workers run the items of directory
     tasks; checked before anything runs) and ``settled`` (input folder selection → the items found settled,
     by name and fingerprint; the others are held back, see :func:`luisy.watch.watch`) apply for
-    this call only (see :class:`luisy.config.Run`).
+    this call only (see :class:`luisy.config.Run`). On a central scheduler, ``wait`` (the
+    default) waits while another worker runs a task this build needs, or luigid holds one back
+    after it was done (:data:`HELD_BACK`), saying so once, and then builds again; without it the
+    build ends at once and the summary says why.
     Other keywords are luigi's ``[core]`` options (``log_level``, default ``"WARNING"`` as on the
     command line; ``parallel_scheduling``...). Returns luigi's success flag, its
     ``LuigiRunResult`` with ``detailed_summary=True``, or luisy's :class:`RunSummary` with
@@ -63,11 +77,61 @@ def build(
         # what is remembered of the fingerprints; otherwise tasks run in other processes.
         in_here = workers == 1 and options.get("local_scheduler") and not options.get("force_multiprocessing")
         with remembered() if in_here else nullcontext():
-            result = luigi.build(task_list, workers=workers, detailed_summary=True, **options)
+            result, ran = _build_until_handed_out(task_list, workers, options, wait)
         finish_interrupted_publishes(result)
         if summary:  # judged with the run's own settings (failed items settled for this run...)
-            return summarize(task_list, result)
+            return summarize(task_list, result, ran)
     return result if detailed_summary else result.scheduling_succeeded
+
+
+def _build_until_handed_out(tasks: list[luigi.Task], workers: int, options: dict[str, Any],
+                            wait: bool) -> tuple[LuigiRunResult, set[luigi.Task]]:
+    """``luigi.build``, again while a central scheduler keeps tasks back (with ``wait``); the
+    last result, and the tasks every build ran."""
+    ran: set[luigi.Task] = set()
+    said: set[tuple[str, str]] = set()
+    while True:
+        result = luigi.build(tasks, workers=workers, detailed_summary=True, **options)
+        sets = _summary_dict(result.worker)
+        ran |= sets["completed"]
+        if not wait or options.get("local_scheduler") or sets["failed"] or sets["scheduling_error"] \
+                or sets["still_pending_ext"]:  # waiting would not change the outcome
+            return result, ran
+        reasons = _kept_back(result)
+        if not reasons:
+            return result, ran
+        for task, why in reasons.items():
+            if (task, why) not in said:
+                logger.warning("waiting for %s (%s)", task, why)
+                said.add((task, why))
+        time.sleep(WAIT_SECONDS)
+
+
+def _kept_back(result: LuigiRunResult) -> dict[str, str]:
+    """The tasks a build on a central scheduler left to others or was not given, and why:
+    ``being run by another worker: pid 1234 on host``, or :data:`HELD_BACK`."""
+    worker = result.worker
+    reasons: dict[str, str] = {}
+    last = next((r for r in reversed(worker._get_work_response_history) if r["task_id"] is None), None)
+    for running in last["running_tasks"] if last is not None else ():
+        task = worker._scheduled_tasks.get(running["task_id"])
+        if task is not None and running["worker"] != worker._id:
+            reasons[str(task)] = (f"being run by another worker: pid {running.get('pid', '?')} on "
+                                  f"{running.get('host', '?')}")
+    for task in sorted(_summary_dict(worker)["not_run"], key=str):  # pending, and no reason known
+        if _done_in_scheduler(worker, task):
+            reasons.setdefault(str(task), HELD_BACK)
+    return reasons
+
+
+def _done_in_scheduler(worker: Any, task: luigi.Task) -> bool:
+    """Whether the scheduler has ``task`` as done, though it is not complete here."""
+    try:
+        done = worker._scheduler.task_list(status="DONE", upstream_status="", limit=False,
+                                           search=task.get_task_family())
+    except Exception:  # the scheduler is gone: nothing to wait for
+        return False
+    return task.task_id in done
 
 
 @contextmanager
@@ -150,6 +214,9 @@ class RunSummary:
     items_commands: dict[str, str] = field(default_factory=dict)
     #: Directory tasks that ran: items taken over from an interrupted run (not processed again).
     resumed: dict[str, int] = field(default_factory=dict)
+    #: Tasks a central scheduler left to another worker (``pid 1234 on host``) or did not hand
+    #: out (:data:`HELD_BACK`), each with why; a build that waits has none left.
+    kept_back: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def failed_items(self) -> int:
@@ -189,6 +256,8 @@ class RunSummary:
             trace = self.tracebacks.get(name, "")
             out.extend(indented(trace if verbose else user_frames(trace), "      "))
         out.extend(f"  missing input: {name}" for name in self.missing[:5])
+        out.extend(f"  not run here: {name} ({why}); `luisy run --wait` waits for it"
+                   for name, why in self.kept_back[:5])
         if self.not_run:
             out.append(f"  not run (upstream failed or missing): {len(self.not_run)} task(s)")
         if self.complete:
@@ -223,12 +292,14 @@ def run(tasks: luigi.Task | Iterable[luigi.Task], **options: Any) -> RunSummary:
     return build(tasks, summary=True, **options)
 
 
-def summarize(tasks: list[luigi.Task], result: LuigiRunResult) -> RunSummary:
-    """Turn luigi's per-status task sets into a :class:`RunSummary`."""
+def summarize(tasks: list[luigi.Task], result: LuigiRunResult, ran: Collection[luigi.Task] = ()) -> RunSummary:
+    """Turn luigi's per-status task sets into a :class:`RunSummary`; ``ran``: tasks that earlier
+    builds of the same run completed (a build that waited)."""
     sets = _summary_dict(result.worker)
     summary = RunSummary(tasks, complete=all(_is_complete(task) for task in tasks))
+    sets["completed"] = sets["completed"] | set(ran)
     summary.ran = sorted(map(str, sets["completed"]))
-    summary.already_done = sorted(map(str, sets["already_done"]))
+    summary.already_done = sorted(map(str, sets["already_done"] - sets["completed"]))
     for task in sorted(sets["failed"], key=str):
         line, trace = _scheduler_error(result, task)
         summary.failed.append((str(task), line))
@@ -237,6 +308,8 @@ def summarize(tasks: list[luigi.Task], result: LuigiRunResult) -> RunSummary:
     summary.failed += [(str(t), _completeness_error(t)) for t in sorted(sets["scheduling_error"], key=str)]
     summary.missing = [f"{t} (expected at {expected_at(t)})" for t in sorted(sets["still_pending_ext"], key=str)]
     summary.not_run = sorted(map(str, sets["upstream_failure"] | sets["upstream_missing_dependency"]))
+    if not summary.complete:
+        summary.kept_back = list(_kept_back(result).items())
     headers = [(t, _manifest_header(t)) for t in sorted(sets["completed"], key=str)]
     summary.items = [(str(t), h.processed, h.failed_count, h.item_count) for t, h in headers if h is not None]
     summary.resumed = {str(t): h.resumed for t, h in headers if h is not None and h.resumed}

@@ -27,7 +27,7 @@ from luigi.task import flatten
 from luisy import config
 from luisy.directory.inputs import ignore_rule
 from luisy.errors import LuisyError, NoFolderInput
-from luisy.execution import RunSummary
+from luisy.execution import HELD_BACK, RunSummary
 from luisy.execution import run as run_tasks
 from luisy.fingerprint.content import keeping_digests
 from luisy.fingerprint.task import is_external
@@ -219,7 +219,7 @@ class Watcher:
         batch = _run_batch(self.task, settled, found, self.first_stage, self.families, self.noun, self.run_options)
         if batch.deferred:
             if not self.deferred:
-                self.report(luigid_cooldown_note())
+                self.report(f"the central scheduler has not handed out the tasks ({HELD_BACK}); trying again")
             self.deferred = True
             self.retry_at = self.clock.monotonic() + max(self.interval, RETRY_SECONDS)
             return _Next.AGAIN
@@ -262,12 +262,6 @@ class Watcher:
 
     def close(self) -> None:
         self.wakeup.close()
-
-
-def luigid_cooldown_note() -> str:
-    """Why a central scheduler may not hand out a task that was just done, in one line."""
-    return ("the central scheduler has not handed out the tasks (luigid ignores a task made pending again "
-            "within [scheduler] stable_done_cooldown_secs of being done); trying again")
 
 
 def watch(task: luigi.Task, *, report: Callable[[str], Any] = logger.warning, **options: Any) -> WatchResult:
@@ -326,7 +320,8 @@ def _run_batch(task: luigi.Task, settled: dict[tuple[Any, ...], dict[str, str]],
     start = time.perf_counter()
     failed_before = {str(t): _failed(t) for t in first_stage}
     try:
-        summary = run_tasks([task], settled=settled, retry_failed=False, **options)
+        # No waiting inside the run: the watcher tries again itself, and rescans meanwhile.
+        summary = run_tasks([task], settled=settled, retry_failed=False, wait=False, **options)
     except KeyboardInterrupt as error:
         return Batch(found, time.perf_counter() - start, interrupted=_signal_of(error), noun=noun)
     except LuisyError as error:  # e.g. the central scheduler cannot be reached

@@ -4,6 +4,8 @@
   ``/api/task_list`` while it runs and after it is done;
 * two ``luisy run`` processes against one luigid share a WrapperTask over several directory
   tasks, and no task and no item is run twice;
+* a run whose task another worker runs waits for it (or, with ``--no-wait``, says so), and a run
+  that luigid holds back after the task was done says why and waits too;
 * the luigid web view (the visualiser) shows the directory task with its status message, in
   headless Chromium; the screenshot is kept under ``test-artifacts/``.
 """
@@ -11,6 +13,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -51,6 +55,9 @@ PROJECT = {
             delay = luisy.FloatParameter(default=0.15, significant=False)
 
             def process(self, name, obj):
+                gate = os.environ.get("SLOW_GATE")
+                while gate and not os.path.exists(gate):  # held until the test opens the gate
+                    time.sleep(0.01)
                 with open(os.environ["SLOW_LOG"], "a") as log:  # who processed what
                     log.write(f"{self.part} {name} {os.getpid()}\\n")
                 time.sleep(self.delay)
@@ -82,8 +89,8 @@ def luigid(project):
     assert (project / "data" / ".luigid").is_dir(), "luisy scheduler keeps luigid's state under the working dir"
 
 
-def _luisy_run(project: Path, *args: str) -> subprocess.Popen:
-    env = {**os.environ, "SLOW_LOG": str(project / "slow.log")}
+def _luisy_run(project: Path, *args: str, gate: Path | None = None) -> subprocess.Popen:
+    env = {**os.environ, "SLOW_LOG": str(project / "slow.log"), "SLOW_GATE": str(gate or "")}
     env.pop("LUISY_WORKING_DIR", None)
     luisy_cmd = Path(sys.executable).with_name("luisy")
     return subprocess.Popen([str(luisy_cmd), "run", *args], cwd=project, env=env, stdout=subprocess.PIPE,
@@ -136,6 +143,97 @@ def test_two_runs_share_one_luigid_and_nothing_runs_twice(project, luigid):
     assert all(len(pids) == 1 for pids in by_pid.values()), "each directory task ran in one process"
     done = luigid_api(luigid, "task_list", status="DONE", upstream_status="", search="")
     assert sum(1 for t in done.values() if t["name"] == "Slow") == 4
+
+
+@pytest.fixture
+def runs():
+    """The runs a test starts; one still going when the test ends (it failed) is stopped."""
+    started: list[subprocess.Popen] = []
+    yield started
+    for run in started:
+        if run.poll() is None:
+            run.kill()
+        run.communicate()
+
+
+def _running_elsewhere(project: Path, luigid: str, gate: Path, runs: list) -> subprocess.Popen:
+    """A run of Slow that luigid shows RUNNING, held at its first item until ``gate`` exists."""
+    first = _luisy_run(project, "slow.tasks:Slow", "--scheduler-url", luigid, gate=gate)
+    runs.append(first)
+    deadline = time.monotonic() + 60
+    while _slow_task(luigid, "RUNNING") is None:
+        assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+        time.sleep(0.1)
+    return first
+
+
+def _processed(project: Path) -> Counter:
+    return Counter(line.split()[1] for line in (project / "slow.log").read_text().splitlines())
+
+
+def test_a_run_waits_for_the_task_another_worker_runs(project, luigid, runs):
+    gate = project / "gate"
+    first = _running_elsewhere(project, luigid, gate, runs)
+    second = _luisy_run(project, "slow.tasks:Slow", "--scheduler-url", luigid)
+    runs.append(second)
+    waiting = second.stderr.readline()
+    gate.touch()
+    out, err = second.communicate(timeout=300)
+    assert first.wait(timeout=300) == 0 and second.returncode == 0, waiting + out + err
+    who = f"pid {first.pid} on {socket.gethostname()}"
+    assert waiting == f"waiting for Slow(part=0) (being run by another worker: {who})\n", waiting
+    assert "waiting for" not in err, "said once"
+    assert out.startswith("nothing to run: Slow(part=0) is complete"), out
+    assert set(_processed(project).values()) == {1} and len(_processed(project)) == 20
+
+
+def test_ctrl_c_ends_the_wait_for_another_worker(project, luigid, runs):
+    gate = project / "gate"
+    first = _running_elsewhere(project, luigid, gate, runs)
+    second = _luisy_run(project, "slow.tasks:Slow", "--scheduler-url", luigid)
+    runs.append(second)
+    assert second.stderr.readline().startswith("waiting for Slow(part=0) (being run by another worker")
+    second.send_signal(signal.SIGINT)
+    try:
+        second.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        second.kill()
+        pytest.fail("Ctrl-C did not end the wait")
+    assert second.returncode != 0
+    gate.touch()
+    assert first.wait(timeout=300) == 0
+    assert set(_processed(project).values()) == {1} and len(_processed(project)) == 20
+
+
+def test_with_no_wait_a_run_says_which_worker_runs_its_task(project, luigid, runs):
+    gate = project / "gate"
+    first = _running_elsewhere(project, luigid, gate, runs)
+    second = _luisy_run(project, "slow.tasks:Slow", "--scheduler-url", luigid, "--no-wait")
+    runs.append(second)
+    out, err = second.communicate(timeout=300)
+    gate.touch()
+    assert first.wait(timeout=300) == 0
+    assert second.returncode == 1, out + err
+    assert out.splitlines()[0] == "NOT complete: Slow(part=0)", out
+    assert (f"  not run here: Slow(part=0) (being run by another worker: pid {first.pid} on {socket.gethostname()}); "
+            "`luisy run --wait` waits for it") in out.splitlines(), out
+
+
+def test_a_run_luigid_holds_back_after_the_task_was_done_says_why(project, luigid):
+    first = _luisy_run(project, "slow.tasks:Slow", "--delay", "0.01", "--scheduler-url", luigid)
+    assert first.wait(timeout=300) == 0, first.communicate()
+    (project / "data" / "slow" / "raw" / "inbox" / "m20.txt").write_text("one more")
+    # Right after it was done (luigid's stable_done_cooldown_secs, 10 s by default).
+    second = _luisy_run(project, "slow.tasks:Slow", "--delay", "0.01", "--scheduler-url", luigid, "--no-wait")
+    out, err = second.communicate(timeout=300)
+    assert second.returncode == 1, out + err
+    assert ("  not run here: Slow(part=0) (luigid ignores a task made pending again within [scheduler] "
+            "stable_done_cooldown_secs of being done); `luisy run --wait` waits for it") in out.splitlines(), out
+    third = _luisy_run(project, "slow.tasks:Slow", "--delay", "0.01", "--scheduler-url", luigid)
+    out, err = third.communicate(timeout=300)
+    assert third.returncode == 0, out + err
+    assert err.count("waiting for Slow(part=0) (luigid ignores a task made pending again") == 1, err
+    assert "items: Slow(part=0): 1 processed" in out, out
 
 
 def test_the_1x_command_without_local_scheduler_runs_on_luigis_configured_scheduler(project, luigid):

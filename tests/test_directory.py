@@ -277,6 +277,7 @@ def test_a_live_writers_staging_folder_is_never_removed_and_a_dead_ones_is(tmp_p
     import subprocess
     import sys
     import textwrap
+    import threading
     import time
 
     out = tmp_path / "out"
@@ -312,12 +313,20 @@ def test_a_live_writers_staging_folder_is_never_removed_and_a_dead_ones_is(tmp_p
         return child, [p for p in tmp_path.iterdir() if p.name.startswith(".luisy-tmp-")]
 
     live, (staging,) = staging_of_child()
-    with DirectoryTarget(out).writer() as writer:  # another writer of the same output meanwhile
-        writer.write("early", 0)
+
+    def write_early():
+        with DirectoryTarget(out).writer() as writer:  # another writer of the same output meanwhile
+            writer.write("early", 0)
+
+    other = threading.Thread(target=write_early)
+    other.start()
+    other.join(timeout=1)
+    assert other.is_alive(), "the other writer waits for the live one"
     assert staging.is_dir(), "a live writer's staging folder was removed"
     go.touch()
     assert live.wait(timeout=60) == 0, live.stderr.read()
-    assert sorted(DirectoryTarget(out).manifest.items) == ["late"]
+    other.join(timeout=60)
+    assert sorted(DirectoryTarget(out).manifest.items) == ["early"], "the waiting writer published last"
 
     go.unlink()
     dead, (staging,) = staging_of_child()

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -44,6 +45,12 @@ PROJECT = {
             processes = int(os.environ.get("PROCESSES", "1"))
 
             def process(self, name, obj):
+                if name == os.environ.get("GATE_AT"):  # held until the test opens the gate
+                    while not os.path.exists(os.environ["GATE"]):
+                        time.sleep(0.01)
+                if os.environ.get("LOG"):  # every item made, by every run
+                    with open(os.environ["LOG"], "a") as log:
+                        log.write(f"{name} {os.getpid()}\\n")
                 open(os.path.join(os.environ["DONE"], name), "w").close()
                 if os.environ.get("ITEM_RUNS") == "subprocess":  # a signal to the group reaches it too
                     subprocess.run(["sleep", "0.05"], check=True)
@@ -335,6 +342,94 @@ def test_a_failing_checkpoint_keeps_the_written_items_for_the_next_run(frames, m
     with pytest.raises(OSError):
         writer.keep_for_next_run()
     assert writer.staging.path.is_dir(), "the items written were deleted"
+
+
+@pytest.fixture
+def runs():
+    """The runs a test starts; one still going when the test ends (it failed) is stopped."""
+    started: list[subprocess.Popen] = []
+    yield started
+    for run in started:
+        if run.poll() is None:
+            run.kill()
+        run.communicate()
+
+
+def _start(project: Path, tmp_path: Path, name: str, runs: list, gate_at: str = "") -> subprocess.Popen:
+    """``luisy run res.tasks:Slow`` in the background; ``gate_at``: the item that waits for the gate."""
+    done = tmp_path / name
+    done.mkdir()
+    env = {**os.environ, "DONE": str(done), "PROCESSES": "1", "LOG": str(tmp_path / "made.log"),
+           "GATE": str(tmp_path / "gate"), "GATE_AT": gate_at}
+    script = Path(sys.executable).with_name("luisy")
+    runs.append(subprocess.Popen([str(script), "run", "res.tasks:Slow"], cwd=project, env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    return runs[-1]
+
+
+def _wait_for_items(tmp_path: Path, name: str, count: int, run: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 60
+    while len(list((tmp_path / name).iterdir())) < count:
+        assert run.poll() is None and time.monotonic() < deadline, "the first run ended before the second began"
+        time.sleep(0.01)
+
+
+def _waiting_line(run: subprocess.Popen) -> str:
+    """The first line of the second run's standard error; the run must be waiting then."""
+    line = run.stderr.readline()
+    assert line.startswith("waiting for") or run.poll() is not None, line
+    return line
+
+
+def _made(tmp_path: Path) -> list[str]:
+    return [line.split()[0] for line in (tmp_path / "made.log").read_text().splitlines()]
+
+
+def test_a_second_run_waits_for_the_first_and_makes_nothing_again(project, tmp_path, runs):
+    first = _start(project, tmp_path, "first", runs, gate_at="n05")
+    _wait_for_items(tmp_path, "first", 5, first)  # the first run holds the output's writer lock
+    second = _start(project, tmp_path, "second", runs)
+    waiting = _waiting_line(second)
+    (tmp_path / "gate").touch()
+    out, err = second.communicate(timeout=120)
+    assert first.wait(timeout=120) == 0 and second.returncode == 0, out + err
+    assert waiting == f"waiting for Slow() (pid {first.pid} on {socket.gethostname()})\n", waiting + err
+    assert "waiting for" not in err, "said once"
+    assert sorted(_made(tmp_path)) == sorted(ALL), "every item made once, by the first run"
+    assert "0 processed" in out, out
+    assert _published(project) == {f"n{i:02d}": f"NOTE {i}" for i in range(ITEMS)}
+    assert [p.name for p in (project / "data" / "res" / "interim").iterdir()] == ["Slow"], "no lock file is left"
+
+
+def test_a_run_waiting_for_one_that_is_killed_takes_its_finished_items_over(project, tmp_path, runs):
+    first = _start(project, tmp_path, "first", runs, gate_at="n10")
+    _wait_for_items(tmp_path, "first", 10, first)  # n00-n09 checkpointed, n10 held at the gate
+    second = _start(project, tmp_path, "second", runs)
+    _waiting_line(second)
+    first.kill()  # its lock goes with it: nobody waits for ever
+    out, err = second.communicate(timeout=120)
+    assert second.returncode == 0, out + err
+    assert sorted(_made(tmp_path)) == sorted(ALL), "the killed run's ten items were taken over, not made again"
+    assert {p.name for p in (tmp_path / "second").iterdir()} == ALL - {f"n{i:02d}" for i in range(10)}
+    assert _published(project) == {f"n{i:02d}": f"NOTE {i}" for i in range(ITEMS)}
+
+
+def test_ctrl_c_ends_the_wait_and_leaves_the_first_run_alone(project, tmp_path, runs):
+    first = _start(project, tmp_path, "first", runs, gate_at="n05")
+    _wait_for_items(tmp_path, "first", 5, first)
+    second = _start(project, tmp_path, "second", runs)
+    _waiting_line(second)
+    second.send_signal(signal.SIGINT)
+    try:
+        second.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        second.kill()
+        pytest.fail("Ctrl-C did not end the wait")
+    assert second.returncode != 0
+    assert list((tmp_path / "second").iterdir()) == [], "the waiting run made nothing"
+    (tmp_path / "gate").touch()
+    assert first.wait(timeout=120) == 0
+    assert sorted(_made(tmp_path)) == sorted(ALL)
 
 
 def test_a_handed_over_staging_folder_is_not_taken_by_an_output_whose_name_it_ends_with(luisy_working_dir):

@@ -24,8 +24,10 @@ import fcntl
 import functools
 import itertools
 import json
+import logging
 import os
 import shutil
+import socket
 import stat
 import time
 import uuid
@@ -66,6 +68,10 @@ VERIFIED = ".luisy-verified.json"
 CHECKPOINT = ".luisy-checkpoint.json"
 #: What to do about a bad item file.
 REPAIR = "`luisy verify TASK --repair` drops bad items, so that the next run makes them again"
+#: Seconds between two looks at a writer lock another process holds.
+WAIT_POLL = 0.2
+
+logger = logging.getLogger("luisy")
 
 
 class DirectoryTarget(luigi.LocalTarget):
@@ -261,7 +267,7 @@ class LocalFolder:
     def staging(self, state: dict[str, Any]) -> LocalStaging:
         """A staging folder with the items an interrupted writer checkpointed for ``state``."""
         self._check_not_linked()
-        return LocalStaging(self.folder, state)
+        return LocalStaging(self.folder, state, self.owner)
 
     def _check_not_linked(self) -> None:
         """Refuse to write or delete in the folder if it is reached through a symbolic link."""
@@ -416,18 +422,25 @@ class LocalStaging:
     staging folder is ever published as such.
     """
 
-    def __init__(self, folder: Path, state: dict[str, Any] | None = None) -> None:
+    def __init__(self, folder: Path, state: dict[str, Any] | None = None, owner: str | None = None) -> None:
         """A new staging folder for ``folder``; with ``state`` (the writer's code fingerprint and
         parameters), holding the items the latest interrupted writer checkpointed for it."""
-        # The name carries this process's id: no other writer removes the folder while it runs.
-        self.path = temp_sibling(folder)
-        self.path.mkdir(parents=True)
-        self.resumed: dict[str, Item] = {}
-        self._kept = False
-        self._checkpointed = False
-        if state is not None:
-            self._take_over(folder, state)
-        remove_stale_temps(folder)
+        # Taken first: another run writing the output is waited for, and what it leaves (published
+        # or checkpointed items) is then taken over instead of being made a second time.
+        self._lock = WriterLock(folder, owner or os.fspath(folder))
+        try:
+            # The name carries this process's id: no other writer removes the folder while it runs.
+            self.path = temp_sibling(folder)
+            self.path.mkdir(parents=True)
+            self.resumed: dict[str, Item] = {}
+            self._kept = False
+            self._checkpointed = False
+            if state is not None:
+                self._take_over(folder, state)
+            remove_stale_temps(folder)
+        except BaseException:
+            self._lock.release()
+            raise
 
     def _take_over(self, folder: Path, state: dict[str, Any]) -> None:
         """Move in the items the latest interrupted writer of ``folder`` checkpointed for ``state``."""
@@ -448,7 +461,7 @@ class LocalStaging:
 
     def __getstate__(self) -> dict[str, Any]:
         # Another process only writes items into the folder; what was taken over stays here.
-        return {"path": self.path, "resumed": {}, "_kept": False}
+        return {"path": self.path, "resumed": {}, "_kept": False, "_lock": self._lock}
 
     def checkpoint(self, state: dict[str, Any], items: dict[str, Item]) -> None:
         """Record ``items`` (written into this folder since the last checkpoint) and ``state`` for
@@ -478,10 +491,13 @@ class LocalStaging:
         return Item(file=file, size=path.stat().st_size, checksum=file_digest(path))
 
     def discard(self) -> None:
-        if self._kept:  # for the next writer, also one in this process (a notebook's next run)
-            self.path = hand_over(self.path)
-        else:
-            shutil.rmtree(self.path, ignore_errors=True)
+        try:
+            if self._kept:  # for the next writer, also one in this process (a notebook's next run)
+                self.path = hand_over(self.path)
+            else:
+                shutil.rmtree(self.path, ignore_errors=True)
+        finally:
+            self._lock.release()  # last: a writer waiting for this one finds the folder handed over
 
 
 def latest_checkpoint(folder: Path) -> tuple[Path, dict[str, Any], dict[str, Item]] | None:
@@ -845,10 +861,10 @@ def check_item_name(owner: str, name: str) -> None:
             "start with .luisy or _luisy")
 
 
-def _lock_path(folder: Path) -> Path:
-    name = f".{folder.name}.luisy-lock"
+def _lock_path(folder: Path, kind: str = "lock") -> Path:
+    name = f".{folder.name}.luisy-{kind}"
     if len(name.encode()) > NAME_MAX:  # keep long folder names publishable
-        name = f".{digest(folder.name, size=8)}.luisy-lock"
+        name = f".{digest(folder.name, size=8)}.luisy-{kind}"
     return folder.with_name(name)
 
 
@@ -858,19 +874,92 @@ def _publish_lock(folder: Path) -> Iterator[TextIO]:
     written in it, so a finished run leaves no lock file; a writer that waited on the deleted
     file sees that and locks the new one."""
     path = _lock_path(folder)
+    with _locked(path, lambda lock: fcntl.flock(lock, fcntl.LOCK_EX)) as lock:
+        yield lock
+        _forget_if_empty(lock, path)
+
+
+def _locked(path: Path, lock_it: Callable[[TextIO], None]) -> TextIO:
+    """The lock file at ``path``, opened and locked by ``lock_it``; a file its holder deleted
+    meanwhile is given up and the one now at ``path`` locked instead."""
     while True:
         lock = _open_lock(path)
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            lock_it(lock)
+        except BaseException:
+            lock.close()
+            raise
         try:
             current = os.lstat(path).st_ino
         except FileNotFoundError:
             current = None
         if current == os.fstat(lock.fileno()).st_ino:
-            break
+            return lock
         lock.close()
-    with lock:
-        yield lock
-        _forget_if_empty(lock, path)
+
+
+# The writer locks this process holds (lock file → pid): a second writer of the same folder in
+# this process (beside one a notebook left open) cannot wait for itself, and goes ahead as before.
+_writing: dict[str, int] = {}
+
+
+class WriterLock:
+    """Held by a writer of a folder from before it takes over an interrupted writer's items until
+    it has published or given up (``.<folder>.luisy-writer`` beside it, naming the holder's pid
+    and host). Another writer waits for it, saying so once; Ctrl-C stops the wait. It is an
+    ``flock``: it goes away with its process, so a writer that died holds nobody up."""
+
+    def __init__(self, folder: Path, owner: str) -> None:
+        self.path = _lock_path(folder, "writer")
+        self.file: TextIO | None = None
+        if _writing.get(os.fspath(self.path)) == os.getpid():
+            return
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        self.file = _locked(self.path, _Waiter(owner))
+        self.file.write(f"{os.getpid()} {socket.gethostname()}\n")
+        self.file.flush()
+        _writing[os.fspath(self.path)] = os.getpid()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path, "file": None}  # held by this process only
+
+    def release(self) -> None:
+        """Give the lock up (again: nothing); its file goes, unless a waiter has it already."""
+        file, self.file = self.file, None
+        if file is None:
+            return
+        _writing.pop(os.fspath(self.path), None)
+        with file:
+            file.truncate(0)
+            _forget_if_empty(file, self.path)
+            # Explicitly: item processes forked meanwhile share the open file, and closing it here
+            # alone would leave it locked while they live.
+            fcntl.flock(file, fcntl.LOCK_UN)
+
+
+class _Waiter:
+    """Locks a writer lock; while another process holds it, says once whom it waits for."""
+
+    def __init__(self, owner: str) -> None:
+        self.owner = owner
+        self.said = False
+
+    def __call__(self, lock: TextIO) -> None:
+        since = time.monotonic()
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                pass
+            if not self.said:
+                holder = os.pread(lock.fileno(), 256, 0).decode("utf-8", "replace").split()
+                # A holder that has just taken the lock may not have written its name yet.
+                if len(holder) == 2 or time.monotonic() - since > 1:
+                    who = f"pid {holder[0]} on {holder[1]}" if len(holder) == 2 else "another process"
+                    logger.warning("waiting for %s (%s)", self.owner, who)
+                    self.said = True
+            time.sleep(WAIT_POLL)  # a sleep, not a blocking flock: Ctrl-C ends it at once
 
 
 def _forget_if_empty(lock: TextIO, path: Path) -> None:

@@ -260,10 +260,12 @@ class DirectoryTask(Task):
             raise LuisyError(f"{self!r}: on_error must be one of {ON_ERROR}, not {self.on_error!r}")
         items = self.input_items()
         self._check_names(items)
-        pending = self.pending(items)
         run = config.current()
         interval = run.checkpoint_seconds if self.checkpoint_seconds is None else self.checkpoint_seconds
-        with stop_on_signals(run.grace_seconds) as stop, self.output().writer(self) as writer:
+        # The writer first: it waits for another run writing the output, whose published or
+        # checkpointed items this one then keeps instead of making them again.
+        with self.output().writer(self) as writer, stop_on_signals(run.grace_seconds) as stop:
+            pending = self.pending(items)
             writer.inputs_digest = digest(items)
             writer.names_checked = True  # by _check_names above
             writer.keep(pending.keep)

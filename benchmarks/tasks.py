@@ -169,8 +169,8 @@ from {package}.tasks import Wide, Step
 root_task = Wide(size={size}) if {wide!r} else Step(n={size} - 1)
 def build():
     if {framework!r} == "luisy":
-        return luisy.build([root_task], workers=1, local_scheduler=True, log_level="WARNING",
-                           detailed_summary=True)
+        from luisy.execution import run
+        return run([root_task], workers=1, local_scheduler=True, log_level="WARNING").result
     return luigi.build([root_task], workers=1, local_scheduler=True, log_level="WARNING",
                        detailed_summary=True)
 def tasks_run(result):

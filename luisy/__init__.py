@@ -36,7 +36,7 @@ from luisy.decorators import (
     xlsx_output,
 )
 from luisy.errors import LuisyError
-from luisy.execution import build
+from luisy.execution import RunSummary, build
 from luisy.parameters import *  # noqa: F403 - luigi's parameter classes
 from luisy.parameters import __all__ as _parameter_names
 from luisy.tasks import ConcatenationTask, DirectoryTask, ExternalTask, Task, WrapperTask
@@ -50,7 +50,7 @@ __all__ = [
     "pickle_output", "csv_output", "parquet_output", "feather_output", "json_output",
     "xlsx_output", "hdf_output", "h5_output", "npy_output", "text_output",
     "parquetdir_output", "make_directory_output", "directory_input", "directory_output",
-    "build", "LuisyError",
+    "build", "RunSummary", "LuisyError",
     *_parameter_names,
 ]
 

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import luigi
-from luigi.execution_summary import LuigiRunResult, _summary_dict
+from luigi.execution_summary import LuigiRunResult
 from luigi.task import flatten
 
-from luisy import config, journal
+from luisy import config, journal, luigi_adapter
 from luisy.atomic import temps_listed_once
 from luisy.directory.target import DirectoryTarget
 from luisy.errors import LuisyError, SchedulerUnreachableError
@@ -44,13 +44,12 @@ def build(
     processes: int | None = None,
     retry_failed: bool | None = None,
     dask_scheduler: str | None = None,
-    detailed_summary: bool = False,
-    summary: bool = False,
     settled: Mapping[Any, Mapping[str, str]] | None = None,
     wait: bool = True,
     **options: Any,
-) -> bool | LuigiRunResult | RunSummary:
-    """Run ``tasks`` and everything they require (luisy 1.x's ``luisy.cli.build``).
+) -> bool:
+    """Run ``tasks`` and everything they require; whether luigi scheduled and ran all of it
+    (luigi's success flag, as ``luigi.build`` returns). :func:`run` returns a :class:`RunSummary`.
 
     ``scheduler_url`` selects luigi's central scheduler and wins over ``local_scheduler``; with
     ``local_scheduler=False`` and no URL, luigi's ``[core] default-scheduler-url`` is used. An
@@ -65,10 +64,29 @@ def build(
     after it was done (:data:`HELD_BACK`), saying so once, and then builds again; without it the
     build ends at once and the summary says why.
     Other keywords are luigi's ``[core]`` options (``log_level``, default ``"WARNING"`` as on the
-    command line; ``parallel_scheduling``...). Returns luigi's success flag, its
-    ``LuigiRunResult`` with ``detailed_summary=True``, or luisy's :class:`RunSummary` with
-    ``summary=True``.
+    command line; ``parallel_scheduling``...).
     """
+    return _execute(tasks, False, workers=workers, local_scheduler=local_scheduler, scheduler_url=scheduler_url,
+                    working_dir=working_dir, processes=processes, retry_failed=retry_failed,
+                    dask_scheduler=dask_scheduler, settled=settled, wait=wait, **options).scheduling_succeeded
+
+
+def run(tasks: luigi.Task | Iterable[luigi.Task], **options: Any) -> RunSummary:
+    """:func:`build` (with the same arguments), then what the run did in the terms a user cares
+    about: what ``luisy run`` prints. luigi's own result is :attr:`RunSummary.result`."""
+    return _execute(tasks, True, **options)
+
+
+def _execute(tasks: luigi.Task | Iterable[luigi.Task], summary: bool, *, workers: int = 1,
+             local_scheduler: bool = True, scheduler_url: str | None = None,
+             working_dir: str | os.PathLike[str] | None = None, processes: int | None = None,
+             retry_failed: bool | None = None, dask_scheduler: str | None = None,
+             settled: Mapping[Any, Mapping[str, str]] | None = None, wait: bool = True, **options: Any) -> Any:
+    """A build (see :func:`build`): luigi's result, or with ``summary`` the :class:`RunSummary`."""
+    for name in ("detailed_summary", "summary"):
+        if name in options:
+            raise TypeError(f"luisy.build() takes no {name}=: it returns luigi's success flag; "
+                            "luisy.run() returns a RunSummary, whose .result is luigi's LuigiRunResult")
     task_list = [tasks] if isinstance(tasks, luigi.Task) else list(tasks)
     options.setdefault("log_level", "WARNING")  # as quiet as the CLI; luigi's default is DEBUG
     with _run_settings(options, local_scheduler, scheduler_url, working_dir, processes, retry_failed,
@@ -78,10 +96,10 @@ def build(
         in_here = workers == 1 and options.get("local_scheduler") and not options.get("force_multiprocessing")
         with remembered() if in_here else nullcontext():
             result, ran = _build_until_handed_out(task_list, workers, options, wait)
-        finish_interrupted_publishes(result)
-        if summary:  # judged with the run's own settings (failed items settled for this run...)
-            return summarize(task_list, result, ran)
-    return result if detailed_summary else result.scheduling_succeeded
+            finish_interrupted_publishes(result)
+            # Judged with the run's own settings (failed items settled for this run...) and what
+            # the build remembered of the fingerprints.
+            return summarize(task_list, result, ran) if summary else result
 
 
 def _build_until_handed_out(tasks: list[luigi.Task], workers: int, options: dict[str, Any],
@@ -92,7 +110,7 @@ def _build_until_handed_out(tasks: list[luigi.Task], workers: int, options: dict
     said: set[tuple[str, str]] = set()
     while True:
         result = luigi.build(tasks, workers=workers, detailed_summary=True, **options)
-        sets = _summary_dict(result.worker)
+        sets = luigi_adapter.task_sets(result)
         ran |= sets["completed"]
         if not wait or options.get("local_scheduler") or sets["failed"] or sets["scheduling_error"] \
                 or sets["still_pending_ext"]:  # waiting would not change the outcome
@@ -110,28 +128,12 @@ def _build_until_handed_out(tasks: list[luigi.Task], workers: int, options: dict
 def _kept_back(result: LuigiRunResult) -> dict[str, str]:
     """The tasks a build on a central scheduler left to others or was not given, and why:
     ``being run by another worker: pid 1234 on host``, or :data:`HELD_BACK`."""
-    worker = result.worker
-    reasons: dict[str, str] = {}
-    last = next((r for r in reversed(worker._get_work_response_history) if r["task_id"] is None), None)
-    for running in last["running_tasks"] if last is not None else ():
-        task = worker._scheduled_tasks.get(running["task_id"])
-        if task is not None and running["worker"] != worker._id:
-            reasons[str(task)] = (f"being run by another worker: pid {running.get('pid', '?')} on "
-                                  f"{running.get('host', '?')}")
-    for task in sorted(_summary_dict(worker)["not_run"], key=str):  # pending, and no reason known
-        if _done_in_scheduler(worker, task):
+    reasons = {str(other.task): f"being run by another worker: pid {other.pid} on {other.host}"
+               for other in luigi_adapter.run_elsewhere(result)}
+    for task in sorted(luigi_adapter.task_sets(result)["not_run"], key=str):  # pending, and no reason known
+        if luigi_adapter.done_in_scheduler(result, task):
             reasons.setdefault(str(task), HELD_BACK)
     return reasons
-
-
-def _done_in_scheduler(worker: Any, task: luigi.Task) -> bool:
-    """Whether the scheduler has ``task`` as done, though it is not complete here."""
-    try:
-        done = worker._scheduler.task_list(status="DONE", upstream_status="", limit=False,
-                                           search=task.get_task_family())
-    except Exception:  # the scheduler is gone: nothing to wait for
-        return False
-    return task.task_id in done
 
 
 @contextmanager
@@ -166,7 +168,7 @@ def finish_interrupted_publishes(result: LuigiRunResult) -> None:
     Such an output is sound (its manifest was replaced), but the task does not run again to
     remove the files the interrupted publish left.
     """
-    sets = _summary_dict(result.worker)
+    sets = luigi_adapter.task_sets(result)
     for task in sets["already_done"] | sets["completed"]:
         for output in flatten(task.output()):
             if isinstance(output, DirectoryTarget):
@@ -194,6 +196,8 @@ class RunSummary:
     """What a run did, in the terms a user cares about."""
 
     tasks: list[luigi.Task]
+    #: luigi's own result of the build (its ``LuigiRunResult``).
+    result: LuigiRunResult | None = None
     #: Whether every requested task was complete when the run ended (failed items retried by the
     #: next run do not count against it).
     complete: bool = False
@@ -287,16 +291,11 @@ def _output_paths(tasks: Iterable[luigi.Task]) -> list[str]:
     return paths
 
 
-def run(tasks: luigi.Task | Iterable[luigi.Task], **options: Any) -> RunSummary:
-    """:func:`build` with ``summary=True``: a :class:`RunSummary` of the run."""
-    return build(tasks, summary=True, **options)
-
-
 def summarize(tasks: list[luigi.Task], result: LuigiRunResult, ran: Collection[luigi.Task] = ()) -> RunSummary:
     """Turn luigi's per-status task sets into a :class:`RunSummary`; ``ran``: tasks that earlier
     builds of the same run completed (a build that waited)."""
-    sets = _summary_dict(result.worker)
-    summary = RunSummary(tasks, complete=all(_is_complete(task) for task in tasks))
+    sets = luigi_adapter.task_sets(result)
+    summary = RunSummary(tasks, result, complete=all(_is_complete(task) for task in tasks))
     sets["completed"] = sets["completed"] | set(ran)
     summary.ran = sorted(map(str, sets["completed"]))
     summary.already_done = sorted(map(str, sets["already_done"] - sets["completed"]))
@@ -360,7 +359,7 @@ def _manifest_header(task: luigi.Task) -> Any:
 def _scheduler_error(result: LuigiRunResult, task: luigi.Task) -> tuple[str, str]:
     """The task's error line and traceback, as the scheduler recorded them."""
     try:
-        error = result.worker._scheduler.fetch_error(task.task_id).get("error") or ""
+        error = luigi_adapter.scheduler_error(result, task)
     except Exception:  # the scheduler may be gone; the summary still names the task
         return "(error text unavailable)", ""
     try:

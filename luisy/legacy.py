@@ -7,12 +7,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import luigi
-from luigi.execution_summary import _summary_dict
 
-from luisy import config
+from luisy import config, luigi_adapter
 from luisy.accept import update_fingerprints
-from luisy.execution import RunSummary, summarize
-from luisy.execution import build as build_tasks
+from luisy.execution import RunSummary
+from luisy.execution import run as run_tasks
 from luisy.graph import upstream_first
 from luisy.plan import report
 from luisy.unavailable import unavailable
@@ -64,6 +63,5 @@ def build(task: luigi.Task | None = None, workers: int = 1, local_scheduler: boo
         if settings.get("dry_run"):
             print("\n".join(report(task)))
             return Coordinator(task, {}, set(upstream_first(task)))
-        result = build_tasks([task], workers=workers, local_scheduler=local_scheduler, detailed_summary=True)
-        return Coordinator(task, _summary_dict(result.worker), set(upstream_first(task)),
-                           summarize([task], result))
+        summary = run_tasks([task], workers=workers, local_scheduler=local_scheduler)
+        return Coordinator(task, luigi_adapter.task_sets(summary.result), set(upstream_first(task)), summary)

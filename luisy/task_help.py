@@ -8,6 +8,8 @@ import inspect
 import luigi
 from luigi.parameter import ParameterVisibility
 
+from luisy import luigi_adapter
+
 __all__ = ["parameter_rows", "summary"]
 
 
@@ -36,9 +38,7 @@ def _kind(param: luigi.Parameter) -> str:
     """The type of value a parameter takes, as a metavar: ``INT``, ``DATE``, ``a|b``; none for a flag."""
     if isinstance(param, luigi.BoolParameter):
         return "" if param.parsing == luigi.BoolParameter.IMPLICIT_PARSING else "[true|false]"
-    choices = sorted(map(str, getattr(param, "_choices", None) or ()))  # luigi keeps a set: no order of its own
-    if isinstance(param, luigi.EnumParameter):
-        choices = [member.name for member in param._enum]
+    choices = luigi_adapter.choices(param)
     if choices:
         return "|".join(choices)
     name = type(param).__name__.removesuffix("Parameter").removeprefix("Optional")

@@ -15,9 +15,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 import luigi
-from luigi.execution_summary import LuigiRunResult, LuigiStatusCode, _summary_dict
+from luigi.execution_summary import LuigiRunResult, LuigiStatusCode
 
-from luisy import storage
+from luisy import luigi_adapter, storage
 from luisy.config import set_working_dir
 from luisy.directory.target import DirectoryTarget
 from luisy.fingerprint.task import accept, is_external
@@ -58,7 +58,7 @@ class LuisyTestCase(unittest.TestCase):
 
     def get_execution_summary(self, task: luigi.Task, existing_outputs: Outputs = None) -> dict[str, set]:
         """luigi's summary dict (``completed``, ``failed``, ``still_pending_ext``...) of a run."""
-        return _summary_dict(self._execute(task, existing_outputs).result.worker)
+        return luigi_adapter.task_sets(self._execute(task, existing_outputs).result)
 
     def assertSuccess(self, task: luigi.Task, existing_outputs: Outputs = None) -> None:  # noqa: N802
         """The run succeeds (tasks that failed and then succeeded on retry included)."""
@@ -135,7 +135,7 @@ def debug_run(tasks: luigi.Task | Iterable[luigi.Task], return_summary: bool = T
     Returns luigi's tasks by status (``result["completed"]``, ``result["already_done"]``,
     ``result["failed"]``...), or with ``return_summary=False`` luigi's ``LuigiRunResult``.
     """
-    from luisy.execution import build
+    from luisy.execution import run
 
-    result = build([tasks] if isinstance(tasks, luigi.Task) else list(tasks), detailed_summary=True)
-    return _summary_dict(result.worker) if return_summary else result
+    result = run([tasks] if isinstance(tasks, luigi.Task) else list(tasks)).result
+    return luigi_adapter.task_sets(result) if return_summary else result

@@ -285,8 +285,10 @@ def test_python_build_honours_its_arguments(project, luigid, monkeypatch):
     monkeypatch.setenv("SLOW_LOG", str(project / "slow.log"))
     from slow.tasks import AllParts
 
-    result = luisy.build([AllParts()], workers=2, scheduler_url=luigid, working_dir=project / "data",
-                         processes=2, detailed_summary=True, log_level="WARNING")
+    from luisy.execution import run
+
+    result = run([AllParts()], workers=2, scheduler_url=luigid, working_dir=project / "data",
+                 processes=2, log_level="WARNING").result
     assert result.scheduling_succeeded and result.worker.worker_processes == 2
     done = luigid_api(luigid, "task_list", status="DONE", upstream_status="", search="")
     assert {t["name"] for t in done.values()} >= {"AllParts", "Slow", "Inbox"}, "ran on the central scheduler"

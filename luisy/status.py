@@ -19,6 +19,7 @@ from luisy.graph import upstream_first
 from luisy.history import TaskRun, last_runs, when
 from luisy.paths import expected_at
 from luisy.plan import reasons
+from luisy.reasons import describe
 from luisy.targets import scan_once
 from luisy.texttable import cut, text_table
 
@@ -90,7 +91,7 @@ def _status(root: luigi.Task) -> list[TaskStatus]:
             state = "input" if all(o.exists() for o in outputs) else f"missing input (expected at {expected_at(task)})"
         else:
             why = reasons(task)
-            state = "current" if not why else why[0]
+            state = "current" if not why else describe(why[0])
         run = runs.get(task.task_id)
         last_run = when(run.started) if run is not None else last_run[:19].replace("T", " ")
         rows.append(TaskStatus(task, task.complete(), items, failed, last_run, state, bad, resumable, run))

@@ -203,7 +203,7 @@ def test_plan_json_and_the_command(tmp_path):
     raw.write_text("hello")
     _age(raw, 120)
     assert json.loads(run_luisy(["plan", "cf.tasks:Upper", "--json"], cwd=tmp_path).stdout)["steps"][0][
-        "reasons"] == ["no output"]
+        "reasons"] == [{"kind": "no_output", "text": "no output"}]
     assert run_luisy(["run", "cf.tasks:Upper"], cwd=tmp_path).returncode == 0
     _age(raw, 60)
     plan = run_luisy(["plan", "cf.tasks:Upper"], cwd=tmp_path)
@@ -215,4 +215,5 @@ def test_plan_json_and_the_command(tmp_path):
     raw.write_text("world")
     data = json.loads(run_luisy(["plan", "cf.tasks:Upper", "--json"], cwd=tmp_path).stdout)
     assert data["steps"] == [{"task": "Upper()", "task_id": data["steps"][0]["task_id"], "missing": False,
-                              "reasons": ["input data changed: Raw()"]}]
+                              "reasons": [{"kind": "input_data", "names": ["Raw()"],
+                                           "text": "input data changed: Raw()"}]}]

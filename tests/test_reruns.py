@@ -450,3 +450,44 @@ def test_a_manifest_that_recorded_insignificant_parameters_stays_complete(tmp_pa
     task.output().place.restamp(lambda manifest: dataclasses.replace(manifest, params={"note": "a"}))
     assert Manifest.read(task.output().folder).params == {"note": "a"}
     assert task.complete()
+
+
+def test_plan_json_gives_each_reason_as_data(dir_project):
+    assert _items_written(dir_project)[1] == "4"
+    pages = dir_project / "data" / "dd" / "raw" / "pages"
+    (pages / "p9.txt").write_text("new")
+    (pages / "p1.txt").write_text("changed")
+
+    def steps():
+        data = json.loads(run_luisy(["plan", "dd.tasks:Counted", "--json"], cwd=dir_project).stdout)
+        return {step["task"]: step["reasons"] for step in data["steps"]}
+
+    assert steps() == {"Counted()": [{"kind": "items", "counts": {"new": 1, "changed": 1, "removed": 0},
+                                      "text": "1 new, 1 changed, 0 removed items"}]}
+    _edit(dir_project, "dd/tasks.py", '{"chars": len(obj)}', '{"chars": len(obj), "v": 2}')
+    assert steps() == {"Counted()": [
+        {"kind": "code", "names": ["dd.tasks:Counted"], "text": "code changed: dd.tasks:Counted"},
+        {"kind": "every_item", "text": "every item is processed again"}]}
+
+
+def test_why_in_detail_agrees_with_complete_in_every_state(dir_project, monkeypatch):
+    monkeypatch.syspath_prepend(str(dir_project))
+    monkeypatch.chdir(dir_project)
+    from dd.tasks import Chain, Configured, Counted, Total
+
+    from luisy.plan import reasons
+
+    pages = dir_project / "data" / "dd" / "raw" / "pages"
+    states = [lambda: None,
+              lambda: run_luisy(["run", "dd.tasks:Chain"], cwd=dir_project),
+              lambda: (pages / "p7.txt").write_text("seven"),
+              lambda: (dir_project / "data" / "dd" / "raw" / "Settings.txt").write_text("other"),
+              lambda: run_luisy(["run", "dd.tasks:Chain"], cwd=dir_project)]
+    seen = set()
+    for change in states:
+        change()
+        for task in (Counted(), Total(), Configured(), Chain()):
+            complete = task.complete()
+            assert (not reasons(task)) == complete, (task, reasons(task))
+            seen.add(complete)
+    assert seen == {True, False}

@@ -30,6 +30,7 @@ from luisy.fingerprint import records
 from luisy.fingerprint.code import CodeFingerprint, code_fingerprint
 from luisy.fingerprint.content import mode_of
 from luisy.parameters import significant_params
+from luisy.reasons import Kind, Reason, changes, differing
 
 __all__ = ["TaskFingerprint", "current", "as_upstream", "record_success", "accept", "is_current",
            "is_external"]
@@ -183,8 +184,52 @@ def data_fingerprint(target: luigi.Target, content: bool = False) -> str:
 
 def is_current(task: luigi.Task) -> bool:
     """Whether the task's recorded fingerprint equals its fingerprint now."""
+    return not compare(task)
+
+
+def compare(task: luigi.Task, detail: bool = False) -> list[Reason]:
+    """Why the task's recorded fingerprint is not its fingerprint now (empty if it is): the first
+    reason found, or with ``detail`` each part that changed."""
     record = records.lookup(task)
-    return isinstance(record, dict) and record.get("fingerprint") == current(task).digest
+    if record is None:
+        return [Reason(Kind.NO_RECORD)]
+    if not isinstance(record, dict):
+        return [Reason(Kind.RECORDED_BY_1X)]
+    now = current(task)
+    if record.get("fingerprint") == now.digest:
+        return []
+    if not detail:
+        return [Reason(Kind.FINGERPRINT)]
+    found = code_reasons(record, task)
+    params = changes(record.get("params", {}), now.params)
+    if params:
+        found.append(Reason(Kind.PARAMETERS, changes=params))
+    changed = differing(record.get("upstream", {}), now.upstream)
+    required = {t.task_id: t for t in flatten(task.requires()) + recorded_dynamic(task)}
+    data = tuple(str(required[k]) for k in changed if k in required and is_external(required[k]))
+    other = tuple(str(required[k]) if k in required else k for k in changed
+                  if not (k in required and is_external(required[k])))
+    if data:
+        found.append(Reason(Kind.INPUT_DATA, data))
+    if other:
+        found.append(Reason(Kind.UPSTREAM, other))
+    return found or [Reason(Kind.FINGERPRINT)]
+
+
+def code_reasons(record: Any, task: luigi.Task) -> list[Reason]:
+    """Which definitions and library versions changed since ``record`` (none for a record that
+    is not luisy 2's)."""
+    if not isinstance(record, dict):
+        return []
+    code = code_fingerprint(type(task))
+    found = []
+    definitions = differing(record.get("code", {}), code.definitions)
+    if definitions:
+        found.append(Reason(Kind.CODE, tuple(definitions)))
+    versions = changes(record.get("versions", {}), code.versions)
+    if versions:
+        found.append(Reason(Kind.VERSIONS, changes=versions))
+    return found
 
 
 def accept(task: luigi.Task, provenance: dict[str, Any] | None = None) -> None:

@@ -19,6 +19,7 @@ from luisy.errors import NoOutputError, OutputMissingError
 from luisy.fingerprint import records
 from luisy.fingerprint import task as fingerprint
 from luisy.paths import output_dir, output_path, project_name_of, with_extension
+from luisy.reasons import Kind, Reason
 from luisy.spec import NamingRule, OutputSpec
 from luisy.tasks.related import related_instances
 from luisy.tasks.running import no_run, recording_run
@@ -224,9 +225,15 @@ class Task(_OutputMixin, luigi.Task):
     see docs/reruns.rst) equals the current one.
     """
 
+    def why(self, detail: bool = False) -> list[Reason]:
+        """Why the task would run (empty: it is complete): the first reason found, or with
+        ``detail`` every one (what ``luisy plan`` shows)."""
+        if not all(o.exists() for o in flatten(self.output())):
+            return [Reason(Kind.NO_OUTPUT)]
+        return fingerprint.compare(self, detail)
+
     def complete(self) -> bool:
-        outputs = flatten(self.output())
-        return all(o.exists() for o in outputs) and fingerprint.is_current(self)
+        return not self.why()
 
     def on_failure(self, exception: BaseException) -> str:
         """What luigi's scheduler records of a failed run: a luisy error's one line (with a

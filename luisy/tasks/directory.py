@@ -21,11 +21,13 @@ from luisy.directory.sources import SourceItem, SourceItems, digest, pairs
 from luisy.directory.target import DirectoryTarget, DirectoryWriter
 from luisy.errors import ItemError, ItemNameError, LuisyError, NoFolderInput, UnsafePathError
 from luisy.executors import ItemStatus, Outcome
+from luisy.fingerprint import records
 from luisy.fingerprint.code import code_fingerprint
-from luisy.fingerprint.task import as_upstream, is_external
+from luisy.fingerprint.task import as_upstream, code_reasons, is_external
 from luisy.interrupts import signal_name, signals_held_back, stop_after_publish, stop_on_signals
 from luisy.items import failure_line, first_failures
 from luisy.parameters import recorded_params, significant_params
+from luisy.reasons import Kind, Reason, changes
 from luisy.spec import OutputSpec
 from luisy.tasks.base import Task
 
@@ -146,27 +148,84 @@ class DirectoryTask(Task):
         return Pending(todo, keep, kept_failures, new=new, changed=len(rows) - new - retried,
                        removed=len(done) - seen, retried=retried)
 
-    def complete(self) -> bool:
+    def why(self, detail: bool = False) -> list[Reason]:
+        """Why the task would run (empty: it is complete): the first reason found, or with
+        ``detail`` every one, with item counts (what ``luisy plan`` shows; it reads the item lists)."""
+        first = self._first_reason()
+        if not detail or first is None:
+            return [] if first is None else [first]
+        return self._reasons_in_detail(first.kind) or [first]
+
+    def _first_reason(self) -> Reason | None:
         # Only the manifest's first line is read: it can list 100 000 items.
         header = self.output().current_header()
-        if header is None or not self._same_configuration(header):
-            return False
+        if header is None:
+            return Reason(Kind.NO_OUTPUT)
+        if not self._same_configuration(header):
+            return Reason(Kind.EVERY_ITEM)
         # Failed items are retried by the next run; within the run that recorded them (or with
         # retry_failed off) they do not hold back the tasks downstream.
         run = config.current()
         failed_settled = not run.retry_failed or (header.run != "" and header.run == run.id)
         if header.failed_count and not failed_settled:
-            return False
+            return Reason(Kind.RETRY, counts={"retried": header.failed_count})
         if not all(target.exists() for target in flatten(self.input())):
             # An external input that is missing is luigi's to report (nobody can make it); an
             # upstream task's output that went away is made again, and this one after it.
-            return all(is_external(task) or all(o.exists() for o in flatten(task.output()))
-                       for task in flatten(self.requires()))
+            lost = self._lost_upstream()
+            return Reason(Kind.UPSTREAM, lost) if lost else None
         if header.inputs_digest != self.current_inputs_digest():
-            return False
+            return Reason(Kind.INPUT_DATA, tuple(map(str, flatten(self.requires()))))
         # luigi does not look upstream of a complete task, so an upstream that will rerun must make
         # this one rerun too (an external folder's changes are seen through the digest above).
-        return all(task.complete() for task in flatten(self.requires()) if not is_external(task))
+        stale = tuple(str(task) for task in flatten(self.requires()) if not is_external(task) and not task.complete())
+        return Reason(Kind.UPSTREAM, stale) if stale else None
+
+    def _lost_upstream(self) -> tuple[str, ...]:
+        """The required tasks (not external) whose outputs are gone."""
+        return tuple(str(task) for task in flatten(self.requires())
+                     if not is_external(task) and not all(o.exists() for o in flatten(task.output())))
+
+    def _reasons_in_detail(self, first: Kind) -> list[Reason]:
+        """Every reason, given the first: a new configuration reprocesses everything; otherwise
+        the items to process (read from the item lists) and upstream tasks that will run."""
+        if first is Kind.NO_OUTPUT:
+            return [Reason(Kind.NO_OUTPUT), *self._resume_reasons()]
+        if first is Kind.EVERY_ITEM:
+            manifest = self.output().current_manifest()
+            if manifest is None:
+                return [Reason(Kind.NO_OUTPUT), *self._resume_reasons()]
+            found = []
+            if manifest.code_fingerprint != self.code_fingerprint():
+                found += code_reasons(records.lookup(self), self) or [Reason(Kind.CODE)]
+            params = changes(recorded_params(manifest.params, self), significant_params(self))
+            if params:
+                found.append(Reason(Kind.PARAMETERS, changes=params))
+            return [*found, Reason(Kind.EVERY_ITEM)]
+        found = []
+        # A missing input is luigi's to report; any other error listing the input is the user's to see.
+        if all(target.exists() for target in flatten(self.input())):
+            pending = self.pending()
+            if pending.new or pending.changed or pending.removed:
+                found.append(Reason(Kind.ITEMS, counts={"new": pending.new, "changed": pending.changed,
+                                                        "removed": pending.removed}))
+            found += self._resume_reasons(pending.todo)
+            if pending.retried:
+                found.append(Reason(Kind.RETRY, counts={"retried": pending.retried}))
+        stale = tuple(str(t) for t in flatten(self.requires()) if not is_external(t) and not t.complete())
+        if stale:
+            found.append(Reason(Kind.UPSTREAM, stale))
+        return found
+
+    def _resume_reasons(self, todo: Sequence[SourceItem] | None = None) -> list[Reason]:
+        """How many of the items to do an interrupted run already made."""
+        checkpointed = self.output().resumable(self)
+        if not checkpointed or not all(target.exists() for target in flatten(self.input())):
+            return []
+        todo = self.pending().todo if todo is None else todo
+        kept = sum(1 for name, fingerprint in pairs(todo)
+                   if name in checkpointed and checkpointed[name].source == fingerprint)
+        return [Reason(Kind.RESUME, counts={"kept": kept, "todo": len(todo)})] if kept else []
 
     def _same_configuration(self, manifest: Any) -> bool:
         return (recorded_params(manifest.params, self) == significant_params(self)

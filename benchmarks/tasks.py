@@ -169,8 +169,10 @@ from {package}.tasks import Wide, Step
 root_task = Wide(size={size}) if {wide!r} else Step(n={size} - 1)
 def build():
     if {framework!r} == "luisy":
-        from luisy.execution import run
-        return run([root_task], workers=1, local_scheduler=True, log_level="WARNING").result
+        # luisy.build's own work, without the summary luisy.execution.run adds for the CLI
+        # (luisy.build returns only luigi's flag; the count of tasks run needs luigi's result).
+        from luisy.execution import _execute
+        return _execute([root_task], False, workers=1, local_scheduler=True, log_level="WARNING")
     return luigi.build([root_task], workers=1, local_scheduler=True, log_level="WARNING",
                        detailed_summary=True)
 def tasks_run(result):

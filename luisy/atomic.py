@@ -198,7 +198,7 @@ def replace_own(path: str | os.PathLike[str], data: bytes) -> None:
             raise
 
 
-def defer(publish: Callable[[], None], discard: Callable[[], None] = lambda: None) -> None:
+def defer(publish: Callable[[], object], discard: Callable[[], object] = lambda: None) -> None:
     """Run ``publish`` now, or at the end of the enclosing :func:`staged` block (``discard`` on failure)."""
     task = config.context().task
     if task is None or task.pending is None:
@@ -251,7 +251,7 @@ def staged(then: Callable[[], None] = lambda: None) -> Iterator[None]:
         yield
         return
     task = config.context().task or config.TaskScope()
-    task.pending = pending = []
+    task.pending = pending = list[tuple[Callable[[], object], Callable[[], object]]]()
     try:
         with config.scope(task=task):
             yield

@@ -213,7 +213,7 @@ class TaskScope:
 
     #: ``(publish, discard)`` of each write held back until ``run()`` returns
     #: (:func:`luisy.atomic.staged`); ``None`` while writes are made at once.
-    pending: list[tuple[Callable[[], None], Callable[[], None]]] | None = None
+    pending: list[tuple[Callable[[], object], Callable[[], object]]] | None = None
     #: What the journal event that ends the task run adds (:func:`luisy.journal.note_items`).
     notes: dict[str, Any] | None = None
     #: A signal that asked to stop after the items were done (:func:`luisy.interrupts.stop_after_publish`).
@@ -337,7 +337,7 @@ class Config:
     @property
     def working_dir(self) -> str:
         """The resolved working directory."""
-        return self.get_param("working_dir")
+        return str(self.get_param("working_dir"))
 
 
 def activate_download() -> None:

@@ -20,7 +20,7 @@ from luisy.directory.inputs import TEMP_NAMES
 from luisy.errors import DecorationError, MissingExtraError, UnknownOptionError
 from luisy.spec import NamingRule, OutputSpec
 
-T = TypeVar("T", bound=type)
+T = TypeVar("T", bound="type[Any]")
 
 __all__ = [
     "raw", "interim", "final", "project_name", "auto_filename", "requires", "inherits",
@@ -91,7 +91,7 @@ def _belongs_elsewhere(key: str, decorator: str) -> str | None:
     if key in _directory_task_attributes(DirectoryTask):
         return "a class attribute of the DirectoryTask: write {key} = {value!r} in the class body of {cls}"
     for other in (directory_input, directory_output, auto_filename, parquetdir_output):
-        if other.__name__ != decorator and key in _signature_options(other.__wrapped__)[0]:
+        if other.__name__ != decorator and key in _signature_options(inspect.unwrap(other))[0]:
             return f"an option of @luisy.{other.__name__}"
     return None
 
@@ -177,7 +177,7 @@ class SoleRequirement(dict):
         return getattr(next(iter(self.values())), name)
 
 
-def requires(*tasks: type, as_dict: bool = False) -> Callable[[T], T]:
+def requires(*tasks: type[Any], as_dict: bool = False) -> Callable[[T], T]:
     """Inherit the parameters of ``tasks`` and require them.
 
     One task: ``requires()`` returns it; several: a list in the given order;
@@ -208,7 +208,7 @@ def requires(*tasks: type, as_dict: bool = False) -> Callable[[T], T]:
     return apply
 
 
-def _output(target_cls: type, name: str, doc: str) -> Callable[..., Any]:
+def _output(target_cls: type[Any], name: str, doc: str) -> Callable[..., Any]:
     def apply(cls: T, **options: Any) -> T:
         _require_luisy_task(cls, name)
         _check_format_options(cls, name, target_cls.file_format, options)

@@ -66,15 +66,18 @@ def build(
     Other keywords are luigi's ``[core]`` options (``log_level``, default ``"WARNING"`` as on the
     command line; ``parallel_scheduling``...).
     """
-    return _execute(tasks, False, workers=workers, local_scheduler=local_scheduler, scheduler_url=scheduler_url,
-                    working_dir=working_dir, processes=processes, retry_failed=retry_failed,
-                    dask_scheduler=dask_scheduler, settled=settled, wait=wait, **options).scheduling_succeeded
+    result: LuigiRunResult = _execute(
+        tasks, False, workers=workers, local_scheduler=local_scheduler, scheduler_url=scheduler_url,
+        working_dir=working_dir, processes=processes, retry_failed=retry_failed, dask_scheduler=dask_scheduler,
+        settled=settled, wait=wait, **options)
+    return bool(result.scheduling_succeeded)
 
 
 def run(tasks: luigi.Task | Iterable[luigi.Task], **options: Any) -> RunSummary:
     """:func:`build` (with the same arguments), then what the run did in the terms a user cares
     about: what ``luisy run`` prints. luigi's own result is :attr:`RunSummary.result`."""
-    return _execute(tasks, True, **options)
+    summary: RunSummary = _execute(tasks, True, **options)
+    return summary
 
 
 def _execute(tasks: luigi.Task | Iterable[luigi.Task], summary: bool, *, workers: int = 1,
@@ -197,7 +200,7 @@ class RunSummary:
 
     tasks: list[luigi.Task]
     #: luigi's own result of the build (its ``LuigiRunResult``).
-    result: LuigiRunResult | None = None
+    result: LuigiRunResult
     #: Whether every requested task was complete when the run ended (failed items retried by the
     #: next run do not count against it).
     complete: bool = False
@@ -334,7 +337,7 @@ def _note_failed_items(summary: RunSummary, task: luigi.Task) -> None:
 
 def _is_complete(task: luigi.Task) -> bool:
     try:
-        return task.complete()
+        return bool(task.complete())
     except Exception:  # reported among the failures (see _completeness_error)
         return False
 

@@ -331,13 +331,14 @@ class H5(Format):
 
     embeds = True
 
-    def _write_with(self, obj: Any, path: str, provenance: str, attrs: Mapping[str, Any] | None = None) -> None:
-        self._write(obj, path, {**(attrs or {}), PROVENANCE_KEY: provenance})
+    def _write_with(self, obj: Any, path: str, provenance: str, **options: Any) -> None:
+        self._write(obj, path, attrs={**(options.get("attrs") or {}), PROVENANCE_KEY: provenance})
 
-    def _write(self, obj: Any, path: str, attrs: Mapping[str, Any] | None = None) -> None:
+    def _write(self, obj: Any, path: str, **options: Any) -> None:
         h5py = require("h5py", self.extra, "h5 output")
+        attrs: Mapping[str, Any] = options.get("attrs") or {}
         with h5py.File(path, "w") as f:
-            for key, value in (attrs or {}).items():
+            for key, value in attrs.items():
                 f.attrs[key] = value if isinstance(value, _SCALARS) else str(value)
             if is_ndarray(obj):
                 f.attrs["luisy_type"] = "ndarray"

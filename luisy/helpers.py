@@ -9,7 +9,7 @@ from luisy.paths import get_string_repr
 __all__ = ["get_string_repr", "get_related_instances"]
 
 
-def get_related_instances(task_cls: type, regex_placeholder: str | None = None) -> list[Any]:
+def get_related_instances(task_cls: type[Any], regex_placeholder: str | None = None) -> list[Any]:
     """The instances of the luisy task class ``task_cls`` whose outputs exist on disk.
 
     Same as ``task_cls.get_related_instances(regex_placeholder)``: the parameter values are read

@@ -148,7 +148,7 @@ def _directory_output(task: luigi.Task) -> DirectoryTarget:
     return outputs[0]
 
 
-def _input_files(task: luigi.Task) -> dict[str, str]:
+def _input_files(task: Any) -> dict[str, str]:
     """Input item name → file, as the task lists its input now (nothing if it cannot)."""
     try:
         listed = task.input_items()

@@ -22,7 +22,8 @@ CHECKED = ("3.5", "3.6", "3.7", "3.8")
 def task_sets(result: LuigiRunResult) -> dict[str, set[luigi.Task]]:
     """The build's tasks by what became of them: ``completed``, ``already_done``, ``failed``,
     ``scheduling_error``, ``still_pending_ext``, ``upstream_failure``, ``not_run``..."""
-    return _summary_dict(result.worker)
+    sets: dict[str, set[luigi.Task]] = _summary_dict(result.worker)
+    return sets
 
 
 def scheduler_error(result: LuigiRunResult, task: luigi.Task) -> str:

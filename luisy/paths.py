@@ -91,7 +91,7 @@ def _renders_uniquely(value: Any, in_collection: bool = False) -> bool:
     return True  # numbers, dates, enums, None: str() tells values of one type apart
 
 
-def parse_file_name(task_cls: type, name: str, excl_params: Iterable[str] = (),
+def parse_file_name(task_cls: type[Any], name: str, excl_params: Iterable[str] = (),
                     value_pattern: str = ".*?") -> dict[str, Any] | None:
     """The parameters an :func:`auto_file_name` rendering ``name`` (without extension) stands for.
 
@@ -141,12 +141,12 @@ def _reads_as_scalar(text: str) -> bool:
     return True
 
 
-def significant_param_names(task_cls: type) -> list[str]:
+def significant_param_names(task_cls: type[Any]) -> list[str]:
     """Names of the parameters that identify a task (luigi's ``significant=True``)."""
     return [name for name, param in task_cls.get_params() if param.significant]
 
 
-def project_name_of(task_cls: type) -> str:
+def project_name_of(task_cls: type[Any]) -> str:
     """The ``project_name`` a class sets (``@luisy.project_name``), else the top-level package of its module.
 
     A task defined in ``__main__`` takes the script's file stem (``__main__`` in a notebook).
@@ -161,7 +161,7 @@ def project_name_of(task_cls: type) -> str:
     return module.split(".")[0]
 
 
-def _explicit_project_name(task_cls: type) -> Any:
+def _explicit_project_name(task_cls: type[Any]) -> Any:
     # Read the class dictionaries, not the attribute: luisy's tasks answer ``project_name`` through a
     # descriptor that calls this function.
     for klass in task_cls.__mro__:

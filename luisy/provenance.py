@@ -17,7 +17,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import luigi
 from luigi.task import flatten
@@ -198,7 +198,7 @@ def _mismatch(value: Any, shape: Any, where: str) -> tuple[str, Any, Any] | None
         elif isinstance(shape, list):
             inner = ((item, shape[0], f"{where}[{i}]") for i, item in enumerate(value))
         else:
-            inner = ((item, shape.values, f"{where}[{key!r}]") for key, item in value.items())
+            inner = ((item, shape.values, f"{where}[{key!r}]") for key, item in cast(dict, value).items())
         return next(filter(None, (_mismatch(*part) for part in inner)), None)
     return None if type(value) in (shape if isinstance(shape, tuple) else (shape,)) else (where, value, shape)
 

@@ -93,7 +93,7 @@ def describe(reason: Reason) -> str:
         return f"{kind.value}: " + ", ".join(f"{name} {before} → {now}" for name, before, now in reason.changes)
     if reason.names:
         return f"{kind.value}: " + ", ".join(reason.names)
-    return kind.value
+    return str(kind.value)
 
 
 def described(reasons: Iterable[Reason]) -> list[str]:

@@ -95,7 +95,7 @@ def own_folder(path: str | os.PathLike[str], depth: int = 1, create: bool = Fals
     folder) there is a :class:`~luisy.errors.BrokenFileError`, never followed. The folders above
     may be links (a working directory on another disk). ``create``: make what is missing.
     """
-    base, names = os.fspath(path), []
+    base, names = os.fspath(path), list[str]()
     for _ in range(depth):
         base, name = os.path.split(base)
         names.insert(0, name)

@@ -20,7 +20,7 @@ class OutputSpec:
     ``get_folder_name()``), not a file with an extension.
     """
 
-    target_cls: type
+    target_cls: type[Any]
     options: dict[str, Any] = field(default_factory=dict)
     folder: bool = False
     folder_name: str | None = None

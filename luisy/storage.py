@@ -166,9 +166,10 @@ class MemoryStorage:
 
     def read_bytes(self, path: str, limit: int) -> bytes:
         try:
-            return self.objects[path]
+            data: bytes = self.objects[path]
         except KeyError:
             raise FileNotFoundError(path) from None
+        return data
 
     def put_bytes(self, path: str, data: bytes) -> None:
         self._set(path, data)

@@ -85,7 +85,7 @@ class LuisyTestCase(unittest.TestCase):
                         for name, item in dict(obj).items():
                             writer.write(name, item)
                 else:
-                    memory.objects[_output_path(given)] = copy.deepcopy(obj)
+                    memory.objects[os.fspath(given.output().path)] = copy.deepcopy(obj)
                     if not is_external(given):
                         accept(given)  # its fingerprint is recorded, so it counts as complete
             # workers=1 runs every task in this thread, where the memory store is active.

@@ -116,8 +116,8 @@ def exception_line(text: str) -> str:
 
 def where(text: str) -> str:
     """The innermost frame of the user's code: ``file:line in function``; ``""`` if there is none."""
-    frames = [_FRAME.match(lines[0]) for file, lines in _blocks(text)
-              if file is not None and not file.startswith(_TRIMMED)]
+    frames = [match for file, lines in _blocks(text) if file is not None and not file.startswith(_TRIMMED)
+              for match in [_FRAME.match(lines[0])] if match is not None]
     if not frames:
         return ""
     frame = frames[-1]

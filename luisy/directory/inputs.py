@@ -6,7 +6,7 @@ import fnmatch
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from luisy.atomic import TMP_MARKER
 from luisy.digests import digest, stat_fingerprint
@@ -95,10 +95,12 @@ def source_items(folder: str, files: list[str], reader: Callable[[str], Any], ow
             files = [rel for rel, stat in stats if stat is not None]
             fingerprints = by_content([(rel, stat) for rel, stat in stats if stat is not None])
         else:  # a stat_result each would take 800 MB at a million files: only the strings are kept
-            fingerprints = [_size_mtime(rel, fd) for rel in files]
-            if None in fingerprints:
-                files = [rel for rel, fp in zip(files, fingerprints, strict=True) if fp is not None]
-                fingerprints = [fp for fp in fingerprints if fp is not None]
+            found = [_size_mtime(rel, fd) for rel in files]
+            if None in found:
+                files = [rel for rel, fp in zip(files, found, strict=True) if fp is not None]
+                fingerprints = [fp for fp in found if fp is not None]
+            else:
+                fingerprints = cast(list[str], found)
     finally:
         os.close(fd)
     names = [item_name(rel) for rel in files]

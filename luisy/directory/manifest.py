@@ -28,7 +28,7 @@ import re
 import socket
 import stat
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, NamedTuple
 
@@ -57,7 +57,7 @@ def items_digest(pairs: Iterable[tuple[str, str | None]]) -> str:
     return columns_digest(names, list(map(by_name.__getitem__, names)))
 
 
-def columns_digest(names: list[str], values: list[str | None]) -> str:
+def columns_digest(names: Sequence[str], values: Sequence[str | None]) -> str:
     """:func:`items_digest` of ``zip(names, values)``; no copy when the names are sorted already
     (a listing or a manifest usually is: a million names cost a dict and a sort otherwise)."""
     if not all(map(operator.lt, names, itertools.islice(names, 1, None))):
@@ -65,12 +65,12 @@ def columns_digest(names: list[str], values: list[str | None]) -> str:
     return text_digest(_joined(names, values))
 
 
-def _joined(names: list[str], values: list[str | None], step: int = 1 << 14) -> Iterator[str]:
+def _joined(names: Sequence[str], values: Sequence[str | None], step: int = 1 << 14) -> Iterator[str]:
     """``"\\0".join(name, value, name, value...)`` in pieces of ``step`` pairs."""
     for start in range(0, len(names), step):
         pairs = zip(names[start:start + step], values[start:start + step], strict=True)
         try:
-            text = "\0".join(itertools.chain.from_iterable(pairs))
+            text = "\0".join(itertools.chain.from_iterable(pairs))  # type: ignore[arg-type]  # None: see below
         except TypeError:  # a value that is not a str (None): the same text, built slower
             pairs = zip(names[start:start + step], values[start:start + step], strict=True)
             text = "\0".join(f"{name}\0{value}" for name, value in pairs)
@@ -106,6 +106,11 @@ class ItemTable(Mapping[str, Item]):
         self._digest = digest
 
     @classmethod
+    def _from_columns(cls, columns: list[list[Any]]) -> ItemTable:
+        names, files, sizes, checksums, sources = columns
+        return cls(names, files, sizes, checksums, sources)
+
+    @classmethod
     def of(cls, items: Mapping[str, Item]) -> ItemTable:
         """The table of ``items``, sorted by name."""
         if isinstance(items, ItemTable):
@@ -127,10 +132,10 @@ class ItemTable(Mapping[str, Item]):
         if any(name in keep for name in new):  # rare: a kept row is replaced too
             keep = keep.difference(new)
         mask = list(map(keep.__contains__, self.names))  # a C loop: a million rows on every rerun
-        kept = [list(itertools.compress(column, mask))
-                for column in (self.names, self.files, self.sizes, self.checksums, self.sources)]
+        kept: list[list[Any]] = [list(itertools.compress(column, mask))
+                                 for column in (self.names, self.files, self.sizes, self.checksums, self.sources)]
         if not new:  # the common incremental case: a subset of the current rows, in order
-            return ItemTable(*kept)
+            return ItemTable._from_columns(kept)
         if not kept[0]:
             return ItemTable.of(new)
         # Few new rows among many kept ones (a rerun): splice them in by bisection.
@@ -144,7 +149,7 @@ class ItemTable(Mapping[str, Item]):
             start = stop
         for column, kept_column in zip(out, kept, strict=True):
             column.extend(kept_column[start:])
-        return ItemTable(*out)
+        return ItemTable._from_columns(out)
 
     def digest(self) -> str:
         """:func:`items_digest` of ``(name, checksum)``."""
@@ -268,8 +273,9 @@ class Manifest:
             _check_body_bytes(header, text[end + 1:].encode("utf-8", "surrogateescape"), where)
         body = _json(text, where, start=end + 1)
         _check_body(body, header, where)
-        columns = (body.pop(column) for column in ("names", "files", "sizes", "checksums", "sources"))
-        items = ItemTable(*columns, digest=header["items_digest"])  # written with these columns
+        names, files, sizes, checksums, sources = (body.pop(column) for column in
+                                                   ("names", "files", "sizes", "checksums", "sources"))
+        items = ItemTable(names, files, sizes, checksums, sources, digest=header["items_digest"])  # as written
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in header.items() if k in known}, items=items, **body)
 
@@ -463,7 +469,7 @@ def _json(text: str, where: str, start: int = 0) -> Any:
     try:
         if not start:
             return json.loads(text)
-        found, end = _DECODER.raw_decode(text, _WHITESPACE.match(text, start).end())  # as json.loads
+        found, end = _DECODER.raw_decode(text, _skip_whitespace(text, start))  # as json.loads
         if text[end:].strip():
             raise json.JSONDecodeError("Extra data", text, end)
         return found
@@ -473,6 +479,12 @@ def _json(text: str, where: str, start: int = 0) -> Any:
 
 _DECODER = json.JSONDecoder()
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _skip_whitespace(text: str, start: int) -> int:
+    """Where the JSON value after ``start`` begins (the pattern matches the empty string too)."""
+    match = _WHITESPACE.match(text, start)
+    return match.end() if match is not None else start
 
 
 def _is_str(value: Any) -> bool:
@@ -558,13 +570,14 @@ def _check_body(body: Any, header: dict[str, Any], where: str) -> None:
     body.setdefault("retired", {})  # schema 2 had none
     body.setdefault("failed_details", {})  # nor had schema 3
     # The types each column may hold, checked by C loops: this runs for 100 000 items per read.
-    columns = {"names": {str}, "files": {str}, "sizes": {int}, "checksums": {str}, "sources": {str, type(None)}}
+    columns: dict[str, set[type]] = {"names": {str}, "files": {str}, "sizes": {int}, "checksums": {str},
+                                     "sources": {str, type(None)}}
     expected = set(columns) | {"failed", "failed_sources", "failed_details", "skipped", "retired"}
     if set(body) != expected:
         raise corrupt(f"its item lists are {sorted(body)}, expected {sorted(expected)}")
     for name, types in columns.items():
         column = body[name]
-        if type(column) is not list or len(column) != header["item_count"] or not set(map(type, column)) <= types:
+        if type(column) is not list or len(column) != header["item_count"] or not types.issuperset(map(type, column)):
             raise corrupt(f"item list {name!r} is not {header['item_count']} values of the right type")
     names, files = body["names"], body["files"]
     if body["sizes"] and min(body["sizes"]) < 0:

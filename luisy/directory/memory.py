@@ -53,7 +53,8 @@ class MemoryFolder:
         return [self.folder / file for file in files]
 
     def reader(self, read: Callable[[str], Any]) -> Callable[[str], Any]:
-        files = self._state().files  # the state read now, whatever is published later
+        state = self._state()
+        files = state.files if state is not None else {}  # the state read now, whatever is published later
         return lambda path: copy.deepcopy(files[os.path.relpath(path, self.key)])
 
     def restamp(self, change: Callable[[Manifest], Manifest]) -> None:

@@ -56,10 +56,11 @@ def remember(folder: str, scope: str, seen: Folders, items: SourceItems) -> None
     half-written)."""
     if not config.current().id or not seen or None in seen:
         return
+    known = [entry for entry in seen if entry is not None]
     recent = time.time_ns() - int(RACY_SECONDS * 1e9)
-    if any(mtime_ns > recent for _, _, mtime_ns in seen) or newest_mtime_ns(items.fingerprints) > recent:
+    if any(mtime_ns > recent for _, _, mtime_ns in known) or newest_mtime_ns(items.fingerprints) > recent:
         return
-    folders = [(os.path.abspath(where), inode, mtime_ns) for where, inode, mtime_ns in seen]  # any cwd
+    folders = [(os.path.abspath(where), inode, mtime_ns) for where, inode, mtime_ns in known]  # any cwd
     write_cache(_path(folder, scope), {"folders": folders, "digest": items.digest()})
 
 

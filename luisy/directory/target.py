@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import astuple, replace
 from pathlib import Path, PurePosixPath
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO, cast
 
 import luigi
 
@@ -139,7 +139,7 @@ class DirectoryTarget(luigi.LocalTarget):
             self._published()
         return manifest
 
-    def _published(self) -> None:
+    def _published(self) -> NoReturn:
         """Raise the error that says why the folder has no usable manifest."""
         self.place.manifest()  # a corrupt one raises ManifestError naming the file and the fault
         raise FileNotFoundError(f"{self.owner}: {self.folder} has no readable {MANIFEST_NAME}")
@@ -184,7 +184,7 @@ class DirectoryTarget(luigi.LocalTarget):
         """Record ``task``'s current parameters and code fingerprint in the manifest, items unchanged."""
         self.place.restamp(lambda manifest: replace(
             manifest, params=significant_params(task),
-            code_fingerprint=task.code_fingerprint()))
+            code_fingerprint=getattr(task, "code_fingerprint", lambda: None)()))
 
     def tidy(self) -> bool:
         """Remove what writers that are gone left (see :meth:`LocalFolder.tidy`)."""
@@ -232,7 +232,7 @@ class DirectoryTarget(luigi.LocalTarget):
 def _place(folder: Path, owner: str) -> LocalFolder | MemoryFolder:
     """The folder's place in the storage in force."""
     store = storage.active()
-    return LocalFolder(folder, owner) if store.holds_files else MemoryFolder(folder, owner, store)
+    return LocalFolder(folder, owner) if store.holds_files else MemoryFolder(folder, owner, cast(Any, store))
 
 
 class LocalFolder:
@@ -382,13 +382,13 @@ class LocalFolder:
             sweep, current = sweep or os.path.lexists(folder / MANIFEST_NAME), Manifest()
         inside = _Inside(folder, self.owner)
         taken = {*current.items.files, *current.retired}
-        moved, made = {}, set()
+        moved, made = dict[str, Item](), set[str]()
         for name, item in writer.new.items():
             file = item.file if item.file not in taken else _variant(item.file)
             taken.add(file)
             if "/" in file:
                 _make_dirs(folder, os.path.dirname(file), made)
-            os.replace(writer.staging.path / item.file, folder / file)
+            os.replace(cast(LocalStaging, writer.staging).path / item.file, folder / file)
             moved[name] = item._replace(file=file)
         items = current.items.merged(writer.kept, moved)
         listed = set(items.files) if current.items or current.retired else set()  # a first run replaces nothing

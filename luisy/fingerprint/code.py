@@ -31,7 +31,7 @@ import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 from luisy.bounded import BoundedCache
 from luisy.digests import digest
@@ -51,7 +51,10 @@ class CodeFingerprint:
     notes: tuple[str, ...] = ()
 
 
-def _strip_docstrings(tree: ast.AST) -> ast.AST:
+_Tree = TypeVar("_Tree", bound=ast.AST)
+
+
+def _strip_docstrings(tree: _Tree) -> _Tree:
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
         if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
@@ -174,7 +177,7 @@ def _base_name(node: ast.expr) -> str | None:
 
 def _nested_imports(nodes: list[ast.stmt], package: str) -> list[_Import]:
     """Imports inside functions and classes: what they bring in is used like a module-level import."""
-    found = []
+    found: list[_Import] = []
     for stmt in nodes:
         for node in ast.walk(stmt):
             if node is stmt:
@@ -260,8 +263,9 @@ class _Project:
         file = getattr(module, "__file__", None)
         depth = module.__name__.count(".") + (1 if hasattr(module, "__path__") else 0)
         root = Path(os.path.realpath(file)).parent if file else None
-        for _ in range(depth if root else 0):
-            root = root.parent
+        if root is not None:
+            for _ in range(depth):
+                root = root.parent
         self.root = str(root) + os.sep if root else None
 
     def owns(self, module_name: str) -> bool:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,7 +48,7 @@ class TaskFingerprint:
     params: dict[str, str] = field(default_factory=dict)
     upstream: dict[str, str] = field(default_factory=dict)  # task_id → fingerprint
 
-    def record(self, dynamic: list[luigi.Task] = ()) -> dict[str, Any]:
+    def record(self, dynamic: Sequence[luigi.Task] = ()) -> dict[str, Any]:
         """The ``.luisy.hash`` entry for this fingerprint."""
         return {
             "fingerprint": self.digest,
@@ -159,7 +159,7 @@ def _as_upstream(task: luigi.Task, memo: dict[str, str]) -> str:
     return current(task, memo).digest
 
 
-def _may_have_manifest(cls: type) -> bool:
+def _may_have_manifest(cls: type[Any]) -> bool:
     """Whether a task of ``cls`` may output a folder with a manifest. Known without making the
     output for luisy's own ``output()``: that is most of the cost of a deep upstream."""
     if not getattr(getattr(cls, "output", None), "__luisy_output__", False):

@@ -7,7 +7,7 @@ import logging
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import luigi
 from luigi.task import flatten
@@ -43,7 +43,13 @@ class _ClassLogger:
         return logging.getLogger(owner.__name__)
 
 
-class _OutputMixin:
+if TYPE_CHECKING:  # the mixin is always combined with a luigi task class
+    _LuigiTask = luigi.Task
+else:
+    _LuigiTask = object
+
+
+class _OutputMixin(_LuigiTask):
     """Path, target, read and write for a task; configured by decorators through class attributes."""
 
     project_name = _ProjectName()
@@ -51,6 +57,8 @@ class _OutputMixin:
     _luisy_layer: str | None = None
     _luisy_output: OutputSpec = OutputSpec(targets.PickleTarget)
     _luisy_naming: NamingRule = NamingRule()
+    #: The class's parameter list and the class shape it was made for (see :meth:`get_params`).
+    _luisy_params: ClassVar[tuple[Any, list[tuple[str, luigi.Parameter]]]]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -60,7 +68,7 @@ class _OutputMixin:
         if run is None and _runs_luigis_nothing(cls):
             run = no_run
         if run is not None and not getattr(run, "__luisy_staged__", False):
-            cls.run = recording_run(run)
+            cls.run = recording_run(run)  # type: ignore[method-assign]
 
     def _no_output_hint(self) -> str:
         """Why ``run()`` may have written no output, where luisy can tell (``": ..."``), else ``""``."""
@@ -78,7 +86,7 @@ class _OutputMixin:
         cached = cls.__dict__.get("_luisy_params")
         if cached is not None and cached[0] == _shape(cls):
             return list(cached[1])
-        params = super().get_params()  # type: ignore[misc]
+        params = super().get_params()
         cls._luisy_params = (None, params)  # set first: the shape counts this attribute too
         cls._luisy_params = (_shape(cls), params)
         return list(params)
@@ -123,7 +131,7 @@ class _OutputMixin:
                 return old
         return path
 
-    def output(self) -> luigi.Target:
+    def output(self) -> Any:  # the spec's target: a LuisyTarget, DirectoryTarget...
         # luigi and luisy ask for it many times per task: it is made once per working directory
         # and storage (luigi keeps one instance per task, also across builds in a notebook).
         # Not in memory (tests): a cached target would keep the test's storage alive.

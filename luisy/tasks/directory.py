@@ -282,9 +282,9 @@ class DirectoryTask(Task):
         if len(set(files)) < len(files):
             seen: dict[str, int] = {}
             for row, file in enumerate(files):
-                first = seen.setdefault(file, row)
-                if first != row:
-                    raise ItemNameError(f"{self!r}: input files {items[first].path} and {items[row].path} would "
+                earlier = seen.setdefault(file, row)
+                if earlier != row:
+                    raise ItemNameError(f"{self!r}: input files {items[earlier].path} and {items[row].path} would "
                                         f"both be written to {file!r}; rename one or narrow the pattern")
 
     def _resume(self, writer: DirectoryWriter, todo: Sequence[SourceItem]) -> Sequence[SourceItem]:

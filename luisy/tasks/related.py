@@ -29,7 +29,7 @@ _SLOT = re.compile(f"{_MARK}(\\d+){_MARK}")
 _DEFAULT_VALUE = "[^/]*?"
 
 
-def related_instances(task_cls: type, regex_placeholder: str | None = None) -> list[Any]:
+def related_instances(task_cls: type[Any], regex_placeholder: str | None = None) -> list[Any]:
     """Instances of ``task_cls`` whose outputs exist, sorted by output path.
 
     ``regex_placeholder`` is a regular expression every parameter value in the path must match
@@ -57,7 +57,7 @@ def related_instances(task_cls: type, regex_placeholder: str | None = None) -> l
             if instance is not None and _names(instance, path)]
 
 
-def _stand_in(task_cls: type, values: dict[str, str]) -> Any:
+def _stand_in(task_cls: type[Any], values: dict[str, str]) -> Any:
     # luigi's constructor would normalise the placeholders (a DateParameter rejects them, a
     # BoolParameter turns them into None) and cache the instance, so the stand-in skips it.
     task = object.__new__(task_cls)
@@ -67,7 +67,7 @@ def _stand_in(task_cls: type, values: dict[str, str]) -> Any:
     return task
 
 
-def _check_required_in_path(task_cls: type, path: str) -> None:
+def _check_required_in_path(task_cls: type[Any], path: str) -> None:
     family = task_cls.get_task_family()
     absent = [name for i, (name, param) in enumerate(task_cls.get_params())
               if f"{_MARK}{i}{_MARK}" not in path and not param.has_task_value(family, name)]
@@ -78,7 +78,7 @@ def _check_required_in_path(task_cls: type, path: str) -> None:
         )
 
 
-def _by_auto_name(task_cls: type, pattern_path: Path, value: str) -> Iterator[tuple[Path, Any]]:
+def _by_auto_name(task_cls: type[Any], pattern_path: Path, value: str) -> Iterator[tuple[Path, Any]]:
     """Candidates in the one folder of an ``auto_filename`` output, parsed by name."""
     folder, ext = pattern_path.parent, task_cls._luisy_output.ext
     for path in _entries(folder, 1, task_cls._luisy_output.folder):
@@ -90,7 +90,7 @@ def _by_auto_name(task_cls: type, pattern_path: Path, value: str) -> Iterator[tu
             yield path, _built(task_cls, kwargs)
 
 
-def _by_pattern(task_cls: type, pattern_path: Path, value: str) -> Iterator[tuple[Path, Any]]:
+def _by_pattern(task_cls: type[Any], pattern_path: Path, value: str) -> Iterator[tuple[Path, Any]]:
     """Candidates below the deepest folder free of placeholders, matched against the whole pattern."""
     parts = pattern_path.parts
     fixed = next(i for i, part in enumerate(parts) if _MARK in part or i == len(parts) - 1)
@@ -139,7 +139,7 @@ def _entries(base: Path, depth: int, folders: bool) -> Iterator[Path]:
             dirnames.clear()
 
 
-def _built(task_cls: type, kwargs: dict[str, Any]) -> Any:
+def _built(task_cls: type[Any], kwargs: dict[str, Any]) -> Any:
     try:
         return task_cls(**kwargs)
     except Exception:  # a file that merely looks like ours (a value the parameter rejects)

@@ -40,7 +40,7 @@ def recording_run(run: Callable[..., Any]) -> Callable[..., Any]:
                 result = yield from _collect(run(self, *args, **kwargs), dynamic)
             return result
 
-        run_generator.__luisy_staged__ = True
+        run_generator.__luisy_staged__ = True  # type: ignore[attr-defined]
         return run_generator
 
     @functools.wraps(run)
@@ -53,7 +53,7 @@ def recording_run(run: Callable[..., Any]) -> Callable[..., Any]:
             result = run(self, *args, **kwargs)
         return result
 
-    run_staged.__luisy_staged__ = True
+    run_staged.__luisy_staged__ = True  # type: ignore[attr-defined]
     return run_staged
 
 
@@ -76,14 +76,14 @@ def check_written(task: luigi.Task) -> None:
     missing = [str(getattr(o, "path", o)) for o in flatten(task.output()) if not o.exists()]
     if missing:
         raise OutputNotWrittenError(f"{task}.run() finished without writing its output ({', '.join(missing)})"
-                                    + task._no_output_hint())
+                                    + getattr(task, "_no_output_hint", str)())
 
 
 def no_run(self: luigi.Task) -> None:
     """The ``run()`` of a luisy task that defines none: it writes nothing, so the task fails, saying so."""
 
 
-no_run.__luisy_default__ = True
+no_run.__luisy_default__ = True  # type: ignore[attr-defined]
 
 
 @contextmanager

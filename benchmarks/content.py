@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from luisy import config  # noqa: E402
+from luisy import cachefiles, config  # noqa: E402
 from luisy.digests import file_digest  # noqa: E402
 from luisy.directory.inputs import list_files, source_items  # noqa: E402
 from luisy.fingerprint import content  # noqa: E402
@@ -87,7 +87,7 @@ def folder(root: Path, files: int, kb: int) -> None:
         source_items(str(data), listed, str, by_content=lambda f: content.digests(str(data), f, "*"))
 
     def cold() -> None:
-        shutil.rmtree(root / "working" / content.CACHE_DIR, ignore_errors=True)
+        shutil.rmtree(root / "working" / cachefiles.CACHE_DIR, ignore_errors=True)
         by_content()
 
     run = config.Run.resolve(working_dir=root / "working", new_id=True)  # a run writes the cache

@@ -56,7 +56,7 @@ import luigi
 import numpy as np
 
 import luisy
-from luisy.fingerprint.content import RACY_SECONDS
+from luisy.cachefiles import RACY_SECONDS
 
 HERE = Path(__file__).resolve().parent
 

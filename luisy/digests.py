@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import operator
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from typing import BinaryIO
 
 from luisy.regular_files import open_regular
@@ -57,3 +58,30 @@ def stream_digest(f: BinaryIO) -> str:
     for block in iter(lambda: f.read(1 << 20), b""):
         h.update(block)
     return h.hexdigest()
+
+
+def items_digest(pairs: Iterable[tuple[str, str | None]]) -> str:
+    """A digest of ``(name, fingerprint)`` pairs with unique names, independent of their order."""
+    by_name = dict(pairs)
+    names = sorted(by_name)  # sorting str, not tuples: twice as fast
+    return columns_digest(names, list(map(by_name.__getitem__, names)))
+
+
+def columns_digest(names: Sequence[str], values: Sequence[str | None]) -> str:
+    """:func:`items_digest` of ``zip(names, values)``; no copy when the names are sorted already
+    (a listing or a manifest usually is: a million names cost a dict and a sort otherwise)."""
+    if not all(map(operator.lt, names, itertools.islice(names, 1, None))):
+        return items_digest(zip(names, values, strict=True))
+    return text_digest(_joined(names, values))
+
+
+def _joined(names: Sequence[str], values: Sequence[str | None], step: int = 1 << 14) -> Iterator[str]:
+    """``"\\0".join(name, value, name, value...)`` in pieces of ``step`` pairs."""
+    for start in range(0, len(names), step):
+        pairs = zip(names[start:start + step], values[start:start + step], strict=True)
+        try:
+            text = "\0".join(itertools.chain.from_iterable(pairs))  # type: ignore[arg-type]  # None: see below
+        except TypeError:  # a value that is not a str (None): the same text, built slower
+            pairs = zip(names[start:start + step], values[start:start + step], strict=True)
+            text = "\0".join(f"{name}\0{value}" for name, value in pairs)
+        yield "\0" + text if start else text

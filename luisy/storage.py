@@ -24,11 +24,12 @@ from typing import Any, Protocol
 from luisy import config
 from luisy.atomic import TMP_MARKER, atomic_dir, atomic_file, defer, replace_own
 from luisy.digests import bytes_digest, digest, stat_fingerprint
-from luisy.directory.sources import SourceItem
-from luisy.fingerprint.content import digests as content_digests
 from luisy.regular_files import read_own
+from luisy.sources import SourceItem
 
 Reader = Callable[[str], Any]
+#: ``(folder, [(relative path, stat)], scope)`` → the content digest of each file.
+ContentDigests = Callable[[str, Sequence[tuple[str, os.stat_result]], str], list[str]]
 Writer = Callable[[Any, Path], None]
 
 
@@ -53,10 +54,10 @@ class Storage(Protocol):
     def token(self, path: str) -> Hashable | None:
         """A value that changes whenever what is at ``path`` is replaced; ``None`` if nothing is there."""
 
-    def fingerprint(self, path: str, content: bool = False) -> str | None:
+    def fingerprint(self, path: str, by_content: ContentDigests | None = None) -> str | None:
         """A fingerprint of the data at ``path`` (an input): by size and modification time of each
-        file, or with ``content`` by checksum (cached, see :mod:`luisy.fingerprint.content`);
-        ``None`` if nothing is there."""
+        file, or by the digests ``by_content`` gives (``luisy.fingerprint.content.digests``, which
+        caches them); ``None`` if nothing is there."""
 
     def read_bytes(self, path: str, limit: int) -> bytes:
         """The bytes at ``path`` (``FileNotFoundError`` if none); where files are stored, one of
@@ -95,11 +96,11 @@ class LocalStorage:
             return None
         return stat.st_ino, stat.st_size, stat.st_mtime_ns
 
-    def fingerprint(self, path: str, content: bool = False) -> str | None:
+    def fingerprint(self, path: str, by_content: ContentDigests | None = None) -> str | None:
         if os.path.isfile(path):
             folder, name = os.path.split(path)
             stat = os.stat(path)
-            return content_digests(folder, [(name, stat)], name)[0] if content else stat_fingerprint(stat)
+            return by_content(folder, [(name, stat)], name)[0] if by_content else stat_fingerprint(stat)
         if not os.path.isdir(path):
             return None
         files = []
@@ -109,7 +110,7 @@ class LocalStorage:
                 if TMP_MARKER not in name:
                     file = os.path.join(root, name)
                     files.append((Path(os.path.relpath(file, path)).as_posix(), os.stat(file)))
-        found = content_digests(path, files, "**") if content else [stat_fingerprint(s) for _, s in files]
+        found = by_content(path, files, "**") if by_content else [stat_fingerprint(s) for _, s in files]
         return digest(*(f"{rel}:{value}" for (rel, _), value in zip(files, found, strict=True)))
 
     def read_bytes(self, path: str, limit: int) -> bytes:
@@ -161,7 +162,7 @@ class MemoryStorage:
     def token(self, path: str) -> Hashable | None:
         return self._versions.get(path) if path in self.objects else None
 
-    def fingerprint(self, path: str, content: bool = False) -> str | None:
+    def fingerprint(self, path: str, by_content: ContentDigests | None = None) -> str | None:
         return bytes_digest(pickle.dumps(self.objects[path])) if path in self.objects else None
 
     def read_bytes(self, path: str, limit: int) -> bytes:

@@ -20,11 +20,11 @@ import luigi
 from luisy import config, formats, storage
 from luisy.directory import snapshot
 from luisy.directory.inputs import folder_items, hold_back, list_files, source_items
-from luisy.directory.sources import SourceItem, SourceItems, digest
 from luisy.errors import FileReadError
 from luisy.fingerprint.content import digests as content_digests
 from luisy.fingerprint.content import mode_of
 from luisy.regular_files import open_regular
+from luisy.sources import SourceItem, SourceItems, digest
 
 
 @contextmanager

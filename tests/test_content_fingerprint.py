@@ -11,7 +11,7 @@ import pytest
 from conftest import run_luisy, write_project
 
 import luisy
-from luisy import config
+from luisy import cachefiles, config
 from luisy.errors import LuisyError
 from luisy.fingerprint import content
 from luisy.plan import report
@@ -141,7 +141,7 @@ def test_unchanged_files_are_not_read_again(inputs, luisy_working_dir, by_conten
     _age(inputs[0] / "p1.txt", 30)
     assert Counted().complete()
     assert read == ["p1.txt"], "only the touched file is read"
-    cache = list((luisy_working_dir / content.CACHE_DIR).glob("pages.*.json"))
+    cache = list((luisy_working_dir / cachefiles.CACHE_DIR).glob("pages.*.json"))
     assert len(cache) == 1 and set(json.loads(cache[0].read_text())["files"]) == {"p0.txt", "p1.txt", "p2.txt"}
 
 
@@ -154,7 +154,7 @@ def test_default_is_size_and_mtime(inputs, luisy_working_dir):
     assert "0 new, 1 changed, 0 removed items" in report(Counted())[1]
     _run([Counted(), Parsed()], luisy_working_dir)
     assert sorted(PROCESSED) == ["Parsed", "p1"]
-    assert not (luisy_working_dir / content.CACHE_DIR).exists()
+    assert not (luisy_working_dir / cachefiles.CACHE_DIR).exists()
 
 
 def test_a_task_chooses_content_for_itself(inputs, luisy_working_dir):

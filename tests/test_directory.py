@@ -355,7 +355,7 @@ def test_a_file_moved_away_while_the_folder_is_listed_is_left_out(tmp_path, by_c
 def test_item_paths_are_joined_when_asked_for(tmp_path):
     import pickle
 
-    from luisy.directory.sources import Joined, SourceItems
+    from luisy.sources import Joined, SourceItems
 
     paths = Joined(str(tmp_path), ["a.txt", "sub/b.txt", "c.txt"])
     assert list(paths) == [str(tmp_path / "a.txt"), str(tmp_path / "sub" / "b.txt"), str(tmp_path / "c.txt")]

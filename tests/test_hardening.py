@@ -407,7 +407,7 @@ def test_two_inputs_that_would_share_an_item_file_give_one_clear_error(inputs):
 
 
 def test_an_input_items_of_its_own_giving_one_name_twice_is_one_clear_error(inputs):
-    from luisy.directory.sources import SourceItem
+    from luisy.sources import SourceItem
 
     class Twice(Scaled):
         def input_items(self):

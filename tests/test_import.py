@@ -37,3 +37,54 @@ def test_1x_module_paths():
             "from luisy.targets import LocalTarget, LuisyTarget;"
             "import luisy; assert luisy.cli.build is not luisy.build  # 1.x's signature and result")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _imports_between_units() -> dict[str, set[str]]:
+    """Which parts of the package (a top-level module, or a sub-package with everything in it)
+    import which others, counting every import statement: deferred ones inside functions and
+    those only for type checking included."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "luisy"
+    modules = {".".join(("luisy", *p.relative_to(root).with_suffix("").parts)).removesuffix(".__init__"): p
+               for p in root.rglob("*.py")}
+
+    def unit(module: str) -> str:
+        return ".".join(module.split(".")[:2])
+
+    edges: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join([*parts, base] if base else parts)
+                targets = [base, *(f"{base}.{alias.name}" for alias in node.names)]
+            else:
+                continue
+            for target in targets:
+                if target in modules and target.startswith("luisy.") and unit(target) != unit(name) != "luisy":
+                    edges.setdefault(unit(name), set()).add(unit(target))
+    return edges
+
+
+def test_no_two_parts_of_the_package_import_each_other():
+    edges = _imports_between_units()
+    cycles = []
+
+    def visit(unit: str, path: list[str]) -> None:
+        for nxt in sorted(edges.get(unit, ())):
+            if nxt in path:
+                cycles.append(path[path.index(nxt):] + [nxt])
+            elif len(path) < 12:
+                visit(nxt, [*path, nxt])
+
+    for start in sorted(edges):
+        visit(start, [start])
+    assert not cycles, "import cycles: " + "; ".join(" → ".join(c) for c in cycles[:5])
+    assert "luisy.directory" in edges.get("luisy.fingerprint", set()), "the walk sees imports at all"

@@ -7,10 +7,10 @@ import random
 
 import pytest
 
-from luisy.digests import text_digest
-from luisy.directory.manifest import Item, ItemTable, Manifest, items_digest
-from luisy.directory.sources import SourceItems, digest
+from luisy.digests import items_digest, text_digest
+from luisy.directory.manifest import Item, ItemTable, Manifest
 from luisy.errors import ManifestError
+from luisy.sources import SourceItems, digest
 
 
 def _random_items(rng: random.Random, count: int, prefix: str) -> dict[str, Item]:

@@ -8,8 +8,7 @@ import time
 import pytest
 
 import luisy
-from luisy import config, targets
-from luisy.fingerprint import content
+from luisy import cachefiles, config, targets
 from luisy.plan import report
 from luisy.status import status
 
@@ -60,7 +59,7 @@ def _build(root):
 
 
 def _snapshots(root):
-    return list((root / content.CACHE_DIR).glob("frames.*.listing.json"))
+    return list((root / cachefiles.CACHE_DIR).glob("frames.*.listing.json"))
 
 
 def test_an_unchanged_folder_is_not_listed_again(frames, luisy_working_dir, monkeypatch):

@@ -11,8 +11,8 @@ from typing import Any, cast
 from luisy.atomic import TMP_MARKER
 from luisy.digests import digest, stat_fingerprint
 from luisy.directory.snapshot import Folders
-from luisy.directory.sources import Joined, SourceItems
 from luisy.errors import FileReadError
+from luisy.sources import Joined, SourceItems
 
 #: Names writers give files while they are still being written, and hidden files: never input items.
 TEMP_NAMES = ("*.part", "*.tmp", "*.crdownload", ".*")
@@ -174,7 +174,7 @@ def _folder_parts(path: str, ignored: Callable[[str], Any], owner: str) -> list[
 
 def hold_back(items: SourceItems, settled: Mapping[str, str]) -> SourceItems:
     """The items whose fingerprint is the one in ``settled`` (name → fingerprint); the names of the
-    others become the result's :attr:`~luisy.directory.sources.SourceItems.held_back`."""
+    others become the result's :attr:`~luisy.sources.SourceItems.held_back`."""
     rows, held = [], []
     for row, (name, fingerprint) in enumerate(zip(items.names, items.fingerprints, strict=True)):
         if settled.get(name) == fingerprint:

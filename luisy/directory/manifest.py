@@ -28,12 +28,12 @@ import re
 import socket
 import stat
 import sys
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, NamedTuple
 
 from luisy.bounded import BoundedCache
-from luisy.digests import bytes_digest, stream_digest, text_digest
+from luisy.digests import bytes_digest, columns_digest, items_digest, stream_digest, text_digest
 from luisy.errors import BrokenFileError, ManifestError
 from luisy.regular_files import kind, open_regular
 
@@ -48,33 +48,6 @@ FAILURE_DETAILS = ("input", "traceback")
 HEADER_MAX_BYTES = 1 << 22
 #: Files that item files may not be named like: luisy's own, in the folder and beside it.
 RESERVED_PREFIXES = (".luisy", "_luisy")
-
-
-def items_digest(pairs: Iterable[tuple[str, str | None]]) -> str:
-    """A digest of ``(name, fingerprint)`` pairs with unique names, independent of their order."""
-    by_name = dict(pairs)
-    names = sorted(by_name)  # sorting str, not tuples: twice as fast
-    return columns_digest(names, list(map(by_name.__getitem__, names)))
-
-
-def columns_digest(names: Sequence[str], values: Sequence[str | None]) -> str:
-    """:func:`items_digest` of ``zip(names, values)``; no copy when the names are sorted already
-    (a listing or a manifest usually is: a million names cost a dict and a sort otherwise)."""
-    if not all(map(operator.lt, names, itertools.islice(names, 1, None))):
-        return items_digest(zip(names, values, strict=True))
-    return text_digest(_joined(names, values))
-
-
-def _joined(names: Sequence[str], values: Sequence[str | None], step: int = 1 << 14) -> Iterator[str]:
-    """``"\\0".join(name, value, name, value...)`` in pieces of ``step`` pairs."""
-    for start in range(0, len(names), step):
-        pairs = zip(names[start:start + step], values[start:start + step], strict=True)
-        try:
-            text = "\0".join(itertools.chain.from_iterable(pairs))  # type: ignore[arg-type]  # None: see below
-        except TypeError:  # a value that is not a str (None): the same text, built slower
-            pairs = zip(names[start:start + step], values[start:start + step], strict=True)
-            text = "\0".join(f"{name}\0{value}" for name, value in pairs)
-        yield "\0" + text if start else text
 
 
 class Item(NamedTuple):

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from luisy import config
-from luisy.directory.sources import SourceItem
 from luisy.directory.target import DirectoryWriter
 from luisy.errors import LuisyError
 from luisy.executors import Executor, ItemStatus, Outcome, executor_for
+from luisy.sources import SourceItem
 from luisy.tracebacks import format_traceback
 
 if TYPE_CHECKING:

@@ -22,9 +22,9 @@ import os
 import time
 
 from luisy import config
+from luisy.cachefiles import RACY_SECONDS, cache_path, read_cache, write_cache
 from luisy.digests import newest_mtime_ns
-from luisy.directory.sources import SourceItems
-from luisy.fingerprint.content import RACY_SECONDS, cache_path, read_cache, write_cache
+from luisy.sources import SourceItems
 
 #: ``(folder path, inode, modification time in ns)`` of each folder a listing went through; ``None``
 #: for a file reached through a symbolic link, whose folder is not among them (its target can be

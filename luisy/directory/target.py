@@ -41,6 +41,7 @@ import luigi
 
 from luisy import config, formats, storage
 from luisy.atomic import NAME_MAX, defer, fit_name, hand_over, remove_stale_temps, stale_temps, temp_sibling
+from luisy.cachefiles import CACHE_MAX_BYTES
 from luisy.digests import digest, file_digest, stream_digest
 from luisy.directory.manifest import (
     MANIFEST_NAME,
@@ -53,12 +54,11 @@ from luisy.directory.manifest import (
     remember,
 )
 from luisy.directory.memory import MemoryFolder
-from luisy.directory.sources import Joined, SourceItems
 from luisy.errors import BrokenFileError, ItemFileError, ItemNameError, ManifestError, UnsafePathError
-from luisy.fingerprint.content import CACHE_MAX_BYTES
 from luisy.parameters import significant_params
 from luisy.paths import linked_folder, with_extension
 from luisy.regular_files import open_fd, read_own
+from luisy.sources import Joined, SourceItems
 
 #: Where the files of replaced items wait, inside the output folder, until no reader needs them.
 RETIRED = ".luisy-retired"

@@ -10,20 +10,17 @@ values are unchanged is not read again.
 
 The cache is written by runs (``luisy run``, ``luisy.build``) and by ``luisy watch``'s rescans;
 ``plan`` and ``status`` read it and write nothing, so ``plan`` can say which files were touched
-since the last run without their content changing. A file modified within :data:`RACY_SECONDS` of being hashed is
-not cached (a second write within the same clock tick would go unnoticed), as git does. Cache
+since the last run without their content changing. A file modified within
+:data:`~luisy.cachefiles.RACY_SECONDS` of being hashed is not cached (a second write within the
+same clock tick would go unnoticed), as git does. Cache
 files are replaced atomically; two writers at once lose at most each other's new entries, which
 costs a re-read, never a wrong digest.
 
-A cache is disposable: a cache file that is not a regular file (a FIFO, a link, a folder) or is
-larger than :data:`CACHE_MAX_BYTES` is ignored, and a run replaces it. A symbolic link at the
-``.luisy-digests`` folder is never written through (see :mod:`luisy.regular_files`): the run
-goes on without keeping the cache, with a warning that names the link.
+The cache files are disposable (see :mod:`luisy.cachefiles`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -32,22 +29,15 @@ from contextlib import contextmanager
 from typing import Any
 
 from luisy import config
-from luisy.atomic import replace_own
-from luisy.digests import digest, file_digest
-from luisy.errors import BrokenFileError, LuisyError
-from luisy.regular_files import read_own
+from luisy.cachefiles import RACY_SECONDS, cache_path, read_cache, write_cache
+from luisy.digests import file_digest
+from luisy.errors import LuisyError
 
-__all__ = ["MODES", "CACHE_DIR", "CACHE_MAX_BYTES", "RACY_SECONDS", "mode_of", "digests", "noticing_touched",
-           "keeping_digests", "cache_path", "read_cache", "write_cache"]
+__all__ = ["MODES", "mode_of", "digests", "noticing_touched", "keeping_digests"]
 
 logger = logging.getLogger("luisy")
 
 MODES = config.INPUT_FINGERPRINTS
-CACHE_DIR = ".luisy-digests"
-#: Files modified this recently (seconds) when hashed are hashed again next time.
-RACY_SECONDS = 2.0
-#: A cache file larger than this is ignored unread (the digests of a million files take about 100 MB).
-CACHE_MAX_BYTES = 1 << 30
 
 
 def mode_of(task_or_class: Any) -> str:
@@ -111,34 +101,6 @@ def digests(folder: str, files: Sequence[tuple[str, os.stat_result]], scope: str
     if fresh != cache and (config.current().id or caches.digests):  # see the module docstring
         _save(path, fresh)
     return out
-
-
-def cache_path(folder: str, scope: str, kind: str = "") -> str:
-    """Where what luisy keeps about ``folder`` and a selection of its files (``scope``) goes;
-    ``kind`` tells apart several things kept about one selection."""
-    where = os.path.abspath(folder)
-    name = f"{os.path.basename(where)[:60]}.{digest(where, scope, size=8)}{'.' + kind if kind else ''}.json"
-    return os.path.join(config.get_working_dir(), CACHE_DIR, name)
-
-
-def read_cache(path: str) -> Any:
-    """The JSON kept in the cache file ``path``; ``None`` if there is none, or it is unreadable or
-    broken (see the module docstring)."""
-    try:
-        return json.loads(read_own(path, CACHE_MAX_BYTES))
-    except (OSError, ValueError):
-        return None
-
-
-def write_cache(path: str, data: Any) -> None:
-    """Replace the cache file ``path`` by ``data`` as JSON. Where it cannot be kept, the cache is
-    made again next time: a symbolic link at its folder, or a folder in its place, with a warning."""
-    try:
-        replace_own(path, json.dumps(data, separators=(",", ":")).encode("utf-8"))
-    except BrokenFileError as error:
-        logger.warning("luisy keeps no cache in %s: %s", os.path.dirname(path), error.format_message())
-    except OSError:  # a read-only working directory
-        pass
 
 
 def _load(path: str) -> dict[str, list[Any]]:

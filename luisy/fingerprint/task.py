@@ -28,6 +28,7 @@ from luisy.digests import digest
 from luisy.directory.target import DirectoryTarget
 from luisy.fingerprint import records
 from luisy.fingerprint.code import CodeFingerprint, code_fingerprint
+from luisy.fingerprint.content import digests as content_digests
 from luisy.fingerprint.content import mode_of
 from luisy.parameters import significant_params
 from luisy.reasons import Kind, Reason, changes, differing
@@ -179,7 +180,7 @@ def data_fingerprint(target: luigi.Target, content: bool = False) -> str:
     path = getattr(target, "path", None)
     if path is None:
         return "exists" if target.exists() else MISSING
-    return storage.active().fingerprint(os.fspath(path), content) or MISSING
+    return storage.active().fingerprint(os.fspath(path), content_digests if content else None) or MISSING
 
 
 def is_current(task: luigi.Task) -> bool:

@@ -15,9 +15,9 @@ from luigi.task import flatten
 
 from luisy import config, formats, journal
 from luisy.atomic import NAME_MAX
-from luisy.directory.manifest import bad_file_name, items_digest
+from luisy.digests import items_digest
+from luisy.directory.manifest import bad_file_name
 from luisy.directory.runner import Progress, outcomes, report_status
-from luisy.directory.sources import SourceItem, SourceItems, digest, pairs
 from luisy.directory.target import DirectoryTarget, DirectoryWriter
 from luisy.errors import ItemError, ItemNameError, LuisyError, NoFolderInput, UnsafePathError
 from luisy.executors import ItemStatus, Outcome
@@ -28,6 +28,7 @@ from luisy.interrupts import signal_name, signals_held_back, stop_after_publish,
 from luisy.items import failure_line, first_failures
 from luisy.parameters import recorded_params, significant_params
 from luisy.reasons import Kind, Reason, changes
+from luisy.sources import SourceItem, SourceItems, digest, pairs
 from luisy.spec import OutputSpec
 from luisy.tasks.base import Task
 

@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple, overload
 
-from luisy.directory.manifest import columns_digest, items_digest
+from luisy.digests import columns_digest, items_digest
 
 
 class SourceItem(NamedTuple):
@@ -90,7 +90,7 @@ class SourceItems(Sequence[SourceItem]):
         return f"SourceItems({len(self)} items)"
 
     def digest(self) -> str:
-        """:func:`~luisy.directory.manifest.items_digest` of the names and fingerprints."""
+        """:func:`~luisy.digests.items_digest` of the names and fingerprints."""
         if self._digest is None:  # the columns are never changed: once is enough
             self._digest = columns_digest(self.names, self.fingerprints)
         return self._digest
@@ -110,5 +110,5 @@ def pairs(items: Sequence[SourceItem]) -> Iterable[tuple[str, str]]:
 
 
 def digest(items: Sequence[SourceItem]) -> str:
-    """:func:`~luisy.directory.manifest.items_digest` of the items' names and fingerprints."""
+    """:func:`~luisy.digests.items_digest` of the items' names and fingerprints."""
     return items.digest() if isinstance(items, SourceItems) else items_digest(pairs(items))

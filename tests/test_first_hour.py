@@ -68,6 +68,7 @@ def _raw(project):
     (raw / "export.csv").write_text("product;units\na;1\nb;5\n")
 
 
+@pytest.mark.slow
 def test_missing_inputs_are_named_with_the_path_they_are_expected_at(project):
     export = project / "data" / "fh" / "raw" / "export.csv"
     notes = project / "data" / "fh" / "raw" / "notes"

@@ -345,6 +345,7 @@ def test_a_reader_of_the_previous_manifest_reads_it_to_the_end(inputs):
     assert {int(a[0]) for _, a in Scaled().output().items()} == {2000 + 2 * i for i in range(40)}
 
 
+@pytest.mark.slow
 def test_concurrent_runs_of_one_pipeline_all_succeed(tmp_path):
     write_project(tmp_path, DYING)
     notes = tmp_path / "data" / "dying" / "raw" / "notes"
@@ -700,6 +701,7 @@ def _exits_on_odd(index):
     return Outcome(ItemStatus.OK, index)
 
 
+@pytest.mark.slow
 def test_workers_dying_between_chunks_never_break_the_pool():
     from luisy.executors import ItemStatus, ProcessExecutor
 
@@ -748,6 +750,7 @@ def test_an_odd_manifest_is_corrupt_and_replaced(inputs, odd):
     assert Scaled().complete() and path.is_file() and len(Scaled().output()) == 6
 
 
+@pytest.mark.slow
 def test_a_sparse_body_of_a_huge_declared_length_is_checked_in_small_memory(inputs):
     _build(Scaled())
     path = Scaled().output().folder / MANIFEST_NAME
@@ -812,6 +815,7 @@ def test_writers_in_another_pid_namespace_do_not_share_this_ones_temp_names(tmp_
     assert here.split(".")[1] != there.split(".")[1], "the writer's tag must tell the namespaces apart"
 
 
+@pytest.mark.slow
 def test_the_publish_lock_excludes_other_processes_though_its_file_comes_and_goes(tmp_path):
     counter = tmp_path / "counter"
     counter.write_text("0")

@@ -87,6 +87,7 @@ with journal.one_file_per_process() if in_build else contextlib.nullcontext():
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["build", "task run"])
 def test_concurrent_writers_from_several_processes_lose_nothing(tmp_path, layout):
     writers, count = 6, 300
@@ -178,6 +179,7 @@ def test_failed_run_has_its_first_error_line(project):
     assert rows["Words()"]["complete"] is False and rows["Parsed()"]["run"]["state"] == "SUCCESS"
 
 
+@pytest.mark.slow
 def test_kill_9_mid_run_leaves_start_without_end(project):
     marker = project / "running.txt"
     env = {k: v for k, v in os.environ.items() if k not in ("LUISY_WORKING_DIR", "WORKING_DIR")}

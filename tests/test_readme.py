@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import nested_pytest, run_luisy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,6 +70,7 @@ def test_example_pipeline(tmp_path):
     assert again.returncode == 0 and "ran:" not in again.stdout
 
 
+@pytest.mark.slow
 def test_images_example_and_incremental_rerun(tmp_path):
     env = {"PYTHONPATH": str(ROOT)}
     wd = tmp_path / "data"
@@ -163,6 +165,7 @@ def test_readme_directory_task(tmp_path):
     assert "Parameters of Gray (mypkg.images:Gray):" in results[1].stdout
 
 
+@pytest.mark.slow
 def test_the_local_cluster_example_of_the_cluster_docs(tmp_path):
     """The script of docs/cluster.rst, run as written on the README's directory task."""
     data = _readme_images(tmp_path)

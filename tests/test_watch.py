@@ -473,6 +473,7 @@ def test_a_folder_with_a_marker_waits_for_it_however_long_it_takes(project, impo
 
 # --- real processes --------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_files_written_slowly_in_chunks_are_processed_once_and_whole(project):
     drops = _drops(project)
     (drops / "early.bin").write_bytes(b"there before the watcher")
@@ -495,6 +496,7 @@ def test_files_written_slowly_in_chunks_are_processed_once_and_whole(project):
     assert "stopped (SIGTERM)" in watcher.lines[-1]
 
 
+@pytest.mark.slow
 def test_sigterm_during_a_run_loses_nothing_and_the_next_start_resumes(project):
     drops = _drops(project)
     for i in range(12):
@@ -518,6 +520,7 @@ def test_sigterm_during_a_run_loses_nothing_and_the_next_start_resumes(project):
     assert len(_index(project)) == 12
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("on_error", ["skip", "raise"])
 def test_a_corrupt_file_among_good_ones(project, on_error):
     drops = _drops(project)
@@ -543,6 +546,7 @@ def test_a_corrupt_file_among_good_ones(project, on_error):
     assert [name for name, _ in _calls(project)].count("a") == 1
 
 
+@pytest.mark.slow
 def test_a_dataset_folder_filling_up_over_time_is_processed_once_when_it_settled(project):
     datasets = project / "data" / "hot" / "raw" / "datasets"
     watcher = Watcher(project, "hot.tasks:Summaries", "--settle", "2")
@@ -564,6 +568,7 @@ def test_a_dataset_folder_filling_up_over_time_is_processed_once_when_it_settled
                                 .hexdigest())]
 
 
+@pytest.mark.slow
 def test_a_dataset_folder_with_a_marker_is_processed_when_the_marker_appears(project):
     marked = project / "data" / "hot" / "raw" / "marked"
     # A settle time no test waits for: only the marker can make the folder an item.
@@ -577,6 +582,7 @@ def test_a_dataset_folder_with_a_marker_is_processed_when_the_marker_appears(pro
     assert [name for name, _ in _calls(project)] == ["run1"]
 
 
+@pytest.mark.slow
 def test_watch_with_a_central_scheduler_shows_each_run_in_luigid(project):
     with running_luigid(project, project / "data") as url:
         drops = _drops(project)
@@ -598,6 +604,7 @@ def test_watch_with_a_central_scheduler_shows_each_run_in_luigid(project):
     assert digested[0]["progress_percentage"] == 100
 
 
+@pytest.mark.slow
 def test_the_readme_watch_variant_of_the_image_example(tmp_path):
     """README: ``luisy watch examples.images.tasks:Everything`` while ``make_data`` adds images."""
     import pandas as pd
@@ -700,6 +707,7 @@ def test_with_inputs_by_content_the_rescans_hash_each_file_once(luisy_working_di
     assert sorted(hashed) == ["a.txt", "b.txt", "c.txt"], "each file hashed once over all rescans and the run"
 
 
+@pytest.mark.slow
 def test_a_sigterm_while_the_watcher_starts_stops_it_cleanly(project):
     # The signal comes while the task's module is still being imported, before any folder is read.
     write_project(project, {"late/__init__.py": "", "late/tasks.py": """

@@ -102,6 +102,26 @@ class SourceItems(Sequence[SourceItem]):
                            [self.paths[i] for i in rows], self.reader)
 
 
+# Whatever holds the items — a SourceItems of columns (a listing, an upstream output) or a list
+# of SourceItem a task's own input_items() made — the functions below give the same answers, so
+# that no caller needs to know which it has.
+
+
+def names_of(items: Sequence[SourceItem]) -> list[str]:
+    """The items' names, in order (the column itself where there is one: do not change it)."""
+    return items.names if isinstance(items, SourceItems) else [item.name for item in items]
+
+
+def fingerprints_of(items: Sequence[SourceItem]) -> list[str]:
+    """The items' fingerprints, in order (the column itself where there is one: do not change it)."""
+    return items.fingerprints if isinstance(items, SourceItems) else [item.fingerprint for item in items]
+
+
+def select(items: Sequence[SourceItem], rows: Iterable[int]) -> Sequence[SourceItem]:
+    """The items at ``rows``, in that order, held as ``items`` holds them."""
+    return items.select(rows) if isinstance(items, SourceItems) else [items[row] for row in rows]
+
+
 def pairs(items: Sequence[SourceItem]) -> Iterable[tuple[str, str]]:
     """``(name, fingerprint)`` of each item, without building the items of a :class:`SourceItems`."""
     if isinstance(items, SourceItems):

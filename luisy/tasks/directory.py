@@ -28,7 +28,7 @@ from luisy.interrupts import signal_name, signals_held_back, stop_after_publish,
 from luisy.items import failure_line, first_failures
 from luisy.parameters import recorded_params, significant_params
 from luisy.reasons import Kind, Reason, changes
-from luisy.sources import SourceItem, SourceItems, digest, pairs
+from luisy.sources import SourceItem, digest, fingerprints_of, names_of, pairs, select
 from luisy.spec import OutputSpec
 from luisy.tasks.base import Task
 
@@ -119,8 +119,7 @@ class DirectoryTask(Task):
         done = manifest.sources(with_failed=not retry)
         published, failed = manifest.items, manifest.failed  # a name index is built only if asked
         # Whole columns at once (map over C functions): a rerun of a million items changes a few.
-        names = items.names if isinstance(items, SourceItems) else [item.name for item in items]
-        fingerprints = items.fingerprints if isinstance(items, SourceItems) else [i.fingerprint for i in items]
+        names, fingerprints = names_of(items), fingerprints_of(items)
         before = list(map(done.get, names, itertools.repeat(_MISSING)))
         rows = list(itertools.compress(range(len(names)), map(operator.ne, before, fingerprints)))
         new = retried = 0
@@ -145,7 +144,7 @@ class DirectoryTask(Task):
                 keep.add(name)
             elif name in failed:
                 kept_failures[name] = _failure(manifest, name)
-        todo = items.select(rows) if isinstance(items, SourceItems) else [items[row] for row in rows]
+        todo = select(items, rows)
         return Pending(todo, keep, kept_failures, new=new, changed=len(rows) - new - retried,
                        removed=len(done) - seen, retried=retried)
 
@@ -248,7 +247,7 @@ class DirectoryTask(Task):
 
     def _check_names(self, items: Sequence[SourceItem]) -> None:
         """Before any work: every input name can name an item file, and no two name the same one."""
-        names = items.names if isinstance(items, SourceItems) else [item.name for item in items]
+        names = names_of(items)
         bad = bad_file_name(names)
         if bad is not None:
             item = items[names.index(bad)]
@@ -302,7 +301,7 @@ class DirectoryTask(Task):
                 rows.append(row)
         if len(rows) < len(todo):
             logger.info("%s: %d items kept from an interrupted run", self, len(todo) - len(rows))
-        return todo.select(rows) if isinstance(todo, SourceItems) else [todo[row] for row in rows]
+        return select(todo, rows)
 
     def _no_output_hint(self) -> str:
         if type(self).run is DirectoryTask.run:

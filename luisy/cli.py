@@ -280,16 +280,20 @@ def run(task: str, working_dir: Path | None, task_args: tuple[str, ...], workers
 
 
 class _NoWorkerTraceback(logging.Filter):
-    """Drops luigi's log of a task that failed, with luigi's worker traceback: the summary says
-    what failed, with the frames of the user's code."""
+    """Drops luigi's log of a task that failed, and of a task whose ``complete()`` raised, each
+    with luigi's traceback: the summary says what failed, with the frames of the user's code."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and str(record.msg).startswith("[pid %s] Worker %s failed"))
+        message = str(record.msg)
+        failed = record.exc_info and message.startswith("[pid %s] Worker %s failed")
+        unsure = message.startswith("Will not run ") and "due to error in complete() method:" in message
+        return not (failed or unsure)
 
 
 @contextmanager
 def _without_worker_tracebacks() -> Iterator[None]:
-    """Inside the block, luigi does not log the traceback of a failed task (see ``-v``)."""
+    """Inside the block, luigi does not log the traceback of a failed task, nor of a failed
+    ``complete()`` (see ``-v``)."""
     logger, quiet = logging.getLogger("luigi-interface"), _NoWorkerTraceback()
     logger.addFilter(quiet)  # luigi's forked worker processes inherit it
     try:

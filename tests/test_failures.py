@@ -64,6 +64,13 @@ PROJECT = {
         class WrongType(luisy.Task):
             def run(self):
                 self.write({"a": 1})
+
+
+        @luisy.final
+        @luisy.text_output
+        class Unsure(luisy.Task):
+            def complete(self):
+                return lookup({}, "done")
     ''',
 }
 WORKER = "luigi/worker.py"  # where luigi's own traceback of a failed task starts
@@ -197,6 +204,20 @@ def test_an_error_in_a_tasks_run_shows_the_users_frames_once(project):
 
     verbose = run_luisy(["run", "dbg.tasks:Broken", "-v"], cwd=project)
     assert WORKER in verbose.stderr and WORKER in verbose.stdout
+
+
+def test_an_error_in_a_tasks_complete_shows_the_users_frames_not_luigis_log(project):
+    result = run_luisy(["run", "dbg.tasks:Unsure"], cwd=project)
+    assert result.returncode == 1
+    complete_line = _line_of(project, "dbg/tasks.py", 'return lookup({}, "done")')
+    helper = _line_of(project, "dbg/helpers.py", "return table[key]")
+    assert "  failed: Unsure(): KeyError: 'done'\n" in result.stdout
+    assert f"{complete_line}, in complete" in result.stdout and f"{helper}, in lookup" in result.stdout
+    both = result.stdout + result.stderr
+    assert WORKER not in both and "complete() method" not in both and "Traceback" not in both, both
+
+    verbose = run_luisy(["run", "dbg.tasks:Unsure", "-v"], cwd=project)
+    assert "error in complete() method" in verbose.stderr and WORKER in verbose.stderr, "-v keeps luigi's log"
 
 
 def test_a_luisy_error_is_one_line_naming_its_task_once(project):

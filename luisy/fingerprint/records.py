@@ -33,8 +33,8 @@ from luisy.config import get_working_dir
 from luisy.digests import digest
 from luisy.errors import BrokenFileError
 from luisy.parameters import significant_params
-from luisy.regular_files import advised
 from luisy.paths import project_name_of, relative_posix
+from luisy.regular_files import advised
 
 RECORDS_DIR = ".luisy-records"
 #: luisy 1.x's file of all a project's hashes, read where a task has no record of its own.

@@ -22,11 +22,10 @@ from pathlib import Path
 from luisy import config
 from luisy.digests import digest
 from luisy.interrupts import held
+from luisy.paths import NAME_MAX, refuse_linked
 from luisy.regular_files import kind, not_regular, own_folder
 
 TMP_MARKER = ".luisy-tmp-"
-#: Longest file name most file systems allow, in bytes.
-NAME_MAX = 255
 #: A temporary file of a writer on another machine is left alone until it is this old (seconds):
 #: from here luisy cannot tell whether that writer is alive.
 FOREIGN_TEMP_MAX_AGE = 24 * 3600
@@ -172,7 +171,10 @@ def _is_temp_of(name: str, original: str) -> bool:
 
 
 def remove_stale_temps(path: str | os.PathLike[str]) -> None:
-    """Remove the temporary siblings of ``path`` that writers which are gone left behind."""
+    """Remove the temporary siblings of ``path`` that writers which are gone left behind; an
+    :class:`~luisy.errors.UnsafePathError` where they are reached through a symbolic link (see
+    :func:`~luisy.paths.refuse_linked`)."""
+    refuse_linked(Path(path).parent)
     for entry in stale_temps(path):
         _remove(Path(entry))
 
@@ -224,8 +226,8 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 def _atomic(final: Path, make_dir: bool) -> Iterator[Path]:
+    remove_stale_temps(final)  # first: it refuses a folder reached through a link, which mkdir would follow
     final.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(final)
     tmp = temp_sibling(final)
     if make_dir:
         tmp.mkdir()

@@ -37,6 +37,7 @@ from luisy.items import items as task_items
 from luisy.legacy import build
 from luisy.plan import as_json as plan_data
 from luisy.plan import report as plan_report
+from luisy.regular_files import kind
 from luisy.show import show as show_output
 from luisy.status import as_json as status_data
 from luisy.status import status as task_status
@@ -186,10 +187,26 @@ def _echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=1, default=str))
 
 
+class _WorkingDirPath(click.Path):
+    """The value of ``--working-dir``: a folder's path. An empty one is an error: as a ``Path`` it
+    would silently be the current directory."""
+
+    def __init__(self) -> None:
+        super().__init__(file_okay=False, path_type=Path)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value == "":
+            raise LuisyError("--working-dir is empty: give a folder (--working-dir . for the current one)")
+        return super().convert(value, param, ctx)
+
+
+_WORKING_DIR = _WorkingDirPath()
+
+
 def _task_command(function: Any) -> Any:
     """The arguments every task command takes: TASK, its parameters, and --working-dir."""
     function = click.argument("task_args", nargs=-1, type=click.UNPROCESSED)(function)
-    function = click.option("--working-dir", type=click.Path(file_okay=False, path_type=Path),
+    function = click.option("--working-dir", type=_WORKING_DIR,
                             help="Root of the data-layer tree (default: $LUISY_WORKING_DIR or ./data).")(function)
     return click.argument("task")(function)
 
@@ -200,10 +217,12 @@ def _in_working_dir(working_dir: Path | None) -> Iterator[Path]:
     with config.working_dir(working_dir) if working_dir is not None else nullcontext():
         root = config.get_working_dir()
         if not root.is_dir():
-            raise LuisyError(
-                f"working directory {root} does not exist (set it with --working-dir, "
-                "LUISY_WORKING_DIR or [luisy] working_dir, or create it)"
-            )
+            settings = "set it with --working-dir, LUISY_WORKING_DIR or [luisy] working_dir"
+            try:
+                problem = f"is {kind(root.stat().st_mode)}, not a folder ({settings})"
+            except OSError:  # what is_dir() found missing: nothing there, or a folder on the way is not one
+                problem = f"does not exist ({settings}, or create it)"
+            raise LuisyError(f"working directory {root} {problem}")
         yield root
 
 
@@ -280,16 +299,20 @@ def run(task: str, working_dir: Path | None, task_args: tuple[str, ...], workers
 
 
 class _NoWorkerTraceback(logging.Filter):
-    """Drops luigi's log of a task that failed, with luigi's worker traceback: the summary says
-    what failed, with the frames of the user's code."""
+    """Drops luigi's log of a task that failed, and of a task whose ``complete()`` raised, each
+    with luigi's traceback: the summary says what failed, with the frames of the user's code."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and str(record.msg).startswith("[pid %s] Worker %s failed"))
+        message = str(record.msg)
+        failed = record.exc_info and message.startswith("[pid %s] Worker %s failed")
+        unsure = message.startswith("Will not run ") and "due to error in complete() method:" in message
+        return not (failed or unsure)
 
 
 @contextmanager
 def _without_worker_tracebacks() -> Iterator[None]:
-    """Inside the block, luigi does not log the traceback of a failed task (see ``-v``)."""
+    """Inside the block, luigi does not log the traceback of a failed task, nor of a failed
+    ``complete()`` (see ``-v``)."""
     logger, quiet = logging.getLogger("luigi-interface"), _NoWorkerTraceback()
     logger.addFilter(quiet)  # luigi's forked worker processes inherit it
     try:
@@ -431,7 +454,7 @@ def _verify(task: luigi.Task, repair: bool) -> list[str]:
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-@click.option("--working-dir", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--working-dir", type=_WORKING_DIR,
               help="Its state and logs go to WORKING_DIR/.luigid (default: the luisy working directory).")
 @click.option("--port", type=int, default=8082, show_default=True, help="Port of the scheduler and its web view.")
 @click.option("--address", default="127.0.0.1", show_default=True, help="Address to listen on.")
@@ -458,7 +481,7 @@ def scheduler(working_dir: Path | None, port: int, address: str, luigid_args: tu
 
 @main.command()
 @click.argument("task", required=False)
-@click.option("--working-dir", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--working-dir", type=_WORKING_DIR,
               help="Whose journal to read (default: $LUISY_WORKING_DIR or ./data).")
 @click.option("--since", metavar="SPAN|DATE", help="Only runs started since: 30m, 12h, 2d, 1w, or 2026-12-01.")
 @click.option("--failed", is_flag=True, help="Only runs that failed or were interrupted.")
@@ -489,7 +512,7 @@ def history(task: str | None, working_dir: Path | None, since: str | None, faile
 
 @main.command()
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("--working-dir", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--working-dir", type=_WORKING_DIR,
               help="The working directory PATH is in (default: $LUISY_WORKING_DIR or ./data).")
 @_json_option
 def show(path: Path, working_dir: Path | None, as_json: bool) -> None:

@@ -24,7 +24,7 @@ from luisy.graph import upstream_first
 from luisy.items import ItemRow, first_failures, items_command
 from luisy.paths import expected_at
 from luisy.targets import scan_once
-from luisy.tracebacks import indented, parse_explanation, user_frames
+from luisy.tracebacks import indented, parse_explanation, traceback_of, user_frames
 
 logger = logging.getLogger("luisy")
 
@@ -302,12 +302,12 @@ def summarize(tasks: list[luigi.Task], result: LuigiRunResult, ran: Collection[l
     sets["completed"] = sets["completed"] | set(ran)
     summary.ran = sorted(map(str, sets["completed"]))
     summary.already_done = sorted(map(str, sets["already_done"] - sets["completed"]))
-    for task in sorted(sets["failed"], key=str):
-        line, trace = _scheduler_error(result, task)
+    errors = [(t, _scheduler_error(result, t)) for t in sorted(sets["failed"], key=str)]
+    errors += [(t, _completeness_error(t)) for t in sorted(sets["scheduling_error"], key=str)]
+    for task, (line, trace) in errors:
         summary.failed.append((str(task), line))
         if trace:
             summary.tracebacks[str(task)] = trace
-    summary.failed += [(str(t), _completeness_error(t)) for t in sorted(sets["scheduling_error"], key=str)]
     summary.missing = [f"{t} (expected at {expected_at(t)})" for t in sorted(sets["still_pending_ext"], key=str)]
     summary.not_run = sorted(map(str, sets["upstream_failure"] | sets["upstream_missing_dependency"]))
     if not summary.complete:
@@ -342,15 +342,16 @@ def _is_complete(task: luigi.Task) -> bool:
         return False
 
 
-def _completeness_error(task: luigi.Task) -> str:
-    """Why luigi could not tell whether ``task`` is complete: the one line of the error it raised."""
+def _completeness_error(task: luigi.Task) -> tuple[str, str]:
+    """Why luigi could not tell whether ``task`` is complete: the one line of the error it raised,
+    and its traceback (none for a luisy error, whose line says what is wrong)."""
     try:
         task.complete()
     except LuisyError as error:
-        return error.format_message()
+        return error.format_message(), ""
     except Exception as error:
-        return f"{type(error).__name__}: {error}"
-    return "(the completeness check failed during the run)"
+        return f"{type(error).__name__}: {error}", traceback_of(error)
+    return "(the completeness check failed during the run)", ""
 
 
 def _manifest_header(task: luigi.Task) -> Any:

@@ -1,4 +1,4 @@
-"""Where a task's output lives: project name, file-name rendering, and the escape guard.
+"""Where a task's output lives: project name, file-name rendering, and the escape guards.
 
 Computing a path never touches the disk; directories are made when something is written.
 """
@@ -16,10 +16,12 @@ from typing import Any
 import luigi
 from luigi.task import flatten
 
-from luisy.atomic import NAME_MAX
 from luisy.config import get_working_dir
 from luisy.digests import digest
 from luisy.errors import UnsafePathError
+
+#: Longest file name most file systems allow, in bytes.
+NAME_MAX = 255
 
 
 def get_string_repr(value: Any) -> str:
@@ -255,6 +257,18 @@ def linked_folder(folder: str | os.PathLike[str]) -> str | None:
         if os.path.islink(current):
             return current
     return None
+
+
+def refuse_linked(folder: str | os.PathLike[str], owner: str | None = None) -> None:
+    """Raise :class:`~luisy.errors.UnsafePathError` if ``folder`` is reached through a symbolic link
+    (see :func:`linked_folder`): luisy writes and deletes only through real folders, so nothing
+    lands in, or disappears from, the folder a link leads to. ``owner`` (a task) starts the error."""
+    link = linked_folder(folder)
+    if link is not None:
+        raise UnsafePathError(
+            f"{f'{owner}: ' if owner else ''}{link} is a symbolic link (to {os.path.realpath(link)}); luisy "
+            f"writes and deletes in {os.fspath(folder)} only through real folders: replace the link by a "
+            "folder (the working directory itself may be a link)")
 
 
 def relative_posix(path: str | os.PathLike[str], root: str | os.PathLike[str]) -> str:

@@ -32,7 +32,7 @@ from typing import BinaryIO
 
 from luisy.errors import BrokenFileError
 
-__all__ = ["REMOVE", "kind", "not_regular", "open_fd", "open_regular", "read_own", "own_folder"]
+__all__ = ["REMOVE", "advised", "kind", "not_regular", "open_fd", "open_regular", "read_own", "own_folder"]
 
 #: What to do about one of luisy's own files that is broken.
 REMOVE = "remove it (luisy writes its own file there again)"
@@ -51,6 +51,12 @@ def not_regular(shown: str | os.PathLike[str], what: str, own: bool = True) -> B
     """The error for ``shown``, which is ``what`` (see :func:`kind`) instead of a regular file;
     for one of luisy's ``own`` files it says what to do."""
     return BrokenFileError(f"{os.fspath(shown)} is {what}, not a regular file" + (f": {REMOVE}" if own else ""))
+
+
+def advised(error: BrokenFileError, advice: str) -> BrokenFileError:
+    """``error`` about a file luisy reads as its own, saying ``advice`` instead of :data:`REMOVE`
+    (for a file luisy reads but never writes)."""
+    return BrokenFileError(str(error).replace(REMOVE, advice))
 
 
 def open_fd(path: str | os.PathLike[str], flags: int = os.O_RDONLY, *, own: bool = False, dir_fd: int | None = None,

@@ -326,7 +326,8 @@ class DirectoryInputTarget(luigi.LocalTarget):
                     return self.read_file_func(str(path))
             return formats.for_path(path).read(path)
         except Exception as error:
-            raise FileReadError(f"{self.owner}: cannot read {path}: {error}") from error
+            # An error without text (MemoryError, for a file larger than memory) is named by its type.
+            raise FileReadError(f"{self.owner}: cannot read {path}: {str(error) or type(error).__name__}") from error
 
 
 def __getattr__(name: str) -> Any:

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import run_luisy, write_project
@@ -134,6 +135,25 @@ def test_bad_input_is_one_clear_line(project, args, message):
 def test_missing_working_dir_names_it(project):
     line = _single_error_line(run_luisy(["run", "clipkg.tasks:Greet", "--working-dir", "nowhere"], cwd=project))
     assert str(project / "nowhere") in line and "does not exist" in line
+
+
+@pytest.mark.parametrize("what", ["a FIFO", "a character device"])
+def test_a_working_dir_that_is_no_folder_says_what_it_is(project, what):
+    place = project / "pipe" if what == "a FIFO" else Path("/dev/zero")
+    if what == "a FIFO":
+        os.mkfifo(place)
+    for command in (["run", "clipkg.tasks:Greet"], ["history"]):
+        result = run_luisy([*command, "--working-dir", str(place)], cwd=project, timeout=60)
+        line = _single_error_line(result)
+        assert result.returncode == 2 and f"working directory {place} is {what}, not a folder" in line, line
+
+
+@pytest.mark.parametrize("command", [["run", "clipkg.tasks:Greet"], ["history"], ["show", "out.txt"]])
+def test_an_empty_working_dir_is_one_line(project, command):
+    result = run_luisy([*command, "--working-dir", ""], cwd=project, timeout=60)
+    line = _single_error_line(result)
+    assert result.returncode == 2 and "--working-dir is empty" in line, line
+    assert not (project / "clipkg" / "final").exists(), "nothing ran in the current directory"
 
 
 def test_failed_task_exit_status_and_first_error_line(project):

@@ -64,6 +64,35 @@ PROJECT = {
         class WrongType(luisy.Task):
             def run(self):
                 self.write({"a": 1})
+
+
+        def read_as_if_huge(path):
+            with open(path, "rb") as f:
+                return f.read() + bytes(1 << 62)  # no memory holds it: what reading a 30 GB file raises
+
+
+        @luisy.raw
+        @luisy.directory_input(pattern="*.txt", read=read_as_if_huge)
+        class HugeNotes(luisy.ExternalTask):
+            def get_folder_name(self):
+                return "notes"
+
+
+        @luisy.interim
+        @luisy.requires(HugeNotes)
+        @luisy.directory_output(format="txt")
+        class FromHuge(luisy.DirectoryTask):
+            on_error = "skip"
+
+            def process(self, name, obj):
+                return obj
+
+
+        @luisy.final
+        @luisy.text_output
+        class Unsure(luisy.Task):
+            def complete(self):
+                return lookup({}, "done")
     ''',
 }
 WORKER = "luigi/worker.py"  # where luigi's own traceback of a failed task starts
@@ -197,6 +226,27 @@ def test_an_error_in_a_tasks_run_shows_the_users_frames_once(project):
 
     verbose = run_luisy(["run", "dbg.tasks:Broken", "-v"], cwd=project)
     assert WORKER in verbose.stderr and WORKER in verbose.stdout
+
+
+def test_an_error_in_a_tasks_complete_shows_the_users_frames_not_luigis_log(project):
+    result = run_luisy(["run", "dbg.tasks:Unsure"], cwd=project)
+    assert result.returncode == 1
+    complete_line = _line_of(project, "dbg/tasks.py", 'return lookup({}, "done")')
+    helper = _line_of(project, "dbg/helpers.py", "return table[key]")
+    assert "  failed: Unsure(): KeyError: 'done'\n" in result.stdout
+    assert f"{complete_line}, in complete" in result.stdout and f"{helper}, in lookup" in result.stdout
+    both = result.stdout + result.stderr
+    assert WORKER not in both and "complete() method" not in both and "Traceback" not in both, both
+
+    verbose = run_luisy(["run", "dbg.tasks:Unsure", "-v"], cwd=project)
+    assert "error in complete() method" in verbose.stderr and WORKER in verbose.stderr, "-v keeps luigi's log"
+
+
+def test_an_input_that_cannot_be_read_says_why_even_when_its_error_has_no_text(project):
+    result = run_luisy(["run", "dbg.tasks:FromHuge"], cwd=project)
+    assert result.returncode == 1 and "6 processed, 6 failed" in result.stdout, result.stdout
+    path = project / "data" / "dbg" / "raw" / "notes" / "bad1.txt"
+    assert f"cannot read {path}: MemoryError" in result.stdout, result.stdout
 
 
 def test_a_luisy_error_is_one_line_naming_its_task_once(project):

@@ -257,6 +257,9 @@ def test_a_broken_record_is_one_line_that_names_it(project, how):
     for _ in range(2):
         result = _luisy(project, "run", "own.tasks:Count")
         assert result.returncode == 1 and f"failed: Count(): {message}" in result.stdout, result.stdout
+        assert "Traceback" not in result.stderr and "complete() method" not in result.stderr, result.stderr
+    verbose = _luisy(project, "run", "own.tasks:Count", "-v")  # -v keeps luigi's log, traceback and all
+    assert "error in complete() method" in verbose.stderr and message in verbose.stderr, verbose.stderr
     assert not list(record.parent.glob(".luisy-tmp-*")), "a temporary file was left"
     if record.is_dir() and not record.is_symlink():
         assert (record / "inside").read_text() == "not luisy's"
@@ -265,6 +268,22 @@ def test_a_broken_record_is_one_line_that_names_it(project, how):
     else:
         record.unlink()
     assert _luisy(project, "run", "own.tasks:Count").returncode == 0 and record.is_file()
+
+
+# luisy 1.x's hash file: read where a task has no record of its own, never written by luisy 2.
+
+@pytest.mark.parametrize("how", ["fifo", "dev-zero", "folder", "huge"])
+def test_a_broken_1x_hash_file_is_one_line_that_says_what_to_do(project, how):
+    assert _luisy(project, "run", "own.tasks:Count").returncode == 0
+    _record_of(project, "Count.json").unlink()  # Count is looked up in the hash file now
+    hash_file = project / "data" / "own" / ".luisy.hash"
+    hash_file.write_text("{}")
+    message = f"{hash_file} {_make_broken(hash_file, how, RECORD_MAX_BYTES)}: "
+    _one_line_error(_luisy(project, "plan", "own.tasks:Count"), message, "luisy 1.x", "remove it")
+    result = _luisy(project, "run", "own.tasks:Count")
+    assert result.returncode == 1 and f"failed: Count(): {message}" in result.stdout, result.stdout
+    assert "luisy writes its own file there again" not in result.stdout, "luisy 2 never writes that file"
+    assert "Traceback" not in result.stderr and "complete() method" not in result.stderr, result.stderr
 
 
 # The run journal: a file that is not one luisy wrote is one line, never blocking.

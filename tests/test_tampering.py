@@ -1,4 +1,4 @@
-"""Tampered checkpoints, output folders replaced by links, and manifests naming unsafe items.
+"""Tampered checkpoints, output and layer folders replaced by links, and manifests naming unsafe items.
 
 Each test plays one attack with real files, real links and the ``luisy`` command: nothing outside
 the working directory may be moved, written or deleted, and nothing the checks did not pass may
@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,14 @@ PROJECT = {
         class Shout(luisy.DirectoryTask):
             def process(self, name, obj):
                 return obj + "!"
+
+
+        @luisy.final
+        @luisy.requires(Upper)
+        @luisy.json_output
+        class Count(luisy.Task):
+            def run(self):
+                self.write({"items": len(list(self.input().items()))})
     ''',
 }
 NOTES = {f"n{i}": f"note {i}" for i in range(5)}
@@ -223,6 +232,42 @@ def test_the_sweep_after_an_interrupted_publish_deletes_nothing_through_a_link(p
     status, output, made = _luisy(project, "run", "tam.tasks:Upper")
     assert _files(target) == before
     assert made == [] and "is a symbolic link" in output and "Traceback" not in output, output
+
+
+# The layer folder of a task with a single-file output replaced by a link: the same rule.
+
+def test_a_run_writes_and_deletes_nothing_through_the_linked_folder_of_a_file_output(project, tmp_path):
+    assert _luisy(project, "run", "tam.tasks:Count")[0] == 0
+    final, elsewhere = project / "data" / "tam" / "final", tmp_path / "elsewhere"
+    shutil.copytree(final, elsewhere)
+    shutil.rmtree(final)
+    final.symlink_to(elsewhere)
+    # A temporary file as an older luisy named them, of a writer gone for two days: stale, were it luisy's.
+    stale = elsewhere / ".luisy-tmp-old-Count.json"
+    stale.write_text("not luisy's")
+    os.utime(stale, (time.time() - 2 * 24 * 3600,) * 2)
+    (project / "data" / "tam" / "raw" / "notes" / "n9.txt").write_text("note 9")  # Count must run again
+    before = _files(elsewhere)
+
+    status, output, made = _luisy(project, "run", "tam.tasks:Count")
+    assert _files(elsewhere) == before and stale.exists(), "nothing written or deleted through the link"
+    assert status == 1 and made == ["n9"] and "Traceback" not in output, output
+    (line,) = [line for line in output.splitlines() if "failed: Count()" in line]
+    assert f"{final} is a symbolic link (to {elsewhere})" in line, line
+
+
+def test_outputs_and_inputs_are_still_read_through_links(project, tmp_path):
+    notes, moved = project / "data" / "tam" / "raw" / "notes", tmp_path / "notes-elsewhere"
+    notes.rename(moved)
+    notes.symlink_to(moved)  # raw inputs on another disk
+    status, output, made = _luisy(project, "run", "tam.tasks:Count")
+    assert status == 0 and sorted(made) == sorted(NOTES), output
+    final, elsewhere = project / "data" / "tam" / "final", tmp_path / "final-elsewhere"
+    final.rename(elsewhere)
+    final.symlink_to(elsewhere)
+    status, output, _ = _luisy(project, "run", "tam.tasks:Count")
+    assert status == 0 and "nothing to run" in output, output
+    assert json.loads((final / "Count.json").read_text()) == {"items": len(NOTES)}
 
 
 # A manifest that names an item unsafely is corrupt.

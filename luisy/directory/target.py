@@ -40,7 +40,7 @@ from typing import Any, NoReturn, TextIO, cast
 import luigi
 
 from luisy import config, formats, storage
-from luisy.atomic import NAME_MAX, defer, fit_name, hand_over, remove_stale_temps, stale_temps, temp_sibling
+from luisy.atomic import defer, fit_name, hand_over, remove_stale_temps, stale_temps, temp_sibling
 from luisy.cachefiles import CACHE_MAX_BYTES
 from luisy.digests import digest, file_digest, stream_digest
 from luisy.directory.manifest import (
@@ -56,7 +56,7 @@ from luisy.directory.manifest import (
 from luisy.directory.memory import MemoryFolder
 from luisy.errors import BrokenFileError, ItemFileError, ItemNameError, ManifestError, UnsafePathError
 from luisy.parameters import significant_params
-from luisy.paths import linked_folder, with_extension
+from luisy.paths import NAME_MAX, linked_folder, refuse_linked, with_extension
 from luisy.regular_files import open_fd, read_own
 from luisy.sources import Joined, SourceItems
 
@@ -258,7 +258,7 @@ class LocalFolder:
         return ItemReader(self.folder, self.owner, read)
 
     def restamp(self, change: Callable[[Manifest], Manifest]) -> None:
-        self._check_not_linked()
+        refuse_linked(self.folder, self.owner)
         with _publish_lock(self.folder):
             manifest = Manifest.load(self.folder)
             if manifest is not None:
@@ -266,17 +266,8 @@ class LocalFolder:
 
     def staging(self, state: dict[str, Any]) -> LocalStaging:
         """A staging folder with the items an interrupted writer checkpointed for ``state``."""
-        self._check_not_linked()
+        refuse_linked(self.folder, self.owner)
         return LocalStaging(self.folder, state, self.owner)
-
-    def _check_not_linked(self) -> None:
-        """Refuse to write or delete in the folder if it is reached through a symbolic link."""
-        link = linked_folder(self.folder)
-        if link is not None:
-            raise UnsafePathError(
-                f"{self.owner}: {link} is a symbolic link (to {os.path.realpath(link)}); luisy writes and "
-                f"deletes in {self.folder} only through real folders: replace the link by a folder (the "
-                "working directory itself may be a link)")
 
     def checkpointed(self, state: dict[str, Any]) -> dict[str, Item]:
         """The items the latest interrupted writer checkpointed, if it wrote them for ``state``."""
@@ -287,7 +278,7 @@ class LocalFolder:
         """Drop ``items`` (and their files) from the manifest and delete ``strays`` (paths relative
         to the folder); a ``corrupt`` manifest is removed, and the next publish sweeps the folder.
         The task runs again: the repaired manifest no longer says what its inputs were."""
-        self._check_not_linked()
+        refuse_linked(self.folder, self.owner)
         inside = _Inside(self.folder, self.owner)
         with _publish_lock(self.folder) as lock:
             if corrupt:
@@ -344,7 +335,7 @@ class LocalFolder:
         except FileNotFoundError:
             interrupted = False
         if interrupted:
-            self._check_not_linked()
+            refuse_linked(self.folder, self.owner)
         elif linked_folder(self.folder) is not None:
             return False  # reading through the link is allowed; only writing and deleting are not
         remove_stale_temps(self.folder)
@@ -366,7 +357,7 @@ class LocalFolder:
 
     def publish(self, writer: DirectoryWriter) -> Manifest:
         """Move the writer's staged items in, replace the manifest, retire the files it no longer lists."""
-        self._check_not_linked()
+        refuse_linked(self.folder, self.owner)
         self.folder.mkdir(parents=True, exist_ok=True)
         with _publish_lock(self.folder) as lock:
             return self._publish(writer, lock)

@@ -34,10 +34,14 @@ from luisy.digests import digest
 from luisy.errors import BrokenFileError
 from luisy.parameters import significant_params
 from luisy.paths import project_name_of, relative_posix
+from luisy.regular_files import advised
 
 RECORDS_DIR = ".luisy-records"
 #: luisy 1.x's file of all a project's hashes, read where a task has no record of its own.
 HASH_FILE = ".luisy.hash"
+#: What to do about a 1.x hash file that is not one 1.x wrote (luisy 2 never writes it).
+HASH_FILE_ADVICE = ("put back the file luisy 1.x wrote, or remove it (luisy 2 only reads that file, never "
+                    "writes it; the tasks recorded only there then run again)")
 #: A record (or 1.x's hash file) larger than this is not one luisy wrote: it is refused unread.
 RECORD_MAX_BYTES = 1 << 26
 
@@ -123,7 +127,9 @@ def _load(path: str, default: Any = None) -> Any:
         if known is not None and known[0] == version:
             return known[1]
         return _remember(path, version, _decode(where.read_bytes(path, RECORD_MAX_BYTES), path))
-    except BrokenFileError:  # not a file luisy wrote (a FIFO, a link, a folder): say so, touch nothing
+    except BrokenFileError as error:  # not a file luisy wrote (a FIFO, a link, a folder): say so, touch nothing
+        if path.endswith(HASH_FILE):
+            raise advised(error, HASH_FILE_ADVICE) from None
         raise
     # Unreadable, or nested too deeply for the parser: as if never recorded, so the task runs again.
     except (OSError, ValueError, RecursionError):

@@ -14,7 +14,6 @@ from typing import Any
 from luigi.task import flatten
 
 from luisy import config, formats, journal
-from luisy.atomic import NAME_MAX
 from luisy.digests import items_digest
 from luisy.directory.manifest import bad_file_name
 from luisy.directory.runner import Progress, outcomes, report_status
@@ -27,6 +26,7 @@ from luisy.fingerprint.task import as_upstream, code_reasons, is_external
 from luisy.interrupts import signal_name, signals_held_back, stop_after_publish, stop_on_signals
 from luisy.items import failure_line, first_failures
 from luisy.parameters import recorded_params, significant_params
+from luisy.paths import NAME_MAX
 from luisy.reasons import Kind, Reason, changes
 from luisy.sources import SourceItem, digest, fingerprints_of, names_of, pairs, select
 from luisy.spec import OutputSpec

@@ -75,7 +75,7 @@ RETIRED = ".luisy-retired"
 VERIFIED = ".luisy-verified.json"
 #: The checkpoint of a staging folder: the items written so far.
 CHECKPOINT = ".luisy-checkpoint.json"
-#: A checkpoint is not written beyond this many bytes (some 7 million items), nor read if longer.
+#: A checkpoint is not written beyond this many bytes (millions of items), nor read if longer.
 CHECKPOINT_MAX_BYTES = 1 << 30
 #: What to do about a bad item file.
 REPAIR = "`luisy verify TASK --repair` drops bad items, so that the next run makes them again"
@@ -1100,7 +1100,7 @@ def retire(folder: Path, files: Iterable[str], inside: _Inside | None = None) ->
         source = os.path.join(folder, file)
         if not inside.contains(os.path.dirname(source)):
             continue  # never follow a link out of the folder
-        if not made:
+        if not made:  # before the first file moves in
             _clear_for_folder(folder / RETIRED)
         _make_dirs(folder, os.path.dirname(f"{RETIRED}/{file}"), made)
         try:

@@ -29,7 +29,8 @@ TMP_MARKER = ".luisy-tmp-"
 #: A temporary file of a writer on another machine is left alone until it is this old (seconds):
 #: from here luisy cannot tell whether that writer is alive.
 FOREIGN_TEMP_MAX_AGE = 24 * 3600
-
+#: No process id reaches this: ``pid_t`` is a signed 32-bit integer.
+PID_LIMIT = 1 << 31
 
 
 def temp_sibling(path: str | os.PathLike[str]) -> Path:
@@ -101,8 +102,12 @@ def process_alive(pid: int, since: float) -> bool:
     """Whether process ``pid`` runs and was started no later than ``since`` (a reused pid is not it).
 
     A process that has ended but was not yet reaped by its parent (a zombie) does not run: the
-    locks it held are gone, and a writer that waited for them takes its work over.
+    locks it held are gone, and a writer that waited for them takes its work over. A pid no
+    process can have (0, negative, beyond :data:`PID_LIMIT`: a name or record edited by hand)
+    does not run either.
     """
+    if not 0 < pid < PID_LIMIT:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -176,7 +181,7 @@ def remove_stale_temps(path: str | os.PathLike[str]) -> None:
     :func:`~luisy.paths.refuse_linked`)."""
     refuse_linked(Path(path).parent)
     for entry in stale_temps(path):
-        _remove(Path(entry))
+        remove_path(Path(entry))
 
 
 def replace_own(path: str | os.PathLike[str], data: bytes) -> None:
@@ -234,9 +239,9 @@ def _atomic(final: Path, make_dir: bool) -> Iterator[Path]:
     try:
         yield tmp
     except BaseException:
-        _remove(tmp)
+        remove_path(tmp)
         raise
-    defer(functools.partial(_replace, tmp, final), functools.partial(_remove, tmp))
+    defer(functools.partial(_replace, tmp, final), functools.partial(remove_path, tmp))
 
 
 def is_staging() -> bool:
@@ -274,12 +279,14 @@ def _replace(tmp: Path, final: Path) -> None:
         old = temp_sibling(final)
         os.replace(final, old)
         os.replace(tmp, final)
-        _remove(old)
+        remove_path(old)
     else:
         os.replace(tmp, final)
 
 
-def _remove(path: Path) -> None:
+def remove_path(path: Path) -> None:
+    """Remove the file or folder ``path`` if it is there; a symbolic link is removed, never followed
+    (nor is one inside a removed folder)."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     else:

@@ -13,7 +13,7 @@ from luigi.task import flatten
 from luisy import config
 from luisy.digests import file_digest as checksum
 from luisy.directory.manifest import MANIFEST_NAME, Manifest
-from luisy.directory.target import RETIRED, VERIFIED, DirectoryTarget
+from luisy.directory.target import RETIRED, VERIFIED, DirectoryTarget, absent
 from luisy.fingerprint.task import is_external
 from luisy.graph import upstream_first
 from luisy.history import TaskRun, last_runs, when
@@ -115,17 +115,23 @@ def verify(root: luigi.Task, repair: bool = False) -> tuple[int, list[str]]:
     """Re-check every directory output of the graph against its manifest.
 
     Returns the number of items checked and one line per problem: a corrupt manifest, an item
-    file missing, of the wrong size or checksum, or outside the folder, and files in the folder
-    that the manifest does not account for (left by an interrupted publish). With ``repair``, bad
-    items are dropped from their manifest (and their files deleted), stray files deleted, and a
-    corrupt manifest removed, so that the next run makes exactly those items again (and whatever
-    is downstream of them). Without it, the bad items are noted for ``luisy status``.
+    file missing, not a regular file, of the wrong size or checksum, or outside the folder, files
+    in the folder that the manifest does not account for (left by an interrupted publish), and a
+    lock file beside it that is a folder. With ``repair``, bad items are dropped from their
+    manifest (and their files, or whatever is in their place, deleted), stray files deleted, a
+    corrupt manifest removed, and lock folders removed, so that the next run makes exactly those
+    items again (and whatever is downstream of them). Without it, the bad items are noted for
+    ``luisy status``.
     """
-    checked, problems = 0, []
+    checked, problems = 0, list[str]()
     for task in upstream_first(root):
         for output in flatten(task.output()):
             if not isinstance(output, DirectoryTarget):
                 continue
+            locks = output.lock_problems()
+            problems.extend(f"{task}: {line}" for line in locks)
+            if repair and locks:
+                output.repair()
             corrupt = output.problem()
             if corrupt is not None:
                 problems.append(f"{task}: {corrupt}")
@@ -153,7 +159,7 @@ def _item_problems(output: DirectoryTarget, manifest: Manifest) -> tuple[dict[st
         if not output.contains(path):
             bad[name] = f"item {name!r}: {path} leads outside {folder}"
         elif not path.is_file():
-            bad[name] = f"item {name!r}: {path} is missing"
+            bad[name] = f"item {name!r}: {path} {absent(path)}"
         elif path.stat().st_size != item.size:
             bad[name] = f"item {name!r}: {path} has {path.stat().st_size} bytes, the manifest says {item.size}"
         elif checksum(path) != item.checksum:

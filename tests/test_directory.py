@@ -148,21 +148,30 @@ def test_item_names_that_escape_are_rejected(tmp_path, name):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_publish_that_fails_keeps_the_old_state_and_no_staging(frames):
-    task = Doubled()
-    (task.output().folder / "f1.npy").mkdir(parents=True)  # a folder where an item file must go
-    with pytest.raises(IsADirectoryError):
-        task.run()
-    assert not task.output().exists()
-    assert not any(p.name.startswith(".luisy-tmp") for p in task.output().folder.parent.iterdir())
+def test_a_publish_that_fails_keeps_the_old_state_and_no_staging(tmp_path):
+    target = DirectoryTarget(tmp_path / "out", owner="T()")
+    target.write({"a": 1})
+    (target.folder / "part").write_text("x")  # a file where an item's sub-folder must go
+    with pytest.raises(FileExistsError):
+        target.write({"b": 2, "part/c": 3})
+    assert dict(target.items()) == {"a": 1}
+    assert not any(p.name.startswith(".luisy-tmp") for p in tmp_path.iterdir())
 
-    (task.output().folder / "f1.npy").rmdir()
-    PROCESSED.clear()
-    _build(Doubled())
-    assert sorted(PROCESSED) == ["f0", "f1", "f2", "f3"]
+    (target.folder / "part").unlink()
+    target.write({"b": 2, "part/c": 3})
+    assert dict(target.items()) == {"b": 2, "part/c": 3}
+    assert files_on_disk(target.folder) == files_of(target.manifest)
+
+
+def test_a_folder_where_an_item_file_goes_is_left_alone_and_the_item_named_otherwise(frames):
+    task = Doubled()
+    (task.output().folder / "f1.npy").mkdir(parents=True)
+    (task.output().folder / "f1.npy" / "inside.txt").write_text("put here")
+    _build(task)
     out = Doubled().output()
     assert int(dict(out.items())["f1"][0, 0]) == 2
-    assert files_on_disk(out.folder) == files_of(out.manifest)
+    assert out.manifest.items["f1"].file != "f1.npy"
+    assert (out.folder / "f1.npy" / "inside.txt").read_text() == "put here"
 
 
 def test_unknown_directory_format():

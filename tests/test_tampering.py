@@ -1,4 +1,5 @@
-"""Tampered checkpoints, output and layer folders replaced by links, and manifests naming unsafe items.
+"""Tampered checkpoints, output and layer folders replaced by links, manifests naming unsafe
+items, and item files, lock files and luisy's folders replaced by something else.
 
 Each test plays one attack with real files, real links and the ``luisy`` command: nothing outside
 the working directory may be moved, written or deleted, and nothing the checks did not pass may
@@ -17,10 +18,11 @@ from pathlib import Path
 import pytest
 from conftest import run_luisy, write_project
 
+from luisy.atomic import temp_sibling
 from luisy.digests import file_digest
 from luisy.directory import MANIFEST_NAME
 from luisy.directory.manifest import Item, Manifest
-from luisy.directory.target import CHECKPOINT
+from luisy.directory.target import CHECKPOINT, CHECKPOINT_MAX_BYTES
 from luisy.errors import ManifestError
 
 PROJECT = {
@@ -170,6 +172,177 @@ def test_a_staging_folder_that_is_a_link_is_not_taken_over(project, tmp_path):
     assert status == 0 and made == ["n0", "n1", "n2", "n3", "n4"], output
     assert _files(outside) == before
     assert _published(project) == {name: text.upper() for name, text in NOTES.items()}
+
+
+#: What the faults below raised before luisy handled them.
+RAW_ERRORS = ("Traceback", "MemoryError", "RecursionError", "OverflowError", "IsADirectoryError", "FileExistsError",
+              "TypeError")
+
+
+def _no_traceback(output: str) -> None:
+    assert not any(error in output for error in RAW_ERRORS), output
+
+
+def _sparse(path: Path, size: int) -> None:
+    with open(path, "ab") as f:
+        f.truncate(size)
+
+
+@pytest.mark.parametrize("damage", ["link to a huge file", "huge", "deeply nested", "item file of a wrong type"])
+def test_a_checkpoint_luisy_did_not_write_is_ignored_and_its_items_made_again(project, tmp_path, damage):
+    staging = _interrupted(project)
+    checkpoint = staging / CHECKPOINT
+    huge = tmp_path / "outside" / "huge"
+    huge.parent.mkdir()
+    _sparse(huge, 100 << 30)
+    if damage == "link to a huge file":
+        checkpoint.unlink()
+        checkpoint.symlink_to(huge)
+    elif damage == "huge":
+        _sparse(checkpoint, 100 << 30)  # its lines first, then more than luisy ever writes
+    elif damage == "deeply nested":
+        checkpoint.write_text('\n{"state": ' + "[" * 300_000 + "]" * 300_000 + "}")
+    else:
+        _forge(staging, "n0", Item(7, 6, "c", "s"))  # type: ignore[arg-type]
+
+    for command in ("plan", "status", "items"):
+        status, output, _ = _luisy(project, command, "tam.tasks:Upper")
+        assert status in (0, 1), output
+        _no_traceback(output)
+    status, output, made = _luisy(project, "run", "tam.tasks:Upper")
+    assert status == 0 and made == sorted(NOTES), output
+    assert _published(project) == {name: text.upper() for name, text in NOTES.items()}
+    assert not list(_layer(project).glob(".luisy-tmp-*")), "no staging folder is left behind"
+    assert huge.stat().st_size == 100 << 30
+
+
+def test_a_checkpoint_stops_growing_before_luisy_would_not_read_it(tmp_path, monkeypatch):
+    from luisy.directory import target
+
+    monkeypatch.setattr(target, "CHECKPOINT_MAX_BYTES", 300)
+    staging = target.LocalStaging(tmp_path / "out")
+    staging.keep()
+    first = {"a": Item("a.txt", 1, "c" * 32, "s1")}
+    staging.checkpoint({"code": "x"}, first)
+    staging.checkpoint({"code": "x"}, {f"b{i}": Item(f"b{i}.txt", 1, "c" * 32, "s") for i in range(5)})
+    staging.checkpoint({"code": "x"}, {"c": Item("c.txt", 1, "c" * 32, "s3")})
+    assert (staging.path / CHECKPOINT).stat().st_size <= 300
+    staging.discard()
+    _, state, items = target.latest_checkpoint(tmp_path / "out")
+    assert state == {"code": "x"} and items == {**first, "c": Item("c.txt", 1, "c" * 32, "s3")}
+    assert CHECKPOINT_MAX_BYTES == 1 << 30
+
+
+def test_a_temporary_name_with_a_pid_no_process_can_have_is_a_gone_writers(project):
+    assert _luisy(project, "run", "tam.tasks:Upper")[0] == 0
+    layer = _layer(project)
+    mine = temp_sibling(layer / "Upper").name  # as this machine's writers name them
+    (layer / mine.replace(f".{os.getpid()}.", ".99999999999999999999999.", 1)).mkdir()
+    (project / "data" / "tam" / "raw" / "notes" / "n9.txt").write_text("note 9")
+
+    for command in ("plan", "status", "verify"):
+        status, output, _ = _luisy(project, command, "tam.tasks:Shout")
+        assert status in (0, 1), output
+        _no_traceback(output)
+    status, output, made = _luisy(project, "run", "tam.tasks:Shout")
+    assert status == 0 and made == ["n9"], output
+    assert not list(layer.glob(".luisy-tmp-*")), "the gone writer's folder is removed"
+
+
+# Item files and luisy's own files beside and in the output folder replaced by something else.
+
+@pytest.mark.parametrize("how", ["verify --repair", "run --verify"])
+def test_an_item_file_replaced_by_a_folder_is_bad_and_repair_removes_it(project, tmp_path, how):
+    assert _luisy(project, "run", "tam.tasks:Shout")[0] == 0
+    item = _layer(project) / "Upper" / "n1.txt"
+    item.unlink()
+    item.mkdir()
+    (item / "inside.txt").write_text("put here")
+    (tmp_path / "outside.txt").write_text("outside")
+    (item / "link").symlink_to(tmp_path / "outside.txt")
+
+    status, output, _ = _luisy(project, "verify", "tam.tasks:Shout")
+    assert status == 1 and f"item 'n1': {item} is a folder, not a regular file" in output, output
+    if how == "verify --repair":
+        status, output, _ = _luisy(project, "verify", "tam.tasks:Shout", "--repair")
+        assert status == 0, output
+        _no_traceback(output)
+    status, output, made = _luisy(project, "run", "tam.tasks:Shout", *(["--verify"] if "run" in how else []))
+    assert status == 0 and made == ["n1"], output
+    assert item.read_text() == "NOTE 1" and (tmp_path / "outside.txt").read_text() == "outside"
+    assert _luisy(project, "verify", "tam.tasks:Shout")[0] == 0
+
+
+def test_a_folder_where_a_dropped_item_is_made_again_is_left_alone(project):
+    assert _luisy(project, "run", "tam.tasks:Shout")[0] == 0
+    item = _layer(project) / "Upper" / "n1.txt"
+    item.unlink()
+    assert _luisy(project, "verify", "tam.tasks:Shout", "--repair")[0] == 0
+    item.mkdir()  # put in its place after the repair dropped it
+    (item / "inside.txt").write_text("put here")
+
+    status, output, made = _luisy(project, "run", "tam.tasks:Shout")
+    assert status == 0 and made == ["n1"], output
+    shout = project / "data" / "tam" / "final" / "Shout"
+    assert {p.stem: p.read_text() for p in shout.glob("*.txt")} == {n: t.upper() + "!" for n, t in NOTES.items()}
+    assert (item / "inside.txt").read_text() == "put here"
+
+
+@pytest.mark.parametrize("lock", ["lock", "writer"])
+def test_a_lock_file_replaced_by_a_folder_is_one_line_and_verify_repair_removes_it(project, lock):
+    assert _luisy(project, "run", "tam.tasks:Upper")[0] == 0
+    path = _layer(project) / f".Upper.luisy-{lock}"
+    path.mkdir()
+    (path / "inside.txt").write_text("put here")
+    (project / "data" / "tam" / "raw" / "notes" / "n9.txt").write_text("note 9")
+
+    status, output, made = _luisy(project, "run", "tam.tasks:Upper")
+    assert status == 1 and made == [], output
+    _no_traceback(output)
+    (line,) = [line for line in output.splitlines() if "failed: Upper()" in line]
+    assert f"{path} is a folder, not a regular file: remove it" in line
+    status, output, _ = _luisy(project, "verify", "tam.tasks:Upper")
+    assert status == 1 and f"{path} is a folder, not a regular file: no run can lock it" in output, output
+    assert path.is_dir(), "verify alone changes nothing"
+    status, output, _ = _luisy(project, "verify", "tam.tasks:Upper", "--repair")
+    assert status == 0 and not path.exists(), output
+    status, output, made = _luisy(project, "run", "tam.tasks:Upper")
+    assert status == 0 and made == ["n9"], output
+
+
+@pytest.mark.parametrize("what", ["file", "fifo"])
+def test_the_retired_folder_replaced_by_a_file_is_made_again(project, what):
+    assert _luisy(project, "run", "tam.tasks:Upper")[0] == 0
+    retired = _layer(project) / "Upper" / ".luisy-retired"
+    shutil.rmtree(retired, ignore_errors=True)
+    retired.write_text("put here") if what == "file" else os.mkfifo(retired)
+    (project / "data" / "tam" / "raw" / "notes" / "n1.txt").write_text("note one")  # n1's file is retired
+
+    status, output, made = _luisy(project, "run", "tam.tasks:Upper")
+    assert status == 0 and made == ["n1"], output
+    assert retired.is_dir() and [p.name for p in retired.iterdir()] == ["n1.txt"]
+    assert [p.read_text() for p in (_layer(project) / "Upper").glob("n1*.txt")] == ["NOTE ONE"]
+
+
+def test_an_item_damaged_without_changing_its_size_is_found_by_verify_not_on_read(project):
+    """What the docs say: a read checks that the item file is there and that its format reads it;
+    its size and content are checked by ``luisy verify`` and ``luisy run --verify``. What a
+    downstream task made from the damaged item before that stays until its output is removed."""
+    assert _luisy(project, "run", "tam.tasks:Upper")[0] == 0
+    upper = _layer(project) / "Upper" / "n1.txt"
+    upper.write_text("XXXX 1")  # as long as "NOTE 1"
+    shout = project / "data" / "tam" / "final" / "Shout"
+
+    assert _luisy(project, "run", "tam.tasks:Shout")[0] == 0
+    assert (shout / "n1.txt").read_text() == "XXXX 1!", "read as it is"
+    status, output, _ = _luisy(project, "verify", "tam.tasks:Shout")
+    assert status == 1 and f"item 'n1': {upper} does not match its checksum" in output, output
+    status, output, made = _luisy(project, "run", "tam.tasks:Shout", "--verify")
+    assert status == 0 and made == ["n1"] and upper.read_text() == "NOTE 1", output
+    assert (shout / "n1.txt").read_text() == "XXXX 1!", "made again, n1 has the checksum Shout read it by"
+    shutil.rmtree(shout)
+    assert _luisy(project, "run", "tam.tasks:Shout")[0] == 0
+    assert (shout / "n1.txt").read_text() == "NOTE 1!"
 
 
 # An output folder, or the layer folder it is in, replaced by a link to another folder.

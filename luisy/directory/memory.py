@@ -70,6 +70,9 @@ class MemoryFolder:
             manifest = replace(state.manifest, items=kept, inputs_digest=None)
             self.store.objects[self.key] = _State(manifest, {f: state.files[f] for f in kept.files})
 
+    def broken_locks(self) -> list[Path]:
+        return []  # no lock files in memory
+
     def note_verified(self, publication: str, bad: dict[str, str]) -> None:
         self.store.objects[self.key + "#verified"] = (publication, dict(bad))
 

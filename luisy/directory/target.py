@@ -40,7 +40,7 @@ from typing import Any, NoReturn, TextIO, cast
 import luigi
 
 from luisy import config, formats, storage
-from luisy.atomic import defer, fit_name, hand_over, remove_stale_temps, stale_temps, temp_sibling
+from luisy.atomic import defer, fit_name, hand_over, remove_path, remove_stale_temps, stale_temps, temp_sibling
 from luisy.cachefiles import CACHE_MAX_BYTES
 from luisy.digests import digest, file_digest, stream_digest
 from luisy.directory.manifest import (
@@ -57,7 +57,7 @@ from luisy.directory.memory import MemoryFolder
 from luisy.errors import BrokenFileError, ItemFileError, ItemNameError, ManifestError, UnsafePathError
 from luisy.parameters import significant_params
 from luisy.paths import NAME_MAX, linked_folder, refuse_linked, with_extension
-from luisy.regular_files import open_fd, read_own
+from luisy.regular_files import kind, not_regular, open_fd, open_regular, read_own
 from luisy.sources import Joined, SourceItems
 
 #: Where the files of replaced items wait, inside the output folder, until no reader needs them.
@@ -66,6 +66,8 @@ RETIRED = ".luisy-retired"
 VERIFIED = ".luisy-verified.json"
 #: The checkpoint of a staging folder: the items written so far.
 CHECKPOINT = ".luisy-checkpoint.json"
+#: A checkpoint is not written beyond this many bytes (millions of items), nor read if longer.
+CHECKPOINT_MAX_BYTES = 1 << 30
 #: What to do about a bad item file.
 REPAIR = "`luisy verify TASK --repair` drops bad items, so that the next run makes them again"
 #: Seconds between two looks at a writer lock another process holds.
@@ -196,8 +198,15 @@ class DirectoryTarget(luigi.LocalTarget):
         return self.place.checkpointed(_configuration(task))
 
     def repair(self, items: Iterable[str] = (), strays: Iterable[str] = (), corrupt: bool = False) -> None:
-        """Drop bad ``items`` and stray files (see :meth:`LocalFolder.repair`); the task runs again."""
+        """Drop bad ``items`` and stray files (see :meth:`LocalFolder.repair`); the task runs again.
+        With none of them, only lock files that are folders are removed (see :meth:`lock_problems`)."""
         self.place.repair(items, strays, corrupt)
+
+    def lock_problems(self) -> list[str]:
+        """Lock files beside the folder that no run can take (folders), one line each; :meth:`repair`
+        removes them."""
+        return [f"{not_regular(path, 'a folder', own=False)}: no run can lock it"
+                for path in self.place.broken_locks()]
 
     def note_verified(self, bad: dict[str, str], header: ManifestHeader | None = None) -> None:
         """Record which items a verification found bad (name → problem), for the publication whose
@@ -267,6 +276,9 @@ class LocalFolder:
     def staging(self, state: dict[str, Any]) -> LocalStaging:
         """A staging folder with the items an interrupted writer checkpointed for ``state``."""
         refuse_linked(self.folder, self.owner)
+        broken = self.broken_locks()
+        if broken:  # said now, before items are made that could not be published
+            raise not_regular(broken[0], "a folder")
         return LocalStaging(self.folder, state, self.owner)
 
     def checkpointed(self, state: dict[str, Any]) -> dict[str, Item]:
@@ -277,8 +289,13 @@ class LocalFolder:
     def repair(self, items: Iterable[str], strays: Iterable[str], corrupt: bool) -> None:
         """Drop ``items`` (and their files) from the manifest and delete ``strays`` (paths relative
         to the folder); a ``corrupt`` manifest is removed, and the next publish sweeps the folder.
-        The task runs again: the repaired manifest no longer says what its inputs were."""
+        The task runs again: the repaired manifest no longer says what its inputs were. Lock
+        files beside the folder that are folders (:meth:`broken_locks`) are removed first."""
         refuse_linked(self.folder, self.owner)
+        for path in self.broken_locks():
+            remove_path(path)
+        if not (items or strays or corrupt):
+            return
         inside = _Inside(self.folder, self.owner)
         with _publish_lock(self.folder) as lock:
             if corrupt:
@@ -298,6 +315,10 @@ class LocalFolder:
             _replace_manifest(self.folder, replace(manifest, items=kept, inputs_digest=None))
             for file in [manifest.items[name].file for name in dropped if name in manifest.items] + list(strays):
                 _unlink_inside(inside, os.path.join(self.folder, file))
+
+    def broken_locks(self) -> list[Path]:
+        """Lock files beside the folder that are folders (see :func:`broken_locks`)."""
+        return broken_locks(self.folder)
 
     def note_verified(self, publication: str, bad: dict[str, str]) -> None:
         if linked_folder(self.folder) is not None:
@@ -331,7 +352,8 @@ class LocalFolder:
         """
         lock_path = _lock_path(self.folder)
         try:
-            interrupted = os.lstat(lock_path).st_size > 0
+            info = os.lstat(lock_path)
+            interrupted = stat.S_ISREG(info.st_mode) and info.st_size > 0
         except FileNotFoundError:
             interrupted = False
         if interrupted:
@@ -379,7 +401,12 @@ class LocalFolder:
             taken.add(file)
             if "/" in file:
                 _make_dirs(folder, os.path.dirname(file), made)
-            os.replace(cast(LocalStaging, writer.staging).path / item.file, folder / file)
+            staged = cast(LocalStaging, writer.staging).path / item.file
+            try:
+                os.replace(staged, folder / file)
+            except IsADirectoryError:  # a folder no manifest lists stands there: left alone, as a stray
+                file = _variant(item.file)
+                os.replace(staged, folder / file)
             moved[name] = item._replace(file=file)
         items = current.items.merged(writer.kept, moved)
         listed = set(items.files) if current.items or current.retired else set()  # a first run replaces nothing
@@ -426,6 +453,7 @@ class LocalStaging:
             self.resumed: dict[str, Item] = {}
             self._kept = False
             self._checkpointed = False
+            self._checkpoint_bytes = 0
             if state is not None:
                 self._take_over(folder, state)
             remove_stale_temps(folder)
@@ -460,12 +488,17 @@ class LocalStaging:
 
         Each checkpoint appends one line, so a run of a million items does not write its list
         again every time. A line cut short by a kill is skipped when read: each line starts on a
-        new one, and the items it listed are made again.
+        new one, and the items it listed are made again. Nothing is appended that would make the
+        checkpoint longer than :data:`CHECKPOINT_MAX_BYTES`.
         """
         lines = [] if self._checkpointed else [json.dumps({"state": state})]
         if items:
             lines.append(json.dumps({"items": {name: list(item) for name, item in items.items()}}))
-        _append(self.path / CHECKPOINT, "".join("\n" + line for line in lines))
+        text = "".join("\n" + line for line in lines)  # ASCII: as many bytes as characters
+        if self._checkpoint_bytes + len(text) > CHECKPOINT_MAX_BYTES:
+            return  # a longer one is not read: these items are made again after an interruption
+        _append(self.path / CHECKPOINT, text)
+        self._checkpoint_bytes += len(text)
         self._checkpointed = True
 
     def keep(self) -> None:
@@ -494,19 +527,37 @@ class LocalStaging:
 def latest_checkpoint(folder: Path) -> tuple[Path, dict[str, Any], dict[str, Item]] | None:
     """The staging folder, state and items of the latest checkpoint an interrupted writer of
     ``folder`` left; ``None`` if there is none that reads as one. A symbolic link in place of a
-    staging folder is not one."""
-    found = [(os.stat(os.path.join(entry, CHECKPOINT)).st_mtime, entry) for entry in stale_temps(folder)
-             if not os.path.islink(entry) and os.path.isfile(os.path.join(entry, CHECKPOINT))]
+    staging folder or of its checkpoint is not one, nor is a checkpoint that is no regular file,
+    is longer than :data:`CHECKPOINT_MAX_BYTES` or is not what luisy writes: its items are made again."""
+    found = [(mtime, entry) for entry in stale_temps(folder)
+             if not os.path.islink(entry) and (mtime := _checkpoint_mtime(entry)) is not None]
     if not found:
         return None
     source = Path(max(found)[1])
     try:
-        text = (source / CHECKPOINT).read_text(encoding="utf-8", errors="surrogateescape")
+        with open_regular(source / CHECKPOINT, own=True, limit=CHECKPOINT_MAX_BYTES) as f:
+            read = _read_checkpoint(f)
+    except OSError:  # gone, or replaced since it was found
+        return None
+    return None if read is None else (source, *read)
+
+
+def _checkpoint_mtime(staging: str) -> float | None:
+    """When the checkpoint in ``staging`` was last written; ``None`` unless it is a regular file."""
+    try:
+        info = os.lstat(os.path.join(staging, CHECKPOINT))
     except OSError:
         return None
+    return info.st_mtime if stat.S_ISREG(info.st_mode) else None
+
+
+def _read_checkpoint(lines: Iterable[bytes]) -> tuple[dict[str, Any], dict[str, Item]] | None:
+    """The state and items of a checkpoint's lines; ``None`` if not even the state reads."""
     data: dict[str, Any] | None = None
     items: dict[str, Item] = {}
-    for line in filter(None, text.split("\n")):
+    for line in lines:
+        if line == b"\n":  # each line starts on a new one
+            continue
         try:
             part = json.loads(line)
             if data is None and "items" in part:  # an earlier luisy's checkpoint: one line, all in it
@@ -514,14 +565,17 @@ def latest_checkpoint(folder: Path) -> tuple[Path, dict[str, Any], dict[str, Ite
             if data is None:  # the first line: what the items were written for
                 data = dict(part["state"])
             else:
-                items.update((name, Item(*row)) for name, row in part["items"].items())
-        except (ValueError, TypeError, KeyError, AttributeError):
+                items.update({name: Item(*row) for name, row in part["items"].items()})
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
             if data is None:
                 return None  # not even the state: nothing to take over
-            continue  # a line cut short: its items are made again
-    if data is None or bad_file_name([item.file for item in items.values()]) is not None:
+            continue  # a line cut short, or not one luisy wrote: its items are made again
+    try:
+        if data is None or bad_file_name([item.file for item in items.values()]) is not None:
+            return None
+    except TypeError:  # a file that is no name: not a checkpoint luisy wrote
         return None
-    return source, data, items
+    return data, items
 
 
 #: How a folder whose files are taken over is opened: never through a symbolic link.
@@ -604,7 +658,17 @@ class ItemReader:
                 except Exception as error:
                     raise ItemFileError(f"{self.inside.owner}: item file {path} is damaged ({type(error).__name__}: "
                                         f"{error}); {REPAIR}") from None
-        raise ItemFileError(f"{self.inside.owner}: item file {path} is missing; {REPAIR}")
+        raise ItemFileError(f"{self.inside.owner}: item file {path} {absent(path)}; {REPAIR}")
+
+
+def absent(path: str | os.PathLike[str]) -> str:
+    """Why there is no item file at ``path``: ``"is missing"``, or what is there instead (``"is a
+    folder, not a regular file"``)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return "is missing"
+    return "is missing" if stat.S_ISREG(mode) else f"is {kind(mode)}, not a regular file"
 
 
 class _Inside:
@@ -966,11 +1030,15 @@ def _forget_if_empty(lock: TextIO, path: Path) -> None:
 
 
 def _open_lock(path: Path) -> TextIO:
-    """The lock file, opened for appending; never through a link: a link (symbolic or hard) put in
-    its place is removed and a file of luisy's own made instead."""
+    """The lock file, opened for appending; never through a link: a link (symbolic or hard) or a
+    FIFO put in its place is removed and a file of luisy's own made instead. A folder there is a
+    :class:`~luisy.errors.BrokenFileError` (see :func:`broken_locks`)."""
     while True:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
+        except IsADirectoryError:
+            # Not removed here: what is in a folder may be someone's; `luisy verify --repair` removes it.
+            raise not_regular(path, "a folder") from None
         except OSError:
             if not os.path.islink(path):
                 raise
@@ -985,6 +1053,12 @@ def _open_lock(path: Path) -> TextIO:
         with contextlib.suppress(FileNotFoundError):
             if info.st_nlink != 0 and os.lstat(path).st_ino == info.st_ino:
                 os.unlink(path)
+
+
+def broken_locks(folder: Path) -> list[Path]:
+    """luisy's lock files beside ``folder`` that are folders: no writer can lock them."""
+    paths = (_lock_path(folder), _lock_path(folder, "writer"))
+    return [path for path in paths if path.is_dir() and not path.is_symlink()]
 
 
 def _make_dirs(folder: Path, rel_dir: str, made: set[str]) -> None:
@@ -1008,6 +1082,8 @@ def retire(folder: Path, files: Iterable[str], inside: _Inside | None = None) ->
         source = os.path.join(folder, file)
         if not inside.contains(os.path.dirname(source)):
             continue  # never follow a link out of the folder
+        if not made:  # before the first file moves in
+            _clear_for_folder(folder / RETIRED)
         _make_dirs(folder, os.path.dirname(f"{RETIRED}/{file}"), made)
         try:
             os.replace(source, folder / RETIRED / file)
@@ -1015,12 +1091,19 @@ def retire(folder: Path, files: Iterable[str], inside: _Inside | None = None) ->
             pass
 
 
-def _unlink_inside(inside: _Inside, path: str) -> None:
-    if inside.contains(os.path.dirname(path)):
-        try:
+def _clear_for_folder(path: Path) -> None:
+    """Remove what is in the place of luisy's own folder ``path`` if it is no folder (a file, a
+    FIFO, a link: nothing luisy put there; a link is removed, never followed)."""
+    with contextlib.suppress(FileNotFoundError):
+        if not stat.S_ISDIR(os.lstat(path).st_mode):
             os.unlink(path)
-        except FileNotFoundError:
-            pass
+
+
+def _unlink_inside(inside: _Inside, path: str) -> None:
+    """Remove the file at ``path`` if its folder is inside; a folder there goes too (links in it
+    are removed, never followed)."""
+    if inside.contains(os.path.dirname(path)):
+        remove_path(Path(path))
 
 
 def remove_unlisted(folder: Path, manifest: Manifest) -> None:

@@ -25,12 +25,13 @@ from luisy.fingerprint import records
 from luisy.fingerprint.code import code_fingerprint
 from luisy.fingerprint.task import as_upstream, code_reasons, is_external
 from luisy.interrupts import signal_name, signals_held_back, stop_after_publish, stop_on_signals
-from luisy.items import failure_line, first_failures
+from luisy.items import ItemRow, failure_line, first_failures
 from luisy.parameters import recorded_params, significant_params
 from luisy.reasons import Kind, Reason, changes
 from luisy.sources import SourceItem, SourceItems, digest, pairs
 from luisy.spec import OutputSpec
 from luisy.tasks.base import Task
+from luisy.texttable import printable
 
 logger = logging.getLogger("luisy")
 
@@ -238,6 +239,8 @@ class DirectoryTask(Task):
         elif outcome.status is ItemStatus.SKIP:
             writer.skip(item.name, item.fingerprint)
         elif self.on_error == "raise":
+            # In no manifest, as the run publishes nothing: the journal keeps it (`luisy items --failed`).
+            journal.note_failures([ItemRow(item.name, "failed", str(item.path), outcome.error, outcome.traceback)])
             raise ItemError(f"{self!r}: item {item.name!r} (input file {item.path}) failed: {outcome.error}",
                             outcome.traceback)
         else:
@@ -366,5 +369,5 @@ class DirectoryTask(Task):
         if writer.failed:
             message = f"{len(writer.failed)} items failed"
             first = first_failures(writer.failed, writer.failed_details, 1)[0]
-            logger.warning("%s: %s; the first: %s", self, message, failure_line(first))
+            logger.warning("%s: %s; the first: %s", printable(str(self)), message, printable(failure_line(first)))
             report_status(self, f"{progress.message()}; {message}")

@@ -15,6 +15,7 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager, nullcontext
+from itertools import chain
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -29,8 +30,8 @@ from luisy.errors import LuisyError, ParameterError, TaskLookupError
 from luisy.execution import run as run_tasks
 from luisy.graph import FORMATS, upstream_first
 from luisy.graph import render as render_graph
+from luisy.history import failed_run_lines, last_failed, parse_since
 from luisy.history import history as task_history
-from luisy.history import parse_since
 from luisy.history import table as history_table
 from luisy.items import TERMINAL_LIMIT, json_text, text_lines
 from luisy.items import items as task_items
@@ -403,7 +404,10 @@ def items(task: str, working_dir: Path | None, task_args: tuple[str, ...], faile
     """List the items of the directory task TASK, in name order, one line each: state (ok,
     skipped, failed, bad, kept), name, input file and, for a failed item, its error.
 
-    --failed, --bad and --kept list only items in those states (together: in any of them).
+    --failed, --bad and --kept list only items in those states (together: in any of them). When
+    the task's last run failed, --failed first says so, with the items that failed in it (under
+    on_error="raise" the one that stopped it: that run published nothing). The exit status is 0,
+    2 for bad input (not a directory task, a corrupt manifest).
 
     \b
     Example:
@@ -415,11 +419,16 @@ def items(task: str, working_dir: Path | None, task_args: tuple[str, ...], faile
         limit = TERMINAL_LIMIT
     with _task(task, working_dir, task_args) as task_obj:
         rows = task_items(task_obj, states)
-        lines = json_text(rows, limit or None) if as_json else text_lines(rows, verbose, limit or None)
+        if as_json:
+            lines = json_text(rows, limit or None)
+        else:
+            last_run = last_failed(config.get_working_dir(), task_obj) if failed or not states else None
+            lines = chain(failed_run_lines(task_obj, last_run, verbose) if last_run is not None else [],
+                          text_lines(rows, verbose, limit or None))
         empty = True
         for line in lines:
             empty = False
-            click.echo(line)
+            click.echo(line if as_json else printable(line))  # JSON escapes control characters itself
         if empty:
             click.echo(f"{task_obj}: no items" + (f" that are {' or '.join(states)}" if states else ""))
 
@@ -577,8 +586,8 @@ def watch(task: str, working_dir: Path | None, task_args: tuple[str, ...], settl
 
 
 def _print_plan(task: luigi.Task) -> None:
-    for line in plan_report(task):
-        click.echo(line)
+    for line in plan_report(task):  # names parameters, versions and definitions read from records
+        click.echo(printable(line))
 
 
 def load_task_class(spec: str) -> type[luigi.Task]:

@@ -21,7 +21,7 @@ from luisy.directory.target import DirectoryTarget
 from luisy.errors import LuisyError, SchedulerUnreachableError
 from luisy.fingerprint.task import remembered
 from luisy.graph import upstream_first
-from luisy.items import ItemRow, first_failures, items_command
+from luisy.items import ItemRow, command_line, first_failures
 from luisy.paths import expected_at
 from luisy.targets import scan_once
 from luisy.tracebacks import indented, parse_explanation, traceback_of, user_frames
@@ -332,7 +332,7 @@ def _note_failed_items(summary: RunSummary, task: luigi.Task) -> None:
     """The first failed items of a directory task, and how to list them all."""
     manifest = next(o for o in flatten(task.output()) if isinstance(o, DirectoryTarget)).manifest
     summary.failed_item_rows[str(task)] = first_failures(manifest.failed, manifest.failed_details)
-    summary.items_commands[str(task)] = items_command(task, "--failed")
+    summary.items_commands[str(task)] = command_line("items", task, "--failed")
 
 
 def _is_complete(task: luigi.Task) -> bool:

@@ -19,10 +19,12 @@ from typing import Any
 
 from luisy.atomic import process_alive
 from luisy.errors import LuisyError
+from luisy.items import failed_row
 from luisy.journal import FAIL, START, Event, events, events_by_day
 from luisy.texttable import cut, text_table
 
-__all__ = ["TaskRun", "history", "last_runs", "runs_of", "parse_since", "table", "INTERRUPTED", "RUNNING"]
+__all__ = ["TaskRun", "history", "last_runs", "last_failed", "failed_run_lines", "runs_of", "parse_since", "table",
+           "INTERRUPTED", "RUNNING"]
 
 INTERRUPTED = "interrupted?"
 RUNNING = "running"
@@ -95,6 +97,25 @@ def history(root: str | os.PathLike[str], task: str | None = None, since: float 
     return runs
 
 
+def last_failed(root: str | os.PathLike[str], task: Any) -> TaskRun | None:
+    """The last run of ``task`` in the journal of ``root``, if it failed."""
+    run = last_runs(root, [task.task_id]).get(task.task_id)
+    return run if run is not None and run.state == FAIL else None
+
+
+def failed_run_lines(task: Any, run: TaskRun, verbose: int = 0) -> list[str]:
+    """What ``luisy items`` says of a directory task's failed last run, with the items that failed
+    in it (as :meth:`~luisy.items.ItemRow.lines`, indented): under ``on_error="raise"`` the item
+    that stopped the run, which is in no manifest, as the run published nothing."""
+    rows = [failed_row(failure.get("name", "?"), failure.get("error", ""), failure) for failure in run.failures]
+    head = f"{task}: its last run (started {when(run.started)} UTC) failed"
+    if rows and getattr(task, "on_error", None) == "raise":
+        head += ' and published nothing: on_error="raise" stopped it at this item:'
+    else:
+        head += f": {run.error}" + ("; the items that failed in it:" if rows else "")
+    return [head, *("  " + line for row in rows for line in row.lines(verbose))]
+
+
 def _matches(pattern: str, run: TaskRun) -> bool:
     if run.family == pattern or fnmatch.fnmatchcase(run.task, pattern):
         return True
@@ -128,13 +149,21 @@ def parse_since(text: str, now: float | None = None) -> float:
     time in ISO 8601 (``2026-12-01``, ``2026-12-01T08:00``; UTC unless it names a zone)."""
     span = _SPAN.match(text)
     if span:
-        return (time.time() if now is None else now) - float(span[1]) * _SECONDS[span[2]]
-    try:
-        when = dt.datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise LuisyError(f"--since {text!r}: give a span such as 30m, 12h, 2d, 1w or a date such as 2026-12-01"
-                         ) from None
-    return (when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)).timestamp()
+        since = (time.time() if now is None else now) - float(span[1]) * _SECONDS[span[2]]
+    else:
+        try:
+            when = dt.datetime.fromisoformat(text.strip())
+        except ValueError:
+            raise LuisyError(f"--since {text!r}: {_GIVE}") from None
+        since = (when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)).timestamp()
+    try:  # the journal's days are dates: one before the year 1 is none
+        _iso(since)
+    except (ValueError, OverflowError, OSError):
+        raise LuisyError(f"--since {text!r} goes back before the year 1: {_GIVE}") from None
+    return since
+
+
+_GIVE = "give a span such as 30m, 12h, 2d, 1w or a date such as 2026-12-01"
 
 
 def _iso(when: float) -> str:

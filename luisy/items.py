@@ -20,11 +20,13 @@ from typing import Any
 import luigi
 from luigi.task import flatten
 
+from luisy.directory.manifest import Manifest
 from luisy.directory.target import DirectoryTarget
-from luisy.errors import LuisyError
+from luisy.errors import LuisyError, ManifestError
 from luisy.tracebacks import indented, user_frames, where
 
-__all__ = ["ItemRow", "STATES", "items", "first_failures", "failure_line", "items_command", "text_lines", "json_text"]
+__all__ = ["ItemRow", "STATES", "items", "first_failures", "failed_row", "failure_line", "command_line", "text_lines",
+           "json_text"]
 
 #: Every state an item can be in; a later one wins where an item is in two (an item published
 #: and made again by an interrupted run is ``kept``).
@@ -72,11 +74,12 @@ class ItemRow:
 def first_failures(failed: Mapping[str, str], details: Mapping[str, Mapping[str, str]],
                    count: int = SHOWN) -> list[ItemRow]:
     """Rows of the first ``count`` of ``failed`` (name → error, in name order)."""
-    return [_failed_row(name, error, details.get(name, {}))
+    return [failed_row(name, error, details.get(name, {}))
             for name, error in itertools.islice(failed.items(), count)]
 
 
-def _failed_row(name: str, error: str, details: Mapping[str, str]) -> ItemRow:
+def failed_row(name: str, error: str, details: Mapping[str, Any]) -> ItemRow:
+    """The row of a failed item; ``details`` may give its ``input`` and ``traceback``."""
     return ItemRow(name, "failed", details.get("input"), error, details.get("traceback", ""))
 
 
@@ -86,8 +89,8 @@ def failure_line(row: ItemRow) -> str:
     return row.described() + (f" at {place}" if place else "")
 
 
-def items_command(task: luigi.Task, *options: str) -> str:
-    """The ``luisy items`` command line that lists ``task``'s items."""
+def command_line(command: str, task: luigi.Task, *options: str) -> str:
+    """The ``luisy COMMAND`` command line for ``task`` (``items``: the one that lists its items)."""
     cls = type(task)
     values = task.to_str_params(only_significant=True)
     args = []
@@ -99,17 +102,20 @@ def items_command(task: luigi.Task, *options: str) -> str:
             args += [flag] if getattr(task, name) else []
         else:
             args += [flag, values[name]]
-    return shlex.join(["luisy", "items", f"{cls.__module__}:{cls.__name__}", *args, *options])
+    return shlex.join(["luisy", command, f"{cls.__module__}:{cls.__name__}", *args, *options])
 
 
 def items(task: luigi.Task, states: Collection[str] = ()) -> Iterator[ItemRow]:
     """The rows of ``task``'s items in name order; only those in ``states``, if given.
 
-    :class:`LuisyError` if ``task`` has no directory output.
+    :class:`LuisyError` at once (before the first row) if ``task`` has no directory output or its
+    manifest is corrupt.
     """
     target = _directory_output(task)
-    wanted = set(states or STATES)
-    manifest = target.manifest if target.exists() else None
+    return _rows(task, target, _published(task, target), set(states or STATES))
+
+
+def _rows(task: luigi.Task, target: DirectoryTarget, manifest: Manifest | None, wanted: set[str]) -> Iterator[ItemRow]:
     resumable = target.resumable(task)
     bad = target.verified_bad() if manifest is not None else {}
     # Only the lists that can give a wanted row are gone through: --failed reads no item table.
@@ -132,9 +138,21 @@ def items(task: luigi.Task, states: Collection[str] = ()) -> Iterator[ItemRow]:
         if state == "ok" and name in bad:
             state = "bad"
         if state == "failed":
-            yield _failed_row(name, failed[name], details.get(name, {}))
+            yield failed_row(name, failed[name], details.get(name, {}))
         elif state in wanted:
             yield ItemRow(name, state, inputs.get(name), bad.get(name, "") if state == "bad" else "")
+
+
+def _published(task: luigi.Task, target: DirectoryTarget) -> Manifest | None:
+    """The output's manifest (``None``: never published); a corrupt one is a
+    :class:`~luisy.errors.ManifestError` saying what to do."""
+    try:
+        return target.manifest
+    except FileNotFoundError:
+        return None
+    except ManifestError as error:
+        raise ManifestError(f"{task}: {error.format_message()}; `{command_line('verify', task, '--repair')}` "
+                            "removes it, and the next run makes the output again") from None
 
 
 def _tagged(names: Iterable[str], state: str) -> Iterator[tuple[str, int]]:

@@ -51,6 +51,7 @@ from luisy.atomic import TMP_MARKER
 from luisy.digests import digest
 from luisy.errors import BrokenFileError
 from luisy.regular_files import open_fd, open_regular, own_folder
+from luisy.shapes import TIME, Check, checker, is_time
 from luisy.tracebacks import traceback_of
 
 if TYPE_CHECKING:
@@ -120,7 +121,7 @@ class Event:
     @classmethod
     def from_json(cls, text: str | bytes) -> Event | None:
         """The event, or ``None`` if ``text`` is not a complete event (still being written) or its
-        fields are not of the types luisy writes."""
+        fields are not of the shapes luisy writes."""
         try:
             data = json.loads(text)
             event = cls(**data) if isinstance(data, dict) else None
@@ -129,15 +130,23 @@ class Event:
         return event if event is not None and _well_typed(event) else None
 
 
-# The types of the fields that are not strings: a line of other types was not written by luisy,
-# and would break the sorting and printing of runs.
-_FIELD_TYPES = {"pid": (int,), "started": (int, float), "ended": (int, float, type(None)),
-                "items": (dict, type(None)), "outputs": (list,), "failures": (list,)}
-_FIELDS = tuple((name, _FIELD_TYPES.get(name, (str,))) for name in Event.__dataclass_fields__)
+#: The largest process id: pids are 32-bit signed numbers.
+_PID_MAX = 2**31 - 1
+
+# The shapes of the fields that are not strings (see luisy.shapes): a line of other shapes was
+# not written by luisy, and would break the sorting and printing of runs (a time no date shows,
+# a pid no process can have, a failed item whose error is no text).
+_FIELD_SHAPES: dict[str, Any] = {
+    "pid": Check("a process id", lambda value: type(value) is int and 0 < value <= _PID_MAX),
+    "started": TIME, "ended": Check("a time or null", lambda value: value is None or is_time(value)),
+    "items": (dict, type(None)), "outputs": [str],
+    "failures": [{"name": str, "state": str, "input": (str, type(None)), "error": str, "traceback": str}],
+}
+_FIELDS = tuple((name, checker(_FIELD_SHAPES.get(name, str))) for name in Event.__dataclass_fields__)
 
 
 def _well_typed(event: Event) -> bool:
-    return all(type(getattr(event, name)) in types for name, types in _FIELDS)
+    return all(fits(getattr(event, name)) for name, fits in _FIELDS)
 
 
 def task_key(task_id: str) -> str:
@@ -284,11 +293,23 @@ def _by_start(found: list[Event]) -> list[Event]:
 def note_items(processed: int, failed: int, kept: int, failures: Iterable[ItemRow] = ()) -> None:
     """Record the item counts of the directory task running in this context (if it is journaled),
     and its first failed items."""
-    task = config.context().task
-    notes = task.notes if task is not None else None
+    notes = _notes()
     if notes is not None:
         notes["items"] = {"processed": processed, "failed": failed, "kept": kept}
+    note_failures(failures)
+
+
+def note_failures(failures: Iterable[ItemRow]) -> None:
+    """Record the first failed items of the directory task running in this context (if it is
+    journaled): also those of a run they stop, which publishes none of them."""
+    notes = _notes()
+    if notes is not None:
         notes["failures"] = [row.to_dict() for row in failures]
+
+
+def _notes() -> dict[str, Any] | None:
+    task = config.context().task
+    return task.notes if task is not None else None
 
 
 @dataclass

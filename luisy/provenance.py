@@ -15,9 +15,8 @@ import json
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import luigi
 from luigi.task import flatten
@@ -27,8 +26,9 @@ from luisy.errors import ProvenanceError
 from luisy.fingerprint.task import current
 from luisy.formats import PROVENANCE_KEY, require
 from luisy.paths import relative_posix
+from luisy.shapes import MapOf, kind, problem
 
-__all__ = ["KEY", "check_record", "describe", "embedded", "outputs_of", "read_embedded"]
+__all__ = ["KEY", "describe", "embedded", "outputs_of", "read_embedded"]
 
 #: The parquet key-value metadata key and the HDF5 root attribute holding a file's provenance (JSON).
 KEY = PROVENANCE_KEY
@@ -102,7 +102,9 @@ def read_embedded(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     if text is None:
         return None
     found = _parse_json(text, f"{path}: its {KEY}")
-    _check_shape(found, _EMBEDDED, f"{path}: its {KEY}")
+    wrong = problem(found, _EMBEDDED)
+    if wrong is not None:
+        raise ProvenanceError(f"{path}: its {KEY} {wrong}")
     return found
 
 
@@ -122,7 +124,7 @@ def _hdf5_attribute(path: str) -> str | bytes | None:
             raise ProvenanceError(f"{path}: its {KEY} attribute cannot be read ({error})") from None
     if value is None or isinstance(value, (str, bytes)):
         return value
-    raise ProvenanceError(f"{path}: its {KEY} attribute is {_kind(value)}, not a string")
+    raise ProvenanceError(f"{path}: its {KEY} attribute is {kind(value)}, not a string")
 
 
 # The most JSON luisy parses from a file's provenance: what it writes is a few kB, and a huge
@@ -141,81 +143,9 @@ def _parse_json(text: str | bytes, what: str) -> Any:
         raise ProvenanceError(f"{what} is not JSON ({type(error).__name__})") from None
 
 
-@dataclass(frozen=True)
-class _MapOf:
-    """The shape of a JSON object with any keys, each value of the shape ``values``."""
-
-    values: Any
-
-
-_NUMBER = (int, float)
-_STRINGS = _MapOf(str)
-
-# The shape of what embedded() writes. A shape is a type or a tuple of types (the value is
-# of one of them exactly), a dict (a JSON object whose fields, where present, have those shapes;
-# others are ignored: a later luisy may add some), [shape] (a list of values of that shape) or a _MapOf.
+# The shape of what embedded() writes (see luisy.shapes).
 _EMBEDDED: dict[str, Any] = {
-    "task": str, "family": str, "class": str, "params": _STRINGS, "fingerprint": str, "run": str,
+    "task": str, "family": str, "class": str, "params": MapOf(str), "fingerprint": str, "run": str,
     "written": str, "luisy_version": str,
 }
 
-# The shape of a fingerprint record, as far as `luisy show` reads it.
-_RECORD: dict[str, Any] = {
-    "fingerprint": str, "code": _STRINGS, "versions": _STRINGS, "params": _STRINGS, "upstream": _STRINGS,
-    "provenance": {
-        "task": str, "task_id": str, "family": str, "class": str,
-        "requires": [{"task": str, "task_id": str, "outputs": [str]}],
-        "written_by": {"run": str, "id": str, "host": str, "user": str, "started": _NUMBER},
-    },
-}
-
-
-def check_record(record: dict[str, Any], what: str) -> None:
-    """Raise :class:`~luisy.errors.ProvenanceError` naming ``what`` (the record's file) if a field
-    of the fingerprint record ``record`` that ``luisy show`` reads is not of the type luisy writes."""
-    _check_shape(record, _RECORD, what)
-
-
-def _check_shape(value: Any, shape: Any, what: str) -> None:
-    """Raise :class:`~luisy.errors.ProvenanceError` naming ``what`` and the first field of
-    ``value`` that does not have ``shape``."""
-    found = _mismatch(value, shape, "")
-    if found is not None:
-        where, wrong, expected = found
-        raise ProvenanceError(f"{what}{' field ' + where if where else ''} is {_kind(wrong)}, "
-                              f"not {_kind_of_shape(expected)}")
-
-
-def _mismatch(value: Any, shape: Any, where: str) -> tuple[str, Any, Any] | None:
-    """The first place in ``value`` (a dotted path), its value and its shape, where it does not
-    have ``shape``; ``None`` if it has."""
-    if isinstance(shape, (dict, list, _MapOf)):
-        if type(value) is not (list if isinstance(shape, list) else dict):
-            return where, value, shape
-        if isinstance(shape, dict):
-            inner = ((value[name], part, f"{where}.{name}" if where else name)
-                     for name, part in shape.items() if name in value)
-        elif isinstance(shape, list):
-            inner = ((item, shape[0], f"{where}[{i}]") for i, item in enumerate(value))
-        else:
-            inner = ((item, shape.values, f"{where}[{key!r}]") for key, item in cast(dict, value).items())
-        return next(filter(None, (_mismatch(*part) for part in inner)), None)
-    return None if type(value) in (shape if isinstance(shape, tuple) else (shape,)) else (where, value, shape)
-
-
-_KINDS = {dict: "an object", list: "a list", str: "a string", bytes: "bytes", int: "a number", float: "a number",
-          bool: "true or false", type(None): "null"}
-
-
-def _kind(value: Any) -> str:
-    """What ``value`` is, in a message."""
-    kind = type(value)
-    return _KINDS.get(kind) or f"a {kind.__module__}.{kind.__qualname__}"
-
-
-def _kind_of_shape(shape: Any) -> str:
-    if isinstance(shape, (dict, _MapOf)):
-        return "an object"
-    if isinstance(shape, list):
-        return "a list"
-    return _KINDS[shape[0] if isinstance(shape, tuple) else shape]

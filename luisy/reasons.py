@@ -72,8 +72,8 @@ def differing(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
 
 
 _FIXED = {
-    Kind.NO_RECORD: "no fingerprint recorded (made by luisy 1.x or copied in? `luisy run --hash-update-mode` "
-                    "accepts it)",
+    Kind.NO_RECORD: "no fingerprint recorded, or none luisy can read (made by luisy 1.x or copied in? "
+                    "`luisy run --hash-update-mode` accepts it)",
     Kind.RECORDED_BY_1X: "fingerprint recorded by luisy 1.x (`luisy run --hash-update-mode` accepts the output)",
 }
 

@@ -17,11 +17,11 @@ from typing import Any
 
 from luisy import config
 from luisy.directory.manifest import MANIFEST_NAME, Manifest
-from luisy.errors import LuisyError, MissingExtraError
+from luisy.errors import LuisyError, MissingExtraError, ProvenanceError
 from luisy.fingerprint import records
 from luisy.history import TaskRun, runs_of, when
 from luisy.paths import relative_posix
-from luisy.provenance import check_record, read_embedded
+from luisy.provenance import read_embedded
 from luisy.texttable import printable
 
 __all__ = ["Provenance", "show"]
@@ -235,11 +235,10 @@ def _relative(path: Path, root: Path) -> str | None:
 def _record(root: Path, rel: str, path: Path) -> dict[str, Any] | None:
     """The output's fingerprint record; :class:`~luisy.errors.ProvenanceError` if it is malformed."""
     project = root / rel.split("/", 1)[0]
-    record = records.lookup_at(project, rel)
-    if not isinstance(record, dict):
-        return None
-    check_record(record, f"{path}: its fingerprint record {records.record_path(project, rel)}")
-    return record
+    record = records.read_at(project, rel)
+    if isinstance(record, records.Malformed):
+        raise ProvenanceError(f"{path}: its fingerprint record {record.path} {record.problem}")
+    return record if isinstance(record, dict) else None
 
 
 def _run(root: Path, found: Provenance) -> TaskRun | None:

@@ -52,6 +52,18 @@ PROJECT = {
                 return obj.upper()
 
 
+        @luisy.interim
+        @luisy.requires(Notes)
+        @luisy.directory_output(format="txt")
+        class Noisy(luisy.DirectoryTask):
+            on_error = "skip"
+
+            def process(self, name, obj):
+                if name.startswith("bad"):
+                    raise ValueError("\\x1b]0;owned\\x07\\x1b[2J " + name)
+                return obj
+
+
         @luisy.final
         @luisy.text_output
         class Broken(luisy.Task):
@@ -256,3 +268,47 @@ def test_a_luisy_error_is_one_line_naming_its_task_once(project):
     assert failed == ["  failed: WrongType(): parquet output takes a pandas DataFrame, got builtins.dict"]
     assert "Traceback" not in result.stdout + result.stderr and WORKER not in result.stderr
     assert result.stdout.splitlines()[-1] == failed[0], "nothing follows the one line"
+
+
+def test_items_failed_after_an_item_stopped_the_run_tells_of_that_run(project):
+    """Under on_error="raise" the failed item is in no manifest: the run published nothing."""
+    helper = _line_of(project, "dbg/helpers.py", "return table[key]")
+    notes = project / "data" / "dbg" / "raw" / "notes"
+    assert run_luisy(["run", "dbg.tasks:Strict"], cwd=project).returncode == 1
+
+    result = run_luisy(["items", "dbg.tasks:Strict", "--failed"], cwd=project)
+    assert result.returncode == 0, result.stderr
+    head, *rows = result.stdout.splitlines()
+    assert head.startswith("Strict(): its last run (") and "failed and published nothing" in head, head
+    assert 'on_error="raise"' in head, head
+    assert rows == [f"  failed   bad1  {notes / 'bad1.txt'}  KeyError: 'bad1'"]
+    verbose = run_luisy(["items", "dbg.tasks:Strict", "--failed", "-v"], cwd=project).stdout
+    assert f"{helper}, in lookup" in verbose and "luisy/directory/runner.py" not in verbose
+
+    run = _journal(project, "Strict")
+    assert run["state"] == "FAIL" and [(f["name"], f["input"], f["error"]) for f in run["failures"]] == [
+        ("bad1", str(notes / "bad1.txt"), "KeyError: 'bad1'")]
+    assert helper in run["failures"][0]["traceback"]
+
+
+def test_items_of_a_corrupt_manifest_is_one_line_saying_what_to_do(project):
+    run_luisy(["run", "dbg.tasks:Lenient"], cwd=project)
+    manifest = project / "data" / "dbg" / "interim" / "Lenient" / "_luisy_manifest.json"
+    manifest.write_text("not a manifest\n")
+    for options in ([], ["--failed"], ["--json"]):
+        result = run_luisy(["items", "dbg.tasks:Lenient", *options], cwd=project)
+        assert result.returncode == 2 and result.stdout == "", (options, result.stdout)
+        assert result.stderr.startswith(f"luisy: error: Lenient(): {manifest} is corrupt") and \
+            result.stderr.count("\n") == 1, result.stderr
+        assert "luisy verify dbg.tasks:Lenient --repair" in result.stderr, result.stderr
+
+
+def test_control_characters_of_an_items_error_never_reach_the_terminal_raw(project):
+    ran = run_luisy(["run", "dbg.tasks:Noisy"], cwd=project)
+    assert ran.returncode == 1
+    assert "bad1" in ran.stderr and "\x1b" not in ran.stderr, ran.stderr  # the log line naming the first failure
+    for options in (["--failed"], ["--failed", "-v"], ["--failed", "-vv"]):
+        listed = run_luisy(["items", "dbg.tasks:Noisy", *options], cwd=project).stdout
+        assert "\\x1b]0;owned\\x07\\x1b[2J bad1" in listed and "\x1b" not in listed and "\x07" not in listed, listed
+    rows = json.loads(run_luisy(["items", "dbg.tasks:Noisy", "--failed", "--json"], cwd=project).stdout)
+    assert rows[0]["error"] == "ValueError: \x1b]0;owned\x07\x1b[2J bad1"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -82,7 +83,7 @@ with journal.one_file_per_process() if in_build else contextlib.nullcontext():
             started = time.time()
         journal.append(root, journal.Event(event=journal.START if i % 2 == 0 else journal.SUCCESS,
             id=f"{worker}-{i // 2}", run=worker, task_id=f"T_{i // 2 % 7}", task="T()", family="T",
-            host="h", user="u", pid=0, started=started, ended=None if i % 2 == 0 else time.time(),
+            host="h", user="u", pid=1, started=started, ended=None if i % 2 == 0 else time.time(),
             outputs=["x" * (i % 300)]))
 """
 
@@ -230,6 +231,34 @@ def test_history_bad_input_is_one_line(project):
     assert missing.returncode == 2 and "does not exist" in missing.stderr
     empty = run_luisy(["history"], cwd=project)
     assert empty.returncode == 0 and empty.stdout.startswith("no runs in the journal of")
+
+
+def test_journal_lines_with_values_out_of_range_are_skipped(project):
+    first = run_luisy(["run", "hist.tasks:Words"], cwd=project)
+    assert first.returncode == 0, first.stdout + first.stderr
+    commands = (["history"], ["history", "--json"], ["history", "Words"], ["history", "--failed"],
+                ["status", "hist.tasks:Words"])
+    before = [run_luisy(command, cwd=project).stdout for command in commands]
+    end = next(e for e in journal.events(project / "data") if e.family == "Words" and e.event == journal.SUCCESS)
+    day = next((project / "data" / journal.JOURNAL_DIR).iterdir())
+    bad = [{"event": journal.START, "ended": None, "pid": 10**40},  # no process id: pids fit in 32 bits
+           {"started": 1e308, "ended": 1e308}, {"started": float("nan")}, {"started": -1e18, "ended": -1e18},
+           {"ended": float("inf")}]
+    lines = [json.dumps({**dataclasses.asdict(end), "id": f"bad{i}", **fields}) for i, fields in enumerate(bad)]
+    (day / f"{int(end.started * 1e9):020d}.p-{'f' * 32}.json").write_text("\n".join(lines) + "\n")
+
+    for command, shown in zip(commands, before, strict=True):
+        result = run_luisy(command, cwd=project)
+        assert result.returncode == 0 and "Traceback" not in result.stderr, (command, result.stderr)
+        assert result.stdout == shown, command
+
+
+@pytest.mark.parametrize("since", ["99999999999d", "9999999999999999999999w", "1" * 400 + "s",
+                                   "0001-01-01T00:00+01:00"])
+def test_since_further_back_than_a_date_can_go_is_one_line(project, since):
+    result = run_luisy(["history", "--since", since], cwd=project)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.startswith(f"luisy: error: --since {since!r}") and result.stderr.count("\n") == 1
 
 
 def _at(when: float, task: str = "T_a", event: str = journal.START) -> journal.Event:

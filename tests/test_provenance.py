@@ -368,6 +368,18 @@ def test_show_refuses_a_record_of_the_wrong_shape_naming_its_file(copied):
     _one_line_error(result, f"its fingerprint record {path} field provenance.requires[0] is a string, not an object")
 
 
+@pytest.mark.parametrize("started", [1e308, float("nan"), -1e18], ids=["far future", "NaN", "before 1970"])
+def test_show_refuses_a_record_whose_run_started_at_no_time_in_one_line(copied, started):
+    def with_started(record):
+        record["provenance"]["written_by"]["started"] = started
+        return json.dumps(record)
+
+    path = _edit_record(copied, with_started)
+    result = run_luisy(["show", "data/prov/final/Table_scale=3.parquet"], cwd=copied)
+    _one_line_error(result, f"its fingerprint record {path} field provenance.written_by.started is a number, "
+                            "not a time")
+
+
 def test_show_takes_a_record_nested_too_deeply_for_no_record(copied):
     _edit_record(copied, lambda record: "[" * 100_000 + "]" * 100_000)
     result = run_luisy(["show", "data/prov/final/Table_scale=3.parquet"], cwd=copied)

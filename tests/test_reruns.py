@@ -183,6 +183,40 @@ def test_1x_hash_string_is_reported_and_accepted(project):
     assert _plan(project).startswith("nothing to run")
 
 
+def _count_record(project):
+    return next((project / "data" / "rr" / ".luisy-records").glob("rr~interim~Count.*"))
+
+
+def test_a_record_of_the_wrong_shape_makes_the_task_run_again(project):
+    assert _ran(project)
+    path = _count_record(project)
+    record = json.loads(path.read_text())
+    for field in ("code", "params", "upstream", "versions"):
+        path.write_text(json.dumps({**record, "fingerprint": "x", field: [1]}))
+        assert "  Count(): no fingerprint recorded" in _plan(project), field
+        status = run_luisy(["status", "rr.tasks:All"], cwd=project)
+        assert status.returncode == 1 and "Traceback" not in status.stderr, (field, status.stderr)
+    # Also where luisy 1.x's hash file holds a record of that shape.
+    path.unlink()
+    (project / "data" / "rr" / ".luisy.hash").write_text(json.dumps({"rr/interim/Count.json": {
+        **record, "fingerprint": "x", "code": [], "params": [1]}}))
+    assert "  Count(): no fingerprint recorded" in _plan(project)
+    assert _ran(project) == {"Count", "All"}
+    assert _plan(project).startswith("nothing to run")
+
+
+def test_plan_escapes_control_characters_from_a_record(project):
+    assert _ran(project)
+    path = _count_record(project)
+    escapes = "\x1b]0;owned\x07\x1b[2J\x9b1m"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "fingerprint": "x",
+                                "params": {f"a{escapes}": escapes}, "versions": {f"lu{escapes}": escapes},
+                                "code": {f"m{escapes}:X": "y"}}))
+    plan = _plan(project)
+    assert "\x1b" not in plan and "\x07" not in plan and "\x9b" not in plan, plan
+    assert "a\\x1b]0;owned\\x07" in plan and "m\\x1b]0;owned\\x07" in plan and "lu\\x1b]0;" in plan, plan
+
+
 def test_two_workers_record_every_task(project):
     assert _ran(project, "--workers", "2") == {"Doubled", "Total", "Count", "Dynamic", "All"}
     folder = project / "data" / "rr" / ".luisy-records"

@@ -13,13 +13,15 @@ Records live where the outputs do (:mod:`luisy.storage`): on disk, or in memory 
 On disk a record is one of luisy's own files (:mod:`luisy.regular_files`): one that is not a
 regular file (a FIFO, a symbolic link, a folder) or is longer than :data:`RECORD_MAX_BYTES` is
 none luisy wrote, and reading it is a :class:`~luisy.errors.BrokenFileError` naming it, never a
-silent rerun that replaces it; one whose content does not parse counts as missing.
+silent rerun that replaces it; one whose content does not parse, or is not of the shape luisy
+writes (:data:`SHAPE`: a field of another type, a time no date shows), counts as missing.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,7 @@ from luisy.errors import BrokenFileError
 from luisy.parameters import significant_params
 from luisy.paths import project_name_of, relative_posix
 from luisy.regular_files import advised
+from luisy.shapes import TIME, Check, MapOf, problem
 
 RECORDS_DIR = ".luisy-records"
 #: luisy 1.x's file of all a project's hashes, read where a task has no record of its own.
@@ -44,6 +47,31 @@ HASH_FILE_ADVICE = ("put back the file luisy 1.x wrote, or remove it (luisy 2 on
                     "writes it; the tasks recorded only there then run again)")
 #: A record (or 1.x's hash file) larger than this is not one luisy wrote: it is refused unread.
 RECORD_MAX_BYTES = 1 << 26
+
+
+def _is_requirement(value: Any) -> bool:
+    return type(value) is list and len(value) == 2 and type(value[0]) is str and type(value[1]) is dict
+
+
+_STRINGS = MapOf(str)
+#: The shape of a record (see :mod:`luisy.shapes`).
+SHAPE: dict[str, Any] = {
+    "fingerprint": str, "code": _STRINGS, "versions": _STRINGS, "params": _STRINGS, "upstream": _STRINGS,
+    "dynamic": [Check("a [task family, parameters] pair", _is_requirement)],
+    "provenance": {
+        "task": str, "task_id": str, "family": str, "class": str,
+        "requires": [{"task": str, "task_id": str, "outputs": [str]}],
+        "written_by": {"run": str, "id": str, "host": str, "user": str, "started": TIME},
+    },
+}
+
+
+@dataclass(frozen=True)
+class Malformed:
+    """A record not of the shape luisy writes (:data:`SHAPE`): the file it is in, and what is wrong."""
+
+    path: str
+    problem: str
 
 
 def location(task: luigi.Task) -> tuple[Path, str] | None:
@@ -94,7 +122,15 @@ def recorded_for_another_task(task: luigi.Task, path: str | os.PathLike[str]) ->
 
 
 def lookup_at(project: Path, key: str) -> Any:
-    """The record under ``key`` in ``project``'s records (or 1.x's hash file), or ``None``."""
+    """The record under ``key`` in ``project``'s records (or 1.x's hash file), or ``None``: also
+    for one of the wrong shape, so that the task runs again and replaces it."""
+    found = read_at(project, key)
+    return None if isinstance(found, Malformed) else found
+
+
+def read_at(project: Path, key: str) -> Any:
+    """As :func:`lookup_at`, but a record of the wrong shape is a :class:`Malformed` (which
+    ``luisy show`` reports)."""
     record = _load(os.fspath(record_path(project, key)))
     if record is not None:
         return record
@@ -147,7 +183,15 @@ def _remember(path: str, version: Any, record: Any) -> Any:
 
 
 def _decode(raw: bytes, path: str) -> Any:
+    # Checked here, once per version of the file (it is cached), not at every complete().
     data = json.loads(raw)
-    if path.endswith(HASH_FILE):
-        return data if isinstance(data, dict) else {}
-    return data if isinstance(data, dict) else None
+    if path.endswith(HASH_FILE):  # 1.x's strings; an object there is read as a record
+        return {key: _checked(entry, path) for key, entry in data.items()} if isinstance(data, dict) else {}
+    return _checked(data, path) if isinstance(data, dict) else None
+
+
+def _checked(record: Any, path: str) -> Any:
+    """``record`` (read from ``path``), or a :class:`Malformed` if it is an object of another shape
+    than :data:`SHAPE`."""
+    wrong = problem(record, SHAPE) if isinstance(record, dict) else None
+    return record if wrong is None else Malformed(path, wrong)

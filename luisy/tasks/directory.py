@@ -24,13 +24,14 @@ from luisy.fingerprint import records
 from luisy.fingerprint.code import code_fingerprint
 from luisy.fingerprint.task import as_upstream, code_reasons, is_external
 from luisy.interrupts import signal_name, signals_held_back, stop_after_publish, stop_on_signals
-from luisy.items import failure_line, first_failures
+from luisy.items import ItemRow, failure_line, first_failures
 from luisy.parameters import recorded_params, significant_params
 from luisy.paths import NAME_MAX
 from luisy.reasons import Kind, Reason, changes
 from luisy.sources import SourceItem, digest, fingerprints_of, names_of, pairs, select
 from luisy.spec import OutputSpec
 from luisy.tasks.base import Task
+from luisy.texttable import printable
 
 logger = logging.getLogger("luisy")
 
@@ -237,6 +238,8 @@ class DirectoryTask(Task):
         elif outcome.status is ItemStatus.SKIP:
             writer.skip(item.name, item.fingerprint)
         elif self.on_error == "raise":
+            # In no manifest, as the run publishes nothing: the journal keeps it (`luisy items --failed`).
+            journal.note_failures([ItemRow(item.name, "failed", str(item.path), outcome.error, outcome.traceback)])
             raise ItemError(f"{self!r}: item {item.name!r} (input file {item.path}) failed: {outcome.error}",
                             outcome.traceback)
         else:
@@ -365,5 +368,5 @@ class DirectoryTask(Task):
         if writer.failed:
             message = f"{len(writer.failed)} items failed"
             first = first_failures(writer.failed, writer.failed_details, 1)[0]
-            logger.warning("%s: %s; the first: %s", self, message, failure_line(first))
+            logger.warning("%s: %s; the first: %s", printable(str(self)), message, printable(failure_line(first)))
             report_status(self, f"{progress.message()}; {message}")

@@ -19,6 +19,7 @@ class Kind(str, enum.Enum):
     """What kind of change makes a task run."""
 
     NO_OUTPUT = "no output"
+    CORRUPT = "corrupt manifest"
     NO_RECORD = "no record"
     RECORDED_BY_1X = "recorded by luisy 1.x"
     FINGERPRINT = "fingerprint changed"
@@ -83,6 +84,9 @@ def describe(reason: Reason) -> str:
     kind, counts = reason.kind, reason.counts
     if kind in _FIXED:
         return _FIXED[kind]
+    if kind is Kind.CORRUPT:  # names: what is wrong with it
+        return (f"corrupt manifest ({reason.names[0]}; `luisy verify TASK --repair` removes it, "
+                "and the run makes the output again)")
     if kind is Kind.ITEMS:
         return f"{counts['new']} new, {counts['changed']} changed, {counts['removed']} removed items"
     if kind is Kind.RESUME:

@@ -12,8 +12,8 @@ from luigi.task import flatten
 
 from luisy import config
 from luisy.digests import file_digest as checksum
-from luisy.directory.manifest import MANIFEST_NAME, Manifest
-from luisy.directory.target import RETIRED, VERIFIED, DirectoryTarget, absent
+from luisy.directory.manifest import Manifest
+from luisy.directory.target import DirectoryTarget, absent, accounted
 from luisy.fingerprint.task import is_external
 from luisy.graph import upstream_first
 from luisy.history import TaskRun, last_runs, when
@@ -146,7 +146,7 @@ def verify(root: luigi.Task, repair: bool = False) -> tuple[int, list[str]]:
             bad, strays = _item_problems(output, manifest)
             problems.extend(f"{task}: {line}" for line in [*bad.values(), *strays.values()])
             if repair and (bad or strays):
-                output.repair(bad, strays)
+                output.repair(bad, strays, checked=header)
             output.note_verified({} if repair else bad, None if repair else header)
     return checked, problems
 
@@ -164,11 +164,11 @@ def _item_problems(output: DirectoryTarget, manifest: Manifest) -> tuple[dict[st
             bad[name] = f"item {name!r}: {path} has {path.stat().st_size} bytes, the manifest says {item.size}"
         elif checksum(path) != item.checksum:
             bad[name] = f"item {name!r}: {path} does not match its checksum"
-    accounted = {MANIFEST_NAME, VERIFIED, *manifest.items.files, *(f"{RETIRED}/{f}" for f in manifest.retired)}
+    own = accounted(manifest)
     for root, dirs, files in os.walk(folder):
         rel_root = os.path.relpath(root, folder)
         for entry in sorted(files + [d for d in dirs if os.path.islink(os.path.join(root, d))]):
             rel = entry if rel_root == "." else f"{rel_root}/{entry}"
-            if rel not in accounted:
+            if rel not in own:
                 strays[rel] = f"{folder / rel} is not listed in the manifest"
     return bad, strays

@@ -311,9 +311,9 @@ def test_a_manifest_that_is_not_a_regular_file_fails_verify_and_is_replaced(proj
     result = _luisy(project, "verify", "own.tasks:Upper")
     assert result.returncode == 1, (result.stdout, result.stderr)
     assert f"{manifest} is corrupt: {what}" in result.stdout, result.stdout
-    for command in ("status", "plan"):  # the output counts as missing: the task runs again
+    for command in ("status", "plan"):  # the task runs again, and says why
         result = _luisy(project, command, "own.tasks:Upper")
-        assert result.returncode in (0, 1) and "no output" in result.stdout and not result.stderr, result
+        assert result.returncode in (0, 1) and "corrupt manifest (" in result.stdout and not result.stderr, result
     assert _luisy(project, "run", "own.tasks:Upper").returncode == 0
     assert manifest.is_file() and not manifest.is_symlink()
     assert _luisy(project, "verify", "own.tasks:Upper").returncode == 0

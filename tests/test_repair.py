@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import directory_tasks
 from conftest import run_luisy, status_rows, write_project
-from directory_tasks import PROCESSED, Doubled, Summed, _build
+from directory_tasks import PROCESSED, Doubled, Summed, _build, files_of, files_on_disk
 
 import luisy
 from luisy.directory import MANIFEST_NAME
@@ -111,3 +111,39 @@ def test_verify_repair_and_run_verify_on_the_command_line(tmp_path):
     assert again.returncode == 0, again.stdout + again.stderr
     assert "item 'n2'" in again.stdout and "1 processed" in again.stdout
     assert (out / "n2.txt").read_text() == "NOTE 2" and luisy.__version__
+
+
+def test_a_repair_after_a_publish_deletes_nothing_the_new_manifest_lists(frames):
+    """verify looks without the publish lock: a publish may come between its look and its repair.
+    What it found against the old manifest is checked again under the lock against the new one."""
+    import numpy as np
+
+    from luisy.status import _item_problems
+
+    _build(Doubled())
+    output = Doubled().output()
+    checked, old = output.current_header(), output.manifest
+    for path in frames.glob("*.npy"):  # every item is made again and published
+        np.save(path, np.load(path) + 10)
+    _build(Doubled())
+    new = Doubled().output().manifest
+    bad, strays = _item_problems(output, old)  # what verify finds looking at the old manifest now
+    assert sorted(bad) == ["f0", "f1", "f2", "f3"] and len(strays) == 8, "its files moved, the new ones are strays"
+
+    output.repair(bad, strays, checked=checked)
+    assert Doubled().output().manifest.items == new.items, "no item of the new publication is dropped"
+    assert verify(Doubled()) == (4, [])
+    assert files_on_disk(output.folder) == files_of(new), "no file the new manifest lists or keeps is deleted"
+    assert Doubled().complete()
+
+
+def test_a_repair_of_a_manifest_mended_since_leaves_it(frames):
+    _build(Doubled())
+    output = Doubled().output()
+    path = output.folder / MANIFEST_NAME
+    sound = path.read_bytes()
+    path.write_bytes(sound.replace(b"f1", b"fX"))
+    assert output.problem() is not None
+    path.write_bytes(sound)  # published again before the repair takes the lock
+    output.repair(corrupt=True)
+    assert path.read_bytes() == sound and Doubled().complete()

@@ -483,3 +483,22 @@ def test_a_manifest_whose_item_name_cannot_name_a_file_is_corrupt(name):
     text = Manifest(items={name: Item("ok.txt", 1, "c"), "z": Item("z.txt", 1, "c")}).to_json()
     with pytest.raises(ManifestError, match="item name"):
         Manifest.from_json(text)
+
+
+@pytest.mark.parametrize("damage", ["re-signed body", "not JSON"])
+def test_plan_and_status_give_a_corrupt_manifest_as_the_reason_the_task_runs(project, damage):
+    assert _luisy(project, "run", "tam.tasks:Shout")[0] == 0
+    upper = _layer(project) / "Upper"
+    if damage == "not JSON":
+        (upper / MANIFEST_NAME).write_text("garbage\n")
+    else:
+        _rename_item(upper, "n1", "n0")  # two items of one name, the digests made to match
+    (project / "data" / "tam" / "raw" / "notes" / "n3.txt").write_text("changed")
+
+    for command in ("plan", "status"):
+        status, output, _ = _luisy(project, command, "tam.tasks:Shout")
+        assert status == (0 if command == "plan" else 1), output  # status: 1 while the task is not complete
+        (line,) = [line for line in output.splitlines() if line.lstrip().startswith("Upper(")]
+        assert "corrupt manifest (" in line and "`luisy verify TASK --repair` removes it" in line, output
+    status, output, made = _luisy(project, "run", "tam.tasks:Shout")
+    assert status == 0 and sorted(made) == sorted(NOTES), output

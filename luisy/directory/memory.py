@@ -62,9 +62,10 @@ class MemoryFolder:
         if state is not None:
             self.store.objects[self.key] = _State(change(state.manifest), state.files)
 
-    def repair(self, items: Iterable[str], strays: Iterable[str], corrupt: bool) -> None:
+    def repair(self, items: Iterable[str], strays: Iterable[str], corrupt: bool,
+               checked: ManifestHeader | None = None) -> None:
         state = self._state()
-        if state is not None:
+        if state is not None and (checked is None or state.manifest.header() == checked):
             dropped = set(items)
             kept = state.manifest.items.merged([n for n in state.manifest.items if n not in dropped], {})
             manifest = replace(state.manifest, items=kept, inputs_digest=None)

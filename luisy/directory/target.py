@@ -197,10 +197,13 @@ class DirectoryTarget(luigi.LocalTarget):
         with the input fingerprint each was made from; the next run takes them over."""
         return self.place.checkpointed(_configuration(task))
 
-    def repair(self, items: Iterable[str] = (), strays: Iterable[str] = (), corrupt: bool = False) -> None:
+    def repair(self, items: Iterable[str] = (), strays: Iterable[str] = (), corrupt: bool = False,
+               checked: ManifestHeader | None = None) -> None:
         """Drop bad ``items`` and stray files (see :meth:`LocalFolder.repair`); the task runs again.
-        With none of them, only lock files that are folders are removed (see :meth:`lock_problems`)."""
-        self.place.repair(items, strays, corrupt)
+        ``checked``: the header of the publication they were found in; items are dropped only while
+        it is still the current one. With none of them, only lock files that are folders are
+        removed (see :meth:`lock_problems`)."""
+        self.place.repair(items, strays, corrupt, checked)
 
     def lock_problems(self) -> list[str]:
         """Lock files beside the folder that no run can take (folders), one line each; :meth:`repair`
@@ -286,11 +289,18 @@ class LocalFolder:
         found = latest_checkpoint(self.folder)
         return found[2] if found is not None and found[1] == state else {}
 
-    def repair(self, items: Iterable[str], strays: Iterable[str], corrupt: bool) -> None:
+    def repair(self, items: Iterable[str], strays: Iterable[str], corrupt: bool,
+               checked: ManifestHeader | None = None) -> None:
         """Drop ``items`` (and their files) from the manifest and delete ``strays`` (paths relative
         to the folder); a ``corrupt`` manifest is removed, and the next publish sweeps the folder.
         The task runs again: the repaired manifest no longer says what its inputs were. Lock
-        files beside the folder that are folders (:meth:`broken_locks`) are removed first."""
+        files beside the folder that are folders (:meth:`broken_locks`) are removed first.
+
+        What was found bad was found without the publish lock, so it is checked again under it
+        against the manifest then current: a publish meanwhile may have listed a "stray" (its
+        files move in before its manifest), replaced a bad item, or mended a corrupt manifest.
+        A file that manifest accounts for is never deleted; ``items`` are dropped only if the
+        publication is still the one ``checked`` (default: any)."""
         refuse_linked(self.folder, self.owner)
         for path in self.broken_locks():
             remove_path(path)
@@ -299,22 +309,34 @@ class LocalFolder:
         inside = _Inside(self.folder, self.owner)
         with _publish_lock(self.folder) as lock:
             if corrupt:
-                lock.write("repaired\n")  # a non-empty lock file: the next publish sweeps the folder
-                lock.flush()
-                path = self.folder / MANIFEST_NAME
-                if path.is_dir() and not path.is_symlink():
-                    shutil.rmtree(path)
-                else:
-                    path.unlink(missing_ok=True)
+                self._remove_corrupt(lock)
                 return
             manifest = Manifest.load(self.folder)
             if manifest is None:
                 return
-            dropped = set(items)
-            kept = manifest.items.merged([n for n in manifest.items if n not in dropped], {})
-            _replace_manifest(self.folder, replace(manifest, items=kept, inputs_digest=None))
-            for file in [manifest.items[name].file for name in dropped if name in manifest.items] + list(strays):
+            same = checked is None or Manifest.load_header(self.folder) == checked
+            dropped = {name for name in items if name in manifest.items} if same else set()
+            if same:
+                kept = manifest.items.merged([n for n in manifest.items if n not in dropped], {})
+                _replace_manifest(self.folder, replace(manifest, items=kept, inputs_digest=None))
+            own = accounted(manifest)
+            for file in [manifest.items[name].file for name in dropped] + [s for s in strays if s not in own]:
                 _unlink_inside(inside, os.path.join(self.folder, file))
+
+    def _remove_corrupt(self, lock: TextIO) -> None:
+        """Remove the manifest if it is (still) corrupt; the next publish sweeps the folder."""
+        try:
+            Manifest.read(self.folder)
+            return  # mended (published) since it was found corrupt, or gone
+        except ManifestError:
+            pass
+        lock.write("repaired\n")  # a non-empty lock file: the next publish sweeps the folder
+        lock.flush()
+        path = self.folder / MANIFEST_NAME
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
 
     def broken_locks(self) -> list[Path]:
         """Lock files beside the folder that are folders (see :func:`broken_locks`)."""
@@ -1106,14 +1128,18 @@ def _unlink_inside(inside: _Inside, path: str) -> None:
         remove_path(Path(path))
 
 
+def accounted(manifest: Manifest) -> set[str]:
+    """The files (relative paths) ``manifest`` accounts for in its folder: itself, the verify
+    record, its items' files and the replaced files it keeps."""
+    return {MANIFEST_NAME, VERIFIED, *manifest.items.files, *(f"{RETIRED}/{file}" for file in manifest.retired)}
+
+
 def remove_unlisted(folder: Path, manifest: Manifest) -> None:
     """Delete every file in the folder that ``manifest`` neither lists nor keeps, and empty sub-folders.
 
     Symbolic links are removed, never followed.
     """
-    keep = set(manifest.items.files)
-    keep.update((MANIFEST_NAME, VERIFIED))
-    keep.update(f"{RETIRED}/{file}" for file in manifest.retired)
+    keep = accounted(manifest)
     for root, dirs, files in os.walk(folder, topdown=False):
         rel_root = os.path.relpath(root, folder)
         for name in files + [d for d in dirs if os.path.islink(os.path.join(root, d))]:

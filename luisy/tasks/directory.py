@@ -155,13 +155,19 @@ class DirectoryTask(Task):
         first = self._first_reason()
         if not detail or first is None:
             return [] if first is None else [first]
-        return self._reasons_in_detail(first.kind) or [first]
+        corrupt = self._corrupt()  # the item lists are read now: their faults show here
+        return [corrupt] if corrupt else self._reasons_in_detail(first.kind) or [first]
+
+    def _corrupt(self) -> Reason | None:
+        """The output's manifest is corrupt (the run sweeps the folder and makes it again)."""
+        problem = self.output().problem()
+        return Reason(Kind.CORRUPT, (problem,)) if problem is not None else None
 
     def _first_reason(self) -> Reason | None:
         # Only the manifest's first line is read: it can list 100 000 items.
         header = self.output().current_header()
         if header is None:
-            return Reason(Kind.NO_OUTPUT)
+            return self._corrupt() or Reason(Kind.NO_OUTPUT)
         if not self._same_configuration(header):
             return Reason(Kind.EVERY_ITEM)
         # Failed items are retried by the next run; within the run that recorded them (or with
@@ -204,8 +210,7 @@ class DirectoryTask(Task):
                 found.append(Reason(Kind.PARAMETERS, changes=params))
             return [*found, Reason(Kind.EVERY_ITEM)]
         found = []
-        # A missing input is luigi's to report; any other error listing the input is the user's to see.
-        if all(target.exists() for target in flatten(self.input())):
+        if self._inputs_listable():
             pending = self.pending()
             if pending.new or pending.changed or pending.removed:
                 found.append(Reason(Kind.ITEMS, counts={"new": pending.new, "changed": pending.changed,
@@ -218,10 +223,18 @@ class DirectoryTask(Task):
             found.append(Reason(Kind.UPSTREAM, stale))
         return found
 
+    def _inputs_listable(self) -> bool:
+        """Whether the items to process can be counted now. A missing input is luigi's to report,
+        and an upstream output whose manifest is corrupt is made again first (its own reason says
+        so); any other error listing the input is the user's to see."""
+        inputs = flatten(self.input())
+        return all(target.exists() for target in inputs) and not any(
+            isinstance(target, DirectoryTarget) and target.problem() is not None for target in inputs)
+
     def _resume_reasons(self, todo: Sequence[SourceItem] | None = None) -> list[Reason]:
         """How many of the items to do an interrupted run already made."""
         checkpointed = self.output().resumable(self)
-        if not checkpointed or not all(target.exists() for target in flatten(self.input())):
+        if not checkpointed or not self._inputs_listable():
             return []
         todo = self.pending().todo if todo is None else todo
         kept = sum(1 for name, fingerprint in pairs(todo)

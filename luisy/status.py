@@ -20,6 +20,7 @@ from luisy.history import TaskRun, last_runs, when
 from luisy.paths import expected_at
 from luisy.plan import reasons
 from luisy.reasons import describe
+from luisy.regular_files import kind
 from luisy.targets import scan_once
 from luisy.texttable import cut, text_table
 
@@ -127,6 +128,10 @@ def verify(root: luigi.Task, repair: bool = False) -> tuple[int, list[str]]:
     for task in upstream_first(root):
         for output in flatten(task.output()):
             if not isinstance(output, DirectoryTarget):
+                continue
+            if os.path.lexists(output.folder) and not output.folder.is_dir():
+                what = kind(os.lstat(output.folder).st_mode)
+                problems.append(f"{task}: {output.folder} is {what}, not a folder: the next run replaces it")
                 continue
             locks = output.lock_problems()
             problems.extend(f"{task}: {line}" for line in locks)

@@ -502,3 +502,67 @@ def test_plan_and_status_give_a_corrupt_manifest_as_the_reason_the_task_runs(pro
         assert "corrupt manifest (" in line and "`luisy verify TASK --repair` removes it" in line, output
     status, output, made = _luisy(project, "run", "tam.tasks:Shout")
     assert status == 0 and sorted(made) == sorted(NOTES), output
+
+
+NESTED = {
+    "nest/__init__.py": "",
+    "nest/tasks.py": '''
+        import luisy
+
+
+        @luisy.raw
+        @luisy.directory_input(pattern="*.txt", recursive=True)
+        class Tree(luisy.ExternalTask):
+            def get_folder_name(self):
+                return "tree"
+
+
+        @luisy.interim
+        @luisy.requires(Tree)
+        @luisy.directory_output(format="txt")
+        class Copied(luisy.DirectoryTask):
+            def process(self, name, obj):
+                return obj.upper()
+    ''',
+}
+
+
+@pytest.mark.parametrize("odd", ["file", "fifo"])
+def test_a_file_where_a_sub_folder_of_an_output_goes_is_replaced_and_repair_does_not_crash(tmp_path, odd):
+    root = write_project(tmp_path, NESTED)
+    tree = root / "data" / "nest" / "raw" / "tree"
+    (tree / "a" / "b").mkdir(parents=True)
+    for rel in ("a/x1.txt", "a/x2.txt", "a/b/y1.txt", "top.txt"):
+        (tree / rel).write_text(rel)
+    assert run_luisy(["run", "nest.tasks:Copied"], cwd=root).returncode == 0
+    out = root / "data" / "nest" / "interim" / "Copied"
+    shutil.rmtree(out / "a")
+    if odd == "file":
+        (out / "a").write_text("junk")
+    else:
+        os.mkfifo(out / "a")
+    (tree / "a" / "x2.txt").write_text("changed")  # the next run publishes into a/ again
+    ran = run_luisy(["run", "nest.tasks:Copied"], cwd=root)
+    assert ran.returncode == 0 and "Traceback" not in ran.stdout + ran.stderr, ran.stdout + ran.stderr
+    repaired = run_luisy(["verify", "nest.tasks:Copied", "--repair"], cwd=root)
+    assert "Traceback" not in repaired.stdout + repaired.stderr, repaired.stderr
+    assert run_luisy(["run", "nest.tasks:Copied"], cwd=root).returncode == 0
+    clean = run_luisy(["verify", "nest.tasks:Copied"], cwd=root)
+    assert clean.returncode == 0 and "0 bad" in clean.stdout, clean.stdout
+    assert (out / Manifest.read(out).items["a/x2"].file).read_text() == "CHANGED"
+
+
+@pytest.mark.parametrize("odd", ["file", "fifo"])
+def test_a_file_in_place_of_the_output_folder_is_reported_and_replaced_by_the_run(project, odd):
+    assert _luisy(project, "run", "tam.tasks:Upper")[0] == 0
+    out = project / "data" / "tam" / "interim" / "Upper"
+    shutil.rmtree(out)
+    if odd == "file":
+        out.write_text("junk")
+    else:
+        os.mkfifo(out)
+    status, output, _ = _luisy(project, "verify", "tam.tasks:Upper")
+    assert status == 1 and "not a folder: the next run replaces it" in output, output
+    status, output, made = _luisy(project, "run", "tam.tasks:Upper")
+    assert status == 0 and "Traceback" not in output and sorted(made) == sorted(NOTES), output
+    assert out.is_dir() and _luisy(project, "verify", "tam.tasks:Upper")[0] == 0

@@ -402,8 +402,12 @@ class LocalFolder:
     def publish(self, writer: DirectoryWriter) -> Manifest:
         """Move the writer's staged items in, replace the manifest, retire the files it no longer lists."""
         refuse_linked(self.folder, self.owner)
-        self.folder.mkdir(parents=True, exist_ok=True)
         with _publish_lock(self.folder) as lock:
+            # A file or FIFO where the output folder goes (a link was refused above) is replaced,
+            # as a run replaces what stands at the path of a file output.
+            if os.path.lexists(self.folder) and not self.folder.is_dir():
+                self.folder.unlink()
+            self.folder.mkdir(parents=True, exist_ok=True)
             return self._publish(writer, lock)
 
     def _publish(self, writer: DirectoryWriter, lock: TextIO) -> Manifest:
@@ -1084,13 +1088,15 @@ def broken_locks(folder: Path) -> list[Path]:
 
 
 def _make_dirs(folder: Path, rel_dir: str, made: set[str]) -> None:
-    """Make ``folder/rel_dir`` of real folders: a symbolic link on the way is removed, never followed."""
+    """Make ``folder/rel_dir`` of real folders: a symbolic link on the way is removed, never
+    followed, and so is a file or FIFO where a folder goes (inside an output folder only luisy's
+    files belong, and item names never make a file and a folder of one path)."""
     if rel_dir in made:
         return
     path = folder
     for part in rel_dir.split("/"):
         path = path / part
-        if path.is_symlink():
+        if path.is_symlink() or (os.path.lexists(path) and not path.is_dir()):
             path.unlink()
         path.mkdir(exist_ok=True)
     made.add(rel_dir)
@@ -1125,7 +1131,10 @@ def _unlink_inside(inside: _Inside, path: str) -> None:
     """Remove the file at ``path`` if its folder is inside; a folder there goes too (links in it
     are removed, never followed)."""
     if inside.contains(os.path.dirname(path)):
-        remove_path(Path(path))
+        try:
+            remove_path(Path(path))
+        except NotADirectoryError:  # a file where its folder should be: the stray itself goes
+            pass
 
 
 def accounted(manifest: Manifest) -> set[str]:

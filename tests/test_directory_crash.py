@@ -22,7 +22,7 @@ import pytest
 from directory_tasks import PROCESSED, Doubled, _build, files_of, files_on_disk
 
 from luisy.digests import file_digest as checksum
-from luisy.directory.target import latest_checkpoint
+from luisy.directory.target import _configuration, latest_checkpoint
 
 pytestmark = pytest.mark.slow  # see pyproject.toml
 
@@ -107,10 +107,10 @@ def _run_and_stop(working_dir: Path, tmp_path: Path, point: str, sig: int, proce
 
 def _checkpointed(folder: Path) -> set[str]:
     """The items the stopped run checkpointed whose files are still where it staged them."""
-    found = latest_checkpoint(folder)
+    found = latest_checkpoint(folder, _configuration(Doubled()))
     if found is None:
         return set()
-    staging, _, items = found
+    staging, items = found
     return {name for name, item in items.items() if (staging / item.file).is_file()}
 
 

@@ -465,8 +465,8 @@ def test_each_checkpoint_appends_only_the_new_items_and_a_line_cut_short_loses_o
         f.write('\n{"items": {"c": ["c.npy", 4, "c4"')
     staging.checkpoint({"code": "x"}, {"d": Item("d.npy", 5, "c5", "s5")})
     staging.discard()
-    _, state, items = latest_checkpoint(folder)
-    assert state == {"code": "x"}
+    assert latest_checkpoint(folder, {"code": "y"}) is None, "a checkpoint for other code"
+    _, items = latest_checkpoint(folder, {"code": "x"})
     assert items == {"a": second["a"], "b": second["b"], "d": Item("d.npy", 5, "c5", "s5")}
 
 
@@ -475,8 +475,9 @@ def test_a_checkpoint_an_earlier_luisy_wrote_in_one_line_is_taken_over(tmp_path)
     staging = _handed_over_staging(folder)
     (staging.path / CHECKPOINT).write_text(json.dumps({"code": "x", "items": {"a": ["a.npy", 1, "c1", "s1"]}}))
     staging.discard()
-    _, state, items = latest_checkpoint(folder)
-    assert state == {"code": "x"} and items == {"a": Item("a.npy", 1, "c1", "s1")}
+    assert latest_checkpoint(folder, {"code": "y"}) is None, "a checkpoint for other code"
+    _, items = latest_checkpoint(folder, {"code": "x"})
+    assert items == {"a": Item("a.npy", 1, "c1", "s1")}
 
 
 def test_an_item_staged_after_its_staging_folder_was_handed_over_does_not_make_it_again(tmp_path):

@@ -11,7 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import resource
 import shutil
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -228,8 +232,8 @@ def test_a_checkpoint_stops_growing_before_luisy_would_not_read_it(tmp_path, mon
     staging.checkpoint({"code": "x"}, {"c": Item("c.txt", 1, "c" * 32, "s3")})
     assert (staging.path / CHECKPOINT).stat().st_size <= 300
     staging.discard()
-    _, state, items = target.latest_checkpoint(tmp_path / "out")
-    assert state == {"code": "x"} and items == {**first, "c": Item("c.txt", 1, "c" * 32, "s3")}
+    _, items = target.latest_checkpoint(tmp_path / "out", {"code": "x"})
+    assert items == {**first, "c": Item("c.txt", 1, "c" * 32, "s3")}
     assert CHECKPOINT_MAX_BYTES == 1 << 30
 
 
@@ -566,3 +570,96 @@ def test_a_file_in_place_of_the_output_folder_is_reported_and_replaced_by_the_ru
     status, output, made = _luisy(project, "run", "tam.tasks:Upper")
     assert status == 0 and "Traceback" not in output and sorted(made) == sorted(NOTES), output
     assert out.is_dir() and _luisy(project, "verify", "tam.tasks:Upper")[0] == 0
+
+
+@pytest.mark.parametrize("lock", ["lock", "writer"])
+def test_a_lock_file_replaced_by_a_socket_is_one_line_and_verify_repair_removes_it(project, lock):
+    assert _luisy(project, "run", "tam.tasks:Upper")[0] == 0
+    path = _layer(project) / f".Upper.luisy-{lock}"
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(os.fspath(path))
+    (project / "data" / "tam" / "raw" / "notes" / "n9.txt").write_text("note 9")
+
+    status, output, made = _luisy(project, "run", "tam.tasks:Upper")
+    assert status == 1 and made == [], output
+    _no_traceback(output)
+    (line,) = [line for line in output.splitlines() if "failed: Upper()" in line]
+    assert f"{path} is a socket, not a regular file: remove it" in line
+    status, output, _ = _luisy(project, "verify", "tam.tasks:Upper")
+    assert status == 1 and f"{path} is a socket, not a regular file: no run can lock it" in output, output
+    assert path.is_socket(), "verify alone changes nothing"
+    status, output, _ = _luisy(project, "verify", "tam.tasks:Upper", "--repair")
+    assert status == 0 and not os.path.lexists(path), output
+    status, output, made = _luisy(project, "run", "tam.tasks:Upper")
+    assert status == 0 and made == ["n9"], output
+
+
+HOLD_WRITER_LOCK = """
+import fcntl, sys, time
+with open(sys.argv[1], "a") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    f.write(sys.argv[2])
+    f.flush()
+    print("held", flush=True)
+    time.sleep(float(sys.argv[3]))
+"""
+
+
+@pytest.mark.parametrize(("text", "said"), [
+    ("\x1b]0;pwned\x07\x1b[2J x\x1b[31m\n", "another process"),
+    ("12 host\x1b[2J\x07\n", "pid 12 on host\\x1b[2J\\x07"),
+])
+def test_what_the_holder_of_a_writer_lock_wrote_into_it_is_logged_escaped(project, text, said):
+    assert _luisy(project, "run", "tam.tasks:Upper")[0] == 0
+    (project / "data" / "tam" / "raw" / "notes" / "n9.txt").write_text("note 9")
+    path = _layer(project) / ".Upper.luisy-writer"
+    with subprocess.Popen([sys.executable, "-c", HOLD_WRITER_LOCK, os.fspath(path), text, "3"],
+                          stdout=subprocess.PIPE, text=True) as holder:
+        assert holder.stdout.readline() == "held\n"
+        status, output, made = _luisy(project, "run", "tam.tasks:Upper")
+    assert status == 0 and made == ["n9"], output
+    (line,) = [line for line in output.splitlines() if "waiting for" in line]
+    assert line.endswith(f"waiting for Upper() ({said})"), line
+    assert "\x1b" not in output and "\x07" not in output
+
+
+def _limited(args: list[str], cwd: Path, memory: int) -> subprocess.CompletedProcess:
+    """``luisy args`` in a process that cannot allocate more than ``memory`` bytes of data (with
+    ``MADE`` as :func:`_luisy` sets it)."""
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_DATA, (memory, memory))
+
+    env = {k: v for k, v in os.environ.items() if k not in ("LUISY_WORKING_DIR", "WORKING_DIR")}
+    env["MADE"] = os.fspath(cwd / "made.txt")
+    return subprocess.run([str(Path(sys.executable).with_name("luisy")), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300, preexec_fn=limit)
+
+
+def test_a_checkpoint_for_other_code_is_read_no_further_than_its_state(project):
+    staging = _interrupted(project)
+    checkpoint = staging / CHECKPOINT
+    checkpoint.write_text("\n" + json.dumps({"state": {"code_fingerprint": "other", "params": {}}}) + "\n")
+    _sparse(checkpoint, CHECKPOINT_MAX_BYTES - 1)  # one line of nearly 1 GiB, as luisy could append
+    (project / "made.txt").write_text("")
+    for command in ("plan", "run"):
+        result = _limited([command, "tam.tasks:Upper"], project, 600 << 20)
+        assert result.returncode == 0, result.stdout + result.stderr
+        _no_traceback(result.stdout + result.stderr)
+    assert _published(project) == {name: text.upper() for name, text in NOTES.items()}
+    assert (project / "made.txt").read_text().split() == list(NOTES), "nothing taken over"
+
+
+def test_a_verified_file_longer_than_luisy_writes_for_the_manifest_is_not_read(project):
+    assert _luisy(project, "run", "tam.tasks:Upper")[0] == 0
+    folder = _layer(project) / "Upper"
+    (folder / "n1.txt").write_text("changed")
+    assert _luisy(project, "verify", "tam.tasks:Upper")[0] == 1
+    verified = folder / ".luisy-verified.json"
+    record = json.loads(verified.read_text())
+    assert list(record["bad"]) == ["n1"]
+    status = json.loads(run_luisy(["status", "tam.tasks:Upper", "--json"], cwd=project).stdout)
+    assert [row["bad"] for row in status if row["task"] == "Upper()"] == [1], "what verify wrote is read"
+    record["bad"].update({f"x{i}": "item: forged" for i in range(100_000)})  # 2 MB for a 5-item manifest
+    verified.write_text(json.dumps(record))
+    status = json.loads(run_luisy(["status", "tam.tasks:Upper", "--json"], cwd=project).stdout)
+    assert [row["bad"] for row in status if row["task"] == "Upper()"] == [0], status

@@ -71,13 +71,13 @@ class MemoryFolder:
             manifest = replace(state.manifest, items=kept, inputs_digest=None)
             self.store.objects[self.key] = _State(manifest, {f: state.files[f] for f in kept.files})
 
-    def broken_locks(self) -> list[Path]:
+    def broken_locks(self) -> list[tuple[Path, str]]:
         return []  # no lock files in memory
 
-    def note_verified(self, publication: str, bad: dict[str, str]) -> None:
+    def note_verified(self, publication: str, bad: dict[str, str], items: int) -> None:
         self.store.objects[self.key + "#verified"] = (publication, dict(bad))
 
-    def verified_bad(self, publication: str) -> dict[str, str]:
+    def verified_bad(self, publication: str, items: int) -> dict[str, str]:
         noted, bad = self.store.objects.get(self.key + "#verified", ("", {}))
         return dict(bad) if noted == publication else {}
 

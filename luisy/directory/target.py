@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import fcntl
 import functools
 import itertools
@@ -35,13 +36,12 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import astuple, replace
 from pathlib import Path, PurePosixPath
-from typing import Any, NoReturn, TextIO, cast
+from typing import Any, BinaryIO, NoReturn, TextIO, cast
 
 import luigi
 
 from luisy import config, formats, storage
 from luisy.atomic import defer, fit_name, hand_over, remove_path, remove_stale_temps, stale_temps, temp_sibling
-from luisy.cachefiles import CACHE_MAX_BYTES
 from luisy.digests import digest, file_digest, stream_digest
 from luisy.directory.manifest import (
     MANIFEST_NAME,
@@ -59,6 +59,7 @@ from luisy.parameters import significant_params
 from luisy.paths import NAME_MAX, linked_folder, refuse_linked, with_extension
 from luisy.regular_files import kind, not_regular, open_fd, open_regular, read_own
 from luisy.sources import Joined, SourceItems
+from luisy.texttable import printable
 
 #: Where the files of replaced items wait, inside the output folder, until no reader needs them.
 RETIRED = ".luisy-retired"
@@ -68,6 +69,12 @@ VERIFIED = ".luisy-verified.json"
 CHECKPOINT = ".luisy-checkpoint.json"
 #: A checkpoint is not written beyond this many bytes (millions of items), nor read if longer.
 CHECKPOINT_MAX_BYTES = 1 << 30
+#: ``.luisy-verified.json`` is not written beyond, nor read if longer than, this many bytes, nor
+#: :data:`VERIFIED_ITEM_BYTES` per item the manifest lists (it holds one short line per bad item).
+VERIFIED_MAX_BYTES = 64 << 20
+#: The most one bad item's name and problem line take in ``.luisy-verified.json``: both name its
+#: path, which may be long and escaped.
+VERIFIED_ITEM_BYTES = 64 << 10
 #: What to do about a bad item file.
 REPAIR = "`luisy verify TASK --repair` drops bad items, so that the next run makes them again"
 #: Seconds between two looks at a writer lock another process holds.
@@ -206,23 +213,23 @@ class DirectoryTarget(luigi.LocalTarget):
         self.place.repair(items, strays, corrupt, checked)
 
     def lock_problems(self) -> list[str]:
-        """Lock files beside the folder that no run can take (folders), one line each; :meth:`repair`
-        removes them."""
-        return [f"{not_regular(path, 'a folder', own=False)}: no run can lock it"
-                for path in self.place.broken_locks()]
+        """Lock files beside the folder that no run can take (folders, sockets), one line each;
+        :meth:`repair` removes them."""
+        return [f"{not_regular(path, what, own=False)}: no run can lock it"
+                for path, what in self.place.broken_locks()]
 
     def note_verified(self, bad: dict[str, str], header: ManifestHeader | None = None) -> None:
         """Record which items a verification found bad (name → problem), for the publication whose
         ``header`` was read before checking (default: the current one)."""
         header = self.place.header() if header is None else header
         if header is not None:
-            self.place.note_verified(publication(header), bad)
+            self.place.note_verified(publication(header), bad, header.item_count)
 
     def verified_bad(self) -> dict[str, str]:
         """The items the last verification of the current publication found bad; ``{}`` if none
         did, or the output was published, repaired or restamped since."""
         header = self.place.header()
-        return self.place.verified_bad(publication(header)) if header is not None else {}
+        return self.place.verified_bad(publication(header), header.item_count) if header is not None else {}
 
     def writer(self, task: luigi.Task | None = None) -> DirectoryWriter:
         """A writer whose committed items replace the folder's content (see :meth:`DirectoryWriter.keep`).
@@ -281,13 +288,13 @@ class LocalFolder:
         refuse_linked(self.folder, self.owner)
         broken = self.broken_locks()
         if broken:  # said now, before items are made that could not be published
-            raise not_regular(broken[0], "a folder")
+            raise not_regular(*broken[0])
         return LocalStaging(self.folder, state, self.owner)
 
     def checkpointed(self, state: dict[str, Any]) -> dict[str, Item]:
         """The items the latest interrupted writer checkpointed, if it wrote them for ``state``."""
-        found = latest_checkpoint(self.folder)
-        return found[2] if found is not None and found[1] == state else {}
+        found = latest_checkpoint(self.folder, state)
+        return found[1] if found is not None else {}
 
     def repair(self, items: Iterable[str], strays: Iterable[str], corrupt: bool,
                checked: ManifestHeader | None = None) -> None:
@@ -302,7 +309,7 @@ class LocalFolder:
         A file that manifest accounts for is never deleted; ``items`` are dropped only if the
         publication is still the one ``checked`` (default: any)."""
         refuse_linked(self.folder, self.owner)
-        for path in self.broken_locks():
+        for path, _ in self.broken_locks():
             remove_path(path)
         if not (items or strays or corrupt):
             return
@@ -338,28 +345,29 @@ class LocalFolder:
         else:
             path.unlink(missing_ok=True)
 
-    def broken_locks(self) -> list[Path]:
-        """Lock files beside the folder that are folders (see :func:`broken_locks`)."""
+    def broken_locks(self) -> list[tuple[Path, str]]:
+        """Lock files beside the folder that no writer can lock, and what each is (see :func:`broken_locks`)."""
         return broken_locks(self.folder)
 
-    def note_verified(self, publication: str, bad: dict[str, str]) -> None:
+    def note_verified(self, publication: str, bad: dict[str, str], items: int) -> None:
         if linked_folder(self.folder) is not None:
             return  # nothing is written through a link: verify still reports, status cannot show it later
         path = self.folder / VERIFIED
-        if not bad:
+        text = json.dumps({"publication": publication, "bad": bad})  # ASCII: as many bytes as characters
+        if not bad or len(text) > _verified_max_bytes(items):  # a longer one would not be read
             with contextlib.suppress(OSError):
                 path.unlink(missing_ok=True)
             return
         tmp = temp_sibling(path)
         try:
-            tmp.write_text(json.dumps({"publication": publication, "bad": bad}), encoding="utf-8")
+            tmp.write_text(text, encoding="ascii")
             os.replace(tmp, path)
         except OSError:  # a read-only folder: verify still reports, status cannot show it later
             tmp.unlink(missing_ok=True)
 
-    def verified_bad(self, publication: str) -> dict[str, str]:
+    def verified_bad(self, publication: str, items: int) -> dict[str, str]:
         try:
-            record = json.loads(read_own(self.folder / VERIFIED, CACHE_MAX_BYTES))
+            record = json.loads(read_own(self.folder / VERIFIED, _verified_max_bytes(items)))
             bad = record["bad"] if record["publication"] == publication else {}
         except (OSError, ValueError, TypeError, KeyError):
             return {}  # none, or not one luisy wrote: nothing is known to be bad
@@ -489,8 +497,8 @@ class LocalStaging:
 
     def _take_over(self, folder: Path, state: dict[str, Any]) -> None:
         """Move in the items the latest interrupted writer of ``folder`` checkpointed for ``state``."""
-        found = latest_checkpoint(folder)
-        if found is None or found[1] != state:
+        found = latest_checkpoint(folder, state)
+        if found is None:
             return
         try:
             source = os.open(found[0], _FOLDER)
@@ -498,7 +506,7 @@ class LocalStaging:
             return
         try:
             made: set[str] = set()
-            for name, item in found[2].items():
+            for name, item in found[1].items():
                 if _take_item(source, item, self.path, made):
                     self.resumed[name] = item
         finally:
@@ -550,11 +558,13 @@ class LocalStaging:
             self._lock.release()  # last: a writer waiting for this one finds the folder handed over
 
 
-def latest_checkpoint(folder: Path) -> tuple[Path, dict[str, Any], dict[str, Item]] | None:
-    """The staging folder, state and items of the latest checkpoint an interrupted writer of
-    ``folder`` left; ``None`` if there is none that reads as one. A symbolic link in place of a
-    staging folder or of its checkpoint is not one, nor is a checkpoint that is no regular file,
-    is longer than :data:`CHECKPOINT_MAX_BYTES` or is not what luisy writes: its items are made again."""
+def latest_checkpoint(folder: Path, state: dict[str, Any]) -> tuple[Path, dict[str, Item]] | None:
+    """The staging folder and items of the latest checkpoint an interrupted writer of ``folder``
+    left, if it wrote them for ``state``; ``None`` if there is none that reads as one. A symbolic
+    link in place of a staging folder or of its checkpoint is not one, nor is a checkpoint that is
+    no regular file, is longer than :data:`CHECKPOINT_MAX_BYTES` or is not what luisy writes: its
+    items are made again. The state is read and compared first: the items of a checkpoint written
+    for other code or parameters are not read at all."""
     found = [(mtime, entry) for entry in stale_temps(folder)
              if not os.path.islink(entry) and (mtime := _checkpoint_mtime(entry)) is not None]
     if not found:
@@ -562,10 +572,10 @@ def latest_checkpoint(folder: Path) -> tuple[Path, dict[str, Any], dict[str, Ite
     source = Path(max(found)[1])
     try:
         with open_regular(source / CHECKPOINT, own=True, limit=CHECKPOINT_MAX_BYTES) as f:
-            read = _read_checkpoint(f)
+            items = _read_checkpoint(f, state)
     except OSError:  # gone, or replaced since it was found
         return None
-    return None if read is None else (source, *read)
+    return None if items is None else (source, items)
 
 
 def _checkpoint_mtime(staging: str) -> float | None:
@@ -577,31 +587,41 @@ def _checkpoint_mtime(staging: str) -> float | None:
     return info.st_mtime if stat.S_ISREG(info.st_mode) else None
 
 
-def _read_checkpoint(lines: Iterable[bytes]) -> tuple[dict[str, Any], dict[str, Item]] | None:
-    """The state and items of a checkpoint's lines; ``None`` if not even the state reads."""
-    data: dict[str, Any] | None = None
+def _read_checkpoint(f: BinaryIO, state: dict[str, Any]) -> dict[str, Item] | None:
+    """The items of the checkpoint open as ``f`` if it was written for ``state``, else ``None``.
+
+    The state line is read first, and no further than the one luisy writes for ``state``: a
+    checkpoint of other code or parameters costs that one line, however many items it lists."""
+    ours = json.dumps({"state": state}).encode()
+    # An earlier luisy wrote the state's keys and then the items in one object: how it starts.
+    older = json.dumps({**state, "items": None}).encode().removesuffix(b"null}")
+    bound = max(len(ours), len(older)) + 1
+    first = f.readline(bound)
+    if first == b"\n":  # each line starts on a new one
+        first = f.readline(bound)
     items: dict[str, Item] = {}
-    for line in lines:
-        if line == b"\n":  # each line starts on a new one
+    try:
+        if first.startswith(older):
+            part = json.loads(first + f.read())
+            rows = part.pop("items")
+            if part != state:
+                return None
+            items = {name: Item(*row) for name, row in rows.items()}
+        elif json.loads(first) != {"state": state}:
+            return None
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
+        return None  # not even the state reads: nothing to take over
+    for line in f:
+        if line == b"\n":
             continue
         try:
-            part = json.loads(line)
-            if data is None and "items" in part:  # an earlier luisy's checkpoint: one line, all in it
-                data = {k: v for k, v in part.items() if k != "items"}
-            if data is None:  # the first line: what the items were written for
-                data = dict(part["state"])
-            else:
-                items.update({name: Item(*row) for name, row in part["items"].items()})
+            items.update({name: Item(*row) for name, row in json.loads(line)["items"].items()})
         except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
-            if data is None:
-                return None  # not even the state: nothing to take over
             continue  # a line cut short, or not one luisy wrote: its items are made again
     try:
-        if data is None or bad_file_name([item.file for item in items.values()]) is not None:
-            return None
+        return None if bad_file_name([item.file for item in items.values()]) is not None else items
     except TypeError:  # a file that is no name: not a checkpoint luisy wrote
         return None
-    return data, items
 
 
 #: How a folder whose files are taken over is opened: never through a symbolic link.
@@ -886,6 +906,11 @@ class DirectoryWriter:
         )
 
 
+def _verified_max_bytes(items: int) -> int:
+    """The longest ``.luisy-verified.json`` luisy writes for a manifest of ``items`` items."""
+    return min(VERIFIED_MAX_BYTES, (items + 1) * VERIFIED_ITEM_BYTES)
+
+
 def publication(header: ManifestHeader) -> str:
     """Identifies one publication of a folder: it changes with every publish, repair or restamp."""
     return digest(*map(str, astuple(header)))
@@ -1034,13 +1059,25 @@ class _Waiter:
             except BlockingIOError:
                 pass
             if not self.said:
-                holder = os.pread(lock.fileno(), 256, 0).decode("utf-8", "replace").split()
+                holder = _holder(os.pread(lock.fileno(), _HOLDER_MAX, 0))
                 # A holder that has just taken the lock may not have written its name yet.
-                if len(holder) == 2 or time.monotonic() - since > 1:
-                    who = f"pid {holder[0]} on {holder[1]}" if len(holder) == 2 else "another process"
-                    logger.warning("waiting for %s (%s)", self.owner, who)
+                if holder is not None or time.monotonic() - since > 1:
+                    logger.warning("waiting for %s (%s)", printable(self.owner), holder or "another process")
                     self.said = True
             time.sleep(WAIT_POLL)  # a sleep, not a blocking flock: Ctrl-C ends it at once
+
+
+#: The most a writer lock's "pid host" line is read of: a pid and a host name (at most 255 bytes).
+_HOLDER_MAX = 300
+
+
+def _holder(text: bytes) -> str | None:
+    """``"pid N on HOST"`` from a writer lock's ``text``; ``None`` unless it is a "pid host" line
+    as luisy writes it (anything may write into the file of a lock it holds)."""
+    fields = text.decode("utf-8", "replace").split()
+    if len(fields) != 2 or not fields[0].isascii() or not fields[0].isdigit() or len(fields[0]) > 10:
+        return None
+    return f"pid {int(fields[0])} on {printable(fields[1])}"
 
 
 def _forget_if_empty(lock: TextIO, path: Path) -> None:
@@ -1057,15 +1094,17 @@ def _forget_if_empty(lock: TextIO, path: Path) -> None:
 
 def _open_lock(path: Path) -> TextIO:
     """The lock file, opened for appending; never through a link: a link (symbolic or hard) or a
-    FIFO put in its place is removed and a file of luisy's own made instead. A folder there is a
-    :class:`~luisy.errors.BrokenFileError` (see :func:`broken_locks`)."""
+    FIFO put in its place is removed and a file of luisy's own made instead. A folder or a socket
+    there is a :class:`~luisy.errors.BrokenFileError` (see :func:`broken_locks`)."""
     while True:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
         except IsADirectoryError:
             # Not removed here: what is in a folder may be someone's; `luisy verify --repair` removes it.
             raise not_regular(path, "a folder") from None
-        except OSError:
+        except OSError as error:
+            if error.errno == errno.ENXIO:  # a socket: a server may be listening on it, left as a folder is
+                raise not_regular(path, "a socket") from None
             if not os.path.islink(path):
                 raise
             os.unlink(path)
@@ -1081,10 +1120,18 @@ def _open_lock(path: Path) -> TextIO:
                 os.unlink(path)
 
 
-def broken_locks(folder: Path) -> list[Path]:
-    """luisy's lock files beside ``folder`` that are folders: no writer can lock them."""
-    paths = (_lock_path(folder), _lock_path(folder, "writer"))
-    return [path for path in paths if path.is_dir() and not path.is_symlink()]
+def broken_locks(folder: Path) -> list[tuple[Path, str]]:
+    """luisy's lock files beside ``folder`` that are folders or sockets (no writer can lock them,
+    and a run does not remove them: what they are may be someone's), each with what it is."""
+    found = []
+    for path in (_lock_path(folder), _lock_path(folder, "writer")):
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            continue
+        if stat.S_ISDIR(mode) or stat.S_ISSOCK(mode):
+            found.append((path, kind(mode)))
+    return found
 
 
 def _make_dirs(folder: Path, rel_dir: str, made: set[str]) -> None:

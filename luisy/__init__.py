@@ -9,7 +9,7 @@ with warnings.catch_warnings():
     # luigi warns when it is imported unless its own configuration sets [core] autoload_range,
     # which cannot be set before luigi is imported. This import is luisy's, not the user's.
     warnings.filterwarnings("ignore", message=r"\s*Autoloading range tasks", category=DeprecationWarning)
-    import luigi  # noqa: F401
+    from luisy import config  # noqa: F401 - imports luigi first (see luisy.config.unreadable_luigi_config)
 
 from luisy.config import Config, get_working_dir, set_working_dir, working_dir
 from luisy.decorators import (

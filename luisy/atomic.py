@@ -21,6 +21,7 @@ from pathlib import Path
 
 from luisy import config
 from luisy.digests import digest
+from luisy.errors import BrokenFileError
 from luisy.interrupts import held
 from luisy.paths import NAME_MAX, refuse_linked
 from luisy.regular_files import kind, not_regular, own_folder
@@ -281,7 +282,12 @@ def _replace(tmp: Path, final: Path) -> None:
         os.replace(tmp, final)
         remove_path(old)
     else:
-        os.replace(tmp, final)
+        try:
+            os.replace(tmp, final)
+        except IsADirectoryError:
+            # A folder where a file belongs may hold someone's data: never removed by luisy.
+            remove_path(tmp)
+            raise BrokenFileError(f"{final} is a folder where a file belongs: remove it, then run again") from None
 
 
 def remove_path(path: Path) -> None:

@@ -11,8 +11,10 @@ import enum
 import importlib
 import json
 import logging
+import math
 import os
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager, nullcontext
 from itertools import chain
@@ -90,6 +92,20 @@ def _task_spec(command: click.Command, args: Sequence[str]) -> str | None:
             return args[i]
         i += 2 if args[i] in valued else 1
     return None
+
+
+class _Seconds(click.FloatRange):
+    """A number of seconds from ``min`` on that a timer can wait: finite (NaN compares as in range
+    but never passes, so nothing would ever settle) and at most ``threading.TIMEOUT_MAX``."""
+
+    def __init__(self, min: float) -> None:
+        super().__init__(min=min, max=threading.TIMEOUT_MAX)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        seconds = super().convert(value, param, ctx)
+        if math.isnan(seconds):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        return seconds
 
 
 class _LuisyGroup(click.Group):
@@ -394,7 +410,7 @@ def status(task: str, working_dir: Path | None, task_args: tuple[str, ...], as_j
 @click.option("--failed", is_flag=True, help="Items that failed (with their error).")
 @click.option("--bad", is_flag=True, help="Items the last `luisy verify` found damaged or missing.")
 @click.option("--kept", is_flag=True, help="Items an interrupted run made, which the next run publishes.")
-@click.option("--limit", type=click.IntRange(min=0), default=None, metavar="N",
+@click.option("--limit", type=click.IntRange(min=0, max=sys.maxsize), default=None, metavar="N",
               help="List at most N items (0: all). Default: 100 on a terminal, all when piped or with --json.")
 @click.option("-v", "--verbose", count=True,
               help="Show where each failed item's code failed (-vv: the whole traceback).")
@@ -549,9 +565,9 @@ def show(path: Path, working_dir: Path | None, as_json: bool) -> None:
 
 @main.command(context_settings=_TASK_COMMAND)
 @_task_command
-@click.option("--settle", type=click.FloatRange(min=0), default=2.0, show_default=True, metavar="SECONDS",
+@click.option("--settle", type=_Seconds(min=0), default=2.0, show_default=True, metavar="SECONDS",
               help="An input item is processed once its size and modification time stayed the same this long.")
-@click.option("--interval", type=click.FloatRange(min=0.01), default=1.0, show_default=True, metavar="SECONDS",
+@click.option("--interval", type=_Seconds(min=0.01), default=1.0, show_default=True, metavar="SECONDS",
               help="How often the folders are rescanned (sooner on a file event; when idle, never more than "
                    "1/30 of one core).")
 @click.option("--processes", type=click.IntRange(min=1), default=None,

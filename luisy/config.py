@@ -22,7 +22,11 @@ task answers ``complete()`` the same inside and outside ``build()``.
 
 from __future__ import annotations
 
+import configparser
+import math
 import os
+import sys
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -31,9 +35,31 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import luigi.configuration
+from luisy.errors import LuisyError, SettingValueError, UnknownSettingError
 
-from luisy.errors import LuisyError, UnknownSettingError
+
+def _import_luigi() -> configparser.Error | None:
+    """Import luigi, which reads its configuration files as it is imported; the error of a file
+    that cannot be parsed (an option given twice, no section header), if any.
+
+    Such a file would make ``import luisy`` (and so every ``luisy`` command) a traceback; luigi
+    is imported with an empty configuration instead, and luisy refuses to read any setting
+    (:func:`unreadable_luigi_config`), so nothing runs with the settings half-read.
+    """
+    try:
+        import luigi.configuration  # noqa: F401
+    except configparser.Error as error:
+        # The module survived the failed import, holding the half-read parser (its values still raw lists).
+        parser = sys.modules["luigi.configuration.cfg_parser"].LuigiConfigParser
+        parser._instance = parser()
+        import luigi.configuration  # noqa: F401
+        return error
+    return None
+
+
+_UNREADABLE = _import_luigi()
+
+import luigi.configuration  # noqa: E402 - imported above, where a file that cannot be parsed is caught
 
 DEFAULT_WORKING_DIR = "data"
 #: The ways to fingerprint external input files (``[luisy] input_fingerprint``).
@@ -101,7 +127,17 @@ def luigi_setting(section: str, option: str, value: str) -> Iterator[None]:
         parser.remove_option(section, option)
 
 
+def unreadable_luigi_config() -> LuisyError | None:
+    """The error of a luigi configuration file that could not be parsed when luigi was imported, if any."""
+    if _UNREADABLE is None:
+        return None
+    return SettingValueError(f"cannot read luigi's configuration: {_UNREADABLE}")
+
+
 def _luigi_config() -> Any:
+    error = unreadable_luigi_config()
+    if error is not None:
+        raise error
     return luigi.configuration.get_config()
 
 
@@ -154,15 +190,15 @@ class Run:
             root = resolve_working_dir()
         return cls(
             working_dir=root,
-            processes=max(1, processes if processes is not None else parser.getint("luisy", "processes", 1)),
-            retry_failed=retry_failed if retry_failed is not None else parser.getboolean(
-                "luisy", "retry_failed", True),
-            keep_replaced_seconds=parser.getfloat("luisy", "keep_replaced_seconds", 3600.0),
-            checkpoint_seconds=parser.getfloat("luisy", "checkpoint_seconds", 30.0),
-            grace_seconds=parser.getfloat("luisy", "grace_seconds", 10.0),
+            processes=max(1, processes if processes is not None else _setting(parser, "processes", 1, _count)),
+            retry_failed=retry_failed if retry_failed is not None else _setting(
+                parser, "retry_failed", True, _yes_or_no),
+            keep_replaced_seconds=_setting(parser, "keep_replaced_seconds", 3600.0, _seconds),
+            checkpoint_seconds=_setting(parser, "checkpoint_seconds", 30.0, _seconds),
+            grace_seconds=_setting(parser, "grace_seconds", 10.0, _seconds),
             dask_scheduler=(dask_scheduler if dask_scheduler is not None
-                            else parser.get("luisy", "dask_scheduler", None)) or None,
-            input_fingerprint=_input_fingerprint(parser.get("luisy", "input_fingerprint", "mtime")),
+                            else _setting(parser, "dask_scheduler", None, _address)) or None,
+            input_fingerprint=_setting(parser, "input_fingerprint", "mtime", _input_fingerprint),
             id=uuid.uuid4().hex if new_id else "",
             settled=settled,
         )
@@ -177,9 +213,55 @@ class Run:
         return (task_value if task_value is not None else self.dask_scheduler) or None
 
 
+def _setting(parser: Any, name: str, default: Any, parse: Callable[[str], Any]) -> Any:
+    """``[luisy] name`` of luigi's configuration by ``parse``, ``default`` if unset; a value
+    ``parse`` refuses (``ValueError``: what the setting takes) is one line naming it."""
+    value = parser.get("luisy", name, None)
+    if value is None:
+        return default
+    try:
+        return parse(value)
+    except ValueError as error:
+        raise SettingValueError(f"[luisy] {name} = {value!r}: must be {error}") from None
+
+
+def _count(value: str) -> int:
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise ValueError("a whole number from 1 on")
+    return count
+
+
+def _yes_or_no(value: str) -> bool:
+    states = configparser.ConfigParser.BOOLEAN_STATES
+    if value.lower() not in states:
+        raise ValueError("yes or no (also true/false, on/off, 1/0)")
+    return states[value.lower()]
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    # A timer cannot wait longer than TIMEOUT_MAX; NaN compares as in range and never passes.
+    if not 0 <= seconds <= threading.TIMEOUT_MAX:
+        raise ValueError(f"a number of seconds from 0 to {threading.TIMEOUT_MAX:.0f}")
+    return seconds
+
+
+def _address(value: str) -> str:
+    if any(not c.isprintable() or c.isspace() for c in value):
+        raise ValueError("the address of a Dask scheduler, such as tcp://host:8786")
+    return value
+
+
 def _input_fingerprint(value: str) -> str:
     if value not in INPUT_FINGERPRINTS:
-        raise LuisyError(f"[luisy] input_fingerprint = {value!r}: must be one of {', '.join(INPUT_FINGERPRINTS)}")
+        raise ValueError(f"one of {', '.join(INPUT_FINGERPRINTS)}")
     return value
 
 

@@ -118,6 +118,10 @@ class UnavailableFeatureError(LuisyError, NotImplementedError):
     """A luisy 1.x feature that luisy 2 does not have (cloud sync, Spark); the message says what to do."""
 
 
+class SettingValueError(LuisyError, ValueError):
+    """A setting in luigi's configuration has a value luisy cannot use, or its file cannot be parsed."""
+
+
 class UnknownSettingError(LuisyError, KeyError, ValueError):
     """A setting name luisy does not know."""
 

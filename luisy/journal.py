@@ -50,7 +50,7 @@ from luisy import config
 from luisy.atomic import TMP_MARKER
 from luisy.digests import digest
 from luisy.errors import BrokenFileError
-from luisy.regular_files import open_fd, open_regular, own_folder
+from luisy.regular_files import kind, not_own_folder, open_fd, open_regular, own_folder
 from luisy.shapes import TIME, Check, checker, is_time
 from luisy.tracebacks import traceback_of
 
@@ -253,6 +253,8 @@ def _days(folder: Path) -> list[str]:
         return sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
     except FileNotFoundError:
         return []
+    except NotADirectoryError:  # a file, a FIFO put in its place: what a run that adds an event says
+        raise not_own_folder(folder, kind(os.stat(folder).st_mode)) from None
 
 
 def _read(day: Path, since: float | None, task_ids: Iterable[str] | None) -> list[Event]:

@@ -32,7 +32,8 @@ from typing import BinaryIO
 
 from luisy.errors import BrokenFileError
 
-__all__ = ["REMOVE", "advised", "kind", "not_regular", "open_fd", "open_regular", "read_own", "own_folder"]
+__all__ = ["REMOVE", "advised", "kind", "not_own_folder", "not_regular", "open_fd", "open_regular", "read_own",
+           "own_folder"]
 
 #: What to do about one of luisy's own files that is broken.
 REMOVE = "remove it (luisy writes its own file there again)"
@@ -51,6 +52,12 @@ def not_regular(shown: str | os.PathLike[str], what: str, own: bool = True) -> B
     """The error for ``shown``, which is ``what`` (see :func:`kind`) instead of a regular file;
     for one of luisy's ``own`` files it says what to do."""
     return BrokenFileError(f"{os.fspath(shown)} is {what}, not a regular file" + (f": {REMOVE}" if own else ""))
+
+
+def not_own_folder(shown: str | os.PathLike[str], what: str) -> BrokenFileError:
+    """The error for ``shown``, a folder of luisy's own that is ``what`` (see :func:`kind`) instead."""
+    return BrokenFileError(f"{os.fspath(shown)} is {what}, not a folder of luisy's own: remove it "
+                           "(luisy makes the folder again)")
 
 
 def advised(error: BrokenFileError, advice: str) -> BrokenFileError:
@@ -172,6 +179,4 @@ def _own_folder_in(fd: int, name: str, shown: str, create: bool) -> int:
             os.mkdir(name, dir_fd=fd)
         return _own_folder_in(fd, name, shown, create=False)
     except NotADirectoryError:  # what O_DIRECTORY | O_NOFOLLOW says of a link
-        what = kind(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode)
-        raise BrokenFileError(f"{shown} is {what}, not a folder of luisy's own: remove it "
-                              "(luisy makes the folder again)") from None
+        raise not_own_folder(shown, kind(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode)) from None

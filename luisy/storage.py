@@ -40,7 +40,7 @@ class Storage(Protocol):
     holds_files: bool
 
     def exists(self, path: str, folder: bool = False) -> bool:
-        """Whether an object is stored at ``path`` (a file, or with ``folder`` a folder, where files are)."""
+        """Whether an object is stored at ``path`` (a regular file, or with ``folder`` a folder, where files are)."""
 
     def load(self, path: str, read: Reader) -> Any:
         """The object at ``path``; ``read(path)`` reads a file (or folder) where files are stored."""
@@ -77,7 +77,9 @@ class LocalStorage:
     holds_files = True
 
     def exists(self, path: str, folder: bool = False) -> bool:
-        return os.path.isdir(path) if folder else os.path.exists(path)
+        # A FIFO, a socket or a device where a file output belongs is none luisy wrote: reading it
+        # would block or fail for ever, so the task counts as not run and its write replaces it.
+        return os.path.isdir(path) if folder else os.path.isfile(path)
 
     def load(self, path: str, read: Reader) -> Any:
         return read(path)

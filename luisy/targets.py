@@ -146,6 +146,9 @@ class ParquetDirTarget(LuisyTarget):
             if not any(part.startswith((".", "_")) for part in p.relative_to(root).parts)
         )
 
+    def exists(self) -> bool:
+        return storage.active().exists(self.path, folder=True)
+
     def read(self) -> Any:
         return storage.active().load(self.path, self._read_parts)
 

@@ -199,3 +199,20 @@ def test_processes_option_spreads_items_over_a_pool(project, processes):
         assert len(seen) == 6 and len(pids) == 1 and parents == {os.getpid()}
     else:  # in two children of the luisy process
         assert len(seen) == 6 and len(pids) == 2 and len(parents) == 1 and not parents & (pids | {os.getpid()})
+
+
+@pytest.mark.parametrize("args,option", [
+    (["items", "clipkg.tasks:WhoProcessed", "--limit", "9" * 23], "--limit"),
+    (["watch", "clipkg.tasks:WhoProcessed", "--settle", "nan"], "--settle"),
+    (["watch", "clipkg.tasks:WhoProcessed", "--settle", "inf"], "--settle"),
+    (["watch", "clipkg.tasks:WhoProcessed", "--interval", "NaN"], "--interval"),
+    (["watch", "clipkg.tasks:WhoProcessed", "--interval", "1e400"], "--interval"),
+])
+def test_numbers_no_count_or_timer_can_take_are_refused(project, args, option):
+    notes = project / "data" / "clipkg" / "raw" / "notes"
+    notes.mkdir(parents=True)
+    (notes / "a.txt").write_text("a")
+    assert run_luisy(["run", "clipkg.tasks:WhoProcessed"], cwd=project).returncode == 0
+    result = run_luisy(args, cwd=project, timeout=30)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(f"Error: Invalid value for '{option}': ")

@@ -5,6 +5,7 @@ from pathlib import Path
 import luigi
 import luigi.configuration
 import pytest
+from conftest import run_luisy, write_project
 
 import luisy
 from luisy import config
@@ -92,3 +93,55 @@ def test_set_working_dir_in_one_context_does_not_reach_another(tmp_path):
 
     contextvars.copy_context().run(luisy.set_working_dir, tmp_path / "elsewhere")
     assert config.get_working_dir() != tmp_path / "elsewhere"
+
+
+SETTINGS_PROJECT = {"cfgpkg/__init__.py": "", "cfgpkg/tasks.py": '''
+    import luisy
+
+
+    @luisy.final
+    @luisy.text_output
+    class Hello(luisy.Task):
+        def run(self):
+            self.write("hello")
+'''}
+
+
+def _run_with_luigi_cfg(tmp_path: Path, text: str):
+    write_project(tmp_path, SETTINGS_PROJECT)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "luigi.cfg").write_text(text)
+    result = run_luisy(["run", "cfgpkg.tasks:Hello"], cwd=tmp_path, timeout=120)
+    assert not (tmp_path / "data" / "cfgpkg" / "final" / "Hello.txt").exists()
+    return result
+
+
+SECONDS = "must be a number of seconds from 0 to 9223372036"
+
+
+@pytest.mark.parametrize("setting,value,takes", [
+    ("processes", "abc", "must be a whole number from 1 on"),
+    ("processes", "0", "must be a whole number from 1 on"),
+    ("retry_failed", "maybe", "must be yes or no (also true/false, on/off, 1/0)"),
+    ("keep_replaced_seconds", "nan", SECONDS),
+    ("checkpoint_seconds", "-1", SECONDS),
+    ("grace_seconds", "1e308", SECONDS),
+    ("dask_scheduler", "tcp://a b:8786", "must be the address of a Dask scheduler, such as tcp://host:8786"),
+    ("input_fingerprint", "bogus", "must be one of mtime, content, write-once"),
+])
+def test_a_luisy_setting_luisy_cannot_use_is_one_line_naming_what_it_takes(tmp_path, setting, value, takes):
+    result = _run_with_luigi_cfg(tmp_path, f"[luisy]\n{setting} = {value}\n")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr == f"luisy: error: [luisy] {setting} = {value!r}: {takes}\n"
+
+
+@pytest.mark.parametrize("text,problem", [
+    ("[luisy]\nprocesses = 2\nprocesses = 3\n",
+     "While reading from 'luigi.cfg' [line 3]: option 'processes' in section 'luisy' already exists"),
+    ("[core]\n[core]\n", "While reading from 'luigi.cfg' [line 2]: section 'core' already exists"),
+    ("processes = 2\n", "File contains no section headers. file: 'luigi.cfg', line: 1 'processes = 2\\n'"),
+])
+def test_a_luigi_configuration_file_that_cannot_be_parsed_is_one_line_naming_it(tmp_path, text, problem):
+    result = _run_with_luigi_cfg(tmp_path, text)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr == f"luisy: error: cannot read luigi's configuration: {problem}\n"

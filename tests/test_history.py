@@ -311,3 +311,28 @@ def test_control_characters_in_an_error_never_reach_the_terminal_raw(tmp_path):
         assert "\x1b" not in result.stdout and "\x07" not in result.stdout, command
         if command[0] == "history":
             assert "\\x1b[31mred" in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize("replacement", ["file", "fifo"])
+def test_journal_folder_replaced_by_a_file_is_one_line_for_its_readers(project, replacement):
+    first = run_luisy(["run", "hist.tasks:Words"], cwd=project)
+    assert first.returncode == 0, first.stdout + first.stderr
+    folder = project / "data" / journal.JOURNAL_DIR
+    for day in folder.iterdir():
+        for path in day.iterdir():
+            path.unlink()
+        day.rmdir()
+    folder.rmdir()
+    if replacement == "file":
+        folder.write_text("junk")
+    else:
+        os.mkfifo(folder)
+    output = project / "data" / "hist" / "final" / "Words.json"
+    what = "a regular file" if replacement == "file" else "a FIFO"
+    for command in (["history"], ["history", "--json"], ["status", "hist.tasks:Words"], ["show", str(output)]):
+        result = run_luisy(command, cwd=project, timeout=60)
+        assert result.returncode == 2, (command, result.stdout, result.stderr)
+        assert result.stderr == (f"luisy: error: {folder} is {what}, not a folder of luisy's own: "
+                                 "remove it (luisy makes the folder again)\n"), command
+    folder.unlink()
+    assert run_luisy(["history"], cwd=project).returncode == 0

@@ -1,9 +1,14 @@
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
 import luigi
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import run_luisy, write_project
 
 import luisy
 from luisy.errors import DecorationError
@@ -369,3 +374,53 @@ def test_parquetdir_output_needs_a_folder_name():
         @luisy.parquetdir_output
         class NoName(luisy.Task):
             pass
+
+
+PLAIN_PROJECT = {"plainpkg/__init__.py": "", "plainpkg/tasks.py": '''
+    import luisy
+
+
+    @luisy.interim
+    @luisy.json_output
+    class Count(luisy.Task):
+        def run(self):
+            self.write({"n": 21})
+
+
+    @luisy.final
+    @luisy.requires(Count)
+    @luisy.json_output
+    class Twice(luisy.Task):
+        def run(self):
+            self.write({"twice": self.input().read()["n"] * 2})
+'''}
+
+
+def _plain_project(tmp_path: Path) -> tuple[Path, Path]:
+    write_project(tmp_path, PLAIN_PROJECT)
+    (tmp_path / "data").mkdir()
+    assert run_luisy(["run", "plainpkg.tasks:Twice"], cwd=tmp_path, timeout=120).returncode == 0
+    count, twice = (next((tmp_path / "data").rglob(name)) for name in ("Count.json", "Twice.json"))
+    count.unlink()
+    twice.unlink()
+    return count, twice
+
+
+def test_a_fifo_in_place_of_a_file_output_is_no_output_and_the_run_replaces_it(tmp_path):
+    count, twice = _plain_project(tmp_path)
+    os.mkfifo(count)
+    result = run_luisy(["run", "plainpkg.tasks:Twice"], cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert count.is_file() and json.loads(count.read_text()) == {"n": 21}
+    assert json.loads(twice.read_text()) == {"twice": 42}
+
+
+def test_a_folder_in_place_of_a_file_output_is_kept_and_named_in_one_line(tmp_path):
+    count, twice = _plain_project(tmp_path)
+    count.mkdir()
+    (count / "notes.txt").write_text("someone's")
+    result = run_luisy(["run", "plainpkg.tasks:Twice"], cwd=tmp_path, timeout=120)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"{count} is a folder where a file belongs: remove it, then run again" in result.stdout + result.stderr
+    assert (count / "notes.txt").read_text() == "someone's" and not twice.exists()
+    assert [p.name for p in count.parent.iterdir()] == ["Count.json"]  # no temporary file left

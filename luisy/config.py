@@ -25,7 +25,6 @@ from __future__ import annotations
 import configparser
 import math
 import os
-import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -35,31 +34,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from luisy import luigi_adapter
 from luisy.errors import LuisyError, SettingValueError, UnknownSettingError
-
-
-def _import_luigi() -> configparser.Error | None:
-    """Import luigi, which reads its configuration files as it is imported; the error of a file
-    that cannot be parsed (an option given twice, no section header), if any.
-
-    Such a file would make ``import luisy`` (and so every ``luisy`` command) a traceback; luigi
-    is imported with an empty configuration instead, and luisy refuses to read any setting
-    (:func:`unreadable_luigi_config`), so nothing runs with the settings half-read.
-    """
-    try:
-        import luigi.configuration  # noqa: F401
-    except configparser.Error as error:
-        # The module survived the failed import, holding the half-read parser (its values still raw lists).
-        parser = sys.modules["luigi.configuration.cfg_parser"].LuigiConfigParser
-        parser._instance = parser()
-        import luigi.configuration  # noqa: F401
-        return error
-    return None
-
-
-_UNREADABLE = _import_luigi()
-
-import luigi.configuration  # noqa: E402 - imported above, where a file that cannot be parsed is caught
 
 DEFAULT_WORKING_DIR = "data"
 #: The ways to fingerprint external input files (``[luisy] input_fingerprint``).
@@ -129,16 +105,16 @@ def luigi_setting(section: str, option: str, value: str) -> Iterator[None]:
 
 def unreadable_luigi_config() -> LuisyError | None:
     """The error of a luigi configuration file that could not be parsed when luigi was imported, if any."""
-    if _UNREADABLE is None:
+    if luigi_adapter.CONFIG_ERROR is None:
         return None
-    return SettingValueError(f"cannot read luigi's configuration: {_UNREADABLE}")
+    return SettingValueError(f"cannot read luigi's configuration: {luigi_adapter.CONFIG_ERROR}")
 
 
 def _luigi_config() -> Any:
     error = unreadable_luigi_config()
     if error is not None:
         raise error
-    return luigi.configuration.get_config()
+    return luigi_adapter.luigi_config()
 
 
 @dataclass(frozen=True)

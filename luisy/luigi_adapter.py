@@ -9,14 +9,46 @@ module alone; ``tests/test_luigi_adapter.py`` runs each against the installed lu
 
 from __future__ import annotations
 
+import configparser
+import sys
 from dataclasses import dataclass
 from typing import Any
 
-import luigi
-from luigi.execution_summary import LuigiRunResult, _summary_dict
+
+def _import_luigi() -> configparser.Error | None:
+    """Import luigi, which reads its configuration files as it is imported; the error of a file
+    that cannot be parsed (an option given twice, no section header), if any.
+
+    Such a file would make ``import luisy`` (and so every ``luisy`` command) a traceback; luigi
+    is imported with an empty configuration instead, and luisy refuses to read any setting
+    (:func:`unreadable_luigi_config`), so nothing runs with the settings half-read.
+    """
+    try:
+        import luigi.configuration  # noqa: F401
+    except configparser.Error as error:
+        # The module survived the failed import, holding the half-read parser (its values still raw lists).
+        parser = sys.modules["luigi.configuration.cfg_parser"].LuigiConfigParser
+        parser._instance = parser()
+        import luigi.configuration  # noqa: F401
+        return error
+    return None
+
+
+#: Why luigi's configuration file could not be parsed; ``None`` if it could. luigi then runs with
+#: an empty configuration, and luisy reads no setting (see :func:`luisy.config.unreadable_luigi_config`).
+CONFIG_ERROR = _import_luigi()
+
+import luigi  # noqa: E402 - after the configuration file was read safely above
+import luigi.configuration  # noqa: E402
+from luigi.execution_summary import LuigiRunResult, _summary_dict  # noqa: E402
 
 #: The luigi releases (major.minor) whose private names this module was checked against.
 CHECKED = ("3.5", "3.6", "3.7", "3.8")
+
+
+def luigi_config() -> Any:
+    """luigi's configuration parser (``[core]``, ``[luisy]``... from luigi.cfg and friends)."""
+    return luigi.configuration.get_config()
 
 
 def task_sets(result: LuigiRunResult) -> dict[str, set[luigi.Task]]:

@@ -290,6 +290,18 @@ def _replace(tmp: Path, final: Path) -> None:
             raise BrokenFileError(f"{final} is a folder where a file belongs: remove it, then run again") from None
 
 
+def make_folders(folder: str | os.PathLike[str]) -> None:
+    """Make ``folder`` and the folders it is in; a file where one of them goes is one line (it
+    may hold what others wrote: luisy replaces only what stands at its own output's path)."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        path = Path(os.path.abspath(folder))
+        blocking = next(p for p in [*reversed(path.parents), path] if os.path.lexists(p) and not p.is_dir())
+        raise BrokenFileError(f"{blocking} is {kind(os.lstat(blocking).st_mode)} where luisy needs a folder: "
+                              "remove it, then run again") from None
+
+
 def remove_path(path: Path) -> None:
     """Remove the file or folder ``path`` if it is there; a symbolic link is removed, never followed
     (nor is one inside a removed folder)."""

@@ -663,3 +663,20 @@ def test_a_verified_file_longer_than_luisy_writes_for_the_manifest_is_not_read(p
     verified.write_text(json.dumps(record))
     status = json.loads(run_luisy(["status", "tam.tasks:Upper", "--json"], cwd=project).stdout)
     assert [row["bad"] for row in status if row["task"] == "Upper()"] == [0], status
+
+
+@pytest.mark.parametrize("odd", ["file", "fifo"])
+def test_a_file_in_place_of_a_layer_folder_is_one_line_and_kept(project, odd):
+    assert _luisy(project, "run", "tam.tasks:Count")[0] == 0
+    layer = project / "data" / "tam" / "interim"
+    shutil.rmtree(layer)
+    if odd == "file":
+        layer.write_text("someone's notes")
+    else:
+        os.mkfifo(layer)
+    for args in (("verify", "tam.tasks:Count"), ("verify", "tam.tasks:Count", "--repair"), ("run", "tam.tasks:Count")):
+        status, output, _ = _luisy(project, *args)
+        assert "Traceback" not in output, (args, output)
+    what = "a regular file" if odd == "file" else "a FIFO"
+    assert status == 1 and f"{layer} is {what} where luisy needs a folder: remove it, then run again" in output, output
+    assert odd == "fifo" or layer.read_text() == "someone's notes"

@@ -41,7 +41,16 @@ from typing import Any, BinaryIO, NoReturn, TextIO, cast
 import luigi
 
 from luisy import config, formats, storage
-from luisy.atomic import defer, fit_name, hand_over, remove_path, remove_stale_temps, stale_temps, temp_sibling
+from luisy.atomic import (
+    defer,
+    fit_name,
+    hand_over,
+    make_folders,
+    remove_path,
+    remove_stale_temps,
+    stale_temps,
+    temp_sibling,
+)
 from luisy.digests import digest, file_digest, stream_digest
 from luisy.directory.manifest import (
     MANIFEST_NAME,
@@ -415,7 +424,7 @@ class LocalFolder:
             # as a run replaces what stands at the path of a file output.
             if os.path.lexists(self.folder) and not self.folder.is_dir():
                 self.folder.unlink()
-            self.folder.mkdir(parents=True, exist_ok=True)
+            make_folders(self.folder)
             return self._publish(writer, lock)
 
     def _publish(self, writer: DirectoryWriter, lock: TextIO) -> Manifest:
@@ -1127,7 +1136,7 @@ def broken_locks(folder: Path) -> list[tuple[Path, str]]:
     for path in (_lock_path(folder), _lock_path(folder, "writer")):
         try:
             mode = os.lstat(path).st_mode
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # none there (or no folder to hold one)
             continue
         if stat.S_ISDIR(mode) or stat.S_ISSOCK(mode):
             found.append((path, kind(mode)))

@@ -15,7 +15,7 @@ import luigi
 from luigi.task import flatten
 
 from luisy import config, journal, storage
-from luisy.atomic import is_staging, staged
+from luisy.atomic import is_staging, make_folders, staged
 from luisy.directory.target import DirectoryTarget
 from luisy.errors import OutputNotWrittenError
 from luisy.fingerprint.task import record_success
@@ -123,7 +123,7 @@ def make_output_folders(task: luigi.Task) -> None:
     for output in flatten(task.output()):
         path = getattr(output, "path", None)
         if path:
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            make_folders(os.path.dirname(os.path.abspath(path)))
 
 
 def _collect(generator: Generator[Any, Any, Any], sink: list[luigi.Task]) -> Generator[Any, Any, Any]:

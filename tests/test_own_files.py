@@ -1,4 +1,6 @@
 """luisy's own files (records, journal, caches, manifests) and input files that are not what luisy
+
+pytestmark = pytest.mark.slow  # the attack runs' regressions: many processes each; see pyproject.toml
 expects: FIFOs, links to ``/dev/zero``, folders, dangling links, links at luisy's folders.
 
 Each case runs the real ``luisy`` command with a timeout: a command that blocks on a FIFO fails

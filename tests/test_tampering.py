@@ -29,6 +29,8 @@ from luisy.directory.manifest import Item, Manifest
 from luisy.directory.target import CHECKPOINT, CHECKPOINT_MAX_BYTES
 from luisy.errors import ManifestError
 
+pytestmark = pytest.mark.slow  # the attack runs' regressions: many processes each; see pyproject.toml
+
 PROJECT = {
     "tam/__init__.py": "",
     "tam/tasks.py": '''

@@ -1,6 +1,4 @@
 """luisy's own files (records, journal, caches, manifests) and input files that are not what luisy
-
-pytestmark = pytest.mark.slow  # the attack runs' regressions: many processes each; see pyproject.toml
 expects: FIFOs, links to ``/dev/zero``, folders, dangling links, links at luisy's folders.
 
 Each case runs the real ``luisy`` command with a timeout: a command that blocks on a FIFO fails
@@ -21,6 +19,8 @@ from luisy import journal, targets
 from luisy.directory.manifest import MANIFEST_NAME
 from luisy.errors import BrokenFileError
 from luisy.fingerprint.records import RECORD_MAX_BYTES
+
+pytestmark = pytest.mark.slow  # the attack runs' regressions: many processes each; see pyproject.toml
 
 #: Seconds a command may take here: each finishes in a few; one that blocks never does.
 TIMEOUT = 90

@@ -256,7 +256,7 @@ class Caches:
     temp_listings: dict[str, list[str]] | None = None
     #: ``(working directory, pid, day)`` → the journal file a process appends to, open
     #: (:func:`luisy.journal.one_file_per_process`).
-    journal_files: dict[tuple[str, int, str], tuple[int, Path]] | None = None
+    journal_files: dict[tuple[str, int, str], tuple[Any, Path]] | None = None
     #: Whether content digests computed outside a run update their cache (``luisy watch``).
     digests: bool | None = None
     #: Folder → input files found touched with their content unchanged (``luisy plan``).

@@ -30,7 +30,6 @@ run's file names its task, so readers select files without opening them.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import getpass
 import json
 import logging
@@ -46,11 +45,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from luisy import config
+from luisy import config, storage
 from luisy.atomic import TMP_MARKER
 from luisy.digests import digest
 from luisy.errors import BrokenFileError
-from luisy.regular_files import kind, not_own_folder, open_fd, open_regular, own_folder
 from luisy.shapes import TIME, Check, checker, is_time
 from luisy.tracebacks import traceback_of
 
@@ -174,16 +172,16 @@ def append(root: str | os.PathLike[str], event: Event) -> Path:
         key = (os.fspath(root), os.getpid(), _day(event.started))
         if key not in files:
             path = _file(root, event.started, _PROCESS + uuid.uuid4().hex)
-            files[key] = (_open(path, os.O_CREAT | os.O_EXCL), path)
-        fd, path = files[key]
-        _write(fd, data)
+            files[key] = (storage.active().appender(os.fspath(path), new=True), path)
+        appender, path = files[key]
+        appender.write(data)
         return path
     path = _file(root, event.started, f"{task_key(event.task_id)}.{event.id}")
-    fd = _open(path, os.O_CREAT | os.O_EXCL if event.event == START else os.O_CREAT)
+    once = storage.active().appender(os.fspath(path), new=event.event == START)
     try:
-        _write(fd, data)
+        once.write(data)
     finally:
-        os.close(fd)
+        once.close()
     return path
 
 
@@ -197,9 +195,9 @@ def one_file_per_process() -> Iterator[None]:
         try:
             yield
         finally:
-            for (_, pid, _), (fd, _) in files.items():
+            for (_, pid, _), (appender, _) in files.items():
                 if pid == os.getpid():  # a forked luigi worker's files close when it exits
-                    os.close(fd)
+                    appender.close()
 
 
 #: How the name of a process's file starts after its time (a task digest is hex, without ``-``).
@@ -212,18 +210,6 @@ def _file(root: str | os.PathLike[str], started: float, middle: str) -> Path:
 
 def _day(when: float) -> str:
     return dt.datetime.fromtimestamp(when, dt.timezone.utc).strftime("%Y-%m-%d")
-
-
-def _open(path: Path, flags: int) -> int:
-    # The journal folder and the day's folder are luisy's own: never followed through a link.
-    with own_folder(path.parent, depth=2, create=True) as folder:
-        return open_fd(path.name, flags | os.O_WRONLY | os.O_APPEND, own=True, dir_fd=folder, shown=path)
-
-
-def _write(fd: int, data: bytes) -> None:
-    written = os.write(fd, data)
-    if written != len(data):  # a file system that writes in pieces: finish; readers skip it meanwhile
-        os.write(fd, data[written:])
 
 
 def events(root: str | os.PathLike[str], since: float | None = None,
@@ -249,12 +235,7 @@ def events_by_day(root: str | os.PathLike[str], task_ids: Iterable[str] | None =
 
 
 def _days(folder: Path) -> list[str]:
-    try:
-        return sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
-    except FileNotFoundError:
-        return []
-    except NotADirectoryError:  # a file, a FIFO put in its place: what a run that adds an event says
-        raise not_own_folder(folder, kind(os.stat(folder).st_mode)) from None
+    return [name for name, is_folder in storage.active().listdir(os.fspath(folder)) if is_folder]
 
 
 def _read(day: Path, since: float | None, task_ids: Iterable[str] | None) -> list[Event]:
@@ -262,11 +243,8 @@ def _read(day: Path, since: float | None, task_ids: Iterable[str] | None) -> lis
     wanted = None if task_ids is None else set(task_ids)
     first_ns = f"{int(since * 1e9):020d}" if since is not None else ""
     found = []
-    try:
-        names = sorted(os.listdir(day))
-    except FileNotFoundError:
-        return []
-    for name in names:
+    where = storage.active()
+    for name, _ in where.listdir(os.fspath(day)):
         if not name.endswith(_SUFFIX) or TMP_MARKER in name:
             continue
         kind = name.split(".", 2)[1]
@@ -274,17 +252,16 @@ def _read(day: Path, since: float | None, task_ids: Iterable[str] | None) -> lis
         if not kind.startswith(_PROCESS) and (name < first_ns or (keys is not None and kind not in keys)):
             continue
         try:
-            f = open_regular(day / name, own=True, limit=FILE_MAX_BYTES)
+            data = where.read_bytes(os.fspath(day / name), FILE_MAX_BYTES)
         except BrokenFileError:
             raise
         except OSError:  # removed by hand meanwhile
             continue
-        with f:
-            for line in iter(functools.partial(f.readline, _LINE_MAX_BYTES), b""):
-                event = Event.from_json(line)
-                if (event is not None and (wanted is None or event.task_id in wanted)
-                        and (since is None or event.started >= since)):
-                    found.append(event)
+        for line in data.splitlines(keepends=True):
+            event = Event.from_json(line) if len(line) <= _LINE_MAX_BYTES else None
+            if (event is not None and (wanted is None or event.task_id in wanted)
+                    and (since is None or event.started >= since)):
+                found.append(event)
     return found
 
 

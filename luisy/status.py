@@ -3,24 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 from dataclasses import dataclass
 from typing import Any
 
 import luigi
 from luigi.task import flatten
 
-from luisy import config
-from luisy.digests import file_digest as checksum
-from luisy.directory.manifest import Manifest
-from luisy.directory.target import DirectoryTarget, absent, accounted
+from luisy import config, storage
+from luisy.directory.target import DirectoryTarget
 from luisy.fingerprint.task import is_external
 from luisy.graph import upstream_first
 from luisy.history import TaskRun, last_runs, when
 from luisy.paths import expected_at
 from luisy.plan import reasons
 from luisy.reasons import describe
-from luisy.regular_files import kind
 from luisy.targets import scan_once
 from luisy.texttable import cut, text_table
 
@@ -84,8 +80,7 @@ def _status(root: luigi.Task) -> list[TaskStatus]:
             header = output.current_header() if isinstance(output, DirectoryTarget) else None
             if header is not None:
                 items, failed, last_run = header.item_count, header.failed_count, header.finished
-            elif getattr(output, "path", None) and os.path.exists(output.path):
-                mtime = os.stat(output.path).st_mtime
+            elif getattr(output, "path", None) and (mtime := storage.active().modified(output.path)) is not None:
                 last_run = dt.datetime.fromtimestamp(mtime, dt.timezone.utc).isoformat(timespec="seconds")
         if is_external(task):
             outputs = flatten(task.output())
@@ -129,8 +124,8 @@ def verify(root: luigi.Task, repair: bool = False) -> tuple[int, list[str]]:
         for output in flatten(task.output()):
             if not isinstance(output, DirectoryTarget):
                 continue
-            if os.path.lexists(output.folder) and not output.folder.is_dir():
-                what = kind(os.lstat(output.folder).st_mode)
+            what = output.place.blocked()
+            if what is not None:
                 problems.append(f"{task}: {output.folder} is {what}, not a folder: the next run replaces it")
                 continue
             locks = output.lock_problems()
@@ -148,32 +143,9 @@ def verify(root: luigi.Task, repair: bool = False) -> tuple[int, list[str]]:
                 continue
             manifest = output.manifest
             checked += len(manifest.items)
-            bad, strays = _item_problems(output, manifest)
+            bad, strays = output.place.check(manifest)
             problems.extend(f"{task}: {line}" for line in [*bad.values(), *strays.values()])
             if repair and (bad or strays):
                 output.repair(bad, strays, checked=header)
             output.note_verified({} if repair else bad, None if repair else header)
     return checked, problems
-
-
-def _item_problems(output: DirectoryTarget, manifest: Manifest) -> tuple[dict[str, str], dict[str, str]]:
-    """Bad items (name → problem) and files the manifest does not account for (path → problem)."""
-    folder, bad, strays = output.folder, {}, {}
-    for name, item in sorted(manifest.items.items()):
-        path = folder / item.file
-        if not output.contains(path):
-            bad[name] = f"item {name!r}: {path} leads outside {folder}"
-        elif not path.is_file():
-            bad[name] = f"item {name!r}: {path} {absent(path)}"
-        elif path.stat().st_size != item.size:
-            bad[name] = f"item {name!r}: {path} has {path.stat().st_size} bytes, the manifest says {item.size}"
-        elif checksum(path) != item.checksum:
-            bad[name] = f"item {name!r}: {path} does not match its checksum"
-    own = accounted(manifest)
-    for root, dirs, files in os.walk(folder):
-        rel_root = os.path.relpath(root, folder)
-        for entry in sorted(files + [d for d in dirs if os.path.islink(os.path.join(root, d))]):
-            rel = entry if rel_root == "." else f"{rel_root}/{entry}"
-            if rel not in own:
-                strays[rel] = f"{folder / rel} is not listed in the manifest"
-    return bad, strays

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import luigi
 
-from luisy import config, formats, storage
+from luisy import config, formats
 from luisy.directory import snapshot
 from luisy.directory.inputs import folder_items, hold_back, list_files, source_items
 from luisy.errors import FileReadError
@@ -25,6 +25,7 @@ from luisy.fingerprint.content import digests as content_digests
 from luisy.fingerprint.content import mode_of
 from luisy.regular_files import open_regular
 from luisy.sources import SourceItem, SourceItems, digest
+from luisy.storage import Storage, active
 
 
 @contextmanager
@@ -46,8 +47,11 @@ class LuisyTarget(luigi.LocalTarget):
 
     file_format: ClassVar[formats.Format] = formats.PICKLE
 
-    def __init__(self, path: str | os.PathLike[str], *, owner: str | None = None, **options: Any):
+    def __init__(self, path: str | os.PathLike[str], *, owner: str | None = None, storage: Storage | None = None,
+                 **options: Any):
         super().__init__(os.fspath(path))
+        #: Where the file is kept (default: the storage in force, :func:`luisy.storage.active`).
+        self.storage = storage if storage is not None else active()
         self.options = options
         self.owner = owner or type(self).__name__
         #: What the written file says about where it came from (set for a task's output; kept
@@ -60,17 +64,17 @@ class LuisyTarget(luigi.LocalTarget):
         return cls(path, owner=repr(task), **options)
 
     def exists(self) -> bool:
-        return storage.active().exists(self.path)
+        return self.storage.exists(self.path)
 
     def read(self) -> Any:
         """The stored object."""
-        return storage.active().load(self.path, functools.partial(self.file_format.read, **self.options))
+        return self.storage.load(self.path, functools.partial(self.file_format.read, **self.options))
 
     def write(self, obj: Any) -> None:
         """Check ``obj``'s type, then write it atomically (a failed write leaves nothing behind)."""
         self.file_format.ensure_writable(obj, self.owner)
         write = functools.partial(self.file_format.write, provenance=self.provenance, **self.options)
-        storage.active().save(self.path, obj, write)
+        self.storage.save(self.path, obj, write)
 
 
 class LocalTarget(LuisyTarget):
@@ -79,7 +83,7 @@ class LocalTarget(LuisyTarget):
 
     def make_dir(self, path: str | os.PathLike[str] | None = None) -> None:
         """Create ``path`` (default: the folder of the file) if it does not exist."""
-        os.makedirs(path if path is not None else os.path.dirname(self.path), exist_ok=True)
+        self.storage.make_folder(os.fspath(path) if path is not None else os.path.dirname(self.path))
 
 
 class PickleTarget(LuisyTarget):
@@ -147,10 +151,10 @@ class ParquetDirTarget(LuisyTarget):
         )
 
     def exists(self) -> bool:
-        return storage.active().exists(self.path, folder=True)
+        return self.storage.exists(self.path, folder=True)
 
     def read(self) -> Any:
-        return storage.active().load(self.path, self._read_parts)
+        return self.storage.load(self.path, self._read_parts)
 
     def _read_parts(self, path: str) -> Any:
         pd = formats.require("pandas", None, "parquetdir output")
@@ -160,7 +164,7 @@ class ParquetDirTarget(LuisyTarget):
     def write(self, obj: Any) -> None:
         """Replace the folder atomically by one holding ``obj`` as ``part-00000.parquet``."""
         self.file_format.ensure_writable(obj, self.owner)
-        storage.active().save(self.path, obj, self._write_part, folder=True)
+        self.storage.save(self.path, obj, self._write_part, folder=True)
 
     def _write_part(self, obj: Any, folder: Path) -> None:
         self.file_format.write(obj, folder / "part-00000.parquet", provenance=self.provenance, **self.options)
@@ -189,8 +193,11 @@ class DirectoryInputTarget(luigi.LocalTarget):
         folders: bool = False,
         marker: str | None = None,
         owner: str | None = None,
+        storage: Storage | None = None,
     ):
         super().__init__(os.fspath(path))
+        #: Where the folder is (default: the storage in force, :func:`luisy.storage.active`).
+        self.storage = storage if storage is not None else active()
         self.read_file_func = read_file_func
         self.regex = re.compile(regex_pattern) if regex_pattern else None
         self.pattern = pattern
@@ -212,7 +219,7 @@ class DirectoryInputTarget(luigi.LocalTarget):
         return target
 
     def exists(self) -> bool:
-        return storage.active().exists(self.path, folder=True)
+        return self.storage.exists(self.path, folder=True)
 
     def paths(self) -> list[Path]:
         """The matching files (or folders), sorted by their path relative to the folder."""
@@ -247,7 +254,7 @@ class DirectoryInputTarget(luigi.LocalTarget):
         The fingerprint is size and modification time, so a rerun sees edited files; or, with
         ``input_fingerprint = "content"``, a checksum of the bytes (:mod:`luisy.fingerprint.content`).
         """
-        return storage.active().input_items(self.path, self._listed_items)
+        return self.storage.input_items(self.path, self._listed_items)
 
     def listing(self) -> SourceItems:
         """Every input item in the folder now, settled or not: what ``luisy watch`` observes."""
@@ -268,8 +275,7 @@ class DirectoryInputTarget(luigi.LocalTarget):
 
     def _write_once(self) -> bool:
         """Whether the files are taken as never edited in place (:mod:`luisy.directory.snapshot`)."""
-        return (not self.folders and mode_of(self.fingerprint_owner) == "write-once"
-                and storage.active().holds_files)
+        return not self.folders and mode_of(self.fingerprint_owner) == "write-once"
 
     def _scope(self) -> str:
         return f"{self.pattern}|{self.regex and self.regex.pattern}|{self.recursive}"
@@ -315,7 +321,7 @@ class DirectoryInputTarget(luigi.LocalTarget):
 
     def read(self) -> Any:
         """The objects read from the files (a generator, as in luisy 1.x)."""
-        return storage.active().load(self.path, lambda path: (obj for _, obj in self.items()))
+        return self.storage.load(self.path, lambda path: (obj for _, obj in self.items()))
 
     def write(self, obj: Any) -> None:
         raise TypeError(f"{self.owner}: {self.path} is an input folder; luisy does not write to it")

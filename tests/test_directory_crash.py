@@ -22,7 +22,8 @@ import pytest
 from directory_tasks import PROCESSED, Doubled, _build, files_of, files_on_disk
 
 from luisy.digests import file_digest as checksum
-from luisy.directory.target import _configuration, latest_checkpoint
+from luisy.directory.local import latest_checkpoint
+from luisy.directory.target import _configuration
 
 pytestmark = pytest.mark.slow  # see pyproject.toml
 
@@ -76,7 +77,7 @@ def _run_and_stop(working_dir: Path, tmp_path: Path, point: str, sig: int, proce
         import sys, time
         sys.path.insert(0, {tests!r})
         import luisy
-        from luisy.directory import target
+        from luisy.directory import local as target
         from directory_tasks import Doubled
         luisy.set_working_dir({working_dir!r})
         Doubled.checkpoint_seconds = 0

@@ -541,7 +541,7 @@ def test_a_publish_killed_before_its_cleanup_is_finished_by_the_next_run(inputs,
         import os, sys, time
         sys.path.insert(0, {os.path.dirname(__file__)!r})
         import luisy
-        from luisy.directory import target
+        from luisy.directory import local as target
         from test_hardening import Scaled
         luisy.set_working_dir({str(luisy_working_dir)!r})
 
@@ -821,7 +821,7 @@ def test_the_publish_lock_excludes_other_processes_though_its_file_comes_and_goe
     counter.write_text("0")
     script = textwrap.dedent(f"""
         from pathlib import Path
-        from luisy.directory.target import _publish_lock
+        from luisy.directory.local import _publish_lock
         for _ in range(300):
             with _publish_lock(Path({str(tmp_path / "out")!r})):
                 value = int(open({str(counter)!r}).read())

@@ -118,8 +118,6 @@ def test_a_repair_after_a_publish_deletes_nothing_the_new_manifest_lists(frames)
     What it found against the old manifest is checked again under the lock against the new one."""
     import numpy as np
 
-    from luisy.status import _item_problems
-
     _build(Doubled())
     output = Doubled().output()
     checked, old = output.current_header(), output.manifest
@@ -127,7 +125,7 @@ def test_a_repair_after_a_publish_deletes_nothing_the_new_manifest_lists(frames)
         np.save(path, np.load(path) + 10)
     _build(Doubled())
     new = Doubled().output().manifest
-    bad, strays = _item_problems(output, old)  # what verify finds looking at the old manifest now
+    bad, strays = output.place.check(old)  # what verify finds looking at the old manifest now
     assert sorted(bad) == ["f0", "f1", "f2", "f3"] and len(strays) == 8, "its files moved, the new ones are strays"
 
     output.repair(bad, strays, checked=checked)

@@ -17,8 +17,8 @@ import pytest
 from conftest import run_luisy, status_rows, write_project
 from directory_tasks import PROCESSED, Doubled
 
+from luisy.directory.local import CHECKPOINT, LocalStaging, latest_checkpoint
 from luisy.directory.manifest import Item
-from luisy.directory.target import CHECKPOINT, LocalStaging, latest_checkpoint
 from luisy.executors import SEND_EVERY
 
 pytestmark = pytest.mark.slow  # see pyproject.toml
@@ -329,7 +329,7 @@ def test_a_stop_left_pending_by_a_failed_run_does_not_stop_the_next_build(frames
 
 
 def test_a_failing_checkpoint_keeps_the_written_items_for_the_next_run(frames, monkeypatch):
-    from luisy.directory.target import LocalStaging
+    from luisy.directory.local import LocalStaging
 
     task = Doubled()
     writer = task.output().writer(task)

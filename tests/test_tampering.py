@@ -25,8 +25,8 @@ from conftest import run_luisy, write_project
 from luisy.atomic import temp_sibling
 from luisy.digests import file_digest
 from luisy.directory import MANIFEST_NAME
+from luisy.directory.local import CHECKPOINT, CHECKPOINT_MAX_BYTES
 from luisy.directory.manifest import Item, Manifest
-from luisy.directory.target import CHECKPOINT, CHECKPOINT_MAX_BYTES
 from luisy.errors import ManifestError
 
 pytestmark = pytest.mark.slow  # the attack runs' regressions: many processes each; see pyproject.toml
@@ -223,7 +223,7 @@ def test_a_checkpoint_luisy_did_not_write_is_ignored_and_its_items_made_again(pr
 
 
 def test_a_checkpoint_stops_growing_before_luisy_would_not_read_it(tmp_path, monkeypatch):
-    from luisy.directory import target
+    from luisy.directory import local as target
 
     monkeypatch.setattr(target, "CHECKPOINT_MAX_BYTES", 300)
     staging = target.LocalStaging(tmp_path / "out")

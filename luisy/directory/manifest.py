@@ -48,6 +48,8 @@ FAILURE_DETAILS = ("input", "traceback")
 HEADER_MAX_BYTES = 1 << 22
 #: Files that item files may not be named like: luisy's own, in the folder and beside it.
 RESERVED_PREFIXES = (".luisy", "_luisy")
+#: What to do about a bad item file.
+REPAIR = "`luisy verify TASK --repair` drops bad items, so that the next run makes them again"
 
 
 class Item(NamedTuple):

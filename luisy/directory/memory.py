@@ -74,6 +74,15 @@ class MemoryFolder:
     def broken_locks(self) -> list[tuple[Path, str]]:
         return []  # no lock files in memory
 
+    def blocked(self) -> str | None:
+        return None  # nothing but the output's state can stand at its key
+
+    def contains(self, path: str) -> bool:
+        return os.path.normpath(path).startswith(os.path.join(self.key, ""))
+
+    def check(self, manifest: Manifest) -> tuple[dict[str, str], dict[str, str]]:
+        return {}, {}  # objects in memory are copies no other code can change
+
     def note_verified(self, publication: str, bad: dict[str, str], items: int) -> None:
         self.store.objects[self.key + "#verified"] = (publication, dict(bad))
 

@@ -143,10 +143,9 @@ def store(task: luigi.Task, record: dict[str, Any]) -> None:
     if where is not None:
         path = os.fspath(record_path(*where))
         data = json.dumps(record, indent=1, sort_keys=True).encode("utf-8")
-        store_ = storage.active()
-        store_.put_bytes(path, data)
-        if store_.holds_files:  # a wrapper asks right away whether the task is complete
-            _remember(path, store_.token(path), _decode(data, path))
+        store_in = storage.active()
+        store_in.put_bytes(path, data)
+        _remember(path, store_in.token(path), _decode(data, path))  # a wrapper asks at once if it is complete
 
 
 def _load(path: str, default: Any = None) -> Any:
@@ -155,10 +154,7 @@ def _load(path: str, default: Any = None) -> Any:
     if version is None:
         return default
     try:
-        # Files are replaced, never edited: the token is the version. Records kept in memory (in
-        # tests) are not cached, so that nothing here keeps a test's storage alive.
-        if not where.holds_files:
-            return _decode(where.read_bytes(path, RECORD_MAX_BYTES), path)
+        # Records are replaced, never edited: the token is the version.
         known = _read.get(path)
         if known is not None and known[0] == version:
             return known[1]

@@ -134,18 +134,13 @@ class _OutputMixin(_LuigiTask):
     def output(self) -> Any:  # the spec's target: a LuisyTarget, DirectoryTarget...
         # luigi and luisy ask for it many times per task: it is made once per working directory
         # and storage (luigi keeps one instance per task, also across builds in a notebook).
-        # Not in memory (tests): a cached target would keep the test's storage alive.
-        where = storage.active()
-        key = (get_working_dir(), id(where))
-        cached = self.__dict__.get("_luisy_output_cache")
-        if cached is not None and cached[0] == key:
-            return cached[1]
+        return storage.active().remembered(self, get_working_dir(), self._make_output)
+
+    def _make_output(self) -> Any:
         spec = type(self)._luisy_output
         target = spec.target_cls.for_task(self, self.get_output_path(), **spec.options)
         if isinstance(target, targets.LuisyTarget):
             target.provenance = functools.partial(provenance.embedded, self)
-        if where.holds_files:
-            self.__dict__["_luisy_output_cache"] = (key, target)
         return target
 
     output.__luisy_output__ = True  # type: ignore[attr-defined]  # the spec alone says what it makes

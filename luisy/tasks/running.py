@@ -15,7 +15,7 @@ import luigi
 from luigi.task import flatten
 
 from luisy import config, journal, storage
-from luisy.atomic import is_staging, make_folders, staged
+from luisy.atomic import is_staging, staged
 from luisy.directory.target import DirectoryTarget
 from luisy.errors import OutputNotWrittenError
 from luisy.fingerprint.task import record_success
@@ -71,9 +71,7 @@ def check_written(task: luigi.Task) -> None:
     memory (``LuisyTestCase``) are not checked: there, as in luisy 1.x, a task that writes nothing
     still lets ``run_pipeline(..., return_store=True)`` return what the others wrote.
     """
-    if not storage.active().holds_files:
-        return
-    missing = [str(getattr(o, "path", o)) for o in flatten(task.output()) if not o.exists()]
+    missing = storage.active().unwritten(flatten(task.output()))
     if missing:
         raise OutputNotWrittenError(f"{task}.run() finished without writing its output ({', '.join(missing)})"
                                     + getattr(task, "_no_output_hint", str)())
@@ -87,13 +85,9 @@ no_run.__luisy_default__ = True  # type: ignore[attr-defined]
 
 
 @contextmanager
-def journaled(task: luigi.Task) -> Iterator[dict[str, Any] | None]:
+def journaled(task: luigi.Task) -> Iterator[dict[str, Any]]:
     """Inside the block the task runs: ``START`` before, ``SUCCESS`` or ``FAIL`` after, in the run
-    journal of the working directory. Yields what the fingerprint record says about the run
-    (``None`` where outputs are not files, in ``LuisyTestCase``: nothing is journaled there)."""
-    if not storage.active().holds_files:
-        yield None
-        return
+    journal of the working directory. Yields what the fingerprint record says about the run."""
     task_run = journal.start(config.get_working_dir(), config.current().id, task.task_id, str(task),
                              task.get_task_family(), outputs_of(task))
     begun = task_run.start
@@ -118,12 +112,11 @@ def _item_counts(task: luigi.Task) -> dict[str, int] | None:
 def make_output_folders(task: luigi.Task) -> None:
     """Create the folders the task's outputs go into: luisy 1.x made them when ``output()`` was
     called, and 1.x code writes files of its own into ``get_outdir()`` during ``run()``."""
-    if not storage.active().holds_files:
-        return
+    where = storage.active()
     for output in flatten(task.output()):
         path = getattr(output, "path", None)
         if path:
-            make_folders(os.path.dirname(os.path.abspath(path)))
+            where.make_folder(os.path.dirname(os.path.abspath(path)))
 
 
 def _collect(generator: Generator[Any, Any, Any], sink: list[luigi.Task]) -> Generator[Any, Any, Any]:

@@ -1,9 +1,9 @@
 """How to keep the run journal: the cost of journaling N task runs (a START and its end each), five ways.
 
-* ``file per process`` (luisy within a build, :func:`luisy.journal.one_file_per_process`): each
+* ``file per process`` (luisy within a build, :func:`luisy.history.journal.one_file_per_process`): each
   process creates one file with ``O_CREAT | O_EXCL`` under a unique name, keeps it open, and
   appends every event to it.
-* ``file per task run`` (luisy outside a build, :func:`luisy.journal.append`): the START creates
+* ``file per task run`` (luisy outside a build, :func:`luisy.history.journal.append`): the START creates
   a new file with ``O_CREAT | O_EXCL`` under a unique name; the end is appended to that file by
   the same process.
 * ``file per event``: each event a new file (``O_EXCL``), two per task run.
@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from luisy import journal  # noqa: E402
+from luisy.history import journal  # noqa: E402
 
 
 def _event(writer: int, i: int) -> journal.Event:

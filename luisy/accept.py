@@ -11,7 +11,7 @@ from luisy.directory.target import DirectoryTarget
 from luisy.fingerprint import records
 from luisy.fingerprint.task import accept, is_external
 from luisy.graph import upstream_first
-from luisy.provenance import describe
+from luisy.history.provenance import describe
 
 __all__ = ["update_fingerprints"]
 

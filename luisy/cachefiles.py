@@ -17,11 +17,9 @@ import logging
 import os
 from typing import Any
 
-from luisy import config
-from luisy.atomic import replace_own
+from luisy import config, storage
 from luisy.digests import digest
 from luisy.errors import BrokenFileError
-from luisy.regular_files import read_own
 
 __all__ = ["CACHE_DIR", "CACHE_MAX_BYTES", "RACY_SECONDS", "cache_path", "read_cache", "write_cache"]
 
@@ -46,7 +44,7 @@ def read_cache(path: str) -> Any:
     """The JSON kept in the cache file ``path``; ``None`` if there is none, or it is unreadable or
     broken (see the module docstring)."""
     try:
-        return json.loads(read_own(path, CACHE_MAX_BYTES))
+        return json.loads(storage.active().read_bytes(path, CACHE_MAX_BYTES))
     except (OSError, ValueError):
         return None
 
@@ -55,7 +53,7 @@ def write_cache(path: str, data: Any) -> None:
     """Replace the cache file ``path`` by ``data`` as JSON. Where it cannot be kept, the cache is
     made again next time: a symbolic link at its folder, or a folder in its place, with a warning."""
     try:
-        replace_own(path, json.dumps(data, separators=(",", ":")).encode("utf-8"))
+        storage.active().put_bytes(path, json.dumps(data, separators=(",", ":")).encode("utf-8"))
     except BrokenFileError as error:
         logger.warning("luisy keeps no cache in %s: %s", os.path.dirname(path), error.format_message())
     except OSError:  # a read-only working directory

@@ -32,16 +32,16 @@ from luisy.errors import LuisyError, ParameterError, TaskLookupError
 from luisy.execution import run as run_tasks
 from luisy.graph import FORMATS, upstream_first
 from luisy.graph import render as render_graph
-from luisy.history import failed_run_lines, last_failed, parse_since
-from luisy.history import history as task_history
-from luisy.history import table as history_table
+from luisy.history.runs import failed_run_lines, last_failed, parse_since
+from luisy.history.runs import history as task_history
+from luisy.history.runs import table as history_table
+from luisy.history.show import show as show_output
 from luisy.items import TERMINAL_LIMIT, json_text, text_lines
 from luisy.items import items as task_items
 from luisy.legacy import build
 from luisy.plan import as_json as plan_data
 from luisy.plan import report as plan_report
 from luisy.regular_files import kind
-from luisy.show import show as show_output
 from luisy.status import as_json as status_data
 from luisy.status import status as task_status
 from luisy.status import table as status_table
@@ -589,7 +589,7 @@ def watch(task: str, working_dir: Path | None, task_args: tuple[str, ...], settl
         luisy watch examples.images.tasks:Everything --settle 1
     """
     from luisy.interrupts import hold_signals_until_handled
-    from luisy.watch import watch as watch_folders
+    from luisy.watch.watcher import watch as watch_folders
 
     hold_signals_until_handled()  # a signal while the task loads stops the watch cleanly too
     with _task(task, working_dir, task_args) as task_obj, \

@@ -255,7 +255,7 @@ class Caches:
     #: Folder → its temporary files, listed once (:func:`luisy.atomic.temps_listed_once`).
     temp_listings: dict[str, list[str]] | None = None
     #: ``(working directory, pid, day)`` → the journal file a process appends to, open
-    #: (:func:`luisy.journal.one_file_per_process`).
+    #: (:func:`luisy.history.journal.one_file_per_process`).
     journal_files: dict[tuple[str, int, str], tuple[Any, Path]] | None = None
     #: Whether content digests computed outside a run update their cache (``luisy watch``).
     digests: bool | None = None
@@ -272,7 +272,7 @@ class TaskScope:
     #: ``(publish, discard)`` of each write held back until ``run()`` returns
     #: (:func:`luisy.atomic.staged`); ``None`` while writes are made at once.
     pending: list[tuple[Callable[[], object], Callable[[], object]]] | None = None
-    #: What the journal event that ends the task run adds (:func:`luisy.journal.note_items`).
+    #: What the journal event that ends the task run adds (:func:`luisy.history.journal.note_items`).
     notes: dict[str, Any] | None = None
     #: A signal that asked to stop after the items were done (:func:`luisy.interrupts.stop_after_publish`).
     stop_after_publish: int | None = None

@@ -15,12 +15,13 @@ import luigi
 from luigi.execution_summary import LuigiRunResult
 from luigi.task import flatten
 
-from luisy import config, journal, luigi_adapter
+from luisy import config, luigi_adapter
 from luisy.atomic import temps_listed_once
 from luisy.directory.target import DirectoryTarget
 from luisy.errors import LuisyError, SchedulerUnreachableError
 from luisy.fingerprint.task import remembered
 from luisy.graph import upstream_first
+from luisy.history import journal
 from luisy.items import ItemRow, command_line, first_failures
 from luisy.paths import expected_at
 from luisy.targets import scan_once
@@ -58,7 +59,7 @@ def build(
     ``retry_failed`` (whether directory tasks retry items that failed before; default yes),
     ``dask_scheduler`` (the address of a Dask scheduler whose workers run the items of directory
     tasks; checked before anything runs) and ``settled`` (input folder selection → the items found settled,
-    by name and fingerprint; the others are held back, see :func:`luisy.watch.watch`) apply for
+    by name and fingerprint; the others are held back, see :func:`luisy.watch.watcher.watch`) apply for
     this call only (see :class:`luisy.config.Run`). On a central scheduler, ``wait`` (the
     default) waits while another worker runs a task this build needs, or luigid holds one back
     after it was done (:data:`HELD_BACK`), saying so once, and then builds again; without it the
@@ -158,7 +159,7 @@ def _run_settings(options: dict[str, Any], local_scheduler: bool, scheduler_url:
     run = config.Run.resolve(working_dir=working_dir, processes=processes, retry_failed=retry_failed,
                              dask_scheduler=dask_scheduler, new_id=True, settled=settled)
     if run.dask_scheduler:
-        from luisy.dask_executor import check_scheduler as check_dask_scheduler
+        from luisy.executors.dask import check_scheduler as check_dask_scheduler
 
         check_dask_scheduler(run.dask_scheduler)
     with worker_settings, config.running(run), scan_once(), temps_listed_once(), journal.one_file_per_process():

@@ -350,7 +350,7 @@ class H5(Format):
     @staticmethod
     def read_attrs(path: str | os.PathLike[str]) -> dict[str, Any]:
         """The attributes of the file's root group (the writing task's parameters); luisy's
-        provenance is left out (:func:`luisy.provenance.read_embedded` reads it)."""
+        provenance is left out (:func:`luisy.history.provenance.read_embedded` reads it)."""
         h5py = require("h5py", "h5", "h5 output")
         with h5py.File(path, "r") as f:
             return {k: _h5_plain(v) for k, v in f.attrs.items() if k not in ("luisy_type", PROVENANCE_KEY)}

@@ -13,7 +13,7 @@ from luisy import config, storage
 from luisy.directory.target import DirectoryTarget
 from luisy.fingerprint.task import is_external
 from luisy.graph import upstream_first
-from luisy.history import TaskRun, last_runs, when
+from luisy.history.runs import TaskRun, last_runs, when
 from luisy.paths import expected_at
 from luisy.plan import reasons
 from luisy.reasons import describe

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from conftest import nested_pytest, run_luisy, write_project
 
-from luisy import journal
+from luisy.history import journal
 
 pytestmark = pytest.mark.slow  # see pyproject.toml
 

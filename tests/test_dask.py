@@ -329,7 +329,7 @@ def test_a_worker_killed_in_the_middle_has_its_chunk_done_again(tmp_path, projec
 def test_an_item_that_kills_every_worker_it_runs_on_fails_and_the_rest_is_published(tmp_path, cluster):
     from shouting.tasks import ShoutOrSkip
 
-    from luisy.dask_executor import WORKER_DIED
+    from luisy.executors.dask import WORKER_DIED
 
     working_dir = _inbox(tmp_path, _texts(30, m011="die now"))
     summary = run_tasks([ShoutOrSkip()], working_dir=working_dir, dask_scheduler=cluster.address, log_level="ERROR")
@@ -351,7 +351,7 @@ def test_an_unreachable_scheduler_stops_the_run_before_anything_runs(tmp_path, p
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (working_dir / "shouting" / "interim").exists()
 
-    from luisy.dask_executor import DaskExecutor
+    from luisy.executors.dask import DaskExecutor
 
     with pytest.raises(DaskClusterError, match=f"^Shout: cannot reach the Dask scheduler at {address} "):
         list(DaskExecutor(address, owner="Shout", connect_timeout=0.5).map(lambda index: None, 3))
@@ -382,7 +382,7 @@ def test_a_scheduler_that_goes_away_fails_the_task_and_publishes_nothing(tmp_pat
 def test_without_the_extra_the_error_names_it(monkeypatch, tmp_path):
     import importlib.util
 
-    from luisy.dask_executor import DaskExecutor, check_scheduler
+    from luisy.executors.dask import DaskExecutor, check_scheduler
 
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None if name == "distributed"
@@ -422,8 +422,8 @@ def test_luigi_workers_of_two_runs_share_the_tasks_and_one_cluster_takes_their_i
 
 
 def test_the_executor_gives_one_outcome_per_index_in_chunks_and_stops_when_asked(cluster):
-    from luisy.dask_executor import DaskExecutor, chunk_size
-    from luisy.executors import ItemStatus, Outcome
+    from luisy.executors.dask import DaskExecutor, chunk_size
+    from luisy.executors.local import ItemStatus, Outcome
     from luisy.interrupts import Stop
 
     def work(index):  # pickled by value: the workers cannot import this test module

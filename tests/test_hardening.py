@@ -694,7 +694,7 @@ def _alive(pid: int) -> bool:
 
 
 def _exits_on_odd(index):
-    from luisy.executors import ItemStatus, Outcome
+    from luisy.executors.local import ItemStatus, Outcome
 
     if index % 2:
         sys.exit(5)
@@ -703,7 +703,7 @@ def _exits_on_odd(index):
 
 @pytest.mark.slow
 def test_workers_dying_between_chunks_never_break_the_pool():
-    from luisy.executors import ItemStatus, ProcessExecutor
+    from luisy.executors.local import ItemStatus, ProcessExecutor
 
     for _ in range(3):
         outcomes = list(ProcessExecutor(2).map(_exits_on_odd, 100))

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from conftest import run_luisy, status_rows, write_project
 
-from luisy import journal
 from luisy.errors import LuisyError
-from luisy.history import history, last_runs, parse_since
+from luisy.history import journal
+from luisy.history.runs import history, last_runs, parse_since
 
 PROJECT = {
     "hist/__init__.py": "",
@@ -75,7 +75,7 @@ def project(tmp_path):
 
 _WRITER = """
 import contextlib, sys, time
-from luisy import journal
+from luisy.history import journal
 root, worker, count, in_build = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "build"
 with journal.one_file_per_process() if in_build else contextlib.nullcontext():
     for i in range(count):

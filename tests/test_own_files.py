@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 from conftest import run_luisy, write_project
 
-from luisy import journal, targets
+from luisy import targets
 from luisy.directory.manifest import MANIFEST_NAME
 from luisy.errors import BrokenFileError
 from luisy.fingerprint.records import RECORD_MAX_BYTES
+from luisy.history import journal
 
 pytestmark = pytest.mark.slow  # the attack runs' regressions: many processes each; see pyproject.toml
 

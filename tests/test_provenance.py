@@ -13,9 +13,10 @@ import pytest
 from conftest import run_luisy, write_project
 
 import luisy
-from luisy import formats, journal
+from luisy import formats
 from luisy.fingerprint import records
-from luisy.provenance import KEY, read_embedded
+from luisy.history import journal
+from luisy.history.provenance import KEY, read_embedded
 
 PROJECT = {
     "prov/__init__.py": "",
@@ -223,7 +224,7 @@ def test_a_frame_whose_column_names_are_not_str_is_still_written(luisy_working_d
 
 
 def test_show_of_a_task_with_dynamic_requirements_does_not_cry_replaced(luisy_working_dir):
-    from luisy.show import show
+    from luisy.history.show import show
 
     @luisy.interim
     @luisy.json_output

@@ -19,7 +19,7 @@ from directory_tasks import PROCESSED, Doubled
 
 from luisy.directory.local import CHECKPOINT, LocalStaging, latest_checkpoint
 from luisy.directory.manifest import Item
-from luisy.executors import SEND_EVERY
+from luisy.executors.local import SEND_EVERY
 
 pytestmark = pytest.mark.slow  # see pyproject.toml
 

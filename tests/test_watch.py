@@ -23,11 +23,11 @@ import pytest
 from conftest import free_port, luigid_api, run_luisy, running_luigid, write_project
 
 import luisy
-import luisy.watch
+import luisy.watch.watcher
 from luisy.directory.inputs import TEMP_NAMES
 from luisy.errors import DecorationError, NoFolderInput
-from luisy.settling import Settling, changes
-from luisy.watch import Pause, watch
+from luisy.watch.settling import Settling, changes
+from luisy.watch.watcher import Pause, watch
 
 PROJECT = {
     "hot/__init__.py": "",
@@ -379,7 +379,7 @@ def test_a_run_failing_for_a_reason_outside_the_items_is_tried_again_with_the_sa
         def process(self, name, obj):
             return {"length": len(obj)}
 
-    monkeypatch.setattr("luisy.watch.RETRY_SECONDS", 0.05)
+    monkeypatch.setattr("luisy.watch.watcher.RETRY_SECONDS", 0.05)
     lines: list[str] = []
     done: list = []
     unreachable = f"http://127.0.0.1:{free_port()}"  # nothing listens there: luigid is "down"
@@ -654,7 +654,7 @@ def test_watching_a_task_without_input_folders_is_one_line_and_exit_status_2(tmp
 
 
 def test_waking_the_watcher_from_a_signal_handler_cannot_wait_for_itself():
-    from luisy.wakeup import Wakeup
+    from luisy.watch.wakeup import Wakeup
 
     wakeup = Wakeup([])
 

@@ -64,7 +64,7 @@ def item_executor(task: Any, writer: DirectoryWriter, count: int) -> Executor:
     if not writer.parallel:
         return executor_for(1, count)
     if address:
-        from luisy.dask_executor import DaskExecutor
+        from luisy.executors.dask import DaskExecutor
 
         return DaskExecutor(address, owner=repr(task))
     return executor_for(run.processes_for(getattr(task, "processes", None)), count)

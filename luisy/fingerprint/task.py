@@ -240,7 +240,7 @@ def accept(task: luigi.Task, provenance: dict[str, Any] | None = None) -> None:
 
 def record_success(task: luigi.Task, dynamic: list[luigi.Task], provenance: dict[str, Any] | None = None) -> None:
     """Record the fingerprint of a task whose run just succeeded (its outputs are published),
-    with ``provenance`` (where the output came from, see :mod:`luisy.provenance`).
+    with ``provenance`` (where the output came from, see :mod:`luisy.history.provenance`).
 
     A directory task's manifest already tracks its input items, so its record holds only code
     and parameters (enough for ``plan`` to name what changed).

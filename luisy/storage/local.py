@@ -79,7 +79,7 @@ class LocalStorage(Storage):
     def listdir(self, path: str) -> list[tuple[str, bool]]:
         try:
             with os.scandir(path) as entries:
-                return sorted((entry.name, entry.is_dir(follow_symlinks=False)) for entry in entries)
+                return sorted((entry.name, entry.is_dir()) for entry in entries)
         except FileNotFoundError:
             return []
         except NotADirectoryError:  # a file, a FIFO put in a folder's place: say what it is

@@ -12,12 +12,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import luigi
 from luigi.task import flatten
 
-from luisy import provenance, storage, targets
+from luisy import storage, targets
 from luisy.config import get_working_dir
 from luisy.directory.target import DirectoryTarget
 from luisy.errors import NoOutputError, OutputMissingError
 from luisy.fingerprint import records
 from luisy.fingerprint import task as fingerprint
+from luisy.history import provenance
 from luisy.paths import output_dir, output_path, project_name_of, with_extension
 from luisy.reasons import Kind, Reason
 from luisy.spec import NamingRule, OutputSpec

@@ -13,7 +13,7 @@ from typing import Any
 
 from luigi.task import flatten
 
-from luisy import config, formats, journal
+from luisy import config, formats
 from luisy.digests import items_digest
 from luisy.directory.manifest import bad_file_name
 from luisy.directory.runner import Progress, outcomes, report_status
@@ -23,6 +23,7 @@ from luisy.executors import ItemStatus, Outcome
 from luisy.fingerprint import records
 from luisy.fingerprint.code import code_fingerprint
 from luisy.fingerprint.task import as_upstream, code_reasons, is_external
+from luisy.history import journal
 from luisy.interrupts import signal_name, signals_held_back, stop_after_publish, stop_on_signals
 from luisy.items import ItemRow, failure_line, first_failures
 from luisy.parameters import recorded_params, significant_params

@@ -16,8 +16,9 @@ from typing import Any
 
 import luigi
 
+from luisy import storage
 from luisy.atomic import TMP_MARKER
-from luisy.errors import InstanceLookupError
+from luisy.errors import BrokenFileError, InstanceLookupError
 from luisy.paths import parse_file_name, parse_value, with_extension
 
 __all__ = ["related_instances"]
@@ -81,7 +82,7 @@ def _check_required_in_path(task_cls: type[Any], path: str) -> None:
 def _by_auto_name(task_cls: type[Any], pattern_path: Path, value: str) -> Iterator[tuple[Path, Any]]:
     """Candidates in the one folder of an ``auto_filename`` output, parsed by name."""
     folder, ext = pattern_path.parent, task_cls._luisy_output.ext
-    for path in _entries(folder, 1, task_cls._luisy_output.folder):
+    for path in _entries(folder, 1):
         stem = path.name[: -len(ext) - 1] if ext and path.name.endswith(f".{ext}") else path.name
         if ext and stem == path.name:
             continue
@@ -97,7 +98,7 @@ def _by_pattern(task_cls: type[Any], pattern_path: Path, value: str) -> Iterator
     base, rest = Path(*parts[:fixed]), parts[fixed:]
     regex = _path_regex(rest, value)
     params = task_cls.get_params()  # slot i stands for params[i]
-    for path in _entries(base, len(rest), task_cls._luisy_output.folder):
+    for path in _entries(base, len(rest)):
         match = regex.fullmatch(path.relative_to(base).as_posix())
         if match is None:
             continue
@@ -126,17 +127,22 @@ def _path_regex(parts: tuple[str, ...], value: str) -> re.Pattern[str]:
     return re.compile("".join(pieces)[:-1])
 
 
-def _entries(base: Path, depth: int, folders: bool) -> Iterator[Path]:
-    """Files (or folders) ``depth`` levels below ``base``, leaving out luisy's temporary files."""
-    if not base.is_dir():
+def _entries(base: Path, depth: int) -> Iterator[Path]:
+    """What is ``depth`` levels below ``base`` in the storage in force, leaving out luisy's
+    temporary files (whether it is an output is for the instance built from its path to say)."""
+    where = storage.active()
+
+    def below(folder: str, level: int) -> Iterator[Path]:
+        for name, is_folder in where.listdir(folder):
+            if level == depth and TMP_MARKER not in name:
+                yield Path(folder, name)
+            elif level < depth and is_folder:
+                yield from below(os.path.join(folder, name), level + 1)
+
+    try:
+        yield from below(os.fspath(base), 1)
+    except BrokenFileError:  # a file where a folder of the pattern goes: no output is in it
         return
-    for dirpath, dirnames, filenames in os.walk(base):
-        level = len(Path(dirpath).relative_to(base).parts) + 1
-        if level == depth:
-            yield from (Path(dirpath, name) for name in (dirnames if folders else filenames)
-                        if TMP_MARKER not in name)
-        if level >= depth:
-            dirnames.clear()
 
 
 def _built(task_cls: type[Any], kwargs: dict[str, Any]) -> Any:

@@ -14,12 +14,13 @@ from typing import Any
 import luigi
 from luigi.task import flatten
 
-from luisy import config, journal, storage
+from luisy import config, storage
 from luisy.atomic import is_staging, staged
 from luisy.directory.target import DirectoryTarget
 from luisy.errors import OutputNotWrittenError
 from luisy.fingerprint.task import record_success
-from luisy.provenance import describe, outputs_of
+from luisy.history import journal
+from luisy.history.provenance import describe, outputs_of
 
 
 def recording_run(run: Callable[..., Any]) -> Callable[..., Any]:

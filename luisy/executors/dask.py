@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from luisy.errors import DaskClusterError, MissingExtraError
-from luisy.executors import ItemStatus, Outcome, Work
+from luisy.executors.local import ItemStatus, Outcome, Work
 
 if TYPE_CHECKING:
     from luisy.interrupts import Stop

@@ -19,8 +19,8 @@ from typing import Any
 
 from luisy.atomic import process_alive
 from luisy.errors import LuisyError
+from luisy.history.journal import FAIL, START, Event, events, events_by_day
 from luisy.items import failed_row
-from luisy.journal import FAIL, START, Event, events, events_by_day
 from luisy.texttable import cut, text_table
 
 __all__ = ["TaskRun", "history", "last_runs", "last_failed", "failed_run_lines", "runs_of", "parse_since", "table",

@@ -2,9 +2,9 @@
 
 The watcher looks at every input folder of the task's graph (``directory_input``,
 ``make_directory_output``): a listing made as a directory task makes it, so the listing is the
-one source of truth, and file events (:mod:`luisy.wakeup`) only make the next look come sooner.
+one source of truth, and file events (:mod:`luisy.watch.wakeup`) only make the next look come sooner.
 An item has *settled* when its fingerprint has not changed for the settle time
-(:mod:`luisy.settling`). Whenever the settled items differ from those the previous run was
+(:mod:`luisy.watch.settling`). Whenever the settled items differ from those the previous run was
 given, the watcher runs the task through :func:`luisy.execution.run` with those items as the
 run's ``settled`` setting (:class:`luisy.config.Run`): directory tasks hold back every item not
 among them — neither processed nor counted as removed — so a file still being written never
@@ -33,10 +33,10 @@ from luisy.fingerprint.content import keeping_digests
 from luisy.fingerprint.task import is_external
 from luisy.graph import upstream_first
 from luisy.interrupts import Stop, signal_name, stop_on_signals
-from luisy.settling import Changes, Observation, Settling, changes
 from luisy.targets import DirectoryInputTarget
 from luisy.tasks.directory import DirectoryTask
-from luisy.wakeup import Wakeup
+from luisy.watch.settling import Changes, Observation, Settling, changes
+from luisy.watch.wakeup import Wakeup
 
 __all__ = ["Batch", "Clock", "Pause", "WatchResult", "Watcher", "watch", "watched_folders"]
 

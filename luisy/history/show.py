@@ -19,9 +19,9 @@ from luisy import config
 from luisy.directory.manifest import MANIFEST_NAME, Manifest
 from luisy.errors import LuisyError, MissingExtraError, ProvenanceError
 from luisy.fingerprint import records
-from luisy.history import TaskRun, runs_of, when
+from luisy.history.provenance import read_embedded
+from luisy.history.runs import TaskRun, runs_of, when
 from luisy.paths import relative_posix
-from luisy.provenance import read_embedded
 from luisy.texttable import printable
 
 __all__ = ["Provenance", "show"]

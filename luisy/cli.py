@@ -26,7 +26,7 @@ import luigi
 from luigi.cmdline_parser import CmdlineParser
 from luigi.task_register import Register, TaskClassException
 
-from luisy import config
+from luisy import config, storage, urls
 from luisy.accept import update_fingerprints
 from luisy.errors import LuisyError, ParameterError, TaskLookupError
 from luisy.execution import run as run_tasks
@@ -41,7 +41,6 @@ from luisy.items import items as task_items
 from luisy.legacy import build
 from luisy.plan import as_json as plan_data
 from luisy.plan import report as plan_report
-from luisy.regular_files import kind
 from luisy.status import as_json as status_data
 from luisy.status import status as task_status
 from luisy.status import table as status_table
@@ -214,6 +213,8 @@ class _WorkingDirPath(click.Path):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if value == "":
             raise LuisyError("--working-dir is empty: give a folder (--working-dir . for the current one)")
+        if urls.alias(value) is not None:  # an object store's URL: a Path would lose its "//"
+            return value
         return super().convert(value, param, ctx)
 
 
@@ -233,13 +234,11 @@ def _in_working_dir(working_dir: Path | None) -> Iterator[Path]:
     """Inside the block, the working directory is ``working_dir`` (if given); it must exist."""
     with config.working_dir(working_dir) if working_dir is not None else nullcontext():
         root = config.get_working_dir()
-        if not root.is_dir():
+        problem = storage.for_path(root).root_problem(os.fspath(root))
+        if problem is not None:
             settings = "set it with --working-dir, LUISY_WORKING_DIR or [luisy] working_dir"
-            try:
-                problem = f"is {kind(root.stat().st_mode)}, not a folder ({settings})"
-            except OSError:  # what is_dir() found missing: nothing there, or a folder on the way is not one
-                problem = f"does not exist ({settings}, or create it)"
-            raise LuisyError(f"working directory {root} {problem}")
+            advice = f"{settings}, or create it" if problem == "does not exist" else settings
+            raise LuisyError(f"working directory {urls.shown(os.fspath(root))} {problem} ({advice})")
         yield root
 
 

@@ -23,6 +23,7 @@ task answers ``complete()`` the same inside and outside ``build()``.
 from __future__ import annotations
 
 import configparser
+import json
 import math
 import os
 import threading
@@ -34,7 +35,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from luisy import luigi_adapter
+from luisy import luigi_adapter, urls
 from luisy.errors import LuisyError, SettingValueError, UnknownSettingError
 
 DEFAULT_WORKING_DIR = "data"
@@ -62,7 +63,13 @@ def get_working_dir() -> Path:
 
 def resolve_working_dir() -> Path:
     """The working directory from its sources, in the order above."""
-    return Path(given_working_dir()).expanduser().absolute()
+    return _root(given_working_dir())
+
+
+def _root(given: str | os.PathLike[str]) -> Path:
+    """An absolute path; an object store's URL as its alias (:mod:`luisy.urls`)."""
+    remote = urls.alias(given)
+    return Path(remote) if remote is not None else Path(urls.local_path(given)).expanduser().absolute()
 
 
 def given_working_dir() -> str:
@@ -117,6 +124,26 @@ def _luigi_config() -> Any:
     return luigi_adapter.luigi_config()
 
 
+#: The section of luigi's configuration whose settings go to the object store's client.
+STORAGE_SECTION = "luisy.storage"
+
+
+def storage_options() -> dict[str, Any]:
+    """fsspec's storage options for a working directory on an object store: ``[luisy.storage]``,
+    each value as JSON where it parses (``true``, numbers, objects), else as text."""
+    parser = _luigi_config()
+    if not parser.has_section(STORAGE_SECTION):
+        return {}
+    return {name: _json_or_text(value) for name, value in parser.items(STORAGE_SECTION)}
+
+
+def _json_or_text(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
 @dataclass(frozen=True)
 class Run:
     """The settings of one ``luisy.build``, resolved once when it starts."""
@@ -160,10 +187,7 @@ class Run:
                 settled: Mapping[Any, Mapping[str, str]] | None = None) -> Run:
         """The settings from their sources; arguments that are not ``None`` win over them."""
         parser = _luigi_config()
-        if working_dir is not None:
-            root = Path(working_dir).expanduser().absolute()
-        else:
-            root = resolve_working_dir()
+        root = resolve_working_dir() if working_dir is None else _root(working_dir)
         return cls(
             working_dir=root,
             processes=max(1, processes if processes is not None else _setting(parser, "processes", 1, _count)),

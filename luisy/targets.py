@@ -17,15 +17,16 @@ from typing import Any, ClassVar
 
 import luigi
 
-from luisy import config, formats
+from luisy import config, formats, urls
 from luisy.directory import snapshot
-from luisy.directory.inputs import folder_items, hold_back, list_files, source_items
+from luisy.directory.inputs import folder_items, hold_back, list_files, source_items, stored_items
 from luisy.errors import FileReadError
 from luisy.fingerprint.content import digests as content_digests
 from luisy.fingerprint.content import mode_of
 from luisy.regular_files import open_regular
 from luisy.sources import SourceItem, SourceItems, digest
 from luisy.storage import Storage, active
+from luisy.storage.remote import RemoteStorage
 
 
 @contextmanager
@@ -258,6 +259,10 @@ class DirectoryInputTarget(luigi.LocalTarget):
 
     def listing(self) -> SourceItems:
         """Every input item in the folder now, settled or not: what ``luisy watch`` observes."""
+        return _listing(self.storage, self)
+
+    def local_listing(self) -> SourceItems:
+        """:meth:`listing` of a folder on the local file system."""
         if self.folders:
             return folder_items(self.path, self.pattern, self.marker, self.ignore, self._read_file, self.owner)
         if not self._write_once():
@@ -326,7 +331,9 @@ class DirectoryInputTarget(luigi.LocalTarget):
     def write(self, obj: Any) -> None:
         raise TypeError(f"{self.owner}: {self.path} is an input folder; luisy does not write to it")
 
-    def _read_file(self, path: str | Path) -> Any:
+    def _read_file(self, path: str | Path, shown: str | None = None) -> Any:
+        """The object in the file at ``path``; ``shown``: the path errors name (where ``path`` is a
+        local copy of an object)."""
         try:
             if self.folders and self.read_file_func is None:
                 return str(path)
@@ -336,7 +343,28 @@ class DirectoryInputTarget(luigi.LocalTarget):
             return formats.for_path(path).read(path)
         except Exception as error:
             # An error without text (MemoryError, for a file larger than memory) is named by its type.
-            raise FileReadError(f"{self.owner}: cannot read {path}: {str(error) or type(error).__name__}") from error
+            raise FileReadError(f"{self.owner}: cannot read {urls.shown(shown or os.fspath(path))}: "
+                                f"{str(error) or type(error).__name__}") from error
+
+    def _read_stored(self, store: Storage, path: str) -> Any:
+        """The object in the stored file ``path``, read from a local copy."""
+        return store.load(path, functools.partial(self._read_file, shown=path))
+
+
+@functools.singledispatch
+def _listing(store: Storage, target: DirectoryInputTarget) -> SourceItems:
+    return target.local_listing()
+
+
+@_listing.register
+def _remote_listing(store: RemoteStorage, target: DirectoryInputTarget) -> SourceItems:
+    # One paged listing of everything below the folder; the reader downloads each file it reads.
+    entries = [(e.rel, e.size, e.tag) for e in store.walk(target.path)]
+    if not entries and not store.exists(target.path, folder=True):
+        raise FileNotFoundError(target.path)
+    return stored_items(entries, target.path, target.pattern, target.regex, target.recursive, target.ignore,
+                        target.folders, target.marker, functools.partial(target._read_stored, store),
+                        target.owner)
 
 
 def __getattr__(name: str) -> Any:

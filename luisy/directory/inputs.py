@@ -172,6 +172,43 @@ def _folder_parts(path: str, ignored: Callable[[str], Any], owner: str) -> list[
     return parts
 
 
+def stored_items(entries: Iterable[tuple[str, int, str]], folder: str, pattern: str = "*",
+                 regex: re.Pattern[str] | None = None, recursive: bool = False, ignore: Iterable[str] = (),
+                 folders: bool = False, marker: str | None = None, reader: Callable[[str], Any] = str,
+                 owner: str = "") -> SourceItems:
+    """The input items among ``entries`` — ``(path relative to folder, size, version tag)`` of
+    every object below ``folder``, as one listing of an object store gives them — chosen by the
+    same rules as :func:`list_files` (or, with ``folders``, :func:`folder_items`). A file's
+    fingerprint is its version tag (an ETag changes with the bytes) and size."""
+    matches = re.compile(fnmatch.translate(pattern)).match
+    ignored = ignore_rule(ignore)
+    kept = [(rel, size, tag) for rel, size, tag in entries
+            if TMP_MARKER not in rel and not any(ignored(part) for part in rel.split("/"))]
+    if folders:
+        grouped: dict[str, list[str]] = {}
+        for rel, size, tag in kept:
+            top, _, rest = rel.partition("/")
+            if rest and matches(top):
+                grouped.setdefault(top, []).append(f"{rest}:{tag}:{size}")
+        names = sorted(n for n, parts in grouped.items()
+                       if marker is None or any(p.startswith(f"{marker}:") for p in parts))
+        return SourceItems(names, [digest(*sorted(grouped[n])) for n in names],
+                           [os.path.join(folder, n) for n in names], reader)
+    whole_path = "/" in pattern
+    files, fingerprints = [], []
+    for rel, size, tag in sorted(kept):
+        name = rel.rsplit("/", 1)[-1]
+        if ("/" in rel and not recursive) or not matches(rel if whole_path else name):
+            continue
+        if regex is None or regex.search(name):
+            files.append(rel)
+            fingerprints.append(digest(tag, str(size)))
+    names = [item_name(rel) for rel in files]
+    if len(set(names)) < len(names):
+        _name_clash(files, names, owner)
+    return SourceItems(names, fingerprints, Joined(folder, files), reader)
+
+
 def hold_back(items: SourceItems, settled: Mapping[str, str]) -> SourceItems:
     """The items whose fingerprint is the one in ``settled`` (name → fingerprint); the names of the
     others become the result's :attr:`~luisy.sources.SourceItems.held_back`."""

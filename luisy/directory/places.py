@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 from luisy.directory.local import LocalFolder
 from luisy.directory.manifest import Item, Manifest, ManifestHeader
 from luisy.directory.memory import MemoryFolder
+from luisy.directory.remote import RemoteFolder
 from luisy.storage import LocalStorage, MemoryStorage, Storage
+from luisy.storage.remote import RemoteStorage
 
 if TYPE_CHECKING:
     from luisy.directory.target import DirectoryWriter
@@ -85,6 +87,11 @@ def place(store: Storage, folder: Path, owner: str) -> Place:
 @place.register
 def _local(store: LocalStorage, folder: Path, owner: str) -> Place:
     return LocalFolder(folder, owner)
+
+
+@place.register
+def _remote(store: RemoteStorage, folder: Path, owner: str) -> Place:
+    return RemoteFolder(folder, owner, store)
 
 
 @place.register

@@ -12,6 +12,7 @@ not a flag callers test. A directory output's *place* in a storage is made by
 
 from __future__ import annotations
 
+import json
 import os
 import weakref
 from abc import ABC, abstractmethod
@@ -20,7 +21,8 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
-from luisy import config
+from luisy import config, urls
+from luisy.bounded import BoundedCache
 from luisy.sources import SourceItem
 
 Reader = Callable[[str], Any]
@@ -119,6 +121,10 @@ class Storage(ABC):
         """The paths of ``targets`` (a finished ``run()``'s outputs) that were not written."""
 
     @abstractmethod
+    def root_problem(self, path: str) -> str | None:
+        """Why the working directory ``path`` cannot be used (``"does not exist"``); ``None`` if it can."""
+
+    @abstractmethod
     def make_folder(self, path: str) -> None:
         """Make the folder ``path`` (and those it is in) where files are stored: code written
         for luisy 1.x writes files of its own into its task's output folder."""
@@ -126,9 +132,30 @@ class Storage(ABC):
 
 def active() -> Storage:
     """The storage of the context in force: the innermost :func:`in_memory` block's, else the
-    local file system."""
+    one the working directory is in."""
     found: Storage | None = config.context().storage
-    return found or LOCAL
+    return found if found is not None else for_path(config.get_working_dir())
+
+
+def for_path(path: str | os.PathLike[str]) -> Storage:
+    """The storage ``path`` is in: the local file system, or the object store of its URL (see
+    :mod:`luisy.urls`), made with the options of ``[luisy.storage]``."""
+    scheme = urls.scheme(path)
+    if scheme is None:
+        return LOCAL
+    options = config.storage_options()
+    key = (scheme, json.dumps(options, sort_keys=True, default=str))
+    known = _remote_stores.get(key)
+    if known is None:
+        from luisy.storage.remote import RemoteStorage  # fsspec is imported only for a store that is used
+
+        known = RemoteStorage(scheme, options)
+        _remote_stores.put(key, known)
+    return known
+
+
+# One client per store and options in a process (making one reads credentials, opens a session).
+_remote_stores: BoundedCache[tuple[str, str], Storage] = BoundedCache(16)
 
 
 @contextmanager

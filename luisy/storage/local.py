@@ -88,6 +88,14 @@ class LocalStorage(Storage):
     def unwritten(self, targets: Iterable[Any]) -> list[str]:
         return [str(getattr(t, "path", t)) for t in targets if not t.exists()]
 
+    def root_problem(self, path: str) -> str | None:
+        if os.path.isdir(path):
+            return None
+        try:
+            return f"is {kind(os.stat(path).st_mode)}, not a folder"
+        except OSError:  # nothing there, or a folder on the way is not one
+            return "does not exist"
+
     def make_folder(self, path: str) -> None:
         make_folders(path)
 

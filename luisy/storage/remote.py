@@ -1,0 +1,371 @@
+"""Files in an object store (S3, Azure Blob, GCS) or any other fsspec file system.
+
+Paths arrive as aliases (``/s3:/lake/data/x.csv``, see :mod:`luisy.urls`) and are turned into the
+file system's keys. An object is written with one PUT (whole or absent); a file a format writes is
+made in a local temporary folder first and uploaded at publish. Reads download to a local
+temporary file (every reader luisy knows takes a path) that is deleted after reading.
+
+What object stores cannot do, and what luisy does instead, is in the docs ("Data in object
+stores"): no rename (a directory output's manifest is its commit point, see
+:mod:`luisy.directory.remote`), no append (a journal file is written whole each time), no lock
+among machines (a conditional write decides between two publishers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib
+import inspect
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from luisy import urls
+from luisy.atomic import defer
+from luisy.digests import digest
+from luisy.errors import BrokenFileError, LuisyError
+from luisy.sources import SourceItem
+from luisy.storage import Appender, ContentDigests, Reader, Storage, Writer
+
+logger = logging.getLogger("luisy")
+
+#: The fsspec package each scheme needs, to name it when it is missing.
+PACKAGES = {"s3": "s3fs", "s3a": "s3fs", "az": "adlfs", "abfs": "adlfs", "abfss": "adlfs", "gs": "gcsfs",
+            "gcs": "gcsfs"}
+
+
+class StorageError(LuisyError):
+    """An object store cannot be reached, or refused a request."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """An object below a folder: its path relative to the folder, size and version tag."""
+
+    rel: str
+    size: int
+    tag: str
+
+
+class RemoteStorage(Storage):
+    """Objects of one fsspec file system (``scheme``), made with ``options`` (fsspec's storage options)."""
+
+    def __init__(self, scheme: str, options: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.scheme = scheme
+        self.options = dict(options or {})
+        self._fs: Any = None
+        self._pid = -1
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A client does not cross processes (its event loop and connections stay behind).
+        return {"scheme": self.scheme, "options": self.options}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["scheme"], state["options"])  # type: ignore[misc]
+
+    @property
+    def fs(self) -> Any:
+        """The fsspec file system, one per process: a forked item process makes its own."""
+        if self._pid != os.getpid():
+            self._fs, self._pid = _file_system(self.scheme, self.options), os.getpid()
+        return self._fs
+
+    def key(self, path: str | os.PathLike[str]) -> str:
+        """The file system's name for the alias ``path``."""
+        url = urls.url(path)
+        if url is None:
+            raise ValueError(f"{os.fspath(path)} is not in a {self.scheme}:// store")
+        return str(self.fs._strip_protocol(url)).rstrip("/")
+
+    # -- objects --------------------------------------------------------------------------------
+
+    def exists(self, path: str, folder: bool = False) -> bool:
+        with self._errors(path):
+            key = self.key(path)
+            return bool(self.fs.isdir(key) if folder else self.fs.isfile(key))
+
+    def load(self, path: str, read: Reader) -> Any:
+        with self._errors(path), tempfile.TemporaryDirectory(prefix="luisy-get-") as tmp:
+            local = os.path.join(tmp, os.path.basename(path) or "object")
+            key = self.key(path)
+            if self.fs.isdir(key):
+                self.fs.get(key + "/", local + "/", recursive=True)
+            else:
+                self.fs.get_file(key, local)
+            return read(local)
+
+    def save(self, path: str, obj: Any, write: Writer, folder: bool = False) -> None:
+        tmp = Path(tempfile.mkdtemp(prefix="luisy-put-"))
+        local = tmp / (os.path.basename(path) or "object")
+        try:
+            if folder:
+                local.mkdir()
+            write(obj, local)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        defer(functools.partial(self._upload, path, local, folder, tmp),
+              functools.partial(shutil.rmtree, tmp, ignore_errors=True))
+
+    def _upload(self, path: str, local: Path, folder: bool, tmp: Path) -> None:
+        try:
+            with self._errors(path):
+                key = self.key(path)
+                if not folder:
+                    self.fs.put_file(os.fspath(local), key)
+                    return
+                made = {p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file()}
+                for rel in sorted(made):
+                    self.fs.put_file(os.fspath(local / rel), f"{key}/{rel}")
+                stale = [e.rel for e in self.walk(path) if e.rel not in made]
+                if stale:  # what an earlier write left (another number of parts)
+                    self.fs.rm([f"{key}/{rel}" for rel in stale])
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def input_items(self, path: str, list_files: Callable[[], Sequence[SourceItem]]) -> Sequence[SourceItem]:
+        return list_files()
+
+    def token(self, path: str) -> Hashable | None:
+        info = self.info(path)
+        return None if info is None else _tag(info)
+
+    def fingerprint(self, path: str, by_content: ContentDigests | None = None) -> str | None:
+        # An object's ETag (or version) changes with its bytes: it serves by content and by time.
+        info = self.info(path)
+        if info is not None and info.get("type") != "directory":
+            return digest(_tag(info), str(info.get("size")))
+        entries = self.walk(path)
+        return digest(*(f"{e.rel}:{e.tag}:{e.size}" for e in entries)) if entries else None
+
+    def modified(self, path: str) -> float | None:
+        info = self.info(path)
+        if info is None:
+            return None
+        when = next((info[k] for k in ("LastModified", "last_modified", "mtime", "updated", "created")
+                     if info.get(k) is not None), None)
+        if when is None:
+            return None
+        return when.timestamp() if hasattr(when, "timestamp") else float(when)
+
+    def info(self, path: str) -> dict[str, Any] | None:
+        """What the store says about the object (or folder) at ``path``; ``None`` if nothing is there."""
+        with self._errors(path):
+            try:
+                found: dict[str, Any] = self.fs.info(self.key(path))
+            except FileNotFoundError:
+                return None
+            return found
+
+    def walk(self, path: str) -> list[Entry]:
+        """Every object below the folder ``path``, by relative path: one paged listing."""
+        with self._errors(path):
+            key = self.key(path)
+            try:
+                found = self.fs.find(key, detail=True)
+            except FileNotFoundError:
+                return []
+        entries = [Entry(name[len(key) + 1:], int(info.get("size") or 0), _tag(info))
+                   for name, info in found.items() if name.startswith(key + "/") and info.get("type") != "directory"]
+        return sorted(entries, key=lambda e: e.rel)
+
+    def read_bytes(self, path: str, limit: int) -> bytes:
+        with self._errors(path):
+            data: bytes = self.fs.cat_file(self.key(path))
+        if len(data) > limit:
+            raise BrokenFileError(f"{urls.shown(path)} has more than {limit} bytes: it is none luisy wrote; "
+                                  "remove it")
+        return data
+
+    def put_bytes(self, path: str, data: bytes) -> None:
+        with self._errors(path):
+            self.fs.pipe_file(self.key(path), data)
+
+    def put_if(self, path: str, data: bytes, tag: str | None) -> bool:
+        """Write ``data`` at ``path`` only if the object there is still version ``tag`` (``None``:
+        only if there is none); ``False`` if it is not."""
+        key = self.key(path)
+        with self._errors(path):
+            try:
+                self.fs.pipe_file(key, data, **_condition(self.scheme, tag))
+            except Exception as error:
+                if _precondition_failed(error):
+                    return False
+                raise
+        return True
+
+    def appender(self, path: str, new: bool) -> Appender:
+        if new and self.info(path) is not None:
+            raise FileExistsError(path)
+        return _Rewriter(self, path, new)
+
+    def listdir(self, path: str) -> list[tuple[str, bool]]:
+        with self._errors(path):
+            key = self.key(path)
+            try:
+                found = self.fs.ls(key, detail=True)
+            except FileNotFoundError:
+                return []
+        names = {os.path.basename(info["name"].rstrip("/")): info.get("type") == "directory" for info in found
+                 if info["name"].rstrip("/") != key}
+        return sorted(names.items())
+
+    @contextlib.contextmanager
+    def lock(self, path: str) -> Iterator[None]:
+        # No lock reaches other machines: what luisy writes under it is one whole object, and
+        # the last writer wins (a record is its task's alone).
+        with self._lock:
+            yield
+
+    def unwritten(self, targets: Iterable[Any]) -> list[str]:
+        return [urls.shown(str(getattr(t, "path", t))) for t in targets if not t.exists()]
+
+    def root_problem(self, path: str) -> str | None:
+        """The bucket (container) must exist; the prefix below it need not."""
+        bucket = self.key(path).split("/", 1)[0]
+        with self._errors(path):
+            if not self.fs.exists(bucket):
+                kind = "container" if self.scheme in ("az", "abfs", "abfss") else "bucket"
+                return f"is in the {kind} {bucket!r}, which does not exist (create it first)"
+        return None
+
+    def make_folder(self, path: str) -> None:
+        pass  # an object store has no folders: a key's prefix is enough
+
+    def remove(self, paths: Sequence[str]) -> None:
+        """Delete the objects at ``paths`` (missing ones are no error)."""
+        if paths:
+            with self._errors(paths[0]), contextlib.suppress(FileNotFoundError):
+                self.fs.rm([self.key(p) for p in paths])
+
+    def put_file(self, local: str, path: str) -> None:
+        """Upload the local file ``local`` to ``path`` (one PUT; several for a large file, made
+        visible at once)."""
+        with self._errors(path):
+            self.fs.put_file(local, self.key(path))
+
+    def get_file(self, path: str, local: str) -> None:
+        """Download the object at ``path`` to the local file ``local``."""
+        with self._errors(path):
+            self.fs.get_file(self.key(path), local)
+
+    @contextlib.contextmanager
+    def _errors(self, path: str | os.PathLike[str]) -> Iterator[None]:
+        """A store that cannot be reached, or refuses, is one line naming the URL."""
+        try:
+            yield
+        except (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, LuisyError):
+            raise
+        except PermissionError as error:
+            raise StorageError(f"{urls.shown(os.fspath(path))}: permission denied ({_said(error)}); "
+                               f"{_credentials(self.scheme)}") from error
+        except Exception as error:
+            raise StorageError(f"{urls.shown(os.fspath(path))}: {_said(error)}") from error
+
+
+class _Rewriter:
+    """Appends by writing the whole object again: an object store has no append (journal files
+    are small: a few lines per task run)."""
+
+    def __init__(self, store: RemoteStorage, path: str, new: bool) -> None:
+        self.store, self.path = store, path
+        self.data: bytes | None = b"" if new else None
+
+    def write(self, data: bytes) -> None:
+        if self.data is None:
+            try:
+                self.data = self.store.read_bytes(self.path, 1 << 30)
+            except FileNotFoundError:
+                self.data = b""
+        self.data += data
+        self.store.put_bytes(self.path, self.data)
+
+    def close(self) -> None:
+        self.data = None
+
+
+def _condition(scheme: str, tag: str | None) -> dict[str, Any]:
+    """The keywords of ``pipe_file`` that make a write conditional on the version ``tag``."""
+    if tag is None:
+        return {"mode": "create"}
+    if scheme in ("s3", "s3a"):
+        return {"IfMatch": f'"{tag}"'}
+    if scheme in ("az", "abfs", "abfss"):
+        from azure.core import MatchConditions
+
+        return {"etag": f'"{tag}"', "match_condition": MatchConditions.IfNotModified}
+    if scheme in ("gs", "gcs"):
+        return {"if_generation_match": tag}
+    _say_unconditional(scheme)
+    return {}
+
+
+@functools.cache
+def _say_unconditional(scheme: str) -> None:
+    logger.warning("luisy cannot replace objects on %s:// conditionally: two runs publishing the same "
+                   "directory output at once may lose one publication", scheme)
+
+
+def _precondition_failed(error: BaseException) -> bool:
+    """Whether ``error`` says a conditional write found another version."""
+    if isinstance(error, FileExistsError):
+        return True
+    text = f"{type(error).__name__} {error}"
+    return any(word in text for word in ("PreconditionFailed", "Precondition Failed", "ConditionNotMet",
+                                         "ResourceModified", "ResourceExists", "BlobAlreadyExists", "412"))
+
+
+def _tag(info: dict[str, Any]) -> str:
+    """The version tag of an object: its ETag, version or generation, else size and time."""
+    for key in ("ETag", "etag", "VersionId", "version_id", "generation", "md5Hash", "content_settings"):
+        value = info.get(key)
+        if value:
+            return str(value).strip('"')
+    return f"{info.get('size')}:{info.get('LastModified') or info.get('last_modified') or info.get('mtime')}"
+
+
+def _said(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text[:300]}" if text else type(error).__name__
+
+
+def _credentials(scheme: str) -> str:
+    return {
+        "s3": "check the AWS credentials (AWS_ACCESS_KEY_ID / AWS_PROFILE / the instance role) and the bucket policy",
+        "az": "check AZURE_STORAGE_CONNECTION_STRING, or the account name and key, or DefaultAzureCredential",
+        "gs": "check GOOGLE_APPLICATION_CREDENTIALS",
+    }.get({"abfs": "az", "abfss": "az", "s3a": "s3", "gcs": "gs"}.get(scheme, scheme),
+          "check the store's credentials")
+
+
+def _file_system(scheme: str, options: dict[str, Any]) -> Any:
+    package = PACKAGES.get(scheme)
+    try:
+        fsspec = importlib.import_module("fsspec")
+        cls = fsspec.get_filesystem_class(scheme)
+    except (ImportError, ValueError) as error:
+        needs = f"pip install {package}" if package else "install fsspec and the package for this scheme"
+        raise StorageError(f"a working directory on {scheme}:// needs {package or 'an fsspec implementation'}: "
+                           f"{needs} ({_said(error)})") from None
+    # Listings are not cached: another process may have published since (luisy caches per build).
+    kwargs = {"skip_instance_cache": True, **options}
+    if "use_listings_cache" in _parameters(cls):
+        kwargs.setdefault("use_listings_cache", False)
+    try:
+        return cls(**kwargs)
+    except Exception as error:
+        raise StorageError(f"cannot make a {scheme}:// client with the options {sorted(options)}: {_said(error)}; "
+                           f"{_credentials(scheme)}") from None
+
+
+def _parameters(cls: Any) -> set[str]:
+    return set(inspect.signature(cls.__init__).parameters)

@@ -171,8 +171,13 @@ class ExitCode(enum.IntEnum):
     BAD_INPUT = 2  #: the command line or the working directory is wrong; nothing ran
 
 
+def _echo(message: Any = None, err: bool = False, nl: bool = True) -> None:
+    """``click.echo``, with paths in an object store shown as their URLs (see :mod:`luisy.urls`)."""
+    click.echo(urls.shown(message) if isinstance(message, str) else message, err=err, nl=nl)
+
+
 def _fail(message: str) -> NoReturn:
-    click.echo(f"luisy: error: {message}", err=True)
+    _echo(f"luisy: error: {message}", err=True)
     sys.exit(ExitCode.BAD_INPUT)
 
 
@@ -200,21 +205,31 @@ def _json_option(function: Any) -> Any:
 
 
 def _echo_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=1, default=str))
+    _echo(json.dumps(data, indent=1, default=str))
 
 
-class _WorkingDirPath(click.Path):
-    """The value of ``--working-dir``: a folder's path. An empty one is an error: as a ``Path`` it
-    would silently be the current directory."""
+class _PathOrUrl(click.Path):
+    """A path, or an object store's URL (kept as given: a ``Path`` would lose its ``//``)."""
+
+    def __init__(self, file_okay: bool = True) -> None:
+        super().__init__(file_okay=file_okay, path_type=Path)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and urls.alias(value) is not None:
+            return value
+        return super().convert(value, param, ctx)
+
+
+class _WorkingDirPath(_PathOrUrl):
+    """The value of ``--working-dir``: a folder's path or a URL. An empty one is an error: as a
+    ``Path`` it would silently be the current directory."""
 
     def __init__(self) -> None:
-        super().__init__(file_okay=False, path_type=Path)
+        super().__init__(file_okay=False)
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if value == "":
             raise LuisyError("--working-dir is empty: give a folder (--working-dir . for the current one)")
-        if urls.alias(value) is not None:  # an object store's URL: a Path would lose its "//"
-            return value
         return super().convert(value, param, ctx)
 
 
@@ -249,7 +264,7 @@ def _task(task: str, working_dir: Path | None, task_args: Sequence[str]) -> Iter
         task_cls = load_task_class(task)
         with parsed_task(task_cls, list(task_args)) as task_obj:
             for line in unused_options(task_obj, task_cls, list(task_args)):
-                click.echo(f"luisy: warning: {line}", err=True)
+                _echo(f"luisy: warning: {line}", err=True)
             yield task_obj
 
 
@@ -297,9 +312,9 @@ def run(task: str, working_dir: Path | None, task_args: tuple[str, ...], workers
             return
         if hash_update_mode:
             updated = update_fingerprints(task_obj)
-            click.echo(f"recorded the current fingerprints of {len(updated)} task(s); nothing was run")
+            _echo(f"recorded the current fingerprints of {len(updated)} task(s); nothing was run")
             for accepted in updated:
-                click.echo(f"  {accepted}")
+                _echo(f"  {accepted}")
             return
         if verify_first:
             _verify(task_obj, repair=True)
@@ -310,7 +325,7 @@ def run(task: str, working_dir: Path | None, task_args: tuple[str, ...], workers
                 wait=wait, log_level="INFO" if verbose else "WARNING",
             )
         for line in summary.lines(verbose):  # output paths are resolved in the task's working directory
-            click.echo(printable(line))
+            _echo(printable(line))
     sys.exit(ExitCode.OK if summary.ok else ExitCode.NOT_DONE)
 
 
@@ -373,11 +388,11 @@ def graph(task: str, working_dir: Path | None, task_args: tuple[str, ...], fmt: 
         data = render_graph(task_obj, fmt)
     if output is not None:
         output.write_bytes(data)
-        click.echo(f"wrote {output}")
+        _echo(f"wrote {output}")
     elif fmt in ("svg", "png"):
         raise LuisyError(f"--format {fmt} writes a file: add -o FILE")
     else:
-        click.echo(data.decode(), nl=False)
+        _echo(data.decode(), nl=False)
 
 
 @main.command(context_settings=_TASK_COMMAND)
@@ -400,7 +415,7 @@ def status(task: str, working_dir: Path | None, task_args: tuple[str, ...], as_j
     if as_json:
         _echo_json(status_data(rows))
     else:
-        click.echo(status_table(rows), nl=False)
+        _echo(status_table(rows), nl=False)
     sys.exit(ExitCode.OK if rows[-1].complete else ExitCode.NOT_DONE)
 
 
@@ -443,9 +458,9 @@ def items(task: str, working_dir: Path | None, task_args: tuple[str, ...], faile
         empty = True
         for line in lines:
             empty = False
-            click.echo(line if as_json else printable(line))  # JSON escapes control characters itself
+            _echo(line if as_json else printable(line))  # JSON escapes control characters itself
         if empty:
-            click.echo(f"{task_obj}: no items" + (f" that are {' or '.join(states)}" if states else ""))
+            _echo(f"{task_obj}: no items" + (f" that are {' or '.join(states)}" if states else ""))
 
 
 @main.command(context_settings=_TASK_COMMAND)
@@ -471,8 +486,8 @@ def verify(task: str, working_dir: Path | None, task_args: tuple[str, ...], repa
 def _verify(task: luigi.Task, repair: bool) -> list[str]:
     checked, problems = verify_outputs(task, repair=repair)
     for problem in problems:
-        click.echo(problem)
-    click.echo(f"{checked} items checked, {len(problems)} bad" + (", repaired: the next run makes them again"
+        _echo(problem)
+    _echo(f"{checked} items checked, {len(problems)} bad" + (", repaired: the next run makes them again"
                                                                     if repair and problems else ""))
     return problems
 
@@ -498,7 +513,7 @@ def scheduler(working_dir: Path | None, port: int, address: str, luigid_args: tu
 
     state = (working_dir.absolute() if working_dir is not None else config.get_working_dir()) / ".luigid"
     state.mkdir(parents=True, exist_ok=True)
-    click.echo(f"luigid on http://{address}:{port} (state and logs in {state})", err=True)
+    _echo(f"luigid on http://{address}:{port} (state and logs in {state})", err=True)
     luigid(["--port", str(port), "--address", address, "--state-path", str(state / "state.pickle"),
             "--logdir", str(state), *luigid_args])
 
@@ -529,13 +544,13 @@ def history(task: str | None, working_dir: Path | None, since: str | None, faile
     if as_json:
         _echo_json([run.to_dict() for run in runs])
     elif runs:
-        click.echo(history_table(runs), nl=False)
+        _echo(history_table(runs), nl=False)
     else:
-        click.echo(f"no runs in the journal of {root}" + (" that match" if task or since or failed else ""))
+        _echo(f"no runs in the journal of {root}" + (" that match" if task or since or failed else ""))
 
 
 @main.command()
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("path", type=_PathOrUrl(), metavar="PATH")
 @click.option("--working-dir", type=_WORKING_DIR,
               help="The working directory PATH is in (default: $LUISY_WORKING_DIR or ./data).")
 @_json_option
@@ -559,7 +574,7 @@ def show(path: Path, working_dir: Path | None, as_json: bool) -> None:
             _echo_json(found.to_dict())
         else:
             for line in found.lines():
-                click.echo(line)
+                _echo(line)
 
 
 @main.command(context_settings=_TASK_COMMAND)
@@ -602,7 +617,7 @@ def watch(task: str, working_dir: Path | None, task_args: tuple[str, ...], settl
 
 def _print_plan(task: luigi.Task) -> None:
     for line in plan_report(task):  # names parameters, versions and definitions read from records
-        click.echo(printable(line))
+        _echo(printable(line))
 
 
 def load_task_class(spec: str) -> type[luigi.Task]:

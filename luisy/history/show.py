@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-from luisy import config
+from luisy import config, storage, urls
 from luisy.directory.manifest import MANIFEST_NAME, Manifest
+from luisy.directory.target import DirectoryTarget
 from luisy.errors import LuisyError, MissingExtraError, ProvenanceError
 from luisy.fingerprint import records
 from luisy.history.provenance import read_embedded
 from luisy.history.runs import TaskRun, runs_of, when
 from luisy.paths import relative_posix
+from luisy.storage import Storage
 from luisy.texttable import printable
 
 __all__ = ["Provenance", "show"]
@@ -137,9 +139,13 @@ class Provenance:
         for required in self.about.get("requires", []):
             for folder in required.get("outputs") or []:
                 base = root / folder
-                candidates = sorted(base.parent.glob(f"{base.name}/{self.item}.*")) + [base / str(self.item)]
-                found = next((c for c in candidates if c.is_file()), None)
-                if found is not None:
+                item = PurePosixPath(str(self.item))
+                names = [name for name, is_folder in storage.for_path(base).listdir(os.fspath(base / item.parent))
+                         if not is_folder and (name == item.name or name.startswith(f"{item.name}."))]
+                if names:
+                    found = base / item.parent / min(names, key=lambda name: (name != item.name, name))
+                    if urls.scheme(found) is not None:
+                        return urls.shown(os.fspath(found))
                     return os.path.relpath(found, Path.cwd()) if found.is_relative_to(Path.cwd()) else str(found)
         return f"input item {self.item!r}"
 
@@ -167,15 +173,17 @@ def show(path: str | os.PathLike[str]) -> Provenance:
 
     Raises :class:`~luisy.errors.LuisyError` if nothing is at ``path`` or luisy knows nothing of it.
     """
-    path = Path(os.path.abspath(path))
-    if not path.exists():
-        raise LuisyError(f"{path}: no such file or folder")
+    path = Path(urls.alias(path) or os.path.abspath(path))
+    store = storage.for_path(path)
+    if not (store.exists(os.fspath(path)) or store.exists(os.fspath(path), folder=True)):
+        raise LuisyError(f"{urls.shown(os.fspath(path))}: no such file or folder")
     root = config.get_working_dir()
-    folder = _directory_output(path, root)
+    folder = _directory_output(store, path, root)
     if folder is None:
         found = Provenance("file", path, path)
     else:
-        found = Provenance("directory" if folder == path else "item", path, folder, manifest=Manifest.load(folder))
+        manifest = DirectoryTarget(folder, storage=store).current_manifest()
+        found = Provenance("directory" if folder == path else "item", path, folder, manifest=manifest)
         if found.kind == "item":
             found.item = _item_name(found.manifest, folder, path)
     unread = _read_embedded(found)
@@ -197,17 +205,18 @@ def show(path: str | os.PathLike[str]) -> Provenance:
 def _read_embedded(found: Provenance) -> str | None:
     """Sets ``found.embedded``; returns why the file's provenance could not be read, if a reader is missing."""
     try:
-        found.embedded = read_embedded(found.path) if found.path.is_file() else None
+        store, path = storage.for_path(found.path), os.fspath(found.path)
+        found.embedded = store.load(path, read_embedded) if store.exists(path) else None
     except MissingExtraError as error:
         # Not PyTables instead: reading an attribute with it unpickles what the file holds.
         return error.format_message()
     return None
 
 
-def _directory_output(path: Path, root: Path) -> Path | None:
+def _directory_output(store: Storage, path: Path, root: Path) -> Path | None:
     """The directory output ``path`` is or is inside (not looking above the working directory)."""
-    for folder in [path, *path.parents] if path.is_dir() else path.parents:
-        if (folder / MANIFEST_NAME).is_file():
+    for folder in [path, *path.parents] if store.exists(os.fspath(path), folder=True) else path.parents:
+        if store.exists(os.fspath(folder / MANIFEST_NAME)):
             return folder
         if folder == root or folder == folder.parent:
             return None

@@ -610,7 +610,7 @@ def watch(task: str, working_dir: Path | None, task_args: tuple[str, ...], settl
             nullcontext() if verbose else _without_worker_tracebacks():
         result = watch_folders(task_obj, settle=settle, interval=interval, processes=processes,
                                scheduler_url=scheduler_url, max_runs=max_runs, once=once,
-                               report=click.echo,
+                               report=_echo,
                                log_level="INFO" if verbose else "WARNING")
     sys.exit(ExitCode.OK if result.ok else ExitCode.NOT_DONE)
 

@@ -143,9 +143,10 @@ class ParquetDirTarget(LuisyTarget):
 
     file_format = formats.PARQUET
 
-    def parts(self) -> list[Path]:
-        """The parquet files of the folder, sorted; hidden and ``_``-prefixed files are skipped."""
-        root = Path(self.path)
+    def parts(self, folder: str | None = None) -> list[Path]:
+        """The parquet files of the folder (or of its local copy ``folder``), sorted; hidden and
+        ``_``-prefixed files are skipped."""
+        root = Path(folder if folder is not None else self.path)
         return sorted(
             p for p in root.rglob("*.parquet")
             if not any(part.startswith((".", "_")) for part in p.relative_to(root).parts)
@@ -155,11 +156,11 @@ class ParquetDirTarget(LuisyTarget):
         return self.storage.exists(self.path, folder=True)
 
     def read(self) -> Any:
-        return self.storage.load(self.path, self._read_parts)
+        return self.storage.load(self.path, self._read_parts, folder=True)
 
     def _read_parts(self, path: str) -> Any:
         pd = formats.require("pandas", None, "parquetdir output")
-        frames = [self.file_format.read(p, **self.options) for p in self.parts()]
+        frames = [self.file_format.read(p, **self.options) for p in self.parts(path)]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     def write(self, obj: Any) -> None:
@@ -237,17 +238,11 @@ class DirectoryInputTarget(luigi.LocalTarget):
     def items(self) -> Iterator[tuple[str, Any]]:
         """``(name, object)`` per file, lazily; the name is the path relative to the folder (or
         the folder's name)."""
-        if self.folders:
-            listed = self.listing()
-            for name, path in zip(listed.names, listed.paths, strict=True):
-                obj = self._read_file(path)
-                if obj is not None:
-                    yield name, obj
-            return
-        for rel in self._files():
-            obj = self._read_file(os.path.join(self.path, rel))
+        listed = self.listing()
+        for name, path in zip(listed.names, listed.paths, strict=True):
+            obj = listed.reader(path)
             if obj is not None:
-                yield rel, obj
+                yield (name if self.folders else os.path.relpath(path, self.path)), obj
 
     def source_items(self) -> Sequence[SourceItem]:
         """The files as input items of a directory task, named by relative path without extension.
@@ -326,7 +321,7 @@ class DirectoryInputTarget(luigi.LocalTarget):
 
     def read(self) -> Any:
         """The objects read from the files (a generator, as in luisy 1.x)."""
-        return self.storage.load(self.path, lambda path: (obj for _, obj in self.items()))
+        return self.storage.load(self.path, lambda path: (obj for _, obj in self.items()), folder=True)
 
     def write(self, obj: Any) -> None:
         raise TypeError(f"{self.owner}: {self.path} is an input folder; luisy does not write to it")
@@ -358,6 +353,9 @@ def _listing(store: Storage, target: DirectoryInputTarget) -> SourceItems:
 
 @_listing.register
 def _remote_listing(store: RemoteStorage, target: DirectoryInputTarget) -> SourceItems:
+    if target.folders and target.read_file_func is None:
+        raise FileReadError(f"{target.owner}: sub-folders of {urls.shown(target.path)} in an object store are read "
+                            "from local copies removed after reading: give read_file_func")
     # One paged listing of everything below the folder; the reader downloads each file it reads.
     entries = [(e.rel, e.size, e.tag) for e in store.walk(target.path)]
     if not entries and not store.exists(target.path, folder=True):

@@ -68,8 +68,9 @@ class Storage(ABC):
         """Whether an object is stored at ``path`` (a regular file, or with ``folder`` a folder, where files are)."""
 
     @abstractmethod
-    def load(self, path: str, read: Reader) -> Any:
-        """The object at ``path``; ``read(path)`` reads a file (or folder) where files are stored."""
+    def load(self, path: str, read: Reader, folder: bool = False) -> Any:
+        """The object at ``path``; ``read(path)`` reads a file (with ``folder``, a folder) where
+        files are stored."""
 
     @abstractmethod
     def save(self, path: str, obj: Any, write: Writer, folder: bool = False) -> None:

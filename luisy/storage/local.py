@@ -24,7 +24,7 @@ class LocalStorage(Storage):
         # would block or fail for ever, so the task counts as not run and its write replaces it.
         return os.path.isdir(path) if folder else os.path.isfile(path)
 
-    def load(self, path: str, read: Reader) -> Any:
+    def load(self, path: str, read: Reader, folder: bool = False) -> Any:
         return read(path)
 
     def save(self, path: str, obj: Any, write: Writer, folder: bool = False) -> None:

@@ -36,7 +36,7 @@ class MemoryStorage(Storage):
     def exists(self, path: str, folder: bool = False) -> bool:
         return path in self.objects
 
-    def load(self, path: str, read: Reader) -> Any:
+    def load(self, path: str, read: Reader, folder: bool = False) -> Any:
         return copy.deepcopy(self.objects[path])
 
     def save(self, path: str, obj: Any, write: Writer, folder: bool = False) -> None:

@@ -93,14 +93,18 @@ class RemoteStorage(Storage):
             key = self.key(path)
             return bool(self.fs.isdir(key) if folder else self.fs.isfile(key))
 
-    def load(self, path: str, read: Reader) -> Any:
-        with self._errors(path), tempfile.TemporaryDirectory(prefix="luisy-get-") as tmp:
+    def load(self, path: str, read: Reader, folder: bool = False) -> Any:
+        with tempfile.TemporaryDirectory(prefix="luisy-get-") as tmp:
             local = os.path.join(tmp, os.path.basename(path) or "object")
-            key = self.key(path)
-            if self.fs.isdir(key):
-                self.fs.get(key + "/", local + "/", recursive=True)
-            else:
-                self.fs.get_file(key, local)
+            with self._errors(path):
+                key = self.key(path)
+                if folder:
+                    os.mkdir(local)
+                    for entry in self.walk(path):
+                        os.makedirs(os.path.dirname(os.path.join(local, entry.rel)), exist_ok=True)
+                        self.fs.get_file(f"{key}/{entry.rel}", os.path.join(local, entry.rel))
+                else:
+                    self.fs.get_file(key, local)
             return read(local)
 
     def save(self, path: str, obj: Any, write: Writer, folder: bool = False) -> None:

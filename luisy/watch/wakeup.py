@@ -36,6 +36,11 @@ class Wakeup:
         self._observer.start()
 
     @property
+    def folders(self) -> list[str]:
+        """The folders whose events wake the watcher."""
+        return [path for path, _, _ in self._folders]
+
+    @property
     def events(self) -> bool:
         """Whether file events can wake the watcher (``watchdog`` is installed)."""
         return self._observer is not None

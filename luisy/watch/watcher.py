@@ -24,7 +24,7 @@ from typing import Any
 import luigi
 from luigi.task import flatten
 
-from luisy import config
+from luisy import config, urls
 from luisy.directory.inputs import ignore_rule
 from luisy.errors import LuisyError, NoFolderInput
 from luisy.execution import HELD_BACK, RunSummary
@@ -177,8 +177,12 @@ class Watcher:
         #: A central scheduler kept the last run back; ``retry_at``: when to try again.
         self.deferred, self.retry_at, self.failures = False, 0.0, 0
         self.wakeup = Wakeup(_wakeup_folders(self.folders))
-        how = "file events and a rescan" if self.wakeup.events else \
-            "a rescan (install watchdog, the `watch` extra, to react to file events)"
+        if not self.wakeup.folders:
+            how = "a rescan (an object store sends no file events)"
+        elif self.wakeup.events:
+            how = "file events and a rescan"
+        else:
+            how = "a rescan (install watchdog, the `watch` extra, to react to file events)"
         where = ", ".join(dict.fromkeys(f.path for f in self.folders))
         report(f"watching {where} for {task}: items settle after {settle:g} s; {how} every {interval:g} s or more")
 
@@ -303,6 +307,8 @@ def _wakeup_folders(folders: list[DirectoryInputTarget]) -> list[tuple[str, bool
     """Each folder once; one that several inputs read wakes the watcher on any file's event."""
     by_path: dict[str, list[DirectoryInputTarget]] = {}
     for folder in folders:
+        if urls.scheme(folder.path) is not None:
+            continue  # in an object store: only a rescan sees changes
         by_path.setdefault(folder.path, []).append(folder)
     return [(path, any(f.recursive or f.folders for f in inputs),
              ignore_rule(inputs[0].ignore if len(inputs) == 1 else ())) for path, inputs in by_path.items()]

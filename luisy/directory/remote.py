@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from luisy import config, urls
 from luisy.atomic import fit_name
@@ -115,9 +115,14 @@ class RemoteFolder:
             self._replace(change(manifest), tag)
 
     def staging(self, state: dict[str, Any]) -> RemoteStaging:
-        manifest = self._current()[0] if self.header() is not None else None
+        manifest: Manifest | None = None
+        try:
+            manifest, tag = self._current()
+        except ManifestError:  # a corrupt one is replaced by the publish
+            found = self.store.token(self._at(MANIFEST_NAME))
+            tag = None if found is None else str(found)
         taken = set(manifest.items.files) | set(manifest.retired) if manifest is not None else set()
-        return RemoteStaging(self, state, taken)
+        return RemoteStaging(self, state, taken, tag)
 
     def checkpointed(self, state: dict[str, Any]) -> dict[str, Item]:
         return self._checkpoint(state)[1]
@@ -217,6 +222,9 @@ class RemoteFolder:
         """Replace the manifest by one listing the writer's uploaded items with the kept ones,
         unless another run published meanwhile; delete retired items past their time."""
         current, tag = self._current()
+        staging = writer.staging
+        if isinstance(staging, RemoteStaging) and tag != staging.base:
+            self._conflict()
         current = current or Manifest()
         items = current.items.merged(writer.kept, writer.new)
         listed = set(items.files) if current.items or current.retired else set()
@@ -227,7 +235,6 @@ class RemoteFolder:
         retired.update(dict.fromkeys(replaced, now))
         manifest = writer.manifest(items, current, retired)
         self._replace(manifest, tag)
-        staging = writer.staging
         if isinstance(staging, RemoteStaging):
             staging.published = True
         self.store.remove([self._at(f) for f in expired])
@@ -238,16 +245,21 @@ class RemoteFolder:
         head, body, _ = manifest.encoded_lines()
         data = (head + "\n" + "".join(body)).encode("utf-8", "surrogateescape")
         if not self.store.put_if(self._at(MANIFEST_NAME), data, tag=tag):
-            raise PublishConflictError(
-                f"{self.owner}: another run published {urls.shown(self.path)} while this one wrote it; "
-                "nothing of this run was published: run again (what the other run made counts)")
+            self._conflict()
+
+    def _conflict(self) -> NoReturn:
+        raise PublishConflictError(
+            f"{self.owner}: another run published {urls.shown(self.path)} while this one wrote it; "
+            "nothing of this run was published: run again (what the other run made counts)")
 
 
 class RemoteStaging:
     """Uploads a writer's items under their final names, and checkpoints them."""
 
-    def __init__(self, place: RemoteFolder, state: dict[str, Any], taken: set[str]) -> None:
+    def __init__(self, place: RemoteFolder, state: dict[str, Any], taken: set[str], base: str | None) -> None:
         self.place = place
+        #: The version of the manifest this writer started from: its publish replaces only that one.
+        self.base = base
         self.state = state
         self.taken = taken
         self.id = f"{int(time.time() * 1e3):013d}-{uuid.uuid4().hex[:8]}"
@@ -265,7 +277,8 @@ class RemoteStaging:
 
     def __getstate__(self) -> dict[str, Any]:
         # Another process only uploads items; what this writer records stays here.
-        return {"place": self.place, "state": self.state, "taken": self.taken, "id": self.id, "resumed": {},
+        return {"place": self.place, "state": self.state, "taken": self.taken, "base": self.base, "id": self.id,
+                "resumed": {},
                 "uploaded": [], "published": False, "_kept": False, "_checkpoint_name": None, "_listed": {}}
 
     def write(self, file: str, obj: Any, write: Callable[[Any, Path], None]) -> Item:

@@ -41,6 +41,10 @@ PACKAGES = {"s3": "s3fs", "s3a": "s3fs", "az": "adlfs", "abfs": "adlfs", "abfss"
             "gcs": "gcsfs"}
 
 
+#: How long the first request to a store may take before it counts as unreachable.
+REACH_SECONDS = 20.0
+
+
 class StorageError(LuisyError):
     """An object store cannot be reached, or refused a request."""
 
@@ -76,6 +80,8 @@ class RemoteStorage(Storage):
     def fs(self) -> Any:
         """The fsspec file system, one per process: a forked item process makes its own."""
         if self._pid != os.getpid():
+            if self._fs is not None:  # a forked child: fsspec's lock may be held by a thread of the parent
+                importlib.import_module("fsspec.asyn").reset_lock()
             self._fs, self._pid = _file_system(self.scheme, self.options), os.getpid()
         return self._fs
 
@@ -237,7 +243,11 @@ class RemoteStorage(Storage):
         """The bucket (container) must exist; the prefix below it need not."""
         bucket = self.key(path).split("/", 1)[0]
         with self._errors(path):
-            if not self.fs.exists(bucket):
+            try:
+                # Listed, not asked whether it exists: adlfs answers yes when the store is not reached.
+                # A bounded wait: a store that does not answer would otherwise be retried for long.
+                self.fs.ls(bucket, detail=False, timeout=REACH_SECONDS)
+            except FileNotFoundError:
                 kind = "container" if self.scheme in ("az", "abfs", "abfss") else "bucket"
                 return f"is in the {kind} {bucket!r}, which does not exist (create it first)"
         return None
@@ -273,6 +283,9 @@ class RemoteStorage(Storage):
             raise StorageError(f"{urls.shown(os.fspath(path))}: permission denied ({_said(error)}); "
                                f"{_credentials(self.scheme)}") from error
         except Exception as error:
+            if type(error).__name__ == "FSTimeoutError":
+                raise StorageError(f"{urls.shown(os.fspath(path))}: the store did not answer within "
+                                   f"{REACH_SECONDS:g} s (is its endpoint right and reachable?)") from None
             raise StorageError(f"{urls.shown(os.fspath(path))}: {_said(error)}") from error
 
 
@@ -364,11 +377,32 @@ def _file_system(scheme: str, options: dict[str, Any]) -> Any:
     kwargs = {"skip_instance_cache": True, **options}
     if "use_listings_cache" in _parameters(cls):
         kwargs.setdefault("use_listings_cache", False)
+    if scheme in ("s3", "s3a"):  # botocore's default retries a lost server for a long time
+        kwargs.setdefault("config_kwargs", {"connect_timeout": 10, "read_timeout": 120,
+                                            "retries": {"max_attempts": 3, "mode": "standard"}})
     try:
-        return cls(**kwargs)
+        fs = cls(**kwargs)
+        if scheme in ("az", "abfs", "abfss") and "retry_total" not in options:
+            _bound_azure_retries(fs)
     except Exception as error:
         raise StorageError(f"cannot make a {scheme}:// client with the options {sorted(options)}: {_said(error)}; "
                            f"{_credentials(scheme)}") from None
+    return fs
+
+
+def _bound_azure_retries(fs: Any) -> None:
+    """Give adlfs's client a bounded retry policy: its default retries a lost server for minutes,
+    and adlfs takes no retry options of its own."""
+    from azure.storage.blob.aio import BlobServiceClient, ExponentialRetry
+
+    # The storage SDK's own default waits 15 s, then 18, 24...: over a minute for a lost server.
+    limits: dict[str, Any] = {"retry_policy": ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=3),
+                              "connection_timeout": 10, "read_timeout": 120}
+    if getattr(fs, "connection_string", None):
+        fs.service_client = BlobServiceClient.from_connection_string(fs.connection_string, **limits)
+    else:
+        client = fs.service_client
+        fs.service_client = BlobServiceClient(account_url=client.url, credential=client.credential, **limits)
 
 
 def _parameters(cls: Any) -> set[str]:

@@ -18,6 +18,9 @@ from pathlib import Path
 
 import pytest
 
+# The object-store servers' fixtures (moto_s3, azurite).
+pytest_plugins = ["object_stores"]
+
 
 @pytest.fixture(autouse=True)
 def _no_working_dir_from_environment(monkeypatch):

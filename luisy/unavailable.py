@@ -9,7 +9,8 @@ from luisy.errors import UnavailableFeatureError
 __all__ = ["UNAVAILABLE", "missing", "unavailable"]
 
 _CLOUD = ("luisy 1.x's cloud sync (Azure Blob Storage: --download, --upload) is not part of luisy 2; "
-          "copy the files into the working directory (or mount the storage there) and run locally")
+          "keep the working directory itself in the container instead (--working-dir az://container/prefix, "
+          "with the luisy[azure] extra)")
 _SPARK = "luisy 1.x's Spark support ({name}) is not part of luisy 2; read and write the table in run() with pyspark"
 
 #: 1.x names luisy 2 does not provide, and what to say instead.

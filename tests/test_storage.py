@@ -5,11 +5,13 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import uuid
 
 import pytest
 
 from luisy import storage
 from luisy.atomic import staged
+from luisy.storage.remote import RemoteStorage
 
 
 def _write_text(obj, path):
@@ -21,13 +23,15 @@ def _read_text(path):
         return f.read()
 
 
-@pytest.fixture(params=["local", "memory"])
+@pytest.fixture(params=["local", "memory", "fsspec memory"])
 def where(request, tmp_path):
     if request.param == "local":
         yield storage.LOCAL, str(tmp_path / "sub" / "out.txt")
-    else:
+    elif request.param == "memory":
         with storage.in_memory() as memory:
             yield memory, str(tmp_path / "sub" / "out.txt")
+    else:  # an object store's storage, on fsspec's in-memory file system
+        yield storage.for_path("/memory:/"), f"/memory:/{uuid.uuid4().hex}/sub/out.txt"
 
 
 def test_save_load_exists_and_token(where):
@@ -98,3 +102,69 @@ def test_fingerprints_change_with_the_data(where):
     first = store.fingerprint(path)
     store.save(path, "another", _write_text)
     assert first is not None and store.fingerprint(path) not in (None, first)
+
+
+def test_an_object_store_url_is_kept_as_an_alias_path_and_shown_as_its_url():
+    from luisy import urls
+
+    assert urls.alias("s3://lake/data/") == "/s3:/lake/data"
+    assert urls.alias("az://c") == "/az:/c" and urls.alias("/tmp/data") is None and urls.alias("file:///x") is None
+    assert urls.local_path("file:///tmp/x") == "/tmp/x"
+    assert urls.url("/s3:/lake/data/p/x.csv") == "s3://lake/data/p/x.csv"
+    assert urls.url("/tmp/s3:/x") is None
+    shown = urls.shown("wrote /s3:/lake/x and /gs:/b/y, not /tmp/a:/b")
+    assert shown == "wrote s3://lake/x and gs://b/y, not /tmp/a:/b"
+    assert storage.for_path("/tmp/x") is storage.LOCAL
+    in_memory = storage.for_path("/memory:/x")
+    assert isinstance(in_memory, RemoteStorage) and in_memory.scheme == "memory"
+
+
+def test_a_directory_pipeline_runs_in_an_fsspec_store_and_reruns_nothing(tmp_path, monkeypatch):
+    """``memory://`` stands for any object store here (the real servers' tests are slow)."""
+    import io
+
+    import fsspec
+    import numpy as np
+
+    import luisy
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "memstore_tasks.py").write_text(textwrap.dedent("""
+        import luisy
+
+        @luisy.raw
+        @luisy.directory_input(pattern="*.npy")
+        class Frames(luisy.ExternalTask):
+            def get_folder_name(self):
+                return "frames"
+
+        @luisy.interim
+        @luisy.requires(Frames)
+        @luisy.directory_output(format="npy")
+        class Doubled(luisy.DirectoryTask):
+            def process(self, name, obj):
+                return obj * 2
+
+        @luisy.final
+        @luisy.requires(Doubled)
+        @luisy.json_output
+        class Total(luisy.Task):
+            def run(self):
+                self.write({"total": int(sum(a.sum() for a in self.input().read()))})
+    """))
+    from memstore_tasks import Total
+
+    root = f"mem-{uuid.uuid4().hex[:8]}"
+    fs = fsspec.filesystem("memory")
+    for i in range(4):
+        data = io.BytesIO()
+        np.save(data, np.full((2, 2), i))
+        fs.pipe_file(f"/{root}/memstore_tasks/raw/frames/f{i}.npy", data.getvalue())
+    assert luisy.build([Total()], working_dir=f"memory://{root}")
+    assert fs.cat_file(f"/{root}/memstore_tasks/final/Total.json") == b'{"total": 48}'
+    manifest = f"/{root}/memstore_tasks/interim/Doubled/_luisy_manifest.json"
+    version = fs.info(manifest)["created"]
+    with luisy.working_dir(f"memory://{root}"):
+        assert Total().complete(), "complete() asks the store, outside a build too"
+    assert luisy.build([Total()], working_dir=f"memory://{root}")
+    assert fs.info(manifest)["created"] == version, "a rerun publishes nothing"

@@ -9,6 +9,7 @@ Usage: ``python -m examples.images.make_data [--working-dir DIR] [--count N] [--
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -16,16 +17,18 @@ import numpy as np
 
 import luisy
 from examples.images.tasks import RawImages
+from luisy import storage, urls
 
 
 def make_images(folder: Path, count: int = 40, size: int = 64, seed: int = 0, start: int = 0,
                 every: float = 0.0) -> list[Path]:
-    """Write ``count`` RGB PNGs of ``size``×``size`` pixels into ``folder``, numbered from ``start``,
-    one every ``every`` seconds; return their paths."""
-    from skimage import io
+    """Write ``count`` RGB PNGs of ``size``×``size`` pixels into ``folder`` (a local folder, or one
+    in an object store), numbered from ``start``, one every ``every`` seconds; return their paths."""
+    import imageio.v3 as iio  # scikit-image's own image I/O
 
+    store = storage.for_path(folder)
     rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
+    store.make_folder(os.fspath(folder))
     yy, xx = np.mgrid[:size, :size]
     written = []
     for i in range(start, start + count):
@@ -37,7 +40,8 @@ def make_images(folder: Path, count: int = 40, size: int = 64, seed: int = 0, st
             image[(yy - cy) ** 2 + (xx - cx) ** 2 < r**2] += 0.6
         rgb = np.clip(np.stack([image, image * 0.9, image * 0.8], axis=-1), 0, 1)
         path = folder / f"img_{i:04d}.png"
-        io.imsave(path, (rgb * 255).astype(np.uint8), check_contrast=False)
+        store.save(os.fspath(path), (rgb * 255).astype(np.uint8),
+                   lambda pixels, tmp: iio.imwrite(tmp, pixels, extension=".png"))
         written.append(path)
     return written
 
@@ -53,7 +57,7 @@ def main() -> None:
         luisy.set_working_dir(args.working_dir)
     folder = Path(RawImages().output().path)
     written = make_images(folder, args.count, start=args.start, every=args.every)
-    print(f"wrote {len(written)} images to {folder}")
+    print(f"wrote {len(written)} images to {urls.shown(os.fspath(folder))}")
 
 
 if __name__ == "__main__":

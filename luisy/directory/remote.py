@@ -54,12 +54,11 @@ class PublishConflictError(LuisyError):
 class RemoteFolder:
     """The place of a directory output in an object store (see the module docstring)."""
 
-    #: Item processes upload their items themselves.
-    parallel = True
-
     def __init__(self, folder: Path, owner: str, store: RemoteStorage) -> None:
         self.folder, self.owner, self.store = folder, owner, store
         self.path = os.fspath(folder)
+        #: Item processes upload their items themselves, except into a process's own memory.
+        self.parallel = store.scheme != "memory"
 
     def _at(self, rel: str) -> str:
         return f"{self.path}/{rel}"

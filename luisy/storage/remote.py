@@ -92,7 +92,10 @@ class RemoteStorage(Storage):
             raise ValueError(f"{os.fspath(path)} is not in a {self.scheme}:// store")
         return str(self.fs._strip_protocol(url)).rstrip("/")
 
-    # -- objects --------------------------------------------------------------------------------
+    def _bounded(self) -> dict[str, float]:
+        """fsspec's wait limit for one call, where the file system takes one (the asynchronous ones)."""
+        return {"timeout": REACH_SECONDS} if getattr(self.fs, "async_impl", False) else {}
+
 
     def exists(self, path: str, folder: bool = False) -> bool:
         with self._errors(path):
@@ -159,10 +162,7 @@ class RemoteStorage(Storage):
 
     def modified(self, path: str) -> float | None:
         info = self.info(path)
-        if info is None:
-            return None
-        when = next((info[k] for k in ("LastModified", "last_modified", "mtime", "updated", "created")
-                     if info.get(k) is not None), None)
+        when = None if info is None else _modified_of(info)
         if when is None:
             return None
         return when.timestamp() if hasattr(when, "timestamp") else float(when)
@@ -246,7 +246,7 @@ class RemoteStorage(Storage):
             try:
                 # Listed, not asked whether it exists: adlfs answers yes when the store is not reached.
                 # A bounded wait: a store that does not answer would otherwise be retried for long.
-                self.fs.ls(bucket, detail=False, timeout=REACH_SECONDS)
+                self.fs.ls(bucket, detail=False, **self._bounded())
             except FileNotFoundError:
                 kind = "container" if self.scheme in ("az", "abfs", "abfss") else "bucket"
                 return f"is in the {kind} {bucket!r}, which does not exist (create it first)"
@@ -347,7 +347,13 @@ def _tag(info: dict[str, Any]) -> str:
         value = info.get(key)
         if value:
             return str(value).strip('"')
-    return f"{info.get('size')}:{info.get('LastModified') or info.get('last_modified') or info.get('mtime')}"
+    return f"{info.get('size')}:{_modified_of(info)}"
+
+
+def _modified_of(info: dict[str, Any]) -> Any:
+    """When the object was last written, in whichever field the file system names it."""
+    return next((info[k] for k in ("LastModified", "last_modified", "mtime", "updated", "created")
+                 if info.get(k) is not None), None)
 
 
 def _said(error: BaseException) -> str:

@@ -398,3 +398,30 @@ def test_every_output_format_is_written_and_read_back_from_a_store(store, monkey
                 assert got.strip() == "hello"
             else:
                 assert got == {"k": [1, 2]}, kind
+
+
+@pytest.fixture
+def s3_store(moto_s3, tmp_path):
+    """:func:`store` on moto's S3 only."""
+    return _store("s3", moto_s3, tmp_path)
+
+
+def test_items_made_on_a_dask_cluster_go_to_the_store(s3_store, tmp_path, monkeypatch):
+    """Each Dask worker makes its own client from the same environment and uploads its items;
+    the luigi worker alone publishes."""
+    from test_dask import _start_cluster, _stop
+
+    store = s3_store
+    store.put_table([4])
+    store.put_frames(8)
+    for name, value in store.server.env.items():
+        monkeypatch.setenv(name, value)
+    (tmp_path / "cluster").mkdir()
+    cluster, _ = _start_cluster(tmp_path / "cluster", store.cwd, workers=2)
+    try:
+        result = store.luisy("run", "lake.tasks:Total", "--dask-scheduler", cluster.address)
+    finally:
+        _stop(cluster)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert store.read_json("lake/final/Total.json") == expected_total(range(8), [4])
+    assert store.luisy("verify", "lake.tasks:Total").returncode == 0

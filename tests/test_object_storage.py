@@ -253,9 +253,9 @@ def test_kill_9_during_a_publish_leaves_one_state_and_the_rerun_converges(store,
     assert store.luisy("verify", "lake.tasks:Total").returncode == 0
 
 
-def test_kill_9_while_items_upload_then_the_rerun_takes_them_over(store):
-    store.put_table([1])
-    store.put_frames(40)
+def _slow_run_until(store, items):
+    """``luisy run`` in the background, with items that take 0.1 s each, once ``items`` of them
+    are in the store."""
     slow = dict(PROJECT)
     slow["lake/tasks.py"] = PROJECT["lake/tasks.py"].replace(
         "return obj * 10", "import time; time.sleep(0.1); return obj * 10")
@@ -263,12 +263,21 @@ def test_kill_9_while_items_upload_then_the_rerun_takes_them_over(store):
     env = {**os.environ, **store.server.env, "PYTHONPATH": str(store.cwd)}
     script = Path(sys.executable).with_name("luisy")
     process = subprocess.Popen([str(script), "run", "lake.tasks:Total", "--working-dir", store.url], cwd=store.cwd,
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if len([o for o in store.objects("lake/interim/Scaled") if o.endswith(".npy")]) >= 10:
-            break
+    while time.monotonic() < deadline and process.poll() is None:
+        if len([o for o in store.objects("lake/interim/Scaled") if o.endswith(".npy")]) >= items:
+            return process
         time.sleep(0.2)
+    process.kill()
+    raise AssertionError(f"no {items} items were uploaded: {process.communicate()}")
+
+
+def test_kill_9_while_items_upload_then_the_rerun_takes_them_over(store):
+    store.put_table([1])
+    store.put_frames(40)
+    process = _slow_run_until(store, items=10)
     os.killpg(process.pid, signal.SIGKILL)
     process.communicate()
     assert not [o for o in store.objects("lake/interim/Scaled") if o.endswith("_luisy_manifest.json")]
@@ -305,18 +314,7 @@ def test_a_server_stopped_mid_run_fails_the_task_and_the_rerun_converges(azure_s
     store = azure_store
     store.put_table([3])
     store.put_frames(30)
-    slow = dict(PROJECT)
-    slow["lake/tasks.py"] = PROJECT["lake/tasks.py"].replace(
-        "return obj * 10", "import time; time.sleep(0.1); return obj * 10")
-    write_project(store.cwd, slow)
-    env = {**os.environ, **store.server.env, "PYTHONPATH": str(store.cwd)}
-    script = Path(sys.executable).with_name("luisy")
-    process = subprocess.Popen([str(script), "run", "lake.tasks:Total", "--working-dir", store.url], cwd=store.cwd,
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len([o for o in store.objects("lake/interim/Scaled")
-                                               if o.endswith(".npy")]) < 5:
-        time.sleep(0.2)
+    process = _slow_run_until(store, items=5)
     store.server.stop()
     try:
         out, err = process.communicate(timeout=240)

@@ -423,3 +423,21 @@ def test_items_made_on_a_dask_cluster_go_to_the_store(s3_store, tmp_path, monkey
     assert result.returncode == 0, result.stdout + result.stderr
     assert store.read_json("lake/final/Total.json") == expected_total(range(8), [4])
     assert store.luisy("verify", "lake.tasks:Total").returncode == 0
+
+
+def test_client_options_come_from_the_luisy_storage_section(s3_store):
+    """Without any AWS_* variable, ``[luisy.storage]`` in luigi.cfg alone reaches the server."""
+    store = s3_store
+    store.put_table([7])
+    store.put_frames(2)
+    options = store.server.storage_options()
+    (store.cwd / "luigi.cfg").write_text("[luisy.storage]\n" + "".join(f"{k} = {v}\n" for k, v in options.items()))
+    no_aws = {name: "" for name in store.server.env}
+    result = run_luisy(["run", "lake.tasks:Total", "--working-dir", store.url], store.cwd,
+                       env={**no_aws, "AWS_ACCESS_KEY_ID": "", "PYTHONPATH": str(store.cwd)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert store.read_json("lake/final/Total.json") == expected_total(range(2), [7])
+    (store.cwd / "luigi.cfg").write_text("[luisy.storage]\nendpoint_url = http://127.0.0.1:9\n")
+    refused = run_luisy(["run", "lake.tasks:Total", "--working-dir", store.url], store.cwd,
+                        env={**no_aws, "PYTHONPATH": str(store.cwd)})
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr

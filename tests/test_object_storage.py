@@ -441,3 +441,15 @@ def test_client_options_come_from_the_luisy_storage_section(s3_store):
     refused = run_luisy(["run", "lake.tasks:Total", "--working-dir", store.url], store.cwd,
                         env={**no_aws, "PYTHONPATH": str(store.cwd)})
     assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+
+
+def test_a_wrong_account_key_is_one_line_naming_the_credentials_to_check(azure_store):
+    store = azure_store
+    connection = store.server.env["AZURE_STORAGE_CONNECTION_STRING"]
+    key = next(part for part in connection.split(";") if part.startswith("AccountKey="))
+    wrong = connection.replace(key, "AccountKey=" + "A" * 86 + "==")
+    refused = store.luisy("run", "lake.tasks:Total", env={"AZURE_STORAGE_CONNECTION_STRING": wrong}, timeout=120)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and "permission denied" in lines[0] and "AZURE_STORAGE_CONNECTION_STRING" in lines[0], \
+        refused.stderr

@@ -279,10 +279,10 @@ class RemoteStorage(Storage):
             yield
         except (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, LuisyError):
             raise
-        except PermissionError as error:
-            raise StorageError(f"{urls.shown(os.fspath(path))}: permission denied ({_said(error)}); "
-                               f"{_credentials(self.scheme)}") from error
         except Exception as error:
+            if isinstance(error, PermissionError) or getattr(error, "status_code", None) in (401, 403):
+                raise StorageError(f"{urls.shown(os.fspath(path))}: permission denied ({_said(error)}); "
+                                   f"{_credentials(self.scheme)}") from error
             if type(error).__name__ == "FSTimeoutError":
                 raise StorageError(f"{urls.shown(os.fspath(path))}: the store did not answer within "
                                    f"{REACH_SECONDS:g} s (is its endpoint right and reachable?)") from None

@@ -19,7 +19,7 @@ from typing import Any
 
 from luisy import config, storage
 from luisy.digests import digest
-from luisy.errors import BrokenFileError
+from luisy.errors import BrokenFileError, LuisyError
 
 __all__ = ["CACHE_DIR", "CACHE_MAX_BYTES", "RACY_SECONDS", "cache_path", "read_cache", "write_cache"]
 
@@ -45,7 +45,7 @@ def read_cache(path: str) -> Any:
     broken (see the module docstring)."""
     try:
         return json.loads(storage.active().read_bytes(path, CACHE_MAX_BYTES))
-    except (OSError, ValueError):
+    except (OSError, ValueError, LuisyError):
         return None
 
 

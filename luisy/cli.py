@@ -511,7 +511,12 @@ def scheduler(working_dir: Path | None, port: int, address: str, luigid_args: tu
     """
     from luigi.cmdline import luigid
 
-    state = (working_dir.absolute() if working_dir is not None else config.get_working_dir()) / ".luigid"
+    with config.working_dir(working_dir) if working_dir is not None else nullcontext():
+        root = config.get_working_dir()
+    if urls.scheme(root) is not None:
+        raise LuisyError(f"luigid keeps its state in local files, not in {urls.shown(os.fspath(root))}: give "
+                         "--working-dir a local folder for it (the runs may still use the store)")
+    state = root / ".luigid"
     state.mkdir(parents=True, exist_ok=True)
     _echo(f"luigid on http://{address}:{port} (state and logs in {state})", err=True)
     luigid(["--port", str(port), "--address", address, "--state-path", str(state / "state.pickle"),

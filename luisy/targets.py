@@ -230,7 +230,7 @@ class DirectoryInputTarget(luigi.LocalTarget):
         return [Path(self.path, rel) for rel in self._files()]
 
     def _files(self, seen: snapshot.Folders | None = None) -> list[str]:
-        return list_files(self.path, self.pattern, self.regex, self.recursive, self.owner, self.ignore, seen)
+        return _file_names(self.storage, self, seen)
 
     def __len__(self) -> int:
         return len(self.listing()) if self.folders else len(self._files())
@@ -321,7 +321,7 @@ class DirectoryInputTarget(luigi.LocalTarget):
 
     def read(self) -> Any:
         """The objects read from the files (a generator, as in luisy 1.x)."""
-        return self.storage.load(self.path, lambda path: (obj for _, obj in self.items()), folder=True)
+        return _read_all(self.storage, self)
 
     def write(self, obj: Any) -> None:
         raise TypeError(f"{self.owner}: {self.path} is an input folder; luisy does not write to it")
@@ -332,6 +332,8 @@ class DirectoryInputTarget(luigi.LocalTarget):
         try:
             if self.folders and self.read_file_func is None:
                 return str(path)
+            if self.read_file_func is not None and self.folders:  # a folder: the reader opens what it needs
+                return self.read_file_func(str(path))
             if self.read_file_func is not None:
                 with open_regular(path):  # held open while the reader opens the path: no FIFO, no device
                     return self.read_file_func(str(path))
@@ -342,13 +344,36 @@ class DirectoryInputTarget(luigi.LocalTarget):
                                 f"{str(error) or type(error).__name__}") from error
 
     def _read_stored(self, store: Storage, path: str) -> Any:
-        """The object in the stored file ``path``, read from a local copy."""
-        return store.load(path, functools.partial(self._read_file, shown=path))
+        """The object in the stored file (or, for ``folders``, folder) ``path``, read from a local copy."""
+        return store.load(path, functools.partial(self._read_file, shown=path), folder=self.folders)
 
 
 @functools.singledispatch
 def _listing(store: Storage, target: DirectoryInputTarget) -> SourceItems:
     return target.local_listing()
+
+
+@functools.singledispatch
+def _file_names(store: Storage, target: DirectoryInputTarget, seen: snapshot.Folders | None = None) -> list[str]:
+    """The selected files, relative to the folder, sorted."""
+    return list_files(target.path, target.pattern, target.regex, target.recursive, target.owner, target.ignore, seen)
+
+
+@_file_names.register
+def _remote_file_names(store: RemoteStorage, target: DirectoryInputTarget,
+                       seen: snapshot.Folders | None = None) -> list[str]:
+    return [os.path.relpath(path, target.path) for path in _listing(store, target).paths]
+
+
+@functools.singledispatch
+def _read_all(store: Storage, target: DirectoryInputTarget) -> Any:
+    """The objects of every item, lazily; in memory, the object stored for the folder."""
+    return store.load(target.path, lambda path: (obj for _, obj in target.items()), folder=True)
+
+
+@_read_all.register
+def _remote_read_all(store: RemoteStorage, target: DirectoryInputTarget) -> Any:
+    return (obj for _, obj in target.items())  # each item downloaded as it is read
 
 
 @_listing.register

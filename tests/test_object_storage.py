@@ -148,8 +148,10 @@ def test_a_pipeline_runs_in_a_store_and_a_rerun_writes_nothing(store):
     assert again.returncode == 0 and "nothing to run" in again.stdout, again.stdout + again.stderr
     requests = store.server.requests()
     assert not [r for r in requests if r.method in ("PUT", "POST", "DELETE")], "a no-op rerun writes nothing"
-    assert not [r for r in requests if r.method == "GET" and "/interim/Scaled/f" in r.path], \
+    assert not [r for r in requests if r.method in ("GET", "HEAD") and "/interim/Scaled/f" in r.path], \
         "no item is read or looked at: the manifest knows"
+    listings = [r for r in requests if "prefix=" in r.path and "Scaled" in r.path and "staging" not in r.path]
+    assert not listings, f"the items are not listed: {listings}"
 
 
 def test_new_input_files_make_only_their_items(store):
@@ -453,3 +455,53 @@ def test_a_wrong_account_key_is_one_line_naming_the_credentials_to_check(azure_s
     lines = refused.stderr.strip().splitlines()
     assert len(lines) == 1 and "permission denied" in lines[0] and "AZURE_STORAGE_CONNECTION_STRING" in lines[0], \
         refused.stderr
+
+
+def test_what_another_client_writes_is_seen_at_once(s3_store, monkeypatch):
+    """No listing is cached: a manifest or item another process wrote is seen by the next call."""
+    from luisy import storage
+
+    store = s3_store
+    for name, value in store.server.env.items():
+        monkeypatch.setenv(name, value)
+    remote = storage.for_path(f"/s3:/{store.root}")
+    folder = f"/s3:/{store.root}/out"
+    store.fs.pipe_file(f"{store.root}/out/a.npy", b"1")
+    assert [e.rel for e in remote.walk(folder)] == ["a.npy"]
+    before = remote.token(f"{folder}/a.npy")
+    store.fs.pipe_file(f"{store.root}/out/b.npy", b"2")
+    store.fs.pipe_file(f"{store.root}/out/a.npy", b"another")
+    assert remote.exists(f"{folder}/b.npy") and remote.token(f"{folder}/a.npy") != before
+
+
+def test_verify_leaves_alone_what_a_writer_at_work_uploaded(s3_store):
+    store = s3_store
+    store.put_table([1])
+    store.put_frames(3)
+    assert store.luisy("run", "lake.tasks:Total").returncode == 0
+    # Another run at work: its checkpoint names an item it uploaded, not yet published.
+    store.fs.pipe_file(f"{store.root}/lake/interim/Scaled/f099.npy", b"made by a run at work")
+    store.fs.pipe_file(f"{store.root}/lake/interim/Scaled/.luisy-staging/9999999999999-abcd1234.json",
+                       json.dumps({"state": {}, "written": time.time(),
+                                   "items": {"f099": ["f099.npy", 21, "c", None]}}).encode())
+    repaired = store.luisy("verify", "lake.tasks:Total", "--repair")
+    assert repaired.returncode == 0 and "3 items checked, 0 bad" in repaired.stdout, repaired.stdout
+    assert "lake/interim/Scaled/f099.npy" in store.objects("lake/interim/Scaled")
+
+
+def test_a_corrupt_manifest_in_a_store_is_replaced_by_the_next_publish(s3_store):
+    store = s3_store
+    store.put_table([1])
+    store.put_frames(3)
+    assert store.luisy("run", "lake.tasks:Total").returncode == 0
+    store.fs.pipe_file(f"{store.root}/lake/interim/Scaled/_luisy_manifest.json", b"{not json")
+    rerun = store.luisy("run", "lake.tasks:Total")
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert store.luisy("verify", "lake.tasks:Total").returncode == 0
+
+
+def test_luigid_state_is_not_put_in_a_store(s3_store):
+    store = s3_store
+    refused = run_luisy(["scheduler", "--working-dir", store.url, "--port", "1"], store.cwd,
+                        env=store.server.env, timeout=60)
+    assert refused.returncode == 2 and "luigid keeps its state in local files" in refused.stderr, refused.stderr

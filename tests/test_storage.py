@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -168,3 +169,37 @@ def test_a_directory_pipeline_runs_in_an_fsspec_store_and_reruns_nothing(tmp_pat
         assert Total().complete(), "complete() asks the store, outside a build too"
     assert luisy.build([Total()], working_dir=f"memory://{root}")
     assert fs.info(manifest)["created"] == version, "a rerun publishes nothing"
+
+
+def test_input_folders_in_a_store_list_paths_and_marked_sub_folders(tmp_path):
+    """``paths()`` and ``len()`` of an input folder in a store come from its listing; a sub-folder
+    item is read from a local copy of the whole folder, and its marker counts though hidden."""
+    import fsspec
+
+    import luisy
+    from luisy.targets import DirectoryInputTarget
+
+    root = f"/memory:/in-{uuid.uuid4().hex[:8]}"
+    fs = fsspec.filesystem("memory")
+    for rel in ("a.txt", "b.txt", "skip.csv", "runs/r1/x.txt", "runs/r1/.done", "runs/r2/x.txt"):
+        fs.pipe_file(f"{root[len('/memory:'):]}/{rel}", b"data of " + rel.encode())
+    with luisy.working_dir(root.replace("/memory:/", "memory://")):
+        files = DirectoryInputTarget(root, pattern="*.txt")
+        assert [p.name for p in files.paths()] == ["a.txt", "b.txt"] and len(files) == 2
+        assert len(list(files.read())) == 2
+        runs = DirectoryInputTarget(os.path.join(root, "runs"), folders=True, marker=".done",
+                                    read_file_func=lambda path: sorted(os.listdir(path)))
+        assert [(name, obj) for name, obj in runs.items()] == [("r1", [".done", "x.txt"])]
+
+
+def test_sub_folder_items_are_read_by_the_given_reader(tmp_path):
+    from luisy.targets import DirectoryInputTarget
+
+    (tmp_path / "runs" / "r1").mkdir(parents=True)
+    (tmp_path / "runs" / "r1" / "x.txt").write_text("x")
+    (tmp_path / "runs" / "r1" / ".done").write_text("")
+    (tmp_path / "runs" / "r2").mkdir()
+    (tmp_path / "runs" / "r2" / "x.txt").write_text("x")
+    runs = DirectoryInputTarget(tmp_path / "runs", folders=True, marker=".done",
+                                read_file_func=lambda path: sorted(os.listdir(path)))
+    assert list(runs.items()) == [("r1", [".done", "x.txt"])]

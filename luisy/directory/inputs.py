@@ -182,16 +182,18 @@ def stored_items(entries: Iterable[tuple[str, int, str]], folder: str, pattern: 
     fingerprint is its version tag (an ETag changes with the bytes) and size."""
     matches = re.compile(fnmatch.translate(pattern)).match
     ignored = ignore_rule(ignore)
+    entries = list(entries)
     kept = [(rel, size, tag) for rel, size, tag in entries
             if TMP_MARKER not in rel and not any(ignored(part) for part in rel.split("/"))]
     if folders:
+        # The marker is looked for among all files: the default ignore (hidden files) may match it.
+        marked = {rel.partition("/")[0] for rel, _, _ in entries if rel.partition("/")[2] == marker}
         grouped: dict[str, list[str]] = {}
         for rel, size, tag in kept:
             top, _, rest = rel.partition("/")
             if rest and matches(top):
                 grouped.setdefault(top, []).append(f"{rest}:{tag}:{size}")
-        names = sorted(n for n, parts in grouped.items()
-                       if marker is None or any(p.startswith(f"{marker}:") for p in parts))
+        names = sorted(n for n in grouped if marker is None or n in marked)
         return SourceItems(names, [digest(*sorted(grouped[n])) for n in names],
                            [os.path.join(folder, n) for n in names], reader)
     whole_path = "/" in pattern

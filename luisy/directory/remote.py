@@ -36,7 +36,7 @@ from luisy.digests import bytes_digest, file_digest
 from luisy.directory.manifest import MANIFEST_NAME, REPAIR, Item, Manifest, ManifestHeader
 from luisy.errors import ItemFileError, LuisyError, ManifestError
 from luisy.paths import NAME_MAX
-from luisy.storage.remote import RemoteStorage
+from luisy.storage.remote import RemoteStorage, StorageError
 
 if TYPE_CHECKING:
     from luisy.directory.target import DirectoryWriter
@@ -65,19 +65,22 @@ class RemoteFolder:
 
     def _current(self) -> tuple[Manifest | None, str | None]:
         """The manifest and its version tag; ``(None, None)`` if there is none."""
-        tag = self.store.token(self._at(MANIFEST_NAME))
-        if tag is None:
-            return None, None
-        key = (self.path, str(tag))
-        known = _manifests.get(key)
-        if known is None:
-            try:
-                raw = self.store.read_bytes(self._at(MANIFEST_NAME), MAX_BYTES)
-            except FileNotFoundError:  # replaced by a publish since: read the new one
-                return self._current()
-            known = Manifest.from_json(raw.decode("utf-8", "surrogateescape"), urls.shown(self._at(MANIFEST_NAME)))
-            _manifests.put(key, known)
-        return known, str(tag)
+        for _ in range(5):
+            tag = self.store.token(self._at(MANIFEST_NAME))
+            if tag is None:
+                return None, None
+            key = (self.path, str(tag))
+            known = _manifests.get(key)
+            if known is None:
+                try:
+                    raw = self.store.read_bytes(self._at(MANIFEST_NAME), MAX_BYTES)
+                except FileNotFoundError:  # replaced, or removed, since: look again
+                    continue
+                known = Manifest.from_json(raw.decode("utf-8", "surrogateescape"),
+                                           urls.shown(self._at(MANIFEST_NAME)))
+                _manifests.put(key, known)
+            return known, str(tag)
+        raise ManifestError(f"{urls.shown(self._at(MANIFEST_NAME))} changes faster than it can be read")
 
     def header(self) -> ManifestHeader | None:
         try:
@@ -110,8 +113,9 @@ class RemoteFolder:
 
     def restamp(self, change: Callable[[Manifest], Manifest]) -> None:
         manifest, tag = self._current()
-        if manifest is not None:
-            self._replace(change(manifest), tag)
+        if manifest is not None and not self._replace(change(manifest), tag):
+            raise PublishConflictError(f"{self.owner}: another run published {urls.shown(self.path)} meanwhile; "
+                                       "run again")
 
     def staging(self, state: dict[str, Any]) -> RemoteStaging:
         manifest: Manifest | None = None
@@ -126,16 +130,23 @@ class RemoteFolder:
     def checkpointed(self, state: dict[str, Any]) -> dict[str, Item]:
         return self._checkpoint(state)[1]
 
-    def _checkpoint(self, state: dict[str, Any]) -> tuple[str | None, dict[str, Item]]:
-        """The latest checkpoint written for ``state`` whose items are all still there."""
+    def _checkpoints(self) -> list[tuple[float, str, dict[str, Any]]]:
+        """``(written, name, content)`` of every writer's checkpoint: each writer announces itself
+        with one when it starts, and updates it with the items it uploaded."""
         found = []
         for name, _ in self.store.listdir(self._at(STAGING)):
             try:
                 data = json.loads(self.store.read_bytes(self._at(f"{STAGING}/{name}"), MAX_BYTES))
-            except (OSError, ValueError):
+            except (OSError, ValueError, LuisyError):
                 continue
-            if isinstance(data, dict) and data.get("state") == state and isinstance(data.get("items"), dict):
-                found.append((data.get("written", 0), name, data["items"]))
+            if isinstance(data, dict) and isinstance(data.get("items"), dict):
+                found.append((float(data.get("written") or 0), name, data))
+        return found
+
+    def _checkpoint(self, state: dict[str, Any]) -> tuple[str | None, dict[str, Item]]:
+        """The latest checkpoint written for ``state``, with its items that are still there."""
+        found = [(written, name, data["items"]) for written, name, data in self._checkpoints()
+                 if data.get("state") == state and data["items"]]
         if not found:
             return None, {}
         _, name, rows = max(found, key=lambda f: (f[0], f[1]))
@@ -145,6 +156,31 @@ class RemoteFolder:
         except TypeError:
             return None, {}
         return name, {n: item for n, item in items.items() if there.get(item.file) == item.size}
+
+    def _unpublished(self, manifest: Manifest | None, mine: str | None = None) -> tuple[list[str], list[str]]:
+        """Objects under the output that no manifest lists and no other writer at work claims —
+        what runs that are gone left — and the checkpoints of writers gone (not written for
+        ``[luisy] keep_replaced_seconds``). ``mine``: the checkpoint of the writer asking. While
+        another writer is at work, an object younger than that may be one it uploaded since its
+        last checkpoint, and is left alone."""
+        keep_for, now = config.current().keep_replaced_seconds, time.time()
+        claimed: set[str] = set()
+        stale, others = [], False
+        for written, name, data in self._checkpoints():
+            if now - written > keep_for:
+                stale.append(name)
+            elif name != mine:
+                others = True
+                claimed.update(str(row[0]) for row in data["items"].values() if isinstance(row, list) and row)
+        own = _accounted(manifest) if manifest is not None else {MANIFEST_NAME}
+        left = [e.rel for e in self.store.walk(self.path)
+                if e.rel not in own and e.rel not in claimed and not e.rel.startswith(f"{STAGING}/")
+                and not (others and e.modified is not None and now - e.modified < keep_for)]
+        return left, stale
+
+    def _sweep(self, manifest: Manifest | None, mine: str | None = None) -> None:
+        left, stale = self._unpublished(manifest, mine)
+        self.store.remove([self._at(rel) for rel in left] + [self._at(f"{STAGING}/{name}") for name in stale])
 
     def repair(self, items: Iterable[str], strays: Iterable[str], corrupt: bool,
                checked: ManifestHeader | None = None) -> None:
@@ -158,7 +194,8 @@ class RemoteFolder:
         dropped = {name for name in items if name in manifest.items} if same else set()
         if dropped:
             kept = manifest.items.merged([n for n in manifest.items if n not in dropped], {})
-            self._replace(replace(manifest, items=kept, inputs_digest=None), tag)
+            if not self._replace(replace(manifest, items=kept, inputs_digest=None), tag):
+                return  # published meanwhile: what was found bad is not what is there now
         own = _accounted(manifest)
         doomed = [manifest.items[name].file for name in dropped] + [s for s in strays if s not in own]
         self.store.remove([self._at(file) for file in doomed])
@@ -178,9 +215,8 @@ class RemoteFolder:
                 bad[name] = f"item {name!r}: {where} has {size} bytes, the manifest says {item.size}"
             elif bytes_digest(self.store.read_bytes(self._at(item.file), MAX_BYTES << 4)) != item.checksum:
                 bad[name] = f"item {name!r}: {where} does not match its checksum"
-        own = _accounted(manifest)
         strays = {rel: f"{urls.shown(self._at(rel))} is not listed in the manifest"
-                  for rel in listed if rel not in own and not rel.startswith(f"{STAGING}/")}
+                  for rel in self._unpublished(manifest)[0]}
         return bad, strays
 
     def broken_locks(self) -> list[tuple[Path, str]]:
@@ -201,29 +237,27 @@ class RemoteFolder:
         return {str(name): str(problem) for name, problem in bad.items()} if isinstance(bad, dict) else {}
 
     def tidy(self) -> bool:
-        """Delete what runs that are gone uploaded without publishing: objects no manifest lists,
-        older than ``[luisy] keep_replaced_seconds`` (younger ones may be another run's at work)."""
-        manifest = self.manifest() if self.header() is not None else None
-        own = _accounted(manifest) if manifest is not None else {MANIFEST_NAME}
-        keep_for = config.current().keep_replaced_seconds
-        now = time.time()
-        doomed = []
-        for entry in self.store.walk(self.path):
-            if entry.rel in own or entry.rel.startswith(f"{STAGING}/"):
-                continue
-            modified = self.store.modified(self._at(entry.rel))
-            if modified is not None and now - modified > keep_for:
-                doomed.append(self._at(entry.rel))
-        self.store.remove(doomed)
+        """Delete what writers that are gone left (see :meth:`_unpublished`), once a checkpoint
+        shows one gone (one small listing otherwise); returns ``False``: there is never a publish
+        to finish."""
+        if any(time.time() - written > config.current().keep_replaced_seconds
+               for written, _, _ in self._checkpoints()):
+            try:
+                self._sweep(self.manifest())
+            except ManifestError:  # corrupt: nothing can be told apart until verify --repair
+                pass
         return False
 
     def publish(self, writer: DirectoryWriter) -> Manifest:
         """Replace the manifest by one listing the writer's uploaded items with the kept ones,
         unless another run published meanwhile; delete retired items past their time."""
-        current, tag = self._current()
         staging = writer.staging
+        try:
+            current, tag = self._current()
+        except ManifestError:  # a corrupt one is replaced
+            current, tag = None, _tag_of(self.store.token(self._at(MANIFEST_NAME)))
         if isinstance(staging, RemoteStaging) and tag != staging.base:
-            self._conflict()
+            self._conflict(writer, current)
         current = current or Manifest()
         items = current.items.merged(writer.kept, writer.new)
         listed = set(items.files) if current.items or current.retired else set()
@@ -233,20 +267,26 @@ class RemoteFolder:
         expired = [f for f in current.retired if f not in retired and f not in listed]
         retired.update(dict.fromkeys(replaced, now))
         manifest = writer.manifest(items, current, retired)
-        self._replace(manifest, tag)
+        if not self._replace(manifest, tag):
+            self._conflict(writer, self.manifest())
+        self.store.remove([self._at(f) for f in expired])
         if isinstance(staging, RemoteStaging):
             staging.published = True
-        self.store.remove([self._at(f) for f in expired])
+            if staging.took_over:  # the interrupted run may have uploaded more than it checkpointed
+                self._sweep(manifest, mine=f"{staging.id}.json")
         return manifest
 
-    def _replace(self, manifest: Manifest, tag: str | None) -> None:
-        """Write ``manifest`` if the one there is still version ``tag`` (none there: ``None``)."""
+    def _replace(self, manifest: Manifest, tag: str | None) -> bool:
+        """Write ``manifest`` if the one there is still version ``tag`` (none there: ``None``);
+        ``False`` if another is there."""
         head, body, _ = manifest.encoded_lines()
         data = (head + "\n" + "".join(body)).encode("utf-8", "surrogateescape")
-        if not self.store.put_if(self._at(MANIFEST_NAME), data, tag=tag):
-            self._conflict()
+        return self.store.put_if(self._at(MANIFEST_NAME), data, tag=tag)
 
-    def _conflict(self) -> NoReturn:
+    def _conflict(self, writer: DirectoryWriter, current: Manifest | None) -> NoReturn:
+        """Remove what the writer uploaded (no manifest lists it), then say another run won."""
+        listed = set(current.items.files) if current is not None else set()
+        self.store.remove([self._at(i.file) for i in writer.new.values() if i.file not in listed])
         raise PublishConflictError(
             f"{self.owner}: another run published {urls.shown(self.path)} while this one wrote it; "
             "nothing of this run was published: run again (what the other run made counts)")
@@ -264,21 +304,23 @@ class RemoteStaging:
         self.id = f"{int(time.time() * 1e3):013d}-{uuid.uuid4().hex[:8]}"
         #: Items an interrupted writer uploaded, taken over (they are in place already).
         self.resumed: dict[str, Item] = {}
-        self.uploaded: list[str] = []
         self.published = False
-        self._kept = False
         self._checkpoint_name, found = place._checkpoint(state)
+        #: Whether an interrupted writer's checkpoint was found: its leftovers are swept after the publish.
+        self.took_over = self._checkpoint_name is not None
         for name, item in found.items():
             self.resumed[name] = item
             self.taken.add(item.file)
         # What a checkpoint lists: the items taken over too, should this run be interrupted as well.
         self._listed = {name: list(item) for name, item in self.resumed.items()}
+        self.checkpoint(state, {})  # announced: what it uploads is not swept as left by a run gone
 
     def __getstate__(self) -> dict[str, Any]:
         # Another process only uploads items; what this writer records stays here.
-        return {"place": self.place, "state": self.state, "taken": self.taken, "base": self.base, "id": self.id,
-                "resumed": {},
-                "uploaded": [], "published": False, "_kept": False, "_checkpoint_name": None, "_listed": {}}
+        # The names in use are not sent: a create-only PUT finds them taken anyway.
+        return {"place": self.place, "state": self.state, "taken": set(), "base": self.base, "id": self.id,
+                "resumed": {}, "published": False, "_checkpoint_name": None, "_listed": {},
+                "took_over": False}
 
     def write(self, file: str, obj: Any, write: Callable[[Any, Path], None]) -> Item:
         with tempfile.TemporaryDirectory(prefix="luisy-item-") as tmp:
@@ -289,10 +331,10 @@ class RemoteStaging:
         chosen = file
         for _ in range(3):
             if chosen not in self.taken and self.place.store.put_if(self.place._at(chosen), data, tag=None):
-                break
+                return Item(file=chosen, size=size, checksum=checksum)
             chosen = _variant(file)  # taken by a manifest, or left by a run that was killed
-        self.uploaded.append(chosen)
-        return Item(file=chosen, size=size, checksum=checksum)
+        raise StorageError(f"{self.place.owner}: no free name for item file {file!r} in "
+                           f"{urls.shown(self.place.path)} after three tries")
 
     def checkpoint(self, state: dict[str, Any], items: dict[str, Item]) -> None:
         self._listed.update((name, list(item)) for name, item in items.items())
@@ -300,17 +342,19 @@ class RemoteStaging:
         self.place.store.put_bytes(self.place._at(f"{STAGING}/{self.id}.json"), json.dumps(data).encode())
 
     def keep(self) -> None:
-        self._kept = True
+        """Nothing to do: the checkpoint stays for the next writer (see :meth:`discard`)."""
 
     def discard(self) -> None:
-        store, at = self.place.store, self.place._at
-        checkpoints = [at(f"{STAGING}/{self.id}.json")]
-        if self._checkpoint_name is not None and (self.published or not self._kept):
-            checkpoints.append(at(f"{STAGING}/{self._checkpoint_name}"))  # taken over: it is done
-        if self._kept:
-            return  # for the next writer, which takes the checkpointed items over
-        doomed = [] if self.published else [at(f) for f in self.uploaded]
-        store.remove(doomed + checkpoints)
+        """After a publish, the checkpoints are done with. Otherwise they stay: the next writer of
+        the same code and parameters takes the items over, and once stale they tell ``tidy`` to
+        sweep what nobody published."""
+        if self.published:
+            names = [self.id + ".json"] + ([self._checkpoint_name] if self._checkpoint_name else [])
+            self.place.store.remove([self.place._at(f"{STAGING}/{name}") for name in names])
+
+
+def _tag_of(token: Any) -> str | None:
+    return None if token is None else str(token)
 
 
 def _variant(file: str) -> str:

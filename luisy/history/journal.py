@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 from luisy import config, storage
 from luisy.atomic import TMP_MARKER
 from luisy.digests import digest
-from luisy.errors import BrokenFileError
+from luisy.errors import BrokenFileError, LuisyError
 from luisy.shapes import TIME, Check, checker, is_time
 from luisy.tracebacks import traceback_of
 
@@ -346,7 +346,7 @@ def _append_logged(root: Path, event: Event) -> None:
     # directory, a full disk): the failure is logged instead.
     try:
         append(root, event)
-    except OSError as error:
+    except (OSError, LuisyError) as error:  # a store that failed: the run's outputs are published
         logger.warning("cannot add %s of %s to the run journal in %s: %s", event.event, event.task,
                        journal_dir(root), error)
 

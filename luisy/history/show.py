@@ -215,7 +215,11 @@ def _read_embedded(found: Provenance) -> str | None:
 
 def _directory_output(store: Storage, path: Path, root: Path) -> Path | None:
     """The directory output ``path`` is or is inside (not looking above the working directory)."""
+    # In an object store the climb stops at the bucket (``/s3:/bucket``): nothing above it is the store's.
+    top = 3 if urls.scheme(path) is not None else 1
     for folder in [path, *path.parents] if store.exists(os.fspath(path), folder=True) else path.parents:
+        if len(folder.parts) < top:
+            return None
         if store.exists(os.fspath(folder / MANIFEST_NAME)):
             return folder
         if folder == root or folder == folder.parent:

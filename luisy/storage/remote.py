@@ -14,9 +14,9 @@ among machines (a conditional write decides between two publishers).
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import importlib
-import inspect
 import logging
 import os
 import shutil
@@ -41,6 +41,8 @@ PACKAGES = {"s3": "s3fs", "s3a": "s3fs", "az": "adlfs", "abfs": "adlfs", "abfss"
             "gcs": "gcsfs"}
 
 
+#: How large a journal object grows before the next events go to a new one.
+ROLL_BYTES = 64 << 10
 #: How long the first request to a store may take before it counts as unreachable.
 REACH_SECONDS = 20.0
 
@@ -51,11 +53,13 @@ class StorageError(LuisyError):
 
 @dataclass(frozen=True)
 class Entry:
-    """An object below a folder: its path relative to the folder, size and version tag."""
+    """An object below a folder: its path relative to the folder, size, version tag, and when it
+    was written (epoch seconds; ``None`` where the store does not say)."""
 
     rel: str
     size: int
     tag: str
+    modified: float | None = None
 
 
 class RemoteStorage(Storage):
@@ -162,10 +166,7 @@ class RemoteStorage(Storage):
 
     def modified(self, path: str) -> float | None:
         info = self.info(path)
-        when = None if info is None else _modified_of(info)
-        if when is None:
-            return None
-        return when.timestamp() if hasattr(when, "timestamp") else float(when)
+        return None if info is None else _seconds(_modified_of(info))
 
     def info(self, path: str) -> dict[str, Any] | None:
         """What the store says about the object (or folder) at ``path``; ``None`` if nothing is there."""
@@ -184,7 +185,7 @@ class RemoteStorage(Storage):
                 found = self.fs.find(key, detail=True)
             except FileNotFoundError:
                 return []
-        entries = [Entry(name[len(key) + 1:], int(info.get("size") or 0), _tag(info))
+        entries = [Entry(name[len(key) + 1:], int(info.get("size") or 0), _tag(info), _seconds(_modified_of(info)))
                    for name, info in found.items() if name.startswith(key + "/") and info.get("type") != "directory"]
         return sorted(entries, key=lambda e: e.rel)
 
@@ -243,14 +244,17 @@ class RemoteStorage(Storage):
         """The bucket (container) must exist; the prefix below it need not."""
         bucket = self.key(path).split("/", 1)[0]
         with self._errors(path):
-            try:
-                # Listed, not asked whether it exists: adlfs answers yes when the store is not reached.
-                # A bounded wait: a store that does not answer would otherwise be retried for long.
-                self.fs.ls(bucket, detail=False, **self._bounded())
-            except FileNotFoundError:
-                kind = "container" if self.scheme in ("az", "abfs", "abfss") else "bucket"
-                return f"is in the {kind} {bucket!r}, which does not exist (create it first)"
-        return None
+            # Listed, not asked whether it exists: adlfs answers yes when the store is not reached.
+            # The prefix first: credentials may reach it and not the whole bucket. A bounded wait:
+            # a store that does not answer would otherwise be retried for long.
+            for where in (self.key(path), bucket):
+                try:
+                    self.fs.ls(where, detail=False, **self._bounded())
+                    return None
+                except FileNotFoundError:  # an empty prefix: the bucket decides
+                    continue
+        kind = "container" if self.scheme in ("az", "abfs", "abfss") else "bucket"
+        return f"is in the {kind} {bucket!r}, which does not exist (create it first)"
 
     def make_folder(self, path: str) -> None:
         pass  # an object store has no folders: a key's prefix is enough
@@ -290,11 +294,12 @@ class RemoteStorage(Storage):
 
 
 class _Rewriter:
-    """Appends by writing the whole object again: an object store has no append (journal files
-    are small: a few lines per task run)."""
+    """Appends by writing the whole object again: an object store has no append. Past
+    :data:`ROLL_BYTES` it goes on in a new object named after the first (``x.json``, then
+    ``x-2.json``...), so a long build's journal costs linear, not quadratic, uploads."""
 
     def __init__(self, store: RemoteStorage, path: str, new: bool) -> None:
-        self.store, self.path = store, path
+        self.store, self.path, self.part = store, path, 1
         self.data: bytes | None = b"" if new else None
 
     def write(self, data: bytes) -> None:
@@ -303,8 +308,17 @@ class _Rewriter:
                 self.data = self.store.read_bytes(self.path, 1 << 30)
             except FileNotFoundError:
                 self.data = b""
+        if self.data and len(self.data) + len(data) > ROLL_BYTES:
+            self.part += 1
+            self.data = b""
         self.data += data
-        self.store.put_bytes(self.path, self.data)
+        self.store.put_bytes(self._current(), self.data)
+
+    def _current(self) -> str:
+        if self.part == 1:
+            return self.path
+        stem, dot, suffix = self.path.rpartition(".")
+        return f"{stem}-{self.part}.{suffix}" if dot else f"{self.path}-{self.part}"
 
     def close(self) -> None:
         self.data = None
@@ -312,17 +326,18 @@ class _Rewriter:
 
 def _condition(scheme: str, tag: str | None) -> dict[str, Any]:
     """The keywords of ``pipe_file`` that make a write conditional on the version ``tag``."""
-    if tag is None:
-        return {"mode": "create"}
     if scheme in ("s3", "s3a"):
-        return {"IfMatch": f'"{tag}"'}
+        # One PUT up to 4 GiB: a multipart upload of s3fs would drop the condition.
+        return {"chunksize": 2**31, **({"mode": "create"} if tag is None else {"IfMatch": f'"{tag}"'})}
     if scheme in ("az", "abfs", "abfss"):
+        if tag is None:
+            return {"mode": "create"}
         from azure.core import MatchConditions
 
         return {"etag": f'"{tag}"', "match_condition": MatchConditions.IfNotModified}
-    if scheme in ("gs", "gcs"):
-        return {"if_generation_match": tag}
-    _say_unconditional(scheme)
+    if tag is None and scheme not in ("gs", "gcs"):
+        return {"mode": "create"}
+    _say_unconditional(scheme)  # gcsfs takes no precondition keywords
     return {}
 
 
@@ -333,12 +348,14 @@ def _say_unconditional(scheme: str) -> None:
 
 
 def _precondition_failed(error: BaseException) -> bool:
-    """Whether ``error`` says a conditional write found another version."""
+    """Whether ``error`` says a conditional write found another version (S3: 412, which s3fs
+    raises as ``EINVAL``; Azure: 409 or 412)."""
     if isinstance(error, FileExistsError):
         return True
-    text = f"{type(error).__name__} {error}"
-    return any(word in text for word in ("PreconditionFailed", "Precondition Failed", "ConditionNotMet",
-                                         "ResourceModified", "ResourceExists", "BlobAlreadyExists", "412"))
+    if isinstance(error, OSError) and error.errno == errno.EINVAL and "Precondition" in str(error):
+        return True
+    return getattr(error, "status_code", None) in (409, 412) or type(error).__name__ in (
+        "ResourceModifiedError", "ResourceExistsError")
 
 
 def _tag(info: dict[str, Any]) -> str:
@@ -354,6 +371,12 @@ def _modified_of(info: dict[str, Any]) -> Any:
     """When the object was last written, in whichever field the file system names it."""
     return next((info[k] for k in ("LastModified", "last_modified", "mtime", "updated", "created")
                  if info.get(k) is not None), None)
+
+
+def _seconds(when: Any) -> float | None:
+    if when is None:
+        return None
+    return when.timestamp() if hasattr(when, "timestamp") else float(when)
 
 
 def _said(error: BaseException) -> str:
@@ -380,9 +403,8 @@ def _file_system(scheme: str, options: dict[str, Any]) -> Any:
         raise StorageError(f"a working directory on {scheme}:// needs {package or 'an fsspec implementation'}: "
                            f"{needs} ({_said(error)})") from None
     # Listings are not cached: another process may have published since (luisy caches per build).
-    kwargs = {"skip_instance_cache": True, **options}
-    if "use_listings_cache" in _parameters(cls):
-        kwargs.setdefault("use_listings_cache", False)
+    # fsspec's file systems take it through their keywords (DirCache), not as a named parameter.
+    kwargs = {"skip_instance_cache": True, "use_listings_cache": False, **options}
     if scheme in ("s3", "s3a"):  # botocore's default retries a lost server for a long time
         kwargs.setdefault("config_kwargs", {"connect_timeout": 10, "read_timeout": 120,
                                             "retries": {"max_attempts": 3, "mode": "standard"}})
@@ -409,7 +431,3 @@ def _bound_azure_retries(fs: Any) -> None:
     else:
         client = fs.service_client
         fs.service_client = BlobServiceClient(account_url=client.url, credential=client.credential, **limits)
-
-
-def _parameters(cls: Any) -> set[str]:
-    return set(inspect.signature(cls.__init__).parameters)

@@ -252,10 +252,11 @@ class RemoteFolder:
         """Replace the manifest by one listing the writer's uploaded items with the kept ones,
         unless another run published meanwhile; delete retired items past their time."""
         staging = writer.staging
+        corrupt = False
         try:
             current, tag = self._current()
-        except ManifestError:  # a corrupt one is replaced
-            current, tag = None, _tag_of(self.store.token(self._at(MANIFEST_NAME)))
+        except ManifestError:  # a corrupt one is replaced, and what it may have listed swept
+            current, tag, corrupt = None, _tag_of(self.store.token(self._at(MANIFEST_NAME))), True
         if isinstance(staging, RemoteStaging) and tag != staging.base:
             self._conflict(writer, current)
         current = current or Manifest()
@@ -272,7 +273,7 @@ class RemoteFolder:
         self.store.remove([self._at(f) for f in expired])
         if isinstance(staging, RemoteStaging):
             staging.published = True
-            if staging.took_over:  # the interrupted run may have uploaded more than it checkpointed
+            if staging.took_over or corrupt:  # an interrupted run may have uploaded more than it checkpointed
                 self._sweep(manifest, mine=f"{staging.id}.json")
         return manifest
 

@@ -18,10 +18,12 @@ import errno
 import functools
 import importlib
 import logging
+import math
 import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +43,8 @@ PACKAGES = {"s3": "s3fs", "s3a": "s3fs", "az": "adlfs", "abfs": "adlfs", "abfss"
             "gcs": "gcsfs"}
 
 
+#: How long a process takes a store it could not reach as lost, failing its requests at once.
+LOST_SECONDS = 30.0
 #: How large a journal object grows before the next events go to a new one.
 ROLL_BYTES = 64 << 10
 #: How long the first request to a store may take before it counts as unreachable.
@@ -72,6 +76,7 @@ class RemoteStorage(Storage):
         self._fs: Any = None
         self._pid = -1
         self._lock = threading.Lock()
+        self._lost_at, self._lost_why = -math.inf, ""
 
     def __getstate__(self) -> dict[str, Any]:
         # A client does not cross processes (its event loop and connections stay behind).
@@ -278,7 +283,12 @@ class RemoteStorage(Storage):
 
     @contextlib.contextmanager
     def _errors(self, path: str | os.PathLike[str]) -> Iterator[None]:
-        """A store that cannot be reached, or refuses, is one line naming the URL."""
+        """A store that cannot be reached, or refuses, is one line naming the URL. Once it could not
+        be reached, the next requests of this process fail at once for :data:`LOST_SECONDS`
+        (each would wait through the client's retries, item after item)."""
+        if time.monotonic() - self._lost_at < LOST_SECONDS:
+            raise StorageError(f"{urls.shown(os.fspath(path))}: the store could not be reached "
+                               f"{time.monotonic() - self._lost_at:.0f} s ago ({self._lost_why})")
         try:
             yield
         except (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, LuisyError):
@@ -287,6 +297,8 @@ class RemoteStorage(Storage):
             if isinstance(error, PermissionError) or getattr(error, "status_code", None) in (401, 403):
                 raise StorageError(f"{urls.shown(os.fspath(path))}: permission denied ({_said(error)}); "
                                    f"{_credentials(self.scheme)}") from error
+            if _unreachable(error):
+                self._lost_at, self._lost_why = time.monotonic(), _said(error)
             if type(error).__name__ == "FSTimeoutError":
                 raise StorageError(f"{urls.shown(os.fspath(path))}: the store did not answer within "
                                    f"{REACH_SECONDS:g} s (is its endpoint right and reachable?)") from None
@@ -377,6 +389,14 @@ def _seconds(when: Any) -> float | None:
     if when is None:
         return None
     return when.timestamp() if hasattr(when, "timestamp") else float(when)
+
+
+def _unreachable(error: BaseException) -> bool:
+    """Whether ``error`` says the store's endpoint did not answer (not: it refused a request)."""
+    names = {type(e).__name__ for e in (error, error.__cause__, error.__context__) if e is not None}
+    return bool(names & {"EndpointConnectionError", "ConnectTimeoutError", "ServiceRequestError",
+                         "ClientConnectorError", "ServerDisconnectedError", "FSTimeoutError",
+                         "ConnectionRefusedError", "ReadTimeoutError"})
 
 
 def _said(error: BaseException) -> str:

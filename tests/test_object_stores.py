@@ -121,8 +121,9 @@ def test_moto_loses_its_data_on_a_restart(moto_s3, bucket_name):
     moto_s3.start()
     with pytest.raises(FileNotFoundError):
         _s3(moto_s3).cat_file(f"{bucket_name}/gone")
-    # The mark survives the restart: the log is appended to.
-    assert Request("HEAD", f"/{bucket_name}/gone", 404) in moto_s3.requests()
+    # The mark survives the restart: the log is appended to. (HEAD or GET: s3fs releases differ.)
+    requests = moto_s3.requests()
+    assert any(r.path == f"/{bucket_name}/gone" and r.status == 404 for r in requests), requests
 
 
 def test_a_server_that_does_not_start_is_one_clear_error(tmp_path):

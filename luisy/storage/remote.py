@@ -270,17 +270,6 @@ class RemoteStorage(Storage):
             with self._errors(paths[0]), contextlib.suppress(FileNotFoundError):
                 self.fs.rm([self.key(p) for p in paths])
 
-    def put_file(self, local: str, path: str) -> None:
-        """Upload the local file ``local`` to ``path`` (one PUT; several for a large file, made
-        visible at once)."""
-        with self._errors(path):
-            self.fs.put_file(local, self.key(path))
-
-    def get_file(self, path: str, local: str) -> None:
-        """Download the object at ``path`` to the local file ``local``."""
-        with self._errors(path):
-            self.fs.get_file(self.key(path), local)
-
     @contextlib.contextmanager
     def _errors(self, path: str | os.PathLike[str]) -> Iterator[None]:
         """A store that cannot be reached, or refuses, is one line naming the URL. Once it could not

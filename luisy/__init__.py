@@ -39,6 +39,7 @@ from luisy.errors import LuisyError
 from luisy.execution import RunSummary, build
 from luisy.parameters import *  # noqa: F403 - luigi's parameter classes
 from luisy.parameters import __all__ as _parameter_names
+from luisy.sharing import download, upload
 from luisy.tasks import ConcatenationTask, DirectoryTask, ExternalTask, Task, WrapperTask
 
 __version__ = "2.0.0.dev0"
@@ -50,13 +51,13 @@ __all__ = [
     "pickle_output", "csv_output", "parquet_output", "feather_output", "json_output",
     "xlsx_output", "hdf_output", "h5_output", "npy_output", "text_output",
     "parquetdir_output", "make_directory_output", "directory_input", "directory_output",
-    "build", "RunSummary", "LuisyError",
+    "build", "RunSummary", "LuisyError", "download", "upload",
     *_parameter_names,
 ]
 
 
 def __getattr__(name: str) -> Any:
-    # luisy 1.x's cloud and Spark names fail with one line that says what to do instead.
+    # luisy 1.x's Spark names fail with one line that says what to do instead.
     from luisy.unavailable import missing
 
     raise missing(__name__, name)

@@ -41,22 +41,20 @@ from luisy.items import items as task_items
 from luisy.legacy import build
 from luisy.plan import as_json as plan_data
 from luisy.plan import report as plan_report
+from luisy.sharing import upload as upload_outputs
 from luisy.status import as_json as status_data
 from luisy.status import status as task_status
 from luisy.status import table as status_table
 from luisy.status import verify as verify_outputs
 from luisy.task_help import parameter_rows, summary
 from luisy.texttable import printable
-from luisy.unavailable import unavailable
 
 __all__ = ["main", "build"]
 
-# luisy 1.x's options for its cloud sync, which luisy 2 does not have.
-_LEGACY_CLOUD_OPTIONS = {"--download", "--upload", "--azure-storage-key", "--azure-account-name",
-                         "--azure-container-name"}
 # Options of luisy 1.x's single command that take a value, to find the task name among them.
 _LEGACY_VALUE_OPTIONS = {"--module", "--working-dir", "--workers", "--processes", "--scheduler-url",
-                         "--dask-scheduler"}
+                         "--dask-scheduler", "--remote", "--azure-storage-key", "--azure-account-name",
+                         "--azure-container-name"}
 
 
 class _TaskCommand(click.Command):
@@ -136,8 +134,6 @@ def _translate_legacy(args: list[str]) -> list[str]:
     while i < len(args):
         arg = args[i]
         name, has_value, value = arg.partition("=")
-        if name in _LEGACY_CLOUD_OPTIONS:
-            _fail(f"{name}: {unavailable('download').format_message()}")
         if name == "--module":
             module = value if has_value else (args[i + 1] if i + 1 < len(args) else None)
             i += 1 if has_value else 2
@@ -291,11 +287,23 @@ def _task(task: str, working_dir: Path | None, task_args: Sequence[str]) -> Iter
               help="Run nothing; accept the existing outputs by recording their current fingerprints.")
 @click.option("--verify", "verify_first", is_flag=True,
               help="First re-check the directory outputs and drop bad items (as `luisy verify --repair`).")
+@click.option("--download", is_flag=True,
+              help="Fetch an output from the remote instead of computing it where the remote holds it from the "
+                   "same code and data.")
+@click.option("--upload", is_flag=True,
+              help="After the run, send the outputs the remote lacks to it.")
+@click.option("--remote", metavar="URL",
+              help="The remote of --download/--upload: a folder or a URL such as s3://bucket/prefix (default: "
+                   "LUISY_REMOTE, [luisy] remote, else luisy 1.x's LUISY_AZURE_* settings).")
+@click.option("--azure-account-name", hidden=True)  # luisy 1.x's; LUISY_AZURE_* or --remote are better
+@click.option("--azure-storage-key", hidden=True)
+@click.option("--azure-container-name", hidden=True)
 @click.option("-v", "--verbose", is_flag=True,
               help="Show luigi's log, and whole tracebacks (without: the frames of the task's code).")
 def run(task: str, working_dir: Path | None, task_args: tuple[str, ...], workers: int, processes: int | None,
         local_scheduler: bool, scheduler_url: str | None, dask_scheduler: str | None, retry_failed: bool | None,
-        wait: bool, dry_run: bool, hash_update_mode: bool, verify_first: bool, verbose: bool) -> None:
+        wait: bool, dry_run: bool, hash_update_mode: bool, verify_first: bool, download: bool, upload: bool,
+        remote: str | None, verbose: bool, **azure: str | None) -> None:
     """Run TASK (module:Class or module.Class) and everything it needs.
 
     Task parameters follow TASK as --name value (or --Task-name value for any task); TASK --help
@@ -306,7 +314,8 @@ def run(task: str, working_dir: Path | None, task_args: tuple[str, ...], workers
     Example:
         luisy run examples.images.tasks:Everything --sigma 2 --processes 2
     """
-    with _task(task, working_dir, task_args) as task_obj:
+    legacy = {**config.context().legacy, **{f"azure_{k[6:]}": v for k, v in azure.items() if v}}
+    with _task(task, working_dir, task_args) as task_obj, config.scope(legacy=legacy):
         if dry_run:
             _print_plan(task_obj)
             return
@@ -315,6 +324,9 @@ def run(task: str, working_dir: Path | None, task_args: tuple[str, ...], workers
             _echo(f"recorded the current fingerprints of {len(updated)} task(s); nothing was run")
             for accepted in updated:
                 _echo(f"  {accepted}")
+            if upload:
+                sent = upload_outputs(task_obj, remote=remote)
+                _echo(f"sent {len(sent)} task(s)' outputs to the remote")
             return
         if verify_first:
             _verify(task_obj, repair=True)
@@ -322,7 +334,8 @@ def run(task: str, working_dir: Path | None, task_args: tuple[str, ...], workers
             summary = run_tasks(
                 [task_obj], workers=workers, processes=processes, retry_failed=retry_failed,
                 scheduler_url=scheduler_url, local_scheduler=local_scheduler, dask_scheduler=dask_scheduler,
-                wait=wait, log_level="INFO" if verbose else "WARNING",
+                wait=wait, download=download, upload=upload, remote=remote,
+                log_level="INFO" if verbose else "WARNING",
             )
         for line in summary.lines(verbose):  # output paths are resolved in the task's working directory
             _echo(printable(line))

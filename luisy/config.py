@@ -144,6 +144,73 @@ def _json_or_text(value: str) -> Any:
         return value
 
 
+#: The environment variable naming the remote that ``--download`` / ``--upload`` share outputs through.
+REMOTE_ENV = "LUISY_REMOTE"
+#: luisy 1.x's settings of its Azure remote: the setting's name → its environment variable.
+AZURE_1X = {"azure_account_name": "LUISY_AZURE_ACCOUNT_NAME", "azure_storage_key": "LUISY_AZURE_STORAGE_KEY",
+            "azure_container_name": "LUISY_AZURE_CONTAINER_NAME"}
+
+
+@dataclass(frozen=True)
+class Remote:
+    """Where ``--download`` fetches outputs from and ``--upload`` sends them to (see :mod:`luisy.sharing`)."""
+
+    #: A folder or an object store's URL.
+    url: str
+    #: fsspec's storage options for its client.
+    options: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    #: Which setting named it, for error messages.
+    source: str = ""
+    download: bool = False
+    upload: bool = False
+
+
+def resolve_remote(url: str | None = None, download: bool = False, upload: bool = False,
+                   azure: Mapping[str, Any] | None = None) -> Remote | None:
+    """The remote of a build that downloads or uploads (``None`` if it does neither). First found wins:
+
+    1. ``url`` (``luisy run --remote``, ``luisy.build(remote=...)``),
+    2. the environment variable ``LUISY_REMOTE``,
+    3. ``[luisy] remote`` in the luigi configuration (its client takes the options of ``[luisy.storage]``),
+    4. luisy 1.x's Azure settings: ``azure`` (1.x's ``--azure-*`` options and ``Config`` settings), else
+       ``LUISY_AZURE_ACCOUNT_NAME``, ``LUISY_AZURE_STORAGE_KEY`` and ``LUISY_AZURE_CONTAINER_NAME``: the
+       container ``az://<container>`` with that account and key (at the endpoint of
+       ``AZURE_STORAGE_CONNECTION_STRING`` if that is set, else Azure's own).
+    """
+    if not (download or upload):
+        return None
+    for given, source in ((url, "--remote"), (os.environ.get(REMOTE_ENV), REMOTE_ENV),
+                          (_luigi_config().get("luisy", "remote", None), "[luisy] remote")):
+        if given:
+            return Remote(os.fspath(given), storage_options(), source, download, upload)
+    given_1x = legacy_settings() if azure is None else azure
+    settings = {name: given_1x.get(name) or os.environ.get(variable) for name, variable in AZURE_1X.items()}
+    missing = [AZURE_1X[name] for name, value in settings.items() if not value]
+    flags = "/".join(f for f, on in (("--download", download), ("--upload", upload)) if on)
+    if len(missing) == len(AZURE_1X):
+        raise SettingValueError(f"{flags} needs a remote: set {REMOTE_ENV} or [luisy] remote to a folder or a URL "
+                                f"(s3://bucket/prefix, az://container/prefix...), or luisy 1.x's "
+                                f"{', '.join(AZURE_1X.values())}")
+    if missing:
+        raise SettingValueError(f"{flags}: luisy 1.x's Azure remote needs {' and '.join(missing)} too")
+    source = "LUISY_AZURE_* (luisy 1.x)"
+    return Remote(f"az://{settings['azure_container_name']}", _azure_options(
+        str(settings["azure_account_name"]), str(settings["azure_storage_key"])), source, download, upload)
+
+
+def _azure_options(account: str, key: str) -> dict[str, Any]:
+    """adlfs's options for 1.x's account and key, at the endpoint of ``AZURE_STORAGE_CONNECTION_STRING``
+    if it names one (an emulator, a sovereign cloud), else Azure's."""
+    given = os.environ.get("AZURE_STORAGE_CONNECTION_STRING", "")
+    parts = dict(part.partition("=")[::2] for part in given.split(";") if "=" in part)
+    endpoint = parts.get("BlobEndpoint")
+    if not endpoint:
+        return {"account_name": account, "account_key": key}
+    protocol = parts.get("DefaultEndpointsProtocol", endpoint.split(":", 1)[0])
+    return {"connection_string": f"DefaultEndpointsProtocol={protocol};AccountName={account};AccountKey={key};"
+                                 f"BlobEndpoint={endpoint};"}
+
+
 @dataclass(frozen=True)
 class Run:
     """The settings of one ``luisy.build``, resolved once when it starts."""
@@ -180,11 +247,14 @@ class Run:
     #: (unchanged for the settle time). The listing of such a folder holds back every other item:
     #: the run neither processes it nor counts it as removed. ``None``: every item counts.
     settled: Mapping[Any, Mapping[str, str]] | None = field(default=None, hash=False, repr=False)
+    #: Where ``--download`` fetches outputs from and ``--upload`` sends them to (:func:`resolve_remote`);
+    #: ``None``: the build does neither.
+    remote: Remote | None = None
 
     @classmethod
     def resolve(cls, *, working_dir: str | os.PathLike[str] | None = None, processes: int | None = None,
                 retry_failed: bool | None = None, dask_scheduler: str | None = None, new_id: bool = False,
-                settled: Mapping[Any, Mapping[str, str]] | None = None) -> Run:
+                settled: Mapping[Any, Mapping[str, str]] | None = None, remote: Remote | None = None) -> Run:
         """The settings from their sources; arguments that are not ``None`` win over them."""
         parser = _luigi_config()
         root = resolve_working_dir() if working_dir is None else _root(working_dir)
@@ -201,6 +271,7 @@ class Run:
             input_fingerprint=_setting(parser, "input_fingerprint", "mtime", _input_fingerprint),
             id=uuid.uuid4().hex if new_id else "",
             settled=settled,
+            remote=remote,
         )
 
     def processes_for(self, task_value: int | None) -> int:
@@ -285,6 +356,9 @@ class Caches:
     digests: bool | None = None
     #: Folder → input files found touched with their content unchanged (``luisy plan``).
     touched: dict[str, set[str]] | None = None
+    #: Task id → its shared fingerprint (:mod:`luisy.fingerprint.shared`), and what the build
+    #: fetched or found on its remote (:mod:`luisy.sharing`).
+    sharing: dict[str, Any] | None = None
 
 
 @dataclass
@@ -386,8 +460,8 @@ class Config:
     ``Config().get_param("working_dir")`` returns the resolved working directory as a string;
     ``Config().set_param("working_dir", path)`` is :func:`set_working_dir`. 1.x's other settings
     (``dry_run``, ``no_ask``, ``hash_update_mode``, ``requirements_path``...), and settings of a
-    project's own, are held for the current context; turning on ``download`` or ``upload``
-    fails: luisy 2 has no cloud sync.
+    project's own, are held for the current context. ``download`` and ``upload`` turn on sharing
+    outputs with the remote (:func:`resolve_remote`) for ``luisy.cli.build``.
     """
 
     def get_param(self, name: str) -> Any:
@@ -404,10 +478,6 @@ class Config:
         if name == "working_dir":
             set_working_dir(value)
             return
-        if name in ("download", "upload") and value:
-            from luisy.unavailable import unavailable
-
-            raise unavailable(name)
         current = context()
         _context.set(replace(current, legacy={**current.legacy, name: value}))
 
@@ -423,7 +493,9 @@ class Config:
 
 
 def activate_download() -> None:
-    """luisy 1.x's switch for downloading outputs from the cloud: fails, luisy 2 has no cloud sync."""
+    """luisy 1.x's switch for fetching outputs from the remote in ``luisy.cli.build``; fails at once
+    if no remote is set (:func:`resolve_remote`)."""
+    resolve_remote(download=True)
     Config().set_param("download", True)
 
 

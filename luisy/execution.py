@@ -15,7 +15,7 @@ import luigi
 from luigi.execution_summary import LuigiRunResult
 from luigi.task import flatten
 
-from luisy import config, luigi_adapter
+from luisy import config, luigi_adapter, sharing
 from luisy.atomic import temps_listed_once
 from luisy.directory.target import DirectoryTarget
 from luisy.errors import LuisyError, SchedulerUnreachableError
@@ -47,6 +47,9 @@ def build(
     dask_scheduler: str | None = None,
     settled: Mapping[Any, Mapping[str, str]] | None = None,
     wait: bool = True,
+    download: bool = False,
+    upload: bool = False,
+    remote: str | None = None,
     **options: Any,
 ) -> bool:
     """Run ``tasks`` and everything they require; whether luigi scheduled and ran all of it
@@ -63,14 +66,17 @@ def build(
     this call only (see :class:`luisy.config.Run`). On a central scheduler, ``wait`` (the
     default) waits while another worker runs a task this build needs, or luigid holds one back
     after it was done (:data:`HELD_BACK`), saying so once, and then builds again; without it the
-    build ends at once and the summary says why.
+    build ends at once and the summary says why. ``download`` fetches outputs from the remote
+    instead of computing them where it holds them from the same code and data, ``upload`` sends
+    the graph's outputs to it after the run (see :mod:`luisy.sharing`); ``remote`` is its folder or
+    URL (default: ``LUISY_REMOTE``, ``[luisy] remote``, luisy 1.x's ``LUISY_AZURE_*``).
     Other keywords are luigi's ``[core]`` options (``log_level``, default ``"WARNING"`` as on the
     command line; ``parallel_scheduling``...).
     """
     result: LuigiRunResult = _execute(
         tasks, False, workers=workers, local_scheduler=local_scheduler, scheduler_url=scheduler_url,
         working_dir=working_dir, processes=processes, retry_failed=retry_failed, dask_scheduler=dask_scheduler,
-        settled=settled, wait=wait, **options)
+        settled=settled, wait=wait, download=download, upload=upload, remote=remote, **options)
     return bool(result.scheduling_succeeded)
 
 
@@ -85,7 +91,8 @@ def _execute(tasks: luigi.Task | Iterable[luigi.Task], summary: bool, *, workers
              local_scheduler: bool = True, scheduler_url: str | None = None,
              working_dir: str | os.PathLike[str] | None = None, processes: int | None = None,
              retry_failed: bool | None = None, dask_scheduler: str | None = None,
-             settled: Mapping[Any, Mapping[str, str]] | None = None, wait: bool = True, **options: Any) -> Any:
+             settled: Mapping[Any, Mapping[str, str]] | None = None, wait: bool = True, download: bool = False,
+             upload: bool = False, remote: str | None = None, **options: Any) -> Any:
     """A build (see :func:`build`): luigi's result, or with ``summary`` the :class:`RunSummary`."""
     for name in ("detailed_summary", "summary"):
         if name in options:
@@ -93,17 +100,23 @@ def _execute(tasks: luigi.Task | Iterable[luigi.Task], summary: bool, *, workers
                             "luisy.run() returns a RunSummary, whose .result is luigi's LuigiRunResult")
     task_list = [tasks] if isinstance(tasks, luigi.Task) else list(tasks)
     options.setdefault("log_level", "WARNING")  # as quiet as the CLI; luigi's default is DEBUG
+    shared = config.resolve_remote(remote, download, upload)
     with _run_settings(options, local_scheduler, scheduler_url, working_dir, processes, retry_failed,
-                       dask_scheduler, settled):
+                       dask_scheduler, settled, shared):
         # One local luigi worker runs every task in this process, where a task's success updates
         # what is remembered of the fingerprints; otherwise tasks run in other processes.
         in_here = workers == 1 and options.get("local_scheduler") and not options.get("force_multiprocessing")
         with remembered() if in_here else nullcontext():
             result, ran = _build_until_handed_out(task_list, workers, options, wait)
             finish_interrupted_publishes(result)
+            sent = sharing.uploaded(task_list)
             # Judged with the run's own settings (failed items settled for this run...) and what
             # the build remembered of the fingerprints.
-            return summarize(task_list, result, ran) if summary else result
+            if not summary:
+                return result
+            done = summarize(task_list, result, ran)
+            done.fetched, done.sent = sorted(sharing.fetched_in_build()), sorted(map(str, sent))
+            return done
 
 
 def _build_until_handed_out(tasks: list[luigi.Task], workers: int, options: dict[str, Any],
@@ -144,7 +157,8 @@ def _kept_back(result: LuigiRunResult) -> dict[str, str]:
 def _run_settings(options: dict[str, Any], local_scheduler: bool, scheduler_url: str | None,
                   working_dir: str | os.PathLike[str] | None, processes: int | None,
                   retry_failed: bool | None, dask_scheduler: str | None,
-                  settled: Mapping[Any, Mapping[str, str]] | None = None) -> Iterator[config.Run]:
+                  settled: Mapping[Any, Mapping[str, str]] | None = None,
+                  remote: config.Remote | None = None) -> Iterator[config.Run]:
     """The :class:`~luisy.config.Run` of one build, current while it lasts; fills luigi's ``options``."""
     central = scheduler_url or (None if local_scheduler else config.central_scheduler_url())
     worker_settings: Any = nullcontext()
@@ -157,12 +171,15 @@ def _run_settings(options: dict[str, Any], local_scheduler: bool, scheduler_url:
     else:
         options["local_scheduler"] = True
     run = config.Run.resolve(working_dir=working_dir, processes=processes, retry_failed=retry_failed,
-                             dask_scheduler=dask_scheduler, new_id=True, settled=settled)
+                             dask_scheduler=dask_scheduler, new_id=True, settled=settled, remote=remote)
     if run.dask_scheduler:
         from luisy.executors.dask import check_scheduler as check_dask_scheduler
 
         check_dask_scheduler(run.dask_scheduler)
-    with worker_settings, config.running(run), scan_once(), temps_listed_once(), journal.one_file_per_process():
+    with worker_settings, config.running(run), scan_once(), temps_listed_once(), journal.one_file_per_process(), \
+            sharing.sharing():
+        if remote is not None:
+            sharing.check(remote)
         yield run
 
 
@@ -225,6 +242,10 @@ class RunSummary:
     #: Tasks a central scheduler left to another worker (``pid 1234 on host``) or did not hand
     #: out (:data:`HELD_BACK`), each with why; a build that waits has none left.
     kept_back: list[tuple[str, str]] = field(default_factory=list)
+    #: Tasks whose outputs were fetched from the remote (``--download``), in this process.
+    fetched: list[str] = field(default_factory=list)
+    #: Tasks whose outputs were sent to the remote (``--upload``).
+    sent: list[str] = field(default_factory=list)
 
     @property
     def failed_items(self) -> int:
@@ -247,7 +268,8 @@ class RunSummary:
             out = [f"nothing to run: {roots} {'is' if len(self.tasks) == 1 else 'are'} complete"]
         else:
             out = [f"{state}: {roots}"]
-        for label, names in (("ran", self.ran), ("already done", self.already_done)):
+        for label, names in (("ran", self.ran), ("already done", self.already_done),
+                             ("fetched from the remote", self.fetched), ("sent to the remote", self.sent)):
             if names:
                 out.append(f"  {label}: {len(names)} task(s)")
         for name, processed, failed, total in self.items[:5]:

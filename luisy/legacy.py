@@ -14,7 +14,7 @@ from luisy.execution import RunSummary
 from luisy.execution import run as run_tasks
 from luisy.graph import upstream_first
 from luisy.plan import report
-from luisy.unavailable import unavailable
+from luisy.sharing import upload as upload_outputs
 
 __all__ = ["Coordinator", "build"]
 
@@ -43,7 +43,8 @@ def build(task: luigi.Task | None = None, workers: int = 1, local_scheduler: boo
     ``hash_update_mode=True`` and ``dry_run=True`` do what ``luisy run --hash-update-mode`` and
     ``--dry-run`` do (unset, they are taken from ``Config()``, as in 1.x). ``no_ask`` and
     ``requirements_path`` are accepted and change nothing: luisy 2 never asks, and fingerprints a
-    task's code without a requirements file. ``download``/``upload`` fail: there is no cloud sync.
+    task's code without a requirements file. ``download``/``upload`` share outputs with the remote
+    (see :mod:`luisy.sharing`); 1.x's ``azure_*`` keywords name its Azure remote.
     Unlike 1.x, ``local_scheduler=False`` uses luigi's central scheduler.
     """
     if task is None:
@@ -53,15 +54,17 @@ def build(task: luigi.Task | None = None, workers: int = 1, local_scheduler: boo
         raise TypeError(f"luisy.cli.build() got unknown keyword(s) {', '.join(unknown)}; luisy 1.x's are "
                         f"{', '.join(sorted(_KEYWORDS))}")
     settings = {**config.legacy_settings(), **options}
-    for name in ("download", "upload"):
-        if settings.get(name):
-            raise unavailable(name)
-    with config.working_dir(options["working_dir"]) if options.get("working_dir") else nullcontext():
+    download, upload = bool(settings.get("download")), bool(settings.get("upload"))
+    with config.working_dir(options["working_dir"]) if options.get("working_dir") else nullcontext(), \
+            config.scope(legacy=settings):
         if settings.get("hash_update_mode"):
             update_fingerprints(task)
+            if upload:
+                upload_outputs(task)
             return Coordinator(task, {}, set(upstream_first(task)))
         if settings.get("dry_run"):
             print("\n".join(report(task)))
             return Coordinator(task, {}, set(upstream_first(task)))
-        summary = run_tasks([task], workers=workers, local_scheduler=local_scheduler)
+        summary = run_tasks([task], workers=workers, local_scheduler=local_scheduler, download=download,
+                            upload=upload)
         return Coordinator(task, luigi_adapter.task_sets(summary.result), set(upstream_first(task)), summary)

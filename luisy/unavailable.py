@@ -1,5 +1,5 @@
-"""The luisy 1.x features luisy 2 does not have: syncing outputs with Azure Blob Storage, Spark and
-Delta tables. Wherever 1.x code reaches them they fail with one line that says what to do instead.
+"""The luisy 1.x features luisy 2 does not have: Spark, Delta tables, and the Spark-based Azure Blob
+targets. Wherever 1.x code reaches them they fail with one line that says what to do instead.
 """
 
 from __future__ import annotations
@@ -8,20 +8,17 @@ from luisy.errors import UnavailableFeatureError
 
 __all__ = ["UNAVAILABLE", "missing", "unavailable"]
 
-_CLOUD = ("luisy 1.x's cloud sync (Azure Blob Storage: --download, --upload) is not part of luisy 2; "
-          "keep the working directory itself in the container instead (--working-dir az://container/prefix, "
-          "with the luisy[azure] extra)")
+_CLOUD = ("luisy 1.x's Azure Blob Storage targets ({name}) read and wrote through Spark, which is not part of "
+          "luisy 2; keep the working directory in the container (--working-dir az://container/prefix), or share "
+          "outputs with it (luisy run --upload / --download)")
 _SPARK = "luisy 1.x's Spark support ({name}) is not part of luisy 2; read and write the table in run() with pyspark"
 
 #: 1.x names luisy 2 does not provide, and what to say instead.
 UNAVAILABLE = {
-    "download": _CLOUD,
-    "upload": _CLOUD,
-    "activate_download": _CLOUD,
-    "azure_blob_storage_input": _CLOUD,
-    "azure_blob_storage_output": _CLOUD,
-    "AzureBlobStorageTarget": _CLOUD,
-    "CloudTarget": _CLOUD,
+    "azure_blob_storage_input": _CLOUD.format(name="azure_blob_storage_input"),
+    "azure_blob_storage_output": _CLOUD.format(name="azure_blob_storage_output"),
+    "AzureBlobStorageTarget": _CLOUD.format(name="AzureBlobStorageTarget"),
+    "CloudTarget": _CLOUD.format(name="CloudTarget"),
     "SparkTask": _SPARK.format(name="SparkTask"),
     "SparkTarget": _SPARK.format(name="SparkTarget"),
     "deltatable_input": _SPARK.format(name="deltatable_input"),

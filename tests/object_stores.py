@@ -270,6 +270,21 @@ class AzuriteBlob(ObjectStoreServer):
             service.create_container(name)
         return name
 
+    def blobs(self, container: str) -> dict[str, bytes]:
+        """Every blob of ``container``: name → content (read with the Azure SDK)."""
+        from azure.storage.blob import BlobServiceClient
+
+        with BlobServiceClient.from_connection_string(self.connection_string) as service:
+            client = service.get_container_client(container)
+            return {blob.name: client.download_blob(blob.name).readall() for blob in client.list_blobs()}
+
+    def put(self, container: str, name: str, data: bytes) -> None:
+        """Write one blob (overwriting), as another machine or an earlier code version would have."""
+        from azure.storage.blob import BlobServiceClient
+
+        with BlobServiceClient.from_connection_string(self.connection_string) as service:
+            service.get_container_client(container).upload_blob(name, data, overwrite=True)
+
 
 def _moto_program() -> str:
     # Beside the interpreter: the venv's bin folder need not be on PATH.

@@ -6,6 +6,7 @@ virtualenv, see ``luisy1.py``) and with this luisy, and compares what both print
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -172,21 +173,26 @@ print(json.dumps({"ok": done.returncode == 0, "ran": Total().output().exists()})
     assert f"cannot reach the luigi central scheduler at http://127.0.0.1:{port}/" in new.stderr
 
 
-class CloudAndSparkFeaturesSayWhatToDo(unittest.TestCase):
-    """luisy 2 has no cloud sync or Spark: each 1.x way in is one line naming it, never a traceback."""
+class SparkFeaturesAndAMissingRemoteSayWhatToDo(unittest.TestCase):
+    """luisy 2 has no Spark: each 1.x way in is one line naming it, never a traceback. 1.x's cloud
+    switches work, and without a remote to share with they say how to set one."""
 
     def test_in_python(self):
         script = ("import luisy, luisy.config\n"
                   "for reach in ('from luisy import deltatable_output', 'from luisy.tasks import SparkTask',"
                   " 'from luisy.decorators import azure_blob_storage_input', 'luisy.config.activate_download()',"
-                  " 'luisy.Config().set_param(\"upload\", True)', 'luisy.cli.build(task=None, download=True)'):\n"
+                  " 'luisy.cli.build(task=luisy.Task(), download=True)', 'luisy.download(luisy.Task())'):\n"
                   "    try:\n        exec(reach)\n"
-                  "    except luisy.LuisyError as error:\n        print(error.format_message())\n")
-        lines = subprocess.run([sys.executable, "-c", "import luisy.cli\n" + script.replace(
-            "'luisy.cli.build(task=None, download=True)'", "'luisy.cli.build(task=luisy.Task(), download=True)'")],
-                               capture_output=True, text=True, check=True).stdout.splitlines()
-        self.assertEqual(len(lines), 6, lines)
-        self.assertTrue(all("is not part of luisy 2" in line for line in lines), lines)
+                  "    except luisy.LuisyError as error:\n        print(error.format_message())\n"
+                  "luisy.Config().set_param('upload', True)\n"
+                  "print(luisy.Config().get_param('upload'))\n")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("LUISY_REMOTE", "LUISY_AZURE_"))}
+        lines = subprocess.run([sys.executable, "-c", "import luisy.cli\n" + script], capture_output=True, text=True,
+                               check=True, env=env).stdout.splitlines()
+        self.assertEqual(len(lines), 7, lines)
+        self.assertTrue(all("is not part of luisy 2" in line for line in lines[:3]), lines)
+        self.assertTrue(all("needs a remote: set LUISY_REMOTE" in line for line in lines[3:6]), lines)
+        self.assertEqual(lines[6], "True")
 
     def test_on_the_command_line(self):
         root = Path(self.enterContext(tempfile.TemporaryDirectory()))
@@ -199,14 +205,15 @@ class CloudAndSparkFeaturesSayWhatToDo(unittest.TestCase):
                 pass
         '''})
         (root / "data").mkdir()
-        for args in (["--module", "oldapi.tasks", "Total", "--download", "--local-scheduler"],
-                     ["--module", "oldapi.tasks", "Total", "--azure-storage-key", "k", "--local-scheduler"],
-                     ["run", "oldapi.spark:Table"]):
+        for args, says in ((["--module", "oldapi.tasks", "Total", "--download", "--local-scheduler"], "needs a remote"),
+                           (["--module", "oldapi.tasks", "Total", "--upload", "--azure-storage-key", "k",
+                             "--local-scheduler"], "needs LUISY_AZURE_ACCOUNT_NAME and LUISY_AZURE_CONTAINER_NAME"),
+                           (["run", "oldapi.spark:Table"], "is not part of luisy 2")):
             result = run_luisy(args, cwd=root)
             self.assertEqual(result.returncode, 2, result.stderr)
             self.assertNotIn("Traceback", result.stderr)
             self.assertEqual(len(result.stderr.strip().splitlines()), 1, result.stderr)
-            self.assertIn("is not part of luisy 2", result.stderr)
+            self.assertIn(says, result.stderr)
 
 
 NAMES = {

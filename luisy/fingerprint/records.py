@@ -103,9 +103,10 @@ def _place(task_cls: type, path: str | os.PathLike[str]) -> tuple[Path, str]:
     return root / project_name_of(task_cls), relative_posix(path, root)
 
 
-def record_path(project: Path, key: str) -> Path:
-    """The file of the record under ``key``: readable, and unique by a digest of the whole key."""
-    return project / RECORDS_DIR / f"{fit_name(key.replace('/', '~'), 180)}.{digest(key, size=8)}.json"
+def record_path(project: Path, key: str, folder: str = RECORDS_DIR) -> Path:
+    """The file of the record under ``key`` (in ``folder`` of ``project``): readable, and unique by
+    a digest of the whole key."""
+    return project / folder / f"{fit_name(key.replace('/', '~'), 180)}.{digest(key, size=8)}.json"
 
 
 def lookup(task: luigi.Task) -> Any:

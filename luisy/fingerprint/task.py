@@ -7,7 +7,8 @@
   time, or by content with ``[luisy] input_fingerprint = content`` or the class's
   ``input_fingerprint = "content"`` (:mod:`luisy.fingerprint.content`).
 * A directory output, seen from downstream: its manifest's content — once it is up to date
-  itself; a directory task that will rerun makes everything downstream rerun too.
+  itself; a directory task that will rerun makes everything downstream rerun too (until it has
+  run, it contributes "stale" and its own fingerprint).
 """
 
 from __future__ import annotations
@@ -152,7 +153,9 @@ def _as_upstream(task: luigi.Task, memo: dict[str, str]) -> str:
     manifests = [o for o in outputs if isinstance(o, DirectoryTarget)]
     if manifests:
         if not is_external(task) and not task.complete():
-            return STALE
+            # Still with what it would be made from: a task whose output came from elsewhere (a
+            # remote, hash update mode) is recorded with this, and its inputs changing here shows.
+            return digest(STALE, current(task, memo).digest)
         return digest(*(_manifest_digest(o) for o in manifests))
     if is_external(task):
         content = mode_of(task) == "content"

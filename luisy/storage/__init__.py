@@ -125,6 +125,14 @@ class Storage(ABC):
     def root_problem(self, path: str) -> str | None:
         """Why the working directory ``path`` cannot be used (``"does not exist"``); ``None`` if it can."""
 
+    def fetch_file(self, path: str, local: Path) -> None:
+        """Copy the file at ``path`` to the local file ``local`` (a remote's copy of an output)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no files to share")
+
+    def send_file(self, local: Path, path: str) -> None:
+        """Store the local file ``local`` at ``path``, whole or not at all (an output sent to a remote)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no files to share")
+
     @abstractmethod
     def make_folder(self, path: str) -> None:
         """Make the folder ``path`` (and those it is in) where files are stored: code written
@@ -138,13 +146,13 @@ def active() -> Storage:
     return found if found is not None else for_path(config.get_working_dir())
 
 
-def for_path(path: str | os.PathLike[str]) -> Storage:
+def for_path(path: str | os.PathLike[str], options: Mapping[str, Any] | None = None) -> Storage:
     """The storage ``path`` is in: the local file system, or the object store of its URL (see
-    :mod:`luisy.urls`), made with the options of ``[luisy.storage]``."""
+    :mod:`luisy.urls`), made with ``options`` (default: those of ``[luisy.storage]``)."""
     scheme = urls.scheme(path)
     if scheme is None:
         return LOCAL
-    options = config.storage_options()
+    options = dict(config.storage_options() if options is None else options)
     key = (scheme, json.dumps(options, sort_keys=True, default=str))
     known = _remote_stores.get(key)
     if known is None:

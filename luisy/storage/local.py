@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 
 from luisy.atomic import TMP_MARKER, atomic_dir, atomic_file, make_folders, replace_own
 from luisy.digests import digest, stat_fingerprint
-from luisy.regular_files import kind, not_own_folder, open_fd, own_folder, read_own
+from luisy.regular_files import kind, not_own_folder, open_fd, open_regular, own_folder, read_own
 from luisy.sources import SourceItem
 from luisy.storage import Appender, ContentDigests, Reader, Storage, Writer
 
@@ -95,6 +96,14 @@ class LocalStorage(Storage):
             return f"is {kind(os.stat(path).st_mode)}, not a folder"
         except OSError:  # nothing there, or a folder on the way is not one
             return "does not exist"
+
+    def fetch_file(self, path: str, local: Path) -> None:
+        with open_regular(path) as source, open(local, "wb") as target:
+            shutil.copyfileobj(source, target, 1 << 20)
+
+    def send_file(self, local: Path, path: str) -> None:
+        with atomic_file(path) as tmp:
+            shutil.copyfile(local, tmp)
 
     def make_folder(self, path: str) -> None:
         make_folders(path)

@@ -261,6 +261,14 @@ class RemoteStorage(Storage):
         kind = "container" if self.scheme in ("az", "abfs", "abfss") else "bucket"
         return f"is in the {kind} {bucket!r}, which does not exist (create it first)"
 
+    def fetch_file(self, path: str, local: Path) -> None:
+        with self._errors(path):
+            self.fs.get_file(self.key(path), os.fspath(local))
+
+    def send_file(self, local: Path, path: str) -> None:
+        with self._errors(path):
+            self.fs.put_file(os.fspath(local), self.key(path))
+
     def make_folder(self, path: str) -> None:
         pass  # an object store has no folders: a key's prefix is enough
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import luigi
 from luigi.task import flatten
 
-from luisy import storage, targets
+from luisy import sharing, storage, targets
 from luisy.config import get_working_dir
 from luisy.directory.target import DirectoryTarget
 from luisy.errors import NoOutputError, OutputMissingError
@@ -233,8 +233,11 @@ class Task(_OutputMixin, luigi.Task):
         """Why the task would run (empty: it is complete): the first reason found, or with
         ``detail`` every one (what ``luisy plan`` shows)."""
         if not all(o.exists() for o in flatten(self.output())):
-            return [Reason(Kind.NO_OUTPUT)]
-        return fingerprint.compare(self, detail)
+            reasons = [Reason(Kind.NO_OUTPUT)]
+        else:
+            reasons = fingerprint.compare(self, detail)
+        # With --download, a remote copy made from the same code and data does instead of a run.
+        return [] if reasons and sharing.fetched(self) else reasons
 
     def complete(self) -> bool:
         return not self.why()
@@ -253,6 +256,10 @@ class ExternalTask(_OutputMixin, luigi.ExternalTask):
     #: is listed again only when files were added, removed or renamed in it); ``None``:
     #: ``[luisy] input_fingerprint``.
     input_fingerprint: str | None = None
+
+    def complete(self) -> bool:
+        """Whether its files are here (with ``--download``: or were fetched from the remote)."""
+        return bool(super().complete()) or sharing.fetched(self)
 
 
 def read_output(task: luigi.Task) -> Any:

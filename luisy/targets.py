@@ -382,7 +382,7 @@ def _remote_listing(store: RemoteStorage, target: DirectoryInputTarget) -> Sourc
         raise FileReadError(f"{target.owner}: sub-folders of {urls.shown(target.path)} in an object store are read "
                             "from local copies removed after reading: give read_file_func")
     # One paged listing of everything below the folder; the reader downloads each file it reads.
-    entries = [(e.rel, e.size, e.tag) for e in store.walk(target.path)]
+    entries = [(e.rel, e.size, e.tag) for e in store.walk(target.path, once=target.external)]
     if not entries and not store.exists(target.path, folder=True):
         raise FileNotFoundError(target.path)
     return stored_items(entries, target.path, target.pattern, target.regex, target.recursive, target.ignore,

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from luisy import urls
+from luisy import config, urls
 from luisy.atomic import defer
 from luisy.digests import digest
 from luisy.errors import BrokenFileError, LuisyError
@@ -166,7 +166,7 @@ class RemoteStorage(Storage):
         info = self.info(path)
         if info is not None and info.get("type") != "directory":
             return digest(_tag(info), str(info.get("size")))
-        entries = self.walk(path)
+        entries = self.walk(path, once=True)  # an input's: its listing serves the directory task reading it
         return digest(*(f"{e.rel}:{e.tag}:{e.size}" for e in entries)) if entries else None
 
     def modified(self, path: str) -> float | None:
@@ -182,17 +182,26 @@ class RemoteStorage(Storage):
                 return None
             return found
 
-    def walk(self, path: str) -> list[Entry]:
-        """Every object below the folder ``path``, by relative path: one paged listing."""
+    def walk(self, path: str, once: bool = False) -> list[Entry]:
+        """Every object below the folder ``path``, by relative path: one paged listing. With
+        ``once`` (an input folder, which luisy never writes), listed once per build."""
+        scans = config.context().caches.scans if once else None
+        remembered = ("walk", self.scheme, path)
+        if scans is not None and remembered in scans:
+            known: list[Entry] = scans[remembered]
+            return known
         with self._errors(path):
             key = self.key(path)
             try:
                 found = self.fs.find(key, detail=True)
             except FileNotFoundError:
-                return []
+                found = {}
         entries = [Entry(name[len(key) + 1:], int(info.get("size") or 0), _tag(info), _seconds(_modified_of(info)))
                    for name, info in found.items() if name.startswith(key + "/") and info.get("type") != "directory"]
-        return sorted(entries, key=lambda e: e.rel)
+        entries.sort(key=lambda e: e.rel)
+        if scans is not None:
+            scans[remembered] = entries
+        return entries
 
     def read_bytes(self, path: str, limit: int) -> bytes:
         with self._errors(path):

@@ -40,13 +40,13 @@ from luisy.execution import RunSummary, build
 from luisy.parameters import *  # noqa: F403 - luigi's parameter classes
 from luisy.parameters import __all__ as _parameter_names
 from luisy.sharing import download, upload
-from luisy.tasks import ConcatenationTask, DirectoryTask, ExternalTask, Task, WrapperTask
+from luisy.tasks import ConcatenationTask, DirectoryTask, ExternalTask, ReduceTask, Task, WrapperTask
 
 __version__ = "2.0.0.dev0"
 
 __all__ = [
     "Config", "get_working_dir", "set_working_dir", "working_dir",
-    "Task", "ExternalTask", "WrapperTask", "ConcatenationTask", "DirectoryTask",
+    "Task", "ExternalTask", "WrapperTask", "ConcatenationTask", "DirectoryTask", "ReduceTask",
     "raw", "interim", "final", "project_name", "auto_filename", "requires", "inherits",
     "pickle_output", "csv_output", "parquet_output", "feather_output", "json_output",
     "xlsx_output", "hdf_output", "h5_output", "npy_output", "text_output",

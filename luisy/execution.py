@@ -242,6 +242,9 @@ class RunSummary:
     #: Tasks a central scheduler left to another worker (``pid 1234 on host``) or did not hand
     #: out (:data:`HELD_BACK`), each with why; a build that waits has none left.
     kept_back: list[tuple[str, str]] = field(default_factory=list)
+    #: Reduces that ran: (task, what they folded: ``folded``, ``unfolded``, ``refolded`` (why
+    #: everything was folded again, or ``None``)).
+    reduced: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     #: Tasks whose outputs were fetched from the remote (``--download``), in this process.
     fetched: list[str] = field(default_factory=list)
     #: Tasks whose outputs were sent to the remote (``--upload``).
@@ -277,6 +280,9 @@ class RunSummary:
             kept = f", {resumed} kept from the interrupted run" if resumed else ""
             out.append(f"  items: {name}: {processed} processed{kept}, {failed} failed ({total} in the output)")
             out.extend(self._failed_items(name, failed, verbose))
+        for name, counts in self.reduced[:5]:
+            again = f" (everything again: {counts['refolded']})" if counts.get("refolded") else ""
+            out.append(f"  reduce: {name}: {counts['folded']} folded, {counts['unfolded']} unfolded{again}")
         for name, failed in self.kept_failures[:5]:
             out.append(f"  items: {name}: {failed} failed in an earlier run, not retried (--retry-failed)")
             out.extend(self._failed_items(name, failed, verbose))
@@ -338,6 +344,8 @@ def summarize(tasks: list[luigi.Task], result: LuigiRunResult, ran: Collection[l
     headers = [(t, _manifest_header(t)) for t in sorted(sets["completed"], key=str)]
     summary.items = [(str(t), h.processed, h.failed_count, h.item_count) for t, h in headers if h is not None]
     summary.resumed = {str(t): h.resumed for t, h in headers if h is not None and h.resumed}
+    summary.reduced = [(str(t), counts) for t in sorted(sets["completed"], key=str)
+                       if (counts := getattr(t, "last_counts", lambda: None)()) is not None]
     if config.current().retry_failed:
         settled = sets["already_done"]
     else:  # failures kept by earlier runs may sit upstream of a complete task, where luigi does not look

@@ -35,6 +35,8 @@ class Kind(str, enum.Enum):
     REQUIREMENTS = "runs once its requirements are complete"
     NOT_COMPLETE = "not complete"
     MISSING_INPUT = "missing input"
+    FOLD = "items to fold"
+    REFOLD = "every item is folded again"
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,11 @@ def describe(reason: Reason) -> str:
         return f"{counts['new']} new, {counts['changed']} changed, {counts['removed']} removed items"
     if kind is Kind.RESUME:
         return f"resume: {counts['kept']} of {counts['todo']} items kept from an interrupted run"
+    if kind is Kind.FOLD and not counts:
+        return f"fold {reason.names[0]}"
+    if kind is Kind.FOLD:
+        return (f"fold {counts['new']} new, unfold and fold {counts['changed']} changed, "
+                f"unfold {counts['removed']} removed items")
     if kind is Kind.RETRY:
         return f"{counts['retried']} failed items to retry"
     if reason.changes:

@@ -290,7 +290,8 @@ with luisy.working_dir(sys.argv[1]):
     (team.root / "down").mkdir()
     (team.root / "api.py").write_text(script)
     done = subprocess.run([sys.executable, "api.py", str(team.root / "down"), str(tmp_path / "remote")],
-                          cwd=team.root, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(team.root)})
+                          cwd=team.root, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(team.root)})
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout.splitlines()[-1]) == []
     assert "names the file '../../../../escaped.json', outside team/raw/frames" in done.stderr

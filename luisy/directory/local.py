@@ -106,6 +106,15 @@ class LocalFolder:
     def reader(self, read: Callable[[str], Any]) -> ItemReader:
         return ItemReader(self.folder, self.owner, read)
 
+    def old_version(self, item: Item) -> str | None:
+        """Where the file of ``item`` (as an earlier manifest listed it) still is: kept after a
+        publish replaced it, or in place; ``None`` if it is gone."""
+        inside = _Inside(self.folder, self.owner)
+        for candidate in (os.path.join(self.folder, RETIRED, item.file), os.path.join(self.folder, item.file)):
+            if inside.is_file(candidate) and file_digest(candidate) == item.checksum:
+                return candidate
+        return None
+
     def restamp(self, change: Callable[[Manifest], Manifest]) -> None:
         refuse_linked(self.folder, self.owner)
         with _publish_lock(self.folder):

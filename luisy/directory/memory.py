@@ -57,6 +57,10 @@ class MemoryFolder:
         files = state.files if state is not None else {}  # the state read now, whatever is published later
         return lambda path: copy.deepcopy(files[os.path.relpath(path, self.key)])
 
+    def old_version(self, item: Item) -> str | None:
+        """``None``: memory keeps only the items of the current publication."""
+        return None
+
     def restamp(self, change: Callable[[Manifest], Manifest]) -> None:
         state = self._state()
         if state is not None:

@@ -108,6 +108,13 @@ class RemoteFolder:
                                     f"({type(error).__name__}: {error}); {REPAIR}") from None
         return item
 
+    def old_version(self, item: Item) -> str | None:
+        """Where the file of ``item`` (as an earlier manifest listed it) still is: item files are
+        written once under names no manifest listed, so one that is there holds those bytes."""
+        path = self._at(item.file)
+        info = self.store.info(path)
+        return path if info is not None and int(info.get("size") or 0) == item.size else None
+
     def contains(self, path: str) -> bool:
         return os.path.normpath(path).startswith(self.path + "/")
 

@@ -278,6 +278,13 @@ def note_items(processed: int, failed: int, kept: int, failures: Iterable[ItemRo
     note_failures(failures)
 
 
+def note_reduce(folded: int, unfolded: int, refolded: bool) -> None:
+    """Record what the reduce running in this context folded (``refolded``: everything again)."""
+    notes = _notes()
+    if notes is not None:
+        notes["items"] = {"folded": folded, "unfolded": unfolded, "refolded": int(refolded)}
+
+
 def note_failures(failures: Iterable[ItemRow]) -> None:
     """Record the first failed items of the directory task running in this context (if it is
     journaled): also those of a run they stop, which publishes none of them."""

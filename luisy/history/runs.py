@@ -187,6 +187,9 @@ def _duration(seconds: float | None) -> str:
 def _items(run: TaskRun) -> str:
     if not run.items:
         return ""
+    if "folded" in run.items:  # a reduce
+        return f"{run.items['folded']} folded, {run.items.get('unfolded', 0)} unfolded" + (
+            " (all again)" if run.items.get("refolded") else "")
     text = f"{run.items.get('processed', 0)} processed, {run.items.get('failed', 0)} failed"
     return text + (f", {run.items['kept']} kept" if "kept" in run.items else "")
 

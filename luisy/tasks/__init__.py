@@ -6,8 +6,9 @@ from typing import Any
 
 from luisy.tasks.base import ConcatenationTask, ExternalTask, Task, WrapperTask
 from luisy.tasks.directory import DirectoryTask
+from luisy.tasks.reduce import ReduceTask
 
-__all__ = ["Task", "ExternalTask", "WrapperTask", "ConcatenationTask", "DirectoryTask"]
+__all__ = ["Task", "ExternalTask", "WrapperTask", "ConcatenationTask", "DirectoryTask", "ReduceTask"]
 
 
 def __getattr__(name: str) -> Any:

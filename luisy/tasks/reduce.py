@@ -1,0 +1,196 @@
+"""Reducing a directory task's items into one output, incrementally: :class:`ReduceTask`.
+
+The state of the reduction is kept beside the output (``.luisy-reduce/<output name>.state``)
+with the identity (name, checksum) of every item folded into it. A rerun folds only what changed:
+
+* a new item is folded;
+* a changed item is unfolded (its old version) and folded; a removed item is unfolded;
+* without ``unfold()``, a changed or removed item folds everything again; so does a change of the
+  reduce's own code or parameters, a state that cannot be read, and an old version that is gone
+  (a directory output keeps the files of replaced items for ``[luisy] keep_replaced_seconds``).
+
+The state is saved with the output when ``run()`` returns, the state first: killed in between,
+the next run finds a state that covers every item and only writes the output again. ``luisy
+plan`` says what a run would fold; the summary and the journal record what it folded.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from dataclasses import dataclass, field
+from typing import Any
+
+from luigi.task import flatten
+
+from luisy import storage
+from luisy.digests import digest
+from luisy.directory.manifest import Item, Manifest
+from luisy.directory.target import DirectoryTarget
+from luisy.errors import LuisyError
+from luisy.fingerprint.code import code_fingerprint
+from luisy.history import journal
+from luisy.parameters import significant_params
+from luisy.reasons import Kind, Reason
+from luisy.regular_files import open_regular
+from luisy.tasks.base import Task
+
+__all__ = ["ReduceTask", "STATE_DIR"]
+
+#: The folder beside a reduce's output that holds its state.
+STATE_DIR = ".luisy-reduce"
+NO_UNFOLD = "items changed or were removed, and it has no unfold()"
+#: A state file larger than this is none luisy wrote.
+STATE_MAX_BYTES = 1 << 34
+
+
+@dataclass
+class Delta:
+    """What a run of a reduce folds: items by name, or everything again and why."""
+
+    new: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    #: Why every item is folded again (``None``: only the items above are).
+    refold: str | None = None
+
+    def counts(self) -> dict[str, int]:
+        return {"new": len(self.new), "changed": len(self.changed), "removed": len(self.removed)}
+
+
+class ReduceTask(Task):
+    """Reduces the items of its directory-task input into one output of any single-file format.
+
+    Define :meth:`initial` and :meth:`fold`; :meth:`unfold` lets a changed or removed item be
+    taken back out instead of folding everything again; :meth:`finish` turns the state into what
+    is written. The state must be picklable.
+    """
+
+    def initial(self) -> Any:
+        """The empty state."""
+        raise NotImplementedError(f"{type(self).__name__} must define initial(): the empty state")
+
+    def fold(self, state: Any, name: str, item: Any) -> Any:
+        """``state`` with the item ``name`` added."""
+        raise NotImplementedError(f"{type(self).__name__} must define fold(state, name, item)")
+
+    #: ``unfold(state, name, item)``: ``state`` with the item taken back out. Optional: without it,
+    #: a changed or removed item folds everything again.
+    unfold: Any = None
+
+    def finish(self, state: Any) -> Any:
+        """What is written: the state by default."""
+        return state
+
+    def run(self) -> None:
+        source = self._source()
+        manifest = source.manifest
+        saved = self._saved()
+        delta = self._delta(saved, manifest)
+        read = source._reader()
+
+        def item(name: str, at: Item) -> Any:
+            return read(os.path.join(source.path, at.file))
+
+        old: dict[str, str] = {}
+        before: dict[str, Item] = (saved or {}).get("items") or {}
+        if delta.refold is None:
+            for name in [*delta.changed, *delta.removed]:
+                where = source.place.old_version(before[name])
+                if where is None:
+                    delta.refold = f"the old version of item {name!r} is gone"
+                    break
+                old[name] = where
+        if delta.refold is not None:
+            state, folded, unfolded = self.initial(), sorted(manifest.items), []
+        else:
+            state, unfolded = (saved or {})["state"], [*delta.removed, *delta.changed]
+            for name in unfolded:
+                state = self.unfold(state, name, read(old[name]))
+            folded = [*delta.changed, *delta.new]
+        for name in folded:
+            state = self.fold(state, name, item(name, manifest.items[name]))
+        counts = {"folded": len(folded), "unfolded": len(unfolded), "refolded": delta.refold}
+        kept = {"key": self._key(), "items": dict(manifest.items), "state": state, "counts": counts}
+        storage.active().save(self._state_path(), kept, _write_state)
+        journal.note_reduce(len(folded), len(unfolded), delta.refold is not None)
+        self.write(self.finish(state))
+
+    def why(self, detail: bool = False) -> list[Reason]:
+        reasons = super().why(detail)
+        if not detail or not reasons or reasons[0].kind is Kind.NO_OUTPUT:
+            return reasons
+        try:
+            delta = self._delta(self._saved(), self._source().manifest)
+        except (FileNotFoundError, LuisyError):  # its input is not made yet: it says so itself
+            return reasons
+        counts = delta.counts()
+        upstream = next((t for t in flatten(self.requires()) if not t.complete()), None)
+        if upstream is not None and delta.refold is None:  # what it publishes is folded too
+            pending = next((r for r in upstream.why(True) if r.kind is Kind.ITEMS), None)
+            if pending is None:
+                return [*reasons, Reason(Kind.FOLD, (f"what {upstream} makes",))]
+            counts = {key: counts[key] + pending.counts.get(key, 0) for key in counts}
+            if (counts["changed"] or counts["removed"]) and self.unfold is None:
+                delta.refold = NO_UNFOLD
+        if delta.refold is not None:
+            return [*reasons, Reason(Kind.REFOLD, (delta.refold,))]
+        return [*reasons, Reason(Kind.FOLD, counts=counts)]
+
+    def last_counts(self) -> dict[str, Any] | None:
+        """What the last run folded: ``folded``, ``unfolded`` and ``refolded`` (why it folded
+        everything again, or ``None``)."""
+        saved = self._saved()
+        return None if saved is None else dict(saved.get("counts") or {}) or None
+
+    def _source(self) -> DirectoryTarget:
+        found = [t for t in flatten(self.input()) if isinstance(t, DirectoryTarget)]
+        if len(found) != 1:
+            raise LuisyError(f"{self}: a ReduceTask requires exactly one directory task (it requires {len(found)})")
+        return found[0]
+
+    def _key(self) -> str:
+        """What the state depends on besides the items: the reduce's code and parameters."""
+        return digest(code_fingerprint(type(self)).digest, *(f"{k}={v}" for k, v in significant_params(self).items()))
+
+    def _state_path(self) -> str:
+        output = os.fspath(flatten(self.output())[0].path)
+        return os.path.join(os.path.dirname(output), STATE_DIR, os.path.basename(output) + ".state")
+
+    def _saved(self) -> dict[str, Any] | None:
+        """The saved state (``None``: there is none; ``{}``: one that cannot be read)."""
+        path = self._state_path()
+        store = storage.active()
+        if not store.exists(path):
+            return None
+        try:
+            found = store.load(path, _read_state)
+        except Exception:  # damaged, or pickled by other code: everything is folded again
+            return {}
+        return found if isinstance(found, dict) else {}
+
+    def _delta(self, saved: dict[str, Any] | None, manifest: Manifest) -> Delta:
+        if saved is None:
+            return Delta(refold="first run")
+        if not saved or not isinstance(saved.get("items"), dict):
+            return Delta(refold="its saved state cannot be read")
+        if saved.get("key") != self._key():
+            return Delta(refold="its code or parameters changed")
+        before: dict[str, Item] = saved["items"]
+        now = manifest.items
+        delta = Delta(new=[n for n in now if n not in before],
+                      changed=[n for n in now if n in before and before[n].checksum != now[n].checksum],
+                      removed=[n for n in before if n not in now])
+        if (delta.changed or delta.removed) and self.unfold is None:
+            delta.refold = NO_UNFOLD
+        return delta
+
+
+def _read_state(path: str) -> Any:
+    with open_regular(path, own=True, limit=STATE_MAX_BYTES) as f:
+        return pickle.load(f)
+
+
+def _write_state(obj: Any, path: Any) -> None:
+    with open(path, "wb") as f:
+        pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)

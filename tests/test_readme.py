@@ -95,7 +95,7 @@ def test_images_example_and_incremental_rerun(tmp_path):
     assert history.returncode == 0 and history.stdout.splitlines()[0].split()[:4] == ["started", "(UTC)", "duration",
                                                                                        "state"]
     assert {line.split()[4].split("(")[0] for line in history.stdout.splitlines()[1:]} == {
-        "Segmented", "FeatureTable", "ImageStack"}
+        "Segmented", "FeatureTable", "ImageStack", "Statistics"}
     default = run_luisy(["run", "examples.images.tasks:Everything", "--working-dir", str(wd)], cwd=tmp_path, env=env)
     assert default.returncode == 0, default.stdout + default.stderr
     show = run_luisy(shown.group(2).split()[1:], cwd=tmp_path)
@@ -116,6 +116,10 @@ def test_images_example_and_incremental_rerun(tmp_path):
     assert set(after) == set(before) | {"extra.pkl"}
     assert all(after[name] == mtime for name, mtime in before.items()), "only the new image is processed"
     assert len(pd.read_parquet(next((wd / "images" / "final").glob("FeatureTable_*.parquet")))) == 13
+    # The reduce at the end folds in only the new image.
+    assert re.search(r"reduce: Statistics\(.*\): 1 folded, 0 unfolded", again.stdout), again.stdout
+    statistics = json.loads(next((wd / "images" / "final").glob("Statistics_*sigma=1.5*.json")).read_text())
+    assert statistics["images"] == 13 and statistics["blobs"] == table["blobs"].sum() + table.set_index("image").loc["img_0003", "blobs"]
 
 
 def test_the_pytest_example_of_the_testing_docs_passes_on_the_tutorial(tmp_path):

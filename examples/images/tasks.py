@@ -86,12 +86,41 @@ class ImageStack(luisy.Task):
         self.write({"names": np.array(list(items), dtype="S"), "masks": np.stack([r["mask"] for r in items.values()])})
 
 
+@luisy.project_name(PROJECT)
+@luisy.final
+@luisy.requires(Segmented)
+@luisy.json_output
+class Statistics(luisy.ReduceTask):
+    """Images, blobs and the mean area fraction, kept up to date item by item: a rerun folds in
+    only new and changed images (and takes changed and removed ones back out)."""
+
+    def initial(self) -> dict[str, Any]:
+        return {"images": 0, "blobs": 0, "area_fraction_sum": 0.0}
+
+    def fold(self, state: dict[str, Any], name: str, item: dict[str, Any]) -> dict[str, Any]:
+        return self._add(state, item["features"], 1)
+
+    def unfold(self, state: dict[str, Any], name: str, item: dict[str, Any]) -> dict[str, Any]:
+        return self._add(state, item["features"], -1)
+
+    def finish(self, state: dict[str, Any]) -> dict[str, Any]:
+        images = state["images"]
+        return {"images": images, "blobs": state["blobs"],
+                "mean_area_fraction": state["area_fraction_sum"] / images if images else None}
+
+    @staticmethod
+    def _add(state: dict[str, Any], features: dict[str, Any], sign: int) -> dict[str, Any]:
+        return {"images": state["images"] + sign, "blobs": state["blobs"] + sign * features["blobs"],
+                "area_fraction_sum": state["area_fraction_sum"] + sign * features["area_fraction"]}
+
+
 class Everything(luisy.WrapperTask):
-    """The table and the stack."""
+    """The table, the stack and the statistics."""
 
     sigma = luisy.FloatParameter(default=1.0)
     min_area = luisy.IntParameter(default=4)
 
     def requires(self) -> list[luisy.Task]:
         return [FeatureTable(sigma=self.sigma, min_area=self.min_area),
-                ImageStack(sigma=self.sigma, min_area=self.min_area)]
+                ImageStack(sigma=self.sigma, min_area=self.min_area),
+                Statistics(sigma=self.sigma, min_area=self.min_area)]

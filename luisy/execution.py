@@ -242,8 +242,8 @@ class RunSummary:
     #: Tasks a central scheduler left to another worker (``pid 1234 on host``) or did not hand
     #: out (:data:`HELD_BACK`), each with why; a build that waits has none left.
     kept_back: list[tuple[str, str]] = field(default_factory=list)
-    #: Reduces that ran: (task, what they folded: ``folded``, ``unfolded``, ``refolded`` (why
-    #: everything was folded again, or ``None``)).
+    #: Reduces that ran, each with what it folded: counts ``folded`` and ``unfolded``, and
+    #: ``refolded``, why everything was folded again (``None`` if it was not).
     reduced: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     #: Tasks whose outputs were fetched from the remote (``--download``), in this process.
     fetched: list[str] = field(default_factory=list)

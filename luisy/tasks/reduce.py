@@ -83,6 +83,7 @@ class ReduceTask(Task):
         return state
 
     def run(self) -> None:
+        """Fold what changed in the input since the saved state into it; write :meth:`finish`'s result."""
         source = self._source()
         manifest = source.manifest
         saved = self._saved()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
+import json
 import os
 import re
 import signal
@@ -633,6 +634,14 @@ def test_the_readme_watch_variant_of_the_image_example(tmp_path):
     assert watcher.stop(signal.SIGINT) == 0
     assert sorted(pd.read_parquet(table)["image"]) == [f"img_{i:04d}" for i in (*range(5), *range(40, 60))]
     assert all("0 failed" in line for line in watcher.runs())
+    # The example's reduce kept up run by run, folding in only the images each run added.
+    final = tmp_path / "data" / "images" / "final"
+    assert json.loads(next(final.glob("Statistics_*.json")).read_text())["images"] == 25
+    history = run_luisy(["history", "--json", "--working-dir", str(tmp_path / "data")], cwd=tmp_path)
+    reduces = sorted((r for r in json.loads(history.stdout) if r["task"].startswith("Statistics")),
+                     key=lambda r: r["started"])
+    assert len(reduces) >= 2 and sum(r["items"]["folded"] for r in reduces) == 25, reduces
+    assert [r["items"]["refolded"] for r in reduces] == [1] + [0] * (len(reduces) - 1), reduces
 
 
 def test_watching_a_task_without_input_folders_is_one_line_and_exit_status_2(tmp_path):

@@ -106,6 +106,10 @@ class ItemError(LuisyError):
         return type(self), (str(self), self.traceback)
 
 
+class ReduceError(LuisyError):
+    """A ``ReduceTask`` cannot reduce: not exactly one directory input, or a part of its items failed to fold."""
+
+
 class NoFolderInput(LuisyError):
     """A directory task whose requirements are not exactly one folder."""
 

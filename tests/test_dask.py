@@ -105,6 +105,22 @@ PROJECT = {
                     runs.write(f"end {self.part} {os.getpid()} {time.time()}\\n")
 
 
+        @luisy.final
+        @luisy.requires(ShoutHere)
+        @luisy.json_output
+        class Loudness(luisy.ReduceTask):
+            """Letters shouted, folded in parts wherever the items would be processed."""
+
+            def initial(self):
+                return {"letters": 0, "pids": []}
+
+            def fold(self, state, name, item):
+                return {"letters": state["letters"] + len(item["loud"]), "pids": sorted({*state["pids"], os.getpid()})}
+
+            def combine(self, a, b):
+                return {"letters": a["letters"] + b["letters"], "pids": sorted({*a["pids"], *b["pids"]})}
+
+
         class Parts(luisy.WrapperTask):
             journal = luisy.Parameter(default="", significant=False)
 
@@ -238,6 +254,20 @@ def test_a_run_on_the_cluster_publishes_what_a_local_run_does(tmp_path, cluster)
     assert _on_workers(dask_log, cluster), dask_log
     assert len({pid for _, pid, _ in dask_log}) == 2, "both workers took chunks"
     assert sorted(name for name, _, _ in dask_log) == sorted(_texts(300)), "every item once"
+
+
+def test_a_reduce_with_combine_folds_its_parts_on_the_cluster(tmp_path, cluster):
+    from shouting.tasks import Loudness
+
+    working_dir = _inbox(tmp_path, _texts(200))
+    summary = run_tasks([Loudness()], working_dir=working_dir, dask_scheduler=cluster.address, log_level="ERROR")
+    assert summary.ok, summary.lines()
+    with config.working_dir(working_dir):
+        found = Loudness().read()
+    assert found["letters"] == sum(len(text) for text in _texts(200).values())
+    workers = {int(p) for p in subprocess.run(["pgrep", "-P", ",".join(str(n.pid) for n in cluster.nannies)],
+                                                capture_output=True, text=True).stdout.split()}
+    assert set(found["pids"]) <= workers and len(found["pids"]) == 2, (found["pids"], workers)
 
 
 def test_an_item_error_with_on_error_raise_fails_the_task_as_locally(tmp_path, cluster):

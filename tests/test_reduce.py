@@ -4,6 +4,7 @@ recomputation (checked over random sequences of additions, changes, removals and
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 from pathlib import Path
@@ -247,3 +248,37 @@ def test_the_journal_records_what_a_reduce_folded(tmp_path):
     assert sorted(r["items"]["folded"] for r in runs) == [1, 1], runs
     shown = run_luisy(["history"], cwd=tmp_path).stdout
     assert "1 folded, 0 unfolded (all again)" in shown and "1 folded, 0 unfolded" in shown
+
+
+@luisy.final
+@luisy.requires(Squared)
+@luisy.json_output
+class Everywhere(luisy.ReduceTask):
+    """A sum whose parts may be folded in other processes: it notes which processes folded."""
+
+    def initial(self):
+        return {"sum": 0, "pids": []}
+
+    def fold(self, state, name, item):
+        return {"sum": state["sum"] + item["value"], "pids": sorted({*state["pids"], os.getpid()})}
+
+    def combine(self, a, b):
+        return {"sum": a["sum"] + b["sum"], "pids": sorted({*a["pids"], *b["pids"]})}
+
+
+def test_with_combine_a_first_run_folds_parts_in_item_processes(tmp_path):
+    folder = tmp_path / "test_reduce" / "raw" / "numbers"
+    folder.mkdir(parents=True)
+    for i in range(300):
+        (folder / f"n{i:03d}.json").write_text(json.dumps({"value": i}))
+    summary = luisy.execution.run([Everywhere()], working_dir=tmp_path, processes=2)
+    assert summary.ok, summary.lines()
+    found = json.loads(next(tmp_path.rglob("final/Everywhere.json")).read_text())
+    assert found["sum"] == sum(i * i for i in range(300))
+    assert len(found["pids"]) == 2 and os.getpid() not in found["pids"], found  # two item processes
+    # One more item: folded here, into the combined state.
+    (folder / "n300.json").write_text(json.dumps({"value": 300}))
+    summary = luisy.execution.run([Everywhere()], working_dir=tmp_path, processes=2)
+    assert summary.reduced == [("Everywhere()", {"folded": 1, "unfolded": 0, "refolded": None})]
+    found = json.loads(next(tmp_path.rglob("final/Everywhere.json")).read_text())
+    assert found["sum"] == sum(i * i for i in range(301)) and os.getpid() in found["pids"]

@@ -56,12 +56,13 @@ class ItemWork:
         return ItemWork(self.task, {index: self.items[index] for index in indices}, self.writer)
 
 
-def item_executor(task: Any, writer: DirectoryWriter, count: int) -> Executor:
-    """The executor for a directory task's items: the Dask cluster the run or the task names, else
-    its item processes. An output in memory is written in this process."""
+def item_executor(task: Any, parallel: bool, count: int) -> Executor:
+    """The executor for ``count`` items of ``task``: the Dask cluster the run or the task names,
+    else its item processes; this process where the items cannot be ``parallel`` (an output in
+    memory is written in this process)."""
     run = config.current()
     address = run.dask_scheduler_for(getattr(task, "dask_scheduler", None))
-    if not writer.parallel:
+    if not parallel:
         return executor_for(1, count)
     if address:
         from luisy.executors.dask import DaskExecutor
@@ -74,7 +75,7 @@ def outcomes(task: Any, items: Sequence[SourceItem], writer: DirectoryWriter,
              stop: Stop | None = None) -> Iterator[tuple[SourceItem, Outcome]]:
     """Yield ``(item, outcome)`` per item, in completion order; once ``stop`` is set, only for the
     items already begun."""
-    executor = item_executor(task, writer, len(items))
+    executor = item_executor(task, writer.parallel, len(items))
     for outcome in executor.map(ItemWork(task, items, writer), len(items), stop):
         yield items[outcome.index], outcome
 

@@ -26,8 +26,10 @@ from luigi.task import flatten
 from luisy import storage
 from luisy.digests import digest
 from luisy.directory.manifest import Item, Manifest
+from luisy.directory.runner import item_executor
 from luisy.directory.target import DirectoryTarget
-from luisy.errors import LuisyError
+from luisy.errors import LuisyError, ReduceError
+from luisy.executors import ItemStatus, Outcome, SerialExecutor
 from luisy.fingerprint.code import code_fingerprint
 from luisy.history import journal
 from luisy.parameters import significant_params
@@ -40,6 +42,8 @@ __all__ = ["ReduceTask", "STATE_DIR"]
 #: The folder beside a reduce's output that holds its state.
 STATE_DIR = ".luisy-reduce"
 NO_UNFOLD = "items changed or were removed, and it has no unfold()"
+#: Into how many parts the items are split when they are folded in parallel.
+PARTS = 64
 #: A state file larger than this is none luisy wrote.
 STATE_MAX_BYTES = 1 << 34
 
@@ -61,9 +65,10 @@ class Delta:
 class ReduceTask(Task):
     """Reduces the items of its directory-task input into one output of any single-file format.
 
-    Define :meth:`initial` and :meth:`fold`; :meth:`unfold` lets a changed or removed item be
-    taken back out instead of folding everything again; :meth:`finish` turns the state into what
-    is written. The state must be picklable.
+    Define :meth:`initial` and :meth:`fold`; ``unfold`` lets a changed or removed item be taken
+    back out instead of folding everything again; ``combine`` lets a run that folds everything
+    fold parts in parallel; :meth:`finish` turns the state into what is written. The state must
+    be picklable.
     """
 
     def initial(self) -> Any:
@@ -103,19 +108,44 @@ class ReduceTask(Task):
                     break
                 old[name] = where
         if delta.refold is not None:
-            state, folded, unfolded = self.initial(), sorted(manifest.items), []
+            folded, unfolded = sorted(manifest.items), []
+            state = self._fold_all(source, manifest, folded)
         else:
             state, unfolded = (saved or {})["state"], [*delta.removed, *delta.changed]
             for name in unfolded:
                 state = self.unfold(state, name, read(old[name]))
             folded = [*delta.changed, *delta.new]
-        for name in folded:
-            state = self.fold(state, name, item(name, manifest.items[name]))
+            for name in folded:
+                state = self.fold(state, name, item(name, manifest.items[name]))
         counts = {"folded": len(folded), "unfolded": len(unfolded), "refolded": delta.refold}
         kept = {"key": self._key(), "items": dict(manifest.items), "state": state, "counts": counts}
         storage.active().save(self._state_path(), kept, _write_state)
         journal.note_reduce(len(folded), len(unfolded), delta.refold is not None)
         self.write(self.finish(state))
+
+    #: ``combine(state_a, state_b)``: one state covering the items of both. Optional: with it, a
+    #: run that folds everything folds parts of the items in parallel (in item processes or on the
+    #: Dask cluster, as a directory task's items) and combines the parts' states in item order.
+    combine: Any = None
+
+    def _fold_all(self, source: DirectoryTarget, manifest: Manifest, names: list[str]) -> Any:
+        """The state of all items ``names``: folded in parts where ``combine()`` allows it."""
+        executor = item_executor(self, source.place.parallel, len(names)) if self.combine is not None else None
+        if executor is None or isinstance(executor, SerialExecutor):
+            return _FoldPart(self, source, [[(name, manifest.items[name].file) for name in names]])(0).staged
+        size = max(1, -(-len(names) // PARTS))
+        work = _FoldPart(self, source, [[(name, manifest.items[name].file) for name in names[start:start + size]]
+                                        for start in range(0, len(names), size)])
+        states: dict[int, Any] = {}
+        for outcome in executor.map(work, len(work.parts)):
+            if outcome.status is not ItemStatus.OK:
+                raise ReduceError(f"{self}: folding part {outcome.index + 1} of the items failed: {outcome.error}"
+                                  + (f"\n{outcome.traceback}" if outcome.traceback else ""))
+            states[outcome.index] = outcome.staged
+        state = states[0]
+        for index in range(1, len(work.parts)):
+            state = self.combine(state, states[index])
+        return state
 
     def why(self, detail: bool = False) -> list[Reason]:
         reasons = super().why(detail)
@@ -147,7 +177,7 @@ class ReduceTask(Task):
     def _source(self) -> DirectoryTarget:
         found = [t for t in flatten(self.input()) if isinstance(t, DirectoryTarget)]
         if len(found) != 1:
-            raise LuisyError(f"{self}: a ReduceTask requires exactly one directory task (it requires {len(found)})")
+            raise ReduceError(f"{self}: a ReduceTask requires exactly one directory task (it requires {len(found)})")
         return found[0]
 
     def _key(self) -> str:
@@ -185,6 +215,21 @@ class ReduceTask(Task):
         if (delta.changed or delta.removed) and self.unfold is None:
             delta.refold = NO_UNFOLD
         return delta
+
+
+class _FoldPart:
+    """Folds part ``index`` of the items (``(name, file)`` pairs) from the empty state; picklable,
+    so that it can run in an item process or on a Dask worker."""
+
+    def __init__(self, task: ReduceTask, source: DirectoryTarget, parts: list[list[tuple[str, str]]]) -> None:
+        self.task, self.source, self.parts = task, source, parts
+
+    def __call__(self, index: int) -> Outcome:
+        read = self.source._reader()
+        state = self.task.initial()
+        for name, file in self.parts[index]:
+            state = self.task.fold(state, name, read(os.path.join(self.source.path, file)))
+        return Outcome(ItemStatus.OK, index, staged=state)
 
 
 def _read_state(path: str) -> Any:

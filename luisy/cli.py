@@ -505,6 +505,30 @@ def _verify(task: luigi.Task, repair: bool) -> list[str]:
     return problems
 
 
+@main.command(context_settings=_TASK_COMMAND)
+@_task_command
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; another than loopback needs a token.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port to listen on.")
+@click.option("--token", help="Every request must carry it (?token=T once, or Authorization: Bearer T); made "
+                              "and printed once when --host is not loopback.")
+def serve(task: str, working_dir: Path | None, task_args: tuple[str, ...], host: str, port: int,
+          token: str | None) -> None:
+    """Serve a page of TASK's pipeline: its graph and states, each task's runs, output,
+    provenance and items (failed ones with their tracebacks), updated live while a build runs;
+    and the same as JSON under /api/ (status, plan, history, items, show). Read-only. Needs
+    the web extra.
+
+    \b
+    Example:
+        luisy serve examples.images.tasks:Everything --port 8000
+    """
+    from luisy.serve import serve as serve_page
+
+    with _task(task, working_dir, task_args) as task_obj:
+        serve_page(task_obj, config.get_working_dir(), host, port, token, say=_echo)
+
+
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.option("--working-dir", type=_WORKING_DIR,
               help="Its state and logs go to WORKING_DIR/.luigid (default: the luisy working directory).")

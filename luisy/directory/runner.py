@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -83,10 +83,12 @@ def outcomes(task: Any, items: Sequence[SourceItem], writer: DirectoryWriter,
 class Progress:
     """A progress bar on a terminal and the luigi task's progress and status message, about once a second."""
 
-    def __init__(self, task: Any, total: int, interval: float = 1.0):
+    def __init__(self, task: Any, total: int, interval: float = 1.0,
+                 noted: Callable[[Any, int, int, int], None] | None = None):
+        """``noted(task, done, total, failed)`` is called at each report too."""
         from tqdm import tqdm
 
-        self.task, self.total, self.interval = task, total, interval
+        self.task, self.total, self.interval, self.noted = task, total, interval, noted
         self.done = self.failed = 0
         self.start = self.last = time.monotonic()
         self.bar = tqdm(total=total, desc=str(task), unit="item", disable=None, leave=False)
@@ -108,6 +110,8 @@ class Progress:
 
     def report(self) -> None:
         report_status(self.task, self.message(), round(100 * self.done / self.total) if self.total else 100)
+        if self.noted is not None:
+            self.noted(self.task, self.done, self.total, self.failed)
 
     def close(self) -> None:
         self.bar.close()

@@ -24,6 +24,7 @@ from luisy.fingerprint import records
 from luisy.fingerprint.code import code_fingerprint
 from luisy.fingerprint.task import as_upstream, code_reasons, is_external
 from luisy.history import journal
+from luisy.history import progress as live_progress
 from luisy.interrupts import signal_name, signals_held_back, stop_after_publish, stop_on_signals
 from luisy.items import ItemRow, failure_line, first_failures
 from luisy.parameters import recorded_params, significant_params
@@ -348,7 +349,7 @@ class DirectoryTask(Task):
             for name, (error, source, details) in pending.kept_failures.items():
                 writer.fail(name, error, source, details)
             todo = self._resume(writer, pending.todo)
-            progress = Progress(self, len(todo))
+            progress = Progress(self, len(todo), noted=live_progress.note)
             last = time.monotonic()
             try:
                 for item, outcome in outcomes(self, todo, writer, stop):

@@ -1,0 +1,201 @@
+"""The ASGI app of ``luisy serve``: pages rendered on the server (Jinja2, every value escaped), a
+JSON API under ``/api/``, and a token check in front of both.
+
+Read-only: no route writes anything or runs a task. Bound to loopback, only the ``Host`` names
+of loopback are accepted (a page of another site cannot reach the server through a DNS name that
+points at 127.0.0.1). With a token, every request carries it: ``?token=`` (which sets a cookie
+for the pages it links to), an ``Authorization: Bearer`` header, or that cookie; else 401.
+"""
+
+from __future__ import annotations
+
+import hmac
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import luigi
+
+from luisy import config
+from luisy.errors import LuisyError
+from luisy.history.runs import history
+from luisy.plan import as_json as plan_data
+from luisy.serve.views import PAGE_SIZE, Pipeline, item_page, shown, task_runs
+
+__all__ = ["make_app", "TOKEN_COOKIE"]
+
+TOKEN_COOKIE = "luisy_token"
+TEMPLATES = Path(__file__).with_name("templates")
+#: Layout of the pipeline's drawing (pixels).
+BOX_WIDTH, BOX_HEIGHT, COLUMN, ROW = 210, 46, 250, 62
+
+
+def make_app(root: luigi.Task, working_dir: Path, token: str | None = None, loopback: bool = True) -> Any:
+    """The app serving ``root``'s pipeline in ``working_dir``; requests need ``token`` if given."""
+    import jinja2
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
+    from starlette.requests import Request
+    from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+    from starlette.routing import Route
+
+    pipeline = Pipeline(root, working_dir)
+    pages = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                               undefined=jinja2.StrictUndefined)
+    pages.filters["when"] = _when
+
+    def render(name: str, status: int = 200, **values: Any) -> HTMLResponse:
+        text = pages.get_template(name).render(root=root, working_dir=working_dir, status=status, **values)
+        return HTMLResponse(text, status_code=status)
+
+    def task_of(request: Request) -> luigi.Task:
+        return pipeline.find(request.path_params.get("task_id") or request.query_params.get("task", ""))
+
+    async def index(request: Request) -> Response:
+        views = pipeline.views()
+        return render("pipeline.html", views=views, drawing=_drawing(views))
+
+    async def task_page(request: Request) -> Response:
+        task = task_of(request)
+        view = next(v for v in pipeline.views() if v.task is task)
+        page = None
+        if view.to_dict()["directory"]:
+            page = item_page(pipeline, task, request.query_params.get("q", ""), request.query_params.get("state", ""),
+                             _page(request))
+        output = _output(task)
+        return render("task.html", view=view, runs=task_runs(pipeline, task), page=page, output=output,
+                      provenance=_provenance(pipeline, output), page_size=PAGE_SIZE)
+
+    async def api_status(request: Request) -> Response:
+        return JSONResponse([view.to_dict() for view in pipeline.views()])
+
+    async def api_plan(request: Request) -> Response:
+        with config.working_dir(working_dir):
+            return JSONResponse(plan_data(root))
+
+    async def api_history(request: Request) -> Response:
+        runs = history(working_dir, request.query_params.get("task") or None)
+        return JSONResponse([run.to_dict() for run in runs])
+
+    async def api_items(request: Request) -> Response:
+        query = request.query_params
+        state = "failed" if query.get("failed") in ("1", "true") else query.get("state", "")
+        page = item_page(pipeline, task_of(request), request.query_params.get("q", ""), state, _page(request))
+        return JSONResponse({"page": page.page, "more": page.more, "items": [row.to_dict() for row in page.rows]})
+
+    async def api_show(request: Request) -> Response:
+        return JSONResponse(shown(pipeline, request.query_params.get("path", "")).to_dict())
+
+    async def failed(request: Request, error: Exception) -> Response:
+        status = 404 if isinstance(error, LookupError) else 400
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"error": str(error)}, status_code=status)
+        return render("error.html", status, error=str(error))
+
+    app = Starlette(
+        routes=[Route("/", index), Route("/task/{task_id:path}", task_page), Route("/api/status", api_status),
+                Route("/api/plan", api_plan), Route("/api/history", api_history), Route("/api/items", api_items),
+                Route("/api/show", api_show)],
+        middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost", "[::1]"])]
+        if loopback else [],
+        exception_handlers={LookupError: failed, LuisyError: failed, ValueError: failed},
+    )
+    if token is None:
+        return app
+    return _Guarded(app, token, PlainTextResponse)
+
+
+class _Guarded:
+    """Lets through only requests that carry the token (see the module docstring)."""
+
+    def __init__(self, app: Any, token: str, response: Any) -> None:
+        self.app, self.token, self.response = app, token, response
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        from starlette.requests import Request
+
+        request = Request(scope)
+        given = request.query_params.get("token")
+        bearer = request.headers.get("authorization", "")
+        candidates = [given, bearer[7:] if bearer.lower().startswith("bearer ") else None,
+                      request.cookies.get(TOKEN_COOKIE)]
+        if not any(c is not None and hmac.compare_digest(c.encode(), self.token.encode()) for c in candidates):
+            await self.response("a token is needed: open the address luisy serve printed", status_code=401)(
+                scope, receive, send)
+            return
+        if given is None:
+            await self.app(scope, receive, send)
+            return
+
+        async def with_cookie(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                cookie = f"{TOKEN_COOKIE}={self.token}; HttpOnly; SameSite=Strict; Path=/"
+                message.setdefault("headers", []).append((b"set-cookie", cookie.encode()))
+            await send(message)
+
+        await self.app(scope, receive, with_cookie)
+
+
+def _page(request: Any) -> int:
+    try:
+        return max(1, int(request.query_params.get("page", "1")))
+    except ValueError:
+        raise ValueError("page must be a whole number from 1 on") from None
+
+
+def _when(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return ""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seconds))
+
+
+def _output(task: luigi.Task) -> dict[str, Any] | None:
+    from luigi.task import flatten
+
+    from luisy import storage
+
+    outputs = [o for o in flatten(task.output()) if getattr(o, "path", None)]
+    if not outputs:
+        return None
+    path = str(outputs[0].path)
+    store = storage.for_path(path)
+    fmt = getattr(getattr(outputs[0], "file_format", None), "name", None) or type(outputs[0]).__name__
+    size = None
+    if store.exists(path):
+        try:
+            size = Path(path).stat().st_size if store is storage.LOCAL else None
+        except OSError:
+            size = None
+    return {"path": path, "format": fmt, "size": size, "exists": store.exists(path) or store.exists(path, folder=True)}
+
+
+def _provenance(pipeline: Pipeline, output: dict[str, Any] | None) -> str | None:
+    if output is None or not output["exists"]:
+        return None
+    try:
+        rel = Path(output["path"]).relative_to(pipeline.working_dir).as_posix()
+        return "\n".join(shown(pipeline, rel).lines())
+    except (ValueError, LuisyError):
+        return None
+
+
+def _drawing(views: list[Any]) -> dict[str, Any]:
+    """Where each task's box goes (columns by depth), and the lines from requirements to tasks."""
+    rows: dict[int, int] = {}
+    boxes = {}
+    for view in views:
+        row = rows.get(view.depth, 0)
+        rows[view.depth] = row + 1
+        boxes[view.task.task_id] = {"x": 10 + view.depth * COLUMN, "y": 10 + row * ROW, "view": view}
+    lines = [{"x1": boxes[r]["x"] + BOX_WIDTH, "y1": boxes[r]["y"] + BOX_HEIGHT // 2,
+              "x2": box["x"], "y2": box["y"] + BOX_HEIGHT // 2}
+             for box in boxes.values() for r in box["view"].requires if r in boxes]
+    width = 20 + (max(rows) + 1) * COLUMN if rows else 100
+    height = 20 + max(rows.values(), default=1) * ROW
+    return {"boxes": list(boxes.values()), "lines": lines, "width": width, "height": height,
+            "box_width": BOX_WIDTH, "box_height": BOX_HEIGHT}

@@ -262,3 +262,14 @@ def test_another_address_than_loopback_gets_a_token_made_and_printed_once(lab):
 def test_a_foreign_host_name_is_refused_on_loopback(server):
     assert server.status("/api/status", {"Host": "attacker.example"}) == 400
     assert server.status("/api/status", {"Host": f"localhost:{server.port}"}) == 200
+
+
+def test_a_small_result_is_shown_as_a_table_and_runs_as_bars(lab, server):
+    (lab / "data" / "lab" / "raw" / "notes" / "n9.txt").write_text("z" * 9)
+    assert "complete except" in run_luisy(["run", "lab.tasks:Total"], cwd=lab).stdout
+    with urllib.request.urlopen(server.url + "/task/" + urllib.request.quote(server.json("/api/status")[2]["task_id"]),
+                                timeout=10) as response:
+        text = response.read().decode()
+    total = json.loads((lab / "data" / "lab" / "final" / "Total.json").read_text())["total"]
+    assert "<th>key</th><th>value</th>" in text and f"<td>total</td><td>{total}</td>" in text
+    assert 'aria-label="durations of the last runs"' in text and text.count('<g class="run SUCCESS">') == 2

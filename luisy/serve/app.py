@@ -10,6 +10,7 @@ for the pages it links to), an ``Authorization: Bearer`` header, or that cookie;
 from __future__ import annotations
 
 import hmac
+import json
 import math
 import time
 from pathlib import Path
@@ -65,7 +66,8 @@ def make_app(root: luigi.Task, working_dir: Path, token: str | None = None, loop
             page = item_page(pipeline, task, request.query_params.get("q", ""), request.query_params.get("state", ""),
                              _page(request))
         output = _output(task)
-        return render("task.html", view=view, runs=task_runs(pipeline, task), page=page, output=output,
+        runs = task_runs(pipeline, task)
+        return render("task.html", view=view, runs=runs, page=page, output=output, chart=_chart(runs),
                       provenance=_provenance(pipeline, output), page_size=PAGE_SIZE)
 
     async def api_status(request: Request) -> Response:
@@ -171,7 +173,35 @@ def _output(task: luigi.Task) -> dict[str, Any] | None:
             size = Path(path).stat().st_size if store is storage.LOCAL else None
         except OSError:
             size = None
-    return {"path": path, "format": fmt, "size": size, "exists": store.exists(path) or store.exists(path, folder=True)}
+    found = {"path": path, "format": fmt, "size": size, "exists": store.exists(path) or store.exists(path, folder=True),
+             "preview": None}
+    if size is not None and size <= PREVIEW_BYTES:
+        found["preview"] = _preview(path)
+    return found
+
+
+#: Outputs up to this size are shown as a table on their task's page (statistics, a reduce's result).
+PREVIEW_BYTES = 1 << 16
+
+
+def _preview(path: str) -> list[tuple[str, ...]] | None:
+    """Rows (the first one a header) of a small JSON or parquet output; ``None`` for other outputs."""
+    try:
+        if path.endswith(".json"):
+            data = json.loads(Path(path).read_text())
+            if isinstance(data, dict):
+                return [("key", "value"), *((str(k), json.dumps(v, default=str)[:200]) for k, v in data.items())]
+            if isinstance(data, list) and data and all(isinstance(row, dict) for row in data):
+                keys = list(dict.fromkeys(k for row in data[:100] for k in row))
+                return [tuple(keys), *(tuple(str(row.get(k, "")) for k in keys) for row in data[:100])]
+        if path.endswith(".parquet"):
+            import pandas as pd
+
+            frame = pd.read_parquet(path).head(100)
+            return [tuple(map(str, frame.columns)), *(tuple(map(str, row)) for row in frame.itertuples(index=False))]
+    except (OSError, ValueError, ImportError):
+        return None
+    return None
 
 
 def _provenance(pipeline: Pipeline, output: dict[str, Any] | None) -> str | None:
@@ -182,6 +212,23 @@ def _provenance(pipeline: Pipeline, output: dict[str, Any] | None) -> str | None
         return "\n".join(shown(pipeline, rel).lines())
     except (ValueError, LuisyError):
         return None
+
+
+def _chart(runs: list[Any]) -> dict[str, Any] | None:
+    """Bars of the task's last runs, oldest first: height the duration, colour how it ended, and
+    items per second where the run processed items."""
+    done = [run for run in reversed(runs) if run.duration is not None]
+    if len(done) < 2:
+        return None
+    longest = max(run.duration for run in done) or 1.0
+    bars = []
+    for i, run in enumerate(done):
+        height = max(2.0, 100 * run.duration / longest)
+        processed = (run.items or {}).get("processed") or (run.items or {}).get("folded")
+        rate = f"{processed / run.duration:.0f}/s" if processed and run.duration else ""
+        bars.append({"x": 10 + i * 34, "y": 120 - height, "height": height, "state": run.state,
+                     "label": f"{run.duration:.1f} s", "rate": rate})
+    return {"bars": bars, "width": 20 + len(bars) * 34}
 
 
 def _drawing(views: list[Any]) -> dict[str, Any]:

@@ -221,7 +221,7 @@ class DirectoryInputTarget(luigi.LocalTarget):
         return target
 
     def exists(self) -> bool:
-        return self.storage.exists(self.path, folder=True)
+        return _folder_exists(self.storage, self)
 
     def paths(self) -> list[Path]:
         """The matching files (or folders), sorted by their path relative to the folder."""
@@ -346,6 +346,18 @@ class DirectoryInputTarget(luigi.LocalTarget):
     def _read_stored(self, store: Storage, path: str) -> Any:
         """The object in the stored file (or, for ``folders``, folder) ``path``, read from a local copy."""
         return store.load(path, functools.partial(self._read_file, shown=path), folder=self.folders)
+
+
+@functools.singledispatch
+def _folder_exists(store: Storage, target: DirectoryInputTarget) -> bool:
+    return store.exists(target.path, folder=True)
+
+
+@_folder_exists.register
+def _stored_folder_exists(store: RemoteStorage, target: DirectoryInputTarget) -> bool:
+    # A store has no folders: asking for one lists it (s3fs lists all of it). An input folder's
+    # listing, which the run makes anyway and keeps, answers as well.
+    return bool(store.walk(target.path, once=target.external)) or store.exists(target.path, folder=True)
 
 
 @functools.singledispatch

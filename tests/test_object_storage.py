@@ -152,6 +152,10 @@ def test_a_pipeline_runs_in_a_store_and_a_rerun_writes_nothing(store):
         "no item is read or looked at: the manifest knows"
     listings = [r for r in requests if "prefix=" in r.path and "Scaled" in r.path and "staging" not in r.path]
     assert not listings, f"the items are not listed: {listings}"
+    # The input folder is listed once (one page here): its listing answers whether it exists, its
+    # fingerprint and which items there are.
+    inputs = [r for r in requests if "prefix=" in r.path and "frames" in r.path]
+    assert len(inputs) == 1, inputs
 
 
 def test_new_input_files_make_only_their_items(store):

@@ -461,6 +461,31 @@ def test_a_wrong_account_key_is_one_line_naming_the_credentials_to_check(azure_s
         refused.stderr
 
 
+def test_a_credential_that_may_read_but_not_write_fails_the_task_with_one_line(azure_store):
+    """A container SAS with read and list permissions only: the run reads its inputs, and the
+    first write is refused; the task fails with one line naming the credentials, nothing is written."""
+    import datetime as dt
+
+    from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+    from object_stores import AZURITE_ACCOUNT, AZURITE_KEY
+
+    store = azure_store
+    store.put_table([1, 2])
+    store.put_frames(2)
+    before = store.objects()
+    sas = generate_container_sas(AZURITE_ACCOUNT, store.bucket, account_key=AZURITE_KEY,
+                                 permission=ContainerSasPermissions(read=True, list=True),
+                                 expiry=dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1))
+    read_only = f"BlobEndpoint={store.server.blob_endpoint};SharedAccessSignature={sas}"
+    refused = store.luisy("run", "lake.tasks:Total", env={"AZURE_STORAGE_CONNECTION_STRING": read_only}, timeout=180)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    failed = [line for line in refused.stdout.splitlines() if line.strip().startswith("failed:")]
+    assert failed and all("permission denied" in line and "AZURE_STORAGE_CONNECTION_STRING" in line
+                          for line in failed), refused.stdout
+    assert "Traceback" not in refused.stdout + refused.stderr
+    assert store.objects() == before
+
+
 def test_what_another_client_writes_is_seen_at_once(s3_store, monkeypatch):
     """No listing is cached: a manifest or item another process wrote is seen by the next call."""
     from luisy import storage

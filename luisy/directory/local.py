@@ -566,8 +566,9 @@ class ItemReader:
         self.read = read
 
     def __call__(self, path: str) -> Any:
-        kept = os.path.join(self.inside.folder, RETIRED, os.path.relpath(path, self.inside.folder))
-        for candidate in (path, kept):
+        for candidate in (path, None):
+            if candidate is None:  # worked out only when needed: a relpath per item is a quarter of reading it
+                candidate = os.path.join(self.inside.folder, RETIRED, os.path.relpath(path, self.inside.folder))
             if self.inside.is_file(candidate):
                 try:
                     return self.read(candidate)

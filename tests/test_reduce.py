@@ -3,68 +3,18 @@ recomputation (checked over random sequences of additions, changes, removals and
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import random
 import shutil
 from pathlib import Path
 
+import pytest
 from conftest import run_luisy, write_project
 
 import luisy
 from luisy.tasks.reduce import STATE_DIR
-
-
-@luisy.raw
-@luisy.directory_input(pattern="*.json")
-class Numbers(luisy.ExternalTask):
-    def get_folder_name(self):
-        return "numbers"
-
-
-@luisy.interim
-@luisy.requires(Numbers)
-@luisy.directory_output(format="json")
-class Squared(luisy.DirectoryTask):
-    def process(self, name, number):
-        return {"value": number["value"] ** 2}
-
-
-@luisy.final
-@luisy.requires(Squared)
-@luisy.json_output
-class Stats(luisy.ReduceTask):
-    """Count and sum, with unfold: a change or removal is taken back out."""
-
-    def initial(self):
-        return {"n": 0, "sum": 0, "names": []}
-
-    def fold(self, state, name, item):
-        return {"n": state["n"] + 1, "sum": state["sum"] + item["value"], "names": sorted([*state["names"], name])}
-
-    def unfold(self, state, name, item):
-        names = list(state["names"])
-        names.remove(name)
-        return {"n": state["n"] - 1, "sum": state["sum"] - item["value"], "names": names}
-
-    def finish(self, state):
-        return {"n": state["n"], "sum": state["sum"], "names": state["names"]}
-
-
-@luisy.final
-@luisy.requires(Squared)
-@luisy.json_output
-class FoldOnly(luisy.ReduceTask):
-    """Sum without unfold: a change or removal folds everything again."""
-
-    def initial(self):
-        return 0
-
-    def fold(self, state, name, item):
-        return state + item["value"]
-
-    def finish(self, state):
-        return {"sum": state}
 
 
 def _expected(folder: Path) -> dict:
@@ -76,16 +26,16 @@ def _squares(folder: Path) -> dict[str, int]:
     return {p.stem: json.loads(p.read_text())["value"] ** 2 for p in folder.glob("*.json")}
 
 
-def test_random_changes_fold_incrementally_and_equal_a_full_recomputation(tmp_path):
-    folder = tmp_path / "test_reduce" / "raw" / "numbers"
-    folder.mkdir(parents=True)
+def test_random_changes_fold_incrementally_and_equal_a_full_recomputation(red):
+    tasks, folder, data = red
+    Stats = tasks.Stats  # noqa: N806 - a class
     rng = random.Random(28)
     names = [f"n{i:03d}" for i in range(40)]
     for name in names[:20]:
         (folder / f"{name}.json").write_text(json.dumps({"value": rng.randint(-50, 50)}))
-    summary = luisy.execution.run([Stats()], working_dir=tmp_path)
+    summary = luisy.execution.run([Stats()], working_dir=data)
     assert summary.ok and summary.reduced == [("Stats()", {"folded": 20, "unfolded": 0, "refolded": "first run"})]
-    stats = next(tmp_path.rglob("final/Stats.json"))
+    stats = next(data.rglob("final/Stats.json"))
     assert json.loads(stats.read_text()) == _expected(folder)
     reduced = 0
     for step in range(12):
@@ -110,7 +60,7 @@ def test_random_changes_fold_incrementally_and_equal_a_full_recomputation(tmp_pa
                 (folder / f"{old}.json").rename(folder / f"{new}.json")
                 present.append(new)
                 absent.append(old)
-        summary = luisy.execution.run([Stats()], working_dir=tmp_path)
+        summary = luisy.execution.run([Stats()], working_dir=data)
         assert summary.ok, summary.lines()
         assert json.loads(stats.read_text()) == _expected(folder), step
         after = _squares(folder)
@@ -126,28 +76,28 @@ def test_random_changes_fold_incrementally_and_equal_a_full_recomputation(tmp_pa
     assert reduced >= 8
 
 
-def test_without_unfold_a_removal_folds_everything_again_and_plan_says_why(tmp_path):
-    folder = tmp_path / "test_reduce" / "raw" / "numbers"
-    folder.mkdir(parents=True)
+def test_without_unfold_a_removal_folds_everything_again_and_plan_says_why(red):
+    tasks, folder, data = red
+    FoldOnly = tasks.FoldOnly  # noqa: N806 - a class
     for i in range(5):
         (folder / f"n{i}.json").write_text(json.dumps({"value": i}))
-    assert luisy.execution.run([FoldOnly()], working_dir=tmp_path).ok
-    output = next(tmp_path.rglob("final/FoldOnly.json"))
+    assert luisy.execution.run([FoldOnly()], working_dir=data).ok
+    output = next(data.rglob("final/FoldOnly.json"))
     assert json.loads(output.read_text()) == {"sum": 30}
     (folder / "n5.json").write_text(json.dumps({"value": 5}))
     from luisy.plan import report
 
-    with luisy.working_dir(tmp_path):
+    with luisy.working_dir(data):
         lines = "\n".join(report(FoldOnly()))
     assert "fold 1 new, unfold and fold 0 changed, unfold 0 removed items" in lines, lines
-    summary = luisy.execution.run([FoldOnly()], working_dir=tmp_path)
+    summary = luisy.execution.run([FoldOnly()], working_dir=data)
     assert summary.reduced == [("FoldOnly()", {"folded": 1, "unfolded": 0, "refolded": None})]
     assert json.loads(output.read_text()) == {"sum": 55}
     (folder / "n0.json").unlink()
-    with luisy.working_dir(tmp_path):
+    with luisy.working_dir(data):
         lines = "\n".join(report(FoldOnly()))
     assert "every item is folded again: items changed or were removed, and it has no unfold()" in lines, lines
-    summary = luisy.execution.run([FoldOnly()], working_dir=tmp_path)
+    summary = luisy.execution.run([FoldOnly()], working_dir=data)
     assert summary.reduced == [("FoldOnly()", {"folded": 5, "unfolded": 0, "refolded":
                                                "items changed or were removed, and it has no unfold()"})]
     assert json.loads(output.read_text()) == {"sum": 55}
@@ -195,8 +145,70 @@ PROJECT = {
 
             def finish(self, state):
                 return {"total": state}
+
+
+        @luisy.final
+        @luisy.requires(Squared)
+        @luisy.json_output
+        class Stats(luisy.ReduceTask):
+            """Count and sum, with unfold: a change or removal is taken back out."""
+
+            def initial(self):
+                return {"n": 0, "sum": 0, "names": []}
+
+            def fold(self, state, name, item):
+                return {"n": state["n"] + 1, "sum": state["sum"] + item["value"],
+                        "names": sorted([*state["names"], name])}
+
+            def unfold(self, state, name, item):
+                names = list(state["names"])
+                names.remove(name)
+                return {"n": state["n"] - 1, "sum": state["sum"] - item["value"], "names": names}
+
+
+        @luisy.final
+        @luisy.requires(Squared)
+        @luisy.json_output
+        class FoldOnly(luisy.ReduceTask):
+            """Sum without unfold: a change or removal folds everything again."""
+
+            def initial(self):
+                return 0
+
+            def fold(self, state, name, item):
+                return state + item["value"]
+
+            def finish(self, state):
+                return {"sum": state}
+
+
+        @luisy.final
+        @luisy.requires(Squared)
+        @luisy.json_output
+        class Everywhere(luisy.ReduceTask):
+            """A sum whose parts may be folded in other processes: it notes which processes folded."""
+
+            def initial(self):
+                return {"sum": 0, "pids": []}
+
+            def fold(self, state, name, item):
+                return {"sum": state["sum"] + item["value"], "pids": sorted({*state["pids"], os.getpid()})}
+
+            def combine(self, a, b):
+                return {"sum": a["sum"] + b["sum"], "pids": sorted({*a["pids"], *b["pids"]})}
     ''',
 }
+
+
+@pytest.fixture
+def red(tmp_path, monkeypatch):
+    """The project's tasks, imported here; its input folder (empty) and working directory."""
+    write_project(tmp_path, PROJECT)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    tasks = importlib.import_module("red.tasks")
+    folder = tmp_path / "data" / "red" / "raw" / "numbers"
+    folder.mkdir(parents=True)
+    return tasks, folder, tmp_path / "data"
 
 
 def test_killed_while_folding_or_between_state_and_output_the_rerun_is_right(tmp_path):
@@ -250,35 +262,19 @@ def test_the_journal_records_what_a_reduce_folded(tmp_path):
     assert "1 folded, 0 unfolded (all again)" in shown and "1 folded, 0 unfolded" in shown
 
 
-@luisy.final
-@luisy.requires(Squared)
-@luisy.json_output
-class Everywhere(luisy.ReduceTask):
-    """A sum whose parts may be folded in other processes: it notes which processes folded."""
-
-    def initial(self):
-        return {"sum": 0, "pids": []}
-
-    def fold(self, state, name, item):
-        return {"sum": state["sum"] + item["value"], "pids": sorted({*state["pids"], os.getpid()})}
-
-    def combine(self, a, b):
-        return {"sum": a["sum"] + b["sum"], "pids": sorted({*a["pids"], *b["pids"]})}
-
-
-def test_with_combine_a_first_run_folds_parts_in_item_processes(tmp_path):
-    folder = tmp_path / "test_reduce" / "raw" / "numbers"
-    folder.mkdir(parents=True)
+def test_with_combine_a_first_run_folds_parts_in_item_processes(red):
+    tasks, folder, data = red
+    Everywhere = tasks.Everywhere  # noqa: N806 - a class
     for i in range(300):
         (folder / f"n{i:03d}.json").write_text(json.dumps({"value": i}))
-    summary = luisy.execution.run([Everywhere()], working_dir=tmp_path, processes=2)
+    summary = luisy.execution.run([Everywhere()], working_dir=data, processes=2)
     assert summary.ok, summary.lines()
-    found = json.loads(next(tmp_path.rglob("final/Everywhere.json")).read_text())
+    found = json.loads(next(data.rglob("final/Everywhere.json")).read_text())
     assert found["sum"] == sum(i * i for i in range(300))
     assert len(found["pids"]) == 2 and os.getpid() not in found["pids"], found  # two item processes
     # One more item: folded here, into the combined state.
     (folder / "n300.json").write_text(json.dumps({"value": 300}))
-    summary = luisy.execution.run([Everywhere()], working_dir=tmp_path, processes=2)
+    summary = luisy.execution.run([Everywhere()], working_dir=data, processes=2)
     assert summary.reduced == [("Everywhere()", {"folded": 1, "unfolded": 0, "refolded": None})]
-    found = json.loads(next(tmp_path.rglob("final/Everywhere.json")).read_text())
+    found = json.loads(next(data.rglob("final/Everywhere.json")).read_text())
     assert found["sum"] == sum(i * i for i in range(301)) and os.getpid() in found["pids"]

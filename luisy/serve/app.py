@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import luigi
+from luigi.task import flatten
 
-from luisy import config
+from luisy import config, storage
 from luisy.errors import LuisyError
 from luisy.history.runs import history
 from luisy.plan import as_json as plan_data
@@ -157,10 +158,6 @@ def _when(seconds: float | None) -> str:
 
 
 def _output(task: luigi.Task) -> dict[str, Any] | None:
-    from luigi.task import flatten
-
-    from luisy import storage
-
     outputs = [o for o in flatten(task.output()) if getattr(o, "path", None)]
     if not outputs:
         return None

@@ -141,7 +141,6 @@ class ItemPage:
 
     rows: list[ItemRow]
     page: int
-    pages_known: int
     more: bool
     query: str
     state: str
@@ -158,7 +157,7 @@ def item_page(pipeline: Pipeline, task: luigi.Task, query: str = "", state: str 
         if query:
             rows = (row for row in rows if query in row.name)
         chosen = list(itertools.islice(rows, (page - 1) * PAGE_SIZE, page * PAGE_SIZE + 1))
-    return ItemPage(chosen[:PAGE_SIZE], page, page, len(chosen) > PAGE_SIZE, query, state)
+    return ItemPage(chosen[:PAGE_SIZE], page, len(chosen) > PAGE_SIZE, query, state)
 
 
 def shown(pipeline: Pipeline, path: str) -> Provenance:

@@ -63,11 +63,12 @@ def get_working_dir() -> Path:
 
 def resolve_working_dir() -> Path:
     """The working directory from its sources, in the order above."""
-    return _root(given_working_dir())
+    return root_path(given_working_dir())
 
 
-def _root(given: str | os.PathLike[str]) -> Path:
-    """An absolute path; an object store's URL as its alias (:mod:`luisy.urls`)."""
+def root_path(given: str | os.PathLike[str]) -> Path:
+    """``given`` (a folder or an object store's URL) as an absolute path; a URL as its alias
+    (:mod:`luisy.urls`)."""
     remote = urls.alias(given)
     return Path(remote) if remote is not None else Path(urls.local_path(given)).expanduser().absolute()
 
@@ -257,7 +258,7 @@ class Run:
                 settled: Mapping[Any, Mapping[str, str]] | None = None, remote: Remote | None = None) -> Run:
         """The settings from their sources; arguments that are not ``None`` win over them."""
         parser = _luigi_config()
-        root = resolve_working_dir() if working_dir is None else _root(working_dir)
+        root = resolve_working_dir() if working_dir is None else root_path(working_dir)
         return cls(
             working_dir=root,
             processes=max(1, processes if processes is not None else _setting(parser, "processes", 1, _count)),

@@ -24,7 +24,6 @@ downstream of them are. Two machines uploading the same output at once: the last
 from __future__ import annotations
 
 import functools
-import getpass
 import json
 import logging
 import os
@@ -47,6 +46,7 @@ from luisy.fingerprint import records
 from luisy.fingerprint import task as fingerprint
 from luisy.fingerprint.shared import file_digests, shared
 from luisy.graph import upstream_first
+from luisy.history import journal
 from luisy.history.provenance import describe
 from luisy.paths import relative_posix
 from luisy.storage import Storage
@@ -172,8 +172,7 @@ def _store(remote: config.Remote) -> Storage:
 
 
 def _root(remote: config.Remote) -> str:
-    alias = urls.alias(remote.url)
-    return alias if alias is not None else os.path.abspath(urls.local_path(remote.url))
+    return os.fspath(config.root_path(remote.url))
 
 
 def _record_path(remote: config.Remote, task: luigi.Task) -> str | None:
@@ -283,7 +282,7 @@ def _send(task: luigi.Task, remote: config.Remote) -> bool:
     for key in sorted(files):
         store.send_file(Path(sources[key]), f"{root}/{key}")
     written = {"fingerprint": mine, "files": files, "task": str(task), "task_id": task.task_id,
-               "written_by": {"host": socket.gethostname(), "user": _user(), "time": time.time()}}
+               "written_by": {"host": socket.gethostname(), "user": journal.user_name(), "time": time.time()}}
     record_at = _record_path(remote, task)
     if record_at is not None:
         store.put_bytes(record_at, json.dumps(written, indent=1, sort_keys=True).encode("utf-8"))
@@ -291,9 +290,3 @@ def _send(task: luigi.Task, remote: config.Remote) -> bool:
     logger.info("%s: sent to the remote %s", task, remote.url)
     return True
 
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no name for this uid (a container)
-        return str(os.getuid())

@@ -326,7 +326,7 @@ def start(root: Path, run: str, task_id: str, task: str, family: str, outputs: l
     """Append the ``START`` of a task run and return it, to be ended by :meth:`TaskRun.end`."""
     luisy = sys.modules.get("luisy")
     event = Event(event=START, id=uuid.uuid4().hex[:16], run=run or uuid.uuid4().hex, task_id=task_id, task=task,
-                  family=family, host=socket.gethostname(), user=_user(), pid=os.getpid(), started=time.time(),
+                  family=family, host=socket.gethostname(), user=user_name(), pid=os.getpid(), started=time.time(),
                   luisy_version=getattr(luisy, "__version__", ""), python_version=platform.python_version(),
                   outputs=outputs)
     _append_logged(root, event)
@@ -358,7 +358,8 @@ def _append_logged(root: Path, event: Event) -> None:
                        journal_dir(root), error)
 
 
-def _user() -> str:
+def user_name() -> str:
+    """The user running this process (its uid where the system has no name for it)."""
     try:
         return getpass.getuser()
     except (KeyError, OSError):  # no name for this uid (some containers)

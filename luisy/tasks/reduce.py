@@ -23,7 +23,7 @@ from typing import Any
 
 from luigi.task import flatten
 
-from luisy import storage
+from luisy import config, storage
 from luisy.digests import digest
 from luisy.directory.manifest import Item, ItemTable, Manifest
 from luisy.directory.runner import item_executor
@@ -123,6 +123,8 @@ class ReduceTask(Task):
                 "state": state, "counts": counts}
         storage.active().save(self._state_path(), kept, _write_state)
         journal.note_reduce(len(folded), len(unfolded), delta.refold is not None)
+        # For this build's summary, without reading the state again (if the summary is made here).
+        self._luisy_counts = (config.current().id, counts)
         self.write(self.finish(state))
 
     #: ``combine(state_a, state_b)``: one state covering the items of both. Optional: with it, a
@@ -173,7 +175,10 @@ class ReduceTask(Task):
     def last_counts(self) -> dict[str, Any] | None:
         """What the last run folded: ``folded``, ``unfolded`` and ``refolded`` (why it folded
         everything again, or ``None``)."""
-        saved = self._saved()
+        known = getattr(self, "_luisy_counts", None)
+        if known is not None and known[0] == config.current().id:
+            return dict(known[1])
+        saved = self._saved()  # it ran in another process, or in another build: the state says
         return None if saved is None else dict(saved.get("counts") or {}) or None
 
     def _source(self) -> DirectoryTarget:

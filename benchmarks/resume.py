@@ -97,7 +97,7 @@ def _clear(working_dir: Path) -> None:
 def checkpoint_time(root: Path, items: int) -> float:
     """Seconds one checkpoint of ``items`` items takes."""
     from luisy.directory.local import LocalStaging
-    from luisy.directory.manifest import Item
+    from luisy.directory.table import Item
 
     staging = LocalStaging(root / "checkpoint-only")
     rows = {f"t{i:06d}": Item(f"t{i:06d}.txt", 64, "0" * 32, f"160-{1_700_000_000_000_000_000 + i}")

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple, overload
 
 from luisy.digests import columns_digest, items_digest
+from luisy.parts import part_rows
 
 
 class SourceItem(NamedTuple):
@@ -54,7 +55,7 @@ class SourceItems(Sequence[SourceItem]):
     nothing to traverse.
     """
 
-    __slots__ = ("names", "fingerprints", "paths", "reader", "held_back", "_digest")
+    __slots__ = ("names", "fingerprints", "paths", "reader", "held_back", "_digest", "_parts")
 
     def __init__(self, names: list[str], fingerprints: list[str], paths: Sequence[str],
                  reader: Callable[[str], Any], digest: str | None = None) -> None:
@@ -66,6 +67,7 @@ class SourceItems(Sequence[SourceItem]):
         #: neither processes them nor counts them as removed.
         self.held_back: frozenset[str] = frozenset()
         self._digest = digest
+        self._parts: tuple[int, list[list[int]]] | None = None
 
     @overload
     def __getitem__(self, index: int) -> SourceItem: ...
@@ -94,6 +96,22 @@ class SourceItems(Sequence[SourceItem]):
         if self._digest is None:  # the columns are never changed: once is enough
             self._digest = columns_digest(self.names, self.fingerprints)
         return self._digest
+
+    def _part_rows(self, count: int) -> list[list[int]]:
+        if self._parts is None or self._parts[0] != count:
+            self._parts = (count, part_rows(self.names, count))
+        return self._parts[1]
+
+    def part_digests(self, count: int) -> list[str | None]:
+        """The :meth:`digest` of the items in each of ``count`` parts (split by a hash of the name,
+        as a manifest's items are)."""
+        names, fingerprints = self.names, self.fingerprints
+        return [columns_digest([names[row] for row in rows], [fingerprints[row] for row in rows])
+                for rows in self._part_rows(count)]
+
+    def part(self, count: int, p: int) -> SourceItems:
+        """The items in part ``p`` of ``count``, in order."""
+        return self.select(self._part_rows(count)[p])
 
     def select(self, rows: Iterable[int]) -> SourceItems:
         """The items at ``rows``, in that order."""

@@ -32,7 +32,7 @@ def test_manifest_content(frames):
     manifest = Doubled().output().manifest
     head, body = (Doubled().output().folder / MANIFEST_NAME).read_text().splitlines()
     raw, listed = json.loads(head), json.loads(body)
-    assert raw["schema"] == 4 and raw["body_bytes"] == len(body) and raw["resumed"] == 0
+    assert raw["schema"] == 5 and raw["body_bytes"] == len(body) and raw["resumed"] == 0 and raw["part_count"] == 1
     assert raw["task"] == "Doubled" and raw["failed_count"] == 0 and listed["failed"] == {}
     assert raw["item_count"] == len(listed["names"]) == len(listed["checksums"]) == 4 and raw["processed"] == 4
     for key in ("luisy_version", "python_version", "host", "started", "finished", "items_digest", "inputs_digest"):

@@ -8,7 +8,8 @@ import random
 import pytest
 
 from luisy.digests import items_digest, text_digest
-from luisy.directory.manifest import Item, ItemTable, Manifest
+from luisy.directory.manifest import Manifest
+from luisy.directory.table import Item, ItemTable
 from luisy.errors import ManifestError
 from luisy.sources import SourceItems, digest
 

@@ -18,7 +18,7 @@ from conftest import run_luisy, status_rows, write_project
 from directory_tasks import PROCESSED, Doubled
 
 from luisy.directory.local import CHECKPOINT, LocalStaging, latest_checkpoint
-from luisy.directory.manifest import Item
+from luisy.directory.table import Item
 from luisy.executors.local import SEND_EVERY
 
 pytestmark = pytest.mark.slow  # see pyproject.toml

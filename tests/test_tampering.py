@@ -26,7 +26,8 @@ from luisy.atomic import temp_sibling
 from luisy.digests import file_digest
 from luisy.directory import MANIFEST_NAME
 from luisy.directory.local import CHECKPOINT, CHECKPOINT_MAX_BYTES
-from luisy.directory.manifest import Item, Manifest
+from luisy.directory.manifest import Manifest
+from luisy.directory.table import Item
 from luisy.errors import ManifestError
 
 pytestmark = pytest.mark.slow  # the attack runs' regressions: many processes each; see pyproject.toml

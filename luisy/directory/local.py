@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import itertools
 import json
 import logging
 import os
@@ -49,13 +48,16 @@ from luisy.atomic import (
 from luisy.digests import digest, file_digest, stream_digest
 from luisy.directory.manifest import (
     MANIFEST_NAME,
+    PARTS,
     REPAIR,
-    Item,
     Manifest,
     ManifestHeader,
     bad_file_name,
     remember,
+    retire_parts,
+    touched_parts,
 )
+from luisy.directory.table import Item
 from luisy.errors import BrokenFileError, ItemFileError, ManifestError, UnsafePathError
 from luisy.paths import NAME_MAX, linked_folder, refuse_linked
 from luisy.regular_files import kind, not_regular, open_fd, open_regular, read_own
@@ -120,7 +122,7 @@ class LocalFolder:
         with _publish_lock(self.folder):
             manifest = Manifest.load(self.folder)
             if manifest is not None:
-                _replace_manifest(self.folder, change(manifest))
+                _replace_manifest(self.folder, change(manifest), manifest)
 
     def staging(self, state: dict[str, Any]) -> LocalStaging:
         """A staging folder with the items an interrupted writer checkpointed for ``state``."""
@@ -164,7 +166,7 @@ class LocalFolder:
             dropped = {name for name in items if name in manifest.items} if same else set()
             if same:
                 kept = manifest.items.merged([n for n in manifest.items if n not in dropped], {})
-                _replace_manifest(self.folder, replace(manifest, items=kept, inputs_digest=None))
+                _replace_manifest(self.folder, replace(manifest, items=kept, inputs_digest=None), manifest)
             own = accounted(manifest)
             for file in [manifest.items[name].file for name in dropped] + [s for s in strays if s not in own]:
                 _unlink_inside(inside, os.path.join(self.folder, file))
@@ -300,7 +302,14 @@ class LocalFolder:
         if current is None:  # none, or corrupt: nothing in the folder can be trusted
             sweep, current = sweep or os.path.lexists(folder / MANIFEST_NAME), Manifest()
         inside = _Inside(folder, self.owner)
-        taken = {*current.items.files, *current.retired}
+        # The parts this publish changes are read before anything moves: a corrupt one fails the
+        # run with the folder as it was.
+        touched = touched_parts(current.items, writer)
+        # A new item's file can clash only with the current file of an item of its name (in its
+        # part) or with a kept replaced file: other names make other files, variants are random.
+        taken = {*current.retired}
+        for p in touched:
+            taken.update(current.items.part(p).files)
         moved, made = dict[str, Item](), set[str]()
         for name, item in writer.new.items():
             file = item.file if item.file not in taken else _variant(item.file)
@@ -314,15 +323,14 @@ class LocalFolder:
                 file = _variant(item.file)
                 os.replace(staged, folder / file)
             moved[name] = item._replace(file=file)
-        items = current.items.merged(writer.kept, moved)
-        listed = set(items.files) if current.items or current.retired else set()  # a first run replaces nothing
+        items = current.items.merged(writer.kept, moved, writer.part_count, writer.inputs_parts)
+        replaced, listed = current.items.dropped_files(items)
         now, keep_for = time.time(), config.current().keep_replaced_seconds
-        replaced = list(itertools.filterfalse(listed.__contains__, current.items.files))  # a C loop
         retired = {f: t for f, t in current.retired.items() if now - t < keep_for and f not in listed}
         expired = [f for f in current.retired if f not in retired and f not in listed]
         retired.update(dict.fromkeys(replaced, now))
         manifest = writer.manifest(items, current, retired)
-        _replace_manifest(folder, manifest)
+        _replace_manifest(folder, manifest, current)
         # After an interrupted publish, files it retired may still wait in their old place.
         retire(folder, list(retired) if sweep else replaced, inside)
         if sweep:
@@ -635,11 +643,21 @@ def _verified_max_bytes(items: int) -> int:
     return min(VERIFIED_MAX_BYTES, (items + 1) * VERIFIED_ITEM_BYTES)
 
 
-def _replace_manifest(folder: Path, manifest: Manifest) -> None:
-    """The one moment a new state becomes visible: an ``os.replace`` of the manifest."""
+def _replace_manifest(folder: Path, manifest: Manifest, current: Manifest) -> None:
+    """The one moment a new state becomes visible: an ``os.replace`` of the manifest, after its
+    new part files are written. The parts ``current`` (the manifest it replaces) lists that
+    ``manifest`` does not are kept for ``[luisy] keep_replaced_seconds``, for its readers."""
     path = folder / MANIFEST_NAME
     if path.is_dir() and not path.is_symlink():  # not luisy's: os.replace cannot put a file there
         shutil.rmtree(path)
+    parts = manifest.new_parts()
+    expired = retire_parts(manifest, current, time.time(), config.current().keep_replaced_seconds)
+    if parts:
+        _make_dirs(folder, PARTS, set())
+    for file, data in parts:
+        part_tmp = temp_sibling(folder / file)
+        part_tmp.write_bytes(data)
+        os.replace(part_tmp, folder / file)
     tmp = temp_sibling(path)
     head, body, header = manifest.encoded_lines()
     with open(tmp, "w", encoding="utf-8") as f:
@@ -647,6 +665,9 @@ def _replace_manifest(folder: Path, manifest: Manifest) -> None:
         f.writelines(body)
     os.replace(tmp, folder / MANIFEST_NAME)
     remember(folder, manifest, header)
+    for file in expired:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(folder / file)
 
 
 def _variant(file: str) -> str:
@@ -877,7 +898,8 @@ def _unlink_inside(inside: _Inside, path: str) -> None:
 def accounted(manifest: Manifest) -> set[str]:
     """The files (relative paths) ``manifest`` accounts for in its folder: itself, the verify
     record, its items' files and the replaced files it keeps."""
-    return {MANIFEST_NAME, VERIFIED, *manifest.items.files, *(f"{RETIRED}/{file}" for file in manifest.retired)}
+    return {MANIFEST_NAME, VERIFIED, *manifest.items.files, *(f"{RETIRED}/{file}" for file in manifest.retired),
+            *(record.file for record in manifest.items.records if record.file), *manifest.retired_parts}
 
 
 def remove_unlisted(folder: Path, manifest: Manifest) -> None:

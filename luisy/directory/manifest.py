@@ -18,7 +18,7 @@ is never followed: the task runs again and ``luisy verify`` reports it.
 
 from __future__ import annotations
 
-import bisect
+import functools
 import itertools
 import json
 import operator
@@ -28,20 +28,27 @@ import re
 import socket
 import stat
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, NamedTuple
+from typing import Any
 
 from luisy.bounded import BoundedCache
-from luisy.digests import bytes_digest, columns_digest, items_digest, stream_digest, text_digest
+from luisy.digests import bytes_digest, items_digest, stream_digest, text_digest
+from luisy.directory.table import ItemTable, PartedItems, PartRecord, empty_table
 from luisy.errors import BrokenFileError, ManifestError
-from luisy.regular_files import kind, open_regular
+from luisy.parts import part_of, parts_digest
+from luisy.regular_files import kind, open_regular, read_own
 
 MANIFEST_NAME = "_luisy_manifest.json"
-SCHEMA = 4
+SCHEMA = 5
 #: Schemas this luisy reads; an older one is rewritten in the current schema by the next publish.
-READABLE_SCHEMAS = (2, 3, 4)
-_BODY = ("items", "failed", "failed_sources", "failed_details", "skipped", "retired")
+READABLE_SCHEMAS = (2, 3, 4, 5)
+#: The folder, inside the output folder, of the parts of a manifest of more than one part.
+PARTS = "_luisy_manifest.parts"
+_BODY = ("items", "failed", "failed_sources", "failed_details", "skipped", "retired", "retired_parts")
+_COLUMNS = ("names", "files", "sizes", "checksums", "sources")
+#: A part file's name: its content's digest (so a part is never rewritten in place).
+_PART_FILE = re.compile(re.escape(PARTS) + r"/([0-9a-f]{32})\.json")
 #: What :attr:`Manifest.failed_details` may say about a failed item.
 FAILURE_DETAILS = ("input", "traceback")
 #: A header line longer than this is not a manifest's (the parameters are in it, nothing per item).
@@ -52,123 +59,17 @@ RESERVED_PREFIXES = (".luisy", "_luisy")
 REPAIR = "`luisy verify TASK --repair` drops bad items, so that the next run makes them again"
 
 
-class Item(NamedTuple):
-    """One published item: its file (relative to the folder), size, checksum, and input fingerprint."""
-
-    file: str
-    size: int
-    checksum: str
-    source: str | None = None
-
-
-class ItemTable(Mapping[str, Item]):
-    """The published items as a read-only mapping name → :class:`Item`, stored as columns sorted by name.
-
-    A manifest can list hundreds of thousands of items and is read on every run: columns of
-    strings are what JSON reads and writes fastest and what takes least memory. An :class:`Item`
-    is built only when one is asked for.
-    """
-
-    __slots__ = ("names", "files", "sizes", "checksums", "sources", "_positions", "_digest")
-
-    def __init__(self, names: list[str], files: list[str], sizes: list[int], checksums: list[str],
-                 sources: list[str | None], digest: str | None = None) -> None:
-        """Columns sorted by name; ``digest``: the table's :meth:`digest`, if already known."""
-        if not len(names) == len(files) == len(sizes) == len(checksums) == len(sources):
-            raise ValueError("item columns of different lengths")
-        self.names, self.files, self.sizes, self.checksums, self.sources = names, files, sizes, checksums, sources
-        self._positions: dict[str, int] | None = None
-        self._digest = digest
-
-    @classmethod
-    def _from_columns(cls, columns: list[list[Any]]) -> ItemTable:
-        names, files, sizes, checksums, sources = columns
-        return cls(names, files, sizes, checksums, sources)
-
-    @classmethod
-    def of(cls, items: Mapping[str, Item]) -> ItemTable:
-        """The table of ``items``, sorted by name."""
-        if isinstance(items, ItemTable):
-            return items
-        names = sorted(items)
-        rows = [items[name] for name in names]
-        return cls(names, [r.file for r in rows], [r.size for r in rows], [r.checksum for r in rows],
-                   [r.source for r in rows])
-
-    def positions(self) -> dict[str, int]:
-        """Name → row (built on first use: a dict of 100 000 names costs as much as parsing them)."""
-        if self._positions is None:
-            self._positions = dict(zip(self.names, range(len(self.names)), strict=True))
-        return self._positions
-
-    def merged(self, keep: Iterable[str], new: Mapping[str, Item]) -> ItemTable:
-        """The rows named in ``keep`` (if present), replaced or extended by ``new``, sorted by name."""
-        keep = keep if isinstance(keep, (set, frozenset)) else set(keep)
-        if any(name in keep for name in new):  # rare: a kept row is replaced too
-            keep = keep.difference(new)
-        mask = list(map(keep.__contains__, self.names))  # a C loop: a million rows on every rerun
-        kept: list[list[Any]] = [list(itertools.compress(column, mask))
-                                 for column in (self.names, self.files, self.sizes, self.checksums, self.sources)]
-        if not new:  # the common incremental case: a subset of the current rows, in order
-            return ItemTable._from_columns(kept)
-        if not kept[0]:
-            return ItemTable.of(new)
-        # Few new rows among many kept ones (a rerun): splice them in by bisection.
-        out: list[list[Any]] = [[], [], [], [], []]
-        start = 0
-        for name in sorted(new):
-            stop = bisect.bisect_left(kept[0], name, start)
-            for column, kept_column, value in zip(out, kept, (name, *new[name]), strict=True):
-                column.extend(kept_column[start:stop])
-                column.append(value)
-            start = stop
-        for column, kept_column in zip(out, kept, strict=True):
-            column.extend(kept_column[start:])
-        return ItemTable._from_columns(out)
-
-    def digest(self) -> str:
-        """:func:`items_digest` of ``(name, checksum)``."""
-        if self._digest is None:  # the table is never changed: once is enough
-            self._digest = columns_digest(self.names, self.checksums)
-        return self._digest
-
-    def __getitem__(self, name: str) -> Item:
-        row = self.positions()[name]
-        return Item(self.files[row], self.sizes[row], self.checksums[row], self.sources[row])
-
-    def __contains__(self, name: object) -> bool:
-        return name in self.positions()
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.names)
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, ItemTable):
-            return (self.names, self.files, self.sizes, self.checksums, self.sources) == (
-                other.names, other.files, other.sizes, other.checksums, other.sources)
-        return super().__eq__(other)
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return f"ItemTable({len(self)} items)"
-
-
-def _empty_table() -> ItemTable:
-    return ItemTable([], [], [], [], [])
-
-
 @dataclass
 class Manifest:
     """What a directory output holds. ``items`` and ``failed`` are keyed by item name.
 
-    ``items`` may be given as any mapping name → :class:`Item`; it is kept as an :class:`ItemTable`.
+    ``items`` may be given as any mapping name → :class:`Item`; it is kept as
+    :class:`~luisy.directory.table.PartedItems`. A manifest of one part holds its items in its
+    second line; a larger one lists its parts there, each a file of its own in
+    ``_luisy_manifest.parts/`` named by its content's digest, read when first needed.
     """
 
-    items: ItemTable = field(default_factory=_empty_table)
+    items: PartedItems = field(default_factory=lambda: PartedItems.split(empty_table(), 1))
     failed: dict[str, str] = field(default_factory=dict)
     #: Input fingerprint of each failed item, so an unchanged failure need not be retried.
     failed_sources: dict[str, str | None] = field(default_factory=dict)
@@ -180,6 +81,8 @@ class Manifest:
     #: Files of replaced items kept (in ``.luisy-retired/``) for readers of an earlier manifest,
     #: with the time (epoch seconds) they were replaced.
     retired: dict[str, float] = field(default_factory=dict)
+    #: Part files an earlier manifest listed, kept for its readers, with the time they were replaced.
+    retired_parts: dict[str, float] = field(default_factory=dict)
     task: str = ""
     params: dict[str, str] = field(default_factory=dict)
     code_fingerprint: str | None = None
@@ -199,7 +102,8 @@ class Manifest:
     inputs_digest: str | None = None
 
     def __post_init__(self) -> None:
-        self.items = ItemTable.of(self.items)
+        if not isinstance(self.items, PartedItems):
+            self.items = PartedItems.split(self.items)
 
     def header(self, body_bytes: int | None = None, body_digest: str | None = None) -> ManifestHeader:
         """The first line's content."""
@@ -208,8 +112,24 @@ class Manifest:
         return ManifestHeader(
             **values, item_count=len(self.items), failed_count=len(self.failed), items_digest=items,
             content_digest=items_digest([("", items), *((name, "failed") for name in self.failed)]),
-            body_bytes=body_bytes, body_digest=body_digest,
+            body_bytes=body_bytes, body_digest=body_digest, part_count=self.items.part_count,
         )
+
+    def new_parts(self) -> list[tuple[str, bytes]]:
+        """The part files (path relative to the folder, content) not stored yet, which must be
+        written before the manifest is; from then on their records name them. None for a
+        manifest of one part, which holds its items itself."""
+        table = self.items
+        if table.part_count == 1:
+            return []
+        written = []
+        for p, record in enumerate(table.records):
+            if record.file is None:
+                data = _part_bytes(table.part(p))
+                file = f"{PARTS}/{bytes_digest(data)}.json"
+                table.records[p] = record._replace(file=file)
+                written.append((file, data))
+        return written
 
     def to_json(self) -> str:
         return self.encoded()[0]
@@ -225,8 +145,14 @@ class Manifest:
         the header."""
         body: dict[str, Any] = {name: getattr(self, name) for name in _BODY if name != "items"}
         table = self.items
-        body.update(names=table.names, files=table.files, sizes=table.sizes, checksums=table.checksums,
-                    sources=table.sources)
+        if table.part_count == 1:
+            part = table.part(0)
+            body.update(names=part.names, files=part.files, sizes=part.sizes, checksums=part.checksums,
+                        sources=part.sources)
+        else:
+            if any(record.file is None for record in table.records):
+                raise ValueError("the parts of a manifest are stored before it (see Manifest.new_parts)")
+            body["parts"] = [list(record) for record in table.records]
         # No indent: only then does json use its C encoder. ASCII only, so characters are bytes.
         pieces = [f'{"," if i else "{"}{json.dumps(key)}:{json.dumps(value, separators=(",", ":"))}'
                   for i, (key, value) in enumerate(body.items())]
@@ -235,24 +161,36 @@ class Manifest:
         return json.dumps({"schema": SCHEMA, **asdict(header)}, sort_keys=True), pieces, header
 
     @classmethod
-    def from_json(cls, text: str, where: str = "manifest", body_checked: bool = False) -> Manifest:
+    def from_json(cls, text: str, where: str = "manifest", body_checked: bool = False,
+                  read_part: Callable[[str], bytes] | None = None) -> Manifest:
         """Parse and validate a manifest; :class:`~luisy.errors.ManifestError` if it is corrupt.
 
         ``body_checked``: the second line's length and digest are known to match the header.
+        ``read_part``: the content of a part file (by path relative to the folder), for a manifest
+        of several parts; each part is read and checked when first needed.
         """
         end = text.find("\n")
         if end < 0:  # no second line: the body parsed below is empty, hence corrupt
             end = len(text)
-        header = _header_fields(_json(text[:end], where), where)
+        raw = _json(text[:end], where)
+        header = _header_fields(raw, where)
         if not body_checked:
             _check_body_bytes(header, text[end + 1:].encode("utf-8", "surrogateescape"), where)
         body = _json(text, where, start=end + 1)
         _check_body(body, header, where)
-        names, files, sizes, checksums, sources = (body.pop(column) for column in
-                                                   ("names", "files", "sizes", "checksums", "sources"))
-        items = ItemTable(names, files, sizes, checksums, sources, digest=header["items_digest"])  # as written
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in header.items() if k in known}, items=items, **body)
+        values = {k: v for k, v in header.items() if k in known}
+        if "parts" in body:
+            records = [PartRecord(*record) for record in body.pop("parts")]
+            load = functools.partial(_load_part, read_part, len(records), where.rsplit("/", 1)[0])
+            return cls(**values, items=PartedItems(records, [None] * len(records), load), **body)
+        names, files, sizes, checksums, sources = (body.pop(column) for column in _COLUMNS)
+        table = ItemTable(names, files, sizes, checksums, sources, digest=header["items_digest"])  # as written
+        # A manifest of an older schema may list more items than one part holds: split (and
+        # checked) now, stored in parts by its next publish.
+        items = PartedItems.split(table) if raw["schema"] < 5 else \
+            PartedItems([PartRecord(None, len(table), table.digest())], [table])
+        return cls(**values, items=items, **body)
 
     @classmethod
     def load(cls, folder: str | os.PathLike[str]) -> Manifest | None:
@@ -325,6 +263,8 @@ class ManifestHeader:
     body_digest: str | None = None
     #: Items taken over from an interrupted run; 0 in manifests before schema 4.
     resumed: int = 0
+    #: How many parts the items are stored in; 1 in manifests before schema 5.
+    part_count: int = 1
 
 
 class _Replaced(Exception):
@@ -382,7 +322,8 @@ class _ParsedManifests:
             _parse_header(*identity)  # the header and the file's length are checked before the body is read
             with _open_as(identity) as f:
                 text = f.read().decode("utf-8", "surrogateescape")
-            found = Manifest.from_json(text, identity[0], body_checked=True)
+            found = Manifest.from_json(text, identity[0], body_checked=True,
+                                       read_part=_part_reader(os.path.dirname(identity[0])))
         self.put(identity, found)
         return found
 
@@ -394,6 +335,19 @@ class _ParsedManifests:
 
 
 _parsed = _ParsedManifests(size=2)  # a stage and its upstream
+
+#: A part file longer than this is not one luisy wrote (a part holds thousands of items, not millions).
+PART_MAX_BYTES = 1 << 30
+
+
+def _part_reader(folder: str) -> Callable[[str], bytes]:
+    """Reads the part files of the manifest in ``folder``: never through a symbolic link."""
+    def read(file: str) -> bytes:
+        if os.path.islink(os.path.join(folder, PARTS)):
+            raise ManifestError(f"{os.path.join(folder, PARTS)} is a symbolic link; luisy does not follow it: "
+                                f"{REPAIR}")
+        return read_own(os.path.join(folder, file), PART_MAX_BYTES)
+    return read
 
 
 def remember(folder: str | os.PathLike[str], manifest: Manifest, header: ManifestHeader) -> None:
@@ -509,6 +463,10 @@ def _header_fields(header: Any, where: str) -> dict[str, Any]:
     if schema >= 4 and not _is_int(header.get("resumed")):
         raise ManifestError(f"{where} is corrupt: header field 'resumed' is missing or of the wrong type")
     checked["resumed"] = header["resumed"] if schema >= 4 else 0
+    count = header.get("part_count") if schema >= 5 else 1
+    if not _is_int(count) or count < 1 or count & (count - 1):
+        raise ManifestError(f"{where} is corrupt: header field 'part_count' is missing or not a power of two")
+    checked["part_count"] = count
     return checked
 
 
@@ -544,21 +502,16 @@ def _check_body(body: Any, header: dict[str, Any], where: str) -> None:
         raise corrupt("its second line is not a JSON object")
     body.setdefault("retired", {})  # schema 2 had none
     body.setdefault("failed_details", {})  # nor had schema 3
-    # The types each column may hold, checked by C loops: this runs for 100 000 items per read.
-    columns: dict[str, set[type]] = {"names": {str}, "files": {str}, "sizes": {int}, "checksums": {str},
-                                     "sources": {str, type(None)}}
-    expected = set(columns) | {"failed", "failed_sources", "failed_details", "skipped", "retired"}
+    body.setdefault("retired_parts", {})  # nor had schema 4
+    parted = header["part_count"] > 1
+    expected = {"failed", "failed_sources", "failed_details", "skipped", "retired", "retired_parts"}
+    expected |= {"parts"} if parted else set(_COLUMNS)
     if set(body) != expected:
         raise corrupt(f"its item lists are {sorted(body)}, expected {sorted(expected)}")
-    for name, types in columns.items():
-        column = body[name]
-        if type(column) is not list or len(column) != header["item_count"] or not types.issuperset(map(type, column)):
-            raise corrupt(f"item list {name!r} is not {header['item_count']} values of the right type")
-    names, files = body["names"], body["files"]
-    if body["sizes"] and min(body["sizes"]) < 0:
-        raise corrupt("an item has a negative size")
-    if not all(map(operator.lt, names, itertools.islice(names, 1, None))):
-        raise corrupt("item names are not unique and sorted")
+    if parted:
+        _check_parts(body["parts"], header, corrupt)
+    else:
+        _check_columns(body, header["item_count"], corrupt)
     if not _is_str_dict(body["failed"]) or len(body["failed"]) != header["failed_count"]:
         raise corrupt("the failed items do not match the header")
     for name in ("failed_sources", "skipped"):
@@ -567,11 +520,51 @@ def _check_body(body: Any, header: dict[str, Any], where: str) -> None:
     details = body["failed_details"]
     if not _is_str_dict(details, _is_details) or not details.keys() <= body["failed"].keys():
         raise corrupt("'failed_details' is not a mapping of failed items to their details")
-    retired = body["retired"]
-    if not _is_str_dict(retired, lambda t: type(t) in (int, float)):
-        raise corrupt("'retired' is not a mapping of files to times")
-    every = [*files, *retired]
-    bad = bad_file_name(every)
+    for name in ("retired", "retired_parts"):
+        if not _is_str_dict(body[name], lambda t: type(t) in (int, float)):
+            raise corrupt(f"{name!r} is not a mapping of files to times")
+    if not all(map(_PART_FILE.fullmatch, body["retired_parts"])):
+        raise corrupt("'retired_parts' lists a file that is not a part's")
+    retired = list(body["retired"])
+    bad = bad_file_name(retired)
+    if bad is not None:
+        raise corrupt(f"it lists the file {bad!r}, outside its folder or reserved")
+    every = retired if parted else [*body["files"], *retired]
+    if len(set(every)) != len(every):
+        raise corrupt("it lists one file twice")
+
+
+def _is_part_record(r: Any) -> bool:
+    return (type(r) is list and len(r) == 4 and _is_str(r[0]) and _PART_FILE.fullmatch(r[0]) is not None
+            and _is_int(r[1]) and _is_str(r[2]) and _is_optional_str(r[3]))
+
+
+def _check_parts(parts: Any, header: dict[str, Any], corrupt: Callable[[str], ManifestError]) -> None:
+    """The part records: one per part, each naming a part file, adding up to the header's items."""
+    if type(parts) is not list or len(parts) != header["part_count"] or not all(map(_is_part_record, parts)):
+        raise corrupt(f"its parts are not {header['part_count']} records of a part file, count and digests")
+    if sum(record[1] for record in parts) != header["item_count"]:
+        raise corrupt("its parts do not add up to the items its header counts")
+    if parts_digest(record[2] for record in parts) != header["items_digest"]:
+        raise corrupt("its parts are not the items its header describes")
+
+
+def _check_columns(body: dict[str, Any], count: int, corrupt: Callable[[str], ManifestError]) -> None:
+    """The item columns: ``count`` values each, of the right types, names unique and sorted,
+    files inside the folder, no file twice."""
+    # The types each column may hold, checked by C loops: this runs for 100 000 items per read.
+    columns: dict[str, set[type]] = {"names": {str}, "files": {str}, "sizes": {int}, "checksums": {str},
+                                     "sources": {str, type(None)}}
+    for name, types in columns.items():
+        column = body[name]
+        if type(column) is not list or len(column) != count or not types.issuperset(map(type, column)):
+            raise corrupt(f"item list {name!r} is not {count} values of the right type")
+    names, files = body["names"], body["files"]
+    if body["sizes"] and min(body["sizes"]) < 0:
+        raise corrupt("an item has a negative size")
+    if not all(map(operator.lt, names, itertools.islice(names, 1, None))):
+        raise corrupt("item names are not unique and sorted")
+    bad = bad_file_name(files)
     if bad is not None:
         raise corrupt(f"it lists the file {bad!r}, outside its folder or reserved")
     # A name is the item's name downstream too, where it names a file: one no writer could
@@ -579,8 +572,62 @@ def _check_body(body: Any, header: dict[str, Any], where: str) -> None:
     bad = bad_file_name(names)
     if bad is not None:
         raise corrupt(f"it lists the item name {bad!r}, which cannot name a file inside a folder")
-    if len(set(every)) != len(every):
+    if len(set(files)) != len(files):
         raise corrupt("it lists one file twice")
+
+
+def _part_bytes(table: ItemTable) -> bytes:
+    """A part file's content: the part's columns, one line of JSON."""
+    columns = dict(zip(_COLUMNS, (table.names, table.files, table.sizes, table.checksums, table.sources),
+                       strict=True))
+    return json.dumps(columns, separators=(",", ":")).encode("ascii")
+
+
+def _load_part(read: Callable[[str], bytes] | None, count: int, where: str, p: int, record: PartRecord) -> ItemTable:
+    """Part ``p`` of ``count``, read with ``read`` and checked against its ``record`` (the manifest
+    at ``where`` lists it); :class:`~luisy.errors.ManifestError` if it is missing or corrupt."""
+    file = str(record.file)
+    shown = f"{where.rsplit('/', 1)[0]}/{file}" if "/" in where else file
+    if read is None:
+        raise ManifestError(f"{shown}: the parts of this manifest cannot be read here")
+    try:
+        data = read(file)
+    except (FileNotFoundError, BrokenFileError):
+        raise ManifestError(f"{shown} is missing (the manifest listing it was replaced since it was read, "
+                            f"or the part was removed); {REPAIR}") from None
+    match = _PART_FILE.fullmatch(file)
+    if match is None or bytes_digest(data) != match.group(1):
+        raise ManifestError(f"{shown} is corrupt: its content is not the one its name says; {REPAIR}")
+
+    def corrupt(what: str) -> ManifestError:
+        return ManifestError(f"{shown} is corrupt: {what}; {REPAIR}")
+
+    body = _json(data.decode("utf-8", "surrogateescape"), shown)
+    if type(body) is not dict or set(body) != set(_COLUMNS):
+        raise corrupt(f"it is not an object of the item lists {list(_COLUMNS)}")
+    _check_columns(body, record.count, corrupt)
+    table = ItemTable(*(body[column] for column in _COLUMNS))
+    if any(part_of(name, count) != p for name in table.names):
+        raise corrupt(f"it lists an item of another part than {p}")
+    if table.digest() != record.digest:
+        raise corrupt("its items are not the ones the manifest describes")
+    return table
+
+
+def touched_parts(items: PartedItems, writer: Any) -> set[int]:
+    """The parts of the current ``items`` that publishing ``writer``'s items reads and rewrites."""
+    return items.touched(writer.kept, writer.new, writer.part_count)
+
+
+def retire_parts(manifest: Manifest, current: Manifest, now: float, keep_for: float) -> list[str]:
+    """Record in ``manifest`` (about to replace ``current``) the part files ``current`` lists or
+    keeps that it does not list, with when they were replaced; those replaced ``keep_for`` seconds
+    ago or earlier are returned instead, to be deleted. Call after :meth:`Manifest.new_parts`."""
+    listed = {record.file for record in manifest.items.records}
+    replaced = {record.file: now for record in current.items.records if record.file and record.file not in listed}
+    kept = {f: t for f, t in current.retired_parts.items() if f not in listed}
+    manifest.retired_parts = {f: t for f, t in {**kept, **replaced}.items() if now - t < keep_for or f in replaced}
+    return [f for f in kept if f not in manifest.retired_parts]
 
 
 def luisy_version() -> str:

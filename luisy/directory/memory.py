@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from luisy.digests import bytes_digest
-from luisy.directory.manifest import Item, Manifest, ManifestHeader
+from luisy.directory.manifest import Manifest, ManifestHeader
+from luisy.directory.table import Item
 
 if TYPE_CHECKING:
     from luisy.storage import MemoryStorage
@@ -106,7 +107,7 @@ class MemoryFolder:
     def publish(self, writer: Any) -> Manifest:
         state = self._state()
         current = state.manifest if state is not None else Manifest()
-        items = current.items.merged(writer.kept, writer.new)
+        items = current.items.merged(writer.kept, writer.new, writer.part_count, writer.inputs_parts)
         old = state.files if state is not None else {}
         files = {**{file: old[file] for file in items.files if file in old}, **writer.staging.objects}
         manifest = writer.manifest(items, current, {})

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from luisy.directory.local import LocalFolder
-from luisy.directory.manifest import Item, Manifest, ManifestHeader
+from luisy.directory.manifest import Manifest, ManifestHeader
 from luisy.directory.memory import MemoryFolder
 from luisy.directory.remote import RemoteFolder
+from luisy.directory.table import Item
 from luisy.storage import LocalStorage, MemoryStorage, Storage
 from luisy.storage.remote import RemoteStorage
 

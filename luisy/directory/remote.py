@@ -33,7 +33,8 @@ from luisy import config, urls
 from luisy.atomic import fit_name
 from luisy.bounded import BoundedCache
 from luisy.digests import bytes_digest, file_digest
-from luisy.directory.manifest import MANIFEST_NAME, REPAIR, Item, Manifest, ManifestHeader
+from luisy.directory.manifest import MANIFEST_NAME, REPAIR, Manifest, ManifestHeader, retire_parts
+from luisy.directory.table import Item
 from luisy.errors import ItemFileError, LuisyError, ManifestError
 from luisy.paths import NAME_MAX
 from luisy.storage.remote import RemoteStorage, StorageError
@@ -77,10 +78,13 @@ class RemoteFolder:
                 except FileNotFoundError:  # replaced, or removed, since: look again
                     continue
                 known = Manifest.from_json(raw.decode("utf-8", "surrogateescape"),
-                                           urls.shown(self._at(MANIFEST_NAME)))
+                                           urls.shown(self._at(MANIFEST_NAME)), read_part=self._read_part)
                 _manifests.put(key, known)
             return known, str(tag)
         raise ManifestError(f"{urls.shown(self._at(MANIFEST_NAME))} changes faster than it can be read")
+
+    def _read_part(self, file: str) -> bytes:
+        return self.store.read_bytes(self._at(file), MAX_BYTES)
 
     def header(self) -> ManifestHeader | None:
         try:
@@ -120,7 +124,7 @@ class RemoteFolder:
 
     def restamp(self, change: Callable[[Manifest], Manifest]) -> None:
         manifest, tag = self._current()
-        if manifest is not None and not self._replace(change(manifest), tag):
+        if manifest is not None and not self._replace(change(manifest), tag, manifest):
             raise PublishConflictError(f"{self.owner}: another run published {urls.shown(self.path)} meanwhile; "
                                        "run again")
 
@@ -201,7 +205,7 @@ class RemoteFolder:
         dropped = {name for name in items if name in manifest.items} if same else set()
         if dropped:
             kept = manifest.items.merged([n for n in manifest.items if n not in dropped], {})
-            if not self._replace(replace(manifest, items=kept, inputs_digest=None), tag):
+            if not self._replace(replace(manifest, items=kept, inputs_digest=None), tag, manifest):
                 return  # published meanwhile: what was found bad is not what is there now
         own = _accounted(manifest)
         doomed = [manifest.items[name].file for name in dropped] + [s for s in strays if s not in own]
@@ -267,15 +271,14 @@ class RemoteFolder:
         if isinstance(staging, RemoteStaging) and tag != staging.base:
             self._conflict(writer, current)
         current = current or Manifest()
-        items = current.items.merged(writer.kept, writer.new)
-        listed = set(items.files) if current.items or current.retired else set()
+        items = current.items.merged(writer.kept, writer.new, writer.part_count, writer.inputs_parts)
+        replaced, listed = current.items.dropped_files(items)
         now, keep_for = time.time(), config.current().keep_replaced_seconds
-        replaced = [f for f in current.items.files if f not in listed]
         retired = {f: t for f, t in current.retired.items() if now - t < keep_for and f not in listed}
         expired = [f for f in current.retired if f not in retired and f not in listed]
         retired.update(dict.fromkeys(replaced, now))
         manifest = writer.manifest(items, current, retired)
-        if not self._replace(manifest, tag):
+        if not self._replace(manifest, tag, current):
             self._conflict(writer, self.manifest())
         self.store.remove([self._at(f) for f in expired])
         if isinstance(staging, RemoteStaging):
@@ -284,12 +287,19 @@ class RemoteFolder:
                 self._sweep(manifest, mine=f"{staging.id}.json")
         return manifest
 
-    def _replace(self, manifest: Manifest, tag: str | None) -> bool:
-        """Write ``manifest`` if the one there is still version ``tag`` (none there: ``None``);
-        ``False`` if another is there."""
+    def _replace(self, manifest: Manifest, tag: str | None, current: Manifest) -> bool:
+        """Write ``manifest`` (its new parts first) if the one there is still version ``tag`` (none
+        there: ``None``); ``False`` if another is there. The parts only ``current`` listed are kept
+        for ``[luisy] keep_replaced_seconds``, then deleted."""
+        for file, part in manifest.new_parts():
+            self.store.put_if(self._at(file), part, tag=None)  # named by its content: one there is the same
+        expired = retire_parts(manifest, current, time.time(), config.current().keep_replaced_seconds)
         head, body, _ = manifest.encoded_lines()
         data = (head + "\n" + "".join(body)).encode("utf-8", "surrogateescape")
-        return self.store.put_if(self._at(MANIFEST_NAME), data, tag=tag)
+        if not self.store.put_if(self._at(MANIFEST_NAME), data, tag=tag):
+            return False
+        self.store.remove([self._at(file) for file in expired])
+        return True
 
     def _conflict(self, writer: DirectoryWriter, current: Manifest | None) -> NoReturn:
         """Remove what the writer uploaded (no manifest lists it), then say another run won."""
@@ -373,7 +383,8 @@ def _variant(file: str) -> str:
 
 
 def _accounted(manifest: Manifest) -> set[str]:
-    return {MANIFEST_NAME, VERIFIED, *manifest.items.files, *manifest.retired}
+    return {MANIFEST_NAME, VERIFIED, *manifest.items.files, *manifest.retired, *manifest.retired_parts,
+            *(record.file for record in manifest.items.records if record.file)}
 
 
 # Parsed manifests by (folder, version tag): a version is never edited.

@@ -23,19 +23,17 @@ from luisy.atomic import defer
 from luisy.digests import digest
 from luisy.directory.manifest import (
     MANIFEST_NAME,
-    Item,
-    ItemTable,
     Manifest,
     ManifestHeader,
     bad_file_name,
     luisy_version,
 )
 from luisy.directory.places import Place, place
+from luisy.directory.table import Item, Kept, PartedItems, PartedSources
 from luisy.errors import ItemNameError, ManifestError, UnsafePathError
 from luisy.parameters import significant_params
 from luisy.paths import with_extension
 from luisy.regular_files import not_regular
-from luisy.sources import Joined, SourceItems
 from luisy.storage import Storage, active
 
 logger = logging.getLogger("luisy")
@@ -140,11 +138,9 @@ class DirectoryTarget(luigi.LocalTarget):
         """The item objects, lazily (luisy 1.x returned a generator too)."""
         return (obj for _, obj in self.items())
 
-    def source_items(self) -> SourceItems:
+    def source_items(self) -> PartedSources:
         """The items as inputs of a downstream directory task; the checksum is the fingerprint."""
-        table = self.manifest.items
-        return SourceItems(table.names, table.checksums, Joined(self.path, table.files), self._reader(),
-                           digest=table.digest())
+        return PartedSources(self.manifest.items, self.path, self._reader())
 
     def _reader(self) -> Callable[[str], Any]:
         return self.place.reader(functools.partial(self.file_format.read, **self.options))
@@ -223,7 +219,12 @@ class DirectoryWriter:
         self.inputs_digest: str | None = None
         self.new: dict[str, Item] = {}
         self._since_checkpoint: list[str] = []
-        self.kept: set[str] = set()
+        #: The items of the current manifest carried over (see :meth:`keep`).
+        self.kept: set[str] | Kept = set()
+        #: How many parts the new manifest has (default: as many as the current one, unless far off).
+        self.part_count: int | None = None
+        #: Digest of each part's input items, for the next run to compare its input with.
+        self.inputs_parts: list[str | None] | None = None
         self.failed: dict[str, str] = {}
         self.failed_sources: dict[str, str | None] = {}
         self.failed_details: dict[str, dict[str, str]] = {}
@@ -287,9 +288,13 @@ class DirectoryWriter:
             raise ItemNameError(f"{self.target.owner}: items {other!r} and {name!r} would both be written to "
                                 f"{file!r}; give them names that differ by more than the extension")
 
-    def keep(self, names: Iterable[str]) -> None:
-        """Carry these items of the current manifest over unchanged."""
-        self.kept.update(names)
+    def keep(self, names: Iterable[str] | Kept) -> None:
+        """Carry these items of the current manifest over unchanged (a :class:`Kept` names whole
+        parts of them; it replaces what was kept before)."""
+        if isinstance(names, Kept):
+            self.kept = names
+        else:
+            self.kept.update(names)
 
     def checkpoint(self) -> None:
         """Make the items written so far durable for a writer that takes over after an interruption."""
@@ -332,7 +337,7 @@ class DirectoryWriter:
         finally:
             self.abort()
 
-    def manifest(self, items: ItemTable, current: Manifest, retired: dict[str, float]) -> Manifest:
+    def manifest(self, items: PartedItems, current: Manifest, retired: dict[str, float]) -> Manifest:
         """The manifest of a publish of ``items`` over ``current``, keeping the ``retired`` files."""
         task = self.task
         skipped = {n: s for n, s in current.skipped.items() if n in self.kept}

@@ -8,7 +8,6 @@ import operator
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from luigi.task import flatten
@@ -16,7 +15,9 @@ from luigi.task import flatten
 from luisy import config, formats
 from luisy.digests import items_digest
 from luisy.directory.manifest import bad_file_name
+from luisy.directory.pending import Pending, compare, everything
 from luisy.directory.runner import Progress, outcomes, report_status
+from luisy.directory.table import Kept
 from luisy.directory.target import DirectoryTarget, DirectoryWriter
 from luisy.errors import ItemError, ItemNameError, LuisyError, NoFolderInput, UnsafePathError
 from luisy.executors import ItemStatus, Outcome
@@ -30,7 +31,7 @@ from luisy.items import ItemRow, failure_line, first_failures
 from luisy.parameters import recorded_params, significant_params
 from luisy.paths import NAME_MAX
 from luisy.reasons import Kind, Reason, changes
-from luisy.sources import SourceItem, digest, fingerprints_of, names_of, pairs, select
+from luisy.sources import SourceItem, digest, names_of, pairs, select
 from luisy.spec import OutputSpec
 from luisy.tasks.base import Task
 from luisy.texttable import printable
@@ -41,32 +42,9 @@ ON_ERROR = ("raise", "skip")
 _MISSING = object()
 
 
-def _failure(manifest: Any, name: str) -> tuple[str, str | None, dict[str, str] | None]:
-    """A failed item's record in ``manifest``: error, input fingerprint, details."""
-    return manifest.failed[name], manifest.failed_sources.get(name), manifest.failed_details.get(name)
-
-
 def _slashes(path: str) -> list[int]:
     """The positions of the ``/`` in ``path`` (each ends a folder the path is in)."""
     return [i for i, char in enumerate(path) if char == "/"]
-
-
-@dataclass(frozen=True)
-class Pending:
-    """What a run of a directory task would do with its input items, and why."""
-
-    #: Input items to process: new, changed, and failed ones to retry.
-    todo: Sequence[SourceItem]
-    #: Names of published items to carry over unchanged.
-    keep: set[str]
-    #: Failures to keep as they are (name → error, input fingerprint and details; only with retries off).
-    kept_failures: dict[str, tuple[str, str | None, dict[str, str] | None]]
-    new: int = 0
-    changed: int = 0
-    removed: int = 0
-    retried: int = 0
-    #: Every item is processed: nothing usable is published, or parameters or code changed.
-    everything: bool = False
 
 
 class DirectoryTask(Task):
@@ -117,39 +95,8 @@ class DirectoryTask(Task):
         items = self.input_items() if items is None else items
         manifest = self.output().current_manifest()
         if manifest is None or not self._same_configuration(manifest):
-            return Pending(items, set(), {}, new=len(items), everything=True)
-        retry = config.current().retry_failed
-        done = manifest.sources(with_failed=not retry)
-        published, failed = manifest.items, manifest.failed  # a name index is built only if asked
-        # Whole columns at once (map over C functions): a rerun of a million items changes a few.
-        names, fingerprints = names_of(items), fingerprints_of(items)
-        before = list(map(done.get, names, itertools.repeat(_MISSING)))
-        rows = list(itertools.compress(range(len(names)), map(operator.ne, before, fingerprints)))
-        new = retried = 0
-        for row in rows:
-            if before[row] is _MISSING:
-                if retry and names[row] in failed:
-                    retried += 1
-                else:
-                    new += 1
-        seen = len(names) - before.count(_MISSING)
-        keep = set(names)  # the unchanged ones: each is published, skipped or failed
-        keep.difference_update(names[row] for row in rows)
-        kept_failures = {}
-        for name in filter(failed.__contains__, names) if failed else ():  # few, in input order
-            if name in keep and name not in published and name not in manifest.skipped:
-                keep.discard(name)
-                kept_failures[name] = _failure(manifest, name)
-        # Items held back (not settled yet, see luisy watch) stay as the manifest has them.
-        for name in getattr(items, "held_back", ()):
-            seen += name in done
-            if name in published or name in manifest.skipped:
-                keep.add(name)
-            elif name in failed:
-                kept_failures[name] = _failure(manifest, name)
-        todo = select(items, rows)
-        return Pending(todo, keep, kept_failures, new=new, changed=len(rows) - new - retried,
-                       removed=len(done) - seen, retried=retried)
+            return everything(items)
+        return compare(items, manifest, config.current().retry_failed)
 
     def why(self, detail: bool = False) -> list[Reason]:
         """Why the task would run (empty: it is complete): the first reason found, or with
@@ -305,6 +252,19 @@ class DirectoryTask(Task):
                     raise ItemNameError(f"{self!r}: input files {items[earlier].path} and {items[row].path} would "
                                         f"both be written to {file!r}; rename one or narrow the pattern")
 
+    def _check_against_kept(self, todo: Sequence[SourceItem], kept: Kept) -> None:
+        """No item to do shares a file with a kept one: one name is the other plus the extension."""
+        ext = self.output().file_format.ext
+        if not ext:
+            return
+        suffix = f".{ext}"
+        for item in todo:
+            other = item.name.removesuffix(suffix) if item.name.endswith(suffix) else item.name + suffix
+            if other != item.name and other in kept and other in self.output().manifest.items:
+                raise ItemNameError(f"{self!r}: input file {item.path} and the published item {other!r} would both "
+                                    f"be written to {min(other, item.name) + suffix!r}; rename one or narrow the "
+                                    "pattern")
+
     def _resume(self, writer: DirectoryWriter, todo: Sequence[SourceItem]) -> Sequence[SourceItem]:
         """Take over the items an interrupted run finished from unchanged inputs; the rest to do."""
         resumed = writer.resumable()
@@ -336,14 +296,18 @@ class DirectoryTask(Task):
         if self.on_error not in ON_ERROR:
             raise LuisyError(f"{self!r}: on_error must be one of {ON_ERROR}, not {self.on_error!r}")
         items = self.input_items()
-        self._check_names(items)
         run = config.current()
         interval = run.checkpoint_seconds if self.checkpoint_seconds is None else self.checkpoint_seconds
         # The writer first: it waits for another run writing the output, whose published or
         # checkpointed items this one then keeps instead of making them again.
         with self.output().writer(self) as writer, stop_on_signals(run.grace_seconds) as stop:
             pending = self.pending(items)
+            # Before any work. Names kept in whole parts were checked when they were published.
+            self._check_names(pending.todo if isinstance(pending.keep, Kept) else items)
+            if isinstance(pending.keep, Kept):
+                self._check_against_kept(pending.todo, pending.keep)
             writer.inputs_digest = digest(items)
+            writer.part_count, writer.inputs_parts = pending.part_count, pending.inputs_parts
             writer.names_checked = True  # by _check_names above
             writer.keep(pending.keep)
             for name, (error, source, details) in pending.kept_failures.items():

@@ -25,8 +25,9 @@ from luigi.task import flatten
 
 from luisy import config, storage
 from luisy.digests import digest
-from luisy.directory.manifest import Item, ItemTable, Manifest
+from luisy.directory.manifest import Manifest
 from luisy.directory.runner import item_executor
+from luisy.directory.table import Item, ItemTable
 from luisy.directory.target import DirectoryTarget
 from luisy.errors import LuisyError, ReduceError
 from luisy.executors import ItemStatus, Outcome, SerialExecutor

@@ -1,0 +1,388 @@
+"""The item lists of a manifest: a table sorted by name, split into parts by a hash of the name.
+
+A manifest can list a million items and a run reads it whenever an input changed, yet a rerun
+after ten new files changes ten items. So the items are grouped into *parts* by a hash of their
+name, each part with its own digest and with the digest of the input items it was made from. A
+run compares its input's parts with those, and reads, merges and rewrites only the parts that
+differ. The number of parts is a power of two chosen so that a part holds about
+:data:`PART_ITEMS` items; a table of up to that many is one part.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, NamedTuple
+
+from luisy.digests import columns_digest
+from luisy.parts import part_count, part_of, part_rows, parts_digest
+from luisy.sources import Joined, SourceItems
+
+
+class Item(NamedTuple):
+    """One published item: its file (relative to the folder), size, checksum, and input fingerprint."""
+
+    file: str
+    size: int
+    checksum: str
+    source: str | None = None
+
+
+class ItemTable(Mapping[str, Item]):
+    """The published items as a read-only mapping name → :class:`Item`, stored as columns sorted by name.
+
+    A manifest can list hundreds of thousands of items and is read on every run: columns of
+    strings are what JSON reads and writes fastest and what takes least memory. An :class:`Item`
+    is built only when one is asked for.
+    """
+
+    __slots__ = ("names", "files", "sizes", "checksums", "sources", "_positions", "_digest")
+
+    def __init__(self, names: list[str], files: list[str], sizes: list[int], checksums: list[str],
+                 sources: list[str | None], digest: str | None = None) -> None:
+        """Columns sorted by name; ``digest``: the table's :meth:`digest`, if already known."""
+        if not len(names) == len(files) == len(sizes) == len(checksums) == len(sources):
+            raise ValueError("item columns of different lengths")
+        self.names, self.files, self.sizes, self.checksums, self.sources = names, files, sizes, checksums, sources
+        self._positions: dict[str, int] | None = None
+        self._digest = digest
+
+    @classmethod
+    def _from_columns(cls, columns: list[list[Any]]) -> ItemTable:
+        names, files, sizes, checksums, sources = columns
+        return cls(names, files, sizes, checksums, sources)
+
+    @classmethod
+    def of(cls, items: Mapping[str, Item]) -> ItemTable:
+        """The table of ``items``, sorted by name."""
+        if isinstance(items, ItemTable):
+            return items
+        names = sorted(items)
+        rows = [items[name] for name in names]
+        return cls(names, [r.file for r in rows], [r.size for r in rows], [r.checksum for r in rows],
+                   [r.source for r in rows])
+
+    def positions(self) -> dict[str, int]:
+        """Name → row (built on first use: a dict of 100 000 names costs as much as parsing them)."""
+        if self._positions is None:
+            self._positions = dict(zip(self.names, range(len(self.names)), strict=True))
+        return self._positions
+
+    def merged(self, keep: Iterable[str], new: Mapping[str, Item]) -> ItemTable:
+        """The rows named in ``keep`` (if present), replaced or extended by ``new``, sorted by name."""
+        keep = keep if isinstance(keep, (set, frozenset)) else set(keep)
+        if any(name in keep for name in new):  # rare: a kept row is replaced too
+            keep = keep.difference(new)
+        mask = list(map(keep.__contains__, self.names))  # a C loop: a million rows on every rerun
+        kept: list[list[Any]] = [list(itertools.compress(column, mask))
+                                 for column in (self.names, self.files, self.sizes, self.checksums, self.sources)]
+        if not new:  # the common incremental case: a subset of the current rows, in order
+            return ItemTable._from_columns(kept)
+        if not kept[0]:
+            return ItemTable.of(new)
+        # Few new rows among many kept ones (a rerun): splice them in by bisection.
+        out: list[list[Any]] = [[], [], [], [], []]
+        start = 0
+        for name in sorted(new):
+            stop = bisect.bisect_left(kept[0], name, start)
+            for column, kept_column, value in zip(out, kept, (name, *new[name]), strict=True):
+                column.extend(kept_column[start:stop])
+                column.append(value)
+            start = stop
+        for column, kept_column in zip(out, kept, strict=True):
+            column.extend(kept_column[start:])
+        return ItemTable._from_columns(out)
+
+    def digest(self) -> str:
+        """:func:`items_digest` of ``(name, checksum)``."""
+        if self._digest is None:  # the table is never changed: once is enough
+            self._digest = columns_digest(self.names, self.checksums)
+        return self._digest
+
+    def __getitem__(self, name: str) -> Item:
+        row = self.positions()[name]
+        return Item(self.files[row], self.sizes[row], self.checksums[row], self.sources[row])
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.positions()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, ItemTable):
+            return (self.names, self.files, self.sizes, self.checksums, self.sources) == (
+                other.names, other.files, other.sizes, other.checksums, other.sources)
+        return super().__eq__(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"ItemTable({len(self)} items)"
+
+
+def empty_table() -> ItemTable:
+    return ItemTable([], [], [], [], [])
+
+
+class PartRecord(NamedTuple):
+    """What a manifest records of one part of its items."""
+
+    #: Where the part is stored, relative to the output folder; ``None`` until it is written.
+    file: str | None
+    count: int
+    #: :meth:`ItemTable.digest` of the part.
+    digest: str
+    #: Digest of the input items (name, fingerprint) of this part the run saw; ``None`` if unknown.
+    inputs: str | None = None
+
+
+class Kept:
+    """The names a run keeps of the current items: whole parts, and single names of the others.
+
+    A rerun of a million items keeps nearly all of them: naming each would cost a set of a million
+    strings, where the parts whose inputs did not change say it in a few numbers."""
+
+    __slots__ = ("count", "whole", "names", "_whole_items")
+
+    def __init__(self, count: int, whole: Iterable[int], whole_items: int, names: Iterable[str] = ()) -> None:
+        """``whole``: the parts (of ``count``) kept entirely, ``whole_items`` items in all."""
+        self.count, self.whole, self.names = count, frozenset(whole), set(names)
+        self._whole_items = whole_items
+
+    def update(self, names: Iterable[str]) -> None:
+        self.names.update(names)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and (part_of(name, self.count) in self.whole or name in self.names)
+
+    def __len__(self) -> int:
+        return self._whole_items + sum(1 for name in self.names if part_of(name, self.count) not in self.whole)
+
+    def __repr__(self) -> str:
+        return f"Kept({len(self.whole)} of {self.count} parts, {len(self.names)} more names)"
+
+
+class PartedItems(Mapping[str, Item]):
+    """The items as parts (see the module docstring), each an :class:`ItemTable` read when first
+    needed. As a mapping, and through the column attributes, it is the whole table sorted by
+    name, assembled on first use; a lookup by name reads only that name's part."""
+
+    __slots__ = ("records", "_tables", "_load", "_full")
+
+    def __init__(self, records: list[PartRecord], tables: list[ItemTable | None],
+                 load: Callable[[int, PartRecord], ItemTable] | None = None) -> None:
+        """``tables[p]`` is part ``p`` if at hand; ``load(p, record)`` reads one that is not."""
+        count = len(records)
+        if count < 1 or count & (count - 1) or len(tables) != count:
+            raise ValueError("a table has a power of two parts, each with its record")
+        self.records, self._tables, self._load = records, tables, load
+        self._full: ItemTable | None = tables[0] if count == 1 else None
+
+    @classmethod
+    def split(cls, table: Mapping[str, Item], count: int | None = None,
+              inputs: Sequence[str | None] | None = None) -> PartedItems:
+        """``table`` in ``count`` parts (default: :func:`part_count`); ``inputs``: each part's
+        input digest."""
+        table = ItemTable.of(table)
+        count = part_count(len(table)) if count is None else count
+        if count == 1:
+            tables = [table]
+        else:
+            columns = (table.names, table.files, table.sizes, table.checksums, table.sources)
+            tables = [ItemTable(*([column[row] for row in rows] for column in columns))
+                      for rows in part_rows(table.names, count)]
+        records = [PartRecord(None, len(t), t.digest(), inputs[p] if inputs is not None else None)
+                   for p, t in enumerate(tables)]
+        return cls(records, list(tables))
+
+    @property
+    def part_count(self) -> int:
+        return len(self.records)
+
+    def part(self, p: int) -> ItemTable:
+        """Part ``p``, read if not at hand."""
+        table = self._tables[p]
+        if table is None:
+            if self._load is None:
+                raise ValueError(f"part {p} of the items is neither at hand nor stored")
+            table = self._tables[p] = self._load(p, self.records[p])
+        return table
+
+    def parts(self) -> list[ItemTable]:
+        """Every part (read if not at hand)."""
+        return [self.part(p) for p in range(self.part_count)]
+
+    def full(self) -> ItemTable:
+        """The whole table, sorted by name (every part is read)."""
+        if self._full is None:
+            parts = self.parts()
+            names = [name for part in parts for name in part.names]
+            order = sorted(range(len(names)), key=names.__getitem__)
+            columns = [[value for part in parts for value in getattr(part, column)]
+                       for column in ("files", "sizes", "checksums", "sources")]
+            self._full = ItemTable([names[row] for row in order], *([c[row] for row in order] for c in columns),
+                                   digest=self.digest() if self.part_count == 1 else None)
+        return self._full
+
+    @property
+    def names(self) -> list[str]:
+        return self.full().names
+
+    @property
+    def files(self) -> list[str]:
+        return self.full().files
+
+    @property
+    def sizes(self) -> list[int]:
+        return self.full().sizes
+
+    @property
+    def checksums(self) -> list[str]:
+        return self.full().checksums
+
+    @property
+    def sources(self) -> list[str | None]:
+        return self.full().sources
+
+    def positions(self) -> dict[str, int]:
+        return self.full().positions()
+
+    def digest(self) -> str:
+        """The digest of the items, from the parts' digests (nothing is read)."""
+        return parts_digest(record.digest for record in self.records)
+
+    def inputs(self) -> list[str | None]:
+        return [record.inputs for record in self.records]
+
+    def merged(self, keep: Iterable[str], new: Mapping[str, Item], count: int | None = None,
+               inputs: Sequence[str | None] | None = None) -> PartedItems:
+        """The items named in ``keep`` (if present), replaced or extended by ``new``, in ``count``
+        parts (default: as many as now, or :func:`part_count` if far off), with each part's input
+        digest from ``inputs``. Where ``keep`` is a :class:`Kept` of as many parts, the parts it
+        keeps whole and ``new`` does not touch are taken over as they are, unread."""
+        if not self.partwise(keep, count):
+            if isinstance(keep, Kept):
+                keep = [name for name in self.names if name in keep]
+            full = self.full().merged(keep, new)
+            return PartedItems.split(full, part_count(len(full), self.part_count) if count is None else count, inputs)
+        count = self.part_count
+        touched: dict[int, dict[str, Item]] = {}
+        for name, item in new.items():
+            touched.setdefault(part_of(name, count), {})[name] = item
+        records, tables = list(self.records), list(self._tables)
+        for p in range(count):
+            given = inputs[p] if inputs is not None else None
+            if p in keep.whole and p not in touched:
+                records[p] = records[p]._replace(inputs=given) if given != records[p].inputs else records[p]
+                continue
+            part = self.part(p)
+            names = part.names if p in keep.whole else [n for n in part.names if n in keep.names]
+            table = part.merged(names, touched.get(p, {}))
+            records[p], tables[p] = PartRecord(None, len(table), table.digest(), given), table
+        return PartedItems(records, tables, self._load)
+
+    def partwise(self, keep: Iterable[str], count: int | None) -> bool:
+        """Whether :meth:`merged` takes over the parts ``keep`` keeps whole, unread."""
+        return isinstance(keep, Kept) and keep.count == self.part_count and count in (None, self.part_count)
+
+    def touched(self, keep: Iterable[str], new: Iterable[str], count: int | None = None) -> set[int]:
+        """The parts :meth:`merged` reads to merge ``new`` (names) in, keeping ``keep``."""
+        if not self.partwise(keep, count):
+            return set(range(self.part_count))
+        assert isinstance(keep, Kept)
+        return {part_of(name, self.part_count) for name in new} | set(range(self.part_count)).difference(keep.whole)
+
+    def dropped_files(self, new: PartedItems) -> tuple[list[str], set[str]]:
+        """The files this table lists that ``new`` (made from it by :meth:`merged`) does not, and
+        the files ``new`` lists where it differs (unchanged parts are not read)."""
+        if new.part_count != self.part_count or self.part_count == 1:
+            listed = set(new.files)
+            return [f for f in self.files if f not in listed], listed
+        dropped: list[str] = []
+        listed: set[str] = set()
+        for p, (before, after) in enumerate(zip(self.records, new.records, strict=True)):
+            if before == after and before.file is not None:  # taken over as it was
+                continue
+            files = new.part(p).files
+            listed.update(files)
+            dropped += [f for f in self.part(p).files if f not in listed]
+        return dropped, listed
+
+    def __getitem__(self, name: str) -> Item:
+        return self.part(part_of(name, self.part_count))[name]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name in self.part(part_of(name, self.part_count))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return sum(record.count for record in self.records)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (PartedItems, ItemTable)):
+            return (self.names, self.files, self.sizes, self.checksums, self.sources) == (
+                other.names, other.files, other.sizes, other.checksums, other.sources)
+        return super().__eq__(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"PartedItems({len(self)} items in {self.part_count} parts)"
+
+
+class PartedSources(SourceItems):
+    """The items of an upstream directory output as input items, its checksums as fingerprints.
+
+    Its parts are read when first needed: a downstream task compares their digests with those it
+    recorded and reads only the parts that differ; the columns read every part."""
+
+    __slots__ = ("table", "folder", "_whole")
+
+    def __init__(self, table: PartedItems, folder: str, reader: Callable[[str], Any]) -> None:  # noqa: D107
+        self.table, self.folder, self.reader = table, folder, reader
+        self.held_back = frozenset()
+        self._digest = table.digest()
+        self._parts = None
+        self._whole: SourceItems | None = None
+
+    def _columns(self) -> SourceItems:
+        if self._whole is None:
+            whole = self.table.full()
+            self._whole = SourceItems(whole.names, whole.checksums, Joined(self.folder, whole.files), self.reader)
+        return self._whole
+
+    @property  # type: ignore[override]
+    def names(self) -> list[str]:
+        return self._columns().names
+
+    @property  # type: ignore[override]
+    def fingerprints(self) -> list[str]:
+        return self._columns().fingerprints
+
+    @property  # type: ignore[override]
+    def paths(self) -> Sequence[str]:
+        return self._columns().paths
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def part_digests(self, count: int) -> list[str | None]:
+        if count != self.table.part_count:
+            return super().part_digests(count)
+        return [record.digest for record in self.table.records]
+
+    def part(self, count: int, p: int) -> SourceItems:
+        if count != self.table.part_count:
+            return super().part(count, p)
+        table = self.table.part(p)
+        return SourceItems(table.names, table.checksums, Joined(self.folder, table.files), self.reader)
+
+    def __repr__(self) -> str:
+        return f"PartedSources({len(self)} items in {self.table.part_count} parts)"

@@ -174,7 +174,9 @@ class LocalFolder:
     def _remove_corrupt(self, lock: TextIO) -> None:
         """Remove the manifest if it is (still) corrupt; the next publish sweeps the folder."""
         try:
-            Manifest.read(self.folder)
+            found = Manifest.read(self.folder)
+            if found is not None:
+                found.items.parts()  # a part may be what is corrupt
             return  # mended (published) since it was found corrupt, or gone
         except ManifestError:
             pass

@@ -182,7 +182,7 @@ class Manifest:
         values = {k: v for k, v in header.items() if k in known}
         if "parts" in body:
             records = [PartRecord(*record) for record in body.pop("parts")]
-            load = functools.partial(_load_part, read_part, len(records), where.rsplit("/", 1)[0])
+            load = functools.partial(_load_part, read_part, len(records), where)
             return cls(**values, items=PartedItems(records, [None] * len(records), load), **body)
         names, files, sizes, checksums, sources = (body.pop(column) for column in _COLUMNS)
         table = ItemTable(names, files, sizes, checksums, sources, digest=header["items_digest"])  # as written
@@ -355,6 +355,8 @@ def remember(folder: str | os.PathLike[str], manifest: Manifest, header: Manifes
     written), so neither is read back in this process."""
     identity = _identity(folder)
     if identity is not None:
+        manifest.items.stored(functools.partial(_load_part, _part_reader(os.fspath(folder)), manifest.items.part_count,
+                                                identity[0]))
         _parsed.put(identity, manifest)
         _headers.put(identity, header)
 
@@ -463,8 +465,8 @@ def _header_fields(header: Any, where: str) -> dict[str, Any]:
     if schema >= 4 and not _is_int(header.get("resumed")):
         raise ManifestError(f"{where} is corrupt: header field 'resumed' is missing or of the wrong type")
     checked["resumed"] = header["resumed"] if schema >= 4 else 0
-    count = header.get("part_count") if schema >= 5 else 1
-    if not _is_int(count) or count < 1 or count & (count - 1):
+    count: Any = header.get("part_count") if schema >= 5 else 1
+    if not (_is_int(count) and count >= 1 and not count & (count - 1)):
         raise ManifestError(f"{where} is corrupt: header field 'part_count' is missing or not a power of two")
     checked["part_count"] = count
     return checked
@@ -592,9 +594,11 @@ def _load_part(read: Callable[[str], bytes] | None, count: int, where: str, p: i
         raise ManifestError(f"{shown}: the parts of this manifest cannot be read here")
     try:
         data = read(file)
-    except (FileNotFoundError, BrokenFileError):
+    except FileNotFoundError:
         raise ManifestError(f"{shown} is missing (the manifest listing it was replaced since it was read, "
                             f"or the part was removed); {REPAIR}") from None
+    except BrokenFileError as error:  # a link, a FIFO, a folder, or larger than any part luisy writes
+        raise ManifestError(f"{error}; {REPAIR}") from None
     match = _PART_FILE.fullmatch(file)
     if match is None or bytes_digest(data) != match.group(1):
         raise ManifestError(f"{shown} is corrupt: its content is not the one its name says; {REPAIR}")
@@ -605,7 +609,7 @@ def _load_part(read: Callable[[str], bytes] | None, count: int, where: str, p: i
     body = _json(data.decode("utf-8", "surrogateescape"), shown)
     if type(body) is not dict or set(body) != set(_COLUMNS):
         raise corrupt(f"it is not an object of the item lists {list(_COLUMNS)}")
-    _check_columns(body, record.count, corrupt)
+    _check_columns(body, record.items, corrupt)
     table = ItemTable(*(body[column] for column in _COLUMNS))
     if any(part_of(name, count) != p for name in table.names):
         raise corrupt(f"it lists an item of another part than {p}")

@@ -65,8 +65,10 @@ def compare(items: Sequence[SourceItem], manifest: Manifest, retry: bool) -> Pen
     inputs = _inputs_parts(items, count)
     if count == 1 or count != manifest.items.part_count or inputs is None:
         whole = manifest.items.full()
-        found = _compare(items, whole, manifest, retry, lambda name: True, items_held(items))
-        return Pending(*found[:3], **found[3], part_count=count, inputs_parts=inputs)
+        todo, keep, kept_failures, counts = _compare(items, whole, manifest, retry, lambda name: True,
+                                                     items_held(items))
+        return Pending(todo, keep, kept_failures, counts["new"], counts["changed"], counts["removed"],
+                       counts["retried"], part_count=count, inputs_parts=inputs)
     assert isinstance(items, SourceItems)
     recorded = manifest.items.inputs()
     failed_parts = {part_of(name, count) for name in manifest.failed} if retry else set()
@@ -76,19 +78,24 @@ def compare(items: Sequence[SourceItem], manifest: Manifest, retry: bool) -> Pen
     in_clean = [name for name in itertools.chain(manifest.skipped, manifest.failed)
                 if part_of(name, count) in clean_set]
     kept_failures = {name: failure(manifest, name) for name in in_clean if name in manifest.failed}
-    whole_items = sum(manifest.items.records[p].count for p in clean) + len(in_clean) - len(kept_failures)
-    keep = Kept(count, clean, whole_items)
+    whole_items = sum(manifest.items.records[p].items for p in clean) + len(in_clean) - len(kept_failures)
+    kept = Kept(count, clean, whole_items)
     todos: list[Sequence[SourceItem]] = []
     counts = dict.fromkeys(("new", "changed", "removed", "retried"), 0)
     for p in dirty:
         todo, names, failures, part_counts = _compare(items.part(count, p), manifest.items.part(p), manifest, retry,
-                                                      lambda name, p=p: part_of(name, count) == p, items_held(items))
+                                                      _in_part(count, p), items_held(items))
         todos.append(todo)
-        keep.update(names)
+        kept.update(names)
         kept_failures.update(failures)
         for key, value in part_counts.items():
             counts[key] += value
-    return Pending(_joined(todos, items), keep, kept_failures, **counts, part_count=count, inputs_parts=inputs)
+    return Pending(_joined(todos, items), kept, kept_failures, counts["new"], counts["changed"], counts["removed"],
+                   counts["retried"], part_count=count, inputs_parts=inputs)
+
+
+def _in_part(count: int, p: int) -> Callable[[str], bool]:
+    return lambda name: part_of(name, count) == p
 
 
 def _inputs_parts(items: Sequence[SourceItem], count: int) -> list[str | None] | None:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from luisy.digests import columns_digest
+from luisy.errors import ManifestError
 from luisy.parts import part_count, part_of, part_rows, parts_digest
 from luisy.sources import Joined, SourceItems
 
@@ -134,7 +135,8 @@ class PartRecord(NamedTuple):
 
     #: Where the part is stored, relative to the output folder; ``None`` until it is written.
     file: str | None
-    count: int
+    #: How many items it holds.
+    items: int
     #: :meth:`ItemTable.digest` of the part.
     digest: str
     #: Digest of the input items (name, fingerprint) of this part the run saw; ``None`` if unknown.
@@ -193,8 +195,9 @@ class PartedItems(Mapping[str, Item]):
         if count == 1:
             tables = [table]
         else:
-            columns = (table.names, table.files, table.sizes, table.checksums, table.sources)
-            tables = [ItemTable(*([column[row] for row in rows] for column in columns))
+            tables = [ItemTable([table.names[row] for row in rows], [table.files[row] for row in rows],
+                                [table.sizes[row] for row in rows], [table.checksums[row] for row in rows],
+                                [table.sources[row] for row in rows])
                       for rows in part_rows(table.names, count)]
         records = [PartRecord(None, len(t), t.digest(), inputs[p] if inputs is not None else None)
                    for p, t in enumerate(tables)]
@@ -213,6 +216,19 @@ class PartedItems(Mapping[str, Item]):
             table = self._tables[p] = self._load(p, self.records[p])
         return table
 
+    def stored(self, load: Callable[[int, PartRecord], ItemTable]) -> None:
+        """Note how parts are read, now that they are stored (they are at hand: earlier ones may not be)."""
+        self._load = load
+
+    def read_part(self, p: int, record: PartRecord) -> ItemTable:
+        """Part ``p`` as ``record`` (of an earlier table, split as this one) describes it: the
+        current one if that is it, else read from its file (kept for readers of earlier manifests)."""
+        if record == self.records[p]:
+            return self.part(p)
+        if self._load is None or record.file is None:
+            raise ManifestError(f"part {p} of an earlier item list is not stored")
+        return self._load(p, record)
+
     def parts(self) -> list[ItemTable]:
         """Every part (read if not at hand)."""
         return [self.part(p) for p in range(self.part_count)]
@@ -223,10 +239,13 @@ class PartedItems(Mapping[str, Item]):
             parts = self.parts()
             names = [name for part in parts for name in part.names]
             order = sorted(range(len(names)), key=names.__getitem__)
-            columns = [[value for part in parts for value in getattr(part, column)]
-                       for column in ("files", "sizes", "checksums", "sources")]
-            self._full = ItemTable([names[row] for row in order], *([c[row] for row in order] for c in columns),
-                                   digest=self.digest() if self.part_count == 1 else None)
+            files = [file for part in parts for file in part.files]
+            sizes = [size for part in parts for size in part.sizes]
+            checksums = [checksum for part in parts for checksum in part.checksums]
+            sources = [source for part in parts for source in part.sources]
+            self._full = ItemTable([names[row] for row in order], [files[row] for row in order],
+                                   [sizes[row] for row in order], [checksums[row] for row in order],
+                                   [sources[row] for row in order])
         return self._full
 
     @property
@@ -259,13 +278,13 @@ class PartedItems(Mapping[str, Item]):
     def inputs(self) -> list[str | None]:
         return [record.inputs for record in self.records]
 
-    def merged(self, keep: Iterable[str], new: Mapping[str, Item], count: int | None = None,
+    def merged(self, keep: Iterable[str] | Kept, new: Mapping[str, Item], count: int | None = None,
                inputs: Sequence[str | None] | None = None) -> PartedItems:
         """The items named in ``keep`` (if present), replaced or extended by ``new``, in ``count``
         parts (default: as many as now, or :func:`part_count` if far off), with each part's input
         digest from ``inputs``. Where ``keep`` is a :class:`Kept` of as many parts, the parts it
         keeps whole and ``new`` does not touch are taken over as they are, unread."""
-        if not self.partwise(keep, count):
+        if not isinstance(keep, Kept) or not self.partwise(keep, count):
             if isinstance(keep, Kept):
                 keep = [name for name in self.names if name in keep]
             full = self.full().merged(keep, new)
@@ -286,25 +305,24 @@ class PartedItems(Mapping[str, Item]):
             records[p], tables[p] = PartRecord(None, len(table), table.digest(), given), table
         return PartedItems(records, tables, self._load)
 
-    def partwise(self, keep: Iterable[str], count: int | None) -> bool:
+    def partwise(self, keep: Iterable[str] | Kept, count: int | None) -> bool:
         """Whether :meth:`merged` takes over the parts ``keep`` keeps whole, unread."""
         return isinstance(keep, Kept) and keep.count == self.part_count and count in (None, self.part_count)
 
-    def touched(self, keep: Iterable[str], new: Iterable[str], count: int | None = None) -> set[int]:
+    def touched(self, keep: Iterable[str] | Kept, new: Iterable[str], count: int | None = None) -> set[int]:
         """The parts :meth:`merged` reads to merge ``new`` (names) in, keeping ``keep``."""
-        if not self.partwise(keep, count):
+        if not isinstance(keep, Kept) or not self.partwise(keep, count):
             return set(range(self.part_count))
-        assert isinstance(keep, Kept)
         return {part_of(name, self.part_count) for name in new} | set(range(self.part_count)).difference(keep.whole)
 
     def dropped_files(self, new: PartedItems) -> tuple[list[str], set[str]]:
         """The files this table lists that ``new`` (made from it by :meth:`merged`) does not, and
         the files ``new`` lists where it differs (unchanged parts are not read)."""
+        listed: set[str] = set()
         if new.part_count != self.part_count or self.part_count == 1:
-            listed = set(new.files)
+            listed.update(new.files)
             return [f for f in self.files if f not in listed], listed
         dropped: list[str] = []
-        listed: set[str] = set()
         for p, (before, after) in enumerate(zip(self.records, new.records, strict=True)):
             if before == after and before.file is not None:  # taken over as it was
                 continue
@@ -323,7 +341,7 @@ class PartedItems(Mapping[str, Item]):
         return iter(self.names)
 
     def __len__(self) -> int:
-        return sum(record.count for record in self.records)
+        return sum(record.items for record in self.records)
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, (PartedItems, ItemTable)):
@@ -358,16 +376,16 @@ class PartedSources(SourceItems):
             self._whole = SourceItems(whole.names, whole.checksums, Joined(self.folder, whole.files), self.reader)
         return self._whole
 
-    @property  # type: ignore[override]
-    def names(self) -> list[str]:
+    @property
+    def names(self) -> list[str]:  # type: ignore[override]
         return self._columns().names
 
-    @property  # type: ignore[override]
-    def fingerprints(self) -> list[str]:
+    @property
+    def fingerprints(self) -> list[str]:  # type: ignore[override]
         return self._columns().fingerprints
 
-    @property  # type: ignore[override]
-    def paths(self) -> Sequence[str]:
+    @property
+    def paths(self) -> Sequence[str]:  # type: ignore[override]
         return self._columns().paths
 
     def __len__(self) -> int:

@@ -79,9 +79,11 @@ class DirectoryTarget(luigi.LocalTarget):
             return None
 
     def problem(self) -> str | None:
-        """Why the manifest is corrupt; ``None`` if it is sound or absent."""
+        """Why the manifest (or one of its parts: all are read) is corrupt; ``None`` if it is sound or absent."""
         try:
-            self.place.manifest()
+            manifest = self.place.manifest()
+            if manifest is not None:
+                manifest.items.parts()
         except ManifestError as error:
             return error.format_message()
         return None

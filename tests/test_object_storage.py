@@ -229,10 +229,10 @@ import luisy
 from luisy.directory import remote
 point = {point!r}
 original = remote.RemoteFolder._replace
-def replace(self, manifest, tag):
+def replace(self, manifest, tag, current):
     if point == "before the manifest":
         os.kill(os.getpid(), signal.SIGKILL)
-    original(self, manifest, tag)
+    original(self, manifest, tag, current)
     if point == "after the manifest":
         os.kill(os.getpid(), signal.SIGKILL)
 remote.RemoteFolder._replace = replace

@@ -7,7 +7,10 @@ import importlib
 import json
 import random
 import shutil
+import signal
+import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import luigi
@@ -250,3 +253,62 @@ def test_parts_hold_about_part_items():
     assert part_count(1_000_000, current=128) == 128, "a count within four times is kept"
     assert part_count(1_000_000, current=32) == 256
 
+
+
+KILL_HOOKS = {
+    # The new parts are written; the manifest that lists them is not.
+    "after the parts, before the manifest": """
+        original = local.temp_sibling
+        def temp_sibling(path):
+            if path.name == local.MANIFEST_NAME:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return original(path)
+        local.temp_sibling = temp_sibling
+    """,
+    # The manifest is replaced; replaced files and parts are not moved aside or deleted yet.
+    "after the manifest": """
+        def remember(*args):
+            os.kill(os.getpid(), signal.SIGKILL)
+        local.remember = remember
+    """,
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", list(KILL_HOOKS))
+def test_kill_9_while_publishing_parts_leaves_one_state_and_the_rerun_converges(parted, point):
+    tasks, folder, data = parted
+    assert luisy.execution.run([tasks.Doubled()], working_dir=data).ok
+    before = _items(tasks.Doubled())
+    (folder / "n00003.txt").write_text("77")
+    (folder / "n10001.txt").write_text("5")
+    script = textwrap.dedent("""
+        import os, signal, sys
+        sys.path.insert(0, {project!r})
+        import luisy
+        from luisy.directory import local
+    """).format(project=str(folder.parents[3] / "proj")) + textwrap.dedent(KILL_HOOKS[point]) + textwrap.dedent("""
+        import parted_tasks
+        luisy.build([parted_tasks.Doubled()], working_dir={data!r})
+    """).format(data=str(data))
+    killed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+
+    # Readers see the old state or the new one, every part and item file of it intact.
+    seen = _items(tasks.Doubled())
+    if point == "after the manifest":
+        assert seen.keys() == before.keys() | {"n10001"} and seen["n00003"] != before["n00003"]
+    else:
+        assert seen == before
+    manifest = _manifest(tasks.Doubled())
+    bad, _ = tasks.Doubled().output().place.check(manifest)
+    assert not bad
+
+    assert luisy.execution.run([tasks.Doubled()], working_dir=data).ok
+    values = dict(tasks.Doubled().output().items())
+    assert values["n00003"] == 154 and values["n10001"] == 10 and values["n00004"] == 8
+    bad, strays = tasks.Doubled().output().place.check(tasks.Doubled().output().manifest)
+    assert not bad and not strays, "the rerun sweeps what the killed publish left"
+    listed = {record.file for record in tasks.Doubled().output().manifest.items.records}
+    kept = set(tasks.Doubled().output().manifest.retired_parts)
+    assert {f"{PARTS}/{name}" for name in _part_files(tasks.Doubled())} == listed | kept

@@ -135,7 +135,12 @@ class RemoteFolder:
         except ManifestError:  # a corrupt one is replaced by the publish
             found = self.store.token(self._at(MANIFEST_NAME))
             tag = None if found is None else str(found)
-        taken = set(manifest.items.files) | set(manifest.retired) if manifest is not None else set()
+        taken: set[str] = set()
+        if manifest is not None:
+            taken.update(manifest.retired)
+            # Parts are not read for it: the create-only PUT refuses a name in use anyway.
+            if manifest.items.part_count == 1:
+                taken.update(manifest.items.files)
         return RemoteStaging(self, state, taken, tag)
 
     def checkpointed(self, state: dict[str, Any]) -> dict[str, Item]:

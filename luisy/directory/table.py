@@ -284,23 +284,32 @@ class PartedItems(Mapping[str, Item]):
         parts (default: as many as now, or :func:`part_count` if far off), with each part's input
         digest from ``inputs``. Where ``keep`` is a :class:`Kept` of as many parts, the parts it
         keeps whole and ``new`` does not touch are taken over as they are, unread."""
-        if not isinstance(keep, Kept) or not self.partwise(keep, count):
-            if isinstance(keep, Kept):
-                keep = [name for name in self.names if name in keep]
+        if isinstance(keep, Kept) and not self.partwise(keep, count):
+            keep = {name for name in self.names if name in keep}
+        elif not isinstance(keep, (Kept, set, frozenset)):
+            keep = set(keep)
+        if count is None:
+            count = self.part_count if isinstance(keep, Kept) else part_count(len(keep) + len(new), self.part_count)
+        if count != self.part_count and len(self):  # split otherwise: the whole table, once
+            assert not isinstance(keep, Kept)
             full = self.full().merged(keep, new)
-            return PartedItems.split(full, part_count(len(full), self.part_count) if count is None else count, inputs)
-        count = self.part_count
+            return PartedItems.split(full, count, inputs)
+        # Part by part: no copy of the whole table is made beside the parts.
         touched: dict[int, dict[str, Item]] = {}
         for name, item in new.items():
             touched.setdefault(part_of(name, count), {})[name] = item
-        records, tables = list(self.records), list(self._tables)
+        same = count == self.part_count
+        records = list(self.records) if same else [PartRecord(None, 0, empty_table().digest())] * count
+        tables: list[ItemTable | None] = list(self._tables) if same else [empty_table() for _ in range(count)]
         for p in range(count):
             given = inputs[p] if inputs is not None else None
-            if p in keep.whole and p not in touched:
+            whole = isinstance(keep, Kept) and p in keep.whole
+            if whole and p not in touched:
                 records[p] = records[p]._replace(inputs=given) if given != records[p].inputs else records[p]
                 continue
-            part = self.part(p)
-            names = part.names if p in keep.whole else [n for n in part.names if n in keep.names]
+            part = self.part(p) if same else empty_table()
+            kept = keep.names if isinstance(keep, Kept) else keep
+            names = part.names if whole else [name for name in part.names if name in kept]
             table = part.merged(names, touched.get(p, {}))
             records[p], tables[p] = PartRecord(None, len(table), table.digest(), given), table
         return PartedItems(records, tables, self._load)

@@ -155,12 +155,30 @@ def _as_upstream(task: luigi.Task, memo: dict[str, str]) -> str:
         if not is_external(task) and not task.complete():
             # Still with what it would be made from: a task whose output came from elsewhere (a
             # remote, hash update mode) is recorded with this, and its inputs changing here shows.
-            return digest(STALE, current(task, memo).digest)
+            return digest(STALE, _would_make(task, memo))
         return digest(*(_manifest_digest(o) for o in manifests))
     if is_external(task):
         content = mode_of(task) == "content"
         return digest(*(data_fingerprint(o, content) for o in outputs))
     return current(task, memo).digest
+
+
+def _would_make(task: luigi.Task, memo: dict[str, str]) -> str:
+    """What an incomplete task with a manifest would now be made from. For a directory task over
+    one folder: its code, parameters and that folder's items, from the listing the build makes
+    anyway (an external folder) or from what its upstream would be made from; walking a folder
+    of a million files for its fingerprint would cost more than the rerun. Else its fingerprint."""
+    required = flatten(task.requires())
+    inputs = getattr(task, "current_inputs_digest", None)
+    if len(required) != 1 or inputs is None:
+        return current(task, memo).digest
+    own = current(task, memo, with_upstream=False).digest
+    if not is_external(required[0]):
+        return digest(own, as_upstream(required[0], memo))
+    try:
+        return digest(own, inputs())
+    except Exception:  # its input is missing or cannot be listed: the task says so when it runs
+        return digest(own, MISSING)
 
 
 def _may_have_manifest(cls: type[Any]) -> bool:

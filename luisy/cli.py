@@ -511,13 +511,16 @@ def _verify(task: luigi.Task, repair: bool) -> list[str]:
               help="Address to listen on; another than loopback needs a token.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port to listen on.")
 @click.option("--token", help="Every request must carry it (?token=T once, or Authorization: Bearer T); made "
-                              "and printed once when --host is not loopback.")
+                              "and printed once when --host is not loopback or with --allow-actions.")
+@click.option("--allow-actions", is_flag=True,
+              help="Let the page run TASK with edited parameters, keep a luisy watch running, verify and repair "
+                   "(each a luisy command in a process of its own; needs the token).")
 def serve(task: str, working_dir: Path | None, task_args: tuple[str, ...], host: str, port: int,
-          token: str | None) -> None:
+          token: str | None, allow_actions: bool) -> None:
     """Serve a page of TASK's pipeline: its graph and states, each task's runs, output,
     provenance and items (failed ones with their tracebacks), updated live while a build runs;
-    and the same as JSON under /api/ (status, plan, history, items, show). Read-only. Needs
-    the web extra.
+    and the same as JSON under /api/ (status, plan, history, items, show, and jobs with
+    --allow-actions). Read-only unless --allow-actions. Needs the web extra.
 
     \b
     Example:
@@ -526,7 +529,7 @@ def serve(task: str, working_dir: Path | None, task_args: tuple[str, ...], host:
     from luisy.serve import serve as serve_page
 
     with _task(task, working_dir, task_args) as task_obj:
-        serve_page(task_obj, config.get_working_dir(), host, port, token, say=_echo)
+        serve_page(task_obj, config.get_working_dir(), host, port, token, say=_echo, allow_actions=allow_actions)
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})

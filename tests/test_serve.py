@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -66,6 +67,19 @@ PROJECT = {
 
             def unfold(self, state, name, item):
                 return {"total": state["total"] - item["length"]}
+
+
+        @luisy.final
+        @luisy.requires(Total)
+        @luisy.json_output
+        class Scaled(luisy.Task):
+            factor = luisy.IntParameter(default=2, description="what the total is multiplied by")
+            unit = luisy.ChoiceParameter(choices=["chars", "kchars"], default="chars", description="unit of the result")
+            rounded = luisy.BoolParameter(default=False)
+
+            def run(self):
+                total = self.input().read()["total"] * self.factor
+                self.write({"value": total / 1000 if self.unit == "kchars" else total, "rounded": self.rounded})
     ''',
 }
 
@@ -87,11 +101,11 @@ def lab(tmp_path) -> Path:
 class Server:
     """``luisy serve`` in a child process, until stopped."""
 
-    def __init__(self, cwd: Path, *args: str, host: str = "127.0.0.1") -> None:
+    def __init__(self, cwd: Path, *args: str, host: str = "127.0.0.1", task: str = "lab.tasks:Total") -> None:
         self.port = free_port()
         self.url = f"http://{host}:{self.port}"
         env = {k: v for k, v in os.environ.items() if k not in ("LUISY_WORKING_DIR", "WORKING_DIR")}
-        self.process = subprocess.Popen([str(Path(sys.executable).with_name("luisy")), "serve", "lab.tasks:Total",
+        self.process = subprocess.Popen([str(Path(sys.executable).with_name("luisy")), "serve", task,
                                          "--port", str(self.port), "--host", host, *args], cwd=cwd, env=env,
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.said = self.process.stdout.readline()
@@ -273,3 +287,114 @@ def test_a_small_result_is_shown_as_a_table_and_runs_as_bars(lab, server):
     total = json.loads((lab / "data" / "lab" / "final" / "Total.json").read_text())["total"]
     assert "<th>key</th><th>value</th>" in text and f"<td>total</td><td>{total}</td>" in text
     assert 'aria-label="durations of the last runs"' in text and text.count('<g class="run SUCCESS">') == 2
+
+
+def test_nothing_can_be_started_unless_actions_are_allowed(server):
+    assert server.status("/actions") == 404
+    request = urllib.request.Request(server.url + "/actions/run", data=b"factor=3", method="POST")
+    try:
+        urllib.request.urlopen(request, timeout=5)
+        raise AssertionError("POST /actions/run answered")
+    except urllib.error.HTTPError as error:
+        assert error.code in (404, 405)
+
+
+def _post(running: Server, path: str, form: dict[str, str], headers: dict[str, str] | None = None,
+          answer: list[str] | None = None) -> int:
+    """The status of a POST of ``form``; its text is appended to ``answer``."""
+    body = urllib.parse.urlencode(form).encode()
+    request = urllib.request.Request(running.url + path, data=body, method="POST",
+                                     headers={"Content-Type": "application/x-www-form-urlencoded", **(headers or {})})
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: object) -> None:
+            return None
+
+    try:
+        with urllib.request.build_opener(NoRedirect).open(request, timeout=10) as response:
+            (answer if answer is not None else []).append(response.read().decode())
+            return response.status
+    except urllib.error.HTTPError as error:
+        (answer if answer is not None else []).append(error.read().decode())
+        return error.code
+
+
+def test_actions_need_the_token_and_the_forms_csrf_token_and_origin(lab):
+    running = Server(lab, "--allow-actions", task="lab.tasks:Scaled")
+    try:
+        assert "?token=" in running.said and "with actions" in running.said, "made and printed, also on loopback"
+        assert running.status("/actions") == 401
+        with urllib.request.urlopen(urllib.request.Request(running.url + "/actions", headers=running._auth()),
+                                    timeout=10) as response:
+            page = response.read().decode()
+        csrf = page.split('name="csrf" value="')[1].split('"')[0]
+        form = {"factor": "3", "unit": "chars"}
+        assert _post(running, "/actions/run", {**form, "csrf": csrf}) == 401, "no token"
+        assert _post(running, "/actions/run", form, running._auth()) == 403, "no CSRF token"
+        assert _post(running, "/actions/run", {**form, "csrf": "guess"}, running._auth()) == 403
+        assert _post(running, "/actions/run", {**form, "csrf": csrf},
+                     {**running._auth(), "Origin": "http://attacker.example"}) == 403, "another site's form"
+        answer: list[str] = []
+        assert _post(running, "/actions/run", {"factor": "lots", "unit": "miles", "csrf": csrf}, running._auth(),
+                     answer) == 400
+        assert "factor: &#39;lots&#39; is not a valid IntParameter" in answer[0]
+        assert "unit: &#39;miles&#39; is not a valid ChoiceParameter" in answer[0]
+        assert running.json("/api/jobs") == [], "nothing started"
+        assert _post(running, "/actions/run", {**form, "csrf": csrf},
+                     {**running._auth(), "Origin": running.url}) == 303
+        jobs = running.json("/api/jobs")
+        assert len(jobs) == 1 and jobs[0]["command"][3:5] == ["run", "lab.tasks:Scaled"]
+        assert jobs[0]["command"][-4:] == ["--factor", "3", "--unit", "chars"]
+    finally:
+        running.stop()
+
+
+def test_the_page_runs_verifies_and_watches_with_parameters_from_a_form(lab, browser):
+    from playwright.sync_api import expect
+
+    running = Server(lab, "--allow-actions", task="lab.tasks:Scaled")
+    token = running.said.partition("?token=")[2].split()[0]
+    try:
+        page = browser.new_page(viewport={"width": 1300, "height": 900})
+        page.goto(f"{running.url}/?token={token}")
+        page.get_by_role("link", name="actions").click()
+        expect(page.locator("h1")).to_have_text("Actions")
+        expect(page.get_by_label("factor")).to_have_value("2")
+        expect(page.locator("body")).to_contain_text("what the total is multiplied by")
+        expect(page.get_by_label("unit").locator("option")).to_have_text(["chars", "kchars"])
+
+        # The browser itself refuses what an IntParameter does not take (the server does too, see above).
+        page.get_by_label("factor").fill("2.5")
+        page.get_by_role("button", name="run", exact=True).click()
+        assert page.get_by_label("factor").evaluate("element => element.validity.valid") is False
+        assert running.json("/api/jobs") == []
+
+        page.get_by_label("factor").fill("3")
+        page.get_by_label("unit").select_option("kchars")
+        page.get_by_role("button", name="run", exact=True).click()
+        job = page.locator("tr.job").first
+        expect(job).to_contain_text("run Scaled(factor=3, unit=kchars, rounded=False)")
+        expect(job.locator(".job-state")).to_have_text("exit status 1", timeout=60_000)  # an item failed
+        total = json.loads((lab / "data" / "lab" / "final" / "Total.json").read_text())["total"]
+        scaled = json.loads(next((lab / "data" / "lab" / "final").glob("Scaled*factor=3*")).read_text())
+        assert scaled == {"value": total * 3 / 1000, "rounded": False}
+        page.screenshot(path=str(ARTIFACTS / "serve-actions.png"))
+
+        page.locator("select[name=task]").select_option(label="Lengths()")
+        page.get_by_role("button", name="verify", exact=True).click()
+        expect(page.locator("tr.job").first.locator("pre")).to_contain_text("items checked", timeout=30_000)
+
+        # A luisy watch keeps the result current until it is stopped.
+        page.get_by_role("button", name="keep a luisy watch running").click()
+        watch = page.locator("tr.job").first
+        expect(watch.locator(".job-state")).to_have_text("running")
+        expect(page.get_by_role("button", name="keep a luisy watch running")).to_be_disabled()
+        (lab / "data" / "lab" / "raw" / "notes" / "n7.txt").write_text("1234567")
+        deadline = time.monotonic() + 60
+        while json.loads((lab / "data" / "lab" / "final" / "Total.json").read_text())["total"] != total + 7:
+            assert time.monotonic() < deadline, watch.locator("pre").text_content()
+            time.sleep(0.5)
+        watch.get_by_role("button", name="stop").click()
+        expect(page.locator("tr.job").first.locator(".job-state")).not_to_have_text("running", timeout=30_000)
+    finally:
+        running.stop()

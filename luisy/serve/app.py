@@ -1,10 +1,12 @@
 """The ASGI app of ``luisy serve``: pages rendered on the server (Jinja2, every value escaped), a
 JSON API under ``/api/``, and a token check in front of both.
 
-Read-only: no route writes anything or runs a task. Bound to loopback, only the ``Host`` names
-of loopback are accepted (a page of another site cannot reach the server through a DNS name that
-points at 127.0.0.1). With a token, every request carries it: ``?token=`` (which sets a cookie
-for the pages it links to), an ``Authorization: Bearer`` header, or that cookie; else 401.
+Read-only unless actions are allowed (:mod:`luisy.serve.actions`): then ``POST`` routes start
+``luisy`` commands, each request carrying the form's CSRF token and, if the browser sends one, an
+``Origin`` of this server. Bound to loopback, only the ``Host`` names of loopback are accepted (a
+page of another site cannot reach the server through a DNS name that points at 127.0.0.1). With
+a token, every request carries it: ``?token=`` (which sets a cookie for the pages it links to),
+an ``Authorization: Bearer`` header, or that cookie; else 401.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import hmac
 import json
 import math
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,7 @@ from luisy import config, storage
 from luisy.errors import LuisyError
 from luisy.history.runs import history
 from luisy.plan import as_json as plan_data
+from luisy.serve.actions import Actions, fields, parsed
 from luisy.serve.views import PAGE_SIZE, Pipeline, item_page, shown, task_runs
 
 __all__ = ["make_app", "TOKEN_COOKIE"]
@@ -33,14 +37,18 @@ TEMPLATES = Path(__file__).with_name("templates")
 BOX_WIDTH, BOX_HEIGHT, COLUMN, ROW = 210, 46, 250, 62
 
 
-def make_app(root: luigi.Task, working_dir: Path, token: str | None = None, loopback: bool = True) -> Any:
-    """The app serving ``root``'s pipeline in ``working_dir``; requests need ``token`` if given."""
+def make_app(root: luigi.Task, working_dir: Path, token: str | None = None, loopback: bool = True,
+             actions: Actions | None = None) -> Any:
+    """The app serving ``root``'s pipeline in ``working_dir``; requests need ``token`` if given.
+    With ``actions`` (which needs a token), the page can start ``luisy`` commands."""
+    if actions is not None and not token:
+        raise ValueError("actions need a token")
     import jinja2
     from starlette.applications import Starlette
     from starlette.middleware import Middleware
     from starlette.middleware.trustedhost import TrustedHostMiddleware
     from starlette.requests import Request
-    from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+    from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
     from starlette.routing import Route
 
     pipeline = Pipeline(root, working_dir)
@@ -49,7 +57,8 @@ def make_app(root: luigi.Task, working_dir: Path, token: str | None = None, loop
     pages.filters["when"] = _when
 
     def render(name: str, status: int = 200, **values: Any) -> HTMLResponse:
-        text = pages.get_template(name).render(root=root, working_dir=working_dir, status=status, **values)
+        text = pages.get_template(name).render(root=root, working_dir=working_dir, status=status,
+                                               actions=actions is not None, **values)
         return HTMLResponse(text, status_code=status)
 
     def task_of(request: Request) -> luigi.Task:
@@ -91,19 +100,70 @@ def make_app(root: luigi.Task, working_dir: Path, token: str | None = None, loop
     async def api_show(request: Request) -> Response:
         return JSONResponse(shown(pipeline, request.query_params.get("path", "")).to_dict())
 
+    def actions_page(status: int = 200, errors: dict[str, str] | None = None,
+                     sent: dict[str, str] | None = None) -> HTMLResponse:
+        assert actions is not None
+        form = fields(root)
+        for item in form:
+            item.value = (sent or {}).get(item.name, item.value)
+        return render("actions.html", status, form=form, errors=errors or {}, csrf=actions.csrf,
+                      tasks=pipeline.tasks, jobs=[job.to_dict() for job in reversed(actions.jobs)],
+                      watching=actions.watching())
+
+    async def sent_form(request: Request) -> dict[str, str]:
+        """The form of a request that changes something, if it carries the CSRF token and comes
+        from a page of this server (``PermissionError`` otherwise)."""
+        assert actions is not None
+        origin = request.headers.get("origin")
+        if origin is not None and origin != f"{request.url.scheme}://{request.headers.get('host', '')}":
+            raise PermissionError(f"a form from {origin} may not start anything here")
+        body = (await request.body()).decode("utf-8", "replace")
+        form = {k: v[-1] for k, v in urllib.parse.parse_qs(body, keep_blank_values=True).items()}
+        if not hmac.compare_digest(form.get("csrf", "").encode(), actions.csrf.encode()):
+            raise PermissionError("the form's CSRF token is missing or wrong: reload the page")
+        return form
+
+    async def actions_index(request: Request) -> Response:
+        return actions_page()
+
+    async def act(request: Request) -> Response:
+        assert actions is not None
+        what = request.path_params["what"]
+        form = await sent_form(request)
+        if what == "stop":
+            actions.stop(_number(form.get("job", "")))
+        elif what in ("run", "watch"):
+            task, errors = parsed(root, form)
+            if task is None:
+                return actions_page(400, errors, form)
+            actions.start(what, task)
+        elif what in ("verify", "repair"):
+            actions.start(what, pipeline.find(form.get("task", "")))
+        else:
+            raise LookupError(f"no action {what!r}")
+        return RedirectResponse("/actions", status_code=303)
+
+    async def api_jobs(request: Request) -> Response:
+        assert actions is not None
+        return JSONResponse([job.to_dict() for job in actions.jobs])
+
     async def failed(request: Request, error: Exception) -> Response:
-        status = 404 if isinstance(error, LookupError) else 400
+        status = 404 if isinstance(error, LookupError) else 403 if isinstance(error, PermissionError) else 400
         if request.url.path.startswith("/api/"):
             return JSONResponse({"error": str(error)}, status_code=status)
         return render("error.html", status, error=str(error))
 
+    routes = [Route("/", index), Route("/task/{task_id:path}", task_page), Route("/api/status", api_status),
+              Route("/api/plan", api_plan), Route("/api/history", api_history), Route("/api/items", api_items),
+              Route("/api/show", api_show)]
+    if actions is not None:
+        routes += [Route("/actions", actions_index), Route("/actions/{what}", act, methods=["POST"]),
+                   Route("/api/jobs", api_jobs)]
     app = Starlette(
-        routes=[Route("/", index), Route("/task/{task_id:path}", task_page), Route("/api/status", api_status),
-                Route("/api/plan", api_plan), Route("/api/history", api_history), Route("/api/items", api_items),
-                Route("/api/show", api_show)],
+        routes=routes,
         middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost", "[::1]"])]
         if loopback else [],
-        exception_handlers={LookupError: failed, LuisyError: failed, ValueError: failed},
+        exception_handlers={LookupError: failed, LuisyError: failed, ValueError: failed, PermissionError: failed},
     )
     if token is None:
         return app
@@ -142,6 +202,13 @@ class _Guarded:
             await send(message)
 
         await self.app(scope, receive, with_cookie)
+
+
+def _number(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a job number") from None
 
 
 def _page(request: Any) -> int:

@@ -222,6 +222,17 @@ def test_the_page_follows_a_build_live_without_a_reload(lab, server, browser):
     assert "complete except 1 failed item(s)" in build.stdout.read()
     expect(page.locator('[data-show="items"][data-task-id^="Lengths"]')).to_have_text("26", timeout=10_000)
 
+    # The run's course: items per second, failures over time, how long items took.
+    page.get_by_role("link", name="Lengths()").click()
+    expect(page.locator("h2", has_text="The last run")).to_have_count(1)
+    rate = page.get_by_role("img", name="items per second over the run").locator("polyline")
+    assert len(rate.get_attribute("points").split()) >= 2
+    expect(page.locator("figcaption", has_text="failed items")).to_contain_text("top: 1")
+    # 21 items of 0.25 s each (the failed one too), none quicker than 100 ms.
+    expect(page.locator("figcaption", has_text="how long items took")).to_have_text(
+        "how long items took: 21 ≤300 ms")
+    page.screenshot(path=str(ARTIFACTS / "serve-course.png"), full_page=True)
+
 
 def test_the_json_api_mirrors_the_commands(lab, server):
     status = server.json("/api/status")

@@ -6,6 +6,8 @@ Workers write their item files into the staging folder themselves and send back 
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -25,8 +27,13 @@ if TYPE_CHECKING:
 
 def process_one(task: Any, items: Sequence[SourceItem] | Mapping[int, SourceItem], index: int,
                 writer: DirectoryWriter) -> Outcome:
-    """Process and write ``items[index]``; exceptions become a ``FAIL`` outcome."""
-    item = items[index]
+    """Process and write ``items[index]``; exceptions become a ``FAIL`` outcome. Timed."""
+    start = time.perf_counter()
+    outcome = _process(task, items[index], index, writer)
+    return dataclasses.replace(outcome, seconds=time.perf_counter() - start)
+
+
+def _process(task: Any, item: SourceItem, index: int, writer: DirectoryWriter) -> Outcome:
     try:
         result = task.process(item.name, item.load())
         if result is None:
@@ -81,21 +88,30 @@ def outcomes(task: Any, items: Sequence[SourceItem], writer: DirectoryWriter,
 
 
 class Progress:
-    """A progress bar on a terminal and the luigi task's progress and status message, about once a second."""
+    """A progress bar on a terminal and the luigi task's progress and status message, about once
+    a second; and what the run's pictures are drawn from: items done and failed over time, and
+    how long items took."""
 
     def __init__(self, task: Any, total: int, interval: float = 1.0,
-                 noted: Callable[[Any, int, int, int], None] | None = None):
-        """``noted(task, done, total, failed)`` is called at each report too."""
+                 noted: Callable[[Any, dict[str, Any]], None] | None = None):
+        """``noted(task, snapshot)`` is called at each report too, with :meth:`snapshot`."""
         from tqdm import tqdm
 
         self.task, self.total, self.interval, self.noted = task, total, interval, noted
         self.done = self.failed = 0
         self.start = self.last = time.monotonic()
+        self.started = time.time()
+        #: ``[seconds since the start, done, failed]`` at each report; halved when full.
+        self.samples: list[list[float]] = [[0.0, 0, 0]]
+        #: How many items took up to each of :data:`DURATION_BOUNDS` seconds (the last: longer).
+        self.durations = [0] * (len(DURATION_BOUNDS) + 1)
         self.bar = tqdm(total=total, desc=str(task), unit="item", disable=None, leave=False)
 
-    def advance(self, failed: bool = False) -> None:
+    def advance(self, failed: bool = False, seconds: float | None = None) -> None:
         self.done += 1
         self.failed += failed
+        if seconds is not None:
+            self.durations[bisect.bisect_left(DURATION_BOUNDS, seconds)] += 1
         self.bar.update(1)
         now = time.monotonic()
         if now - self.last >= self.interval or self.done == self.total:
@@ -110,12 +126,27 @@ class Progress:
 
     def report(self) -> None:
         report_status(self.task, self.message(), round(100 * self.done / self.total) if self.total else 100)
+        self.samples.append([round(time.monotonic() - self.start, 3), self.done, self.failed])
+        if len(self.samples) > MAX_SAMPLES:  # a long run keeps its whole course at a coarser step
+            self.samples = [*self.samples[:-1:2], self.samples[-1]]
         if self.noted is not None:
-            self.noted(self.task, self.done, self.total, self.failed)
+            self.noted(self.task, self.snapshot())
+
+    def snapshot(self) -> dict[str, Any]:
+        """Where the run is: items done, total and failed, when it started (epoch seconds), the
+        samples, and the duration counts by :data:`DURATION_BOUNDS`."""
+        return {"done": self.done, "total": self.total, "failed": self.failed, "started": self.started,
+                "samples": self.samples, "durations": self.durations, "bounds": list(DURATION_BOUNDS)}
 
     def close(self) -> None:
         self.bar.close()
         self.report()
+
+
+#: Upper bounds (seconds) of the item durations counted apart.
+DURATION_BOUNDS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0)
+#: Samples of a run's course kept (one a second, then one every two seconds...).
+MAX_SAMPLES = 600
 
 
 def report_status(task: Any, message: str, percentage: int | None = None) -> None:

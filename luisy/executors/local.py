@@ -46,6 +46,8 @@ class Outcome:
     staged: Any = None
     error: str = ""
     traceback: str = ""
+    #: How long the item's work took (seconds; 0 where not measured).
+    seconds: float = 0.0
 
 
 Work = Callable[[int], Outcome]

@@ -19,18 +19,18 @@ from luisy.history.journal import task_key
 __all__ = ["PROGRESS_DIR", "note", "read"]
 
 PROGRESS_DIR = ".luisy-progress"
-#: A progress file larger than this is none luisy wrote.
-PROGRESS_MAX_BYTES = 1 << 16
+#: A progress file larger than this is none luisy wrote (600 samples and the counts take about 20 KB).
+PROGRESS_MAX_BYTES = 1 << 18
 
 
 def _path(root: str | os.PathLike[str], task_id: str) -> str:
     return os.fspath(Path(root) / PROGRESS_DIR / f"{task_key(task_id)}.json")
 
 
-def note(task: Any, done: int, total: int, failed: int) -> None:
-    """Record that ``task``'s run has done ``done`` of ``total`` items, ``failed`` of them failed."""
-    data = {"task_id": task.task_id, "task": str(task), "done": done, "total": total, "failed": failed,
-            "pid": os.getpid(), "host": socket.gethostname(), "time": time.time()}
+def note(task: Any, snapshot: dict[str, Any]) -> None:
+    """Record where ``task``'s run is: a :meth:`luisy.directory.runner.Progress.snapshot`."""
+    data = {"task_id": task.task_id, "task": str(task), **snapshot, "pid": os.getpid(), "host": socket.gethostname(),
+            "time": time.time()}
     try:
         storage.active().put_bytes(_path(get_working_dir(), task.task_id), json.dumps(data).encode())
     except OSError:  # progress is for show: a full disk or a read-only folder must not fail the items

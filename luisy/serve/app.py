@@ -12,6 +12,7 @@ an ``Authorization: Bearer`` header, or that cookie; else 401.
 from __future__ import annotations
 
 import hmac
+import itertools
 import json
 import math
 import time
@@ -24,6 +25,7 @@ from luigi.task import flatten
 
 from luisy import config, storage
 from luisy.errors import LuisyError
+from luisy.history import progress
 from luisy.history.runs import history
 from luisy.plan import as_json as plan_data
 from luisy.serve.actions import Actions, fields, parsed
@@ -78,6 +80,7 @@ def make_app(root: luigi.Task, working_dir: Path, token: str | None = None, loop
         output = _output(task)
         runs = task_runs(pipeline, task)
         return render("task.html", view=view, runs=runs, page=page, output=output, chart=_chart(runs),
+                      course=_course(progress.read(working_dir, task.task_id), runs),
                       provenance=_provenance(pipeline, output), page_size=PAGE_SIZE)
 
     async def api_status(request: Request) -> Response:
@@ -293,6 +296,49 @@ def _chart(runs: list[Any]) -> dict[str, Any] | None:
         bars.append({"x": 10 + i * 34, "y": 120 - height, "height": height, "state": run.state,
                      "label": f"{run.duration:.1f} s", "rate": rate})
     return {"bars": bars, "width": 20 + len(bars) * 34}
+
+
+#: Size of the pictures of a run's course (pixels).
+COURSE_WIDTH, COURSE_HEIGHT = 420, 110
+
+
+def _course(found: dict[str, Any] | None, runs: list[Any]) -> dict[str, Any] | None:
+    """Pictures of the course of the task's running or last run, from its progress file: items
+    per second over time, failed items over time, and how long items took. ``None`` if the file
+    is of an earlier run than the journal's last, or says too little to draw."""
+    if found is None or not runs or not isinstance(found.get("started"), (int, float)):
+        return None
+    if runs[0].started is not None and found["started"] < runs[0].started - 1:
+        return None
+    samples = [s for s in found.get("samples") or [] if isinstance(s, list) and len(s) == 3
+               and all(isinstance(v, (int, float)) for v in s)]
+    if len(samples) < 2:
+        return None
+    span = max(samples[-1][0], 1e-9)
+    rates = [(b[0], (b[1] - a[1]) / (b[0] - a[0])) for a, b in itertools.pairwise(samples) if b[0] > a[0]]
+    top_rate = max((rate for _, rate in rates), default=0) or 1.0
+    top_failed = max(samples[-1][2], 1)
+
+    def points(values: list[tuple[float, float]], top: float) -> str:
+        return " ".join(f"{COURSE_WIDTH * t / span:.1f},{COURSE_HEIGHT - COURSE_HEIGHT * v / top:.1f}"
+                        for t, v in values)
+
+    bounds, counts = found.get("bounds") or [], found.get("durations") or []
+    bars = []
+    if isinstance(counts, list) and len(counts) == len(bounds) + 1 and any(counts):
+        most = max(counts)
+        labels = [f"≤{_seconds(b)}" for b in bounds] + [f">{_seconds(bounds[-1])}"]
+        width = COURSE_WIDTH / len(counts)
+        bars = [{"x": i * width, "width": width - 2, "height": COURSE_HEIGHT * n / most, "count": n, "label": label}
+                for i, (n, label) in enumerate(zip(counts, labels, strict=True))]
+    return {"rate": points(rates, top_rate), "top_rate": f"{top_rate:.0f}", "failed": points(
+            [(t, f) for t, _, f in samples], top_failed), "top_failed": top_failed, "seconds": f"{span:.1f}",
+            "durations": bars, "width": COURSE_WIDTH, "height": COURSE_HEIGHT,
+            "done": samples[-1][1], "running": found.get("done") != found.get("total")}
+
+
+def _seconds(value: float) -> str:
+    return f"{value * 1000:g} ms" if value < 1 else f"{value:g} s"
 
 
 def _drawing(views: list[Any]) -> dict[str, Any]:

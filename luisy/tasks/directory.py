@@ -319,7 +319,7 @@ class DirectoryTask(Task):
                 for item, outcome in outcomes(self, todo, writer, stop):
                     if stop and outcome.status is ItemStatus.FAIL:
                         continue  # the signal reached what the item ran too: the next run makes it again
-                    progress.advance(failed=outcome.status is ItemStatus.FAIL)
+                    progress.advance(failed=outcome.status is ItemStatus.FAIL, seconds=outcome.seconds or None)
                     self._record(writer, item, outcome)
                     if time.monotonic() - last >= interval:
                         writer.checkpoint()

@@ -105,17 +105,22 @@ def command_line(command: str, task: luigi.Task, *options: str) -> str:
     return shlex.join(["luisy", command, f"{cls.__module__}:{cls.__name__}", *args, *options])
 
 
-def items(task: luigi.Task, states: Collection[str] = ()) -> Iterator[ItemRow]:
-    """The rows of ``task``'s items in name order; only those in ``states``, if given.
+def items(task: luigi.Task, states: Collection[str] = (), contains: str = "", inputs: bool = True,
+          manifest: Manifest | None = None) -> Iterator[ItemRow]:
+    """The rows of ``task``'s items in name order; only those in ``states``, if given, and whose
+    name holds ``contains``. ``inputs``: find each item's input file by listing the task's input
+    (a failed item's is in its record either way). ``manifest``: the output's, if already read.
 
     :class:`LuisyError` at once (before the first row) if ``task`` has no directory output or its
     manifest is corrupt.
     """
     target = _directory_output(task)
-    return _rows(task, target, _published(task, target), set(states or STATES))
+    found = manifest if manifest is not None else _published(task, target)
+    return _rows(task, target, found, set(states or STATES), contains, inputs)
 
 
-def _rows(task: luigi.Task, target: DirectoryTarget, manifest: Manifest | None, wanted: set[str]) -> Iterator[ItemRow]:
+def _rows(task: luigi.Task, target: DirectoryTarget, manifest: Manifest | None, wanted: set[str],
+          contains: str = "", with_inputs: bool = True) -> Iterator[ItemRow]:
     resumable = target.resumable(task)
     bad = target.verified_bad() if manifest is not None else {}
     # Only the lists that can give a wanted row are gone through: --failed reads no item table.
@@ -130,7 +135,9 @@ def _rows(task: luigi.Task, target: DirectoryTarget, manifest: Manifest | None, 
         if "failed" in wanted:
             sources.append(_tagged(sorted(manifest.failed), "failed"))
     sources.append(_tagged(sorted(resumable), "kept"))
-    inputs = _input_files(task) if wanted - {"failed"} else {}
+    if contains:  # before any row is made: a search of a million names makes the rows it finds only
+        sources = [((name, rank) for name, rank in source if contains in name) for source in sources]
+    inputs = _input_files(task) if with_inputs and wanted - {"failed"} else {}
     failed = manifest.failed if manifest is not None else {}
     details = manifest.failed_details if manifest is not None else {}
     for name, group in itertools.groupby(heapq.merge(*sources), key=lambda row: row[0]):

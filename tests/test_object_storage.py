@@ -534,3 +534,48 @@ def test_luigid_state_is_not_put_in_a_store(s3_store):
     refused = run_luisy(["scheduler", "--working-dir", store.url, "--port", "1"], store.cwd,
                         env=store.server.env, timeout=60)
     assert refused.returncode == 2 and "luigid keeps its state in local files" in refused.stderr, refused.stderr
+
+
+def test_the_page_of_a_pipeline_in_a_store_shows_its_outputs_and_items(s3_store):
+    """``luisy serve`` reads a working directory in a store as it reads a local one: states, a
+    directory task's items, and a small result's size and contents."""
+    import urllib.request
+
+    from conftest import free_port
+
+    store = s3_store
+    store.put_table([2, 3])
+    store.put_frames(4)
+    assert store.luisy("run", "lake.tasks:Total").returncode == 0
+    port = free_port()
+    env = {**os.environ, **store.server.env, "PYTHONPATH": str(store.cwd)}
+    env.pop("LUISY_WORKING_DIR", None)
+    server = subprocess.Popen([str(Path(sys.executable).with_name("luisy")), "serve", "lake.tasks:Total",
+                               "--working-dir", store.url, "--port", str(port)], cwd=store.cwd, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def get(path):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30) as response:
+            return response.read().decode()
+
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                status = json.loads(get("/api/status"))
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, server.stdout.read()
+                time.sleep(0.2)
+        assert {row["family"]: row["state"] for row in status} == {
+            "Table": "input", "Doubled": "complete", "Frames": "input", "Scaled": "complete", "Total": "complete"}
+        items = json.loads(get("/api/items?task=Scaled"))
+        assert [row["name"] for row in items["items"]] == ["f000", "f001", "f002", "f003"]
+        total = next(row for row in status if row["family"] == "Total")
+        page = get("/task/" + urllib.request.quote(total["task_id"], safe=""))
+        size = len(store.fs.cat_file(f"{store.root}/lake/final/Total.json"))
+        assert f"<th>size</th><td>{size}</td>" in page
+        assert f"<td>table</td><td>{store.read_json('lake/final/Total.json')['table']}</td>" in page
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -234,16 +234,11 @@ def _output(task: luigi.Task) -> dict[str, Any] | None:
     path = str(outputs[0].path)
     store = storage.for_path(path)
     fmt = getattr(getattr(outputs[0], "file_format", None), "name", None) or type(outputs[0]).__name__
-    size = None
-    if store.exists(path):
-        try:
-            size = Path(path).stat().st_size if store is storage.LOCAL else None
-        except OSError:
-            size = None
+    size = store.size(path)
     found = {"path": path, "format": fmt, "size": size, "exists": store.exists(path) or store.exists(path, folder=True),
              "preview": None}
     if size is not None and size <= PREVIEW_BYTES:
-        found["preview"] = _preview(path)
+        found["preview"] = _preview(store, path)
     return found
 
 
@@ -251,11 +246,11 @@ def _output(task: luigi.Task) -> dict[str, Any] | None:
 PREVIEW_BYTES = 1 << 16
 
 
-def _preview(path: str) -> list[tuple[str, ...]] | None:
-    """Rows (the first one a header) of a small JSON or parquet output; ``None`` for other outputs."""
+def _preview(store: storage.Storage, path: str) -> list[tuple[str, ...]] | None:
+    """Rows (the first one a header) of a small JSON or parquet output in ``store``; ``None`` for other outputs."""
     try:
         if path.endswith(".json"):
-            data = json.loads(Path(path).read_text())
+            data = json.loads(store.read_bytes(path, PREVIEW_BYTES))
             if isinstance(data, dict):
                 return [("key", "value"), *((str(k), json.dumps(v, default=str)[:200]) for k, v in data.items())]
             if isinstance(data, list) and data and all(isinstance(row, dict) for row in data):
@@ -264,7 +259,7 @@ def _preview(path: str) -> list[tuple[str, ...]] | None:
         if path.endswith(".parquet"):
             import pandas as pd
 
-            frame = pd.read_parquet(path).head(100)
+            frame = store.load(path, pd.read_parquet).head(100)
             return [tuple(map(str, frame.columns)), *(tuple(map(str, row)) for row in frame.itertuples(index=False))]
     except (OSError, ValueError, ImportError):
         return None

@@ -95,6 +95,11 @@ class Storage(ABC):
         """When what is at ``path`` was last written (epoch seconds); ``None`` if nothing is there."""
 
     @abstractmethod
+    def size(self, path: str) -> int | None:
+        """How many bytes the file (object) at ``path`` holds; ``None`` if there is none, or it is
+        not bytes (a folder, an object in memory)."""
+
+    @abstractmethod
     def read_bytes(self, path: str, limit: int) -> bytes:
         """The bytes at ``path`` (``FileNotFoundError`` if none); where files are stored, one of
         luisy's own (see :func:`luisy.regular_files.read_own`), of at most ``limit`` bytes."""

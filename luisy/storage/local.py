@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import stat
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -58,6 +59,13 @@ class LocalStorage(Storage):
                     files.append((Path(os.path.relpath(file, path)).as_posix(), os.stat(file)))
         found = by_content(path, files, "**") if by_content else [stat_fingerprint(s) for _, s in files]
         return digest(*(f"{rel}:{value}" for (rel, _), value in zip(files, found, strict=True)))
+
+    def size(self, path: str) -> int | None:
+        try:
+            info = os.stat(path)
+        except OSError:
+            return None
+        return info.st_size if stat.S_ISREG(info.st_mode) else None
 
     def read_bytes(self, path: str, limit: int) -> bytes:
         return read_own(path, limit)

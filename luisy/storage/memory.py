@@ -58,6 +58,10 @@ class MemoryStorage(Storage):
     def modified(self, path: str) -> float | None:
         return None  # objects in memory carry no time; nothing reads it in tests
 
+    def size(self, path: str) -> int | None:
+        found = self.objects.get(path)
+        return len(found) if isinstance(found, bytes) else None
+
     def read_bytes(self, path: str, limit: int) -> bytes:
         try:
             data: bytes = self.objects[path]

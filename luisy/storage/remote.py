@@ -173,6 +173,11 @@ class RemoteStorage(Storage):
         info = self.info(path)
         return None if info is None else _seconds(_modified_of(info))
 
+    def size(self, path: str) -> int | None:
+        info = self.info(path)
+        return int(info["size"]) if info is not None and info.get("type") == "file" and info.get("size") is not None \
+            else None
+
     def info(self, path: str) -> dict[str, Any] | None:
         """What the store says about the object (or folder) at ``path``; ``None`` if nothing is there."""
         with self._errors(path):

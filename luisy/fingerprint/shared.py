@@ -24,7 +24,7 @@ from luisy import config, storage
 from luisy.digests import digest
 from luisy.fingerprint.code import code_fingerprint
 from luisy.fingerprint.content import digests as content_digests
-from luisy.fingerprint.task import MISSING, _Vanished, is_external, recorded_dynamic
+from luisy.fingerprint.task import MISSING, Vanished, is_external, recorded_dynamic
 from luisy.parameters import significant_params
 
 __all__ = ["shared", "file_digests"]
@@ -46,7 +46,7 @@ def shared(task: luigi.Task, recorded: Recorded) -> str:
 
 
 def _shared(task: luigi.Task, recorded: Recorded) -> str:
-    if isinstance(task, _Vanished):
+    if isinstance(task, Vanished):
         return MISSING
     if is_external(task):
         here = [file_digests(os.fspath(o.path)) for o in flatten(task.output()) if getattr(o, "path", None)]

@@ -110,7 +110,7 @@ def recorded_dynamic(task: luigi.Task) -> list[luigi.Task]:
         try:
             found.append(Register.get_task_cls(family).from_str_params(params))
         except Exception:  # the class is gone or changed: the task must run to find out
-            found.append(_Vanished(family=family))
+            found.append(Vanished(family=family))
     return found
 
 
@@ -129,7 +129,7 @@ def _yields_requirements(task: luigi.Task) -> bool:
     return known
 
 
-class _Vanished(luigi.ExternalTask):
+class Vanished(luigi.ExternalTask):
     """Stands for a recorded dynamic requirement that no longer exists."""
 
     family = luigi.Parameter()
@@ -145,7 +145,7 @@ def as_upstream(task: luigi.Task, memo: dict[str, str] | None = None) -> str:
 
 
 def _as_upstream(task: luigi.Task, memo: dict[str, str]) -> str:
-    if isinstance(task, _Vanished):
+    if isinstance(task, Vanished):
         return MISSING
     if not is_external(task) and not _may_have_manifest(type(task)):
         return current(task, memo).digest

@@ -9,6 +9,7 @@ next) — its input file, and for a failed item the error and where the item's c
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import itertools
 import json
@@ -148,6 +149,45 @@ def _rows(task: luigi.Task, target: DirectoryTarget, manifest: Manifest | None, 
             yield failed_row(name, failed[name], details.get(name, {}))
         elif state in wanted:
             yield ItemRow(name, state, inputs.get(name), bad.get(name, "") if state == "bad" else "")
+
+
+def window(task: luigi.Task, offset: int, size: int, manifest: Manifest | None = None) -> list[ItemRow]:
+    """Rows ``offset`` to ``offset + size`` of :func:`items` (every state, no input files but
+    failed items'), found by bisection: a page deep into a million items costs what the first
+    does. ``manifest``: the output's, if already read."""
+    target = _directory_output(task)
+    manifest = manifest if manifest is not None else _published(task, target)
+    if manifest is None:
+        return list(itertools.islice(items(task, inputs=False), offset, offset + size))
+    published = manifest.items.names
+    bad = target.verified_bad()
+    # The few items in another list than the published ones, with the state each has at most.
+    others: dict[str, int] = {}
+    for names, state in ((manifest.skipped, "skipped"), (manifest.failed, "failed"),
+                         ((n for n in bad if n in manifest.items), "bad"), (target.resumable(task), "kept")):
+        for name in names:
+            others[name] = max(others.get(name, -1), STATES.index(state))
+    apart = sorted(name for name in others if name not in manifest.items)  # in no published row
+    # Published row i is row i + (apart rows before it) of all: the rows before the window are
+    # the published ones up to the first at or after ``offset``, and as many apart ones as are left.
+    low, high = 0, len(published)
+    while low < high:
+        middle = (low + high) // 2
+        if middle + bisect.bisect_left(apart, published[middle]) >= offset:
+            high = middle
+        else:
+            low = middle + 1
+    j = max(0, min(offset - low, len(apart)))
+    later = (published[k] for k in range(low, len(published)))
+    chosen = list(itertools.islice(heapq.merge(later, apart[j:]), size))
+    rows = []
+    for name in chosen:
+        state = STATES[max(others.get(name, -1), STATES.index("ok") if name in manifest.items else -1)]
+        if state == "failed":
+            rows.append(failed_row(name, manifest.failed[name], manifest.failed_details.get(name, {})))
+        else:
+            rows.append(ItemRow(name, state, None, bad.get(name, "") if state == "bad" else ""))
+    return rows
 
 
 def _published(task: luigi.Task, target: DirectoryTarget) -> Manifest | None:

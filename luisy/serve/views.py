@@ -28,7 +28,7 @@ from luisy.history import progress
 from luisy.history.journal import journal_dir
 from luisy.history.runs import RUNNING, TaskRun, runs_of
 from luisy.history.show import Provenance, show
-from luisy.items import STATES, ItemRow, items
+from luisy.items import STATES, ItemRow, items, window
 from luisy.status import TaskStatus, status
 
 __all__ = ["Pipeline", "TaskView", "item_page", "shown", "task_runs"]
@@ -175,8 +175,12 @@ def item_page(pipeline: Pipeline, task: luigi.Task, query: str = "", state: str 
     page = max(1, page)
     with config.working_dir(pipeline.working_dir):
         # Without the input folder's listing (seconds at a million files): failed items name their input.
-        rows = items(task, (state,) if state else (), query, inputs=False, manifest=pipeline.manifest(task))
-        chosen = list(itertools.islice(rows, (page - 1) * PAGE_SIZE, page * PAGE_SIZE + 1))
+        manifest = pipeline.manifest(task)
+        if not query and not state:  # any page of all the items, found by bisection
+            chosen = window(task, (page - 1) * PAGE_SIZE, PAGE_SIZE + 1, manifest)
+        else:
+            rows = items(task, (state,) if state else (), query, inputs=False, manifest=manifest)
+            chosen = list(itertools.islice(rows, (page - 1) * PAGE_SIZE, page * PAGE_SIZE + 1))
     return ItemPage(chosen[:PAGE_SIZE], page, len(chosen) > PAGE_SIZE, query, state)
 
 

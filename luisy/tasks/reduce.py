@@ -110,8 +110,8 @@ class ReduceTask(Task):
                     break
                 old[name] = where
         if delta.refold is not None:
-            folded, unfolded = sorted(manifest.items), []
-            state = self._fold_all(source, manifest, folded)
+            folded, unfolded = manifest.items.names, []
+            state = self._fold_all(source, list(zip(folded, manifest.items.files, strict=True)))
         else:
             state, unfolded = (saved or {})["state"], [*delta.removed, *delta.changed]
             for name in unfolded:
@@ -132,14 +132,14 @@ class ReduceTask(Task):
     #: Dask cluster, as a directory task's items) and combines the parts' states in item order.
     combine: Any = None
 
-    def _fold_all(self, source: DirectoryTarget, manifest: Manifest, names: list[str]) -> Any:
-        """The state of all items ``names``: folded in parts where ``combine()`` allows it."""
-        executor = item_executor(self, source.place.parallel, len(names)) if self.combine is not None else None
+    def _fold_all(self, source: DirectoryTarget, items: list[tuple[str, str]]) -> Any:
+        """The state of all ``items`` (name, file), in that order: folded in parts where
+        ``combine()`` allows it."""
+        executor = item_executor(self, source.place.parallel, len(items)) if self.combine is not None else None
         if executor is None or isinstance(executor, SerialExecutor):
-            return _FoldPart(self, source, [[(name, manifest.items[name].file) for name in names]])(0).staged
-        size = max(1, -(-len(names) // PARTS))
-        work = _FoldPart(self, source, [[(name, manifest.items[name].file) for name in names[start:start + size]]
-                                        for start in range(0, len(names), size)])
+            return _FoldPart(self, source, [items])(0).staged
+        size = max(1, -(-len(items) // PARTS))
+        work = _FoldPart(self, source, [items[start:start + size] for start in range(0, len(items), size)])
         states: dict[int, Any] = {}
         for outcome in executor.map(work, len(work.parts)):
             if outcome.status is not ItemStatus.OK:

@@ -174,7 +174,7 @@ class PartedItems(Mapping[str, Item]):
     needed. As a mapping, and through the column attributes, it is the whole table sorted by
     name, assembled on first use; a lookup by name reads only that name's part."""
 
-    __slots__ = ("records", "_tables", "_load", "_full")
+    __slots__ = ("records", "_tables", "_load", "_full", "_names")
 
     def __init__(self, records: list[PartRecord], tables: list[ItemTable | None],
                  load: Callable[[int, PartRecord], ItemTable] | None = None) -> None:
@@ -184,6 +184,7 @@ class PartedItems(Mapping[str, Item]):
             raise ValueError("a table has a power of two parts, each with its record")
         self.records, self._tables, self._load = records, tables, load
         self._full: ItemTable | None = tables[0] if count == 1 else None
+        self._names: list[str] | None = None
 
     @classmethod
     def split(cls, table: Mapping[str, Item], count: int | None = None,
@@ -250,7 +251,13 @@ class PartedItems(Mapping[str, Item]):
 
     @property
     def names(self) -> list[str]:
-        return self.full().names
+        """The names, sorted: merged from the parts (sorted runs, which ``sorted`` merges fast)
+        without making the whole table."""
+        if self._full is not None:
+            return self._full.names
+        if self._names is None:
+            self._names = sorted(itertools.chain.from_iterable(part.names for part in self.parts()))
+        return self._names
 
     @property
     def files(self) -> list[str]:

@@ -1,0 +1,143 @@
+"""Reruns of a 3-stage pipeline over many items: directory task → directory task → reduce.
+
+N input files (a number each) → ``Doubled`` (a directory task) → ``Tripled`` (a directory task
+over it) → ``Total`` (a ``ReduceTask`` summing it). Each case runs in a fresh process (time and
+peak RSS measured there), on one working directory:
+
+* ``first run``: the three stages from scratch (with ``--make``);
+* ``list + stat (floor)``: ``os.scandir`` of the input folder and a ``stat`` of each file, in a
+  plain loop: what any tool that notices edited files by size and modification time pays before
+  it can say "nothing to do"; reruns are compared with it;
+* ``no-op rerun``: ``luisy.build`` of the complete pipeline;
+* ``+10 files``: the same after adding ten input files; the difference to the no-op is what the
+  change costs (aim: under 1 s at a million items);
+* ``… write-once``: the same with ``input_fingerprint = "write-once"`` on the input folder, which
+  is listed again only when its modification time changed.
+
+Usage: ``python benchmarks/incremental.py --items 1000000 --dir DIR`` (the first run makes DIR;
+later runs with the same DIR measure the reruns only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+PROJECT = '''
+import luisy
+
+
+@luisy.raw
+@luisy.directory_input(pattern="*.txt")
+class Numbers(luisy.ExternalTask):
+    def get_folder_name(self):
+        return "numbers"
+
+
+@luisy.interim
+@luisy.requires(Numbers)
+class Doubled(luisy.DirectoryTask):
+    def process(self, name, text):
+        return int(text) * 2
+
+
+@luisy.interim
+@luisy.requires(Doubled)
+class Tripled(luisy.DirectoryTask):
+    def process(self, name, value):
+        return value * 3
+
+
+@luisy.final
+@luisy.requires(Tripled)
+@luisy.json_output
+class Total(luisy.ReduceTask):
+    def initial(self):
+        return {"n": 0, "sum": 0}
+
+    def fold(self, state, name, value):
+        return {"n": state["n"] + 1, "sum": state["sum"] + value}
+
+    def unfold(self, state, name, value):
+        return {"n": state["n"] - 1, "sum": state["sum"] - value}
+'''
+
+CASE = '''
+import os, resource, sys, time, json
+sys.path.insert(0, {root!r})
+start = time.perf_counter()
+case = {case!r}
+if case == "floor":
+    folder = {folder!r}
+    names = sorted(entry.name for entry in os.scandir(folder))
+    fd = os.open(folder, os.O_RDONLY)
+    found = [(s.st_size, s.st_mtime_ns) for s in (os.stat(name, dir_fd=fd) for name in names)]
+    os.close(fd)
+else:
+    import luisy
+    import incremental_tasks as tasks
+    if case.endswith("write-once"):
+        tasks.Numbers.input_fingerprint = "write-once"
+    summary = luisy.execution.run([tasks.Total()], working_dir={data!r}, log_level="ERROR")
+    assert summary.ok, summary.lines()
+print(json.dumps({{"seconds": time.perf_counter() - start,
+                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+'''
+
+
+def run_case(root: Path, case: str) -> dict[str, float]:
+    os.sync()  # the previous case's writes go to disk now, not during this one
+    code = CASE.format(root=str(root), case=case, folder=str(root / "data" / "incremental_tasks" / "raw" / "numbers"),
+                       data=str(root / "data"))
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=root)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def add_files(folder: Path, count: int = 10) -> None:
+    start = sum(1 for _ in os.scandir(folder))
+    for i in range(start, start + count):
+        (folder / f"m{i:07d}.txt").write_text(str(i))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument("--dir", type=Path, required=True, help="made by the first run; kept")
+    args = parser.parse_args()
+    root = args.dir
+    folder = root / "data" / "incremental_tasks" / "raw" / "numbers"
+    rows = []
+    if not folder.exists():
+        folder.mkdir(parents=True)
+        (root / "incremental_tasks.py").write_text(textwrap.dedent(PROJECT))
+        for i in range(args.items):
+            (folder / f"n{i:07d}.txt").write_text(str(i))
+        rows.append(("first run, 3 stages", run_case(root, "first")))
+    run_case(root, "no-op")  # untimed: the file system's caches warm, as for the floor
+    rows.append(("list + stat (floor)", run_case(root, "floor")))
+    rows.append(("no-op rerun", run_case(root, "no-op")))
+    add_files(folder)
+    rows.append(("+10 files", run_case(root, "plus10")))
+    time.sleep(2.5)  # past the racy window: a write-once listing is remembered from now on
+    run_case(root, "no-op write-once")
+    rows.append(("no-op rerun, write-once", run_case(root, "no-op write-once")))
+    add_files(folder)
+    rows.append(("+10 files, write-once", run_case(root, "plus10 write-once")))
+    items = sum(1 for _ in os.scandir(folder))
+    print(f"Python {platform.python_version()}, {os.cpu_count()} cores; {items} input files; "
+          "each case in a fresh process")
+    floor = dict(rows)["list + stat (floor)"]["seconds"]
+    for label, result in rows:
+        ratio = f"{result['seconds'] / floor:6.2f}x floor" if "floor" not in label and "first" not in label else ""
+        print(f"  {label:<28} {result['seconds']:8.2f} s  {ratio:<14} peak RSS {result['rss_mb']:6.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

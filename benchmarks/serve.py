@@ -147,7 +147,7 @@ def main() -> None:
     print(f"Python {platform.python_version()}, {os.cpu_count()} cores; {items} items in {task}'s output")
     floor = rows[0][1]
     for name, value, unit in rows:
-        ratio = f"   ({value / floor:.2f}x the plain listing)" if unit == "s" and name != rows[0][0] else ""
+        ratio = f"   ({value / floor:.3f}x the plain listing)" if unit == "s" and name != rows[0][0] else ""
         print(f"  {name:<40} {value:9.3f} {unit}{ratio}")
     print(f"  {'server memory after all of it':<40} {memory['VmRSS']:9.0f} MiB (peak {memory['VmHWM']:.0f} MiB)")
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import operator
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple, overload
 
-from luisy.digests import columns_digest, items_digest
+from luisy.digests import columns_digest, items_digest, text_digest
 from luisy.parts import part_rows
 
 
@@ -109,10 +110,17 @@ class SourceItems(Sequence[SourceItem]):
         names, fingerprints = self.names, self.fingerprints
         if count == 1:
             return [self.digest()]
+        # A listing is sorted, so each part is: its text is joined at once (as columns_digest would).
+        ordered = all(map(operator.lt, names, itertools.islice(names, 1, None)))
         found: list[str | None] = []
         for rows in self._part_rows(count):
             pick = operator.itemgetter(*rows) if len(rows) > 1 else lambda column, rows=rows: [column[r] for r in rows]
-            found.append(columns_digest(pick(names), pick(fingerprints)))  # itemgetter: the rows in one C call
+            part_names, part_fingerprints = pick(names), pick(fingerprints)  # itemgetter: the rows in one C call
+            if ordered and None not in part_fingerprints:
+                pairs = zip(part_names, part_fingerprints, strict=True)
+                found.append(text_digest(["\0".join(itertools.chain.from_iterable(pairs))]))
+            else:
+                found.append(columns_digest(part_names, part_fingerprints))
         return found
 
     def part(self, count: int, p: int) -> SourceItems:

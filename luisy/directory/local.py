@@ -55,7 +55,6 @@ from luisy.directory.manifest import (
     bad_file_name,
     remember,
     retire_parts,
-    touched_parts,
 )
 from luisy.directory.table import Item
 from luisy.errors import BrokenFileError, ItemFileError, ManifestError, UnsafePathError
@@ -306,7 +305,7 @@ class LocalFolder:
         inside = _Inside(folder, self.owner)
         # The parts this publish changes are read before anything moves: a corrupt one fails the
         # run with the folder as it was.
-        touched = touched_parts(current.items, writer)
+        touched = current.items.touched(writer.kept, writer.new, writer.part_count)
         # A new item's file can clash only with the current file of an item of its name (in its
         # part) or with a kept replaced file: other names make other files, variants are random.
         taken = {*current.retired}

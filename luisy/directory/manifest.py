@@ -618,11 +618,6 @@ def _load_part(read: Callable[[str], bytes] | None, count: int, where: str, p: i
     return table
 
 
-def touched_parts(items: PartedItems, writer: Any) -> set[int]:
-    """The parts of the current ``items`` that publishing ``writer``'s items reads and rewrites."""
-    return items.touched(writer.kept, writer.new, writer.part_count)
-
-
 def retire_parts(manifest: Manifest, current: Manifest, now: float, keep_for: float) -> list[str]:
     """Record in ``manifest`` (about to replace ``current``) the part files ``current`` lists or
     keeps that it does not list, with when they were replaced; those replaced ``keep_for`` seconds

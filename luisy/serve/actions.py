@@ -27,8 +27,8 @@ import luigi
 
 __all__ = ["Actions", "Field", "Job", "fields"]
 
-#: What a job's page shows of its output: the last lines.
-OUTPUT_LINES = 40
+#: What a job's page shows of its output: the last lines, from at most the last bytes.
+OUTPUT_LINES, OUTPUT_TAIL_BYTES = 40, 1 << 16
 
 
 @dataclass
@@ -104,11 +104,14 @@ class Job:
         return self.process.poll()
 
     def output(self) -> str:
+        """The last lines of its output (read from the end: a watch's log grows all week)."""
         try:
-            lines = self.log.read_text(errors="replace").splitlines()
+            with open(self.log, "rb") as f:
+                f.seek(max(0, f.seek(0, os.SEEK_END) - OUTPUT_TAIL_BYTES))
+                text = f.read().decode(errors="replace")
         except OSError:
             return ""
-        return "\n".join(lines[-OUTPUT_LINES:])
+        return "\n".join(text.splitlines()[-OUTPUT_LINES:])
 
     def to_dict(self) -> dict[str, Any]:
         code = self.returncode

@@ -7,6 +7,7 @@ one is compared with the same part of the other.
 
 from __future__ import annotations
 
+import itertools
 import zlib
 from collections.abc import Iterable, Sequence
 
@@ -33,14 +34,21 @@ def part_of(name: str, count: int) -> int:
     return zlib.crc32(name.encode("utf-8", "surrogateescape")) & (count - 1) if count > 1 else 0
 
 
+def part_keys(names: Sequence[str], count: int) -> list[int]:
+    """:func:`part_of` each of ``names``."""
+    if count == 1:
+        return [0] * len(names)
+    mask = count - 1
+    encoded = map(str.encode, names, itertools.repeat("utf-8"), itertools.repeat("surrogateescape"))
+    return [value & mask for value in map(zlib.crc32, encoded)]
+
+
 def part_rows(names: Sequence[str], count: int) -> list[list[int]]:
     """The rows of ``names`` in each of ``count`` parts, in order."""
-    if count == 1:
-        return [list(range(len(names)))]
     rows: list[list[int]] = [[] for _ in range(count)]
-    mask = count - 1
-    for row, value in enumerate(map(zlib.crc32, (name.encode("utf-8", "surrogateescape") for name in names))):
-        rows[value & mask].append(row)
+    add = [part.append for part in rows]
+    for row, key in enumerate(part_keys(names, count)):
+        add[key](row)
     return rows
 
 

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple, overload
 
 from luisy.digests import columns_digest, items_digest, text_digest
-from luisy.parts import part_rows
+from luisy.parts import part_keys
 
 
 class SourceItem(NamedTuple):
@@ -69,7 +69,7 @@ class SourceItems(Sequence[SourceItem]):
         #: neither processes them nor counts them as removed.
         self.held_back: frozenset[str] = frozenset()
         self._digest = digest
-        self._parts: tuple[int, list[list[int]]] | None = None
+        self._parts: tuple[int, list[int]] | None = None
 
     @overload
     def __getitem__(self, index: int) -> SourceItem: ...
@@ -99,9 +99,10 @@ class SourceItems(Sequence[SourceItem]):
             self._digest = columns_digest(self.names, self.fingerprints)
         return self._digest
 
-    def _part_rows(self, count: int) -> list[list[int]]:
+    def _part_keys(self, count: int) -> list[int]:
+        """The part of each row, of ``count`` (kept: a rerun asks for the digests, then a few parts)."""
         if self._parts is None or self._parts[0] != count:
-            self._parts = (count, part_rows(self.names, count))
+            self._parts = (count, part_keys(self.names, count))
         return self._parts[1]
 
     def part_digests(self, count: int) -> list[str | None]:
@@ -110,22 +111,31 @@ class SourceItems(Sequence[SourceItem]):
         names, fingerprints = self.names, self.fingerprints
         if count == 1:
             return [self.digest()]
-        # A listing is sorted, so each part is: its text is joined at once (as columns_digest would).
-        ordered = all(map(operator.lt, names, itertools.islice(names, 1, None)))
-        found: list[str | None] = []
-        for rows in self._part_rows(count):
-            pick = operator.itemgetter(*rows) if len(rows) > 1 else lambda column, rows=rows: [column[r] for r in rows]
-            part_names, part_fingerprints = pick(names), pick(fingerprints)  # itemgetter: the rows in one C call
-            if ordered and None not in part_fingerprints:
-                pairs = zip(part_names, part_fingerprints, strict=True)
-                found.append(text_digest(["\0".join(itertools.chain.from_iterable(pairs))]))
-            else:
-                found.append(columns_digest(part_names, part_fingerprints))
-        return found
+        if None in fingerprints or not all(map(operator.lt, names, itertools.islice(names, 1, None))):
+            return [columns_digest(part.names, part.fingerprints) for part in self.parts(count, range(count)).values()]
+        # Sorted, so each part is too: its text is joined at once, as columns_digest would. The
+        # pairs are made and sorted into parts in one pass in row order: picking each part's rows
+        # from a million strings in memory would take twice as long.
+        texts: list[list[str]] = [[] for _ in range(count)]
+        add = [text.append for text in texts]
+        pairs = map("\0".join, zip(names, fingerprints, strict=True))
+        for key, pair in zip(self._part_keys(count), pairs, strict=True):
+            add[key](pair)
+        return [text_digest(["\0".join(text)]) for text in texts]
 
-    def part(self, count: int, p: int) -> SourceItems:
-        """The items in part ``p`` of ``count``, in order."""
-        return self.select(self._part_rows(count)[p])
+    def parts(self, count: int, wanted: Iterable[int]) -> dict[int, SourceItems]:
+        """The items in each of the ``wanted`` parts of ``count``, in order."""
+        wanted = sorted(set(wanted))
+        if count == 1:
+            return {0: self} if wanted == [0] else {}
+        keys = self._part_keys(count)
+        chosen = [False] * count
+        for p in wanted:
+            chosen[p] = True
+        rows: dict[int, list[int]] = {p: [] for p in wanted}
+        for row in itertools.compress(range(len(keys)), map(chosen.__getitem__, keys)):  # a C loop over all
+            rows[keys[row]].append(row)
+        return {p: self.select(rows[p]) for p in wanted}
 
     def select(self, rows: Iterable[int]) -> SourceItems:
         """The items at ``rows``, in that order."""

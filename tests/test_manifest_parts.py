@@ -254,6 +254,35 @@ def test_parts_hold_about_part_items():
     assert part_count(1_000_000, current=32) == 256
 
 
+def test_a_listings_parts_and_their_digests_are_those_of_its_items_split_by_name():
+    from luisy.digests import columns_digest
+    from luisy.parts import part_of
+    from luisy.sources import SourceItems
+
+    rng = random.Random(7)
+    names = sorted({f"f{rng.randrange(10**6)}/x.{rng.randrange(99)}" for _ in range(3000)})
+    fingerprints = [f"{rng.randrange(10**4)}-{rng.randrange(10**12)}" for _ in names]
+    count = 8
+    expected = {p: [row for row, name in enumerate(names) if part_of(name, count) == p] for p in range(count)}
+    listing = SourceItems(names, fingerprints, names, str)
+    digests = listing.part_digests(count)
+    for p, rows in expected.items():
+        assert digests[p] == columns_digest([names[r] for r in rows], [fingerprints[r] for r in rows])
+    picked = listing.parts(count, [5, 2, 5])
+    assert sorted(picked) == [2, 5]
+    for p, part in picked.items():
+        assert part.names == [names[r] for r in expected[p]] and part.fingerprints == [fingerprints[r] for r in expected[p]]
+    # Out of order, or with an item not fingerprinted, each part's digest is still that of its items.
+    order = list(range(len(names)))
+    rng.shuffle(order)
+    shuffled = SourceItems([names[r] for r in order], [fingerprints[r] for r in order], names, str)
+    assert shuffled.part_digests(count) == digests
+    gap = list(fingerprints)
+    gap[expected[3][0]] = None
+    with_gap = SourceItems(names, gap, names, str).part_digests(count)
+    assert [p for p in range(count) if with_gap[p] != digests[p]] == [3]
+
+
 
 KILL_HOOKS = {
     # The new parts are written; the manifest that lists them is not.

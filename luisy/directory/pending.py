@@ -82,8 +82,8 @@ def compare(items: Sequence[SourceItem], manifest: Manifest, retry: bool) -> Pen
     kept = Kept(count, clean, whole_items)
     todos: list[Sequence[SourceItem]] = []
     counts = dict.fromkeys(("new", "changed", "removed", "retried"), 0)
-    for p in dirty:
-        todo, names, failures, part_counts = _compare(items.part(count, p), manifest.items.part(p), manifest, retry,
+    for p, part in items.parts(count, dirty).items():
+        todo, names, failures, part_counts = _compare(part, manifest.items.part(p), manifest, retry,
                                                       _in_part(count, p), items_held(items))
         todos.append(todo)
         kept.update(names)

@@ -412,11 +412,11 @@ class PartedSources(SourceItems):
             return super().part_digests(count)
         return [record.digest for record in self.table.records]
 
-    def part(self, count: int, p: int) -> SourceItems:
+    def parts(self, count: int, wanted: Iterable[int]) -> dict[int, SourceItems]:
         if count != self.table.part_count:
-            return super().part(count, p)
-        table = self.table.part(p)
-        return SourceItems(table.names, table.checksums, Joined(self.folder, table.files), self.reader)
+            return super().parts(count, wanted)
+        return {p: SourceItems(table.names, table.checksums, Joined(self.folder, table.files), self.reader)
+                for p, table in ((p, self.table.part(p)) for p in sorted(set(wanted)))}
 
     def __repr__(self) -> str:
         return f"PartedSources({len(self)} items in {self.table.part_count} parts)"

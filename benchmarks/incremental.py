@@ -14,6 +14,10 @@ peak RSS measured there), on one working directory:
 * ``… write-once``: the same with ``input_fingerprint = "write-once"`` on the input folder, which
   is listed again only when its modification time changed.
 
+Each rerun case runs ``--repeat`` times (default 3; each ``+10`` adds ten more files) and the
+median is shown with the range: these machines are noisy, and one run of a few seconds can be
+off by half a second.
+
 Usage: ``python benchmarks/incremental.py --items 1000000 --dir DIR`` (the first run makes DIR;
 later runs with the same DIR measure the reruns only).
 """
@@ -106,10 +110,20 @@ def add_files(folder: Path, count: int = 10) -> None:
         (folder / f"m{i:07d}.txt").write_text(str(i))
 
 
+def median_of(results: list[dict[str, float]]) -> dict[str, float]:
+    """The median run (by time) of ``results``, with the range of the times."""
+    ordered = sorted(results, key=lambda result: result["seconds"])
+    middle = dict(ordered[len(ordered) // 2])
+    middle["low"], middle["high"] = ordered[0]["seconds"], ordered[-1]["seconds"]
+    middle["rss_mb"] = max(result["rss_mb"] for result in results)
+    return middle
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--dir", type=Path, required=True, help="made by the first run; kept")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each rerun case (the median is shown)")
     args = parser.parse_args()
     root = args.dir
     folder = root / "data" / "incremental_tasks" / "raw" / "numbers"
@@ -121,22 +135,34 @@ def main() -> None:
             (folder / f"n{i:07d}.txt").write_text(str(i))
         rows.append(("first run, 3 stages", run_case(root, "first")))
     run_case(root, "no-op")  # untimed: the file system's caches warm, as for the floor
-    rows.append(("list + stat (floor)", run_case(root, "floor")))
-    rows.append(("no-op rerun", run_case(root, "no-op")))
-    add_files(folder)
-    rows.append(("+10 files", run_case(root, "plus10")))
+
+    def repeated(case: str, change: bool = False) -> dict[str, float]:
+        results = []
+        for _ in range(args.repeat):
+            if change:
+                add_files(folder)
+            results.append(run_case(root, case))
+        return median_of(results)
+
+    rows.append(("list + stat (floor)", repeated("floor")))
+    rows.append(("no-op rerun", repeated("no-op")))
+    rows.append(("+10 files", repeated("plus10", change=True)))
     time.sleep(2.5)  # past the racy window: a write-once listing is remembered from now on
     run_case(root, "no-op write-once")
-    rows.append(("no-op rerun, write-once", run_case(root, "no-op write-once")))
-    add_files(folder)
-    rows.append(("+10 files, write-once", run_case(root, "plus10 write-once")))
+    rows.append(("no-op rerun, write-once", repeated("no-op write-once")))
+    rows.append(("+10 files, write-once", repeated("plus10 write-once", change=True)))
     items = sum(1 for _ in os.scandir(folder))
-    print(f"Python {platform.python_version()}, {os.cpu_count()} cores; {items} input files; "
-          "each case in a fresh process")
-    floor = dict(rows)["list + stat (floor)"]["seconds"]
+    print(f"Python {platform.python_version()}, {os.cpu_count()} cores; {items} input files at the end; "
+          f"each case in a fresh process; reruns: median of {args.repeat} (range), peak RSS the highest")
+    results = dict(rows)
+    floor = results["list + stat (floor)"]["seconds"]
     for label, result in rows:
         ratio = f"{result['seconds'] / floor:6.2f}x floor" if "floor" not in label and "first" not in label else ""
-        print(f"  {label:<28} {result['seconds']:8.2f} s  {ratio:<14} peak RSS {result['rss_mb']:6.0f} MB")
+        spread = f"({result['low']:.2f}-{result['high']:.2f})" if "low" in result else ""
+        print(f"  {label:<28} {result['seconds']:8.2f} s {spread:<13} {ratio:<14} peak RSS {result['rss_mb']:6.0f} MB")
+    for mode in ("", ", write-once"):
+        extra = results[f"+10 files{mode}"]["seconds"] - results[f"no-op rerun{mode}"]["seconds"]
+        print(f"  +10 files over the no-op{mode or ', default'}: {extra:.2f} s")
 
 
 if __name__ == "__main__":

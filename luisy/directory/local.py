@@ -56,7 +56,7 @@ from luisy.directory.manifest import (
     remember,
     retire_parts,
 )
-from luisy.directory.table import Item
+from luisy.directory.table import Item, ItemTable
 from luisy.errors import BrokenFileError, ItemFileError, ManifestError, UnsafePathError
 from luisy.paths import NAME_MAX, linked_folder, refuse_linked
 from luisy.regular_files import kind, not_regular, open_fd, open_regular, read_own
@@ -305,30 +305,36 @@ class LocalFolder:
         inside = _Inside(folder, self.owner)
         # The parts this publish changes are read before anything moves: a corrupt one fails the
         # run with the folder as it was.
-        touched = current.items.touched(writer.kept, writer.new, writer.part_count)
+        new = writer.new.table()
+        touched = current.items.touched(writer.kept, new.names, writer.part_count)
         # A new item's file can clash only with the current file of an item of its name (in its
         # part) or with a kept replaced file: other names make other files, variants are random.
         taken = {*current.retired}
         for p in touched:
             taken.update(current.items.part(p).files)
-        moved, made = dict[str, Item](), set[str]()
-        for name, item in writer.new.items():
-            file = item.file if item.file not in taken else _variant(item.file)
-            taken.add(file)
+        staging, made = os.fspath(cast(LocalStaging, writer.staging).path), set[str]()
+        moved: dict[int, str] = {}  # row → the variant its file was moved to
+        for row, file in enumerate(new.files):
+            to = file if file not in taken else _variant(file)
             if "/" in file:
                 _make_dirs(folder, os.path.dirname(file), made)
-            staged = cast(LocalStaging, writer.staging).path / item.file
+            staged = os.path.join(staging, file)  # strings, not paths: a Path interns each file name
             try:
-                os.replace(staged, folder / file)
+                os.replace(staged, os.path.join(folder, to))
             except IsADirectoryError:  # a folder no manifest lists stands there: left alone, as a stray
-                file = _variant(item.file)
-                os.replace(staged, folder / file)
-            moved[name] = item._replace(file=file)
-        items = current.items.merged(writer.kept, moved, writer.part_count, writer.inputs_parts)
-        replaced, listed = current.items.dropped_files(items)
+                to = _variant(file)
+                os.replace(staged, os.path.join(folder, to))
+            if to != file:
+                moved[row] = to
+                taken.add(to)
+        if moved:
+            new = ItemTable(new.names, [moved.get(row, file) for row, file in enumerate(new.files)], new.sizes,
+                            new.checksums, new.sources)
+        items = current.items.merged(writer.kept, new, writer.part_count, writer.inputs_parts)
+        replaced, relisted = current.items.dropped_files(items, current.retired)
         now, keep_for = time.time(), config.current().keep_replaced_seconds
-        retired = {f: t for f, t in current.retired.items() if now - t < keep_for and f not in listed}
-        expired = [f for f in current.retired if f not in retired and f not in listed]
+        retired = {f: t for f, t in current.retired.items() if now - t < keep_for and f not in relisted}
+        expired = [f for f in current.retired if f not in retired and f not in relisted]
         retired.update(dict.fromkeys(replaced, now))
         manifest = writer.manifest(items, current, retired)
         _replace_manifest(folder, manifest, current)
@@ -421,7 +427,7 @@ class LocalStaging:
         self._kept = True
 
     def write(self, file: str, obj: Any, write: Callable[[Any, Path], None]) -> Item:
-        path = self.path / file
+        path = Path(os.path.join(self.path, file))  # not self.path / file, which interns the item's file name
         if "/" in file:  # the staging folder itself exists; sub-folders are made on demand
             if not self.path.is_dir():  # handed over or removed: a straggler (a Dask worker) must not make it again
                 raise FileNotFoundError(f"the staging folder {self.path} is gone")

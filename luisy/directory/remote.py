@@ -277,10 +277,10 @@ class RemoteFolder:
             self._conflict(writer, current)
         current = current or Manifest()
         items = current.items.merged(writer.kept, writer.new, writer.part_count, writer.inputs_parts)
-        replaced, listed = current.items.dropped_files(items)
+        replaced, relisted = current.items.dropped_files(items, current.retired)
         now, keep_for = time.time(), config.current().keep_replaced_seconds
-        retired = {f: t for f, t in current.retired.items() if now - t < keep_for and f not in listed}
-        expired = [f for f in current.retired if f not in retired and f not in listed]
+        retired = {f: t for f, t in current.retired.items() if now - t < keep_for and f not in relisted}
+        expired = [f for f in current.retired if f not in retired and f not in relisted]
         retired.update(dict.fromkeys(replaced, now))
         manifest = writer.manifest(items, current, retired)
         if not self._replace(manifest, tag, current):

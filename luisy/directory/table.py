@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import operator
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -59,6 +60,8 @@ class ItemTable(Mapping[str, Item]):
         """The table of ``items``, sorted by name."""
         if isinstance(items, ItemTable):
             return items
+        if isinstance(items, NewItems):
+            return items.table()
         names = sorted(items)
         rows = [items[name] for name in names]
         return cls(names, [r.file for r in rows], [r.size for r in rows], [r.checksum for r in rows],
@@ -73,27 +76,37 @@ class ItemTable(Mapping[str, Item]):
     def merged(self, keep: Iterable[str], new: Mapping[str, Item]) -> ItemTable:
         """The rows named in ``keep`` (if present), replaced or extended by ``new``, sorted by name."""
         keep = keep if isinstance(keep, (set, frozenset)) else set(keep)
-        if any(name in keep for name in new):  # rare: a kept row is replaced too
-            keep = keep.difference(new)
+        new = ItemTable.of(new)
+        if any(map(keep.__contains__, new.names)):  # rare: a kept row is replaced too
+            keep = keep.difference(new.names)
         mask = list(map(keep.__contains__, self.names))  # a C loop: a million rows on every rerun
-        kept: list[list[Any]] = [list(itertools.compress(column, mask))
-                                 for column in (self.names, self.files, self.sizes, self.checksums, self.sources)]
+        kept: list[list[Any]] = [list(itertools.compress(column, mask)) for column in self.columns()]
         if not new:  # the common incremental case: a subset of the current rows, in order
             return ItemTable._from_columns(kept)
         if not kept[0]:
-            return ItemTable.of(new)
+            return new
         # Few new rows among many kept ones (a rerun): splice them in by bisection.
         out: list[list[Any]] = [[], [], [], [], []]
         start = 0
-        for name in sorted(new):
-            stop = bisect.bisect_left(kept[0], name, start)
-            for column, kept_column, value in zip(out, kept, (name, *new[name]), strict=True):
+        for row in zip(*new.columns(), strict=True):
+            stop = bisect.bisect_left(kept[0], row[0], start)
+            for column, kept_column, value in zip(out, kept, row, strict=True):
                 column.extend(kept_column[start:stop])
                 column.append(value)
             start = stop
         for column, kept_column in zip(out, kept, strict=True):
             column.extend(kept_column[start:])
         return ItemTable._from_columns(out)
+
+    def columns(self) -> tuple[list[str], list[str], list[int], list[str], list[str | None]]:
+        """Names, files, sizes, checksums and sources."""
+        return self.names, self.files, self.sizes, self.checksums, self.sources
+
+    def select(self, rows: Sequence[int]) -> ItemTable:
+        """The rows at ``rows`` (in increasing order)."""
+        if len(rows) == len(self.names):
+            return self
+        return ItemTable._from_columns([[column[row] for row in rows] for column in self.columns()])
 
     def digest(self) -> str:
         """:func:`items_digest` of ``(name, checksum)``."""
@@ -124,6 +137,75 @@ class ItemTable(Mapping[str, Item]):
 
     def __repr__(self) -> str:
         return f"ItemTable({len(self)} items)"
+
+
+class NewItems(Mapping[str, Item]):
+    """The items a run makes, as columns in the order they are made; as a mapping, sorted by
+    name, the last made of a name counting.
+
+    A first run of a million items holds them all until it publishes: columns of what each item
+    is, without a tuple and a dict entry per item, take half the memory.
+    """
+
+    __slots__ = ("names", "files", "sizes", "checksums", "sources", "_table")
+
+    def __init__(self) -> None:  # noqa: D107
+        self.names: list[str] = []
+        self.files: list[str] = []
+        self.sizes: list[int] = []
+        self.checksums: list[str] = []
+        self.sources: list[str | None] = []
+        self._table: ItemTable | None = None
+
+    def add(self, name: str, item: Item) -> None:
+        if self._table is not None:  # the table shares the columns: it must not change
+            self.names, self.files, self.sizes = list(self.names), list(self.files), list(self.sizes)
+            self.checksums, self.sources = list(self.checksums), list(self.sources)
+            self._table = None
+        self.names.append(name)
+        self.files.append(item.file)
+        self.sizes.append(item.size)
+        self.checksums.append(item.checksum)
+        self.sources.append(item.source)
+
+    def since(self, row: int) -> dict[str, Item]:
+        """The items made from row ``row`` on (the rows are in the order they were made)."""
+        columns = (self.names, self.files, self.sizes, self.checksums, self.sources)
+        return {name: Item(*rest) for name, *rest in zip(*(column[row:] for column in columns), strict=True)}
+
+    @property
+    def rows(self) -> int:
+        """How many items were made (a name made twice counts twice)."""
+        return len(self.names)
+
+    def table(self) -> ItemTable:
+        """The items sorted by name. The columns are sorted in place, not copied."""
+        if self._table is None:
+            names = self.names
+            columns: list[list[Any]] = [self.names, self.files, self.sizes, self.checksums, self.sources]
+            if not all(map(operator.lt, names, itertools.islice(names, 1, None))):
+                order = sorted(range(len(names)), key=names.__getitem__)  # stable: the last of a name is last
+                order = [row for row, after in zip(order, [*order[1:], None], strict=True)
+                         if after is None or names[after] != names[row]]
+                columns = [[column[row] for row in order] for column in columns]
+                self.names, self.files, self.sizes, self.checksums, self.sources = columns
+            self._table = ItemTable._from_columns(columns)
+        return self._table
+
+    def __getitem__(self, name: str) -> Item:
+        return self.table()[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.table()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.table())
+
+    def __len__(self) -> int:
+        return len(self.table())
+
+    def __repr__(self) -> str:
+        return f"NewItems({self.rows} made)"
 
 
 def empty_table() -> ItemTable:
@@ -193,13 +275,7 @@ class PartedItems(Mapping[str, Item]):
         input digest."""
         table = ItemTable.of(table)
         count = part_count(len(table)) if count is None else count
-        if count == 1:
-            tables = [table]
-        else:
-            tables = [ItemTable([table.names[row] for row in rows], [table.files[row] for row in rows],
-                                [table.sizes[row] for row in rows], [table.checksums[row] for row in rows],
-                                [table.sources[row] for row in rows])
-                      for rows in part_rows(table.names, count)]
+        tables = [table] if count == 1 else [table.select(rows) for rows in part_rows(table.names, count)]
         records = [PartRecord(None, len(t), t.digest(), inputs[p] if inputs is not None else None)
                    for p, t in enumerate(tables)]
         return cls(records, list(tables))
@@ -302,9 +378,8 @@ class PartedItems(Mapping[str, Item]):
             full = self.full().merged(keep, new)
             return PartedItems.split(full, count, inputs)
         # Part by part: no copy of the whole table is made beside the parts.
-        touched: dict[int, dict[str, Item]] = {}
-        for name, item in new.items():
-            touched.setdefault(part_of(name, count), {})[name] = item
+        new = ItemTable.of(new)
+        touched = {p: new.select(rows) for p, rows in enumerate(part_rows(new.names, count)) if rows}
         same = count == self.part_count
         records = list(self.records) if same else [PartRecord(None, 0, empty_table().digest())] * count
         tables: list[ItemTable | None] = list(self._tables) if same else [empty_table() for _ in range(count)]
@@ -317,7 +392,7 @@ class PartedItems(Mapping[str, Item]):
             part = self.part(p) if same else empty_table()
             kept = keep.names if isinstance(keep, Kept) else keep
             names = part.names if whole else [name for name in part.names if name in kept]
-            table = part.merged(names, touched.get(p, {}))
+            table = part.merged(names, touched.get(p, empty_table()))
             records[p], tables[p] = PartRecord(None, len(table), table.digest(), given), table
         return PartedItems(records, tables, self._load)
 
@@ -331,21 +406,22 @@ class PartedItems(Mapping[str, Item]):
             return set(range(self.part_count))
         return {part_of(name, self.part_count) for name in new} | set(range(self.part_count)).difference(keep.whole)
 
-    def dropped_files(self, new: PartedItems) -> tuple[list[str], set[str]]:
+    def dropped_files(self, new: PartedItems, retired: Iterable[str] = ()) -> tuple[list[str], set[str]]:
         """The files this table lists that ``new`` (made from it by :meth:`merged`) does not, and
-        the files ``new`` lists where it differs (unchanged parts are not read)."""
-        listed: set[str] = set()
+        those of ``retired`` that ``new`` lists. Parts taken over unchanged are not read, and only
+        files that can be dropped or listed again are kept in a set (a first run lists a million)."""
         if new.part_count != self.part_count or self.part_count == 1:
-            listed.update(new.files)
-            return [f for f in self.files if f not in listed], listed
-        dropped: list[str] = []
-        for p, (before, after) in enumerate(zip(self.records, new.records, strict=True)):
-            if before == after and before.file is not None:  # taken over as it was
-                continue
-            files = new.part(p).files
-            listed.update(files)
-            dropped += [f for f in self.part(p).files if f not in listed]
-        return dropped, listed
+            changed = list(range(self.part_count))
+            after: Iterable[str] = itertools.chain.from_iterable(part.files for part in new.parts())
+        else:
+            changed = [p for p, (before, now) in enumerate(zip(self.records, new.records, strict=True))
+                       if before != now or before.file is None]
+            after = itertools.chain.from_iterable(new.part(p).files for p in changed)
+        watched = set(retired)
+        watched.update(itertools.chain.from_iterable(self.part(p).files for p in changed))
+        listed = set(filter(watched.__contains__, after))
+        dropped = [f for p in changed for f in self.part(p).files if f not in listed]
+        return dropped, listed.intersection(retired)
 
     def __getitem__(self, name: str) -> Item:
         return self.part(part_of(name, self.part_count))[name]

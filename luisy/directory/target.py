@@ -29,7 +29,7 @@ from luisy.directory.manifest import (
     luisy_version,
 )
 from luisy.directory.places import Place, place
-from luisy.directory.table import Item, Kept, PartedItems, PartedSources
+from luisy.directory.table import Item, Kept, NewItems, PartedItems, PartedSources
 from luisy.errors import ItemNameError, ManifestError, UnsafePathError
 from luisy.parameters import significant_params
 from luisy.paths import with_extension
@@ -219,8 +219,9 @@ class DirectoryWriter:
         self.started = _now()
         #: Digest of the inputs this run covers; if left ``None``, asked of the task at commit.
         self.inputs_digest: str | None = None
-        self.new: dict[str, Item] = {}
-        self._since_checkpoint: list[str] = []
+        #: The items made so far.
+        self.new = NewItems()
+        self._checkpointed_rows = 0
         #: The items of the current manifest carried over (see :meth:`keep`).
         self.kept: set[str] | Kept = set()
         #: How many parts the new manifest has (default: as many as the current one, unless far off).
@@ -276,9 +277,8 @@ class DirectoryWriter:
         """Record an item :meth:`stage` wrote (here or in a worker process); ``resumed``: an
         interrupted run wrote it, this one takes it over."""
         self._claim(name, staged.file)
-        self.new[name] = staged._replace(source=source)
+        self.new.add(name, staged._replace(source=source))
         self.resumed += resumed
-        self._since_checkpoint.append(name)
         self.failed.pop(name, None)
         self.failed_details.pop(name, None)
 
@@ -300,8 +300,8 @@ class DirectoryWriter:
 
     def checkpoint(self) -> None:
         """Make the items written so far durable for a writer that takes over after an interruption."""
-        self.staging.checkpoint(_configuration(self.task), {name: self.new[name] for name in self._since_checkpoint})
-        self._since_checkpoint = []
+        self.staging.checkpoint(_configuration(self.task), self.new.since(self._checkpointed_rows))
+        self._checkpointed_rows = self.new.rows
 
     def resumable(self) -> dict[str, Item]:
         """Items an interrupted writer of the same task (same code and parameters) had written,

@@ -657,14 +657,13 @@ def _replace_manifest(folder: Path, manifest: Manifest, current: Manifest) -> No
     path = folder / MANIFEST_NAME
     if path.is_dir() and not path.is_symlink():  # not luisy's: os.replace cannot put a file there
         shutil.rmtree(path)
-    parts = manifest.new_parts()
-    expired = retire_parts(manifest, current, time.time(), config.current().keep_replaced_seconds)
-    if parts:
-        _make_dirs(folder, PARTS, set())
-    for file, data in parts:
+    made: set[str] = set()
+    for file, data in manifest.new_parts():
+        _make_dirs(folder, PARTS, made)
         part_tmp = temp_sibling(folder / file)
         part_tmp.write_bytes(data)
         os.replace(part_tmp, folder / file)
+    expired = retire_parts(manifest, current, time.time(), config.current().keep_replaced_seconds)
     tmp = temp_sibling(path)
     head, body, header = manifest.encoded_lines()
     with open(tmp, "w", encoding="utf-8") as f:

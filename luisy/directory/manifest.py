@@ -28,7 +28,7 @@ import re
 import socket
 import stat
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -115,21 +115,20 @@ class Manifest:
             body_bytes=body_bytes, body_digest=body_digest, part_count=self.items.part_count,
         )
 
-    def new_parts(self) -> list[tuple[str, bytes]]:
+    def new_parts(self) -> Iterator[tuple[str, bytes]]:
         """The part files (path relative to the folder, content) not stored yet, which must be
         written before the manifest is; from then on their records name them. None for a
-        manifest of one part, which holds its items itself."""
+        manifest of one part, which holds its items itself. One at a time: all of a million
+        items as JSON would be the largest thing in memory."""
         table = self.items
         if table.part_count == 1:
-            return []
-        written = []
+            return
         for p, record in enumerate(table.records):
             if record.file is None:
                 data = _part_bytes(table.part(p))
                 file = f"{PARTS}/{bytes_digest(data)}.json"
                 table.records[p] = record._replace(file=file)
-                written.append((file, data))
-        return written
+                yield file, data
 
     def to_json(self) -> str:
         return self.encoded()[0]

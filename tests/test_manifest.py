@@ -33,6 +33,33 @@ def test_merged_keeps_replaces_and_adds_like_a_dict(seed):
     assert merged.digest() == items_digest((name, item.checksum) for name, item in expected.items())
 
 
+@pytest.mark.parametrize("seed", range(20))
+def test_the_items_a_run_makes_read_like_a_dict_of_the_last_made_and_merge_like_one(seed):
+    from luisy.directory.table import NewItems, PartedItems
+
+    rng = random.Random(seed)
+    made = [(f"n{rng.randrange(60):02d}", Item(f"g{i}.npy", i, f"gc{i}", f"s{i}")) for i in range(rng.randrange(40))]
+    new, expected = NewItems(), {}
+    for name, item in made:
+        new.add(name, item)
+        expected[name] = item  # a name made again: the last counts
+    assert new.rows == len(made)
+    assert dict(new.items()) == expected and list(new) == sorted(expected)
+    row = rng.randrange(len(made) + 1)
+    assert new.since(row) == dict(made[row:])
+    table = new.table()
+    new.add("zz", Item("zz.npy", 1, "c", None))
+    assert "zz" not in table and "zz" in new, "a table handed out does not change"
+    expected["zz"] = Item("zz.npy", 1, "c", None)
+
+    current = _random_items(rng, rng.randrange(30), "f")
+    keep = {name for name in current if rng.random() < 0.7}
+    parted = PartedItems.split(current, 4)
+    merged = parted.merged(keep, new)
+    assert dict(merged.items()) == {name: current[name] for name in keep} | expected
+    assert merged.part_count == 4
+
+
 def test_table_is_a_read_only_mapping_of_items():
     table = ItemTable.of({"b": Item("b.npy", 2, "cb"), "a": Item("a.npy", 1, "ca", "src")})
     assert list(table) == ["a", "b"] and len(table) == 2 and "a" in table and "z" not in table

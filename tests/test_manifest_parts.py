@@ -271,7 +271,8 @@ def test_a_listings_parts_and_their_digests_are_those_of_its_items_split_by_name
     picked = listing.parts(count, [5, 2, 5])
     assert sorted(picked) == [2, 5]
     for p, part in picked.items():
-        assert part.names == [names[r] for r in expected[p]] and part.fingerprints == [fingerprints[r] for r in expected[p]]
+        assert part.names == [names[r] for r in expected[p]]
+        assert part.fingerprints == [fingerprints[r] for r in expected[p]]
     # Out of order, or with an item not fingerprinted, each part's digest is still that of its items.
     order = list(range(len(names)))
     rng.shuffle(order)

@@ -179,7 +179,8 @@ class NewItems(Mapping[str, Item]):
         return len(self.names)
 
     def table(self) -> ItemTable:
-        """The items sorted by name. The columns are sorted in place, not copied."""
+        """The items sorted by name; the columns themselves where they are (a run usually makes
+        its items in the order of its sorted input)."""
         if self._table is None:
             names = self.names
             columns: list[list[Any]] = [self.names, self.files, self.sizes, self.checksums, self.sources]
@@ -188,7 +189,6 @@ class NewItems(Mapping[str, Item]):
                 order = [row for row, after in zip(order, [*order[1:], None], strict=True)
                          if after is None or names[after] != names[row]]
                 columns = [[column[row] for row in order] for column in columns]
-                self.names, self.files, self.sizes, self.checksums, self.sources = columns
             self._table = ItemTable._from_columns(columns)
         return self._table
 

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple, overload
 
 from luisy.digests import columns_digest, items_digest, text_digest
-from luisy.parts import part_keys
+from luisy.parts import part_keys, part_rows
 
 
 class SourceItem(NamedTuple):
@@ -112,7 +112,8 @@ class SourceItems(Sequence[SourceItem]):
         if count == 1:
             return [self.digest()]
         if None in fingerprints or not all(map(operator.lt, names, itertools.islice(names, 1, None))):
-            return [columns_digest(part.names, part.fingerprints) for part in self.parts(count, range(count)).values()]
+            return [columns_digest([names[row] for row in rows], [fingerprints[row] for row in rows])
+                    for rows in part_rows(names, count)]
         # Sorted, so each part is too: its text is joined at once, as columns_digest would. The
         # pairs are made and sorted into parts in one pass in row order: picking each part's rows
         # from a million strings in memory would take twice as long.

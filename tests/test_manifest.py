@@ -47,6 +47,8 @@ def test_the_items_a_run_makes_read_like_a_dict_of_the_last_made_and_merge_like_
     assert dict(new.items()) == expected and list(new) == sorted(expected)
     row = rng.randrange(len(made) + 1)
     assert new.since(row) == dict(made[row:])
+    assert new.superseded() == [item.file for row, (name, item) in enumerate(made)
+                                if any(later == name for later, _ in made[row + 1:])]
     table = new.table()
     new.add("zz", Item("zz.npy", 1, "c", None))
     assert "zz" not in table and "zz" in new, "a table handed out does not change"

@@ -308,12 +308,18 @@ def test_two_runs_publishing_one_output_at_once_lose_nothing(store, monkeypatch)
         for i in range(3):
             first.write(f"a{i}", {"by": "first", "i": i})
             second.write(f"a{i}", {"by": "second", "i": i})
+        # An item made twice in one run is uploaded twice (objects are only created, never replaced).
+        first.write("a0", {"by": "first", "i": 0, "again": True})
+        second.write("a1", {"by": "second", "i": 1, "again": True})
         second.commit()
+        assert len([n for n in store.objects("shared/out") if n.endswith(".pkl")]) == 3 + 4, \
+            "an upload a later one of the same item replaced is removed at the publish (the first run's 4 wait)"
         with pytest.raises(PublishConflictError, match="another run published"):
             first.commit()
-        assert dict(DirectoryTarget(target.path).items()) == {f"a{i}": {"by": "second", "i": i} for i in range(3)}
+        assert dict(DirectoryTarget(target.path).items()) == {
+            **{f"a{i}": {"by": "second", "i": i} for i in range(3)}, "a1": {"by": "second", "i": 1, "again": True}}
         names = store.objects("shared/out")
-        assert len([n for n in names if n.endswith(".pkl")]) == 3, "the losing run's uploads are removed"
+        assert len([n for n in names if n.endswith(".pkl")]) == 3, "the losing run's uploads are all removed"
 
 
 def test_a_server_stopped_mid_run_fails_the_task_and_the_rerun_converges(azure_store):

@@ -117,7 +117,7 @@ class Manifest:
 
     def new_parts(self) -> Iterator[tuple[str, bytes]]:
         """The part files (path relative to the folder, content) not stored yet, which must be
-        written before the manifest is; from then on their records name them. None for a
+        written before the manifest is; from then on their records name them. Nothing for a
         manifest of one part, which holds its items itself. One at a time: all of a million
         items as JSON would be the largest thing in memory."""
         table = self.items

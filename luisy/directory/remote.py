@@ -285,7 +285,7 @@ class RemoteFolder:
         manifest = writer.manifest(items, current, retired)
         if not self._replace(manifest, tag, current):
             self._conflict(writer, self.manifest())
-        self.store.remove([self._at(f) for f in expired])
+        self.store.remove([self._at(f) for f in [*expired, *writer.new.superseded()]])
         if isinstance(staging, RemoteStaging):
             staging.published = True
             if staging.took_over or corrupt:  # an interrupted run may have uploaded more than it checkpointed
@@ -309,7 +309,7 @@ class RemoteFolder:
     def _conflict(self, writer: DirectoryWriter, current: Manifest | None) -> NoReturn:
         """Remove what the writer uploaded (no manifest lists it), then say another run won."""
         listed = set(current.items.files) if current is not None else set()
-        self.store.remove([self._at(i.file) for i in writer.new.values() if i.file not in listed])
+        self.store.remove([self._at(file) for file in set(writer.new.files) if file not in listed])
         raise PublishConflictError(
             f"{self.owner}: another run published {urls.shown(self.path)} while this one wrote it; "
             "nothing of this run was published: run again (what the other run made counts)")

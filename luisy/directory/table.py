@@ -158,10 +158,10 @@ class NewItems(Mapping[str, Item]):
         self._table: ItemTable | None = None
 
     def add(self, name: str, item: Item) -> None:
-        if self._table is not None:  # the table shares the columns: it must not change
+        if self._table is not None and self._table.names is self.names:  # shared: the table must not change
             self.names, self.files, self.sizes = list(self.names), list(self.files), list(self.sizes)
             self.checksums, self.sources = list(self.checksums), list(self.sources)
-            self._table = None
+        self._table = None
         self.names.append(name)
         self.files.append(item.file)
         self.sizes.append(item.size)
@@ -177,6 +177,13 @@ class NewItems(Mapping[str, Item]):
     def rows(self) -> int:
         """How many items were made (a name made twice counts twice)."""
         return len(self.names)
+
+    def superseded(self) -> list[str]:
+        """The files of items a later item of the same name replaced."""
+        if self.rows == len(self.table()):
+            return []
+        last = set(self.table().files)
+        return [file for file in self.files if file not in last]
 
     def table(self) -> ItemTable:
         """The items sorted by name; the columns themselves where they are (a run usually makes

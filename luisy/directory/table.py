@@ -168,10 +168,13 @@ class NewItems(Mapping[str, Item]):
         self.checksums.append(item.checksum)
         self.sources.append(item.source)
 
+    def columns(self) -> tuple[list[str], list[str], list[int], list[str], list[str | None]]:
+        """Names, files, sizes, checksums and sources, in the order the items were made."""
+        return self.names, self.files, self.sizes, self.checksums, self.sources
+
     def since(self, row: int) -> dict[str, Item]:
-        """The items made from row ``row`` on (the rows are in the order they were made)."""
-        columns = (self.names, self.files, self.sizes, self.checksums, self.sources)
-        return {name: Item(*rest) for name, *rest in zip(*(column[row:] for column in columns), strict=True)}
+        """The items made from row ``row`` on."""
+        return {name: Item(*rest) for name, *rest in zip(*(column[row:] for column in self.columns()), strict=True)}
 
     @property
     def rows(self) -> int:
@@ -190,7 +193,7 @@ class NewItems(Mapping[str, Item]):
         its items in the order of its sorted input)."""
         if self._table is None:
             names = self.names
-            columns: list[list[Any]] = [self.names, self.files, self.sizes, self.checksums, self.sources]
+            columns: list[list[Any]] = list(self.columns())
             if not all(map(operator.lt, names, itertools.islice(names, 1, None))):
                 order = sorted(range(len(names)), key=names.__getitem__)  # stable: the last of a name is last
                 order = [row for row, after in zip(order, [*order[1:], None], strict=True)

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple, overload
 
 from luisy.digests import columns_digest, items_digest, text_digest
-from luisy.parts import part_keys, part_rows
+from luisy.parts import part_keys, part_of, part_rows, parts_digest
 
 
 class SourceItem(NamedTuple):
@@ -138,11 +138,83 @@ class SourceItems(Sequence[SourceItem]):
             rows[keys[row]].append(row)
         return {p: self.select(rows[p]) for p in wanted}
 
+    def find(self, names: Iterable[str]) -> set[str]:
+        """Those of ``names`` that name an item here."""
+        return set(names).intersection(self.names)
+
     def select(self, rows: Iterable[int]) -> SourceItems:
         """The items at ``rows``, in that order."""
         rows = list(rows)
         return SourceItems([self.names[i] for i in rows], [self.fingerprints[i] for i in rows],
                            [self.paths[i] for i in rows], self.reader)
+
+
+class SourcesInParts(SourceItems):
+    """Input items held in parts split by a hash of the name (see :mod:`luisy.parts`), each with
+    its digest: an upstream output's manifest, or a folder's listing remembered in parts.
+
+    A downstream run compares the parts' digests with those it recorded and reads only the parts
+    that differ; the columns are assembled, from every part, only when asked for.
+    """
+
+    __slots__ = ("count", "_whole")
+
+    def __init__(self, count: int, reader: Callable[[str], Any]) -> None:
+        """``count``: how many parts (a power of two)."""
+        self.count, self.reader = count, reader
+        self.held_back = frozenset()
+        self._digest = None
+        self._parts = None
+        self._whole: SourceItems | None = None
+
+    def whole_part_digests(self) -> list[str | None]:
+        """The digest of each of the :attr:`count` parts."""
+        raise NotImplementedError
+
+    def part(self, p: int) -> SourceItems:
+        """The items of part ``p``, sorted by name."""
+        raise NotImplementedError
+
+    def whole(self) -> SourceItems:
+        """Every item as columns sorted by name."""
+        raise NotImplementedError
+
+    def _columns(self) -> SourceItems:
+        if self._whole is None:
+            self._whole = self.whole()
+        return self._whole
+
+    @property
+    def names(self) -> list[str]:  # type: ignore[override]
+        return self._columns().names
+
+    @property
+    def fingerprints(self) -> list[str]:  # type: ignore[override]
+        return self._columns().fingerprints
+
+    @property
+    def paths(self) -> Sequence[str]:  # type: ignore[override]
+        return self._columns().paths
+
+    def digest(self) -> str:
+        """The digest of the parts' digests."""
+        if self._digest is None:
+            self._digest = parts_digest(self.whole_part_digests())  # type: ignore[arg-type]
+        return self._digest
+
+    def part_digests(self, count: int) -> list[str | None]:
+        return self.whole_part_digests() if count == self.count else super().part_digests(count)
+
+    def parts(self, count: int, wanted: Iterable[int]) -> dict[int, SourceItems]:
+        if count != self.count:
+            return super().parts(count, wanted)
+        return {p: self.part(p) for p in sorted(set(wanted))}
+
+    def find(self, names: Iterable[str]) -> set[str]:
+        by_part: dict[int, list[str]] = {}
+        for name in names:
+            by_part.setdefault(part_of(name, self.count), []).append(name)
+        return {name for p, wanted in by_part.items() for name in set(wanted).intersection(self.part(p).names)}
 
 
 # Whatever holds the items — a SourceItems of columns (a listing, an upstream output) or a list
@@ -158,6 +230,11 @@ def names_of(items: Sequence[SourceItem]) -> list[str]:
 def fingerprints_of(items: Sequence[SourceItem]) -> list[str]:
     """The items' fingerprints, in order (the column itself where there is one: do not change it)."""
     return items.fingerprints if isinstance(items, SourceItems) else [item.fingerprint for item in items]
+
+
+def find(items: Sequence[SourceItem], names: Iterable[str]) -> set[str]:
+    """Those of ``names`` that name one of the items (a listing in parts looks in their parts only)."""
+    return items.find(names) if isinstance(items, SourceItems) else set(names).intersection(names_of(items))
 
 
 def select(items: Sequence[SourceItem], rows: Iterable[int]) -> Sequence[SourceItem]:

@@ -19,6 +19,7 @@ from conftest import run_luisy, write_project
 
 import luisy
 from luisy.directory.manifest import MANIFEST_NAME, PARTS, Manifest
+from luisy.errors import ItemNameError
 from luisy.parts import PART_ITEMS
 
 ITEMS = 10_000  # more than PART_ITEMS: four parts
@@ -141,6 +142,20 @@ def test_a_large_output_is_kept_in_parts_and_a_rerun_rewrites_only_the_parts_tha
     assert luisy.execution.run([tasks.Total()], working_dir=data).ok
     assert tasks.Tripled().output().manifest.processed == 2
 
+
+
+@pytest.mark.parametrize("new", ["n00003.pkl.txt", "n00005.txt"])
+def test_a_new_input_whose_item_file_is_a_kept_items_is_refused_before_any_work(parted, new):
+    tasks, folder, data = parted
+    (folder / "n00005.txt").rename(folder / "n00005.pkl.txt")  # item "n00005.pkl": file n00005.pkl
+    assert luisy.execution.run([tasks.Doubled()], working_dir=data).ok
+    before = _items(tasks.Doubled())
+    (folder / new).write_text("1")
+    kept = "n00003" if new.startswith("n00003") else "n00005.pkl"
+    with pytest.raises(ItemNameError, match=rf"input file .*{new}\b.* and the published item {kept!r} would both be "
+                                            r"written to 'n0000[35]\.pkl'"):
+        tasks.Doubled().run()
+    assert _items(tasks.Doubled()) == before
 
 def test_replaced_parts_go_once_no_reader_needs_them(parted):
     tasks, folder, data = parted

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from luisy.directory.manifest import Manifest
-from luisy.directory.table import ItemTable, Kept, PartedSources
+from luisy.directory.table import ItemTable, Kept
 from luisy.parts import part_count, part_of
-from luisy.sources import SourceItem, SourceItems, fingerprints_of, names_of, select
+from luisy.sources import SourceItem, SourceItems, SourcesInParts, fingerprints_of, names_of, select
 
 Failure = tuple[str, "str | None", "dict[str, str] | None"]
 _MISSING = object()
@@ -44,10 +44,11 @@ class Pending:
 
 
 def parts_for(items: Sequence[SourceItem], current: int = 0) -> int:
-    """How many parts the output of ``items`` is stored in: as many as an upstream output's (so
-    that parts are compared part by part down a pipeline), else by their number."""
-    if isinstance(items, PartedSources):
-        return items.table.part_count
+    """How many parts the output of ``items`` is stored in: as many as items held in parts have
+    (an upstream output, a remembered listing: so that parts are compared part by part down a
+    pipeline), else by their number."""
+    if isinstance(items, SourcesInParts):
+        return items.count
     return part_count(len(items), current)
 
 

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 from luisy.digests import columns_digest
 from luisy.errors import ManifestError
 from luisy.parts import part_count, part_of, part_rows, parts_digest
-from luisy.sources import Joined, SourceItems
+from luisy.sources import Joined, SourceItems, SourcesInParts
 
 
 class Item(NamedTuple):
@@ -457,52 +457,31 @@ class PartedItems(Mapping[str, Item]):
         return f"PartedItems({len(self)} items in {self.part_count} parts)"
 
 
-class PartedSources(SourceItems):
-    """The items of an upstream directory output as input items, its checksums as fingerprints.
+class PartedSources(SourcesInParts):
+    """The items of an upstream directory output as input items, its checksums as fingerprints,
+    in the parts of its manifest, each read when first needed."""
 
-    Its parts are read when first needed: a downstream task compares their digests with those it
-    recorded and reads only the parts that differ; the columns read every part."""
-
-    __slots__ = ("table", "folder", "_whole")
+    __slots__ = ("table", "folder")
 
     def __init__(self, table: PartedItems, folder: str, reader: Callable[[str], Any]) -> None:  # noqa: D107
-        self.table, self.folder, self.reader = table, folder, reader
-        self.held_back = frozenset()
+        super().__init__(table.part_count, reader)
+        self.table, self.folder = table, folder
         self._digest = table.digest()
-        self._parts = None
-        self._whole: SourceItems | None = None
 
-    def _columns(self) -> SourceItems:
-        if self._whole is None:
-            whole = self.table.full()
-            self._whole = SourceItems(whole.names, whole.checksums, Joined(self.folder, whole.files), self.reader)
-        return self._whole
+    def whole_part_digests(self) -> list[str | None]:
+        return [record.digest for record in self.table.records]
 
-    @property
-    def names(self) -> list[str]:  # type: ignore[override]
-        return self._columns().names
+    def part(self, p: int) -> SourceItems:
+        return self._as_sources(self.table.part(p))
 
-    @property
-    def fingerprints(self) -> list[str]:  # type: ignore[override]
-        return self._columns().fingerprints
+    def whole(self) -> SourceItems:
+        return self._as_sources(self.table.full())
 
-    @property
-    def paths(self) -> Sequence[str]:  # type: ignore[override]
-        return self._columns().paths
+    def _as_sources(self, table: ItemTable) -> SourceItems:
+        return SourceItems(table.names, table.checksums, Joined(self.folder, table.files), self.reader)
 
     def __len__(self) -> int:
         return len(self.table)
-
-    def part_digests(self, count: int) -> list[str | None]:
-        if count != self.table.part_count:
-            return super().part_digests(count)
-        return [record.digest for record in self.table.records]
-
-    def parts(self, count: int, wanted: Iterable[int]) -> dict[int, SourceItems]:
-        if count != self.table.part_count:
-            return super().parts(count, wanted)
-        return {p: SourceItems(table.names, table.checksums, Joined(self.folder, table.files), self.reader)
-                for p, table in ((p, self.table.part(p)) for p in sorted(set(wanted)))}
 
     def __repr__(self) -> str:
         return f"PartedSources({len(self)} items in {self.table.part_count} parts)"

@@ -15,7 +15,7 @@ from luigi.task import flatten
 from luisy import config, formats
 from luisy.digests import items_digest
 from luisy.directory.manifest import bad_file_name
-from luisy.directory.pending import Pending, compare, everything
+from luisy.directory.pending import Pending, compare, everything, items_held
 from luisy.directory.runner import Progress, outcomes, report_status
 from luisy.directory.table import Kept
 from luisy.directory.target import DirectoryTarget, DirectoryWriter
@@ -31,7 +31,7 @@ from luisy.items import ItemRow, failure_line, first_failures
 from luisy.parameters import recorded_params, significant_params
 from luisy.paths import NAME_MAX
 from luisy.reasons import Kind, Reason, changes
-from luisy.sources import SourceItem, digest, names_of, pairs, select
+from luisy.sources import SourceItem, digest, find, names_of, pairs, select
 from luisy.spec import OutputSpec
 from luisy.tasks.base import Task
 from luisy.texttable import printable
@@ -252,15 +252,20 @@ class DirectoryTask(Task):
                     raise ItemNameError(f"{self!r}: input files {items[earlier].path} and {items[row].path} would "
                                         f"both be written to {file!r}; rename one or narrow the pattern")
 
-    def _check_against_kept(self, todo: Sequence[SourceItem], kept: Kept) -> None:
+    def _check_against_kept(self, items: Sequence[SourceItem], todo: Sequence[SourceItem], kept: Kept) -> None:
         """No item to do shares a file with a kept one: one name is the other plus the extension."""
         ext = self.output().file_format.ext
         if not ext:
             return
         suffix = f".{ext}"
+        others = {item.name: item.name.removesuffix(suffix) if item.name.endswith(suffix) else item.name + suffix
+                  for item in todo}
+        # A kept item is an input item (or one held back): only those others can be, and the
+        # input finds them in a part or two, where the manifest would read one part for each.
+        candidates = find(items, others.values()) | items_held(items).intersection(others.values())
         for item in todo:
-            other = item.name.removesuffix(suffix) if item.name.endswith(suffix) else item.name + suffix
-            if other != item.name and other in kept and other in self.output().manifest.items:
+            other = others[item.name]
+            if other != item.name and other in candidates and other in kept and other in self.output().manifest.items:
                 raise ItemNameError(f"{self!r}: input file {item.path} and the published item {other!r} would both "
                                     f"be written to {min(other, item.name) + suffix!r}; rename one or narrow the "
                                     "pattern")
@@ -305,7 +310,7 @@ class DirectoryTask(Task):
             # Before any work. Names kept in whole parts were checked when they were published.
             self._check_names(pending.todo if isinstance(pending.keep, Kept) else items)
             if isinstance(pending.keep, Kept):
-                self._check_against_kept(pending.todo, pending.keep)
+                self._check_against_kept(items, pending.todo, pending.keep)
             writer.inputs_digest = digest(items)
             writer.part_count, writer.inputs_parts = pending.part_count, pending.inputs_parts
             writer.names_checked = True  # by _check_names above

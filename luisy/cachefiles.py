@@ -21,7 +21,8 @@ from luisy import config, storage
 from luisy.digests import digest
 from luisy.errors import BrokenFileError, LuisyError
 
-__all__ = ["CACHE_DIR", "CACHE_MAX_BYTES", "RACY_SECONDS", "cache_path", "read_cache", "write_cache"]
+__all__ = ["CACHE_DIR", "CACHE_MAX_BYTES", "RACY_SECONDS", "cache_path", "read_cache", "read_cache_bytes",
+           "write_cache", "write_cache_bytes"]
 
 logger = logging.getLogger("luisy")
 
@@ -32,29 +33,46 @@ RACY_SECONDS = 2.0
 CACHE_MAX_BYTES = 1 << 30
 
 
-def cache_path(folder: str, scope: str, kind: str = "") -> str:
+def cache_path(folder: str, scope: str, kind: str = "", ext: str = "json") -> str:
     """Where what luisy keeps about ``folder`` and a selection of its files (``scope``) goes;
     ``kind`` tells apart several things kept about one selection."""
     where = os.path.abspath(folder)
-    name = f"{os.path.basename(where)[:60]}.{digest(where, scope, size=8)}{'.' + kind if kind else ''}.json"
+    name = f"{os.path.basename(where)[:60]}.{digest(where, scope, size=8)}{'.' + kind if kind else ''}.{ext}"
     return os.path.join(config.get_working_dir(), CACHE_DIR, name)
 
 
 def read_cache(path: str) -> Any:
     """The JSON kept in the cache file ``path``; ``None`` if there is none, or it is unreadable or
     broken (see the module docstring)."""
+    data = read_cache_bytes(path)
     try:
-        return json.loads(storage.active().read_bytes(path, CACHE_MAX_BYTES))
-    except (OSError, ValueError, LuisyError):
+        return None if data is None else json.loads(data)
+    except ValueError:
         return None
 
 
-def write_cache(path: str, data: Any) -> None:
-    """Replace the cache file ``path`` by ``data`` as JSON. Where it cannot be kept, the cache is
-    made again next time: a symbolic link at its folder, or a folder in its place, with a warning."""
+def read_cache_bytes(path: str) -> bytes | None:
+    """The bytes of the cache file ``path``; ``None`` as for :func:`read_cache`."""
     try:
-        storage.active().put_bytes(path, json.dumps(data, separators=(",", ":")).encode("utf-8"))
+        return storage.active().read_bytes(path, CACHE_MAX_BYTES)
+    except (OSError, LuisyError):
+        return None
+
+
+def write_cache(path: str, data: Any) -> bool:
+    """Replace the cache file ``path`` by ``data`` as JSON; whether it was kept. Where it cannot
+    be, the cache is made again next time: a symbolic link at its folder, or a folder in its
+    place, with a warning."""
+    return write_cache_bytes(path, json.dumps(data, separators=(",", ":")).encode("utf-8"))
+
+
+def write_cache_bytes(path: str, data: bytes) -> bool:
+    """Replace the cache file ``path`` by ``data``, as :func:`write_cache` does."""
+    try:
+        storage.active().put_bytes(path, data)
     except BrokenFileError as error:
         logger.warning("luisy keeps no cache in %s: %s", os.path.dirname(path), error.format_message())
+        return False
     except OSError:  # a read-only working directory
-        pass
+        return False
+    return True

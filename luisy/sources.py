@@ -145,8 +145,10 @@ class SourceItems(Sequence[SourceItem]):
     def select(self, rows: Iterable[int]) -> SourceItems:
         """The items at ``rows``, in that order."""
         rows = list(rows)
-        return SourceItems([self.names[i] for i in rows], [self.fingerprints[i] for i in rows],
-                           [self.paths[i] for i in rows], self.reader)
+        paths = self.paths
+        picked = (Joined(paths.folder, [paths.names[i] for i in rows]) if isinstance(paths, Joined)
+                  else [paths[i] for i in rows])
+        return SourceItems([self.names[i] for i in rows], [self.fingerprints[i] for i in rows], picked, self.reader)
 
 
 class SourcesInParts(SourceItems):
@@ -157,11 +159,11 @@ class SourcesInParts(SourceItems):
     that differ; the columns are assembled, from every part, only when asked for.
     """
 
-    __slots__ = ("count", "_whole")
+    __slots__ = ("part_count", "_whole")
 
     def __init__(self, count: int, reader: Callable[[str], Any]) -> None:
         """``count``: how many parts (a power of two)."""
-        self.count, self.reader = count, reader
+        self.part_count, self.reader = count, reader
         self.held_back = frozenset()
         self._digest = None
         self._parts = None
@@ -203,19 +205,53 @@ class SourcesInParts(SourceItems):
         return self._digest
 
     def part_digests(self, count: int) -> list[str | None]:
-        return self.whole_part_digests() if count == self.count else super().part_digests(count)
+        return self.whole_part_digests() if count == self.part_count else super().part_digests(count)
 
     def parts(self, count: int, wanted: Iterable[int]) -> dict[int, SourceItems]:
-        if count != self.count:
+        if count != self.part_count:
             return super().parts(count, wanted)
         return {p: self.part(p) for p in sorted(set(wanted))}
 
     def find(self, names: Iterable[str]) -> set[str]:
         by_part: dict[int, list[str]] = {}
         for name in names:
-            by_part.setdefault(part_of(name, self.count), []).append(name)
+            by_part.setdefault(part_of(name, self.part_count), []).append(name)
         return {name for p, wanted in by_part.items() for name in set(wanted).intersection(self.part(p).names)}
 
+
+
+class SplitSources(SourcesInParts):
+    """Items at hand as columns, seen in ``count`` parts: their digest is that of the parts'
+    digests, as for any :class:`SourcesInParts`."""
+
+    __slots__ = ("_split",)
+
+    def __init__(self, items: SourceItems, count: int) -> None:  # noqa: D107
+        super().__init__(count, items.reader)
+        self._whole = items
+        self.held_back = items.held_back
+        self._split: list[str | None] | None = None
+
+    def whole_part_digests(self) -> list[str | None]:
+        if self._split is None:  # asked for by the digest, then by the run's comparison
+            self._split = self.whole().part_digests(self.part_count)
+        return self._split
+
+    def part(self, p: int) -> SourceItems:
+        return self.whole().parts(self.part_count, [p])[p]
+
+    def parts(self, count: int, wanted: Iterable[int]) -> dict[int, SourceItems]:
+        return self.whole().parts(count, wanted)  # one pass for all of them
+
+    def whole(self) -> SourceItems:
+        assert self._whole is not None
+        return self._whole
+
+    def find(self, names: Iterable[str]) -> set[str]:
+        return self.whole().find(names)
+
+    def __len__(self) -> int:
+        return len(self.whole())
 
 # Whatever holds the items — a SourceItems of columns (a listing, an upstream output) or a list
 # of SourceItem a task's own input_items() made — the functions below give the same answers, so

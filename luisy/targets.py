@@ -19,7 +19,17 @@ import luigi
 
 from luisy import config, formats, urls
 from luisy.directory import snapshot
-from luisy.directory.inputs import folder_items, hold_back, list_files, source_items, stored_items
+from luisy.directory.inputs import (
+    Entries,
+    Folders,
+    file_rule,
+    folder_items,
+    hold_back,
+    ignore_rule,
+    list_files,
+    source_items,
+    stored_items,
+)
 from luisy.errors import FileReadError
 from luisy.fingerprint.content import digests as content_digests
 from luisy.fingerprint.content import mode_of
@@ -229,8 +239,8 @@ class DirectoryInputTarget(luigi.LocalTarget):
             return [Path(path) for path in self.listing().paths]
         return [Path(self.path, rel) for rel in self._files()]
 
-    def _files(self, seen: snapshot.Folders | None = None) -> list[str]:
-        return _file_names(self.storage, self, seen)
+    def _files(self, seen: Folders | None = None, entries: Entries | None = None) -> list[str]:
+        return _file_names(self.storage, self, seen, entries)
 
     def __len__(self) -> int:
         return len(self.listing()) if self.folders else len(self._files())
@@ -262,10 +272,25 @@ class DirectoryInputTarget(luigi.LocalTarget):
             return folder_items(self.path, self.pattern, self.marker, self.ignore, self._read_file, self.owner)
         if not self._write_once():
             return source_items(self.path, self._files(), self._read_file, self.owner, self._by_content())
-        seen: snapshot.Folders = []
-        found = source_items(self.path, self._files(seen), self._read_file, self.owner)
-        snapshot.remember(self.path, repr(self.selection()), seen, found)
-        return found
+        return self._write_once_listing()
+
+    def _write_once_listing(self) -> SourceItems:
+        """The listing in parts, remembered (:mod:`luisy.directory.snapshot`): a single folder
+        that changed is listed by names, and only its new files are ``stat``-ed."""
+        scope = repr(self.selection())
+        if not self.recursive:
+            found = snapshot.relist(self.path, scope, ignore_rule(self.ignore), file_rule(self.pattern, self.regex),
+                                    self._read_file, self.owner, lambda: source_items(
+                                        self.path, self._files(), self._read_file, self.owner))
+            if found is not None:
+                snapshot.remember(self.path, scope, found[1], found[0])
+                return found[0]
+        seen: Folders = []
+        entries = None if self.recursive else Entries.new()
+        listed = snapshot.in_parts(source_items(self.path, self._files(seen, entries), self._read_file, self.owner),
+                                   self.path, scope)
+        snapshot.remember(self.path, scope, seen, listed, entries)
+        return listed
 
     def _by_content(self) -> Callable[..., list[str]] | None:
         """Fingerprints of the files by content, if the task's fingerprint mode says so."""
@@ -366,14 +391,16 @@ def _listing(store: Storage, target: DirectoryInputTarget) -> SourceItems:
 
 
 @functools.singledispatch
-def _file_names(store: Storage, target: DirectoryInputTarget, seen: snapshot.Folders | None = None) -> list[str]:
+def _file_names(store: Storage, target: DirectoryInputTarget, seen: Folders | None = None,
+                entries: Entries | None = None) -> list[str]:
     """The selected files, relative to the folder, sorted."""
-    return list_files(target.path, target.pattern, target.regex, target.recursive, target.owner, target.ignore, seen)
+    return list_files(target.path, target.pattern, target.regex, target.recursive, target.owner, target.ignore, seen,
+                      entries)
 
 
 @_file_names.register
-def _remote_file_names(store: RemoteStorage, target: DirectoryInputTarget,
-                       seen: snapshot.Folders | None = None) -> list[str]:
+def _remote_file_names(store: RemoteStorage, target: DirectoryInputTarget, seen: Folders | None = None,
+                       entries: Entries | None = None) -> list[str]:
     return [os.path.relpath(path, target.path) for path in _listing(store, target).paths]
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import random
 import time
 
 import pytest
 
 import luisy
 from luisy import cachefiles, config, targets
+from luisy.errors import FileReadError
 from luisy.plan import report
 from luisy.status import status
 
@@ -203,3 +205,183 @@ def test_files_reached_through_links_are_listed_every_time(frames, luisy_working
     assert not Sized().complete()
     _build(luisy_working_dir)
     assert sorted(name for name, _ in Sized().output().items()) == ["a", "b", "run2/c"]
+
+
+# A single folder that changed is listed by names and inodes; only its new files are stat'ed.
+
+@luisy.raw
+@luisy.directory_input(pattern="*.txt")
+class Flat(luisy.ExternalTask):
+    input_fingerprint = "write-once"
+
+    def get_folder_name(self):
+        return "flat"
+
+
+@luisy.interim
+@luisy.requires(Flat)
+@luisy.directory_output(format="json")
+class FlatSized(luisy.DirectoryTask):
+    def process(self, name, obj):
+        PROCESSED.append(name)
+        return {"chars": len(obj)}
+
+
+@pytest.fixture
+def flat(luisy_working_dir):
+    PROCESSED.clear()
+    folder = luisy_working_dir / "test_write_once" / "raw" / "flat"
+    folder.mkdir(parents=True)
+    for i in range(40):
+        (folder / f"f{i:02d}.txt").write_text("x" * i)
+    (folder / "notes.md").write_text("not an input")
+    _age(*folder.iterdir(), folder)
+    return folder
+
+
+def _flat_build(root):
+    PROCESSED.clear()
+    assert luisy.build(FlatSized(), working_dir=root)
+    return sorted(PROCESSED)
+
+
+def _flat_outputs():
+    return {name: obj["chars"] for name, obj in FlatSized().output().items()}
+
+
+def _never_listed_whole(monkeypatch):
+    monkeypatch.setattr(targets, "list_files", lambda *a, **k: pytest.fail("the input folder was listed whole"))
+
+
+@pytest.mark.parametrize("change", ["add", "remove", "rename", "replace by rename", "add a folder and a non-input"])
+def test_a_changed_single_folder_is_listed_by_names_and_only_new_files_are_read(flat, luisy_working_dir,
+                                                                              monkeypatch, change):
+    _flat_build(luisy_working_dir)
+    expected = {f"f{i:02d}": i for i in range(40)}
+    processed: list[str] = []
+    if change == "add":
+        (flat / "g.txt").write_text("new")
+        expected["g"], processed = 3, ["g"]
+    elif change == "remove":
+        (flat / "f03.txt").unlink()
+        del expected["f03"]
+    elif change == "rename":
+        (flat / "f03.txt").rename(flat / "h.txt")
+        expected["h"] = expected.pop("f03")
+        processed = ["h"]
+    elif change == "replace by rename":
+        (flat / "f05.new").write_text("other text")
+        os.replace(flat / "f05.new", flat / "f05.txt")
+        expected["f05"], processed = len("other text"), ["f05"]
+    else:
+        (flat / "sub.txt").mkdir()
+        (flat / "more.md").write_text("not an input either")
+    _never_listed_whole(monkeypatch)
+    assert FlatSized().complete() == (change == "add a folder and a non-input")
+    assert _flat_build(luisy_working_dir) == processed
+    assert _flat_outputs() == expected
+    assert FlatSized().complete()
+
+
+def test_a_changed_single_folder_keeps_the_files_it_knows_as_they_were_remembered(flat, luisy_working_dir):
+    """The trade-off a single folder makes, as documented: a file edited in place is not read
+    again when others are added, removed or renamed."""
+    _flat_build(luisy_working_dir)
+    (flat / "f01.txt").write_text("edited in place, longer than before")
+    (flat / "g.txt").write_text("new")
+    assert _flat_build(luisy_working_dir) == ["g"]
+    assert _flat_outputs()["f01"] == 1
+
+
+def test_changes_since_an_older_snapshot_are_all_seen(flat, luisy_working_dir, monkeypatch):
+    _flat_build(luisy_working_dir)
+    (flat / "g.txt").write_text("new")  # changed just now: this listing is not remembered
+    assert _flat_build(luisy_working_dir) == ["g"]
+    (flat / "f07.txt").unlink()
+    (flat / "k.txt").write_text("newer")
+    _never_listed_whole(monkeypatch)
+    assert _flat_build(luisy_working_dir) == ["k"]
+    assert set(_flat_outputs()) == {f"f{i:02d}" for i in range(40) if i != 7} | {"g", "k"}
+
+
+@pytest.mark.parametrize("broken", ["entries", "a part", "the root"])
+def test_a_broken_snapshot_of_parts_means_listing_whole(flat, luisy_working_dir, broken):
+    _flat_build(luisy_working_dir)
+    cache = luisy_working_dir / cachefiles.CACHE_DIR
+    target = {"entries": "flat.*.listing.entries", "a part": "flat.*.listing-0.json",
+              "the root": "flat.*.listing.json"}[broken]
+    [path] = cache.glob(target)
+    path.write_bytes(path.read_bytes()[:-7])
+    (flat / "f01.txt").write_text("edited in place, longer than before")
+    (flat / "g.txt").write_text("new")
+    assert _flat_build(luisy_working_dir) == ["f01", "g"]  # listed whole: the edit is seen too
+
+
+@luisy.raw
+@luisy.directory_input(pattern="f*")
+class FlatAny(Flat):
+    pass
+
+
+@luisy.interim
+@luisy.requires(FlatAny)
+@luisy.directory_output(format="json")
+class FlatAnySized(FlatSized):
+    pass
+
+
+def test_a_new_file_named_like_a_known_one_is_the_error_a_whole_listing_gives(flat, luisy_working_dir, monkeypatch):
+    assert luisy.build(FlatAnySized(), working_dir=luisy_working_dir)
+    (flat / "f02.csv").write_text("2")
+    _never_listed_whole(monkeypatch)
+    with pytest.raises(FileReadError, match=r"FlatAny\(\): f02\.csv and f02\.txt would both be item 'f02'; "
+                                            "narrow the pattern"):
+        FlatAnySized().input().source_items()
+
+
+def test_a_link_added_to_a_single_folder_means_listing_whole_every_time(flat, luisy_working_dir):
+    _flat_build(luisy_working_dir)
+    store = luisy_working_dir / "store"
+    store.mkdir()
+    (store / "s.txt").write_text("stored")
+    (flat / "s.txt").symlink_to(store / "s.txt")
+    assert _flat_build(luisy_working_dir) == ["s"]
+    (store / "s.new").write_text("stored again, longer")
+    os.replace(store / "s.new", store / "s.txt")
+    assert _flat_build(luisy_working_dir) == ["s"]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_entries_added_and_removed_are_found_however_the_folder_lists_them(seed):
+    """Against sets of (name, inode): inserts scattered or in a block, removals, files renamed
+    over others (a name with a new inode), entries listed elsewhere, and a new order."""
+    from luisy.directory.inputs import Entries
+    from luisy.directory.snapshot import _difference
+
+    rng = random.Random(seed)
+    size = rng.choice([0, 1, 7, 300, 3000, 10_000])
+    names = [f"e{i}" for i in rng.sample(range(10 * size + 10), size)]
+    before = list(zip(names, rng.sample(range(1, 10**9), size), strict=True))
+    now = list(before)
+    for _ in range(rng.choice([0, 1, 3, 20, 400])):
+        op = rng.choice(["insert", "block", "remove", "replace", "move"])
+        if op == "insert":
+            now.insert(rng.randint(0, len(now)), (f"n{rng.random()}", rng.randint(1, 10**9)))
+        elif op == "block":
+            at = rng.randint(0, len(now))
+            now[at:at] = [(f"b{rng.random()}", rng.randint(1, 10**9)) for _ in range(rng.randint(2, 40))]
+        elif now and op == "remove":
+            del now[rng.randrange(len(now))]
+        elif now and op == "replace":
+            at = rng.randrange(len(now))
+            now[at] = (now[at][0], rng.randint(1, 10**9))
+        elif now:
+            now.insert(rng.randint(0, len(now) - 1), now.pop(rng.randrange(len(now))))
+    if seed % 10 == 9:
+        rng.shuffle(now)
+    old_entries = Entries([name for name, _ in before], [inode for _, inode in before])
+    new_entries = Entries([name for name, _ in now], [inode for _, inode in now])
+    added, removed = _difference(old_entries, new_entries)
+    assert len(set(added)) == len(added) and len(set(removed)) == len(removed)
+    assert {now[row] for row in added} == set(now) - set(before)
+    assert {before[row] for row in removed} == set(before) - set(now)

@@ -2,20 +2,36 @@
 
 from __future__ import annotations
 
+import array
 import fnmatch
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from luisy.atomic import TMP_MARKER
 from luisy.digests import digest, stat_fingerprint
-from luisy.directory.snapshot import Folders
 from luisy.errors import FileReadError
-from luisy.sources import Joined, SourceItems
+from luisy.sources import Joined, SourceItems, SourcesInParts, SplitSources
 
 #: Names writers give files while they are still being written, and hidden files: never input items.
 TEMP_NAMES = ("*.part", "*.tmp", "*.crdownload", ".*")
+
+#: ``(folder path, inode, modification time in ns)`` of each folder a listing went through; ``None``
+#: for a file reached through a symbolic link, whose folder is not among them (its target can be
+#: replaced or removed without any of them changing). See :mod:`luisy.directory.snapshot`.
+Folders = list[tuple[str, int, int] | None]
+
+
+class Entries(NamedTuple):
+    """The names and inode numbers of a folder's entries, in the order the file system lists them."""
+
+    names: list[str]
+    inodes: array.array[int]
+
+    @classmethod
+    def new(cls) -> Entries:
+        return cls([], array.array("Q"))
 
 
 def ignore_rule(patterns: Iterable[str]) -> Callable[[str], Any]:
@@ -26,41 +42,55 @@ def ignore_rule(patterns: Iterable[str]) -> Callable[[str], Any]:
     return re.compile("|".join(fnmatch.translate(p) for p in patterns)).match
 
 
-def list_files(folder: str, pattern: str = "*", regex: re.Pattern[str] | None = None, recursive: bool = False,
-               owner: str = "", ignore: Iterable[str] = (), seen: Folders | None = None) -> list[str]:
-    """The path relative to ``folder`` of each matching file, sorted.
+def file_rule(pattern: str = "*", regex: re.Pattern[str] | None = None) -> Callable[[str, str], Any]:
+    """Whether a file (its path relative to the listed folder, and its name) is selected by the
+    glob ``pattern`` (against the relative path if it contains ``/``, else the name) and ``regex``
+    (searched in the name); a file being written by luisy never is."""
+    matches = re.compile(fnmatch.translate(pattern)).match
+    whole_path = "/" in pattern
+    if regex is None:
+        return lambda rel, name: matches(rel if whole_path else name) and TMP_MARKER not in name
+    return lambda rel, name: matches(rel if whole_path else name) and TMP_MARKER not in name and regex.search(name)
 
-    Files match the glob ``pattern`` (against the relative path if it contains ``/``, else the
-    name) and ``regex`` (searched in the name); files and folders whose name matches a glob in
-    ``ignore`` are left out. ``os.scandir`` rather than ``Path.glob``: a
-    folder can hold a million files; only their relative paths are kept (a ``DirEntry`` costs
-    five times as much, and more once it has cached a ``stat``). A missing ``folder`` raises
-    ``FileNotFoundError`` (the input is missing); any other listing error, or a symbolic link
-    loop, a ``FileReadError``. ``seen``, if given, gets each folder listed, as ``stat`` found it
-    before listing it (see :mod:`luisy.directory.snapshot`).
+
+def list_files(folder: str, pattern: str = "*", regex: re.Pattern[str] | None = None, recursive: bool = False,
+               owner: str = "", ignore: Iterable[str] = (), seen: Folders | None = None,
+               entries: Entries | None = None) -> list[str]:
+    """The path relative to ``folder`` of each matching file (see :func:`file_rule`), sorted.
+
+    Files and folders whose name matches a glob in ``ignore`` are left out. ``os.scandir`` rather
+    than ``Path.glob``: a folder can hold a million files; only their relative paths are kept (a
+    ``DirEntry`` costs five times as much, and more once it has cached a ``stat``). A missing
+    ``folder`` raises ``FileNotFoundError`` (the input is missing); any other listing error, or a
+    symbolic link loop, a ``FileReadError``. ``seen``, if given, gets each folder listed, as
+    ``stat`` found it before listing it (see :mod:`luisy.directory.snapshot`); ``entries`` every
+    entry of ``folder`` itself.
     """
     found = []
-    matches = re.compile(fnmatch.translate(pattern)).match
+    chosen = file_rule(pattern, regex)
     ignored = ignore_rule(ignore)
-    whole_path = "/" in pattern
     root = os.stat(folder)
     folders = [("", folder, frozenset([(root.st_dev, root.st_ino)]), root)]
     while folders:
         prefix, current, above, info = folders.pop()
         if seen is not None:
             seen.append((current, info.st_ino, info.st_mtime_ns))
+        listed = entries if entries is not None and current is folder else None
         try:
-            with os.scandir(current) as entries:  # iterated, not listed: one DirEntry at a time
-                for entry in entries:
-                    if ignored(entry.name):
+            with os.scandir(current) as scan:  # iterated, not listed: one DirEntry at a time
+                for entry in scan:
+                    name = entry.name
+                    if listed is not None:
+                        listed.names.append(name)
+                        listed.inodes.append(entry.inode())
+                    if ignored(name):
                         continue
                     if entry.is_dir():
                         if recursive:
                             folders.append(_below(prefix, entry, above, owner))
                         continue
-                    rel = prefix + entry.name
-                    if (matches(rel if whole_path else entry.name) and TMP_MARKER not in entry.name
-                            and entry.is_file() and (regex is None or regex.search(entry.name))):
+                    rel = prefix + name
+                    if chosen(rel, name) and entry.is_file():
                         found.append(rel)
                         if seen is not None and entry.is_symlink():
                             seen.append(None)  # its file is in a folder not listed: see Folders
@@ -105,7 +135,7 @@ def source_items(folder: str, files: list[str], reader: Callable[[str], Any], ow
         os.close(fd)
     names = [item_name(rel) for rel in files]
     if len(set(names)) < len(names):
-        _name_clash(files, names, owner)
+        name_clash(files, names, owner)
     return SourceItems(names, fingerprints, Joined(folder, files), reader)
 
 
@@ -207,7 +237,7 @@ def stored_items(entries: Iterable[tuple[str, int, str]], folder: str, pattern: 
             fingerprints.append(digest(tag, str(size)))
     names = [item_name(rel) for rel in files]
     if len(set(names)) < len(names):
-        _name_clash(files, names, owner)
+        name_clash(files, names, owner)
     return SourceItems(names, fingerprints, Joined(folder, files), reader)
 
 
@@ -222,7 +252,7 @@ def hold_back(items: SourceItems, settled: Mapping[str, str]) -> SourceItems:
             held.append(name)
     kept = items.select(rows)
     kept.held_back = frozenset(held)
-    return kept
+    return SplitSources(kept, items.part_count) if isinstance(items, SourcesInParts) else kept
 
 
 def item_name(rel: str) -> str:
@@ -232,7 +262,8 @@ def item_name(rel: str) -> str:
     return rel[:dot] if dot > start and rel[start:dot].strip(".") else rel
 
 
-def _name_clash(files: list[str], names: list[str], owner: str) -> None:
+def name_clash(files: list[str], names: list[str], owner: str) -> None:
+    """Raise the error that says which two of ``files`` give the same item name."""
     first: dict[str, str] = {}
     for rel, name in zip(files, names, strict=True):
         if name in first:

@@ -36,7 +36,7 @@ from luisy.bounded import BoundedCache
 from luisy.digests import bytes_digest, items_digest, stream_digest, text_digest
 from luisy.directory.table import ItemTable, PartedItems, PartRecord, empty_table
 from luisy.errors import BrokenFileError, ManifestError
-from luisy.parts import part_of, parts_digest
+from luisy.parts import part_keys, parts_digest
 from luisy.regular_files import kind, open_regular, read_own
 
 MANIFEST_NAME = "_luisy_manifest.json"
@@ -610,7 +610,7 @@ def _load_part(read: Callable[[str], bytes] | None, count: int, where: str, p: i
         raise corrupt(f"it is not an object of the item lists {list(_COLUMNS)}")
     _check_columns(body, record.items, corrupt)
     table = ItemTable(*(body[column] for column in _COLUMNS))
-    if any(part_of(name, count) != p for name in table.names):
+    if not set(part_keys(table.names, count)) <= {p}:
         raise corrupt(f"it lists an item of another part than {p}")
     if table.digest() != record.digest:
         raise corrupt("its items are not the ones the manifest describes")

@@ -48,7 +48,7 @@ def parts_for(items: Sequence[SourceItem], current: int = 0) -> int:
     (an upstream output, a remembered listing: so that parts are compared part by part down a
     pipeline), else by their number."""
     if isinstance(items, SourcesInParts):
-        return items.count
+        return items.part_count
     return part_count(len(items), current)
 
 

@@ -385,3 +385,24 @@ def test_the_entries_added_and_removed_are_found_however_the_folder_lists_them(s
     assert len(set(added)) == len(added) and len(set(removed)) == len(removed)
     assert {now[row] for row in added} == set(now) - set(before)
     assert {before[row] for row in removed} == set(before) - set(now)
+
+
+def test_a_single_folder_replaced_by_another_is_listed_whole(flat, luisy_working_dir):
+    _flat_build(luisy_working_dir)
+    flat.rename(flat.with_name("flat-old"))
+    flat.mkdir()
+    for i in range(40):
+        (flat / f"f{i:02d}.txt").write_text("y" * (i + 1))
+    assert _flat_build(luisy_working_dir) == sorted(f"f{i:02d}" for i in range(40))
+    assert _flat_outputs() == {f"f{i:02d}": i + 1 for i in range(40)}
+
+
+def test_a_dangling_link_whose_file_comes_later_is_read_then(flat, luisy_working_dir):
+    store = luisy_working_dir / "store"
+    store.mkdir()
+    (flat / "dang.txt").symlink_to(store / "d.txt")  # nothing there yet: not an input file
+    _age(flat)
+    assert _flat_build(luisy_working_dir) == sorted(f"f{i:02d}" for i in range(40))
+    (store / "d.txt").write_text("here now")
+    (flat / "g.txt").write_text("new")  # the folder changes
+    assert _flat_build(luisy_working_dir) == ["dang", "g"]

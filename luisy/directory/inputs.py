@@ -90,9 +90,10 @@ def list_files(folder: str, pattern: str = "*", regex: re.Pattern[str] | None = 
                             folders.append(_below(prefix, entry, above, owner))
                         continue
                     rel = prefix + name
-                    if chosen(rel, name) and entry.is_file():
-                        found.append(rel)
-                        if seen is not None and entry.is_symlink():
+                    if chosen(rel, name):
+                        if entry.is_file():
+                            found.append(rel)
+                        if seen is not None and entry.is_symlink():  # dangling too: its file may come
                             seen.append(None)  # its file is in a folder not listed: see Folders
         except OSError as error:
             raise FileReadError(f"{owner}: cannot list {current}: {error.strerror}") from None

@@ -136,6 +136,8 @@ def relist(folder: str, scope: str, ignored: Callable[[str], Any], chosen: Calla
         if not _changed(root["folders"]):
             listing._digest = root["digest"]
             return listing, seen
+        if info.st_ino != root["folders"][0][1]:
+            return None  # another folder in its place: its entries are not those remembered
         entries = scan(folder)
     except OSError:  # gone, or not readable: the whole listing says which
         return None

@@ -212,6 +212,9 @@ class SourcesInParts(SourceItems):
             return super().parts(count, wanted)
         return {p: self.part(p) for p in sorted(set(wanted))}
 
+    def release(self) -> None:
+        """Let go of what was read and can be read again (the parts, the columns)."""
+
     def find(self, names: Iterable[str]) -> set[str]:
         by_part: dict[int, list[str]] = {}
         for name in names:
@@ -271,6 +274,12 @@ def fingerprints_of(items: Sequence[SourceItem]) -> list[str]:
 def find(items: Sequence[SourceItem], names: Iterable[str]) -> set[str]:
     """Those of ``names`` that name one of the items (a listing in parts looks in their parts only)."""
     return items.find(names) if isinstance(items, SourceItems) else set(names).intersection(names_of(items))
+
+
+def release(items: Sequence[SourceItem]) -> None:
+    """Let go of what ``items`` read and can read again (an upstream output's parts)."""
+    if isinstance(items, SourcesInParts):
+        items.release()
 
 
 def select(items: Sequence[SourceItem], rows: Iterable[int]) -> Sequence[SourceItem]:

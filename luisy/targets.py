@@ -47,7 +47,8 @@ def scan_once() -> Iterator[None]:
     before running what depends on it, and the task itself plans its items); with 100 000 input
     files each listing costs a noticeable fraction of a second. Input folders are external, so
     luisy never changes them during a run; a change made by someone else while a run is under way
-    is seen by the next run.
+    is seen by the next run. The run of the task that consumes a listing takes it
+    (:meth:`DirectoryInputTarget.hand_over`); the block keeps its digest for the checks that follow.
     """
     with config.caching("scans"):
         yield
@@ -306,17 +307,30 @@ class DirectoryInputTarget(luigi.LocalTarget):
         return f"{self.pattern}|{self.regex and self.regex.pattern}|{self.recursive}"
 
     def _listed_items(self) -> SourceItems:
-        scans = config.context().caches.scans if self.external else None
-        key = (*self._scan_key(), self._by_content() is not None)
-        if scans is not None and key in scans:
-            return scans[key]
-        found = self.listing()
+        scans, key = self._scans()
+        known = scans.get(key) if scans is not None else None
+        if isinstance(known, SourceItems):
+            return known
+        found = self.listing()  # none yet, or handed over: listed again
         settled = self._settled()
         if settled is not None:
             found = hold_back(found, settled)
         if scans is not None:
             scans[key] = found
         return found
+
+    def _scans(self) -> tuple[dict[tuple[Any, ...], Any] | None, tuple[Any, ...]]:
+        """The build's listings of external folders (see ``scan_once``), and this one's key there."""
+        scans = config.context().caches.scans if self.external else None
+        return scans, (*self._scan_key(), self._by_content() is not None)
+
+    def hand_over(self) -> None:
+        """The run that consumes the listing has it: the build keeps only its digest, for the
+        checks that follow (a million input items would otherwise stay in memory until the build
+        ends); another consumer lists the folder again."""
+        scans, key = self._scans()
+        if scans is not None and isinstance(scans.get(key), SourceItems):
+            scans[key] = scans[key].digest()
 
     def sources_digest(self) -> str:
         """Digest of the input items' names and fingerprints (see :meth:`source_items`).
@@ -328,6 +342,9 @@ class DirectoryInputTarget(luigi.LocalTarget):
             known = snapshot.recall(self.path, repr(self.selection()))
             if known is not None:
                 return known
+        scans, key = self._scans()
+        if scans is not None and isinstance(scans.get(key), str):
+            return scans[key]  # the digest of a listing handed over to its run
         return digest(self.source_items())  # kept with the items listed within scan_once()
 
     def _settled(self) -> Mapping[str, str] | None:

@@ -374,3 +374,37 @@ def test_item_paths_are_joined_when_asked_for(tmp_path):
     items = SourceItems(["a", "sub/b", "c"], ["1", "2", "3"], paths, str)
     assert [item.path for item in items.select([2, 0])] == [paths[2], paths[0]]
     assert items[1:][0].load() == paths[1]
+
+
+@luisy.project_name("dirs")
+@luisy.interim
+@luisy.requires(Frames)
+@luisy.directory_output(format="npy")
+class TripledFrames(luisy.DirectoryTask):
+    """A second task over the folder of ``Doubled``."""
+
+    def process(self, name, obj):
+        return obj * 3
+
+
+class BothOverFrames(luisy.WrapperTask):
+    def requires(self):
+        return [Doubled(), TripledFrames()]
+
+
+def test_a_run_takes_its_folders_listing_and_another_task_over_the_folder_lists_it_again(frames, luisy_working_dir,
+                                                                                       monkeypatch):
+    from luisy import targets
+
+    listed = []
+    real = targets.list_files
+    monkeypatch.setattr(targets, "list_files", lambda *args, **kwargs: listed.append(args[0]) or real(*args, **kwargs))
+    assert luisy.build(BothOverFrames(), working_dir=luisy_working_dir)
+    # The first run's listing is not kept for the build's end: the second run lists again, and
+    # the checks in between compare the digest kept in its place.
+    assert len(listed) == 2
+    assert {name: int(a[0, 0]) for name, a in Doubled().output().items()} == {f"f{i}": 2 * i for i in range(4)}
+    assert {name: int(a[0, 0]) for name, a in TripledFrames().output().items()} == {f"f{i}": 3 * i for i in range(4)}
+    listed.clear()
+    assert luisy.build(BothOverFrames(), working_dir=luisy_working_dir)
+    assert len(listed) == 1 and PROCESSED == ["f0", "f1", "f2", "f3"], "a no-op lists once and runs nothing"

@@ -303,6 +303,12 @@ class PartedItems(Mapping[str, Item]):
             table = self._tables[p] = self._load(p, self.records[p])
         return table
 
+    def release(self) -> None:
+        """Let go of the parts read (they are read again when asked for)."""
+        if self._load is not None and all(record.file for record in self.records):  # else in the manifest itself
+            self._tables = [None] * len(self.records)
+            self._full = self._names = None
+
     def stored(self, load: Callable[[int, PartRecord], ItemTable]) -> None:
         """Note how parts are read, now that they are stored (they are at hand: earlier ones may not be)."""
         self._load = load
@@ -476,6 +482,10 @@ class PartedSources(SourcesInParts):
 
     def whole(self) -> SourceItems:
         return self._as_sources(self.table.full())
+
+    def release(self) -> None:
+        self._whole = None
+        self.table.release()
 
     def _as_sources(self, table: ItemTable) -> SourceItems:
         return SourceItems(table.names, table.checksums, Joined(self.folder, table.files), self.reader)

@@ -31,7 +31,7 @@ from luisy.items import ItemRow, failure_line, first_failures
 from luisy.parameters import recorded_params, significant_params
 from luisy.paths import NAME_MAX
 from luisy.reasons import Kind, Reason, changes
-from luisy.sources import SourceItem, digest, find, names_of, pairs, select
+from luisy.sources import SourceItem, digest, find, names_of, pairs, release, select
 from luisy.spec import OutputSpec
 from luisy.tasks.base import Task
 from luisy.texttable import printable
@@ -81,6 +81,15 @@ class DirectoryTask(Task):
             raise NoFolderInput(f"{self!r}: a DirectoryTask needs exactly one folder input "
                                 f"(directory_input, make_directory_output or a DirectoryTask), got {inputs!r}")
         return inputs[0]
+
+    def _hand_over_input(self) -> None:
+        """This run has the input folder's listing: the build need not keep it (see ``hand_over``)."""
+        try:
+            hand_over = getattr(self._folder_input(), "hand_over", None)
+        except NoFolderInput:
+            return
+        if hand_over is not None:
+            hand_over()
 
     def current_inputs_digest(self) -> str:
         """Digest of what the output is made from: the input items, or (a custom ``run()`` over
@@ -301,6 +310,7 @@ class DirectoryTask(Task):
         if self.on_error not in ON_ERROR:
             raise LuisyError(f"{self!r}: on_error must be one of {ON_ERROR}, not {self.on_error!r}")
         items = self.input_items()
+        self._hand_over_input()
         run = config.current()
         interval = run.checkpoint_seconds if self.checkpoint_seconds is None else self.checkpoint_seconds
         # The writer first: it waits for another run writing the output, whose published or
@@ -318,6 +328,7 @@ class DirectoryTask(Task):
             for name, (error, source, details) in pending.kept_failures.items():
                 writer.fail(name, error, source, details)
             todo = self._resume(writer, pending.todo)
+            total = len(pending.todo)
             progress = Progress(self, len(todo), noted=live_progress.note)
             last = time.monotonic()
             try:
@@ -331,13 +342,15 @@ class DirectoryTask(Task):
                         last = time.monotonic()
                 if progress.done < len(todo):  # asked to stop (see luisy.interrupts)
                     raise KeyboardInterrupt(signal_name(stop.signal))
+                # The publish needs none of the input items: a million of them go before it.
+                release(items)
+                del items, todo, pending
             except BaseException as error:  # stopped, or an item failed under on_error="raise"
                 writer.staging.keep()  # first: the finished items stay for the next run, whatever follows
                 with signals_held_back():  # a third Ctrl-C must not cut the last checkpoint short
                     writer.checkpoint()
                 if isinstance(error, KeyboardInterrupt) or stop:
-                    logger.warning("interrupted: %d/%d items kept for the next run",
-                                   len(writer.new), len(pending.todo))
+                    logger.warning("interrupted: %d/%d items kept for the next run", len(writer.new), total)
                 if stop and not isinstance(error, KeyboardInterrupt):  # a signal came meanwhile
                     raise KeyboardInterrupt(signal_name(stop.signal)) from error
                 raise
@@ -347,7 +360,7 @@ class DirectoryTask(Task):
                            kept=len(writer.kept) + writer.resumed,
                            failures=first_failures(writer.failed, writer.failed_details, journal.FAILURES_NOTED))
         if stop:  # it came after the last item began: publish everything, then stop the build
-            logger.warning("interrupted: all %d items done; publishing them, then stopping", len(pending.todo))
+            logger.warning("interrupted: all %d items done; publishing them, then stopping", total)
             stop_after_publish(stop.signal)
         if writer.failed:
             message = f"{len(writer.failed)} items failed"

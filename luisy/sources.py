@@ -256,6 +256,49 @@ class SplitSources(SourcesInParts):
     def __len__(self) -> int:
         return len(self.whole())
 
+
+class Packed:
+    """Input items kept as one string a column (NUL between the values) with their digest: what a
+    build keeps of a listing a run has taken, in a fraction of the memory (a million items: about
+    50 MB, against 250 MB as strings of their own); :meth:`unpack` gives the same items back to
+    another task over the folder."""
+
+    __slots__ = ("digest", "reader", "held_back", "part_count", "count", "_columns", "_folder")
+
+    def __init__(self, items: SourceItems, count: int, columns: tuple[str, str, str], folder: str | None) -> None:
+        """Use :meth:`of`."""
+        self.digest, self.reader, self.held_back = items.digest(), items.reader, items.held_back
+        self.part_count = items.part_count if isinstance(items, SplitSources) else None
+        self.count, self._columns, self._folder = count, columns, folder
+
+    @classmethod
+    def of(cls, items: SourceItems) -> Packed | None:
+        """``items`` packed; ``None`` for items held otherwise (in parts read when needed) or with
+        a value that is not text or holds a NUL."""
+        if type(items) not in (SourceItems, SplitSources):
+            return None
+        whole = items.whole() if isinstance(items, SplitSources) else items
+        paths = whole.paths
+        folder, files = (paths.folder, paths.names) if isinstance(paths, Joined) else (None, paths)
+        columns = []
+        for values in (whole.names, whole.fingerprints, files):
+            try:
+                text = "\0".join(values)
+            except TypeError:  # a fingerprint of None
+                return None
+            if text.count("\0") != max(len(values) - 1, 0):
+                return None
+            columns.append(text)
+        return cls(items, len(whole), (columns[0], columns[1], columns[2]), folder)
+
+    def unpack(self) -> SourceItems:
+        """The items packed."""
+        names, fingerprints, files = (text.split("\0") if self.count else [] for text in self._columns)
+        paths: Sequence[str] = files if self._folder is None else Joined(self._folder, files)
+        items = SourceItems(names, fingerprints, paths, self.reader, self.digest if self.part_count is None else None)
+        items.held_back = self.held_back
+        return items if self.part_count is None else SplitSources(items, self.part_count)
+
 # Whatever holds the items — a SourceItems of columns (a listing, an upstream output) or a list
 # of SourceItem a task's own input_items() made — the functions below give the same answers, so
 # that no caller needs to know which it has.

@@ -34,7 +34,7 @@ from luisy.errors import FileReadError
 from luisy.fingerprint.content import digests as content_digests
 from luisy.fingerprint.content import mode_of
 from luisy.regular_files import open_regular
-from luisy.sources import SourceItem, SourceItems, digest
+from luisy.sources import Packed, SourceItem, SourceItems, digest
 from luisy.storage import Storage, active
 from luisy.storage.remote import RemoteStorage
 
@@ -47,8 +47,8 @@ def scan_once() -> Iterator[None]:
     before running what depends on it, and the task itself plans its items); with 100 000 input
     files each listing costs a noticeable fraction of a second. Input folders are external, so
     luisy never changes them during a run; a change made by someone else while a run is under way
-    is seen by the next run. The run of the task that consumes a listing takes it
-    (:meth:`DirectoryInputTarget.hand_over`); the block keeps its digest for the checks that follow.
+    is seen by the next run. Once the run of a task that consumes a listing has taken it, the block
+    keeps it packed (:meth:`DirectoryInputTarget.hand_over`).
     """
     with config.caching("scans"):
         yield
@@ -309,9 +309,11 @@ class DirectoryInputTarget(luigi.LocalTarget):
     def _listed_items(self) -> SourceItems:
         scans, key = self._scans()
         known = scans.get(key) if scans is not None else None
+        if isinstance(known, Packed):  # a run took it: the same items for this task
+            known = scans[key] = known.unpack()  # type: ignore[index]
         if isinstance(known, SourceItems):
             return known
-        found = self.listing()  # none yet, or handed over: listed again
+        found = self.listing()
         settled = self._settled()
         if settled is not None:
             found = hold_back(found, settled)
@@ -325,12 +327,15 @@ class DirectoryInputTarget(luigi.LocalTarget):
         return scans, (*self._scan_key(), self._by_content() is not None)
 
     def hand_over(self) -> None:
-        """The run that consumes the listing has it: the build keeps only its digest, for the
-        checks that follow (a million input items would otherwise stay in memory until the build
-        ends); another consumer lists the folder again."""
+        """The run that consumes the listing has it: the build keeps it packed (:class:`Packed`),
+        for the checks that follow and for another task over the folder, which gets the same
+        items (a million of them as strings of their own would otherwise stay in memory until
+        the build ends)."""
         scans, key = self._scans()
-        if scans is not None and isinstance(scans.get(key), SourceItems):
-            scans[key] = scans[key].digest()
+        known = scans.get(key) if scans is not None else None
+        packed = Packed.of(known) if isinstance(known, SourceItems) else None
+        if packed is not None:
+            scans[key] = packed  # type: ignore[index]
 
     def sources_digest(self) -> str:
         """Digest of the input items' names and fingerprints (see :meth:`source_items`).
@@ -343,8 +348,9 @@ class DirectoryInputTarget(luigi.LocalTarget):
             if known is not None:
                 return known
         scans, key = self._scans()
-        if scans is not None and isinstance(scans.get(key), str):
-            return scans[key]  # the digest of a listing handed over to its run
+        known = scans.get(key) if scans is not None else None
+        if isinstance(known, Packed):
+            return known.digest  # a listing a run took
         return digest(self.source_items())  # kept with the items listed within scan_once()
 
     def _settled(self) -> Mapping[str, str] | None:

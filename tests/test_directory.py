@@ -383,28 +383,54 @@ def test_item_paths_are_joined_when_asked_for(tmp_path):
 class TripledFrames(luisy.DirectoryTask):
     """A second task over the folder of ``Doubled``."""
 
+    priority = 1  # runs first
+
     def process(self, name, obj):
+        if name == "f0":  # a file comes while the build runs: the next build processes it
+            np.save(Frames().output().path + "/f9.npy", np.full((2, 2), 9))
         return obj * 3
 
 
-class BothOverFrames(luisy.WrapperTask):
+@luisy.project_name("dirs")
+@luisy.final
+class BothOverFrames(luisy.Task):
     def requires(self):
         return [Doubled(), TripledFrames()]
 
+    def run(self):
+        self.write({"done": True})
 
-def test_a_run_takes_its_folders_listing_and_another_task_over_the_folder_lists_it_again(frames, luisy_working_dir,
-                                                                                       monkeypatch):
+
+def test_every_task_over_a_folder_gets_the_builds_one_listing_after_a_run_took_it(frames, luisy_working_dir,
+                                                                                monkeypatch):
     from luisy import targets
 
     listed = []
     real = targets.list_files
     monkeypatch.setattr(targets, "list_files", lambda *args, **kwargs: listed.append(args[0]) or real(*args, **kwargs))
     assert luisy.build(BothOverFrames(), working_dir=luisy_working_dir)
-    # The first run's listing is not kept for the build's end: the second run lists again, and
-    # the checks in between compare the digest kept in its place.
-    assert len(listed) == 2
-    assert {name: int(a[0, 0]) for name, a in Doubled().output().items()} == {f"f{i}": 2 * i for i in range(4)}
+    # The first run took the listing; the build kept it packed and gave the second the same
+    # items, although a file came meanwhile: both are complete for the rest of the build.
+    assert len(listed) == 1
     assert {name: int(a[0, 0]) for name, a in TripledFrames().output().items()} == {f"f{i}": 3 * i for i in range(4)}
-    listed.clear()
+    assert {name: int(a[0, 0]) for name, a in Doubled().output().items()} == {f"f{i}": 2 * i for i in range(4)}
+    PROCESSED.clear()
     assert luisy.build(BothOverFrames(), working_dir=luisy_working_dir)
-    assert len(listed) == 1 and PROCESSED == ["f0", "f1", "f2", "f3"], "a no-op lists once and runs nothing"
+    assert PROCESSED == ["f9"], "the file that came is the next build's"
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_a_packed_listing_unpacks_to_the_same_items(split):
+    from luisy.sources import Joined, Packed, SourceItems, SplitSources
+
+    names = [f"n{i}" for i in range(3000)] + ["ü/x"]
+    items = SourceItems(names, [f"{i}-{i * 7}" for i in range(len(names))], Joined("/in", [f"{n}.txt" for n in names]),
+                        str)
+    items.held_back = frozenset({"late"})
+    given = SplitSources(items, 2) if split else items
+    back = Packed.of(given).unpack()
+    assert type(back) is type(given) and back.digest() == given.digest() and back.held_back == {"late"}
+    assert list(back) == list(given) and back.part_digests(2) == given.part_digests(2)
+    assert Packed.of(SourceItems(["a\0b"], ["1-1"], ["/in/a"], str)) is None, "a NUL would split a value"
+    assert Packed.of(SourceItems(["a"], [None], ["/in/a"], str)) is None
+    assert Packed.of(SourceItems([], [], [], str)).unpack().names == []

@@ -434,3 +434,38 @@ def test_a_packed_listing_unpacks_to_the_same_items(split):
     assert Packed.of(SourceItems(["a\0b"], ["1-1"], ["/in/a"], str)) is None, "a NUL would split a value"
     assert Packed.of(SourceItems(["a"], [None], ["/in/a"], str)) is None
     assert Packed.of(SourceItems([], [], [], str)).unpack().names == []
+
+
+@luisy.project_name("dirs")
+@luisy.interim
+@luisy.requires(Frames)
+@luisy.directory_output(format="npy")
+class AllButTheFirst(luisy.DirectoryTask):
+    def input_items(self):
+        return [item for item in super().input_items() if item.name != "f0"]
+
+    def process(self, name, obj):
+        PROCESSED.append(name)
+        return obj
+
+
+@luisy.project_name("dirs")
+@luisy.final
+@luisy.requires(AllButTheFirst)
+@luisy.directory_output(format="json")
+class SummedButTheFirst(luisy.DirectoryTask):
+    def process(self, name, obj):
+        return {"sum": int(obj.sum())}
+
+
+def test_a_task_picking_some_of_its_input_items_is_complete_after_its_run(frames, luisy_working_dir):
+    assert luisy.build(SummedButTheFirst(), working_dir=luisy_working_dir)
+    assert sorted(PROCESSED) == ["f1", "f2", "f3"] and AllButTheFirst().complete() and SummedButTheFirst().complete()
+    PROCESSED.clear()
+    assert luisy.build(SummedButTheFirst(), working_dir=luisy_working_dir)
+    assert PROCESSED == []
+    np.save(frames / "f4.npy", np.full((2, 2), 4))
+    assert not AllButTheFirst().complete()
+    assert luisy.build(SummedButTheFirst(), working_dir=luisy_working_dir)
+    assert PROCESSED == ["f4"] and sorted(name for name, _ in SummedButTheFirst().output().items()) == [
+        "f1", "f2", "f3", "f4"]

@@ -31,7 +31,7 @@ from luisy.items import ItemRow, failure_line, first_failures
 from luisy.parameters import recorded_params, significant_params
 from luisy.paths import NAME_MAX
 from luisy.reasons import Kind, Reason, changes
-from luisy.sources import SourceItem, digest, find, names_of, pairs, release, select
+from luisy.sources import SourceItem, find, names_of, pairs, release, select
 from luisy.spec import OutputSpec
 from luisy.tasks.base import Task
 from luisy.texttable import printable
@@ -321,7 +321,8 @@ class DirectoryTask(Task):
             self._check_names(pending.todo if isinstance(pending.keep, Kept) else items)
             if isinstance(pending.keep, Kept):
                 self._check_against_kept(items, pending.todo, pending.keep)
-            writer.inputs_digest = digest(items)
+            # What complete() compares: the folder's digest, also where input_items() picks some.
+            writer.inputs_digest = self.current_inputs_digest()
             writer.part_count, writer.inputs_parts = pending.part_count, pending.inputs_parts
             writer.names_checked = True  # by _check_names above
             writer.keep(pending.keep)

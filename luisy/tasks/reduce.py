@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import pickle
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,7 +112,7 @@ class ReduceTask(Task):
                 old[name] = where
         if delta.refold is not None:
             folded, unfolded = manifest.items.names, []
-            state = self._fold_all(source, list(zip(folded, manifest.items.files, strict=True)))
+            state = self._fold_all(source, folded, manifest.items.files)
         else:
             state, unfolded = (saved or {})["state"], [*delta.removed, *delta.changed]
             for name in unfolded:
@@ -132,14 +133,16 @@ class ReduceTask(Task):
     #: Dask cluster, as a directory task's items) and combines the parts' states in item order.
     combine: Any = None
 
-    def _fold_all(self, source: DirectoryTarget, items: list[tuple[str, str]]) -> Any:
-        """The state of all ``items`` (name, file), in that order: folded in parts where
-        ``combine()`` allows it."""
-        executor = item_executor(self, source.place.parallel, len(items)) if self.combine is not None else None
+    def _fold_all(self, source: DirectoryTarget, names: Sequence[str], files: Sequence[str]) -> Any:
+        """The state of all items (``names`` and their ``files``), in that order: folded in parts
+        where ``combine()`` allows it. The columns are not zipped into a list: a million pairs
+        would take 70 MB."""
+        executor = item_executor(self, source.place.parallel, len(names)) if self.combine is not None else None
         if executor is None or isinstance(executor, SerialExecutor):
-            return _FoldPart(self, source, [items])(0).staged
-        size = max(1, -(-len(items) // PARTS))
-        work = _FoldPart(self, source, [items[start:start + size] for start in range(0, len(items), size)])
+            return _FoldPart(self, source, [(names, files)])(0).staged
+        size = max(1, -(-len(names) // PARTS))
+        work = _FoldPart(self, source, [(names[start:start + size], files[start:start + size])
+                                        for start in range(0, len(names), size)])
         states: dict[int, Any] = {}
         for outcome in executor.map(work, len(work.parts)):
             if outcome.status is not ItemStatus.OK:
@@ -269,16 +272,18 @@ def _table(saved: dict[str, Any]) -> ItemTable:
 
 
 class _FoldPart:
-    """Folds part ``index`` of the items (``(name, file)`` pairs) from the empty state; picklable,
-    so that it can run in an item process or on a Dask worker."""
+    """Folds part ``index`` of the items (names and files) from the empty state; picklable, so
+    that it can run in an item process or on a Dask worker."""
 
-    def __init__(self, task: ReduceTask, source: DirectoryTarget, parts: list[list[tuple[str, str]]]) -> None:
+    def __init__(self, task: ReduceTask, source: DirectoryTarget,
+                 parts: list[tuple[Sequence[str], Sequence[str]]]) -> None:
         self.task, self.source, self.parts = task, source, parts
 
     def __call__(self, index: int) -> Outcome:
         read = self.source._reader()
         state = self.task.initial()
-        for name, file in self.parts[index]:
+        names, files = self.parts[index]
+        for name, file in zip(names, files, strict=True):
             state = self.task.fold(state, name, read(os.path.join(self.source.path, file)))
         return Outcome(ItemStatus.OK, index, staged=state)
 

@@ -46,7 +46,7 @@ def test_the_items_a_run_makes_read_like_a_dict_of_the_last_made_and_merge_like_
     assert new.rows == len(made)
     assert dict(new.items()) == expected and list(new) == sorted(expected)
     row = rng.randrange(len(made) + 1)
-    assert new.since(row) == dict(made[row:])
+    assert list(new.since(row)) == made[row:]
     assert new.superseded() == [item.file for row, (name, item) in enumerate(made)
                                 if any(later == name for later, _ in made[row + 1:])]
     table = new.table()

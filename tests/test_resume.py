@@ -455,20 +455,33 @@ def test_each_checkpoint_appends_only_the_new_items_and_a_line_cut_short_loses_o
     staging = _handed_over_staging(folder)
     first = {"a": Item("a.npy", 1, "c1", "s1")}
     second = {"b": Item("b.npy", 2, "c2", "s2"), "a": Item("a.npy", 3, "c3", "s3")}
-    staging.checkpoint({"code": "x"}, first)
-    staging.checkpoint({"code": "x"}, second)
+    staging.checkpoint({"code": "x"}, first.items())
+    staging.checkpoint({"code": "x"}, second.items())
     path = staging.path / CHECKPOINT
     lines = [line for line in path.read_text().split("\n") if line]
     assert len(lines) == 3, "the state once, then one line per checkpoint"
     assert '"c1"' not in lines[2], "a checkpoint does not write earlier items again"
     with open(path, "a") as f:  # a kill in the middle of the next checkpoint
         f.write('\n{"items": {"c": ["c.npy", 4, "c4"')
-    staging.checkpoint({"code": "x"}, {"d": Item("d.npy", 5, "c5", "s5")})
+    staging.checkpoint({"code": "x"}, [("d", Item("d.npy", 5, "c5", "s5"))])
     staging.discard()
     assert latest_checkpoint(folder, {"code": "y"}) is None, "a checkpoint for other code"
     _, items = latest_checkpoint(folder, {"code": "x"})
     assert items == {"a": second["a"], "b": second["b"], "d": Item("d.npy", 5, "c5", "s5")}
 
+
+
+def test_a_checkpoint_of_many_items_is_written_in_pieces_and_read_back_whole(tmp_path):
+    folder = tmp_path / "out"
+    staging = _handed_over_staging(folder)
+    made = [(f"n{i % 9000:05d}", Item(f"n{i}.npy", i, f"c{i}", f"s{i}")) for i in range(10_000)]  # 1000 made twice
+    staging.checkpoint({"code": "x"}, made[:9000])
+    line = (staging.path / CHECKPOINT).read_text().split("\n")[-1]
+    assert line == json.dumps({"items": {name: list(item) for name, item in made[:9000]}}), "what json.dumps writes"
+    staging.checkpoint({"code": "x"}, made[9000:])
+    staging.discard()
+    _, items = latest_checkpoint(folder, {"code": "x"})
+    assert items == dict(made), "the last item made under a name counts"
 
 def test_a_checkpoint_an_earlier_luisy_wrote_in_one_line_is_taken_over(tmp_path):
     folder = tmp_path / "out"

@@ -230,9 +230,9 @@ def test_a_checkpoint_stops_growing_before_luisy_would_not_read_it(tmp_path, mon
     staging = target.LocalStaging(tmp_path / "out")
     staging.keep()
     first = {"a": Item("a.txt", 1, "c" * 32, "s1")}
-    staging.checkpoint({"code": "x"}, first)
-    staging.checkpoint({"code": "x"}, {f"b{i}": Item(f"b{i}.txt", 1, "c" * 32, "s") for i in range(5)})
-    staging.checkpoint({"code": "x"}, {"c": Item("c.txt", 1, "c" * 32, "s3")})
+    staging.checkpoint({"code": "x"}, first.items())
+    staging.checkpoint({"code": "x"}, [(f"b{i}", Item(f"b{i}.txt", 1, "c" * 32, "s")) for i in range(5)])
+    staging.checkpoint({"code": "x"}, [("c", Item("c.txt", 1, "c" * 32, "s3"))])
     assert (staging.path / CHECKPOINT).stat().st_size <= 300
     staging.discard()
     _, items = target.latest_checkpoint(tmp_path / "out", {"code": "x"})

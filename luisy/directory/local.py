@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import itertools
 import json
 import logging
 import os
@@ -403,23 +404,24 @@ class LocalStaging:
         # Another process only writes items into the folder; what was taken over stays here.
         return {"path": self.path, "resumed": {}, "_kept": False, "_lock": self._lock}
 
-    def checkpoint(self, state: dict[str, Any], items: dict[str, Item]) -> None:
-        """Record ``items`` (written into this folder since the last checkpoint) and ``state`` for
-        a writer that takes over.
+    def checkpoint(self, state: dict[str, Any], items: Iterable[tuple[str, Item]]) -> None:
+        """Record ``items`` (``(name, item)`` written into this folder since the last checkpoint;
+        the last of a name counts) and ``state`` for a writer that takes over.
 
         Each checkpoint appends one line, so a run of a million items does not write its list
         again every time. A line cut short by a kill is skipped when read: each line starts on a
         new one, and the items it listed are made again. Nothing is appended that would make the
         checkpoint longer than :data:`CHECKPOINT_MAX_BYTES`.
         """
-        lines = [] if self._checkpointed else [json.dumps({"state": state})]
-        if items:
-            lines.append(json.dumps({"items": {name: list(item) for name, item in items.items()}}))
-        text = "".join("\n" + line for line in lines)  # ASCII: as many bytes as characters
-        if self._checkpoint_bytes + len(text) > CHECKPOINT_MAX_BYTES:
+        pieces = [] if self._checkpointed else ["\n" + json.dumps({"state": state})]
+        listed = _items_json(items)
+        if listed:
+            pieces += ['\n{"items": {', *listed, "}}"]
+        size = sum(map(len, pieces))  # ASCII: as many bytes as characters
+        if self._checkpoint_bytes + size > CHECKPOINT_MAX_BYTES:
             return  # a longer one is not read: these items are made again after an interruption
-        _append(self.path / CHECKPOINT, text)
-        self._checkpoint_bytes += len(text)
+        _append(self.path / CHECKPOINT, pieces)
+        self._checkpoint_bytes += size
         self._checkpointed = True
 
     def keep(self) -> None:
@@ -567,9 +569,20 @@ def _checked_file(folder: int, name: str, item: Item) -> os.stat_result | None:
         os.close(fd)
 
 
-def _append(path: Path, text: str) -> None:
+def _append(path: Path, pieces: list[str]) -> None:
     with open(path, "a", encoding="utf-8") as f:
-        f.write(text)
+        f.writelines(pieces)
+
+
+def _items_json(items: Iterable[tuple[str, Item]], step: int = 4096) -> list[str]:
+    """The members of the JSON object ``{name: [file, size, checksum, source], ...}`` as
+    ``json.dumps`` writes them, in pieces of ``step`` items joined by ``", "``: a checkpoint of
+    200 000 items made as one dict of lists and one string took 100 MB at once."""
+    pieces: list[str] = []
+    rest = iter(items)
+    for chunk in iter(lambda: list(itertools.islice(rest, step)), []):
+        pieces.append((", " if pieces else "") + json.dumps({name: list(item) for name, item in chunk})[1:-1])
+    return pieces
 
 
 class ItemReader:

@@ -123,7 +123,7 @@ class MemoryStaging:
     #: Nothing is left behind by an interrupted run in memory, so nothing is resumed.
     resumed: dict[str, Item] = field(default_factory=dict)
 
-    def checkpoint(self, state: dict[str, Any], items: dict[str, Item]) -> None:
+    def checkpoint(self, state: dict[str, Any], items: Iterable[tuple[str, Item]]) -> None:
         pass
 
     def keep(self) -> None:

@@ -359,8 +359,8 @@ class RemoteStaging:
         raise StorageError(f"{self.place.owner}: no free name for item file {file!r} in "
                            f"{urls.shown(self.place.path)} after three tries")
 
-    def checkpoint(self, state: dict[str, Any], items: dict[str, Item]) -> None:
-        self._listed.update((name, list(item)) for name, item in items.items())
+    def checkpoint(self, state: dict[str, Any], items: Iterable[tuple[str, Item]]) -> None:
+        self._listed.update((name, list(item)) for name, item in items)
         data = {"state": state, "written": time.time(), "items": self._listed}
         self.place.store.put_bytes(self.place._at(f"{STAGING}/{self.id}.json"), json.dumps(data).encode())
 

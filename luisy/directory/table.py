@@ -172,9 +172,12 @@ class NewItems(Mapping[str, Item]):
         """Names, files, sizes, checksums and sources, in the order the items were made."""
         return self.names, self.files, self.sizes, self.checksums, self.sources
 
-    def since(self, row: int) -> dict[str, Item]:
-        """The items made from row ``row`` on."""
-        return {name: Item(*rest) for name, *rest in zip(*(column[row:] for column in self.columns()), strict=True)}
+    def since(self, row: int) -> Iterator[tuple[str, Item]]:
+        """``(name, item)`` of each item made from row ``row`` on, in making order (a name made
+        twice comes twice: the last counts)."""
+        rows = (itertools.islice(column, row, None) for column in self.columns())
+        for name, *rest in zip(*rows, strict=True):
+            yield name, Item(*rest)
 
     @property
     def rows(self) -> int:

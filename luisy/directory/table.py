@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 from luisy.digests import columns_digest
 from luisy.errors import ManifestError
-from luisy.parts import part_count, part_of, part_rows, parts_digest
+from luisy.parts import part_count, part_keys, part_of, part_rows, parts_digest
 from luisy.sources import Joined, SourceItems, SourcesInParts
 
 
@@ -258,7 +258,8 @@ class Kept:
         return isinstance(name, str) and (part_of(name, self.count) in self.whole or name in self.names)
 
     def __len__(self) -> int:
-        return self._whole_items + sum(1 for name in self.names if part_of(name, self.count) not in self.whole)
+        keys = part_keys(list(self.names), self.count)  # tens of thousands of names after a change: C loops
+        return self._whole_items + len(keys) - sum(map(self.whole.__contains__, keys))
 
     def __repr__(self) -> str:
         return f"Kept({len(self.whole)} of {self.count} parts, {len(self.names)} more names)"

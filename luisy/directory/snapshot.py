@@ -47,7 +47,7 @@ from luisy import config
 from luisy.cachefiles import RACY_SECONDS, cache_path, read_cache, read_cache_bytes, write_cache, write_cache_bytes
 from luisy.digests import digest, newest_mtime_ns, stat_fingerprint
 from luisy.directory.inputs import Entries, Folders, item_name, name_clash
-from luisy.parts import part_count, part_keys, part_of
+from luisy.parts import part_count, part_of
 from luisy.sources import Joined, SourceItems, SourcesInParts, SplitSources
 
 __all__ = ["Entries", "Folders", "RememberedListing", "in_parts", "recall", "relist", "remember"]
@@ -384,7 +384,7 @@ def _sizes(items: SourcesInParts) -> list[int]:
     if isinstance(items, RememberedListing):
         return list(items.sizes)
     sizes = [0] * items.part_count
-    for key, size in Counter(part_keys(items.whole().names, items.part_count)).items():
+    for key, size in Counter(items.whole()._part_keys(items.part_count)).items():  # kept from the digests
         sizes[key] = size
     return sizes
 

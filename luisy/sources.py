@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import operator
 import os
@@ -25,14 +26,20 @@ class SourceItem(NamedTuple):
 
 
 class Joined(Sequence[str]):
-    """``os.path.join(folder, name)`` for each of ``names``, made when asked for: an upstream
-    output of a million items would otherwise keep a million paths (90 MB) that a rerun never
-    reads."""
+    """``os.path.join(folder, name + suffix)`` for each of ``names``, made when asked for: an
+    upstream output of a million items would otherwise keep a million paths (90 MB) that a rerun
+    never reads. A folder whose files are their item names and one extension keeps the names
+    only (``suffix``: that extension)."""
 
-    __slots__ = ("folder", "names")
+    __slots__ = ("folder", "names", "suffix")
 
-    def __init__(self, folder: str, names: Sequence[str]) -> None:
-        self.folder, self.names = folder, names
+    def __init__(self, folder: str, names: Sequence[str], suffix: str = "") -> None:
+        self.folder, self.names, self.suffix = folder, names, suffix
+
+    @property
+    def files(self) -> list[str]:
+        """The file names, relative to the folder."""
+        return [name + self.suffix for name in self.names] if self.suffix else list(self.names)
 
     @overload
     def __getitem__(self, index: int) -> str: ...
@@ -42,8 +49,8 @@ class Joined(Sequence[str]):
 
     def __getitem__(self, index: int | slice) -> str | Joined:
         if isinstance(index, slice):
-            return Joined(self.folder, self.names[index])
-        return os.path.join(self.folder, self.names[index])
+            return Joined(self.folder, self.names[index], self.suffix)
+        return os.path.join(self.folder, self.names[index] + self.suffix)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -146,7 +153,7 @@ class SourceItems(Sequence[SourceItem]):
         """The items at ``rows``, in that order."""
         rows = list(rows)
         paths = self.paths
-        picked = (Joined(paths.folder, [paths.names[i] for i in rows]) if isinstance(paths, Joined)
+        picked = (Joined(paths.folder, [paths.names[i] for i in rows], paths.suffix) if isinstance(paths, Joined)
                   else [paths[i] for i in rows])
         return SourceItems([self.names[i] for i in rows], [self.fingerprints[i] for i in rows], picked, self.reader)
 
@@ -215,6 +222,16 @@ class SourcesInParts(SourceItems):
     def release(self) -> None:
         """Let go of what was read and can be read again (the parts, the columns)."""
 
+    #: Whether the parts are read from files one at a time (so a run may go through them so).
+    stored = True
+
+    def part_sizes(self) -> list[int]:
+        """How many items each part holds (known without reading the parts)."""
+        raise NotImplementedError
+
+    def forget(self, p: int) -> None:
+        """Let go of part ``p`` if it can be read again."""
+
     def find(self, names: Iterable[str]) -> set[str]:
         by_part: dict[int, list[str]] = {}
         for name in names:
@@ -228,6 +245,7 @@ class SplitSources(SourcesInParts):
     digests, as for any :class:`SourcesInParts`."""
 
     __slots__ = ("_split",)
+    stored = False
 
     def __init__(self, items: SourceItems, count: int) -> None:  # noqa: D107
         super().__init__(count, items.reader)
@@ -263,13 +281,14 @@ class Packed:
     50 MB, against 250 MB as strings of their own); :meth:`unpack` gives the same items back to
     another task over the folder."""
 
-    __slots__ = ("digest", "reader", "held_back", "part_count", "count", "_columns", "_folder")
+    __slots__ = ("digest", "reader", "held_back", "part_count", "count", "_columns", "_folder", "_suffix")
 
-    def __init__(self, items: SourceItems, count: int, columns: tuple[str, str, str], folder: str | None) -> None:
+    def __init__(self, items: SourceItems, count: int, columns: tuple[str, str, str | None], folder: str | None,
+                 suffix: str) -> None:
         """Use :meth:`of`."""
         self.digest, self.reader, self.held_back = items.digest(), items.reader, items.held_back
         self.part_count = items.part_count if isinstance(items, SplitSources) else None
-        self.count, self._columns, self._folder = count, columns, folder
+        self.count, self._columns, self._folder, self._suffix = count, columns, folder, suffix
 
     @classmethod
     def of(cls, items: SourceItems) -> Packed | None:
@@ -279,9 +298,13 @@ class Packed:
             return None
         whole = items.whole() if isinstance(items, SplitSources) else items
         paths = whole.paths
-        folder, files = (paths.folder, paths.names) if isinstance(paths, Joined) else (None, paths)
-        columns = []
+        folder, files, suffix = (paths.folder, paths.names, paths.suffix) if isinstance(paths, Joined) else \
+            (None, paths, "")
+        columns: list[str | None] = []
         for values in (whole.names, whole.fingerprints, files):
+            if values is whole.names and columns:  # the files are the names (and a suffix)
+                columns.append(None)
+                continue
             try:
                 text = "\0".join(values)
             except TypeError:  # a fingerprint of None
@@ -289,15 +312,74 @@ class Packed:
             if text.count("\0") != max(len(values) - 1, 0):
                 return None
             columns.append(text)
-        return cls(items, len(whole), (columns[0], columns[1], columns[2]), folder)
+        return cls(items, len(whole), (columns[0], columns[1], columns[2]), folder, suffix)  # type: ignore[arg-type]
 
     def unpack(self) -> SourceItems:
         """The items packed."""
-        names, fingerprints, files = (text.split("\0") if self.count else [] for text in self._columns)
-        paths: Sequence[str] = files if self._folder is None else Joined(self._folder, files)
+        names, fingerprints, files = (None if text is None else text.split("\0") if self.count else []
+                                      for text in self._columns)
+        assert names is not None and fingerprints is not None
+        files = names if files is None else files
+        paths: Sequence[str] = files if self._folder is None else Joined(self._folder, files, self._suffix)
         items = SourceItems(names, fingerprints, paths, self.reader, self.digest if self.part_count is None else None)
         items.held_back = self.held_back
         return items if self.part_count is None else SplitSources(items, self.part_count)
+
+class InPartOrder(Sequence[SourceItem]):
+    """The items of a :class:`SourcesInParts` part after part, each part sorted by name, holding
+    only the last few parts read: a first run over an upstream output of a million items goes
+    through them without its whole table in memory (about 300 MB)."""
+
+    __slots__ = ("items", "_starts", "_held")
+
+    #: Parts held at once: items are asked for about in order, a few chunks at a time.
+    HELD = 4
+
+    def __init__(self, items: SourcesInParts) -> None:  # noqa: D107
+        self.items = items
+        self._starts = list(itertools.accumulate(items.part_sizes(), initial=0))
+        self._held: dict[int, SourceItems] = {}
+
+    def __len__(self) -> int:
+        return self._starts[-1]
+
+    @overload
+    def __getitem__(self, index: int) -> SourceItem: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[SourceItem]: ...
+
+    def __getitem__(self, index: int | slice) -> SourceItem | list[SourceItem]:
+        if isinstance(index, slice):
+            return [self[row] for row in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        p = bisect.bisect_right(self._starts, index) - 1  # past any empty parts that start there too
+        return self._part(p)[index - self._starts[p]]
+
+    def __iter__(self) -> Iterator[SourceItem]:
+        for p in range(self.items.part_count):
+            yield from self._part(p)
+
+    def __repr__(self) -> str:
+        return f"InPartOrder({len(self)} items in {self.items.part_count} parts)"
+
+    def parts(self) -> Iterator[SourceItems]:
+        """Each part in turn."""
+        return map(self._part, range(self.items.part_count))
+
+    def _part(self, p: int) -> SourceItems:
+        part = self._held.get(p)
+        if part is None:
+            part = self.items.part(p)
+            self.items.forget(p)  # held here, until a later part pushes it out
+            if len(self._held) >= self.HELD:
+                del self._held[next(iter(self._held))]
+            self._held[p] = part
+        return part
+
 
 # Whatever holds the items — a SourceItems of columns (a listing, an upstream output) or a list
 # of SourceItem a task's own input_items() made — the functions below give the same answers, so
@@ -306,21 +388,29 @@ class Packed:
 
 def names_of(items: Sequence[SourceItem]) -> list[str]:
     """The items' names, in order (the column itself where there is one: do not change it)."""
+    if isinstance(items, InPartOrder):
+        return [name for part in items.parts() for name in part.names]
     return items.names if isinstance(items, SourceItems) else [item.name for item in items]
 
 
 def fingerprints_of(items: Sequence[SourceItem]) -> list[str]:
     """The items' fingerprints, in order (the column itself where there is one: do not change it)."""
+    if isinstance(items, InPartOrder):
+        return [fingerprint for part in items.parts() for fingerprint in part.fingerprints]
     return items.fingerprints if isinstance(items, SourceItems) else [item.fingerprint for item in items]
 
 
 def find(items: Sequence[SourceItem], names: Iterable[str]) -> set[str]:
     """Those of ``names`` that name one of the items (a listing in parts looks in their parts only)."""
+    if isinstance(items, InPartOrder):
+        items = items.items
     return items.find(names) if isinstance(items, SourceItems) else set(names).intersection(names_of(items))
 
 
 def release(items: Sequence[SourceItem]) -> None:
     """Let go of what ``items`` read and can read again (an upstream output's parts)."""
+    if isinstance(items, InPartOrder):
+        items = items.items
     if isinstance(items, SourcesInParts):
         items.release()
 
@@ -332,6 +422,8 @@ def select(items: Sequence[SourceItem], rows: Iterable[int]) -> Sequence[SourceI
 
 def pairs(items: Sequence[SourceItem]) -> Iterable[tuple[str, str]]:
     """``(name, fingerprint)`` of each item, without building the items of a :class:`SourceItems`."""
+    if isinstance(items, InPartOrder):
+        return itertools.chain.from_iterable(map(pairs, items.parts()))
     if isinstance(items, SourceItems):
         return zip(items.names, items.fingerprints, strict=True)
     return ((item.name, item.fingerprint) for item in items)

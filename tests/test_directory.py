@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from pathlib import Path
 
 import luigi
 import numpy as np
@@ -420,17 +421,19 @@ def test_every_task_over_a_folder_gets_the_builds_one_listing_after_a_run_took_i
 
 
 @pytest.mark.parametrize("split", [False, True])
-def test_a_packed_listing_unpacks_to_the_same_items(split):
+@pytest.mark.parametrize("by_names", [False, True])
+def test_a_packed_listing_unpacks_to_the_same_items(split, by_names):
     from luisy.sources import Joined, Packed, SourceItems, SplitSources
 
     names = [f"n{i}" for i in range(3000)] + ["ü/x"]
-    items = SourceItems(names, [f"{i}-{i * 7}" for i in range(len(names))], Joined("/in", [f"{n}.txt" for n in names]),
-                        str)
+    paths = Joined("/in", names, ".txt") if by_names else Joined("/in", [f"{n}.txt" for n in names])
+    items = SourceItems(names, [f"{i}-{i * 7}" for i in range(len(names))], paths, str)
     items.held_back = frozenset({"late"})
     given = SplitSources(items, 2) if split else items
     back = Packed.of(given).unpack()
     assert type(back) is type(given) and back.digest() == given.digest() and back.held_back == {"late"}
     assert list(back) == list(given) and back.part_digests(2) == given.part_digests(2)
+    assert back.whole().paths.files == [f"{n}.txt" for n in names] if split else back.paths.files == paths.files
     assert Packed.of(SourceItems(["a\0b"], ["1-1"], ["/in/a"], str)) is None, "a NUL would split a value"
     assert Packed.of(SourceItems(["a"], [None], ["/in/a"], str)) is None
     assert Packed.of(SourceItems([], [], [], str)).unpack().names == []
@@ -469,3 +472,26 @@ def test_a_task_picking_some_of_its_input_items_is_complete_after_its_run(frames
     assert luisy.build(SummedButTheFirst(), working_dir=luisy_working_dir)
     assert PROCESSED == ["f4"] and sorted(name for name, _ in SummedButTheFirst().output().items()) == [
         "f1", "f2", "f3", "f4"]
+
+
+@pytest.mark.parametrize(("files", "by_names"), [
+    (["a.txt", "b.txt", "c.d.txt"], ".txt"),
+    (["a", "b"], ""),
+    (["a.txt", "b.csv"], None),
+    (["a.txt", "..txt"], None),  # a name that keeps its extension: the file is not its name and ".txt"
+    (["x/a.txt", "x.y/b"], None),
+])
+def test_a_listing_holds_its_files_by_name_where_each_is_its_name_and_one_extension(tmp_path, files, by_names):
+    from luisy.directory.inputs import source_items
+
+    for rel in files:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(rel)
+    items = source_items(str(tmp_path), sorted(files), lambda path: Path(path).read_text())
+    assert [item.load() for item in items] == sorted(files)
+    assert items.paths.files == sorted(files) and list(items.paths) == [str(tmp_path / f) for f in sorted(files)]
+    if by_names is None:
+        assert items.paths.names == sorted(files) and items.paths.suffix == ""
+    else:
+        assert items.paths.names is items.names and items.paths.suffix == by_names, "no list of file names beside"
+    assert items[1:].paths.files == sorted(files)[1:] and items.select([0]).paths.files == sorted(files)[:1]

@@ -40,16 +40,17 @@ PAUSES = {
         Doubled.process = process
     """,
     "while writing a checkpoint": """
-        original = target._append
+        original = target._items_json
         checkpoints = []
-        def append(path, text):
-            checkpoints.append(path)
-            if len(checkpoints) == 3:  # half of the line is in the file when the signal comes
-                original(path, text[:len(text) // 2])
+        def items_json(items, step=4096):
+            checkpoints.append(step)
+            text = "".join(original(items, step))
+            if len(checkpoints) == 3 and text:  # half of the line is in the file when the signal comes
+                yield text[:len(text) // 2]
                 pause()
                 text = text[len(text) // 2:]
-            return original(path, text)
-        target._append = append
+            yield text
+        target._items_json = items_json
     """,
     "between moving items and replacing the manifest": """
         original = target.temp_sibling

@@ -35,7 +35,7 @@ def test_merged_keeps_replaces_and_adds_like_a_dict(seed):
 
 @pytest.mark.parametrize("seed", range(20))
 def test_the_items_a_run_makes_read_like_a_dict_of_the_last_made_and_merge_like_one(seed):
-    from luisy.directory.table import NewItems, PartedItems
+    from luisy.directory.table import NewItems, NewParts, PartedItems
 
     rng = random.Random(seed)
     made = [(f"n{rng.randrange(60):02d}", Item(f"g{i}.npy", i, f"gc{i}", f"s{i}")) for i in range(rng.randrange(40))]
@@ -49,6 +49,14 @@ def test_the_items_a_run_makes_read_like_a_dict_of_the_last_made_and_merge_like_
     assert list(new.since(row)) == made[row:]
     assert new.superseded() == [item.file for row, (name, item) in enumerate(made)
                                 if any(later == name for later, _ in made[row + 1:])]
+    fresh = NewItems()  # made in the same order, split before any table of them all is made
+    for name, item in made:
+        fresh.add(name, item)
+    parts = fresh.by_part(4)
+    assert len(fresh) == len(expected) and fresh._table is None, "counted by the split, not by a sorted copy"
+    assert {p: t.columns() for p, t in parts.tables.items()} == \
+        {p: t.columns() for p, t in NewParts.split(ItemTable.of(expected), 4).tables.items()}
+    assert dict(parts.items()) == expected and len(parts) == len(expected)
     table = new.table()
     new.add("zz", Item("zz.npy", 1, "c", None))
     assert "zz" not in table and "zz" in new, "a table handed out does not change"
@@ -60,6 +68,9 @@ def test_the_items_a_run_makes_read_like_a_dict_of_the_last_made_and_merge_like_
     merged = parted.merged(keep, new)
     assert dict(merged.items()) == {name: current[name] for name in keep} | expected
     assert merged.part_count == 4
+    from_parts = parted.merged(keep, fresh)
+    assert fresh._table is None, "merged part by part"
+    assert dict(from_parts.items()) == {name: current[name] for name in keep} | dict(parts.items())
 
 
 def test_table_is_a_read_only_mapping_of_items():

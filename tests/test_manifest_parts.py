@@ -20,7 +20,7 @@ from conftest import run_luisy, write_project
 import luisy
 from luisy.directory.manifest import MANIFEST_NAME, PARTS, Manifest
 from luisy.errors import ItemNameError
-from luisy.parts import PART_ITEMS
+from luisy.parts import PART_ITEMS, part_of
 
 ITEMS = 10_000  # more than PART_ITEMS: four parts
 
@@ -357,3 +357,45 @@ def test_kill_9_while_publishing_parts_leaves_one_state_and_the_rerun_converges(
     listed = {record.file for record in tasks.Doubled().output().manifest.items.records}
     kept = set(tasks.Doubled().output().manifest.retired_parts)
     assert {f"{PARTS}/{name}" for name in _part_files(tasks.Doubled())} == listed | kept
+
+
+def test_a_first_run_over_an_upstream_in_parts_holds_a_few_of_its_parts_at_a_time(parted, monkeypatch):
+    from luisy.directory import manifest as manifests
+
+    tasks, folder, data = parted
+    monkeypatch.setattr(manifests, "HELD_PARTS", 2)  # as a million items in 256 parts are: not all kept
+    seen: list[tuple[str, int, bool]] = []
+
+    def at_hand(task: luigi.Task) -> tuple[int, bool]:
+        items = Manifest.read(_folder(task)).items  # the one this process holds, just published
+        return sum(table is not None for table in items._tables), items._full is not None
+
+    def process(self, name, value):
+        seen.append((name, *at_hand(tasks.Doubled())))
+        return value * 3
+
+    folded: list[tuple[str, int, bool]] = []
+
+    def fold(self, state, name, value):
+        folded.append((name, *at_hand(tasks.Tripled())))
+        return {"n": state["n"] + 1, "sum": state["sum"] + value}
+
+    monkeypatch.setattr(tasks.Tripled, "process", process)
+    monkeypatch.setattr(tasks.Total, "fold", fold)
+    assert luisy.execution.run([tasks.Total()], working_dir=data).ok
+    # Part after part, each sorted by name; the upstream's parts are read one at a time, none kept.
+    names = [name for name, _, _ in seen]
+    keys = [part_of(name, 4) for name in names]
+    assert keys == sorted(keys) and sorted(names) == [f"n{i:05d}" for i in range(ITEMS)]
+    assert {held for _, held, _ in seen} == {0} and not any(full for _, _, full in seen)
+    # The reduce folds in name order all the same, without the whole table of its input.
+    assert [name for name, _, _ in folded] == sorted(names)
+    assert {held for _, held, _ in folded} == {0} and not any(full for _, _, full in folded)
+    assert json.loads(_folder(tasks.Total()).read_text()) == {"n": ITEMS, "sum": 6 * sum(range(ITEMS))}
+    manifest = tasks.Tripled().output().manifest
+    assert manifest.items.names == sorted(names) and all(
+        manifest.items[name].source == tasks.Doubled().output().manifest.items[name].checksum for name in names[:50])
+    # A rerun reads the part that changed (and those its kept-name check looks in), not all four.
+    (folder / "n00003.txt").write_text("77")
+    assert luisy.execution.run([tasks.Total()], working_dir=data).ok
+    assert seen[-1][0] == "n00003" and seen[-1][1] < 4 and not seen[-1][2] and len(seen) == ITEMS + 1

@@ -240,6 +240,25 @@ def test_a_checkpoint_stops_growing_before_luisy_would_not_read_it(tmp_path, mon
     assert CHECKPOINT_MAX_BYTES == 1 << 30
 
 
+def test_a_checkpoint_written_in_pieces_is_taken_back_whole_when_it_grows_too_long(tmp_path, monkeypatch):
+    from luisy.directory import local as target
+
+    staging = target.LocalStaging(tmp_path / "out")
+    staging.keep()
+    first = {"a": Item("a.txt", 1, "c" * 32, "s1")}
+    staging.checkpoint({"code": "x"}, first.items())
+    before = (staging.path / CHECKPOINT).read_bytes()
+    many = [(f"b{i:05d}", Item(f"b{i:05d}.txt", 1, "c" * 32, "s")) for i in range(9000)]  # three pieces
+    monkeypatch.setattr(target, "CHECKPOINT_MAX_BYTES", len(before) + 2 * 4096 * 60)  # room for about two
+    staging.checkpoint({"code": "x"}, many)
+    assert (staging.path / CHECKPOINT).read_bytes() == before, "the pieces written are taken back"
+    monkeypatch.setattr(target, "CHECKPOINT_MAX_BYTES", 1 << 30)
+    staging.checkpoint({"code": "x"}, many)
+    staging.discard()
+    _, items = target.latest_checkpoint(tmp_path / "out", {"code": "x"})
+    assert items == {**first, **dict(many)}
+
+
 def test_a_temporary_name_with_a_pid_no_process_can_have_is_a_gone_writers(project):
     assert _luisy(project, "run", "tam.tasks:Upper")[0] == 0
     layer = _layer(project)

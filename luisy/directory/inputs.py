@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import array
 import fnmatch
+import itertools
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -137,7 +138,20 @@ def source_items(folder: str, files: list[str], reader: Callable[[str], Any], ow
     names = [item_name(rel) for rel in files]
     if len(set(names)) < len(names):
         name_clash(files, names, owner)
-    return SourceItems(names, fingerprints, Joined(folder, files), reader)
+    return SourceItems(names, fingerprints, _paths(folder, files, names), reader)
+
+
+def _paths(folder: str, files: list[str], names: list[str]) -> Joined:
+    """The paths of ``files``: by their ``names`` and extension where every file is its name and
+    one extension (a million file names less to hold)."""
+    if files:
+        suffix = files[0][len(names[0]):]
+        # A name is its file up to the last dot, or all of it: each is as long as its file, or
+        # shorter by its extension. Every file with this one, and shorter by it, makes the sum.
+        if (not suffix or all(map(str.endswith, files, itertools.repeat(suffix)))) and \
+                sum(map(len, files)) == sum(map(len, names)) + len(suffix) * len(files):
+            return Joined(folder, names, suffix)
+    return Joined(folder, files)
 
 
 def _stat(rel: str, fd: int) -> os.stat_result | None:
@@ -239,7 +253,7 @@ def stored_items(entries: Iterable[tuple[str, int, str]], folder: str, pattern: 
     names = [item_name(rel) for rel in files]
     if len(set(names)) < len(names):
         name_clash(files, names, owner)
-    return SourceItems(names, fingerprints, Joined(folder, files), reader)
+    return SourceItems(names, fingerprints, _paths(folder, files, names), reader)
 
 
 def hold_back(items: SourceItems, settled: Mapping[str, str]) -> SourceItems:

@@ -306,32 +306,34 @@ class LocalFolder:
         inside = _Inside(folder, self.owner)
         # The parts this publish changes are read before anything moves: a corrupt one fails the
         # run with the folder as it was.
-        new = writer.new.table()
-        touched = current.items.touched(writer.kept, new.names, writer.part_count)
+        count = writer.part_count or current.items.count_for(writer.kept, len(writer.new))
+        new = writer.new.by_part(count)
+        touched = current.items.touched(writer.kept, new, count)
         # A new item's file can clash only with the current file of an item of its name (in its
         # part) or with a kept replaced file: other names make other files, variants are random.
         taken = {*current.retired}
         for p in touched:
             taken.update(current.items.part(p).files)
         staging, made = os.fspath(cast(LocalStaging, writer.staging).path), set[str]()
-        moved: dict[int, str] = {}  # row → the variant its file was moved to
-        for row, file in enumerate(new.files):
-            to = file if file not in taken else _variant(file)
-            if "/" in file:
-                _make_dirs(folder, os.path.dirname(file), made)
-            staged = os.path.join(staging, file)  # strings, not paths: a Path interns each file name
-            try:
-                os.replace(staged, os.path.join(folder, to))
-            except IsADirectoryError:  # a folder no manifest lists stands there: left alone, as a stray
-                to = _variant(file)
-                os.replace(staged, os.path.join(folder, to))
-            if to != file:
-                moved[row] = to
-                taken.add(to)
-        if moved:
-            new = ItemTable(new.names, [moved.get(row, file) for row, file in enumerate(new.files)], new.sizes,
-                            new.checksums, new.sources)
-        items = current.items.merged(writer.kept, new, writer.part_count, writer.inputs_parts)
+        for p, part in new.tables.items():
+            moved: dict[int, str] = {}  # row → the variant its file was moved to
+            for row, file in enumerate(part.files):
+                to = file if file not in taken else _variant(file)
+                if "/" in file:
+                    _make_dirs(folder, os.path.dirname(file), made)
+                staged = os.path.join(staging, file)  # strings, not paths: a Path interns each file name
+                try:
+                    os.replace(staged, os.path.join(folder, to))
+                except IsADirectoryError:  # a folder no manifest lists stands there: left alone, as a stray
+                    to = _variant(file)
+                    os.replace(staged, os.path.join(folder, to))
+                if to != file:
+                    moved[row] = to
+                    taken.add(to)
+            if moved:
+                new.tables[p] = ItemTable(part.names, [moved.get(row, file) for row, file in enumerate(part.files)],
+                                          part.sizes, part.checksums, part.sources)
+        items = current.items.merged(writer.kept, new, count, writer.inputs_parts)
         replaced, relisted = current.items.dropped_files(items, current.retired)
         now, keep_for = time.time(), config.current().keep_replaced_seconds
         retired = {f: t for f, t in current.retired.items() if now - t < keep_for and f not in relisted}
@@ -413,14 +415,20 @@ class LocalStaging:
         new one, and the items it listed are made again. Nothing is appended that would make the
         checkpoint longer than :data:`CHECKPOINT_MAX_BYTES`.
         """
-        pieces = [] if self._checkpointed else ["\n" + json.dumps({"state": state})]
-        listed = _items_json(items)
-        if listed:
-            pieces += ['\n{"items": {', *listed, "}}"]
-        size = sum(map(len, pieces))  # ASCII: as many bytes as characters
-        if self._checkpoint_bytes + size > CHECKPOINT_MAX_BYTES:
-            return  # a longer one is not read: these items are made again after an interruption
-        _append(self.path / CHECKPOINT, pieces)
+        pieces = itertools.chain([] if self._checkpointed else ["\n" + json.dumps({"state": state})],
+                                 _items_json(items))
+        room = CHECKPOINT_MAX_BYTES - self._checkpoint_bytes
+        size = 0
+        # Written as made (a checkpoint of 100 000 items is 13 MB of text), taken back if too long.
+        with open(self.path / CHECKPOINT, "a", encoding="ascii") as f:
+            start = f.tell()
+            for piece in pieces:
+                size += len(piece)  # ASCII: as many bytes as characters
+                if size > room:  # a longer one is not read: these items are made again after an interruption
+                    f.truncate(start)
+                    return
+                f.write(piece)
+                f.flush()  # what a kill leaves is whole pieces, then a line cut short
         self._checkpoint_bytes += size
         self._checkpointed = True
 
@@ -569,20 +577,17 @@ def _checked_file(folder: int, name: str, item: Item) -> os.stat_result | None:
         os.close(fd)
 
 
-def _append(path: Path, pieces: list[str]) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        f.writelines(pieces)
-
-
-def _items_json(items: Iterable[tuple[str, Item]], step: int = 4096) -> list[str]:
-    """The members of the JSON object ``{name: [file, size, checksum, source], ...}`` as
-    ``json.dumps`` writes them, in pieces of ``step`` items joined by ``", "``: a checkpoint of
-    200 000 items made as one dict of lists and one string took 100 MB at once."""
-    pieces: list[str] = []
+def _items_json(items: Iterable[tuple[str, Item]], step: int = 4096) -> Iterator[str]:
+    """The line ``{"items": {name: [file, size, checksum, source], ...}}`` (after a newline) as
+    ``json.dumps`` writes it, in pieces of ``step`` items (none if there are no items): a
+    checkpoint of 200 000 items made as one dict of lists and one string took 100 MB at once."""
     rest = iter(items)
+    first = True
     for chunk in iter(lambda: list(itertools.islice(rest, step)), []):
-        pieces.append((", " if pieces else "") + json.dumps({name: list(item) for name, item in chunk})[1:-1])
-    return pieces
+        yield ('\n{"items": {' if first else ", ") + json.dumps({name: list(item) for name, item in chunk})[1:-1]
+        first = False
+    if not first:
+        yield "}}"
 
 
 class ItemReader:

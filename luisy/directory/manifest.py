@@ -356,9 +356,15 @@ def remember(folder: str | os.PathLike[str], manifest: Manifest, header: Manifes
     if identity is not None:
         manifest.items.stored(functools.partial(_load_part, _part_reader(os.fspath(folder)), manifest.items.part_count,
                                                 identity[0]))
+        # A rerun's few changed parts stay at hand for the task downstream; a first run's
+        # million items are read again part by part, rather than held whole while it runs.
+        manifest.items.release(keep=HELD_PARTS)
         _parsed.put(identity, manifest)
         _headers.put(identity, header)
 
+
+#: How many parts of a manifest just written stay at hand (about 130 000 items).
+HELD_PARTS = 32
 
 _headers: BoundedCache[tuple[str, int, int, int], ManifestHeader] = BoundedCache(64)
 

@@ -16,7 +16,7 @@ from typing import Any
 from luisy.directory.manifest import Manifest
 from luisy.directory.table import ItemTable, Kept
 from luisy.parts import part_count, part_of
-from luisy.sources import SourceItem, SourceItems, SourcesInParts, fingerprints_of, names_of, select
+from luisy.sources import InPartOrder, SourceItem, SourceItems, SourcesInParts, fingerprints_of, names_of, select
 
 Failure = tuple[str, "str | None", "dict[str, str] | None"]
 _MISSING = object()
@@ -53,9 +53,11 @@ def parts_for(items: Sequence[SourceItem], current: int = 0) -> int:
 
 
 def everything(items: Sequence[SourceItem]) -> Pending:
-    """Every item to do: there is no usable manifest."""
+    """Every item to do: there is no usable manifest. Items read part by part from files are
+    done in that order, so that a run holds a few parts of them at a time."""
     count = parts_for(items)
-    return Pending(items, set(), {}, new=len(items), everything=True, part_count=count,
+    todo = InPartOrder(items) if isinstance(items, SourcesInParts) and items.stored and not items.held_back else items
+    return Pending(todo, set(), {}, new=len(items), everything=True, part_count=count,
                    inputs_parts=_inputs_parts(items, count))
 
 

@@ -105,6 +105,13 @@ class RememberedListing(SourcesInParts):
             self.loaded[p] = found
         return found
 
+    def part_sizes(self) -> list[int]:
+        return list(self.sizes)
+
+    def forget(self, p: int) -> None:
+        if p not in self.changed:  # those are remembered from here
+            self.loaded.pop(p, None)
+
     def whole(self) -> SourceItems:
         parts = [self.part(p) for p in range(self.part_count)]
         files = [file for part in parts for file in _files_of(part, self.folder)]
@@ -370,7 +377,7 @@ def _files_of(items: SourceItems, folder: str) -> list[str]:
     """The items' files, relative to ``folder``."""
     paths = items.paths
     if isinstance(paths, Joined) and paths.folder == folder:
-        return list(paths.names)
+        return paths.files
     return [os.path.relpath(path, folder) for path in paths]
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import operator
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from luisy.digests import columns_digest
@@ -147,7 +147,7 @@ class NewItems(Mapping[str, Item]):
     is, without a tuple and a dict entry per item, take half the memory.
     """
 
-    __slots__ = ("names", "files", "sizes", "checksums", "sources", "_table")
+    __slots__ = ("names", "files", "sizes", "checksums", "sources", "_table", "_length")
 
     def __init__(self) -> None:  # noqa: D107
         self.names: list[str] = []
@@ -156,6 +156,7 @@ class NewItems(Mapping[str, Item]):
         self.checksums: list[str] = []
         self.sources: list[str | None] = []
         self._table: ItemTable | None = None
+        self._length: tuple[int, int] | None = None
 
     def add(self, name: str, item: Item) -> None:
         if self._table is not None and self._table.names is self.names:  # shared: the table must not change
@@ -195,15 +196,33 @@ class NewItems(Mapping[str, Item]):
         """The items sorted by name; the columns themselves where they are (a run usually makes
         its items in the order of its sorted input)."""
         if self._table is None:
-            names = self.names
-            columns: list[list[Any]] = list(self.columns())
-            if not all(map(operator.lt, names, itertools.islice(names, 1, None))):
-                order = sorted(range(len(names)), key=names.__getitem__)  # stable: the last of a name is last
-                order = [row for row, after in zip(order, [*order[1:], None], strict=True)
-                         if after is None or names[after] != names[row]]
-                columns = [[column[row] for row in order] for column in columns]
-            self._table = ItemTable._from_columns(columns)
+            self._table = _sorted_table(list(self.columns()))
         return self._table
+
+    def by_part(self, count: int) -> NewParts:
+        """The items in ``count`` parts, each sorted by name, the last made of a name counting:
+        split column by column, without a sorted copy of them all (a first run over an upstream
+        in parts makes its items part after part, not in name order)."""
+        if count == 1 or self._table is not None:
+            return NewParts.split(self.table(), count)
+        keys = part_keys(self.names, count)
+        split: list[list[list[Any]]] = []
+        for column in self.columns():
+            lists: list[list[Any]] = [[] for _ in range(count)]
+            add = [part.append for part in lists]
+            for key, value in zip(keys, column, strict=True):  # no row numbers: a million ints is 36 MB
+                add[key](value)
+            split.append(lists)
+        del keys
+        tables = {}
+        for p in range(count):
+            if split[0][p]:
+                tables[p] = _sorted_table([lists[p] for lists in split])
+                for lists in split:
+                    lists[p] = []
+        parts = NewParts(count, tables)
+        self._length = (self.rows, len(parts))
+        return parts
 
     def __getitem__(self, name: str) -> Item:
         return self.table()[name]
@@ -215,10 +234,56 @@ class NewItems(Mapping[str, Item]):
         return iter(self.table())
 
     def __len__(self) -> int:
+        if self._table is None and self._length is not None and self._length[0] == self.rows:
+            return self._length[1]  # counted when split into parts: no sorted copy for a count
         return len(self.table())
 
     def __repr__(self) -> str:
         return f"NewItems({self.rows} made)"
+
+
+def _sorted_table(columns: list[list[Any]]) -> ItemTable:
+    """The rows of ``columns`` sorted by name, the last of a name counting (the columns
+    themselves where they are sorted)."""
+    names = columns[0]
+    if not all(map(operator.lt, names, itertools.islice(names, 1, None))):
+        order = sorted(range(len(names)), key=names.__getitem__)  # stable: the last of a name is last
+        order = [row for row, after in zip(order, [*order[1:], None], strict=True)
+                 if after is None or names[after] != names[row]]
+        columns = [[column[row] for row in order] for column in columns]
+    return ItemTable._from_columns(columns)
+
+
+class NewParts(Mapping[str, Item]):
+    """New items split into ``count`` parts as a manifest's are: the tables of the parts that
+    have items, each sorted by name."""
+
+    __slots__ = ("count", "tables")
+
+    def __init__(self, count: int, tables: dict[int, ItemTable]) -> None:  # noqa: D107
+        self.count, self.tables = count, tables
+
+    @classmethod
+    def split(cls, table: ItemTable, count: int) -> NewParts:
+        """``table`` in ``count`` parts."""
+        if count == 1:
+            return cls(1, {0: table} if len(table) else {})
+        return cls(count, {p: table.select(rows) for p, rows in enumerate(part_rows(table.names, count)) if rows})
+
+    def __getitem__(self, name: str) -> Item:
+        part = self.tables.get(part_of(name, self.count))
+        if part is None:
+            raise KeyError(name)
+        return part[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return itertools.chain.from_iterable(self.tables.values())
+
+    def __len__(self) -> int:
+        return sum(map(len, self.tables.values()))
+
+    def __repr__(self) -> str:
+        return f"NewParts({len(self)} items in {len(self.tables)} of {self.count} parts)"
 
 
 def empty_table() -> ItemTable:
@@ -307,11 +372,21 @@ class PartedItems(Mapping[str, Item]):
             table = self._tables[p] = self._load(p, self.records[p])
         return table
 
-    def release(self) -> None:
-        """Let go of the parts read (they are read again when asked for)."""
-        if self._load is not None and all(record.file for record in self.records):  # else in the manifest itself
+    def release(self, keep: int = 0) -> None:
+        """Let go of the parts at hand (they are read again when asked for), unless no more than
+        ``keep`` are."""
+        if sum(table is not None for table in self._tables) > keep and self._stored():
             self._tables = [None] * len(self.records)
             self._full = self._names = None
+
+    def forget(self, p: int) -> None:
+        """Let go of part ``p`` (read again when asked for), where it is stored."""
+        if self._stored():
+            self._tables[p] = None
+            self._full = self._names = None
+
+    def _stored(self) -> bool:
+        return self._load is not None and all(record.file for record in self.records)  # else in the manifest
 
     def stored(self, load: Callable[[int, PartRecord], ItemTable]) -> None:
         """Note how parts are read, now that they are stored (they are at hand: earlier ones may not be)."""
@@ -329,6 +404,25 @@ class PartedItems(Mapping[str, Item]):
     def parts(self) -> list[ItemTable]:
         """Every part (read if not at hand)."""
         return [self.part(p) for p in range(self.part_count)]
+
+    def names_and_files(self) -> tuple[list[str], list[str]]:
+        """Every item's name and file, sorted by name: a part that is not at hand is read for
+        them and not kept (what a reduce folds from, without the whole table in memory)."""
+        if self._full is not None:
+            return self._full.names, self._full.files
+        names: list[str] = []
+        files: list[str] = []
+        for p, record in enumerate(self.records):
+            part = self._tables[p]
+            if part is None:
+                part = self._load(p, record) if self._load is not None else self.part(p)
+            names += part.names
+            files += part.files
+            del part
+        if self.part_count > 1:
+            order = sorted(range(len(names)), key=names.__getitem__)
+            names, files = [names[row] for row in order], [files[row] for row in order]
+        return names, files
 
     def full(self) -> ItemTable:
         """The whole table, sorted by name (every part is read)."""
@@ -391,15 +485,15 @@ class PartedItems(Mapping[str, Item]):
             keep = {name for name in self.names if name in keep}
         elif not isinstance(keep, (Kept, set, frozenset)):
             keep = set(keep)
-        if count is None:
-            count = self.part_count if isinstance(keep, Kept) else part_count(len(keep) + len(new), self.part_count)
+        count = self.count_for(keep, len(new)) if count is None else count
         if count != self.part_count and len(self):  # split otherwise: the whole table, once
             assert not isinstance(keep, Kept)
             full = self.full().merged(keep, new)
             return PartedItems.split(full, count, inputs)
         # Part by part: no copy of the whole table is made beside the parts.
-        new = ItemTable.of(new)
-        touched = {p: new.select(rows) for p, rows in enumerate(part_rows(new.names, count)) if rows}
+        if not (isinstance(new, NewParts) and new.count == count):
+            new = new.by_part(count) if isinstance(new, NewItems) else NewParts.split(ItemTable.of(new), count)
+        touched = new.tables
         same = count == self.part_count
         records = list(self.records) if same else [PartRecord(None, 0, empty_table().digest())] * count
         tables: list[ItemTable | None] = list(self._tables) if same else [empty_table() for _ in range(count)]
@@ -415,6 +509,11 @@ class PartedItems(Mapping[str, Item]):
             table = part.merged(names, touched.get(p, empty_table()))
             records[p], tables[p] = PartRecord(None, len(table), table.digest(), given), table
         return PartedItems(records, tables, self._load)
+
+    def count_for(self, keep: Collection[str] | Kept, new: int) -> int:
+        """How many parts :meth:`merged` makes of ``keep`` and ``new`` new items when not told: as
+        many as now, unless far off."""
+        return self.part_count if isinstance(keep, Kept) else part_count(len(keep) + new, self.part_count)
 
     def partwise(self, keep: Iterable[str] | Kept, count: int | None) -> bool:
         """Whether :meth:`merged` takes over the parts ``keep`` keeps whole, unread."""
@@ -490,6 +589,12 @@ class PartedSources(SourcesInParts):
     def release(self) -> None:
         self._whole = None
         self.table.release()
+
+    def part_sizes(self) -> list[int]:
+        return [record.items for record in self.table.records]
+
+    def forget(self, p: int) -> None:
+        self.table.forget(p)
 
     def _as_sources(self, table: ItemTable) -> SourceItems:
         return SourceItems(table.names, table.checksums, Joined(self.folder, table.files), self.reader)

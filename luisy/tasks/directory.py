@@ -318,7 +318,7 @@ class DirectoryTask(Task):
         with self.output().writer(self) as writer, stop_on_signals(run.grace_seconds) as stop:
             pending = self.pending(items)
             # Before any work. Names kept in whole parts were checked when they were published.
-            self._check_names(pending.todo if isinstance(pending.keep, Kept) else items)
+            self._check_names(pending.todo if isinstance(pending.keep, Kept) or pending.everything else items)
             if isinstance(pending.keep, Kept):
                 self._check_against_kept(items, pending.todo, pending.keep)
             # What complete() compares: the folder's digest, also where input_items() picks some.

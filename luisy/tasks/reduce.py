@@ -111,8 +111,9 @@ class ReduceTask(Task):
                     break
                 old[name] = where
         if delta.refold is not None:
-            folded, unfolded = manifest.items.names, []
-            state = self._fold_all(source, folded, manifest.items.files)
+            (folded, files), unfolded = manifest.items.names_and_files(), []
+            state = self._fold_all(source, folded, files)
+            del files
         else:
             state, unfolded = (saved or {})["state"], [*delta.removed, *delta.changed]
             for name in unfolded:

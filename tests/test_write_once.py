@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import time
@@ -406,3 +407,97 @@ def test_a_dangling_link_whose_file_comes_later_is_read_then(flat, luisy_working
     (store / "d.txt").write_text("here now")
     (flat / "g.txt").write_text("new")  # the folder changes
     assert _flat_build(luisy_working_dir) == ["dang", "g"]
+
+
+def _flat_expected(folder):
+    return {path.name[:-4]: len(path.read_text()) for path in folder.glob("*.txt") if path.is_file()}
+
+
+def test_a_folder_that_changes_a_little_keeps_its_entries_file_and_notes_the_changes(flat, luisy_working_dir,
+                                                                                     monkeypatch, tmp_path):
+    from luisy.directory import snapshot
+
+    monkeypatch.setattr(snapshot, "_NOTED", 6)
+    _flat_build(luisy_working_dir)
+    cache = luisy_working_dir / cachefiles.CACHE_DIR
+    [entries] = cache.glob("flat.*.listing.entries")
+    [root] = cache.glob("flat.*.listing.json")
+    written = entries.read_bytes()
+
+    def rerun(*processed):
+        _age(*(flat / f"{name}.txt" for name in processed), flat)  # else not remembered (see above)
+        assert _flat_build(luisy_working_dir) == sorted(processed)
+        assert _flat_outputs() == _flat_expected(flat)
+        return json.loads(root.read_text())["changes"]
+
+    with monkeypatch.context() as patched:
+        _never_listed_whole(patched)
+        (flat / "g.txt").write_text("new")
+        assert rerun("g") == [[["g.txt", os.stat(flat / "g.txt").st_ino]], []]
+        (flat / "f03.txt").unlink()
+        (flat / "f04.txt").rename(flat / "h.txt")
+        (flat / "f05.new").write_text("other text")
+        os.replace(flat / "f05.new", flat / "f05.txt")
+        rerun("f05", "h")
+        (flat / "g.txt").unlink()  # noted as added, now gone
+        (flat / "f06.txt").rename(tmp_path / "f06.txt")  # out, and back in below: the same inode
+        added, removed = rerun()
+        assert "g.txt" not in {name for name, _ in added} and "f06.txt" in {name for name, _ in removed}
+        (tmp_path / "f06.txt").rename(flat / "f06.txt")
+        rerun("f06")
+        assert entries.read_bytes() == written, "the entries file is as the first run wrote it"
+        for i in range(5):  # more changes than the root notes: the entries are written again
+            (flat / f"m{i}.txt").write_text("more")
+        assert rerun(*(f"m{i}" for i in range(5))) == [[], []]
+    assert entries.read_bytes() != written
+    (flat / "n.txt").write_text("after")
+    _never_listed_whole(monkeypatch)
+    assert rerun("n") == [[["n.txt", os.stat(flat / "n.txt").st_ino]], []]
+
+
+@pytest.mark.parametrize("changes", ["junk", [["g.txt", 1]], [[["g.txt", "1"]], []], [[7], []]])
+def test_broken_changes_in_a_snapshots_root_mean_listing_whole(flat, luisy_working_dir, changes):
+    _flat_build(luisy_working_dir)
+    [root] = (luisy_working_dir / cachefiles.CACHE_DIR).glob("flat.*.listing.json")
+    with config.working_dir(luisy_working_dir):
+        cachefiles.write_cache(str(root), {**json.loads(root.read_text()), "changes": changes})
+    (flat / "f01.txt").write_text("edited in place, longer than before")
+    (flat / "g.txt").write_text("new")
+    assert _flat_build(luisy_working_dir) == ["f01", "g"]  # listed whole: the edit is seen too
+    assert _flat_outputs() == _flat_expected(flat)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_changes_over_many_runs_are_all_seen_from_the_noted_changes(flat, luisy_working_dir, monkeypatch,
+                                                                           tmp_path, seed):
+    from luisy.directory import snapshot
+
+    rng = random.Random(seed)
+    monkeypatch.setattr(snapshot, "_NOTED", rng.choice([3, 8, 128]))
+    _flat_build(luisy_working_dir)
+    _never_listed_whole(monkeypatch)
+    outside: list[str] = []
+    for step in range(12):
+        names = sorted(path.name for path in flat.glob("*.txt"))
+        for _ in range(rng.randrange(1, 4)):
+            change = rng.choice(["add", "remove", "rename", "replace", "out", "back"])
+            name = rng.choice(names)
+            if change == "add":
+                (flat / f"a{step}_{rng.randrange(1000)}.txt").write_text("y" * rng.randrange(50))
+            elif change == "remove" and (flat / name).exists():
+                (flat / name).unlink()
+            elif change == "rename" and (flat / name).exists():
+                (flat / name).rename(flat / f"r{step}_{name}")
+            elif change == "replace" and (flat / name).exists():
+                (flat / "tmp.new").write_text("z" * rng.randrange(50))
+                os.replace(flat / "tmp.new", flat / name)
+            elif change == "out" and (flat / name).exists():
+                (flat / name).rename(tmp_path / name)
+                outside.append(name)
+            elif change == "back" and outside:
+                back = outside.pop(rng.randrange(len(outside)))
+                if not (flat / back).exists():
+                    (tmp_path / back).rename(flat / back)
+        _age(*flat.iterdir(), flat)
+        _flat_build(luisy_working_dir)
+        assert _flat_outputs() == _flat_expected(flat), f"step {step}"

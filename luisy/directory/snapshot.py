@@ -18,9 +18,10 @@ place is never noticed (a ``recursive`` listing, whenever one of its folders cha
 again whole, and sees such edits then).
 
 A snapshot is kept per folder and selection in ``<working_dir>/.luisy-digests/``:
-``<folder>.<digest>.listing.json`` (the folders' times, the parts' digests and sizes),
-``….listing-<p>.json`` (part ``p``: files and fingerprints) and ``….listing.entries`` (the
-folder's entries, in the order the file system lists them). The root is written last and names
+``<folder>.<digest>.listing.json`` (the folders' times, the parts' digests and sizes, the
+entries added and removed since the entries file was written), ``….listing-<p>.json`` (part
+``p``: files and fingerprints) and ``….listing.entries`` (the folder's entries, in the order the
+file system lists them: written again only after :data:`_NOTED` changes). The root is written last and names
 what the others must hold, so a snapshot half written, or written by two runs at once, is one
 that does not match: it is ignored, and the folder listed whole. Runs write snapshots; ``plan``
 and ``status`` only read them. A folder modified within :data:`RACY_SECONDS` of being listed is
@@ -60,6 +61,10 @@ _AHEAD = 1024
 #: How many entries the walk compares at once, where they are the same.
 _RUN = 4096
 _NAME = operator.attrgetter("name")
+#: How many entries added and removed since a folder's entries file was written its snapshot's
+#: root notes, before the entries are written again (21 MB at a million): each is one more step
+#: of the walk that compares the folder's entries with that file.
+_NOTED = 128
 
 
 def recall(folder: str, scope: str) -> str | None:
@@ -74,7 +79,8 @@ class RememberedListing(SourcesInParts):
     """A folder's items as remembered in parts, each read when first needed; ``loaded`` parts
     (those a change made again) are at hand."""
 
-    __slots__ = ("folder", "scope", "digests", "sizes", "loaded", "changed", "entries", "_full")
+    __slots__ = ("folder", "scope", "digests", "sizes", "loaded", "changed", "entries", "fresh", "base", "changes",
+                 "_full")
 
     def __init__(self, folder: str, scope: str, digests: list[str], sizes: list[int],
                  reader: Callable[[str], Any], full: Callable[[], SourceItems]) -> None:
@@ -86,6 +92,13 @@ class RememberedListing(SourcesInParts):
         self.changed: set[int] = set()
         #: The folder's entries, where the listing read them (the folder changed).
         self.entries: Entries | None = None
+        #: The fingerprints of the files found new.
+        self.fresh: list[str] = []
+        #: The token of the entries file the entries were compared with, and the entries added
+        #: to and removed from it since, as (name, inode): what a snapshot notes instead of
+        #: writing the entries again (see :func:`_noted`).
+        self.base: str | None = None
+        self.changes: tuple[set[tuple[str, int]], set[tuple[str, int]]] = (set(), set())
         self._full = full
 
     def whole_part_digests(self) -> list[str | None]:
@@ -150,15 +163,24 @@ def relist(folder: str, scope: str, ignored: Callable[[str], Any], chosen: Calla
     except OSError:  # gone, or not readable: the whole listing says which
         return None
     before = _read_entries(folder, scope, root["entries"])
-    if before is None:
+    noted = _noted(root.get("changes", [[], []]))
+    if before is None or noted is None:
         return None
-    added, removed = _difference(before, entries)
-    listing.entries = entries
-    changes = _changes(folder, [entries.names[row] for row in added], [before.names[row] for row in removed],
+    added_rows, removed_rows = _difference(before, entries)
+    added = {(entries.names[row], entries.inodes[row]) for row in added_rows}
+    removed = {(before.names[row], before.inodes[row]) for row in removed_rows}
+    listing.entries, listing.base, listing.changes = entries, root["entries"], (added, removed)
+    # Since the listing remembered: what is added since the entries file and was not noted then
+    # (or was noted removed and is back), and what is removed since and was not noted, or was
+    # noted added and is gone again.
+    new_entries = (added - noted[0]) | (noted[1] - removed)
+    gone_entries = (removed - noted[1]) | (noted[0] - added)
+    changes = _changes(folder, [name for name, _ in sorted(new_entries)], [name for name, _ in gone_entries],
                        ignored, chosen, listing.part_count)
     if changes is None:
         return None
     gone, new = changes
+    listing.fresh = [fingerprint for found in new.values() for _, fingerprint in found]
     total = len(listing) + sum(map(len, new.values())) - sum(map(len, gone.values()))
     if part_count(total, listing.part_count) != listing.part_count:
         return None  # split again: every part changes
@@ -199,11 +221,16 @@ def remember(folder: str, scope: str, seen: Folders, items: SourcesInParts, entr
         return
     known = [entry for entry in seen if entry is not None]
     recent = time.time_ns() - int(RACY_SECONDS * 1e9)
+    changes: list[list[list[Any]]] = [[], []]
+    token = None
     if isinstance(items, RememberedListing):
         if items.entries is None:
             return  # as remembered
-        fresh: Iterable[str] = (fp for p in items.changed for fp in items.loaded[p].fingerprints)
+        fresh: Iterable[str] = items.fresh
         changed, entries = sorted(items.changed), items.entries
+        if sum(map(len, items.changes)) <= _NOTED:  # the entries file as it is, and what changed since
+            token, entries = items.base, None
+            changes = [sorted(map(list, found)) for found in items.changes]
     else:
         fresh, changed = items.whole().fingerprints, list(range(items.part_count))
     if any(mtime_ns > recent for _, _, mtime_ns in known) or newest_mtime_ns(fresh) > recent:
@@ -213,14 +240,13 @@ def remember(folder: str, scope: str, seen: Folders, items: SourcesInParts, entr
     if not all(_write_part(folder, scope, p, digests[p], part)  # type: ignore[arg-type]
                for p, part in _parts(items, changed)):
         return
-    token = None
     if entries is not None:
         token = digest(folder, str(time.time_ns()), str(os.getpid()), size=8)
         if not _write_entries(folder, scope, token, entries):
             return
     folders = [(os.path.abspath(where), inode, mtime_ns) for where, inode, mtime_ns in known]  # any cwd
     write_cache(_path(folder, scope), {"folders": folders, "digest": items.digest(), "count": items.part_count,
-                                       "parts": digests, "sizes": sizes, "entries": token})
+                                       "parts": digests, "sizes": sizes, "entries": token, "changes": changes})
 
 
 def _root(folder: str, scope: str) -> dict[str, Any] | None:
@@ -316,6 +342,19 @@ def _index(names: list[str], name: str, start: int) -> int | None:
         return names.index(name, start, start + _AHEAD)
     except ValueError:
         return None
+
+
+def _noted(changes: Any) -> tuple[set[tuple[str, int]], set[tuple[str, int]]] | None:
+    """The entries a snapshot notes added and removed since its entries file was written, as
+    sets of (name, inode); ``None`` if ``changes`` is not two lists of such pairs."""
+    try:
+        added, removed = ({(name, inode) for name, inode in found} for found in changes)
+    except (TypeError, ValueError):
+        return None
+    pairs = itertools.chain(added, removed)
+    if not all(type(name) is str and type(inode) is int for name, inode in pairs):
+        return None
+    return added, removed
 
 
 def _set_difference(before: Entries, now: Entries) -> tuple[list[int], list[int]]:

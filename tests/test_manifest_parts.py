@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import random
 import shutil
 import signal
@@ -399,3 +400,25 @@ def test_a_first_run_over_an_upstream_in_parts_holds_a_few_of_its_parts_at_a_tim
     (folder / "n00003.txt").write_text("77")
     assert luisy.execution.run([tasks.Total()], working_dir=data).ok
     assert seen[-1][0] == "n00003" and seen[-1][1] < 4 and not seen[-1][2] and len(seen) == ITEMS + 1
+
+
+def test_a_reduce_reads_no_part_again_that_the_publish_before_it_replaced(parted, monkeypatch):
+    from luisy.directory import manifest as manifests
+
+    tasks, folder, data = parted
+    assert luisy.execution.run([tasks.Total()], working_dir=data).ok
+    (folder / "n00003.txt").write_text("77")
+    reads: list[str] = []
+    original = manifests.read_own
+
+    def read_own(path, *args, **kwargs):
+        reads.append(os.path.relpath(path, _folder(tasks.Tripled())))
+        return original(path, *args, **kwargs)
+
+    monkeypatch.setattr(manifests, "read_own", read_own)
+    monkeypatch.setattr(manifests, "_parsed", manifests._ParsedManifests(size=2))  # as in a new process
+    assert luisy.execution.run([tasks.Total()], working_dir=data).ok
+    tripled = [path for path in reads if not path.startswith("..")]
+    # Tripled's run reads the part n00003 is in; the reduce compares it, as it was, with the new one.
+    assert len(tripled) == 1 and tripled[0].startswith(PARTS)
+    assert json.loads(_folder(tasks.Total()).read_text())["sum"] == 6 * (sum(range(ITEMS)) - 3 + 77)

@@ -688,7 +688,7 @@ def _replace_manifest(folder: Path, manifest: Manifest, current: Manifest) -> No
         f.write(head + "\n")
         f.writelines(body)
     os.replace(tmp, folder / MANIFEST_NAME)
-    remember(folder, manifest, header)
+    remember(folder, manifest, header, current)
     for file in expired:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(folder / file)

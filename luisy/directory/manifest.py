@@ -349,10 +349,17 @@ def _part_reader(folder: str) -> Callable[[str], bytes]:
     return read
 
 
-def remember(folder: str | os.PathLike[str], manifest: Manifest, header: ManifestHeader) -> None:
+def remember(folder: str | os.PathLike[str], manifest: Manifest, header: ManifestHeader,
+             replaced: Manifest | None = None) -> None:
     """Note that ``manifest`` (with ``header``) is what the folder's manifest file now holds (just
-    written), so neither is read back in this process."""
+    written), so neither is read back in this process; and the parts of ``replaced`` (the one
+    it replaced) that it no longer lists and that are at hand, for a reader of the earlier one."""
     identity = _identity(folder)
+    if identity is not None and replaced is not None and replaced.items.part_count > 1:
+        listed = {record.file for record in manifest.items.records}
+        for record, table in zip(replaced.items.records, replaced.items._tables, strict=True):
+            if table is not None and record.file is not None and record.file not in listed:
+                _replaced_parts.put((identity[0], record.file), table)
     if identity is not None:
         manifest.items.stored(functools.partial(_load_part, _part_reader(os.fspath(folder)), manifest.items.part_count,
                                                 identity[0]))
@@ -365,6 +372,10 @@ def remember(folder: str | os.PathLike[str], manifest: Manifest, header: Manifes
 
 #: How many parts of a manifest just written stay at hand (about 130 000 items).
 HELD_PARTS = 32
+#: Parts a publish in this process replaced, by (manifest path, part file), as read then: a
+#: reduce compares the items its state covers with those now right after the publish, and reads
+#: the parts it covers again otherwise. A part file is never rewritten (named by its digest).
+_replaced_parts: BoundedCache[tuple[str, str], ItemTable] = BoundedCache(HELD_PARTS)
 
 _headers: BoundedCache[tuple[str, int, int, int], ManifestHeader] = BoundedCache(64)
 
@@ -594,6 +605,9 @@ def _load_part(read: Callable[[str], bytes] | None, count: int, where: str, p: i
     """Part ``p`` of ``count``, read with ``read`` and checked against its ``record`` (the manifest
     at ``where`` lists it); :class:`~luisy.errors.ManifestError` if it is missing or corrupt."""
     file = str(record.file)
+    known = _replaced_parts.get((where, file))
+    if known is not None and known.digest() == record.digest and len(known) == record.items:
+        return known
     shown = f"{where.rsplit('/', 1)[0]}/{file}" if "/" in where else file
     if read is None:
         raise ManifestError(f"{shown}: the parts of this manifest cannot be read here")

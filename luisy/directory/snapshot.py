@@ -459,14 +459,15 @@ def _read_entries(folder: str, scope: str, token: str) -> Entries | None:
     cost), then the inodes (8 bytes each) and the names (NUL between them)."""
     data = read_cache_bytes(_path(folder, scope, ext="entries"))
     try:
-        head, rest = data.split(b"\n", 1)  # type: ignore[union-attr]
-        known, count, checksum = head.decode().split(" ")
+        end = data.index(b"\n")  # type: ignore[union-attr]
+        known, count, checksum = data[:end].decode().split(" ")  # type: ignore[index]
         count = int(count)
+        rest = memoryview(data)[end + 1:]  # type: ignore[arg-type]  # 21 MB at a million: not copied
         if known != token or str(zlib.crc32(rest)) != checksum or len(rest) < 8 * count:
             return None
         inodes = array.array("Q")
         inodes.frombytes(rest[:8 * count])
-        names = rest[8 * count:].decode("utf-8", "surrogateescape").split("\0") if count else []
+        names = str(rest[8 * count:], "utf-8", "surrogateescape").split("\0") if count else []
     except (AttributeError, ValueError):
         return None
     return Entries(names, inodes) if len(names) == count else None

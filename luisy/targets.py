@@ -27,6 +27,7 @@ from luisy.directory.inputs import (
     hold_back,
     ignore_rule,
     list_files,
+    pattern_suffix,
     source_items,
     stored_items,
 )
@@ -272,7 +273,8 @@ class DirectoryInputTarget(luigi.LocalTarget):
         if self.folders:
             return folder_items(self.path, self.pattern, self.marker, self.ignore, self._read_file, self.owner)
         if not self._write_once():
-            return source_items(self.path, self._files(), self._read_file, self.owner, self._by_content())
+            return source_items(self.path, self._files(), self._read_file, self.owner, self._by_content(),
+                                pattern_suffix(self.pattern))
         return self._write_once_listing()
 
     def _write_once_listing(self) -> SourceItems:
@@ -282,14 +284,15 @@ class DirectoryInputTarget(luigi.LocalTarget):
         if not self.recursive:
             found = snapshot.relist(self.path, scope, ignore_rule(self.ignore), file_rule(self.pattern, self.regex),
                                     self._read_file, self.owner, lambda: source_items(
-                                        self.path, self._files(), self._read_file, self.owner))
+                                        self.path, self._files(), self._read_file, self.owner,
+                                        suffix=pattern_suffix(self.pattern)))
             if found is not None:
                 snapshot.remember(self.path, scope, found[1], found[0])
                 return found[0]
         seen: Folders = []
         entries = None if self.recursive else Entries.new()
-        listed = snapshot.in_parts(source_items(self.path, self._files(seen, entries), self._read_file, self.owner),
-                                   self.path, scope)
+        listed = snapshot.in_parts(source_items(self.path, self._files(seen, entries), self._read_file, self.owner,
+                                                suffix=pattern_suffix(self.pattern)), self.path, scope)
         snapshot.remember(self.path, scope, seen, listed, entries)
         return listed
 

@@ -474,24 +474,33 @@ def test_a_task_picking_some_of_its_input_items_is_complete_after_its_run(frames
         "f1", "f2", "f3", "f4"]
 
 
-@pytest.mark.parametrize(("files", "by_names"), [
-    (["a.txt", "b.txt", "c.d.txt"], ".txt"),
-    (["a", "b"], ""),
-    (["a.txt", "b.csv"], None),
-    (["a.txt", "..txt"], None),  # a name that keeps its extension: the file is not its name and ".txt"
-    (["x/a.txt", "x.y/b"], None),
+@pytest.mark.parametrize(("files", "suffix", "by_names"), [
+    (["a.txt", "b.txt", "c.d.txt", "x/e.txt"], ".txt", True),
+    (["a.txt", "..txt"], ".txt", False),  # a name that keeps its extension: the file is not its name and ".txt"
+    (["a.txt", "b.txt"], "", False),  # no suffix the pattern promises
 ])
-def test_a_listing_holds_its_files_by_name_where_each_is_its_name_and_one_extension(tmp_path, files, by_names):
+def test_a_listing_holds_its_files_by_name_where_each_is_its_name_and_the_patterns_extension(tmp_path, files,
+                                                                                          suffix, by_names):
     from luisy.directory.inputs import source_items
 
     for rel in files:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text(rel)
-    items = source_items(str(tmp_path), sorted(files), lambda path: Path(path).read_text())
+    items = source_items(str(tmp_path), sorted(files), lambda path: Path(path).read_text(), suffix=suffix)
     assert [item.load() for item in items] == sorted(files)
     assert items.paths.files == sorted(files) and list(items.paths) == [str(tmp_path / f) for f in sorted(files)]
-    if by_names is None:
-        assert items.paths.names == sorted(files) and items.paths.suffix == ""
+    if by_names:
+        assert items.paths.names is items.names and items.paths.suffix == suffix, "no list of file names beside"
     else:
-        assert items.paths.names is items.names and items.paths.suffix == by_names, "no list of file names beside"
+        assert items.paths.names == sorted(files) and items.paths.suffix == ""
     assert items[1:].paths.files == sorted(files)[1:] and items.select([0]).paths.files == sorted(files)[:1]
+
+
+@pytest.mark.parametrize(("pattern", "suffix"), [
+    ("*.txt", ".txt"), ("frame_*.png", ".png"), ("sub/*.npy", ".npy"), ("*", ""), ("*.tar.gz", ""),
+    ("*.t?t", ""), ("data.txt", ""), ("*/x.txt", ""), ("*.[tc]sv", ""),
+])
+def test_the_extension_a_pattern_gives_every_file(pattern, suffix):
+    from luisy.directory.inputs import pattern_suffix
+
+    assert pattern_suffix(pattern) == suffix

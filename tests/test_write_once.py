@@ -501,3 +501,14 @@ def test_random_changes_over_many_runs_are_all_seen_from_the_noted_changes(flat,
         _age(*flat.iterdir(), flat)
         _flat_build(luisy_working_dir)
         assert _flat_outputs() == _flat_expected(flat), f"step {step}"
+
+
+@pytest.mark.parametrize("mode", ["write-once", None])
+def test_a_listing_of_files_the_pattern_gives_one_extension_holds_their_names_only(flat, luisy_working_dir,
+                                                                                  monkeypatch, mode):
+    monkeypatch.setattr(Flat, "input_fingerprint", mode)
+    with config.working_dir(luisy_working_dir):
+        listed = Flat().output().listing()
+        whole = listed.whole() if hasattr(listed, "whole") else listed
+    assert whole.paths.suffix == ".txt" and whole.paths.names is whole.names
+    assert sorted(os.path.basename(path) for path in whole.paths) == sorted(f"f{i:02d}.txt" for i in range(40))

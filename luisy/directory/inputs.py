@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import array
 import fnmatch
-import itertools
+import operator
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -114,12 +114,14 @@ def _below(prefix: str, entry: os.DirEntry, above: frozenset[tuple[int, int]],
 
 
 def source_items(folder: str, files: list[str], reader: Callable[[str], Any], owner: str = "",
-                 by_content: Callable[[list[tuple[str, os.stat_result]]], list[str]] | None = None) -> SourceItems:
-    """The listed files (paths relative to ``folder``) as input items: named by relative path
-    without extension, fingerprinted by size and modification time (so a rerun sees edited
-    files), or by ``by_content`` (which gets each file's relative path and ``stat``). A file
-    moved away since the folder was listed is left out, as if listed a moment later (hot folders
-    see that all the time)."""
+                 by_content: Callable[[list[tuple[str, os.stat_result]]], list[str]] | None = None,
+                 suffix: str = "") -> SourceItems:
+    """The listed files (paths relative to ``folder``; each ending with ``suffix``, if given: see
+    :func:`pattern_suffix`) as input items: named by relative path without extension,
+    fingerprinted by size and modification time (so a rerun sees edited files), or by
+    ``by_content`` (which gets each file's relative path and ``stat``). A file moved away since
+    the folder was listed is left out, as if listed a moment later (hot folders see that all the
+    time)."""
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)  # each file looked up from its folder, not from /
     try:
         if by_content is not None:
@@ -138,19 +140,23 @@ def source_items(folder: str, files: list[str], reader: Callable[[str], Any], ow
     names = [item_name(rel) for rel in files]
     if len(set(names)) < len(names):
         name_clash(files, names, owner)
-    return SourceItems(names, fingerprints, _paths(folder, files, names), reader)
+    return SourceItems(names, fingerprints, _paths(folder, files, names, suffix), reader)
 
 
-def _paths(folder: str, files: list[str], names: list[str]) -> Joined:
-    """The paths of ``files``: by their ``names`` and extension where every file is its name and
-    one extension (a million file names less to hold)."""
-    if files:
-        suffix = files[0][len(names[0]):]
-        # A name is its file up to the last dot, or all of it: each is as long as its file, or
-        # shorter by its extension. Every file with this one, and shorter by it, makes the sum.
-        if (not suffix or all(map(str.endswith, files, itertools.repeat(suffix)))) and \
-                sum(map(len, files)) == sum(map(len, names)) + len(suffix) * len(files):
-            return Joined(folder, names, suffix)
+def pattern_suffix(pattern: str) -> str:
+    """The extension every file the glob ``pattern`` chooses ends with, where it names one of a
+    single dot (``*.txt``, ``frame_*.png``); else ``""``."""
+    tail = pattern.rpartition("*")[2] if "*" in pattern else ""
+    return tail if tail.startswith(".") and tail.count(".") == 1 and not set(tail) & set("?[]/\\") else ""
+
+
+def _paths(folder: str, files: list[str], names: list[str], suffix: str) -> Joined:
+    """The paths of ``files`` (each ending with ``suffix``, if given): by their ``names`` and that
+    suffix where every file is its name and the suffix (a million file names less to hold)."""
+    # The suffix holds the file's last dot, so a name is its file without it, unless the name
+    # is the file itself (a stem of dots only): told by identity, not by reading a million strings.
+    if suffix and not any(map(operator.is_, names, files)):
+        return Joined(folder, names, suffix)
     return Joined(folder, files)
 
 
@@ -253,7 +259,7 @@ def stored_items(entries: Iterable[tuple[str, int, str]], folder: str, pattern: 
     names = [item_name(rel) for rel in files]
     if len(set(names)) < len(names):
         name_clash(files, names, owner)
-    return SourceItems(names, fingerprints, _paths(folder, files, names), reader)
+    return SourceItems(names, fingerprints, _paths(folder, files, names, pattern_suffix(pattern)), reader)
 
 
 def hold_back(items: SourceItems, settled: Mapping[str, str]) -> SourceItems:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import sys
 import time
 
 import pytest
@@ -434,6 +435,9 @@ def test_a_folder_that_changes_a_little_keeps_its_entries_file_and_notes_the_cha
         _never_listed_whole(patched)
         (flat / "g.txt").write_text("new")
         assert rerun("g") == [[["g.txt", os.stat(flat / "g.txt").st_ino]], []]
+        noted = json.loads(root.read_text())
+        # A luisy that knows no notes finds no entries file named, and lists the folder whole.
+        assert noted["entries"] is None and isinstance(noted["base"], str)
         (flat / "f03.txt").unlink()
         (flat / "f04.txt").rename(flat / "h.txt")
         (flat / "f05.new").write_text("other text")
@@ -512,3 +516,41 @@ def test_a_listing_of_files_the_pattern_gives_one_extension_holds_their_names_on
         whole = listed.whole() if hasattr(listed, "whole") else listed
     assert whole.paths.suffix == ".txt" and whole.paths.names is whole.names
     assert sorted(os.path.basename(path) for path in whole.paths) == sorted(f"f{i:02d}.txt" for i in range(40))
+
+
+@luisy.interim
+@luisy.requires(Flat)
+@luisy.directory_output(format="json")
+class FlatSizedAgain(luisy.DirectoryTask):
+    """A second task over the folder: its first run goes over the remembered listing."""
+
+    def process(self, name, obj):
+        PROCESSED.append(name)
+        if len(PROCESSED) == 1:
+            HOOK[0]()
+        return {"chars": len(obj)}
+
+
+HOOK: list = []
+
+
+def test_a_first_run_over_a_remembered_listing_is_not_changed_by_another_listing_meanwhile(flat, luisy_working_dir,
+                                                                                          monkeypatch):
+    from luisy import parts
+    from luisy.parts import part_of
+
+    monkeypatch.setattr(parts, "PART_ITEMS", 8)  # 40 files in 8 parts
+    _flat_build(luisy_working_dir)
+    listed = _flat_expected(flat)
+    late = next(f"a{i}" for i in range(100) if part_of(f"a{i}", 8) == 7)  # first in its part
+
+    def another_run():  # a file comes, and another run over the folder remembers its listing
+        (flat / f"{late}.txt").write_text("late")
+        _age(flat / f"{late}.txt", flat)
+        assert late in Flat().output().listing().names  # within the build: remembered
+
+    monkeypatch.setattr(sys.modules[__name__], "HOOK", [another_run])
+    PROCESSED.clear()
+    assert luisy.build(FlatSizedAgain(), working_dir=luisy_working_dir)
+    published = {name: obj["chars"] for name, obj in FlatSizedAgain().output().items()}
+    assert published == listed, "the items of the listing taken at the start, no more, no fewer"

@@ -81,6 +81,9 @@ class RememberedListing(SourcesInParts):
 
     __slots__ = ("folder", "scope", "digests", "sizes", "loaded", "changed", "entries", "fresh", "base", "changes",
                  "_full")
+    #: Not gone through part by part: another run over the folder may write its part files
+    #: meanwhile, and a part read again would then not be the one read first.
+    stored = False
 
     def __init__(self, folder: str, scope: str, digests: list[str], sizes: list[int],
                  reader: Callable[[str], Any], full: Callable[[], SourceItems]) -> None:
@@ -118,13 +121,6 @@ class RememberedListing(SourcesInParts):
             self.loaded[p] = found
         return found
 
-    def part_sizes(self) -> list[int]:
-        return list(self.sizes)
-
-    def forget(self, p: int) -> None:
-        if p not in self.changed:  # those are remembered from here
-            self.loaded.pop(p, None)
-
     def whole(self) -> SourceItems:
         parts = [self.part(p) for p in range(self.part_count)]
         files = [file for part in parts for file in _files_of(part, self.folder)]
@@ -146,8 +142,11 @@ def relist(folder: str, scope: str, ignored: Callable[[str], Any], chosen: Calla
     and removed since, and the folder as ``stat`` found it before listing it; ``None`` where it
     has to be listed whole (nothing remembered, or it no longer matches)."""
     root = _root(folder, scope)
+    # The entries file: "base" where the root notes changes since it was written ("entries",
+    # which a luisy that knows no notes compares with, is then left empty), else "entries".
+    token = root.get("base", root.get("entries")) if root is not None else None
     if (root is None or "parts" not in root or len(root["folders"]) != 1
-            or root["folders"][0][0] != os.path.abspath(folder) or not isinstance(root.get("entries"), str)):
+            or root["folders"][0][0] != os.path.abspath(folder) or not isinstance(token, str)):
         return None
     digests, sizes = root["parts"], root["sizes"]
     listing = RememberedListing(folder, scope, list(digests), list(sizes), reader, full)
@@ -162,14 +161,14 @@ def relist(folder: str, scope: str, ignored: Callable[[str], Any], chosen: Calla
         entries = scan(folder)
     except OSError:  # gone, or not readable: the whole listing says which
         return None
-    before = _read_entries(folder, scope, root["entries"])
+    before = _read_entries(folder, scope, token)
     noted = _noted(root.get("changes", [[], []]))
     if before is None or noted is None:
         return None
     added_rows, removed_rows = _difference(before, entries)
     added = {(entries.names[row], entries.inodes[row]) for row in added_rows}
     removed = {(before.names[row], before.inodes[row]) for row in removed_rows}
-    listing.entries, listing.base, listing.changes = entries, root["entries"], (added, removed)
+    listing.entries, listing.base, listing.changes = entries, token, (added, removed)
     # Since the listing remembered: what is added since the entries file and was not noted then
     # (or was noted removed and is back), and what is removed since and was not noted, or was
     # noted added and is gone again.
@@ -245,8 +244,10 @@ def remember(folder: str, scope: str, seen: Folders, items: SourcesInParts, entr
         if not _write_entries(folder, scope, token, entries):
             return
     folders = [(os.path.abspath(where), inode, mtime_ns) for where, inode, mtime_ns in known]  # any cwd
+    noted = any(changes)
     write_cache(_path(folder, scope), {"folders": folders, "digest": items.digest(), "count": items.part_count,
-                                       "parts": digests, "sizes": sizes, "entries": token, "changes": changes})
+                                       "parts": digests, "sizes": sizes, "entries": None if noted else token,
+                                       "base": token, "changes": changes})
 
 
 def _root(folder: str, scope: str) -> dict[str, Any] | None:

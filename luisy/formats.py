@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
-import io
 import json
 import os
 import pickle
@@ -20,7 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, BinaryIO
 
 from luisy.errors import BrokenFileError, FormatTypeError, MissingExtraError
-from luisy.regular_files import open_regular
+from luisy.regular_files import open_or_read, open_regular
 
 _SCALARS = (bool, int, float, complex, str, bytes)
 
@@ -57,7 +56,8 @@ def is_ndarray(obj: Any) -> bool:
 
 class Format:
     """A file type. Subclasses set ``name``, ``ext``, ``accepts`` and implement ``_write`` and
-    ``_read`` (which opens the path itself) or ``_read_open`` (which reads the file luisy opened)."""
+    ``_read`` (which opens the path itself), ``_read_open`` (which reads the file luisy opened) or
+    ``_loads`` (which parses the bytes luisy read)."""
 
     name: str = ""
     ext: str = ""
@@ -67,6 +67,9 @@ class Format:
     embeds: bool = False
     #: Whether the format's library also reads a folder (a dataset of parts) at the path.
     reads_folders: bool = False
+    #: Up to which size the format parses a file from its bytes (``_loads``; ``None``: never):
+    #: luisy reads them in one call, without a file object, most of what a small file takes to read.
+    loads_up_to: int | None = None
 
     def check(self, obj: Any) -> bool:
         """Whether ``obj`` can be written in this format."""
@@ -83,16 +86,36 @@ class Format:
     def read(self, path: str | os.PathLike[str], **options: Any) -> Any:
         """Read the object stored at ``path``: a regular file, never a FIFO (which would block the
         reader for ever) or a device (:class:`~luisy.errors.BrokenFileError` naming it)."""
-        read_kw, _ = self.split_options(tuple(sorted(options)))
-        path, kwargs = os.fspath(path), {k: options[k] for k in read_kw}
+        return self.read_from(path, options)
+
+    def read_from(self, path: str | os.PathLike[str], options: Mapping[str, Any], *, links: bool = True) -> Any:
+        """:meth:`read` with the keywords as a mapping. ``links=False``: a symbolic link at ``path``
+        is not followed (a :class:`~luisy.errors.BrokenFileError`, as anything but a regular file)."""
+        path, kwargs = os.fspath(path), self._read_options(options)
         try:
-            f = open_regular(path)
+            if self.loads_up_to is None:
+                f = open_regular(path, own=not links)
+            else:
+                got = open_or_read(path, own=not links, at_most=self.loads_up_to)
+                if isinstance(got, bytes):
+                    return self._loads(got, path, **kwargs)
+                f = got
         except BrokenFileError:
-            if not (self.reads_folders and os.path.isdir(path)):
+            if not (links and self.reads_folders and os.path.isdir(path)):
                 raise
             return self._read(path, **kwargs)
         with f:
             return self._read_open(f, path, **kwargs)
+
+    def _read_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        if not options:
+            return {}
+        read_kw, _ = self.split_options(tuple(sorted(options)))
+        return {k: options[k] for k in read_kw}
+
+    def _loads(self, data: bytes, path: str, **options: Any) -> Any:
+        """The object in ``data``, the bytes of the file at ``path`` (see :attr:`loads_up_to`)."""
+        raise NotImplementedError
 
     def _read_open(self, f: BinaryIO, path: str, **options: Any) -> Any:
         """Read the object from ``f``, the file at ``path`` opened. By default the format's library
@@ -156,6 +179,26 @@ class Format:
         return f"<luisy format {self.name}>"
 
 
+class Reading:
+    """Reads files of one format with the keywords its reader takes: ``reading(path)``."""
+
+    def __init__(self, file_format: Format, options: Mapping[str, Any]) -> None:
+        self.format, self.options = file_format, options
+
+    def __call__(self, path: str | os.PathLike[str]) -> Any:
+        return self.format.read_from(path, self.options)
+
+    def unlinked(self, path: str | os.PathLike[str]) -> Any:
+        """Read ``path``, which must be a regular file, not a symbolic link to one."""
+        return self.format.read_from(path, self.options, links=False)
+
+
+def _text(data: bytes) -> str:
+    """``data`` as UTF-8 text with universal newlines, as a file opened in text mode reads it."""
+    text = data.decode("utf-8")
+    return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
+
+
 def _accepted(func: Callable[..., Any] | None) -> tuple[frozenset[str], bool]:
     """Explicit keyword names of ``func`` (minus the object and path) and whether it takes ``**kwargs``."""
     if func is None:
@@ -168,12 +211,16 @@ def _accepted(func: Callable[..., Any] | None) -> tuple[frozenset[str], bool]:
 
 class Pickle(Format):
     name, ext = "pickle", "pkl"
+    loads_up_to = 1 << 20  # larger: read from the file, not held twice (bytes and objects)
 
     def _reader_signature(self) -> Callable[..., Any]:
         return pickle.load
 
     def _writer_signature(self) -> Callable[..., Any]:
         return pickle.dump
+
+    def _loads(self, data: bytes, path: str, **options: Any) -> Any:
+        return pickle.loads(data, **options)
 
     def _read_open(self, f: BinaryIO, path: str, **options: Any) -> Any:
         return pickle.load(f, **options)
@@ -278,6 +325,7 @@ class HDF(_PandasFormat):
 class JSON(Format):
     name, ext = "json", "json"
     accepts = "a dict or a list"
+    loads_up_to = sys.maxsize  # json.load reads the whole file too
 
     def check(self, obj: Any) -> bool:
         return isinstance(obj, (dict, list))
@@ -295,9 +343,8 @@ class JSON(Format):
 
         return dump
 
-    def _read_open(self, f: BinaryIO, path: str, **options: Any) -> Any:
-        with io.TextIOWrapper(f, encoding="utf-8") as text:
-            return json.load(text, **options)
+    def _loads(self, data: bytes, path: str, **options: Any) -> Any:
+        return json.loads(_text(data), **options)
 
     def _write(self, obj: Any, path: str, **options: Any) -> None:
         with open(path, "w", encoding="utf-8") as f:
@@ -419,13 +466,13 @@ class Npy(Format):
 class Text(Format):
     name, ext = "text", "txt"
     accepts = "a str"
+    loads_up_to = sys.maxsize
 
     def check(self, obj: Any) -> bool:
         return isinstance(obj, str)
 
-    def _read_open(self, f: BinaryIO, path: str, **options: Any) -> Any:
-        with io.TextIOWrapper(f, encoding="utf-8") as text:
-            return text.read()
+    def _loads(self, data: bytes, path: str, **options: Any) -> Any:
+        return _text(data)
 
     def _write(self, obj: Any, path: str, **options: Any) -> None:
         with open(path, "w", encoding="utf-8") as f:

@@ -4,9 +4,10 @@ Every file luisy reads, its own and input files alike, is opened with ``O_NONBLO
 with ``fstat`` before a byte is read: a FIFO would block the reader until something writes into
 it (for ever), a device such as ``/dev/zero`` never ends, a folder is no file. Anything but a
 regular file is refused with a one-line :class:`~luisy.errors.BrokenFileError` naming it. Once
-the file is known to be regular, ``O_NONBLOCK`` is cleared again (FUSE and some network file
-systems pass it on for regular files too). The check costs an ``fstat`` and an ``fcntl`` on the
-open file, nothing per path.
+the file is known to be regular, ``O_NONBLOCK`` is cleared again before a library reads it (FUSE
+and some network file systems pass it on for regular files too); where luisy reads the whole
+file itself (:func:`read_regular`), only after a read said ``EAGAIN``. The check costs an
+``fstat`` (and that ``fcntl``) on the open file, nothing per path.
 
 luisy's *own* files (fingerprint records, run journal files, caches, manifests) moreover:
 
@@ -32,8 +33,8 @@ from typing import BinaryIO
 
 from luisy.errors import BrokenFileError
 
-__all__ = ["REMOVE", "advised", "kind", "not_own_folder", "not_regular", "open_fd", "open_regular", "read_own",
-           "own_folder"]
+__all__ = ["REMOVE", "advised", "kind", "not_own_folder", "not_regular", "open_fd", "open_regular", "open_or_read",
+           "own_folder", "read_own", "read_regular"]
 
 #: What to do about one of luisy's own files that is broken.
 REMOVE = "remove it (luisy writes its own file there again)"
@@ -85,19 +86,51 @@ def open_regular(path: str | os.PathLike[str], *, own: bool = False, limit: int 
 def read_own(path: str | os.PathLike[str], limit: int) -> bytes:
     """The bytes of luisy's own file ``path``: never through a symbolic link at it, never more than
     ``limit`` (:class:`~luisy.errors.BrokenFileError` if it has more)."""
-    fd, info = _open(path, os.O_RDONLY, True, None, None, limit)
+    return read_regular(path, own=True, limit=limit)
+
+
+def read_regular(path: str | os.PathLike[str], *, own: bool = False, limit: int | None = None) -> bytes:
+    """The bytes of the regular file ``path`` (see :func:`open_fd`), read in one call where its size allows."""
+    fd, info = _open(path, os.O_RDONLY, own, None, None, limit, reads=False)
     try:
-        chunks = []
-        total, want = 0, info.st_size + 1  # the whole file in one read, and whether it grew meanwhile
-        while chunk := os.read(fd, want):
-            chunks.append(chunk)
-            total += len(chunk)
-            if total > limit:
-                raise _too_large(path, total, limit)
-            want = min(1 << 16, limit + 1 - total)
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return _read_all(fd, info.st_size, limit, path)
     finally:
         os.close(fd)
+
+
+def open_or_read(path: str | os.PathLike[str], *, own: bool = False, at_most: int) -> bytes | BinaryIO:
+    """The bytes of the regular file ``path`` (see :func:`open_fd`) if it has at most ``at_most``
+    bytes, read in one call; else the file opened (the caller's to close)."""
+    fd, info = _open(path, os.O_RDONLY, own, None, None, None, reads=False)
+    try:
+        if info.st_size > at_most:
+            fcntl.fcntl(fd, fcntl.F_SETFL, 0)  # a library reads it (see _open)
+            return open(fd, "rb")  # noqa: SIM115 - the caller's to close
+        data = _read_all(fd, info.st_size, None, path)
+    except BaseException:
+        os.close(fd)
+        raise
+    os.close(fd)
+    return data
+
+
+def _read_all(fd: int, size: int, limit: int | None, shown: str | os.PathLike[str]) -> bytes:
+    """What is left in ``fd`` (``size`` bytes, as ``fstat`` said), at most ``limit`` bytes."""
+    chunks: list[bytes] = []
+    total, want = 0, size + 1  # the whole file in one read, and whether it grew meanwhile
+    while True:
+        try:
+            chunk = os.read(fd, want if limit is None else min(want, limit + 1 - total))
+        except BlockingIOError:  # a file system that passes O_NONBLOCK on for regular files
+            fcntl.fcntl(fd, fcntl.F_SETFL, 0)
+            continue
+        if not chunk:
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        chunks.append(chunk)
+        total += len(chunk)
+        if limit is not None and total > limit:
+            raise _too_large(shown, total, limit)
+        want = 1 << 16
 
 
 @contextlib.contextmanager
@@ -126,7 +159,10 @@ def own_folder(path: str | os.PathLike[str], depth: int = 1, create: bool = Fals
 
 
 def _open(path: str | os.PathLike[str], flags: int, own: bool, dir_fd: int | None,
-          shown: str | os.PathLike[str] | None, limit: int | None) -> tuple[int, os.stat_result]:
+          shown: str | os.PathLike[str] | None, limit: int | None,
+          reads: bool = True) -> tuple[int, os.stat_result]:
+    """``reads=False``: the caller reads the file itself, with ``os.read`` (``O_NONBLOCK`` stays set
+    until a read says it matters: a call less per file)."""
     shown = path if shown is None else shown
     flags |= os.O_NONBLOCK | os.O_NOCTTY | (os.O_NOFOLLOW if own else 0)
     try:
@@ -146,7 +182,8 @@ def _open(path: str | os.PathLike[str], flags: int, own: bool, dir_fd: int | Non
             raise not_regular(shown, kind(info.st_mode), own)
         if limit is not None and info.st_size > limit:
             raise _too_large(shown, info.st_size, limit)
-        fcntl.fcntl(fd, fcntl.F_SETFL, flags & os.O_APPEND)  # O_NONBLOCK was for opening only
+        if reads:  # the library that reads the file would not expect EAGAIN
+            fcntl.fcntl(fd, fcntl.F_SETFL, flags & os.O_APPEND)  # O_NONBLOCK was for opening only
     except BaseException:
         os.close(fd)
         raise

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import json
 import os
+import pickle
 import sys
 
 import numpy as np
@@ -196,3 +198,39 @@ def test_images_read_as_scikit_image_reads_them(tmp_path):
         assert got.dtype == expected.dtype and got.shape == expected.shape, path.name
         np.testing.assert_array_equal(got, expected, err_msg=path.name)
         assert got.flags.writeable, path.name
+
+
+def _outcome(read, *args, **kwargs):
+    try:
+        return read(*args, **kwargs)
+    except ValueError as error:  # UnicodeDecodeError, JSONDecodeError: the same type at the same place
+        return type(error), getattr(error, "start", getattr(error, "pos", None))
+
+
+def _python_reads(path, parse, **options):
+    with open(path, encoding="utf-8") as f:
+        return parse(f, **options)
+
+
+@pytest.mark.parametrize("data", [b"one\r\ntwo\rthree\n", "h\u00e9llo".encode(), b"\xef\xbb\xbf[1]", b"[1, \xff]", b"",
+                                  b'{"a": "line\r\nbreak"}', b"  [1,\r\n 2]  "])
+@pytest.mark.parametrize("name,parse,options", [("t.txt", lambda f: f.read(), {}), ("j.json", json.load, {}),
+                                                ("j.json", json.load, {"object_pairs_hook": list})])
+def test_text_and_json_read_as_python_reads_them_in_text_mode(tmp_path, data, name, parse, options):
+    from luisy import formats
+
+    path = tmp_path / name
+    path.write_bytes(data)
+    assert _outcome(formats.for_path(path).read, path, **options) == _outcome(_python_reads, path, parse, **options)
+
+
+def test_a_large_pickle_is_read_from_the_file_a_small_one_from_its_bytes(tmp_path):
+    from luisy import formats
+
+    small, large = {"n": 1}, {"xs": bytes(range(256)) * 8192}  # 2 MiB
+    for name, obj in (("small.pkl", small), ("large.pkl", large)):
+        with open(tmp_path / name, "wb") as f:
+            pickle.dump(obj, f)
+    sizes = [os.path.getsize(tmp_path / n) for n in ("small.pkl", "large.pkl")]
+    assert sizes[0] <= formats.Pickle.loads_up_to < sizes[1]
+    assert [formats.for_path(tmp_path / n).read(tmp_path / n) for n in ("small.pkl", "large.pkl")] == [small, large]

@@ -144,6 +144,42 @@ def test_a_sub_folder_replaced_by_a_link_is_not_followed(luisy_working_dir):
     assert dict(Parts().output().items()) == {"part/0": "two 0", "part/1": "two 1"}
 
 
+@pytest.mark.parametrize("swap", ["link outside", "link inside", "FIFO", "folder"])
+def test_an_item_file_swapped_for_something_else_is_read_only_if_it_stays_inside(luisy_working_dir, swap):
+    outside = luisy_working_dir / "outside.json"
+    outside.write_text('"secret"')
+
+    @luisy.project_name("hard")
+    @luisy.directory_output(format="json")
+    class Items(luisy.DirectoryTask):
+        def run(self):
+            with self.output().writer(self) as writer:
+                for name in ("a", "b"):
+                    writer.write(name, [name])
+
+    Items().run()
+    folder = Items().output().folder
+    item = folder / "a.json"
+    item.unlink()
+    if swap == "link outside":
+        item.symlink_to(outside)
+    elif swap == "link inside":
+        item.symlink_to(folder / "b.json")
+    elif swap == "FIFO":
+        os.mkfifo(item)
+    else:
+        item.mkdir()
+
+    if swap == "link outside":
+        with pytest.raises(UnsafePathError, match="a.json leads outside"):
+            dict(Items().output().items())
+    elif swap == "link inside":
+        assert dict(Items().output().items()) == {"a": ["b"], "b": ["b"]}
+    else:
+        with pytest.raises(luisy.LuisyError, match=f"a.json is a {swap}, not a regular file"):
+            dict(Items().output().items())
+
+
 # 2. An item process that dies is a failed item, not a hang.
 
 DYING = {

@@ -65,6 +65,7 @@ from luisy.texttable import printable
 
 if TYPE_CHECKING:
     from luisy.directory.target import DirectoryWriter
+    from luisy.formats import Reading
 
 #: Where the files of replaced items wait, inside the output folder, until no reader needs them.
 RETIRED = ".luisy-retired"
@@ -105,7 +106,7 @@ class LocalFolder:
         inside = _Inside(self.folder, self.owner)
         return [inside.path(file) for file in files]
 
-    def reader(self, read: Callable[[str], Any]) -> ItemReader:
+    def reader(self, read: Reading) -> ItemReader:
         return ItemReader(self.folder, self.owner, read)
 
     def old_version(self, item: Item) -> str | None:
@@ -594,11 +595,18 @@ class ItemReader:
     """Reads published item files by path: only inside the folder, and the kept file of an item
     that a newer publication replaced while a reader of the older manifest was still at work."""
 
-    def __init__(self, folder: Path, owner: str, read: Any) -> None:
+    def __init__(self, folder: Path, owner: str, read: Reading) -> None:
         self.inside = _Inside(folder, owner)
         self.read = read
 
     def __call__(self, path: str) -> Any:
+        self.inside.check_parent(path)
+        try:  # the usual case, in one open: a regular file where the manifest says
+            return self.read.unlinked(path)
+        except (OSError, BrokenFileError):  # gone, a symbolic link or no regular file: looked at below
+            pass
+        except Exception as error:
+            raise self._damaged(path, error) from None
         for candidate in (path, None):
             if candidate is None:  # worked out only when needed: a relpath per item is a quarter of reading it
                 candidate = os.path.join(self.inside.folder, RETIRED, os.path.relpath(path, self.inside.folder))
@@ -608,9 +616,12 @@ class ItemReader:
                 except FileNotFoundError:  # moved aside by a publish between the check and the read
                     continue
                 except Exception as error:
-                    raise ItemFileError(f"{self.inside.owner}: item file {path} is damaged ({type(error).__name__}: "
-                                        f"{error}); {REPAIR}") from None
+                    raise self._damaged(path, error) from None
         raise ItemFileError(f"{self.inside.owner}: item file {path} {absent(path)}; {REPAIR}")
+
+    def _damaged(self, path: str, error: Exception) -> ItemFileError:
+        return ItemFileError(f"{self.inside.owner}: item file {path} is damaged ({type(error).__name__}: {error}); "
+                             f"{REPAIR}")
 
 
 def absent(path: str | os.PathLike[str]) -> str:
@@ -640,10 +651,7 @@ class _Inside:
 
     def is_file(self, path: str) -> bool:
         """Whether ``path`` is a file; an error if it, or a folder on the way, leads outside the folder."""
-        parent = os.path.dirname(path)
-        if parent not in self._dirs:
-            self.check(parent)
-            self._dirs.add(parent)
+        self.check_parent(path)
         try:
             mode = os.lstat(path).st_mode
         except (FileNotFoundError, NotADirectoryError):
@@ -652,6 +660,13 @@ class _Inside:
             self.check(path)
             return os.path.isfile(path)
         return stat.S_ISREG(mode)
+
+    def check_parent(self, path: str) -> None:
+        """An error if a folder on the way to ``path`` leads outside the folder."""
+        parent = os.path.dirname(path)
+        if parent not in self._dirs:
+            self.check(parent)
+            self._dirs.add(parent)
 
     def check(self, path: str) -> None:
         if not self.contains(path):

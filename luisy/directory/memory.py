@@ -20,6 +20,7 @@ from luisy.directory.manifest import Manifest, ManifestHeader
 from luisy.directory.table import Item
 
 if TYPE_CHECKING:
+    from luisy.formats import Reading
     from luisy.storage import MemoryStorage
 
 
@@ -53,7 +54,7 @@ class MemoryFolder:
     def paths(self, files: Iterable[str]) -> list[Path]:
         return [self.folder / file for file in files]
 
-    def reader(self, read: Callable[[str], Any]) -> Callable[[str], Any]:
+    def reader(self, read: Reading) -> Callable[[str], Any]:
         state = self._state()
         files = state.files if state is not None else {}  # the state read now, whatever is published later
         return lambda path: copy.deepcopy(files[os.path.relpath(path, self.key)])

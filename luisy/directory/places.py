@@ -22,6 +22,7 @@ from luisy.storage.remote import RemoteStorage
 
 if TYPE_CHECKING:
     from luisy.directory.target import DirectoryWriter
+    from luisy.formats import Reading
 
 
 class Staging(Protocol):
@@ -51,7 +52,7 @@ class Place(Protocol):
 
     def paths(self, files: Iterable[str]) -> list[Path]: ...
 
-    def reader(self, read: Callable[[str], Any]) -> Callable[[str], Any]: ...
+    def reader(self, read: Reading) -> Callable[[str], Any]: ...
 
     def old_version(self, item: Item) -> str | None: ...
 

@@ -41,6 +41,7 @@ from luisy.storage.remote import RemoteStorage, StorageError
 
 if TYPE_CHECKING:
     from luisy.directory.target import DirectoryWriter
+    from luisy.formats import Reading
 
 STAGING = ".luisy-staging"
 VERIFIED = ".luisy-verified.json"
@@ -99,7 +100,7 @@ class RemoteFolder:
     def paths(self, files: Iterable[str]) -> list[Path]:
         return [self.folder / file for file in files]
 
-    def reader(self, read: Callable[[str], Any]) -> Callable[[str], Any]:
+    def reader(self, read: Reading) -> Callable[[str], Any]:
         def item(path: str) -> Any:
             try:
                 return self.store.load(path, read)

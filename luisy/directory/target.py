@@ -145,7 +145,7 @@ class DirectoryTarget(luigi.LocalTarget):
         return PartedSources(self.manifest.items, self.path, self._reader())
 
     def _reader(self) -> Callable[[str], Any]:
-        return self.place.reader(functools.partial(self.file_format.read, **self.options))
+        return self.place.reader(formats.Reading(self.file_format, self.options))
 
     def restamp(self, task: luigi.Task) -> None:
         """Record ``task``'s current parameters and code fingerprint in the manifest, items unchanged."""

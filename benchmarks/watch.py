@@ -12,6 +12,9 @@ Cases:
 * ``latency``: a folder of ``--latency-files`` processed files; one file at a time is dropped
   in (written under a ``.part`` name, then renamed), and the time until its result exists in the
   final output is measured; the median of ``--drops`` drops (goal: settle + 1 s),
+* ``reduce-latency``: the same, until the drop is counted in the output of a ``ReduceTask``
+  downstream (``Tally``, which ``luisy watch`` watches; the plain loop keeps a running count in a
+  file, rewritten after each file it processes),
 * ``idle``: ``--idle-files`` processed files and nothing changing; CPU time of the watcher
   process over ``--idle-seconds`` (goal: < 5 % of one core) and its resident memory at the
   start and end of that time (goal: flat), measured from 30 s after the watcher's first run,
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import statistics
 import subprocess
@@ -66,12 +70,27 @@ class Digests(luisy.DirectoryTask):
         with open(os.environ["WATCH_LOG"], "a") as log:
             log.write(f"{name} {sha}\\n")
         return {"sha": sha}
+
+
+@luisy.final
+@luisy.requires(Digests)
+@luisy.json_output
+class Tally(luisy.ReduceTask):
+    def initial(self):
+        return {"files": 0}
+
+    def fold(self, state, name, item):
+        return {"files": state["files"] + 1}
+
+    def unfold(self, state, name, item):
+        return {"files": state["files"] - 1}
 '''
 
 PLAIN = '''
 import hashlib, json, os, sys, time
 
 folder, out, log_path, settle, interval = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), float(sys.argv[5])
+tally = sys.argv[6] if len(sys.argv) > 6 else None  # where to keep the running count of files processed
 os.makedirs(out, exist_ok=True)
 seen, done = {}, {}
 with os.scandir(folder) as entries:  # the files there were processed by an earlier run
@@ -107,6 +126,10 @@ while True:
                 log.write(f"{stem} {sha}\\n")
             done[name] = sig
             del seen[name]
+            if tally:
+                with open(tally + ".tmp", "w") as f:
+                    json.dump({"files": len(done)}, f)
+                os.replace(tally + ".tmp", tally)
     time.sleep(interval)
 '''
 
@@ -114,7 +137,7 @@ while True:
 class Case:
     """A project folder with ``n`` processed files and a watcher (``luisy`` or ``plain``) running on it."""
 
-    def __init__(self, kind: str, n: int) -> None:
+    def __init__(self, kind: str, n: int, target: str = "Digests") -> None:
         self.kind = kind
         self.root = Path(tempfile.mkdtemp(prefix=f"luisy-watch-{kind}-"))
         (self.root / "bench_watch").mkdir()
@@ -124,6 +147,8 @@ class Case:
         self.drops.mkdir(parents=True)
         self.out = self.root / "data" / "bench_watch" / "final" / "Digests"
         self.log = self.root / "process.log"
+        #: The reduce's output (luisy) or the plain loop's running count, with ``target="Tally"``.
+        self.tally = self.root / "data" / "bench_watch" / "final" / "Tally.json"
         for i in range(n):
             (self.drops / f"old{i:06d}.bin").write_bytes(b"%d" % i)
         env = {**os.environ, "WATCH_LOG": str(self.log)}
@@ -131,13 +156,13 @@ class Case:
         if kind == "luisy":
             # The existing files are processed first, as by an earlier run.
             luisy_cmd = str(Path(sys.executable).with_name("luisy"))
-            subprocess.run([luisy_cmd, "run", "bench_watch.tasks:Digests"], cwd=self.root, env=env, check=True,
+            subprocess.run([luisy_cmd, "run", f"bench_watch.tasks:{target}"], cwd=self.root, env=env, check=True,
                            capture_output=True)
-            args = [luisy_cmd, "watch", "bench_watch.tasks:Digests", "--settle", str(SETTLE),
+            args = [luisy_cmd, "watch", f"bench_watch.tasks:{target}", "--settle", str(SETTLE),
                     "--interval", str(INTERVAL)]
         else:
             args = [sys.executable, "-c", PLAIN, str(self.drops), str(self.out), str(self.log), str(SETTLE),
-                    str(INTERVAL)]
+                    str(INTERVAL), *([str(self.tally)] if target == "Tally" else [])]
         self.process = subprocess.Popen(args, cwd=self.root, env=env, stdout=subprocess.PIPE,
                                         stderr=subprocess.STDOUT, text=True)
         self.lines: list[str] = []
@@ -192,15 +217,28 @@ def drop(folder: Path, name: str, data: bytes, pause: float = 0.0) -> None:
     os.rename(folder / f"{name}.part", folder / name)
 
 
-def latency(kind: str, n: int, drops: int) -> list[float]:
-    case = Case(kind, n)
+def tallied(path: Path) -> int:
+    """The count of files in ``path``, a reduce's output or the plain loop's running count (-1: none yet)."""
+    try:
+        return json.loads(path.read_text())["files"]
+    except (OSError, ValueError):
+        return -1
+
+
+def latency(kind: str, n: int, drops: int, target: str = "Digests") -> list[float]:
+    """Seconds from each drop until its result is in the output (``Digests``) or counted in the
+    reduce's output (``Tally``)."""
+    case = Case(kind, n, target)
     try:
         times = []
         for i in range(drops):
             name = f"new{i:03d}"
             start = time.monotonic()
             drop(case.drops, f"{name}.bin", os.urandom(1000))
-            case.wait(lambda name=name: (case.out / f"{name}.json").exists(), 60)
+            if target == "Tally":
+                case.wait(lambda count=n + i + 1: tallied(case.tally) == count, 60)
+            else:
+                case.wait(lambda name=name: (case.out / f"{name}.json").exists(), 60)
             times.append(time.monotonic() - start)
             time.sleep(0.5)
         return times
@@ -253,8 +291,8 @@ def main() -> None:
     parser.add_argument("--idle-seconds", type=float, default=60)
     parser.add_argument("--stream", type=int, default=1000)
     parser.add_argument("--stream-seconds", type=float, default=60)
-    parser.add_argument("--cases", nargs="+", choices=["latency", "idle", "sustained"],
-                        default=["latency", "idle", "sustained"])
+    parser.add_argument("--cases", nargs="+", choices=["latency", "reduce-latency", "idle", "sustained"],
+                        default=["latency", "reduce-latency", "idle", "sustained"])
     args = parser.parse_args()
     print(f"settle {SETTLE:g} s, rescan interval {INTERVAL:g} s; {os.cpu_count()} cores")
     print(f"{'case':<44} {'luisy watch':>14} {'plain loop':>14} {'luisy/plain':>12}")
@@ -268,6 +306,11 @@ def main() -> None:
         row(f"latency, median of {args.drops} ({args.latency_files} files)", statistics.median(lat["luisy"]),
             statistics.median(lat["plain"]), " s")
         row("latency, slowest drop", max(lat["luisy"]), max(lat["plain"]), " s")
+    if "reduce-latency" in args.cases:
+        lat = {kind: latency(kind, args.latency_files, args.drops, "Tally") for kind in ("luisy", "plain")}
+        row(f"latency to a reduce's output, median of {args.drops}", statistics.median(lat["luisy"]),
+            statistics.median(lat["plain"]), " s")
+        row("latency to a reduce's output, slowest drop", max(lat["luisy"]), max(lat["plain"]), " s")
     if "idle" in args.cases:
         cost = {kind: idle(kind, args.idle_files, args.idle_seconds) for kind in ("luisy", "plain")}
         row(f"idle CPU, {args.idle_files} files ({args.idle_seconds:g} s)", 100 * cost["luisy"][0],

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+import io
 import json
 import os
 import pickle
@@ -70,6 +71,8 @@ class Format:
     #: Up to which size the format parses a file from its bytes (``_loads``; ``None``: never):
     #: luisy reads them in one call, without a file object, most of what a small file takes to read.
     loads_up_to: int | None = None
+    #: Whether ``_loads`` takes the file as text (UTF-8, universal newlines), not bytes.
+    loads_text: bool = False
 
     def check(self, obj: Any) -> bool:
         """Whether ``obj`` can be written in this format."""
@@ -98,7 +101,9 @@ class Format:
             else:
                 got = open_or_read(path, own=not links, at_most=self.loads_up_to)
                 if isinstance(got, bytes):
-                    return self._loads(got, path, **kwargs)
+                    data: bytes | str = _text(got) if self.loads_text else got
+                    del got  # decoded: the bytes go before the text is parsed
+                    return self._loads(data, path, **kwargs)
                 f = got
         except BrokenFileError:
             if not (links and self.reads_folders and os.path.isdir(path)):
@@ -113,8 +118,9 @@ class Format:
         read_kw, _ = self.split_options(tuple(sorted(options)))
         return {k: options[k] for k in read_kw}
 
-    def _loads(self, data: bytes, path: str, **options: Any) -> Any:
-        """The object in ``data``, the bytes of the file at ``path`` (see :attr:`loads_up_to`)."""
+    def _loads(self, data: Any, path: str, **options: Any) -> Any:
+        """The object in ``data``, the bytes (or :attr:`loads_text`: the text) of the file at
+        ``path`` (see :attr:`loads_up_to`)."""
         raise NotImplementedError
 
     def _read_open(self, f: BinaryIO, path: str, **options: Any) -> Any:
@@ -196,7 +202,7 @@ class Reading:
 def _text(data: bytes) -> str:
     """``data`` as UTF-8 text with universal newlines, as a file opened in text mode reads it."""
     text = data.decode("utf-8")
-    return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
+    return io.IncrementalNewlineDecoder(None, translate=True).decode(text, final=True) if "\r" in text else text
 
 
 def _accepted(func: Callable[..., Any] | None) -> tuple[frozenset[str], bool]:
@@ -325,7 +331,7 @@ class HDF(_PandasFormat):
 class JSON(Format):
     name, ext = "json", "json"
     accepts = "a dict or a list"
-    loads_up_to = sys.maxsize  # json.load reads the whole file too
+    loads_up_to, loads_text = sys.maxsize, True  # json.load reads the whole file too
 
     def check(self, obj: Any) -> bool:
         return isinstance(obj, (dict, list))
@@ -343,8 +349,8 @@ class JSON(Format):
 
         return dump
 
-    def _loads(self, data: bytes, path: str, **options: Any) -> Any:
-        return json.loads(_text(data), **options)
+    def _loads(self, data: str, path: str, **options: Any) -> Any:
+        return json.loads(data, **options)
 
     def _write(self, obj: Any, path: str, **options: Any) -> None:
         with open(path, "w", encoding="utf-8") as f:
@@ -466,13 +472,13 @@ class Npy(Format):
 class Text(Format):
     name, ext = "text", "txt"
     accepts = "a str"
-    loads_up_to = sys.maxsize
+    loads_up_to, loads_text = sys.maxsize, True
 
     def check(self, obj: Any) -> bool:
         return isinstance(obj, str)
 
-    def _loads(self, data: bytes, path: str, **options: Any) -> Any:
-        return _text(data)
+    def _loads(self, data: str, path: str, **options: Any) -> Any:
+        return data
 
     def _write(self, obj: Any, path: str, **options: Any) -> None:
         with open(path, "w", encoding="utf-8") as f:
@@ -499,8 +505,8 @@ class Image(Format):
         return require("skimage.io", self.extra, f"reading .{self.ext} images").imread(path)
 
     def _write(self, obj: Any, path: str, **options: Any) -> None:
-        io = require("skimage.io", self.extra, f"writing .{self.ext} images")
-        io.imsave(path, obj, check_contrast=False)
+        skimage_io = require("skimage.io", self.extra, f"writing .{self.ext} images")
+        skimage_io.imsave(path, obj, check_contrast=False)
 
 
 _PILLOW_FAST = frozenset({"png", "jpg", "jpeg", "bmp"})

@@ -117,12 +117,15 @@ def open_or_read(path: str | os.PathLike[str], *, own: bool = False, at_most: in
 def _read_all(fd: int, size: int, limit: int | None, shown: str | os.PathLike[str]) -> bytes:
     """What is left in ``fd`` (``size`` bytes, as ``fstat`` said), at most ``limit`` bytes."""
     chunks: list[bytes] = []
-    total, want = 0, size + 1  # the whole file in one read, and whether it grew meanwhile
+    total, want, blocking = 0, size + 1, False  # the whole file in one read, and whether it grew meanwhile
     while True:
         try:
             chunk = os.read(fd, want if limit is None else min(want, limit + 1 - total))
         except BlockingIOError:  # a file system that passes O_NONBLOCK on for regular files
+            if blocking:
+                raise
             fcntl.fcntl(fd, fcntl.F_SETFL, 0)
+            blocking = True
             continue
         if not chunk:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -234,3 +234,22 @@ def test_a_large_pickle_is_read_from_the_file_a_small_one_from_its_bytes(tmp_pat
     sizes = [os.path.getsize(tmp_path / n) for n in ("small.pkl", "large.pkl")]
     assert sizes[0] <= formats.Pickle.loads_up_to < sizes[1]
     assert [formats.for_path(tmp_path / n).read(tmp_path / n) for n in ("small.pkl", "large.pkl")] == [small, large]
+
+
+def test_a_json_files_bytes_are_let_go_before_its_text_is_parsed(tmp_path):
+    import tracemalloc
+
+    from luisy import formats
+
+    size = 16 << 20
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps(["x" * size]))
+    tracemalloc.start()
+    try:
+        obj = formats.for_path(path).read(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert obj == ["x" * size]
+    # The bytes and the text, then the text and the parsed string: two copies at a time, not three.
+    assert peak < 2.5 * size, f"{peak / size:.2f} copies of the file held at once"

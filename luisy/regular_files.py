@@ -6,7 +6,7 @@ it (for ever), a device such as ``/dev/zero`` never ends, a folder is no file. A
 regular file is refused with a one-line :class:`~luisy.errors.BrokenFileError` naming it. Once
 the file is known to be regular, ``O_NONBLOCK`` is cleared again before a library reads it (FUSE
 and some network file systems pass it on for regular files too); where luisy reads the whole
-file itself (:func:`read_regular`), only after a read said ``EAGAIN``. The check costs an
+file itself (:func:`read_own`, :func:`open_or_read`), only after a read said ``EAGAIN``. The check costs an
 ``fstat`` (and that ``fcntl``) on the open file, nothing per path.
 
 luisy's *own* files (fingerprint records, run journal files, caches, manifests) moreover:
@@ -34,7 +34,7 @@ from typing import BinaryIO
 from luisy.errors import BrokenFileError
 
 __all__ = ["REMOVE", "advised", "kind", "not_own_folder", "not_regular", "open_fd", "open_regular", "open_or_read",
-           "own_folder", "read_own", "read_regular"]
+           "own_folder", "read_own"]
 
 #: What to do about one of luisy's own files that is broken.
 REMOVE = "remove it (luisy writes its own file there again)"
@@ -86,12 +86,7 @@ def open_regular(path: str | os.PathLike[str], *, own: bool = False, limit: int 
 def read_own(path: str | os.PathLike[str], limit: int) -> bytes:
     """The bytes of luisy's own file ``path``: never through a symbolic link at it, never more than
     ``limit`` (:class:`~luisy.errors.BrokenFileError` if it has more)."""
-    return read_regular(path, own=True, limit=limit)
-
-
-def read_regular(path: str | os.PathLike[str], *, own: bool = False, limit: int | None = None) -> bytes:
-    """The bytes of the regular file ``path`` (see :func:`open_fd`), read in one call where its size allows."""
-    fd, info = _open(path, os.O_RDONLY, own, None, None, limit, reads=False)
+    fd, info = _open(path, os.O_RDONLY, True, None, None, limit, reads=False)
     try:
         return _read_all(fd, info.st_size, limit, path)
     finally:

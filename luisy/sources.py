@@ -325,6 +325,7 @@ class Packed:
         items.held_back = self.held_back
         return items if self.part_count is None else SplitSources(items, self.part_count)
 
+
 class InPartOrder(Sequence[SourceItem]):
     """The items of a :class:`SourcesInParts` part after part, each part sorted by name, holding
     only the last few parts read: a first run over an upstream output of a million items goes

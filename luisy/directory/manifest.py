@@ -357,8 +357,8 @@ def remember(folder: str | os.PathLike[str], manifest: Manifest, header: Manifes
     identity = _identity(folder)
     if identity is not None and replaced is not None and replaced.items.part_count > 1:
         listed = {record.file for record in manifest.items.records}
-        for record, table in zip(replaced.items.records, replaced.items._tables, strict=True):
-            if table is not None and record.file is not None and record.file not in listed:
+        for record, table in replaced.items.at_hand():
+            if record.file is not None and record.file not in listed:
                 _replaced_parts.put((identity[0], record.file), table)
     if identity is not None:
         manifest.items.stored(functools.partial(_load_part, _part_reader(os.fspath(folder)), manifest.items.part_count,

@@ -385,6 +385,12 @@ class PartedItems(Mapping[str, Item]):
             self._tables[p] = None
             self._full = self._names = None
 
+    def at_hand(self) -> Iterator[tuple[PartRecord, ItemTable]]:
+        """Each part read and not let go yet, with its record."""
+        for record, table in zip(self.records, self._tables, strict=True):
+            if table is not None:
+                yield record, table
+
     def _stored(self) -> bool:
         return self._load is not None and all(record.file for record in self.records)  # else in the manifest
 
